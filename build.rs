@@ -1,0 +1,25 @@
+//! Compiles the protos with protox (pure Rust), so a fresh machine needs no system `protoc`.
+
+use std::{env, path::PathBuf};
+
+use prost::Message;
+
+const PROTOS: &[&str] = &[
+    "proto/assignment/v1/types.proto",
+    "proto/assignment/v1/directory_service.proto",
+    "proto/assignment/v1/assignment_service.proto",
+    "proto/assignment/v1/access_group_service.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    // Served by the reflection service so grpcurl needs no proto files.
+    std::fs::write(
+        out_dir.join("assignment_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

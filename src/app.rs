@@ -1,0 +1,150 @@
+//! Assembles the gRPC server: the three services, health, reflection, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
+use crate::pb::access_group_service_server::AccessGroupServiceServer;
+use crate::pb::assignment_service_server::AssignmentServiceServer;
+use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::store::Store;
+
+/// Health names: "" (the whole server) and each service.
+const HEALTH_NAMES: [&str; 4] = [
+    "",
+    <DirectoryServiceServer<DirectoryApi> as NamedService>::NAME,
+    <AssignmentServiceServer<AssignmentApi> as NamedService>::NAME,
+    <AccessGroupServiceServer<AccessGroupApi> as NamedService>::NAME,
+];
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub health_check_interval: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            health_check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Binds `addr` (port 0 picks a free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` resolves; then health turns NOT_SERVING, new calls are refused and in-flight
+/// calls finish before this returns.
+pub async fn serve(
+    store: Store,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_all(&health, ServingStatus::Serving).await;
+    let watcher = tokio::spawn(watch_database(
+        store.clone(),
+        health.clone(),
+        options.health_check_interval,
+    ));
+
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    // grpcurl 1.8 and other older clients speak only v1alpha.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+
+    let drain_health = health.clone();
+    let result = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(DirectoryServiceServer::new(DirectoryApi::new(
+            store.clone(),
+        )))
+        .add_service(AssignmentServiceServer::new(AssignmentApi::new(
+            store.clone(),
+        )))
+        .add_service(AccessGroupServiceServer::new(AccessGroupApi::new(store)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+            watcher.abort();
+            set_all(&drain_health, ServingStatus::NotServing).await;
+        })
+        .await;
+    tracing::info!("server stopped");
+    result
+}
+
+/// Our services, health, and the google.rpc error details, so grpcurl can decode every error's details.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
+async fn set_all(health: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
+async fn watch_database(store: Store, health: HealthReporter, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    let mut healthy = true;
+    loop {
+        ticker.tick().await;
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if ok != healthy {
+            healthy = ok;
+            if ok {
+                tracing::info!("database reachable again: SERVING");
+                set_all(&health, ServingStatus::Serving).await;
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+                set_all(&health, ServingStatus::NotServing).await;
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,196 @@
+//! Rules for access groups: what a valid group looks like and who may be in one.
+
+use crate::domain::model::{Role, UserRef};
+use crate::domain::validate;
+use crate::error::{AppError, AppResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    pub view: bool,
+    pub reply: bool,
+}
+
+/// A group's permissions must grant something, and reply needs view.
+pub fn check_permissions(field: &str, permissions: Permissions) -> AppResult<()> {
+    if !permissions.view {
+        let message = if permissions.reply {
+            "reply permission requires view permission: set view too"
+        } else {
+            "an access group must grant at least view permission"
+        };
+        return Err(AppError::invalid(field, message));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub all_conversations: bool,
+    pub member_tags: Vec<String>,
+    pub conversation_ids: Vec<String>,
+}
+
+/// Validates a scope and normalises its lists; an empty scope would grant nothing, so it is refused.
+pub fn normalize_scope(field: &str, scope: Scope) -> AppResult<Scope> {
+    let member_tags = validate::tags(&format!("{field}.member_tags"), &scope.member_tags)?;
+    let conversation_ids = validate::id_list(
+        &format!("{field}.conversation_ids"),
+        &scope.conversation_ids,
+        validate::MAX_SCOPE_CONVERSATIONS,
+    )?;
+    if !scope.all_conversations && member_tags.is_empty() && conversation_ids.is_empty() {
+        return Err(AppError::invalid(
+            field,
+            "the scope is empty: set all_conversations, member_tags or conversation_ids",
+        ));
+    }
+    Ok(Scope {
+        all_conversations: scope.all_conversations,
+        member_tags,
+        conversation_ids,
+    })
+}
+
+/// Every requested organizer must exist, be active and be an organizer (admins see everything anyway).
+pub fn check_organizers(requested: &[String], found: &[UserRef]) -> AppResult<()> {
+    let missing: Vec<&str> = requested
+        .iter()
+        .filter(|id| !found.iter().any(|u| &u.user_id == *id))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(AppError::not_found(
+            "ORGANIZER_NOT_FOUND",
+            format!(
+                "these users are not users of this campaign: {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if let Some(admin) = found.iter().find(|u| u.role == Role::Admin) {
+        return Err(AppError::invalid(
+            "organizer_ids",
+            format!(
+                "user {:?} is an admin; admins already have access to every conversation, \
+                 only organizers belong in access groups",
+                admin.user_id
+            ),
+        ));
+    }
+    if let Some(inactive) = found.iter().find(|u| !u.active) {
+        return Err(AppError::precondition(
+            "ORGANIZER_INACTIVE",
+            format!(
+                "user {:?} is inactive and cannot be added to access groups",
+                inactive.user_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn org(id: &str, active: bool) -> UserRef {
+        UserRef {
+            user_id: id.into(),
+            role: Role::Organizer,
+            active,
+        }
+    }
+
+    #[test]
+    fn permissions_must_include_view() {
+        assert!(
+            check_permissions(
+                "p",
+                Permissions {
+                    view: true,
+                    reply: true
+                }
+            )
+            .is_ok()
+        );
+        assert!(
+            check_permissions(
+                "p",
+                Permissions {
+                    view: true,
+                    reply: false
+                }
+            )
+            .is_ok()
+        );
+        assert!(
+            check_permissions(
+                "p",
+                Permissions {
+                    view: false,
+                    reply: true
+                }
+            )
+            .is_err()
+        );
+        assert!(
+            check_permissions(
+                "p",
+                Permissions {
+                    view: false,
+                    reply: false
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn empty_scope_is_refused_and_lists_are_normalised() {
+        assert!(normalize_scope("scope", Scope::default()).is_err());
+        let scope = normalize_scope(
+            "scope",
+            Scope {
+                all_conversations: false,
+                member_tags: vec!["b".into(), "a".into(), "b".into()],
+                conversation_ids: vec!["c1".into(), "c1".into()],
+            },
+        )
+        .unwrap();
+        assert_eq!(scope.member_tags, vec!["a", "b"]);
+        assert_eq!(scope.conversation_ids, vec!["c1"]);
+        assert!(
+            normalize_scope(
+                "scope",
+                Scope {
+                    all_conversations: true,
+                    ..Scope::default()
+                }
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn organizers_must_exist_be_active_and_not_admins() {
+        let requested = vec!["o1".to_string(), "o2".into()];
+        assert!(check_organizers(&requested, &[org("o1", true), org("o2", true)]).is_ok());
+        assert!(matches!(
+            check_organizers(&requested, &[org("o1", true)]),
+            Err(AppError::NotFound { .. })
+        ));
+        let admin = UserRef {
+            user_id: "o2".into(),
+            role: Role::Admin,
+            active: true,
+        };
+        assert!(matches!(
+            check_organizers(&requested, &[org("o1", true), admin]),
+            Err(AppError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            check_organizers(&requested, &[org("o1", true), org("o2", false)]),
+            Err(AppError::FailedPrecondition { .. })
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! Domain rules: pure functions, no I/O.
+
+pub mod access_group;
+pub mod actor;
+pub mod assignment;
+pub mod model;
+pub mod paging;
+pub mod reply;
+pub mod validate;

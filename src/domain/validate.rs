@@ -1,0 +1,169 @@
+//! Input validation: every id and string that reaches the database passes through here.
+
+use crate::error::{AppError, AppResult};
+
+/// Ids of campaigns, users, members and conversations are opaque strings owned by the systems of record.
+pub const MAX_ID_LEN: usize = 128;
+pub const MAX_DISPLAY_NAME_LEN: usize = 200;
+pub const MAX_GROUP_NAME_LEN: usize = 100;
+pub const MAX_TAG_LEN: usize = 64;
+pub const MAX_TAGS: usize = 100;
+/// Explicit conversation lists in one access-group request.
+pub const MAX_SCOPE_CONVERSATIONS: usize = 10_000;
+pub const MAX_IDS_PER_REQUEST: usize = 1_000;
+
+/// An opaque id: 1 to 128 printable ASCII characters, no spaces.
+pub fn id(field: &str, value: &str) -> AppResult<()> {
+    if value.is_empty() {
+        return Err(AppError::invalid(field, format!("{field} is required")));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "{field} is {} characters long; ids are at most {MAX_ID_LEN}",
+                value.len()
+            ),
+        ));
+    }
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} {value:?} may only contain printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// An optional id: empty means "not given".
+pub fn optional_id(field: &str, value: &str) -> AppResult<Option<String>> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        id(field, value).map(|()| Some(value.to_owned()))
+    }
+}
+
+/// A list of ids: each valid, at most `max`, duplicates dropped (first occurrence wins).
+pub fn id_list(field: &str, values: &[String], max: usize) -> AppResult<Vec<String>> {
+    if values.len() > max {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "{field} has {} entries; at most {max} are allowed",
+                values.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(values.len());
+    let mut out = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        id(&format!("{field}[{i}]"), value)?;
+        if seen.insert(value.as_str()) {
+            out.push(value.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Human-readable text: at most `max` characters, no control characters, trimmed.
+pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<String> {
+    let trimmed = value.trim();
+    if required && trimmed.is_empty() {
+        return Err(AppError::invalid(field, format!("{field} is required")));
+    }
+    let chars = trimmed.chars().count();
+    if chars > max {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} is {chars} characters long; at most {max} are allowed"),
+        ));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} may not contain control characters"),
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// Member tags: each 1 to 64 characters, at most 100, duplicates dropped, sorted for stable storage.
+pub fn tags(field: &str, values: &[String]) -> AppResult<Vec<String>> {
+    if values.len() > MAX_TAGS {
+        return Err(AppError::invalid(
+            field,
+            format!(
+                "{field} has {} tags; at most {MAX_TAGS} are allowed",
+                values.len()
+            ),
+        ));
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        out.push(text(&format!("{field}[{i}]"), value, MAX_TAG_LEN, true)?);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(err: AppError) -> String {
+        match err {
+            AppError::InvalidArgument { field, .. } => field,
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_must_be_present_bounded_and_printable() {
+        assert!(id("user_id", "u-1@example.org").is_ok());
+        assert_eq!(field_of(id("user_id", "").unwrap_err()), "user_id");
+        assert!(id("user_id", &"x".repeat(MAX_ID_LEN)).is_ok());
+        assert!(id("user_id", &"x".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(id("user_id", "has space").is_err());
+        assert!(id("user_id", "tab\t").is_err());
+        assert!(id("user_id", "é").is_err());
+    }
+
+    #[test]
+    fn optional_id_treats_empty_as_absent() {
+        assert_eq!(optional_id("user_id", "").unwrap(), None);
+        assert_eq!(optional_id("user_id", "u1").unwrap(), Some("u1".into()));
+        assert!(optional_id("user_id", " ").is_err());
+    }
+
+    #[test]
+    fn id_lists_name_the_bad_entry_and_drop_duplicates() {
+        let ids = vec!["a".to_string(), "b".into(), "a".into()];
+        assert_eq!(id_list("ids", &ids, 10).unwrap(), vec!["a", "b"]);
+        let bad = vec!["a".to_string(), "".into()];
+        assert_eq!(field_of(id_list("ids", &bad, 10).unwrap_err()), "ids[1]");
+        assert!(id_list("ids", &ids, 2).is_err());
+    }
+
+    #[test]
+    fn text_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(
+            text("name", "  Field team ", 20, true).unwrap(),
+            "Field team"
+        );
+        assert!(text("name", "   ", 20, true).is_err());
+        assert_eq!(text("name", "", 20, false).unwrap(), "");
+        assert!(text("name", &"é".repeat(21), 20, true).is_err());
+        assert!(text("name", &"é".repeat(20), 20, true).is_ok());
+        assert!(text("name", "a\nb", 20, true).is_err());
+    }
+
+    #[test]
+    fn tags_are_sorted_and_deduplicated() {
+        let tags_in = vec!["volunteer".to_string(), "donor".into(), "volunteer".into()];
+        assert_eq!(tags("tags", &tags_in).unwrap(), vec!["donor", "volunteer"]);
+        assert!(tags("tags", &["".to_string()]).is_err());
+        assert!(tags("tags", &vec!["t".to_string(); MAX_TAGS + 1]).is_err());
+    }
+}

@@ -1,0 +1,288 @@
+//! A private PostgreSQL cluster for running with no configuration: initialised once under a data directory,
+//! started from the PostgreSQL binaries installed on the machine, stopped when its owner goes away.
+//!
+//! PostgreSQL refuses to run as root, so when this process is root the cluster runs as the `postgres`
+//! system user that the distribution's packages create.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedPgError {
+    #[error(
+        "PostgreSQL is not installed: install it (e.g. `apt-get install -y postgresql`) or set DATABASE_URL \
+         to a server you have"
+    )]
+    NotInstalled,
+    #[error(
+        "running as root, the embedded PostgreSQL needs the `postgres` system user (created by the \
+         postgresql package); install the package or set DATABASE_URL"
+    )]
+    NoPostgresUser,
+    #[error("embedded PostgreSQL: {what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("embedded PostgreSQL failed to {what}; see {log}")]
+    Failed { what: String, log: PathBuf },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedPgError {
+    let what = what.into();
+    move |source| EmbeddedPgError::Io { what, source }
+}
+
+/// Server settings for a cluster whose data may be thrown away (tests): no fsync, no waiting on WAL.
+pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+];
+
+/// A running private cluster. Dropping it stops the server (fast shutdown).
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+}
+
+/// The system user to run as, when this process is root.
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+fn run_as() -> Result<Option<RunAs>, EmbeddedPgError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let name = CString::new("postgres").expect("no NUL");
+    // SAFETY: getpwnam returns a pointer to static storage or null; we copy the fields at once.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    if entry.is_null() {
+        return Err(EmbeddedPgError::NoPostgresUser);
+    }
+    // SAFETY: entry is non-null and points to a valid passwd record.
+    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
+    Ok(Some(RunAs { uid, gid }))
+}
+
+/// The directory holding `initdb` and `postgres`: PATH first, then `pg_config`, then Debian's layout.
+fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_both(&dir) {
+                // Follow a symlinked `postgres` to its real directory, where its share files are found.
+                let real = fs::canonicalize(dir.join("postgres")).ok();
+                return Ok(real
+                    .and_then(|p| p.parent().map(Path::to_path_buf))
+                    .unwrap_or(dir));
+            }
+        }
+    }
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && has_both(&dir) {
+            return Ok(dir);
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_both(dir))
+        .collect();
+    candidates.sort();
+    candidates
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or(EmbeddedPgError::NotInstalled)
+}
+
+impl EmbeddedPostgres {
+    /// Starts a cluster in `data_dir`, running `initdb` first if the directory holds none.
+    pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedPgError> {
+        let bin = find_bin_dir()?;
+        let run_as = run_as()?;
+        fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
+        let data_dir = fs::canonicalize(data_dir).map_err(io_err("resolve the data directory"))?;
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("restrict the data directory"))?;
+        let log = data_dir.with_extension("log");
+
+        if !data_dir.join("PG_VERSION").exists() {
+            if let Some(user) = &run_as {
+                chown_recursive(&data_dir, user)?;
+            }
+            let log_file =
+                File::create(&log).map_err(io_err(format!("create {}", log.display())))?;
+            let mut initdb = Command::new(bin.join("initdb"));
+            initdb
+                .arg("-D")
+                .arg(&data_dir)
+                .args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                ])
+                .stdout(log_file.try_clone().map_err(io_err("open the log"))?)
+                .stderr(log_file);
+            as_user(&mut initdb, run_as.as_ref());
+            let status = initdb.status().map_err(io_err("run initdb"))?;
+            if !status.success() {
+                return Err(EmbeddedPgError::Failed {
+                    what: "initialise its data directory".into(),
+                    log,
+                });
+            }
+        }
+
+        let port = free_port()?;
+        let log_file = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io_err(format!("open {}", log.display())))?;
+        let mut postgres = Command::new(bin.join("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data_dir)
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("-c")
+            .arg("listen_addresses=127.0.0.1")
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", data_dir.display()))
+            .arg("-c")
+            .arg("max_connections=200");
+        for (key, value) in settings {
+            postgres.arg("-c").arg(format!("{key}={value}"));
+        }
+        postgres
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().map_err(io_err("open the log"))?)
+            .stderr(log_file)
+            // Its own process group: a terminal's Ctrl-C reaches us, and we stop the server after draining.
+            .process_group(0);
+        as_user(&mut postgres, run_as.as_ref());
+        // SAFETY: prctl is async-signal-safe; it runs in the child between fork and exec.
+        unsafe {
+            postgres.pre_exec(|| {
+                // If we die without stopping it, the kernel asks the server for a fast shutdown.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = postgres.spawn().map_err(io_err("start postgres"))?;
+        let mut server = Self {
+            child,
+            port,
+            data_dir,
+        };
+        server.wait_until_ready(&log)?;
+        Ok(server)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A URL for `database` as the cluster's superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The server writes "ready" into postmaster.pid once it accepts connections.
+    fn wait_until_ready(&mut self, log: &Path) -> Result<(), EmbeddedPgError> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let pid_file = self.data_dir.join("postmaster.pid");
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(EmbeddedPgError::Failed {
+                    what: "start (another server may be using this data directory)".into(),
+                    log: log.to_path_buf(),
+                });
+            }
+            if let Ok(contents) = fs::read_to_string(&pid_file)
+                && contents.lines().nth(7).map(str::trim) == Some("ready")
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.stop();
+        Err(EmbeddedPgError::Failed {
+            what: "become ready within 60 s".into(),
+            log: log.to_path_buf(),
+        })
+    }
+
+    /// Fast shutdown: disconnect clients, checkpoint, exit. Waits for the server to finish.
+    pub fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child by pid.
+            unsafe {
+                libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn as_user(command: &mut Command, run_as: Option<&RunAs>) {
+    if let Some(user) = run_as {
+        command.uid(user.uid).gid(user.gid);
+        // HOME of root is not readable by postgres; initdb and postgres do not need one.
+        command.env_remove("HOME").current_dir("/");
+    }
+}
+
+fn free_port() -> Result<u16, EmbeddedPgError> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("find a free port"))?;
+    Ok(listener
+        .local_addr()
+        .map_err(io_err("find a free port"))?
+        .port())
+}
+
+fn chown_recursive(path: &Path, user: &RunAs) -> Result<(), EmbeddedPgError> {
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(io_err(format!(
+        "hand {} to the postgres user",
+        path.display()
+    )))?;
+    if path.is_dir() {
+        for entry in fs::read_dir(path).map_err(io_err(format!("read {}", path.display())))? {
+            let entry = entry.map_err(io_err(format!("read {}", path.display())))?;
+            if !entry.file_type().map(|t| t.is_symlink()).unwrap_or(true) {
+                chown_recursive(&entry.path(), user)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! assignment-service: who on a campaign's team owns each member conversation in a shared inbox.
+//!
+//! Layers, one way down: [`grpc`] handlers decode requests and encode replies, [`domain`] holds the rules
+//! as pure functions, [`store`] runs the SQL. [`app`] assembles the server; `main.rs` only configures it.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod embedded_pg;
+pub mod error;
+pub mod grpc;
+pub mod store;
+pub mod telemetry;
+
+/// Generated protobuf and gRPC code for package `assignment.v1`.
+pub mod pb {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("assignment.v1");
+
+    /// The encoded descriptors of every `assignment.v1` proto, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("assignment_descriptor");
+}

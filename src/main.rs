@@ -1,0 +1,67 @@
+use std::process::ExitCode;
+
+use assignment_service::app::{self, ServeOptions};
+use assignment_service::config::Config;
+use assignment_service::embedded_pg::EmbeddedPostgres;
+use assignment_service::store::Store;
+use assignment_service::telemetry;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    telemetry::init(config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("assignment-service: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    // Bind first: a taken port should fail before a database is started for nothing.
+    let listener = app::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    // Held until the server has drained, then dropped: that stops the private cluster.
+    let mut embedded = None;
+    let database_url = match &config.database_url {
+        Some(url) => url.clone(),
+        None => {
+            let data_dir = config.data_dir.clone();
+            let cluster =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(
+                data_dir = %cluster.data_dir().display(),
+                port = cluster.port(),
+                "DATABASE_URL is not set: started a private PostgreSQL"
+            );
+            let url = cluster.url("postgres");
+            embedded = Some(cluster);
+            url
+        }
+    };
+    let store = Store::connect(&database_url, config.pool_size)
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot apply database migrations: {e}"))?;
+    tracing::info!(addr = %config.listen_addr, "serving gRPC");
+    let options = ServeOptions {
+        health_check_interval: config.health_check_interval,
+    };
+    app::serve(store.clone(), listener, options, app::shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    store.pool().close().await;
+    drop(embedded);
+    Ok(())
+}

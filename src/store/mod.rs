@@ -1,0 +1,82 @@
+//! PostgreSQL access: queries, transactions and row locks. No business rules live here.
+
+mod access_groups;
+mod conversations;
+mod history;
+mod users;
+
+pub use access_groups::{AccessGroupRow, GrantRow, GroupChanges, NewGroup};
+pub use conversations::{
+    ConversationFilter, ConversationRow, LockedConversation, ViewedConversation, Write,
+};
+pub use history::EventRow;
+pub use users::UserRow;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::error::AppResult;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The service's handle on its database. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects lazily-checked: the first connection is made here so a bad URL fails at start-up.
+    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(database_url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting
+    /// together apply each migration exactly once.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+
+    /// A round trip to the database, for health reporting.
+    pub async fn ping(&self) -> AppResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation
+/// aliased `c` has the user bound at `user_param` as a member.
+fn grant_exists(user_param: &str, permission: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM access_group_organizers m \
+           JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id \
+          WHERE m.campaign_id = c.campaign_id AND m.user_id = {user_param} AND g.{permission} AND {})",
+        scope_covers("g", "c")
+    )
+}
+
+/// Whether the scope of access group `group` covers conversation `conv`: all conversations, a shared member
+/// tag, or an explicit listing.
+fn scope_covers(group: &str, conv: &str) -> String {
+    format!(
+        "({group}.scope_all OR {group}.scope_tags && {conv}.member_tags \
+          OR EXISTS (SELECT 1 FROM access_group_conversations x \
+                      WHERE x.campaign_id = {group}.campaign_id AND x.access_group_id = {group}.access_group_id \
+                        AND x.conversation_id = {conv}.conversation_id))"
+    )
+}
