@@ -1,0 +1,460 @@
+//! AccessGroupService: groups grant organizers view/reply; only admins change them.
+
+use assignment_service::pb;
+use tonic::Code;
+
+use crate::harness::*;
+
+async fn campaign() -> TestApp {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.organizer("org1").await;
+    app.organizer("org2").await;
+    app.conversation("c-vol", &["volunteer"]).await;
+    app.conversation("c-don", &["donor"]).await;
+    app.conversation("c-none", &[]).await;
+    app
+}
+
+async fn access(app: &TestApp, user: &str, conversation: &str) -> pb::CheckAccessResponse {
+    app.groups()
+        .await
+        .check_access(as_actor(
+            "admin",
+            pb::CheckAccessRequest {
+                conversation_id: conversation.into(),
+                user_id: user.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn scopes_grant_by_tag_by_listing_and_to_all() {
+    let app = campaign().await;
+    let tagged = app
+        .group(
+            "admin",
+            "Volunteers",
+            &["org1"],
+            true,
+            scope_tags(&["volunteer"]),
+        )
+        .await;
+    assert_eq!(tagged.organizer_ids, vec!["org1"]);
+    app.group(
+        "admin",
+        "Listed",
+        &["org2"],
+        false,
+        scope_conversations(&["c-don"]),
+    )
+    .await;
+
+    let vol = access(&app, "org1", "c-vol").await;
+    assert!(vol.can_view && vol.can_reply && !vol.is_admin);
+    assert_eq!(vol.grants.len(), 1);
+    assert_eq!(vol.grants[0].name, "Volunteers");
+    assert_eq!(vol.grants[0].access_group_id, tagged.access_group_id);
+    let none = access(&app, "org1", "c-don").await;
+    assert!(!none.can_view && !none.can_reply && none.grants.is_empty());
+    let listed = access(&app, "org2", "c-don").await;
+    assert!(listed.can_view && !listed.can_reply);
+    assert!(!access(&app, "org2", "c-vol").await.can_view);
+
+    app.group("admin", "Everyone", &["org2"], true, scope_all())
+        .await;
+    let everything = access(&app, "org2", "c-none").await;
+    assert!(everything.can_view && everything.can_reply);
+    let both = access(&app, "org2", "c-don").await;
+    assert_eq!(both.grants.len(), 2);
+    assert!(both.can_reply);
+
+    let admin = access(&app, "admin", "c-none").await;
+    assert!(admin.is_admin && admin.can_view && admin.can_reply);
+}
+
+#[tokio::test]
+async fn only_admins_change_groups() {
+    let app = campaign().await;
+    let group = app
+        .group("admin", "Team", &["org1"], true, scope_all())
+        .await;
+    let mut client = app.groups().await;
+    let create = pb::CreateAccessGroupRequest {
+        name: "Mine".into(),
+        permissions: Some(pb::AccessGroupPermissions {
+            view: true,
+            reply: true,
+        }),
+        scope: Some(scope_all()),
+        organizer_ids: vec!["org1".into()],
+    };
+    let status = expect_code(
+        client.create_access_group(as_actor("org1", create)).await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&status), "ADMIN_REQUIRED");
+    let id = group.access_group_id.clone();
+    expect_code(
+        client
+            .add_organizers(as_actor(
+                "org1",
+                pb::AddOrganizersRequest {
+                    access_group_id: id.clone(),
+                    organizer_ids: vec!["org2".into()],
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        client
+            .remove_organizers(as_actor(
+                "org1",
+                pb::RemoveOrganizersRequest {
+                    access_group_id: id.clone(),
+                    organizer_ids: vec!["org1".into()],
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        client
+            .update_access_group(as_actor(
+                "org1",
+                pb::UpdateAccessGroupRequest {
+                    access_group_id: id.clone(),
+                    name: Some("Renamed".into()),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    expect_code(
+        client
+            .delete_access_group(as_actor(
+                "org1",
+                pb::DeleteAccessGroupRequest {
+                    access_group_id: id,
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(app.count("access_groups").await, 1);
+    assert_eq!(app.count("access_group_organizers").await, 1);
+}
+
+#[tokio::test]
+async fn invalid_groups_are_refused_and_nothing_is_written() {
+    let app = campaign().await;
+    app.group("admin", "Field Team", &[], true, scope_all())
+        .await;
+    let mut client = app.groups().await;
+    let base = || pb::CreateAccessGroupRequest {
+        name: "New".into(),
+        permissions: Some(pb::AccessGroupPermissions {
+            view: true,
+            reply: true,
+        }),
+        scope: Some(scope_all()),
+        organizer_ids: vec!["org1".into()],
+    };
+    let mut duplicate = base();
+    duplicate.name = "field team".into();
+    let status = expect_code(
+        client
+            .create_access_group(as_actor("admin", duplicate))
+            .await,
+        Code::AlreadyExists,
+    );
+    assert_eq!(reason(&status), "ACCESS_GROUP_NAME_TAKEN");
+
+    let mut reply_only = base();
+    reply_only.permissions = Some(pb::AccessGroupPermissions {
+        view: false,
+        reply: true,
+    });
+    let mut empty_scope = base();
+    empty_scope.scope = Some(pb::AccessGroupScope::default());
+    let mut no_name = base();
+    no_name.name = "  ".into();
+    let mut long_name = base();
+    long_name.name = "n".repeat(101);
+    let mut admin_member = base();
+    admin_member.organizer_ids = vec!["admin".into()];
+    for request in [reply_only, empty_scope, no_name, long_name, admin_member] {
+        expect_code(
+            client.create_access_group(as_actor("admin", request)).await,
+            Code::InvalidArgument,
+        );
+    }
+    let mut ghost = base();
+    ghost.organizer_ids = vec!["org1".into(), "ghost".into()];
+    let status = expect_code(
+        client.create_access_group(as_actor("admin", ghost)).await,
+        Code::NotFound,
+    );
+    assert!(status.message().contains("ghost"));
+    let mut unknown_conversation = base();
+    unknown_conversation.scope = Some(scope_conversations(&["c-vol", "c-missing"]));
+    let status = expect_code(
+        client
+            .create_access_group(as_actor("admin", unknown_conversation))
+            .await,
+        Code::NotFound,
+    );
+    assert!(status.message().contains("c-missing"));
+    app.deactivate("org2").await;
+    let mut inactive = base();
+    inactive.organizer_ids = vec!["org2".into()];
+    expect_code(
+        client
+            .create_access_group(as_actor("admin", inactive))
+            .await,
+        Code::FailedPrecondition,
+    );
+
+    assert_eq!(app.count("access_groups").await, 1);
+    assert_eq!(app.count("access_group_organizers").await, 0);
+    assert_eq!(app.count("access_group_conversations").await, 0);
+}
+
+#[tokio::test]
+async fn update_membership_and_delete_change_access_but_not_assignments() {
+    let app = campaign().await;
+    let group = app
+        .group(
+            "admin",
+            "Team",
+            &["org1"],
+            false,
+            scope_tags(&["volunteer"]),
+        )
+        .await;
+    let id = group.access_group_id.clone();
+    let mut client = app.groups().await;
+
+    let updated = client
+        .update_access_group(as_actor(
+            "admin",
+            pb::UpdateAccessGroupRequest {
+                access_group_id: id.clone(),
+                name: Some("Donor team".into()),
+                permissions: Some(pb::AccessGroupPermissions {
+                    view: true,
+                    reply: true,
+                }),
+                scope: Some(scope_conversations(&["c-don"])),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_group
+        .unwrap();
+    assert_eq!(updated.name, "Donor team");
+    assert_eq!(updated.scope.unwrap().conversation_ids, vec!["c-don"]);
+    assert!(access(&app, "org1", "c-don").await.can_reply);
+    assert!(
+        !access(&app, "org1", "c-vol").await.can_view,
+        "the new scope replaced the old"
+    );
+
+    let added = client
+        .add_organizers(as_actor(
+            "admin",
+            pb::AddOrganizersRequest {
+                access_group_id: id.clone(),
+                organizer_ids: vec!["org2".into(), "org1".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_group
+        .unwrap();
+    assert_eq!(added.organizer_ids, vec!["org1", "org2"]);
+
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "org1",
+            pb::AssignConversationRequest {
+                conversation_id: "c-don".into(),
+                assignee_id: "org1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let removed = client
+        .remove_organizers(as_actor(
+            "admin",
+            pb::RemoveOrganizersRequest {
+                access_group_id: id.clone(),
+                organizer_ids: vec!["org1".into()],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_group
+        .unwrap();
+    assert_eq!(removed.organizer_ids, vec!["org2"]);
+    assert!(!access(&app, "org1", "c-don").await.can_reply);
+
+    client
+        .delete_access_group(as_actor(
+            "admin",
+            pb::DeleteAccessGroupRequest {
+                access_group_id: id.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(!access(&app, "org2", "c-don").await.can_view);
+    assert_eq!(
+        app.stored("c-don").await.0.as_deref(),
+        Some("org1"),
+        "assignments stay"
+    );
+    let status = expect_code(
+        client
+            .get_access_group(as_actor(
+                "admin",
+                pb::GetAccessGroupRequest {
+                    access_group_id: id,
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(reason(&status), "ACCESS_GROUP_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn group_ids_are_validated() {
+    let app = campaign().await;
+    let mut client = app.groups().await;
+    for bad in ["", "not-a-uuid"] {
+        expect_code(
+            client
+                .get_access_group(as_actor(
+                    "admin",
+                    pb::GetAccessGroupRequest {
+                        access_group_id: bad.into(),
+                    },
+                ))
+                .await,
+            Code::InvalidArgument,
+        );
+    }
+    expect_code(
+        client
+            .delete_access_group(as_actor(
+                "admin",
+                pb::DeleteAccessGroupRequest {
+                    access_group_id: uuid::Uuid::new_v4().to_string(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+}
+
+#[tokio::test]
+async fn organizers_see_only_their_own_groups() {
+    let app = campaign().await;
+    let mine = app
+        .group("admin", "Mine", &["org1"], true, scope_all())
+        .await;
+    let theirs = app
+        .group("admin", "Theirs", &["org2"], true, scope_all())
+        .await;
+    let mut client = app.groups().await;
+
+    let listed = client
+        .list_access_groups(as_actor("org1", pb::ListAccessGroupsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed
+        .access_groups
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["Mine"]);
+    client
+        .get_access_group(as_actor(
+            "org1",
+            pb::GetAccessGroupRequest {
+                access_group_id: mine.access_group_id,
+            },
+        ))
+        .await
+        .unwrap();
+    let status = expect_code(
+        client
+            .get_access_group(as_actor(
+                "org1",
+                pb::GetAccessGroupRequest {
+                    access_group_id: theirs.access_group_id,
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&status), "NOT_A_MEMBER");
+    expect_code(
+        client
+            .check_access(as_actor(
+                "org1",
+                pb::CheckAccessRequest {
+                    conversation_id: "c-vol".into(),
+                    user_id: "org2".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+
+    // Admins page through every group by name.
+    app.group("admin", "Alpha", &[], true, scope_all()).await;
+    let first = client
+        .list_access_groups(as_actor(
+            "admin",
+            pb::ListAccessGroupsRequest {
+                page_size: 2,
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let second = client
+        .list_access_groups(as_actor(
+            "admin",
+            pb::ListAccessGroupsRequest {
+                page_size: 2,
+                page_token: first.next_page_token.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let all: Vec<_> = first
+        .access_groups
+        .iter()
+        .chain(&second.access_groups)
+        .map(|g| g.name.clone())
+        .collect();
+    assert_eq!(all, vec!["Alpha", "Mine", "Theirs"]);
+    assert!(second.next_page_token.is_empty());
+}

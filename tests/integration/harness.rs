@@ -1,0 +1,355 @@
+//! Starts the real server in-process on an ephemeral port, backed by a fresh schema of a real PostgreSQL:
+//! `DATABASE_URL` when set, otherwise a private cluster started once for this test process.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use assignment_service::app::{self, ServeOptions};
+use assignment_service::embedded_pg::{EmbeddedPostgres, THROWAWAY_SETTINGS};
+use assignment_service::pb;
+use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
+use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
+use assignment_service::pb::directory_service_client::DirectoryServiceClient;
+use assignment_service::store::Store;
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+/// The server URL every test schema lives in.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            return url;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The cluster lives on a thread that never ends: the kernel stops it when this process exits.
+        std::thread::spawn(move || {
+            remove_stale_clusters();
+            let dir = cluster_dir(std::process::id());
+            let _ = std::fs::remove_dir_all(&dir);
+            match EmbeddedPostgres::start(&dir, THROWAWAY_SETTINGS) {
+                Ok(cluster) => {
+                    tx.send(Ok(cluster.url("postgres"))).unwrap();
+                    loop {
+                        std::thread::park();
+                    }
+                }
+                Err(err) => tx.send(Err(err.to_string())).unwrap(),
+            }
+        });
+        rx.recv()
+            .unwrap()
+            .unwrap_or_else(|err| panic!("no DATABASE_URL and no embedded PostgreSQL: {err}"))
+    })
+}
+
+fn cluster_dir(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("assignment-service-test-pg-{pid}"))
+}
+
+/// Clusters of test processes that no longer run.
+fn remove_stale_clusters() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("assignment-service-test-pg-"))
+            .and_then(|p| p.strip_suffix(".log").or(Some(p)))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+}
+
+/// A URL whose connections see only a new, empty schema.
+pub async fn fresh_schema_url() -> String {
+    let base = server_url();
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options[search_path]={schema}")
+}
+
+/// One running server with its own schema.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub const CAMPAIGN: &str = "camp-1";
+
+impl TestApp {
+    pub async fn start() -> Self {
+        let url = fresh_schema_url().await;
+        let store = Store::connect(&url, 8).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        Self::serve(store, ServeOptions::default()).await
+    }
+
+    /// Serves `store` as it is (no migrations), with the given options.
+    pub async fn serve(store: Store, options: ServeOptions) -> Self {
+        let listener = app::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let server_store = store.clone();
+        let server = tokio::spawn(async move {
+            app::serve(server_store, listener, options, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        Self {
+            addr,
+            store,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let endpoint = format!("http://{}", self.addr);
+        for _ in 0..50 {
+            if let Ok(channel) = Channel::from_shared(endpoint.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                return channel;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("server at {} did not accept connections", self.addr);
+    }
+
+    pub async fn assignments(&self) -> AssignmentServiceClient<Channel> {
+        AssignmentServiceClient::new(self.channel().await)
+    }
+
+    pub async fn groups(&self) -> AccessGroupServiceClient<Channel> {
+        AccessGroupServiceClient::new(self.channel().await)
+    }
+
+    pub async fn directory(&self) -> DirectoryServiceClient<Channel> {
+        DirectoryServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server gracefully and waits until it has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+
+    // ----- set-up through the real API -----
+
+    pub async fn user(&self, user_id: &str, role: pb::Role) {
+        self.directory()
+            .await
+            .upsert_user(system(
+                CAMPAIGN,
+                pb::UpsertUserRequest {
+                    user_id: user_id.into(),
+                    role: role.into(),
+                    display_name: format!("User {user_id}"),
+                },
+            ))
+            .await
+            .expect("upsert user");
+    }
+
+    pub async fn admin(&self, user_id: &str) {
+        self.user(user_id, pb::Role::Admin).await;
+    }
+
+    pub async fn organizer(&self, user_id: &str) {
+        self.user(user_id, pb::Role::Organizer).await;
+    }
+
+    pub async fn deactivate(&self, user_id: &str) {
+        self.directory()
+            .await
+            .deactivate_user(system(
+                CAMPAIGN,
+                pb::DeactivateUserRequest {
+                    user_id: user_id.into(),
+                },
+            ))
+            .await
+            .expect("deactivate user");
+    }
+
+    pub async fn conversation(&self, conversation_id: &str, tags: &[&str]) -> pb::Conversation {
+        self.conversation_in(CAMPAIGN, conversation_id, tags).await
+    }
+
+    pub async fn conversation_in(
+        &self,
+        campaign: &str,
+        conversation_id: &str,
+        tags: &[&str],
+    ) -> pb::Conversation {
+        self.directory()
+            .await
+            .upsert_conversation(system(
+                campaign,
+                pb::UpsertConversationRequest {
+                    conversation_id: conversation_id.into(),
+                    member_id: format!("member-of-{conversation_id}"),
+                    member_tags: tags.iter().map(|t| t.to_string()).collect(),
+                },
+            ))
+            .await
+            .expect("upsert conversation")
+            .into_inner()
+            .conversation
+            .unwrap()
+    }
+
+    /// An access group created by `admin` with the given organizers, permissions and scope.
+    pub async fn group(
+        &self,
+        admin: &str,
+        name: &str,
+        organizers: &[&str],
+        reply: bool,
+        scope: pb::AccessGroupScope,
+    ) -> pb::AccessGroup {
+        self.groups()
+            .await
+            .create_access_group(as_actor(
+                admin,
+                pb::CreateAccessGroupRequest {
+                    name: name.into(),
+                    permissions: Some(pb::AccessGroupPermissions { view: true, reply }),
+                    scope: Some(scope),
+                    organizer_ids: organizers.iter().map(|o| o.to_string()).collect(),
+                },
+            ))
+            .await
+            .expect("create access group")
+            .into_inner()
+            .access_group
+            .unwrap()
+    }
+
+    /// The conversation as the database holds it.
+    pub async fn stored(&self, conversation_id: &str) -> (Option<String>, String, i64) {
+        sqlx::query_as(
+            "SELECT assignee_id, status, version FROM conversations WHERE campaign_id = $1 AND conversation_id = $2",
+        )
+        .bind(CAMPAIGN)
+        .bind(conversation_id)
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap()
+    }
+
+    /// How many rows `table` holds.
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A request acting as `actor` in the default campaign.
+pub fn as_actor<T>(actor: &str, message: T) -> Request<T> {
+    as_actor_in(CAMPAIGN, actor, message)
+}
+
+pub fn as_actor_in<T>(campaign: &str, actor: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-campaign-id", campaign.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-actor-id", actor.parse().unwrap());
+    request
+}
+
+/// A request from a system of record (campaign only).
+pub fn system<T>(campaign: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-campaign-id", campaign.parse().unwrap());
+    request
+}
+
+/// Asserts the call failed with `code` and returns the status for further checks.
+#[track_caller]
+pub fn expect_code<T: std::fmt::Debug>(result: Result<T, Status>, code: Code) -> Status {
+    match result {
+        Ok(value) => panic!("expected {code:?}, got success: {value:?}"),
+        Err(status) => {
+            assert_eq!(status.code(), code, "unexpected status: {status:?}");
+            assert!(!status.message().is_empty(), "errors carry a message");
+            status
+        }
+    }
+}
+
+/// The google.rpc.ErrorInfo reason of a status.
+pub fn reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+pub fn scope_all() -> pb::AccessGroupScope {
+    pb::AccessGroupScope {
+        all_conversations: true,
+        ..Default::default()
+    }
+}
+
+pub fn scope_tags(tags: &[&str]) -> pb::AccessGroupScope {
+    pb::AccessGroupScope {
+        member_tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn scope_conversations(ids: &[&str]) -> pb::AccessGroupScope {
+    pb::AccessGroupScope {
+        conversation_ids: ids.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests: gRPC to the real server on an ephemeral port, backed by real PostgreSQL.
+
+mod access_groups;
+mod assignment;
+mod directory;
+mod harness;
+mod server;

@@ -1,0 +1,159 @@
+//! Health, reflection, shutdown and database outages.
+
+use std::time::Duration;
+
+use assignment_service::app::ServeOptions;
+use assignment_service::pb;
+use assignment_service::store::Store;
+use sqlx::postgres::PgPoolOptions;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::*;
+
+async fn health(app: &TestApp, service: &str) -> ServingStatus {
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_each_service() {
+    let app = TestApp::start().await;
+    for service in [
+        "",
+        "assignment.v1.AssignmentService",
+        "assignment.v1.AccessGroupService",
+        "assignment.v1.DirectoryService",
+    ] {
+        assert_eq!(
+            health(&app, service).await,
+            ServingStatus::Serving,
+            "{service:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_every_service() {
+    use tokio_stream::StreamExt;
+    let app = TestApp::start().await;
+    let channel = app.channel().await;
+
+    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        channel.clone(),
+    );
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut stream = v1
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.next().await.unwrap().unwrap();
+    let Some(
+        tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        ),
+    ) = reply.message_response
+    else {
+        panic!("unexpected reflection reply");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for expected in [
+        "assignment.v1.AssignmentService",
+        "assignment.v1.AccessGroupService",
+        "assignment.v1.DirectoryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+
+    let mut v1alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            channel,
+        );
+    let request = tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "assignment.v1.AssignmentService".into(),
+            ),
+        ),
+    };
+    let mut stream = v1alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.next().await.unwrap().unwrap();
+    assert!(matches!(
+        reply.message_response,
+        Some(tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
+    // Nothing listens on port 1: every connection attempt fails at once.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
+        .unwrap();
+    let options = ServeOptions {
+        health_check_interval: Duration::from_millis(50),
+    };
+    let app = TestApp::serve(Store::from_pool(pool), options).await;
+    let mut status = ServingStatus::Serving;
+    for _ in 0..100 {
+        status = health(&app, "assignment.v1.AssignmentService").await;
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, ServingStatus::NotServing);
+    assert_eq!(health(&app, "").await, ServingStatus::NotServing);
+
+    let result = app
+        .assignments()
+        .await
+        .get_conversation(as_actor(
+            "admin",
+            pb::GetConversationRequest {
+                conversation_id: "c1".into(),
+            },
+        ))
+        .await;
+    let status = expect_code(result, Code::Unavailable);
+    assert_eq!(reason(&status), "DATABASE_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn shutdown_drains_and_stops_serving() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    let addr = app.addr;
+    app.stop().await;
+    let endpoint = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap();
+    assert!(
+        endpoint.connect().await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
