@@ -12,6 +12,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,12 +46,15 @@ pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
     ("full_page_writes", "off"),
 ];
 
-/// A running private cluster. Dropping it stops the server (fast shutdown).
+/// A running private cluster. Dropping it stops the server (fast shutdown); if this process dies first, the
+/// kernel asks the server for a fast shutdown.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
-    child: Child,
     port: u16,
     data_dir: PathBuf,
+    /// Dropping this asks the keeper thread to stop the server.
+    stop: Option<mpsc::Sender<()>>,
+    keeper: Option<thread::JoinHandle<()>>,
 }
 
 /// The system user to run as, when this process is root.
@@ -189,14 +194,36 @@ impl EmbeddedPostgres {
                 Ok(())
             });
         }
-        let child = postgres.spawn().map_err(io_err("start postgres"))?;
-        let mut server = Self {
-            child,
-            port,
-            data_dir,
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (stop_tx, stop_rx) = mpsc::channel();
+        let pid_file = data_dir.join("postmaster.pid");
+        // The kernel's parent-death signal follows the *thread* that spawned the server, so a dedicated thread
+        // spawns it and lives exactly as long as the server should.
+        let keeper = thread::Builder::new()
+            .name("embedded-postgres".into())
+            .spawn(move || keep(postgres, &pid_file, ready_tx, stop_rx))
+            .map_err(io_err("start the embedded-postgres thread"))?;
+        let failed = |what: &str| EmbeddedPgError::Failed {
+            what: what.into(),
+            log: log.clone(),
         };
-        server.wait_until_ready(&log)?;
-        Ok(server)
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Self {
+                port,
+                data_dir,
+                stop: Some(stop_tx),
+                keeper: Some(keeper),
+            }),
+            Ok(Err(Startup::Spawn(source))) => Err(EmbeddedPgError::Io {
+                what: "start postgres".into(),
+                source,
+            }),
+            Ok(Err(Startup::Exited)) => Err(failed(
+                "start (another server may be using this data directory)",
+            )),
+            Ok(Err(Startup::Timeout)) => Err(failed("become ready within 60 s")),
+            Err(_) => Err(failed("start")),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -212,39 +239,11 @@ impl EmbeddedPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
-    /// The server writes "ready" into postmaster.pid once it accepts connections.
-    fn wait_until_ready(&mut self, log: &Path) -> Result<(), EmbeddedPgError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let pid_file = self.data_dir.join("postmaster.pid");
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return Err(EmbeddedPgError::Failed {
-                    what: "start (another server may be using this data directory)".into(),
-                    log: log.to_path_buf(),
-                });
-            }
-            if let Ok(contents) = fs::read_to_string(&pid_file)
-                && contents.lines().nth(7).map(str::trim) == Some("ready")
-            {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.stop();
-        Err(EmbeddedPgError::Failed {
-            what: "become ready within 60 s".into(),
-            log: log.to_path_buf(),
-        })
-    }
-
     /// Fast shutdown: disconnect clients, checkpoint, exit. Waits for the server to finish.
     pub fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child by pid.
-            unsafe {
-                libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
-            }
-            let _ = self.child.wait();
+        drop(self.stop.take());
+        if let Some(keeper) = self.keeper.take() {
+            let _ = keeper.join();
         }
     }
 }
@@ -253,6 +252,60 @@ impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+enum Startup {
+    Spawn(io::Error),
+    Exited,
+    Timeout,
+}
+
+/// Runs on the keeper thread: spawn, report readiness, then wait for the stop request (or for the owner to
+/// vanish) and shut the server down.
+fn keep(
+    mut command: Command,
+    pid_file: &Path,
+    ready: mpsc::Sender<Result<(), Startup>>,
+    stop: mpsc::Receiver<()>,
+) {
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let _ = ready.send(Err(Startup::Spawn(err)));
+            return;
+        }
+    };
+    let outcome = wait_until_ready(&mut child, pid_file);
+    let started = outcome.is_ok();
+    let _ = ready.send(outcome);
+    if started {
+        // Returns on an explicit stop and when the handle is dropped.
+        let _ = stop.recv();
+    }
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+    }
+    let _ = child.wait();
+}
+
+/// The server writes "ready" into postmaster.pid once it accepts connections.
+fn wait_until_ready(child: &mut Child, pid_file: &Path) -> Result<(), Startup> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(Startup::Exited);
+        }
+        if let Ok(contents) = fs::read_to_string(pid_file)
+            && contents.lines().nth(7).map(str::trim) == Some("ready")
+        {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(Startup::Timeout)
 }
 
 fn as_user(command: &mut Command, run_as: Option<&RunAs>) {

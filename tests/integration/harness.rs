@@ -21,29 +21,18 @@ use tonic::{Code, Request, Status};
 /// The server URL every test schema lives in.
 fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
+    // Never dropped: the cluster stops when this test process exits.
+    static CLUSTER: OnceLock<EmbeddedPostgres> = OnceLock::new();
     URL.get_or_init(|| {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return url;
         }
-        let (tx, rx) = std::sync::mpsc::channel();
-        // The cluster lives on a thread that never ends: the kernel stops it when this process exits.
-        std::thread::spawn(move || {
-            remove_stale_clusters();
-            let dir = cluster_dir(std::process::id());
-            let _ = std::fs::remove_dir_all(&dir);
-            match EmbeddedPostgres::start(&dir, THROWAWAY_SETTINGS) {
-                Ok(cluster) => {
-                    tx.send(Ok(cluster.url("postgres"))).unwrap();
-                    loop {
-                        std::thread::park();
-                    }
-                }
-                Err(err) => tx.send(Err(err.to_string())).unwrap(),
-            }
-        });
-        rx.recv()
-            .unwrap()
-            .unwrap_or_else(|err| panic!("no DATABASE_URL and no embedded PostgreSQL: {err}"))
+        remove_stale_clusters();
+        let dir = cluster_dir(std::process::id());
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = EmbeddedPostgres::start(&dir, THROWAWAY_SETTINGS)
+            .unwrap_or_else(|err| panic!("no DATABASE_URL and no embedded PostgreSQL: {err}"));
+        CLUSTER.get_or_init(|| cluster).url("postgres")
     })
 }
 

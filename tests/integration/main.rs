@@ -3,5 +3,6 @@
 mod access_groups;
 mod assignment;
 mod directory;
+mod embedded;
 mod harness;
 mod server;

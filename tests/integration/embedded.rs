@@ -1,0 +1,48 @@
+//! The private PostgreSQL the service starts when DATABASE_URL is not set.
+
+use assignment_service::embedded_pg::{EmbeddedPostgres, THROWAWAY_SETTINGS};
+use sqlx::Connection;
+
+#[tokio::test]
+async fn outlives_the_thread_that_started_it_keeps_data_and_stops_on_drop() {
+    let dir = std::env::temp_dir().join(format!(
+        "assignment-service-embedded-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start = {
+        let dir = dir.clone();
+        move || EmbeddedPostgres::start(&dir, THROWAWAY_SETTINGS).expect("start")
+    };
+    // Started from a thread that ends at once, as tokio's blocking pool threads do.
+    let cluster = std::thread::spawn(start.clone()).join().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let url = cluster.url("postgres");
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .expect("still running");
+    sqlx::query("CREATE TABLE kept (n int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    drop(cluster);
+    assert!(
+        sqlx::PgConnection::connect(&url).await.is_err(),
+        "stopped on drop"
+    );
+
+    // Initialised once: a second start reuses the data directory.
+    let again = tokio::task::spawn_blocking(start).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&again.url("postgres"))
+        .await
+        .unwrap();
+    sqlx::query("SELECT * FROM kept")
+        .execute(&mut conn)
+        .await
+        .expect("data kept");
+    conn.close().await.unwrap();
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("log"));
+}
