@@ -181,7 +181,7 @@ impl AccessGroupService for AccessGroupApi {
             )
             .await?;
         let next_page_token = next_token(&mut rows, limit, |row| {
-            paging::encode_token(TOKEN_KIND, &row.name.to_lowercase())
+            paging::encode_token(TOKEN_KIND, &row.name_key)
         });
         Ok(Response::new(pb::ListAccessGroupsResponse {
             access_groups: rows.into_iter().map(convert::access_group).collect(),

@@ -18,6 +18,8 @@ pub struct AccessGroupRow {
     pub organizer_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// `lower(name)` as the database computes it: the listing order and page-token key.
+    pub name_key: String,
 }
 
 /// A group that grants a user something on one conversation.
@@ -50,7 +52,7 @@ const GROUP_SELECT: &str = "SELECT g.access_group_id, g.name, g.can_view, g.can_
        COALESCE((SELECT array_agg(o.user_id ORDER BY o.user_id) FROM access_group_organizers o \
                   WHERE o.campaign_id = g.campaign_id AND o.access_group_id = g.access_group_id), '{}') \
          AS organizer_ids, \
-       g.created_at, g.updated_at \
+       g.created_at, g.updated_at, lower(g.name) AS name_key \
   FROM access_groups g";
 
 /// Postgres' unique_violation, raised here only by the per-campaign group name index.
