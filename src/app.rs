@@ -11,6 +11,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auto_assign::AutoAssigner;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
@@ -77,6 +78,7 @@ pub async fn serve(
         )))
         .add_service(AssignmentServiceServer::new(AssignmentApi::new(
             store.clone(),
+            AutoAssigner::new(store.clone()),
         )))
         .add_service(AccessGroupServiceServer::new(AccessGroupApi::new(store)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

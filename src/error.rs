@@ -22,6 +22,9 @@ pub enum AppError {
     /// A compare-and-set lost: the caller should re-read and retry.
     #[error("{message}")]
     Aborted { reason: Reason, message: String },
+    /// A transient failure: the caller may retry.
+    #[error("{message}")]
+    Unavailable { reason: Reason, message: String },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

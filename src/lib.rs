@@ -4,6 +4,7 @@
 //! as pure functions, [`store`] runs the SQL. [`app`] assembles the server; `main.rs` only configures it.
 
 pub mod app;
+pub mod auto_assign;
 pub mod config;
 pub mod domain;
 pub mod embedded_pg;

@@ -6,4 +6,5 @@ pub mod assignment;
 pub mod model;
 pub mod paging;
 pub mod reply;
+pub mod rotation;
 pub mod validate;

@@ -3,7 +3,8 @@
 use tonic::{Request, Response, Status};
 
 use super::context::Caller;
-use super::convert;
+use super::{convert, inbox};
+use crate::auto_assign::AutoAssigner;
 use crate::domain::actor::{require_admin, require_self_or_admin};
 use crate::domain::assignment::{
     Plan, Situation, check_version, plan_assign, plan_reassign, plan_status_change, plan_unassign,
@@ -17,6 +18,7 @@ use crate::store::{ConversationFilter, ConversationRow, Store, ViewedConversatio
 
 pub struct AssignmentApi {
     store: Store,
+    auto_assigner: AutoAssigner,
 }
 
 fn conversation_not_found(conversation_id: &str, campaign_id: &str) -> AppError {
@@ -30,8 +32,11 @@ fn conversation_not_found(conversation_id: &str, campaign_id: &str) -> AppError 
 }
 
 impl AssignmentApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, auto_assigner: AutoAssigner) -> Self {
+        Self {
+            store,
+            auto_assigner,
+        }
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> AppResult<Caller> {
@@ -362,6 +367,27 @@ impl AssignmentService for AssignmentApi {
             events: rows.into_iter().map(convert::event).collect(),
             next_page_token,
         }))
+    }
+
+    async fn auto_assign_conversation(
+        &self,
+        request: Request<pb::AutoAssignConversationRequest>,
+    ) -> Result<Response<pb::AutoAssignConversationResponse>, Status> {
+        inbox::auto_assign(&self.auto_assigner, request).await
+    }
+
+    async fn get_inbox_settings(
+        &self,
+        request: Request<pb::GetInboxSettingsRequest>,
+    ) -> Result<Response<pb::GetInboxSettingsResponse>, Status> {
+        inbox::get_settings(&self.store, request).await
+    }
+
+    async fn update_inbox_settings(
+        &self,
+        request: Request<pb::UpdateInboxSettingsRequest>,
+    ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
+        inbox::update_settings(&self.store, request).await
     }
 }
 

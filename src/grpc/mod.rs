@@ -5,6 +5,7 @@ mod assignment;
 pub mod context;
 mod convert;
 mod directory;
+mod inbox;
 mod status;
 
 pub use access_groups::AccessGroupApi;

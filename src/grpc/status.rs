@@ -24,6 +24,7 @@ impl From<AppError> for Status {
             AppError::AlreadyExists { reason, .. } => (Code::AlreadyExists, info(reason)),
             AppError::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, info(reason)),
             AppError::Aborted { reason, .. } => (Code::Aborted, info(reason)),
+            AppError::Unavailable { reason, .. } => (Code::Unavailable, info(reason)),
             AppError::Database(db) => return database_status(db),
         };
         Status::with_error_details(code, message, details)

@@ -17,7 +17,7 @@ pub struct ConversationRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, \
+pub(super) const COLUMNS: &str = "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, \
                        c.assigned_at, c.assigned_by, c.version, c.updated_at";
 
 /// A conversation as one user sees it: the row plus what their access groups grant them on it.

@@ -1,11 +1,13 @@
 //! PostgreSQL access: queries, transactions and row locks. No business rules live here.
 
 mod access_groups;
+mod auto_assign;
 mod conversations;
 mod history;
 mod users;
 
 pub use access_groups::{AccessGroupRow, GrantRow, GroupChanges, NewGroup};
+pub use auto_assign::{InboxSettingsRow, TriggerInput};
 pub use conversations::{
     ConversationFilter, ConversationRow, LockedConversation, ViewedConversation, Write,
 };

@@ -81,6 +81,8 @@ pub async fn fresh_schema_url() -> String {
 pub struct TestApp {
     pub addr: SocketAddr,
     pub store: Store,
+    /// The schema's URL, for replicas of this server.
+    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -89,10 +91,20 @@ pub const CAMPAIGN: &str = "camp-1";
 
 impl TestApp {
     pub async fn start() -> Self {
-        let url = fresh_schema_url().await;
+        Self::start_on(fresh_schema_url().await).await
+    }
+
+    /// Another server on the same database, as another replica would be (migrating concurrently is safe).
+    pub async fn replica(&self) -> Self {
+        Self::start_on(self.database_url.clone()).await
+    }
+
+    pub async fn start_on(url: String) -> Self {
         let store = Store::connect(&url, 8).await.expect("connect");
         store.migrate().await.expect("migrate");
-        Self::serve(store, ServeOptions::default()).await
+        let mut app = Self::serve(store, ServeOptions::default()).await;
+        app.database_url = url;
+        app
     }
 
     /// Serves `store` as it is (no migrations), with the given options.
@@ -111,6 +123,7 @@ impl TestApp {
         Self {
             addr,
             store,
+            database_url: String::new(),
             shutdown: Some(tx),
             server: Some(server),
         }

@@ -2,6 +2,7 @@
 
 mod access_groups;
 mod assignment;
+mod auto_assign;
 mod directory;
 mod embedded;
 mod harness;

@@ -1,0 +1,143 @@
+//! Coalesces concurrent auto-assign triggers of one campaign into one locked transaction.
+//!
+//! Every trigger of a campaign must pass through the campaign's rotation lock, so one transaction per trigger
+//! caps a hot campaign at one lock hold (several round trips and a commit) per trigger. Here, triggers that
+//! arrive while a campaign's batch is running queue up, and the next batch takes them all under a single
+//! lock hold. Each caller still gets its own answer, and since a batch is decided as if its triggers had
+//! come one by one, fairness stays exact. Different campaigns run concurrently and never wait on each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::domain::rotation::{Decision, plan_batch};
+use crate::error::{AppError, AppResult};
+use crate::store::{ConversationRow, Store, TriggerInput};
+
+/// The most triggers one transaction takes; bounds the time the rotation lock is held.
+pub const MAX_BATCH: usize = 256;
+
+type Reply = oneshot::Sender<AppResult<Option<(Decision, ConversationRow)>>>;
+
+struct Pending {
+    trigger: TriggerInput,
+    reply: Reply,
+}
+
+/// Cheap to clone; clones share the queues.
+#[derive(Clone)]
+pub struct AutoAssigner {
+    store: Store,
+    /// A campaign has an entry exactly while a worker is draining its queue.
+    queues: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
+}
+
+impl AutoAssigner {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            queues: Arc::default(),
+        }
+    }
+
+    /// Runs one trigger, batched with whatever else of its campaign is waiting. `None` means the conversation
+    /// does not exist and the trigger carried no member data to create it.
+    pub async fn submit(
+        &self,
+        campaign_id: &str,
+        trigger: TriggerInput,
+    ) -> AppResult<Option<(Decision, ConversationRow)>> {
+        let (reply, answer) = oneshot::channel();
+        let start_worker = {
+            let mut queues = self.queues.lock().expect("queue lock");
+            match queues.get_mut(campaign_id) {
+                Some(queue) => {
+                    queue.push(Pending { trigger, reply });
+                    false
+                }
+                None => {
+                    queues.insert(campaign_id.to_owned(), vec![Pending { trigger, reply }]);
+                    true
+                }
+            }
+        };
+        if start_worker {
+            // A task of its own: a caller that goes away must not cancel a batch other callers wait on.
+            tokio::spawn(self.clone().drain(campaign_id.to_owned()));
+        }
+        answer.await.unwrap_or_else(|_| Err(batch_failed()))
+    }
+
+    /// Takes batches off the campaign's queue until it is empty.
+    async fn drain(self, campaign_id: String) {
+        let mut guard = DrainGuard {
+            queues: &self.queues,
+            campaign_id: &campaign_id,
+            done: false,
+        };
+        loop {
+            let batch: Vec<Pending> = {
+                let mut queues = self.queues.lock().expect("queue lock");
+                let queue = queues
+                    .get_mut(&campaign_id)
+                    .expect("a draining campaign has a queue");
+                if queue.is_empty() {
+                    queues.remove(&campaign_id);
+                    guard.done = true;
+                    return;
+                }
+                let take = queue.len().min(MAX_BATCH);
+                queue.drain(..take).collect()
+            };
+            let (triggers, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
+            tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
+            match self
+                .store
+                .auto_assign_batch(&campaign_id, &triggers, plan_batch)
+                .await
+            {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(campaign_id, error = %err, "auto-assign batch failed");
+                    let mut err = Some(err);
+                    for reply in replies {
+                        // The first caller gets the error itself; the others learn their batch failed.
+                        let _ = reply.send(Err(err.take().unwrap_or_else(batch_failed)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Retrying is safe: a trigger id that did take effect is answered from its record.
+fn batch_failed() -> AppError {
+    AppError::Unavailable {
+        reason: "AUTO_ASSIGN_BATCH_FAILED",
+        message: "the auto-assign batch this call joined failed; retry the call".into(),
+    }
+}
+
+/// If a worker dies mid-drain, forget its queue so the next trigger starts a fresh worker; dropping the
+/// queued replies tells their callers the batch failed.
+struct DrainGuard<'a> {
+    queues: &'a Mutex<HashMap<String, Vec<Pending>>>,
+    campaign_id: &'a str,
+    done: bool,
+}
+
+impl Drop for DrainGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done
+            && let Ok(mut queues) = self.queues.lock()
+        {
+            queues.remove(self.campaign_id);
+        }
+    }
+}

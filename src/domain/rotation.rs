@@ -1,0 +1,332 @@
+//! Round-robin auto-assignment as pure decisions: who is next, and what a batch of triggers does.
+
+use std::collections::HashMap;
+
+/// The organizer after `last` in id order, wrapping around; `None` when nobody is eligible.
+///
+/// `eligible` must be sorted by id. Comparing ids (not positions) keeps the rotation's place when organizers
+/// join, leave or are skipped as ineligible, and when `last` names a user who no longer exists.
+pub fn next_organizer<'a>(eligible: &'a [String], last: Option<&str>) -> Option<&'a str> {
+    let after_last = last.and_then(|last| eligible.iter().find(|id| id.as_str() > last));
+    after_last.or(eligible.first()).map(String::as_str)
+}
+
+/// What an auto-assign trigger did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoOutcome {
+    /// Assigned to this organizer now.
+    Assigned(String),
+    /// Already assigned to this user; nothing changed.
+    AlreadyAssigned(String),
+    /// Nobody may take it: the conversation stays unassigned.
+    NoEligibleOrganizer,
+    /// Auto-assignment is switched off for the campaign.
+    Disabled,
+}
+
+impl AutoOutcome {
+    pub fn as_db(&self) -> &'static str {
+        match self {
+            AutoOutcome::Assigned(_) => "ASSIGNED",
+            AutoOutcome::AlreadyAssigned(_) => "ALREADY_ASSIGNED",
+            AutoOutcome::NoEligibleOrganizer => "NO_ELIGIBLE_ORGANIZER",
+            AutoOutcome::Disabled => "DISABLED",
+        }
+    }
+
+    pub fn from_db(outcome: &str, assignee: Option<String>) -> Self {
+        match (outcome, assignee) {
+            ("ASSIGNED", Some(user)) => AutoOutcome::Assigned(user),
+            ("ALREADY_ASSIGNED", Some(user)) => AutoOutcome::AlreadyAssigned(user),
+            ("DISABLED", _) => AutoOutcome::Disabled,
+            _ => AutoOutcome::NoEligibleOrganizer,
+        }
+    }
+
+    /// A sentence for a person reading a flow's run history.
+    pub fn message(&self) -> String {
+        match self {
+            AutoOutcome::Assigned(user) => format!("Assigned to {user}, next in the round-robin."),
+            AutoOutcome::AlreadyAssigned(user) => format!("Already assigned to {user}; nothing changed."),
+            AutoOutcome::NoEligibleOrganizer => "No active organizer can reply to this conversation through an \
+                access group, so it stays unassigned: add organizers to an access group that covers it."
+                .into(),
+            AutoOutcome::Disabled => "Auto-assignment is off for this campaign, so nothing changed: an admin can \
+                switch it on with UpdateInboxSettings."
+                .into(),
+        }
+    }
+
+    pub fn assignee(&self) -> Option<&str> {
+        match self {
+            AutoOutcome::Assigned(user) | AutoOutcome::AlreadyAssigned(user) => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// One trigger of a batch, with the state read under the campaign's rotation lock.
+#[derive(Debug, Clone)]
+pub struct TriggerState {
+    pub trigger_id: String,
+    pub conversation_id: String,
+    pub current_assignee: Option<String>,
+    /// The outcome recorded when this trigger id was first delivered, if it was.
+    pub recorded: Option<AutoOutcome>,
+    /// Active organizers who may reply to the conversation, sorted by id.
+    pub eligible: Vec<String>,
+}
+
+/// The decision for one trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: AutoOutcome,
+    /// A redelivery: it repeats the first delivery's outcome and writes nothing.
+    pub duplicate: bool,
+}
+
+impl Decision {
+    /// Whether this decision assigns the conversation now.
+    pub fn assigns(&self) -> Option<&str> {
+        match (&self.outcome, self.duplicate) {
+            (AutoOutcome::Assigned(user), false) => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// The decisions for a batch of triggers in arrival order, and where the rotation cursor ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPlan {
+    pub decisions: Vec<Decision>,
+    pub cursor: Option<String>,
+}
+
+/// Decides a batch as if its triggers had arrived one at a time: each assignment moves the cursor, a
+/// conversation assigned earlier in the batch counts as assigned, and a trigger id seen before (in the
+/// database or earlier in the batch) repeats its first outcome.
+pub fn plan_batch(enabled: bool, cursor: Option<&str>, triggers: &[TriggerState]) -> BatchPlan {
+    let mut cursor = cursor.map(str::to_owned);
+    let mut holders: HashMap<&str, String> = HashMap::new();
+    let mut seen: HashMap<&str, AutoOutcome> = HashMap::new();
+    let mut decisions = Vec::with_capacity(triggers.len());
+    for trigger in triggers {
+        if let Some(first) = trigger
+            .recorded
+            .as_ref()
+            .or(seen.get(trigger.trigger_id.as_str()))
+        {
+            decisions.push(Decision {
+                outcome: first.clone(),
+                duplicate: true,
+            });
+            continue;
+        }
+        let holder = holders
+            .get(trigger.conversation_id.as_str())
+            .cloned()
+            .or_else(|| trigger.current_assignee.clone());
+        let outcome = match holder {
+            Some(holder) => AutoOutcome::AlreadyAssigned(holder),
+            None if !enabled => AutoOutcome::Disabled,
+            None => match next_organizer(&trigger.eligible, cursor.as_deref()) {
+                Some(next) => {
+                    cursor = Some(next.to_owned());
+                    holders.insert(&trigger.conversation_id, next.to_owned());
+                    AutoOutcome::Assigned(next.to_owned())
+                }
+                None => AutoOutcome::NoEligibleOrganizer,
+            },
+        };
+        seen.insert(&trigger.trigger_id, outcome.clone());
+        decisions.push(Decision {
+            outcome,
+            duplicate: false,
+        });
+    }
+    BatchPlan { decisions, cursor }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn next_wraps_around() {
+        let eligible = ids(&["a", "b", "c"]);
+        assert_eq!(next_organizer(&eligible, None), Some("a"));
+        assert_eq!(next_organizer(&eligible, Some("a")), Some("b"));
+        assert_eq!(next_organizer(&eligible, Some("c")), Some("a"));
+        assert_eq!(next_organizer(&[], Some("a")), None);
+    }
+
+    #[test]
+    fn next_skips_ineligible_organizers_without_losing_its_place() {
+        // "b" is inactive or has no reply access for this conversation: it is simply not in the list.
+        let eligible = ids(&["a", "c", "d"]);
+        assert_eq!(next_organizer(&eligible, Some("a")), Some("c"));
+        // For another conversation b is eligible again, and the rotation continues from where it was.
+        let everyone = ids(&["a", "b", "c", "d"]);
+        assert_eq!(next_organizer(&everyone, Some("a")), Some("b"));
+    }
+
+    #[test]
+    fn next_copes_with_organizers_added_or_removed_between_calls() {
+        assert_eq!(next_organizer(&ids(&["a", "b", "c"]), Some("b")), Some("c"));
+        // "bb" joined after b was assigned: it is next.
+        assert_eq!(
+            next_organizer(&ids(&["a", "b", "bb", "c"]), Some("b")),
+            Some("bb")
+        );
+        // "c" left: wrap around to "a".
+        assert_eq!(next_organizer(&ids(&["a", "b"]), Some("b")), Some("a"));
+    }
+
+    #[test]
+    fn next_after_a_deleted_user_continues_in_id_order() {
+        assert_eq!(next_organizer(&ids(&["a", "c", "e"]), Some("d")), Some("e"));
+        assert_eq!(next_organizer(&ids(&["a", "c"]), Some("zz")), Some("a"));
+    }
+
+    fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
+        TriggerState {
+            trigger_id: id.into(),
+            conversation_id: conversation.into(),
+            current_assignee: None,
+            recorded: None,
+            eligible: ids(eligible),
+        }
+    }
+
+    fn outcomes(plan: &BatchPlan) -> Vec<AutoOutcome> {
+        plan.decisions.iter().map(|d| d.outcome.clone()).collect()
+    }
+
+    #[test]
+    fn a_batch_rotates_as_if_its_triggers_came_one_by_one() {
+        let everyone = ["a", "b", "c"];
+        let batch: Vec<_> = (0..5)
+            .map(|i| trigger(&format!("t{i}"), &format!("c{i}"), &everyone))
+            .collect();
+        let plan = plan_batch(true, Some("b"), &batch);
+        use AutoOutcome::Assigned;
+        assert_eq!(
+            outcomes(&plan),
+            vec![
+                Assigned("c".into()),
+                Assigned("a".into()),
+                Assigned("b".into()),
+                Assigned("c".into()),
+                Assigned("a".into())
+            ]
+        );
+        assert_eq!(plan.cursor.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn assigned_conversations_stay_put_and_do_not_move_the_cursor() {
+        let mut held = trigger("t1", "c1", &["a", "b"]);
+        held.current_assignee = Some("admin".into());
+        let plan = plan_batch(true, Some("a"), &[held, trigger("t2", "c2", &["a", "b"])]);
+        assert_eq!(
+            outcomes(&plan),
+            vec![
+                AutoOutcome::AlreadyAssigned("admin".into()),
+                AutoOutcome::Assigned("b".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn the_same_conversation_twice_in_a_batch_is_assigned_once() {
+        let plan = plan_batch(
+            true,
+            None,
+            &[
+                trigger("t1", "c1", &["a", "b"]),
+                trigger("t2", "c1", &["a", "b"]),
+            ],
+        );
+        assert_eq!(
+            outcomes(&plan),
+            vec![
+                AutoOutcome::Assigned("a".into()),
+                AutoOutcome::AlreadyAssigned("a".into())
+            ]
+        );
+        assert_eq!(
+            plan.decisions
+                .iter()
+                .filter(|d| d.assigns().is_some())
+                .count(),
+            1
+        );
+        assert_eq!(plan.cursor.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
+        let mut recorded = trigger("t1", "c1", &["a", "b"]);
+        recorded.recorded = Some(AutoOutcome::Assigned("b".into()));
+        recorded.current_assignee = Some("b".into());
+        let plan = plan_batch(
+            true,
+            Some("b"),
+            &[
+                recorded,
+                trigger("t2", "c2", &["a", "b"]),
+                trigger("t2", "c2", &["a", "b"]),
+            ],
+        );
+        assert_eq!(
+            plan.decisions,
+            vec![
+                Decision {
+                    outcome: AutoOutcome::Assigned("b".into()),
+                    duplicate: true
+                },
+                Decision {
+                    outcome: AutoOutcome::Assigned("a".into()),
+                    duplicate: false
+                },
+                Decision {
+                    outcome: AutoOutcome::Assigned("a".into()),
+                    duplicate: true
+                },
+            ]
+        );
+        assert_eq!(
+            plan.decisions
+                .iter()
+                .filter(|d| d.assigns().is_some())
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn nobody_eligible_or_switched_off_assigns_nothing() {
+        let plan = plan_batch(true, Some("a"), &[trigger("t1", "c1", &[])]);
+        assert_eq!(outcomes(&plan), vec![AutoOutcome::NoEligibleOrganizer]);
+        assert_eq!(plan.cursor.as_deref(), Some("a"));
+        let plan = plan_batch(false, Some("a"), &[trigger("t1", "c1", &["a", "b"])]);
+        assert_eq!(outcomes(&plan), vec![AutoOutcome::Disabled]);
+    }
+
+    #[test]
+    fn outcomes_round_trip_through_the_database_form() {
+        for outcome in [
+            AutoOutcome::Assigned("a".into()),
+            AutoOutcome::AlreadyAssigned("b".into()),
+            AutoOutcome::NoEligibleOrganizer,
+            AutoOutcome::Disabled,
+        ] {
+            let assignee = outcome.assignee().map(str::to_owned);
+            assert_eq!(AutoOutcome::from_db(outcome.as_db(), assignee), outcome);
+        }
+    }
+}

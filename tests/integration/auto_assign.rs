@@ -1,0 +1,500 @@
+//! Round-robin auto-assignment, exact across replicas.
+
+use std::collections::{HashMap, HashSet};
+
+use assignment_service::pb;
+use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::harness::*;
+
+const ORGANIZERS: [&str; 3] = ["org-a", "org-b", "org-c"];
+
+/// Admin "admin"; organizers org-a..c who may reply to everything; auto-assignment on.
+async fn campaign() -> TestApp {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    for org in ORGANIZERS {
+        app.organizer(org).await;
+    }
+    app.group("admin", "Inbox team", &ORGANIZERS, true, scope_all())
+        .await;
+    set_auto_assign(&app, true).await;
+    app
+}
+
+async fn set_auto_assign(app: &TestApp, on: bool) -> pb::InboxSettings {
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(on),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap()
+}
+
+fn trigger(conversation: &str, trigger_id: &str) -> pb::AutoAssignConversationRequest {
+    pb::AutoAssignConversationRequest {
+        conversation_id: conversation.into(),
+        trigger_id: trigger_id.into(),
+        member_id: format!("member-of-{conversation}"),
+        member_tags: vec![],
+    }
+}
+
+async fn auto(
+    client: &mut AssignmentServiceClient<Channel>,
+    conversation: &str,
+    trigger_id: &str,
+) -> Result<pb::AutoAssignConversationResponse, tonic::Status> {
+    client
+        .auto_assign_conversation(system(CAMPAIGN, trigger(conversation, trigger_id)))
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Auto-assigns a new conversation and returns its assignee.
+async fn next(app: &TestApp, conversation: &str) -> String {
+    let reply = auto(
+        &mut app.assignments().await,
+        conversation,
+        &format!("t-{conversation}"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.outcome(),
+        pb::AutoAssignOutcome::Assigned,
+        "{reply:?}"
+    );
+    reply.assignee_id.unwrap()
+}
+
+/// (conversation, assignee) of every auto event, in the order they were written.
+async fn auto_events(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT conversation_id, to_user_id FROM assignment_events WHERE source = 'AUTO' ORDER BY event_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn settings_are_off_until_an_admin_switches_them_on() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.organizer("org-a").await;
+    app.group("admin", "Team", &["org-a"], true, scope_all())
+        .await;
+    let mut client = app.assignments().await;
+
+    let settings = client
+        .get_inbox_settings(as_actor("org-a", pb::GetInboxSettingsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .settings
+        .unwrap();
+    assert!(!settings.auto_assign_enabled);
+
+    let off = auto(&mut client, "c1", "t1").await.unwrap();
+    assert_eq!(off.outcome(), pb::AutoAssignOutcome::Disabled);
+    assert!(off.message.contains("UpdateInboxSettings"));
+    assert_eq!(
+        app.stored("c1").await.0,
+        None,
+        "the conversation was created but not assigned"
+    );
+
+    let status = expect_code(
+        client
+            .update_inbox_settings(as_actor(
+                "org-a",
+                pb::UpdateInboxSettingsRequest {
+                    auto_assign_enabled: Some(true),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&status), "ADMIN_REQUIRED");
+    assert_eq!(app.count("inbox_settings").await, 0);
+
+    let on = set_auto_assign(&app, true).await;
+    assert!(on.auto_assign_enabled);
+    assert_eq!(on.updated_by.as_deref(), Some("admin"));
+    assert_eq!(next(&app, "c2").await, "org-a");
+    set_auto_assign(&app, false).await;
+    assert_eq!(
+        auto(&mut client, "c3", "t3").await.unwrap().outcome(),
+        pb::AutoAssignOutcome::Disabled
+    );
+}
+
+#[tokio::test]
+async fn rotation_goes_round_robin_over_eligible_organizers_only() {
+    let app = campaign().await;
+    // Never eligible: an admin, an organizer without a group, an inactive organizer, a view-only organizer.
+    app.admin("admin-b").await;
+    app.organizer("org-aa-no-group").await;
+    app.organizer("org-bb-inactive").await;
+    app.organizer("org-bc-view-only").await;
+    app.group("admin", "Inactive", &["org-bb-inactive"], true, scope_all())
+        .await;
+    app.deactivate("org-bb-inactive").await;
+    app.group(
+        "admin",
+        "Viewers",
+        &["org-bc-view-only"],
+        false,
+        scope_all(),
+    )
+    .await;
+
+    let mut assignees = Vec::new();
+    for i in 0..7 {
+        assignees.push(next(&app, &format!("c{i}")).await);
+    }
+    assert_eq!(
+        assignees,
+        [
+            "org-a", "org-b", "org-c", "org-a", "org-b", "org-c", "org-a"
+        ]
+    );
+
+    let events = history(&app, "c0").await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].source(), pb::AssignmentSource::Auto);
+    assert_eq!(events[0].actor_id, None);
+    assert_eq!(events[0].to_user_id.as_deref(), Some("org-a"));
+    let conversation = app
+        .assignments()
+        .await
+        .get_conversation(as_actor(
+            "admin",
+            pb::GetConversationRequest {
+                conversation_id: "c0".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .conversation
+        .unwrap();
+    assert_eq!(conversation.assignee_id.as_deref(), Some("org-a"));
+    assert_eq!(
+        conversation.assigned_by, None,
+        "automatic assignments have no assigning user"
+    );
+}
+
+async fn history(app: &TestApp, conversation: &str) -> Vec<pb::AssignmentEvent> {
+    app.assignments()
+        .await
+        .list_assignment_history(as_actor(
+            "admin",
+            pb::ListAssignmentHistoryRequest {
+                conversation_id: conversation.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+}
+
+#[tokio::test]
+async fn eligibility_follows_each_conversations_access_groups() {
+    let app = campaign().await;
+    app.organizer("org-d").await;
+    app.group("admin", "Donors", &["org-d"], true, scope_tags(&["donor"]))
+        .await;
+    let mut client = app.assignments().await;
+    let mut donor = trigger("donor-1", "t-donor-1");
+    donor.member_tags = vec!["donor".into()];
+    // After org-a .. org-c, org-d is next, but only for donors.
+    for conversation in ["c1", "c2", "c3"] {
+        next(&app, conversation).await;
+    }
+    let reply = client
+        .auto_assign_conversation(system(CAMPAIGN, donor))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.assignee_id.as_deref(), Some("org-d"));
+    // A non-donor skips org-d and wraps to org-a.
+    assert_eq!(next(&app, "c4").await, "org-a");
+}
+
+#[tokio::test]
+async fn a_follow_up_message_never_moves_an_assigned_conversation() {
+    let app = campaign().await;
+    assert_eq!(next(&app, "c1").await, "org-a");
+    let mut client = app.assignments().await;
+    let follow_up = auto(&mut client, "c1", "t-second-message").await.unwrap();
+    assert_eq!(follow_up.outcome(), pb::AutoAssignOutcome::AlreadyAssigned);
+    assert_eq!(follow_up.assignee_id.as_deref(), Some("org-a"));
+    assert!(!follow_up.duplicate_trigger);
+    // The cursor did not move: the next conversation goes to org-b.
+    assert_eq!(next(&app, "c2").await, "org-b");
+    assert_eq!(history(&app, "c1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn no_eligible_organizer_leaves_the_conversation_unassigned_and_says_why() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.organizer("org-a").await;
+    set_auto_assign(&app, true).await;
+    let reply = auto(&mut app.assignments().await, "c1", "t1")
+        .await
+        .unwrap();
+    assert_eq!(reply.outcome(), pb::AutoAssignOutcome::NoEligibleOrganizer);
+    assert_eq!(reply.assignee_id, None);
+    assert!(reply.message.contains("access group"));
+    assert_eq!(app.stored("c1").await.0, None);
+    assert_eq!(app.count("assignment_events").await, 0);
+}
+
+#[tokio::test]
+async fn a_redelivered_trigger_has_the_effect_of_one_delivery() {
+    let app = campaign().await;
+    let mut client = app.assignments().await;
+    let first = auto(&mut client, "c1", "t1").await.unwrap();
+    assert!(!first.duplicate_trigger);
+    // Meanwhile an admin unassigns it; a retry of the same trigger must not assign it again.
+    app.assignments()
+        .await
+        .unassign_conversation(as_actor(
+            "admin",
+            pb::UnassignConversationRequest {
+                conversation_id: "c1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let again = auto(&mut client, "c1", "t1").await.unwrap();
+    assert!(again.duplicate_trigger);
+    assert_eq!(again.outcome(), first.outcome());
+    assert_eq!(again.assignee_id, first.assignee_id);
+    assert_eq!(app.stored("c1").await.0, None);
+    assert_eq!(auto_events(&app).await.len(), 1);
+    // The cursor moved once.
+    assert_eq!(next(&app, "c2").await, "org-b");
+
+    // Ten concurrent deliveries of one new trigger: one assignment, one event, one record.
+    let channel = app.channel().await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = AssignmentServiceClient::new(channel.clone());
+            tokio::spawn(async move { auto(&mut client, "c3", "t3").await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for call in calls {
+        replies.push(call.await.unwrap().unwrap());
+    }
+    assert_eq!(replies.iter().filter(|r| !r.duplicate_trigger).count(), 1);
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.assignee_id.as_deref() == Some("org-c"))
+    );
+    assert_eq!(history(&app, "c3").await.len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_conversations_are_created_from_member_data() {
+    let app = campaign().await;
+    let mut client = app.assignments().await;
+    let mut request = trigger("new-1", "t1");
+    request.member_tags = vec!["volunteer".into()];
+    let reply = client
+        .auto_assign_conversation(system(CAMPAIGN, request))
+        .await
+        .unwrap()
+        .into_inner();
+    let conversation = reply.conversation.unwrap();
+    assert_eq!(conversation.member_id, "member-of-new-1");
+    assert_eq!(conversation.member_tags, vec!["volunteer"]);
+    assert_eq!(conversation.assignee_id.as_deref(), Some("org-a"));
+
+    let mut no_member = trigger("new-2", "t2");
+    no_member.member_id = String::new();
+    let status = expect_code(
+        client
+            .auto_assign_conversation(system(CAMPAIGN, no_member))
+            .await,
+        Code::NotFound,
+    );
+    assert!(status.message().contains("member_id"));
+
+    for bad in [
+        trigger("", "t3"),
+        trigger("c3", ""),
+        trigger(&"c".repeat(129), "t3"),
+    ] {
+        expect_code(
+            client.auto_assign_conversation(system(CAMPAIGN, bad)).await,
+            Code::InvalidArgument,
+        );
+    }
+    expect_code(
+        client
+            .auto_assign_conversation(tonic::Request::new(trigger("c3", "t3")))
+            .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(app.count("conversations").await, 1);
+    assert_eq!(app.count("auto_assign_triggers").await, 1);
+}
+
+#[tokio::test]
+async fn rotation_continues_after_a_manual_assignment_and_a_restart() {
+    let app = campaign().await;
+    assert_eq!(next(&app, "c1").await, "org-a");
+    // A manual assignment to org-c does not move the auto-assignment cursor.
+    app.conversation("manual", &[]).await;
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "manual".into(),
+                assignee_id: "org-c".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next(&app, "c2").await, "org-b");
+
+    let url = app.database_url.clone();
+    app.stop().await;
+    let restarted = TestApp::start_on(url).await;
+    assert_eq!(next(&restarted, "c3").await, "org-c");
+    assert_eq!(next(&restarted, "c4").await, "org-a");
+}
+
+#[tokio::test]
+async fn three_replicas_stay_exactly_fair_under_hundreds_of_concurrent_triggers() {
+    const ORGS: usize = 7;
+    const CALLS: usize = 320;
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    let organizers: Vec<String> = (0..ORGS).map(|i| format!("org-{i}")).collect();
+    for org in &organizers {
+        app.organizer(org).await;
+    }
+    let ids: Vec<&str> = organizers.iter().map(String::as_str).collect();
+    app.group("admin", "Everyone", &ids, true, scope_all())
+        .await;
+    set_auto_assign(&app, true).await;
+    let replicas = [app.replica().await, app.replica().await];
+    let channels = [
+        app.channel().await,
+        replicas[0].channel().await,
+        replicas[1].channel().await,
+    ];
+
+    let calls: Vec<_> = (0..CALLS)
+        .map(|i| {
+            let mut client = AssignmentServiceClient::new(channels[i % 3].clone());
+            tokio::spawn(async move {
+                auto(
+                    &mut client,
+                    &format!("conv-{i:03}"),
+                    &format!("trigger-{i}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for call in calls {
+        let reply = call.await.unwrap().expect("every trigger succeeds");
+        assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Assigned);
+        replies.push(reply);
+    }
+
+    // Every conversation assigned exactly once, with exactly one auto event.
+    let events = auto_events(&app).await;
+    assert_eq!(events.len(), CALLS);
+    let conversations: HashSet<&str> = events.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(conversations.len(), CALLS);
+    let assigned: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM conversations WHERE assignee_id IS NOT NULL")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(assigned, CALLS as i64);
+
+    // Per-organizer counts differ by at most one...
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for (_, assignee) in &events {
+        *counts.entry(assignee.as_str()).or_default() += 1;
+    }
+    assert_eq!(counts.len(), ORGS);
+    let (min, max) = (
+        counts.values().min().unwrap(),
+        counts.values().max().unwrap(),
+    );
+    assert!(max - min <= 1, "unfair: {counts:?}");
+    // ...because, in commit order, the assignments follow the rotation exactly.
+    for (i, (_, assignee)) in events.iter().enumerate() {
+        assert_eq!(
+            assignee,
+            &organizers[i % ORGS],
+            "event {i} broke the rotation"
+        );
+    }
+    // And each caller was told the truth.
+    for reply in &replies {
+        let conversation = reply.conversation.as_ref().unwrap();
+        assert_eq!(conversation.assignee_id, reply.assignee_id);
+    }
+}
+
+#[tokio::test]
+async fn one_conversation_auto_assigned_from_several_replicas_gets_one_assignee() {
+    let app = campaign().await;
+    let replicas = [app.replica().await, app.replica().await];
+    let channels = [
+        app.channel().await,
+        replicas[0].channel().await,
+        replicas[1].channel().await,
+    ];
+    let calls: Vec<_> = (0..30)
+        .map(|i| {
+            let mut client = AssignmentServiceClient::new(channels[i % 3].clone());
+            // Distinct trigger ids: several inbound messages of one conversation at once.
+            tokio::spawn(async move { auto(&mut client, "shared", &format!("message-{i}")).await })
+        })
+        .collect();
+    let mut assignees = HashSet::new();
+    let mut assigned_now = 0;
+    for call in calls {
+        let reply = call.await.unwrap().unwrap();
+        if reply.outcome() == pb::AutoAssignOutcome::Assigned {
+            assigned_now += 1;
+        }
+        assignees.insert(reply.assignee_id.unwrap());
+    }
+    assert_eq!(assigned_now, 1);
+    assert_eq!(
+        assignees.len(),
+        1,
+        "everyone sees the one assignee: {assignees:?}"
+    );
+    assert_eq!(history(&app, "shared").await.len(), 1);
+}
