@@ -11,7 +11,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auto_assign::AutoAssigner;
+use crate::auto_assign::{AutoAssigner, DEFAULT_MAX_BATCH};
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
@@ -29,12 +29,15 @@ const HEALTH_NAMES: [&str; 4] = [
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub health_check_interval: Duration,
+    /// Most auto-assign triggers of one campaign coalesced into one transaction.
+    pub auto_assign_max_batch: usize,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             health_check_interval: Duration::from_secs(5),
+            auto_assign_max_batch: DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -78,7 +81,7 @@ pub async fn serve(
         )))
         .add_service(AssignmentServiceServer::new(AssignmentApi::new(
             store.clone(),
-            AutoAssigner::new(store.clone()),
+            AutoAssigner::new(store.clone(), options.auto_assign_max_batch),
         )))
         .add_service(AccessGroupServiceServer::new(AccessGroupApi::new(store)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {

@@ -15,8 +15,8 @@ use crate::domain::rotation::{Decision, plan_batch};
 use crate::error::{AppError, AppResult};
 use crate::store::{ConversationRow, Store, TriggerInput};
 
-/// The most triggers one transaction takes; bounds the time the rotation lock is held.
-pub const MAX_BATCH: usize = 256;
+/// The default for the most triggers one transaction takes; it bounds the time the rotation lock is held.
+pub const DEFAULT_MAX_BATCH: usize = 256;
 
 type Reply = oneshot::Sender<AppResult<Option<(Decision, ConversationRow)>>>;
 
@@ -29,14 +29,17 @@ struct Pending {
 #[derive(Clone)]
 pub struct AutoAssigner {
     store: Store,
+    max_batch: usize,
     /// A campaign has an entry exactly while a worker is draining its queue.
     queues: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
 }
 
 impl AutoAssigner {
-    pub fn new(store: Store) -> Self {
+    /// `max_batch` 1 turns coalescing off: one transaction per trigger.
+    pub fn new(store: Store, max_batch: usize) -> Self {
         Self {
             store,
+            max_batch: max_batch.max(1),
             queues: Arc::default(),
         }
     }
@@ -87,7 +90,7 @@ impl AutoAssigner {
                     guard.done = true;
                     return;
                 }
-                let take = queue.len().min(MAX_BATCH);
+                let take = queue.len().min(self.max_batch);
                 queue.drain(..take).collect()
             };
             let (triggers, replies): (Vec<_>, Vec<_>) =

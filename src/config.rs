@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
+    /// Most auto-assign triggers of one campaign coalesced into one transaction (1 = no coalescing).
+    #[arg(long, env = "AUTO_ASSIGN_MAX_BATCH", default_value_t = crate::auto_assign::DEFAULT_MAX_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    pub auto_assign_max_batch: usize,
+
     /// How often to check the database for the health service, e.g. "5s".
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_check_interval: Duration,

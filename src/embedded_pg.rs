@@ -80,7 +80,7 @@ fn run_as() -> Result<Option<RunAs>, EmbeddedPgError> {
 }
 
 /// The directory holding `initdb` and `postgres`: PATH first, then `pg_config`, then Debian's layout.
-fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
+pub fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
     let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {

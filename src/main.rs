@@ -57,6 +57,7 @@ async fn run(config: Config) -> Result<(), String> {
     tracing::info!(addr = %config.listen_addr, "serving gRPC");
     let options = ServeOptions {
         health_check_interval: config.health_check_interval,
+        auto_assign_max_batch: config.auto_assign_max_batch,
     };
     app::serve(store.clone(), listener, options, app::shutdown_signal())
         .await

@@ -118,6 +118,7 @@ async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
         .unwrap();
     let options = ServeOptions {
         health_check_interval: Duration::from_millis(50),
+        ..ServeOptions::default()
     };
     let app = TestApp::serve(Store::from_pool(pool), options).await;
     let mut status = ServingStatus::Serving;
