@@ -31,6 +31,8 @@ pub struct ServeOptions {
     pub health_check_interval: Duration,
     /// Most auto-assign triggers of one campaign coalesced into one transaction.
     pub auto_assign_max_batch: usize,
+    /// How long auto-assign trigger ids are remembered.
+    pub trigger_retention: Duration,
 }
 
 impl Default for ServeOptions {
@@ -38,6 +40,7 @@ impl Default for ServeOptions {
         Self {
             health_check_interval: Duration::from_secs(5),
             auto_assign_max_batch: DEFAULT_MAX_BATCH,
+            trigger_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -62,6 +65,7 @@ pub async fn serve(
         health.clone(),
         options.health_check_interval,
     ));
+    let pruner = tokio::spawn(prune_triggers(store.clone(), options.trigger_retention));
 
     let reflection_v1 = reflection()
         .build_v1()
@@ -88,6 +92,7 @@ pub async fn serve(
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
             watcher.abort();
+            pruner.abort();
             set_all(&drain_health, ServingStatus::NotServing).await;
         })
         .await;
@@ -128,6 +133,20 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
                 tracing::warn!("database unreachable: NOT_SERVING");
                 set_all(&health, ServingStatus::NotServing).await;
             }
+        }
+    }
+}
+
+/// Hourly, forgets auto-assign triggers past their retention. Every replica does it; the deletes are
+/// idempotent.
+async fn prune_triggers(store: Store, retention: Duration) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        ticker.tick().await;
+        match store.prune_triggers(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "pruned old auto-assign trigger records"),
+            Err(err) => tracing::warn!(error = %err, "could not prune auto-assign trigger records"),
         }
     }
 }

@@ -42,12 +42,16 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub auto_assign_max_batch: usize,
 
+    /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
+    #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub trigger_retention: Duration,
+
     /// How often to check the database for the health service, e.g. "5s".
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_check_interval: Duration,
 }
 
-/// "250ms", "5s", "2m" or a bare number of seconds.
+/// "250ms", "5s", "2m", "1h", "7d" or a bare number of seconds.
 fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
     let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
@@ -56,12 +60,14 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
     };
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("{value:?} is not a duration like 250ms, 5s or 2m"))?;
+        .map_err(|_| format!("{value:?} is not a duration like 250ms, 5s, 2m, 1h or 7d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
         "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{value:?} has unit {unit:?}; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        "d" => Ok(Duration::from_secs(n * 86_400)),
+        _ => Err(format!("{value:?} has unit {unit:?}; use ms, s, m, h or d")),
     }
 }
 
@@ -75,7 +81,11 @@ mod tests {
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("5h").is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert!(parse_duration("5y").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

@@ -58,6 +58,7 @@ async fn run(config: Config) -> Result<(), String> {
     let options = ServeOptions {
         health_check_interval: config.health_check_interval,
         auto_assign_max_batch: config.auto_assign_max_batch,
+        trigger_retention: config.trigger_retention,
     };
     app::serve(store.clone(), listener, options, app::shutdown_signal())
         .await

@@ -75,6 +75,27 @@ impl Store {
         .await?)
     }
 
+    /// Forgets trigger records older than `retention`, a chunk at a time so no statement runs long.
+    /// Returns how many were deleted.
+    pub async fn prune_triggers(&self, retention: std::time::Duration) -> AppResult<u64> {
+        let mut total = 0;
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM auto_assign_triggers WHERE (campaign_id, trigger_id) IN ( \
+                   SELECT campaign_id, trigger_id FROM auto_assign_triggers \
+                    WHERE received_at < now() - make_interval(secs => $1) LIMIT 5000)",
+            )
+            .bind(retention.as_secs_f64())
+            .execute(self.pool())
+            .await?
+            .rows_affected();
+            total += deleted;
+            if deleted < 5000 {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Runs a batch of triggers of one campaign: creates unknown conversations, takes the campaign's
     /// rotation lock, reads every conversation (locked) with its eligible organizers, lets `decide` plan the
     /// batch, then writes assignments, history events, the cursor and the trigger records in one statement.

@@ -498,3 +498,26 @@ async fn one_conversation_auto_assigned_from_several_replicas_gets_one_assignee(
     );
     assert_eq!(history(&app, "shared").await.len(), 1);
 }
+
+#[tokio::test]
+async fn trigger_records_are_pruned_after_their_retention() {
+    let app = campaign().await;
+    next(&app, "old").await;
+    next(&app, "new").await;
+    sqlx::query("UPDATE auto_assign_triggers SET received_at = now() - interval '8 days' WHERE conversation_id = 'old'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    let deleted = app
+        .store
+        .prune_triggers(std::time::Duration::from_secs(7 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(app.count("auto_assign_triggers").await, 1);
+    assert_eq!(
+        app.stored("old").await.0.as_deref(),
+        Some("org-a"),
+        "pruning never touches assignments"
+    );
+}
