@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod auto_assign;
+pub mod bulk;
 pub mod config;
 pub mod domain;
 pub mod embedded_pg;

@@ -3,6 +3,7 @@
 pub mod access_group;
 pub mod actor;
 pub mod assignment;
+pub mod bulk;
 pub mod model;
 pub mod paging;
 pub mod reply;

@@ -322,4 +322,44 @@ impl AccessGroupService for AccessGroupApi {
             grants: grants.into_iter().map(convert::grant).collect(),
         }))
     }
+
+    async fn list_eligible_assignees(
+        &self,
+        request: Request<pb::ListEligibleAssigneesRequest>,
+    ) -> Result<Response<pb::ListEligibleAssigneesResponse>, Status> {
+        let caller = self
+            .admin(&request, "list eligible assignees for bulk actions")
+            .await?;
+        let req = request.into_inner();
+        let ids = validate::id_list(
+            "conversation_ids",
+            &req.conversation_ids,
+            validate::MAX_SCOPE_CONVERSATIONS,
+        )?;
+        if ids.is_empty() {
+            return Err(
+                AppError::invalid("conversation_ids", "select at least one conversation").into(),
+            );
+        }
+        self.check_conversations_exist(&caller.campaign_id, &ids)
+            .await?;
+        let selected = ids.len() as i64;
+        let groups = self
+            .store
+            .groups_covering(&caller.campaign_id, &ids)
+            .await?;
+        let access_groups = groups
+            .into_iter()
+            .map(|row| pb::EligibleAccessGroup {
+                access_group_id: row.access_group_id.to_string(),
+                name: row.name,
+                organizer_ids: row.organizer_ids,
+                covers_selection: row.covered == selected,
+            })
+            .filter(|group| req.all_access_groups || group.covers_selection)
+            .collect();
+        Ok(Response::new(pb::ListEligibleAssigneesResponse {
+            access_groups,
+        }))
+    }
 }

@@ -1,7 +1,8 @@
 //! AssignmentService: assign, unassign, reassign, resolve and reopen one conversation; read and list them.
 
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
+use super::bulk::{self, BulkStream};
 use super::context::Caller;
 use super::{convert, inbox};
 use crate::auto_assign::AutoAssigner;
@@ -9,6 +10,7 @@ use crate::domain::actor::{require_admin, require_self_or_admin};
 use crate::domain::assignment::{
     Plan, Situation, check_version, plan_assign, plan_reassign, plan_status_change, plan_unassign,
 };
+use crate::domain::bulk::BulkAction;
 use crate::domain::model::{Actor, AssignmentSource, ConversationStatus, UserRef};
 use crate::domain::reply::{can_view, reply_permission};
 use crate::domain::{paging, validate};
@@ -367,6 +369,31 @@ impl AssignmentService for AssignmentApi {
             events: rows.into_iter().map(convert::event).collect(),
             next_page_token,
         }))
+    }
+
+    type BulkAssignStream = BulkStream<pb::BulkAssignResponse>;
+    type BulkUnassignStream = BulkStream<pb::BulkUnassignResponse>;
+    type BulkReassignStream = BulkStream<pb::BulkReassignResponse>;
+
+    async fn bulk_assign(
+        &self,
+        request: Request<Streaming<pb::BulkAssignRequest>>,
+    ) -> Result<Response<Self::BulkAssignStream>, Status> {
+        bulk::run(&self.store, BulkAction::Assign, request).await
+    }
+
+    async fn bulk_unassign(
+        &self,
+        request: Request<Streaming<pb::BulkUnassignRequest>>,
+    ) -> Result<Response<Self::BulkUnassignStream>, Status> {
+        bulk::run(&self.store, BulkAction::Unassign, request).await
+    }
+
+    async fn bulk_reassign(
+        &self,
+        request: Request<Streaming<pb::BulkReassignRequest>>,
+    ) -> Result<Response<Self::BulkReassignStream>, Status> {
+        bulk::run(&self.store, BulkAction::Reassign, request).await
     }
 
     async fn auto_assign_conversation(

@@ -2,6 +2,7 @@
 
 mod access_groups;
 mod assignment;
+mod bulk;
 pub mod context;
 mod convert;
 mod directory;

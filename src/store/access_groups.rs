@@ -22,6 +22,15 @@ pub struct AccessGroupRow {
     pub name_key: String,
 }
 
+/// A group with its active organizers and how many selected conversations it covers with reply.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CoverageRow {
+    pub access_group_id: Uuid,
+    pub name: String,
+    pub organizer_ids: Vec<String>,
+    pub covered: i64,
+}
+
 /// A group that grants a user something on one conversation.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GrantRow {
@@ -246,6 +255,64 @@ impl Store {
         let row = fetch_group(&mut tx, campaign_id, id).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Whether a group of this name (ignoring case) exists.
+    pub async fn access_group_name_taken(&self, campaign_id: &str, name: &str) -> AppResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM access_groups WHERE campaign_id = $1 AND lower(name) = lower($2))",
+        )
+        .bind(campaign_id)
+        .bind(name)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
+    /// The active organizers of each of these groups (that exist), by user id.
+    pub async fn active_group_organizers(
+        &self,
+        campaign_id: &str,
+        ids: &[Uuid],
+    ) -> AppResult<Vec<(Uuid, Vec<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT g.access_group_id, ARRAY(SELECT o.user_id FROM access_group_organizers o \
+                      JOIN users u ON u.campaign_id = o.campaign_id AND u.user_id = o.user_id \
+                     WHERE o.campaign_id = g.campaign_id AND o.access_group_id = g.access_group_id \
+                       AND u.active AND u.role = 'ORGANIZER' \
+                     ORDER BY o.user_id COLLATE \"C\") \
+             FROM access_groups g WHERE g.campaign_id = $1 AND g.access_group_id = ANY($2)",
+        )
+        .bind(campaign_id)
+        .bind(ids)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    /// Every group of the campaign with its active organizers and how many of `conversation_ids` it lets
+    /// them view and reply to.
+    pub async fn groups_covering(
+        &self,
+        campaign_id: &str,
+        conversation_ids: &[String],
+    ) -> AppResult<Vec<CoverageRow>> {
+        let sql = format!(
+            "SELECT g.access_group_id, g.name, \
+                    ARRAY(SELECT o.user_id FROM access_group_organizers o \
+                            JOIN users u ON u.campaign_id = o.campaign_id AND u.user_id = o.user_id \
+                           WHERE o.campaign_id = g.campaign_id AND o.access_group_id = g.access_group_id \
+                             AND u.active AND u.role = 'ORGANIZER' \
+                           ORDER BY o.user_id COLLATE \"C\") AS organizer_ids, \
+                    CASE WHEN g.can_reply THEN (SELECT count(*) FROM conversations c \
+                          WHERE c.campaign_id = g.campaign_id AND c.conversation_id = ANY($2) AND {}) \
+                         ELSE 0 END AS covered \
+             FROM access_groups g WHERE g.campaign_id = $1 ORDER BY lower(g.name)",
+            scope_covers("g", "c")
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(campaign_id)
+            .bind(conversation_ids)
+            .fetch_all(self.pool())
+            .await?)
     }
 
     /// The groups through which `user_id` may view (and perhaps reply to) the conversation.

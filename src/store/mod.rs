@@ -2,12 +2,14 @@
 
 mod access_groups;
 mod auto_assign;
+mod bulk;
 mod conversations;
 mod history;
 mod users;
 
-pub use access_groups::{AccessGroupRow, GrantRow, GroupChanges, NewGroup};
+pub use access_groups::{AccessGroupRow, CoverageRow, GrantRow, GroupChanges, NewGroup};
 pub use auto_assign::{InboxSettingsRow, TriggerInput};
+pub use bulk::GrantGroup;
 pub use conversations::{
     ConversationFilter, ConversationRow, LockedConversation, ViewedConversation, Write,
 };

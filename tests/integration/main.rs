@@ -3,6 +3,7 @@
 mod access_groups;
 mod assignment;
 mod auto_assign;
+mod bulk;
 mod directory;
 mod embedded;
 mod harness;

@@ -1,0 +1,297 @@
+//! Streaming bulk assign, unassign and reassign: decode the stream, run it through `bulk::BulkRun`, and
+//! stream back results per batch and a summary.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use uuid::Uuid;
+
+use super::context::Caller;
+use crate::bulk::BulkRun;
+use crate::domain::bulk::{BulkAction, BulkOptions, ItemDecision, ItemOutcome};
+use crate::domain::validate;
+use crate::error::AppError;
+use crate::pb;
+use crate::store::Store;
+
+/// Most conversation ids in one message.
+pub const MAX_IDS_PER_MESSAGE: usize = 5_000;
+
+pub type BulkStream<T> = ReceiverStream<Result<T, Status>>;
+
+/// A decoded message of any of the three request streams.
+pub(super) enum Inbound {
+    Options(pb::BulkAssignOptions),
+    Conversations(Vec<String>),
+    Empty,
+}
+
+impl From<pb::BulkAssignRequest> for Inbound {
+    fn from(request: pb::BulkAssignRequest) -> Self {
+        match request.payload {
+            Some(pb::bulk_assign_request::Payload::Options(options)) => Inbound::Options(options),
+            Some(pb::bulk_assign_request::Payload::Conversations(batch)) => {
+                Inbound::Conversations(batch.conversation_ids)
+            }
+            None => Inbound::Empty,
+        }
+    }
+}
+
+impl From<pb::BulkReassignRequest> for Inbound {
+    fn from(request: pb::BulkReassignRequest) -> Self {
+        match request.payload {
+            Some(pb::bulk_reassign_request::Payload::Options(options)) => Inbound::Options(options),
+            Some(pb::bulk_reassign_request::Payload::Conversations(batch)) => {
+                Inbound::Conversations(batch.conversation_ids)
+            }
+            None => Inbound::Empty,
+        }
+    }
+}
+
+impl From<pb::BulkUnassignRequest> for Inbound {
+    fn from(request: pb::BulkUnassignRequest) -> Self {
+        match request.conversations {
+            Some(batch) => Inbound::Conversations(batch.conversation_ids),
+            None => Inbound::Empty,
+        }
+    }
+}
+
+/// What the server streams back, before it is wrapped in each RPC's response type.
+pub(super) enum Outbound {
+    Results(pb::BulkResults),
+    Summary(pb::BulkSummary),
+}
+
+impl From<Outbound> for pb::BulkAssignResponse {
+    fn from(out: Outbound) -> Self {
+        use pb::bulk_assign_response::Payload;
+        let payload = match out {
+            Outbound::Results(results) => Payload::Results(results),
+            Outbound::Summary(summary) => Payload::Summary(summary),
+        };
+        Self {
+            payload: Some(payload),
+        }
+    }
+}
+
+impl From<Outbound> for pb::BulkReassignResponse {
+    fn from(out: Outbound) -> Self {
+        use pb::bulk_reassign_response::Payload;
+        let payload = match out {
+            Outbound::Results(results) => Payload::Results(results),
+            Outbound::Summary(summary) => Payload::Summary(summary),
+        };
+        Self {
+            payload: Some(payload),
+        }
+    }
+}
+
+impl From<Outbound> for pb::BulkUnassignResponse {
+    fn from(out: Outbound) -> Self {
+        use pb::bulk_unassign_response::Payload;
+        let payload = match out {
+            Outbound::Results(results) => Payload::Results(results),
+            Outbound::Summary(summary) => Payload::Summary(summary),
+        };
+        Self {
+            payload: Some(payload),
+        }
+    }
+}
+
+fn ids_of(ids: Vec<String>) -> Result<Vec<String>, AppError> {
+    if ids.len() > MAX_IDS_PER_MESSAGE {
+        return Err(AppError::invalid(
+            "conversations.conversation_ids",
+            format!(
+                "a message carries {} conversation ids; send at most {MAX_IDS_PER_MESSAGE} per message",
+                ids.len()
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
+fn options_of(options: pb::BulkAssignOptions) -> Result<(BulkOptions, Vec<Uuid>), AppError> {
+    let assignee_ids = validate::id_list(
+        "options.assignee_ids",
+        &options.assignee_ids,
+        validate::MAX_IDS_PER_REQUEST,
+    )?;
+    let group_ids = validate::id_list("options.access_group_ids", &options.access_group_ids, 100)?
+        .iter()
+        .map(|id| {
+            Uuid::parse_str(id).map_err(|_| {
+                AppError::invalid(
+                    "options.access_group_ids",
+                    format!("access group id {id:?} is not a UUID"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let name = validate::text(
+        "options.new_access_group_name",
+        &options.new_access_group_name,
+        validate::MAX_GROUP_NAME_LEN,
+        false,
+    )?;
+    let options = BulkOptions {
+        assignee_ids,
+        group_organizers: Vec::new(),
+        grant_access: options.grant_access,
+        new_group_name: (!name.is_empty()).then_some(name),
+    };
+    Ok((options, group_ids))
+}
+
+/// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
+/// the rest of the request stream is processed by a task feeding that stream.
+pub(super) async fn run<Req, Resp>(
+    store: &Store,
+    action: BulkAction,
+    request: Request<Streaming<Req>>,
+) -> Result<Response<BulkStream<Resp>>, Status>
+where
+    Req: Into<Inbound> + Send + 'static,
+    Resp: From<Outbound> + Send + 'static,
+{
+    let caller = Caller::from_metadata(store, request.metadata()).await?;
+    let mut inbound = request.into_inner();
+    let first = inbound.message().await?.map(Into::into);
+    let (options, group_ids, first_ids) = match (action, first) {
+        (BulkAction::Unassign, Some(Inbound::Conversations(ids))) => {
+            (BulkOptions::default(), Vec::new(), ids_of(ids)?)
+        }
+        (BulkAction::Unassign, _) => {
+            return Err(AppError::invalid("conversations", "send conversation ids").into());
+        }
+        (_, Some(Inbound::Options(options))) => {
+            let (options, group_ids) = options_of(options)?;
+            (options, group_ids, Vec::new())
+        }
+        _ => {
+            return Err(AppError::invalid(
+                "options",
+                "the first message of a bulk assign or reassign must carry its options",
+            )
+            .into());
+        }
+    };
+    let mut bulk = BulkRun::start(
+        store.clone(),
+        action,
+        caller.campaign_id,
+        caller.actor,
+        options,
+        &group_ids,
+    )
+    .await?;
+
+    // A short queue: a slow reader slows the processing instead of growing the server's memory.
+    let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(2);
+    tokio::spawn(async move {
+        let mut next = Some(first_ids);
+        loop {
+            let ids = match next.take() {
+                Some(ids) => ids,
+                None => match inbound.message().await {
+                    Ok(Some(message)) => match message.into() {
+                        Inbound::Conversations(ids) => match ids_of(ids) {
+                            Ok(ids) => ids,
+                            Err(err) => {
+                                let _ = tx.send(Err(err.into())).await;
+                                return;
+                            }
+                        },
+                        Inbound::Options(_) => {
+                            let err = AppError::invalid(
+                                "options",
+                                "options may only be sent in the first message",
+                            );
+                            let _ = tx.send(Err(err.into())).await;
+                            return;
+                        }
+                        Inbound::Empty => continue,
+                    },
+                    Ok(None) => break,
+                    // The client went away or broke the stream: every committed batch stays committed.
+                    Err(_) => return,
+                },
+            };
+            if ids.is_empty() {
+                continue;
+            }
+            match bulk.process(&ids).await {
+                Ok(decisions) => {
+                    let results = pb::BulkResults {
+                        items: decisions.into_iter().map(item_result).collect(),
+                    };
+                    if tx
+                        .send(Ok(Outbound::Results(results).into()))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                    return;
+                }
+            }
+        }
+        let _ = tx.send(Ok(Outbound::Summary(summary(&bulk)).into())).await;
+    });
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+fn item_result(decision: ItemDecision) -> pb::BulkItemResult {
+    use pb::BulkItemOutcome as O;
+    let id = decision.conversation_id;
+    let (outcome, assignee, reason, message) = match decision.outcome {
+        ItemOutcome::Assigned { to } => (O::Assigned, Some(to), "", String::new()),
+        ItemOutcome::Reassigned { to, .. } => (O::Reassigned, Some(to), "", String::new()),
+        ItemOutcome::Unassigned { .. } => (O::Unassigned, None, "", String::new()),
+        ItemOutcome::Unchanged { assignee } => (O::Unchanged, assignee, "", String::new()),
+        ItemOutcome::Refused { reason, message } => (O::Refused, None, reason, message),
+        ItemOutcome::NotFound => (
+            O::NotFound,
+            None,
+            "CONVERSATION_NOT_FOUND",
+            format!("conversation {id:?} does not exist in this campaign"),
+        ),
+    };
+    pb::BulkItemResult {
+        conversation_id: id,
+        outcome: outcome.into(),
+        assignee_id: assignee,
+        reason: reason.into(),
+        message,
+        access_granted: decision.grant,
+    }
+}
+
+fn summary(bulk: &BulkRun) -> pb::BulkSummary {
+    let tally = bulk.tally();
+    let count = |n: u64| n as i64;
+    pb::BulkSummary {
+        received: count(tally.received),
+        assigned: count(tally.assigned),
+        reassigned: count(tally.reassigned),
+        unassigned: count(tally.unassigned),
+        unchanged: count(tally.unchanged),
+        refused: count(tally.refused),
+        not_found: count(tally.not_found),
+        per_assignee: tally
+            .per_assignee
+            .iter()
+            .map(|(user, n)| (user.clone(), count(*n)))
+            .collect(),
+        created_access_group_id: bulk.created_group().map(|id| id.to_string()),
+    }
+}

@@ -1,0 +1,703 @@
+//! Streaming bulk assign, unassign and reassign, and the bulk user picker.
+
+use std::collections::HashMap;
+
+use assignment_service::pb;
+use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::harness::*;
+
+/// Admin, organizers o1..o3 who may reply to everything, organizer "lone" without any group, and
+/// conversations c000..c{n-1}.
+async fn campaign(conversations: usize) -> TestApp {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    for org in ["o1", "o2", "o3", "lone"] {
+        app.organizer(org).await;
+    }
+    app.group("admin", "Team", &["o1", "o2", "o3"], true, scope_all())
+        .await;
+    for i in 0..conversations {
+        app.conversation(&conv(i), &[]).await;
+    }
+    app
+}
+
+fn conv(i: usize) -> String {
+    format!("c{i:03}")
+}
+
+fn options(assignees: &[&str]) -> pb::BulkAssignOptions {
+    pb::BulkAssignOptions {
+        assignee_ids: assignees.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn batch(ids: &[String]) -> pb::ConversationBatch {
+    pb::ConversationBatch {
+        conversation_ids: ids.to_vec(),
+    }
+}
+
+fn assign_stream(
+    options: pb::BulkAssignOptions,
+    batches: Vec<Vec<String>>,
+) -> Vec<pb::BulkAssignRequest> {
+    use pb::bulk_assign_request::Payload;
+    std::iter::once(Payload::Options(options))
+        .chain(batches.iter().map(|ids| Payload::Conversations(batch(ids))))
+        .map(|payload| pb::BulkAssignRequest {
+            payload: Some(payload),
+        })
+        .collect()
+}
+
+/// Every result and the summary of a finished stream.
+async fn collect<T>(
+    mut stream: tonic::Streaming<T>,
+    payload: impl Fn(T) -> Option<Outcome>,
+) -> Result<(Vec<pb::BulkItemResult>, pb::BulkSummary), tonic::Status> {
+    let mut items = Vec::new();
+    let mut summary = None;
+    while let Some(message) = stream.next().await {
+        match payload(message?) {
+            Some(Outcome::Results(results)) => items.extend(results.items),
+            Some(Outcome::Summary(s)) => summary = Some(s),
+            None => panic!("empty response message"),
+        }
+    }
+    Ok((items, summary.expect("a stream ends with its summary")))
+}
+
+enum Outcome {
+    Results(pb::BulkResults),
+    Summary(pb::BulkSummary),
+}
+
+async fn bulk_assign(
+    client: &mut AssignmentServiceClient<Channel>,
+    actor: &str,
+    messages: Vec<pb::BulkAssignRequest>,
+) -> Result<(Vec<pb::BulkItemResult>, pb::BulkSummary), tonic::Status> {
+    use pb::bulk_assign_response::Payload;
+    let stream = client
+        .bulk_assign(as_actor(actor, tokio_stream::iter(messages)))
+        .await?
+        .into_inner();
+    collect(stream, |m: pb::BulkAssignResponse| {
+        m.payload.map(|p| match p {
+            Payload::Results(r) => Outcome::Results(r),
+            Payload::Summary(s) => Outcome::Summary(s),
+        })
+    })
+    .await
+}
+
+async fn bulk_reassign(
+    client: &mut AssignmentServiceClient<Channel>,
+    actor: &str,
+    options: pb::BulkAssignOptions,
+    ids: Vec<String>,
+) -> Result<(Vec<pb::BulkItemResult>, pb::BulkSummary), tonic::Status> {
+    use pb::bulk_reassign_request::Payload as In;
+    use pb::bulk_reassign_response::Payload;
+    let messages = vec![
+        pb::BulkReassignRequest {
+            payload: Some(In::Options(options)),
+        },
+        pb::BulkReassignRequest {
+            payload: Some(In::Conversations(batch(&ids))),
+        },
+    ];
+    let stream = client
+        .bulk_reassign(as_actor(actor, tokio_stream::iter(messages)))
+        .await?
+        .into_inner();
+    collect(stream, |m: pb::BulkReassignResponse| {
+        m.payload.map(|p| match p {
+            Payload::Results(r) => Outcome::Results(r),
+            Payload::Summary(s) => Outcome::Summary(s),
+        })
+    })
+    .await
+}
+
+async fn bulk_unassign(
+    client: &mut AssignmentServiceClient<Channel>,
+    actor: &str,
+    ids: Vec<String>,
+) -> Result<(Vec<pb::BulkItemResult>, pb::BulkSummary), tonic::Status> {
+    use pb::bulk_unassign_response::Payload;
+    let messages = vec![pb::BulkUnassignRequest {
+        conversations: Some(batch(&ids)),
+    }];
+    let stream = client
+        .bulk_unassign(as_actor(actor, tokio_stream::iter(messages)))
+        .await?
+        .into_inner();
+    collect(stream, |m: pb::BulkUnassignResponse| {
+        m.payload.map(|p| match p {
+            Payload::Results(r) => Outcome::Results(r),
+            Payload::Summary(s) => Outcome::Summary(s),
+        })
+    })
+    .await
+}
+
+async fn bulk_events(app: &TestApp) -> Vec<(String, String, Option<String>)> {
+    sqlx::query_as("SELECT conversation_id, action, to_user_id FROM assignment_events WHERE source = 'BULK' ORDER BY event_id")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn assign_one(app: &TestApp, conversation: &str, assignee: &str) {
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: conversation.into(),
+                assignee_id: assignee.into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn many_conversations_spread_round_robin_evenly_in_the_order_sent() {
+    let app = campaign(100).await;
+    let ids: Vec<String> = (0..100).map(conv).collect();
+    let batches: Vec<Vec<String>> = ids.chunks(30).map(<[String]>::to_vec).collect();
+    let mut client = app.assignments().await;
+    let (items, summary) = bulk_assign(
+        &mut client,
+        "admin",
+        assign_stream(options(&["o1", "o2", "o3"]), batches),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(items.len(), 100);
+    let expected = ["o1", "o2", "o3"];
+    for (i, item) in items.iter().enumerate() {
+        assert_eq!(
+            item.conversation_id, ids[i],
+            "results come in the order sent"
+        );
+        assert_eq!(item.outcome(), pb::BulkItemOutcome::Assigned);
+        assert_eq!(item.assignee_id.as_deref(), Some(expected[i % 3]));
+    }
+    assert_eq!(summary.received, 100);
+    assert_eq!(summary.assigned, 100);
+    let counts: Vec<i64> = expected.iter().map(|o| summary.per_assignee[*o]).collect();
+    assert_eq!(counts, vec![34, 33, 33]);
+    let events = bulk_events(&app).await;
+    assert_eq!(events.len(), 100);
+    assert!(events.iter().all(|(_, action, _)| action == "ASSIGN"));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(app.stored(id).await.0.as_deref(), Some(expected[i % 3]));
+    }
+}
+
+#[tokio::test]
+async fn refusals_and_unknown_conversations_never_stop_the_others() {
+    let app = campaign(4).await;
+    assign_one(&app, "c001", "o2").await;
+    let ids = vec![conv(0), conv(1), "missing".into(), "bad id".into(), conv(2)];
+    let (items, summary) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["o1", "o3"]), vec![ids]),
+    )
+    .await
+    .unwrap();
+    use pb::BulkItemOutcome as O;
+    let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            O::Assigned,
+            O::Refused,
+            O::NotFound,
+            O::Refused,
+            O::Assigned
+        ]
+    );
+    assert_eq!(items[1].reason, "ALREADY_ASSIGNED");
+    assert!(items[1].message.contains("BulkReassign"));
+    assert_eq!(items[3].reason, "INVALID_CONVERSATION_ID");
+    assert_eq!(items[4].assignee_id.as_deref(), Some("o3"));
+    assert_eq!(
+        (summary.assigned, summary.refused, summary.not_found),
+        (2, 2, 1)
+    );
+    assert_eq!(app.stored("c001").await.0.as_deref(), Some("o2"));
+}
+
+#[tokio::test]
+async fn organizers_bulk_assign_only_to_themselves() {
+    let app = campaign(3).await;
+    app.conversation("hidden", &[]).await;
+    app.group(
+        "admin",
+        "Lone's",
+        &["lone"],
+        true,
+        scope_conversations(&["c000", "c001", "c002"]),
+    )
+    .await;
+    assign_one(&app, "c001", "o2").await;
+    let mut client = app.assignments().await;
+
+    for targets in [vec!["lone", "o2"], vec!["admin"], vec!["o2"]] {
+        let status = expect_code(
+            bulk_assign(
+                &mut client,
+                "lone",
+                assign_stream(options(&targets), vec![vec![conv(0)]]),
+            )
+            .await,
+            Code::PermissionDenied,
+        );
+        assert_eq!(reason(&status), "ORGANIZER_ASSIGNS_SELF_ONLY");
+    }
+    let mut grant = options(&["lone"]);
+    grant.grant_access = true;
+    grant.new_access_group_name = "Mine".into();
+    expect_code(
+        bulk_assign(
+            &mut client,
+            "lone",
+            assign_stream(grant, vec![vec![conv(0)]]),
+        )
+        .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(
+        app.count("assignment_events").await,
+        1,
+        "refused calls wrote nothing"
+    );
+
+    let ids = vec![conv(0), conv(1), "hidden".to_string(), conv(2)];
+    let (items, _) = bulk_assign(
+        &mut client,
+        "lone",
+        assign_stream(options(&["lone"]), vec![ids]),
+    )
+    .await
+    .unwrap();
+    use pb::BulkItemOutcome as O;
+    let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        vec![O::Assigned, O::Refused, O::Refused, O::Assigned]
+    );
+    assert_eq!(items[1].reason, "ALREADY_ASSIGNED");
+    assert_eq!(items[2].reason, "NO_VIEW_ACCESS");
+    assert_eq!(app.stored("c001").await.0.as_deref(), Some("o2"));
+    assert_eq!(app.stored("hidden").await.0, None);
+}
+
+#[tokio::test]
+async fn without_grant_access_turns_of_organizers_lacking_permission_are_refused() {
+    let app = campaign(4).await;
+    let ids: Vec<String> = (0..4).map(conv).collect();
+    let (items, summary) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["o1", "lone"]), vec![ids]),
+    )
+    .await
+    .unwrap();
+    use pb::BulkItemOutcome as O;
+    let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        vec![O::Assigned, O::Refused, O::Assigned, O::Refused]
+    );
+    assert_eq!(items[1].reason, "NO_ACCESS");
+    assert!(items[1].message.contains("grant_access"));
+    assert_eq!(summary.created_access_group_id, None);
+    assert_eq!(app.count("access_groups").await, 1);
+}
+
+#[tokio::test]
+async fn grant_access_creates_one_group_for_exactly_the_new_permissions() {
+    let app = campaign(6).await;
+    let ids: Vec<String> = (0..6).map(conv).collect();
+    let mut grant = options(&["o1", "lone"]);
+    grant.grant_access = true;
+    grant.new_access_group_name = "Lone's conversations".into();
+    // Two batches: the group is created by the first and extended by the second.
+    let batches = vec![ids[..3].to_vec(), ids[3..].to_vec()];
+    let (items, summary) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(grant, batches),
+    )
+    .await
+    .unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|i| i.outcome() == pb::BulkItemOutcome::Assigned)
+    );
+    let granted: Vec<&str> = items
+        .iter()
+        .filter(|i| i.access_granted)
+        .map(|i| i.conversation_id.as_str())
+        .collect();
+    assert_eq!(granted, vec!["c001", "c003", "c005"]);
+    assert!(
+        items
+            .iter()
+            .filter(|i| i.access_granted)
+            .all(|i| i.assignee_id.as_deref() == Some("lone"))
+    );
+
+    let group_id = summary
+        .created_access_group_id
+        .expect("a group was created");
+    let group = app
+        .groups()
+        .await
+        .get_access_group(as_actor(
+            "admin",
+            pb::GetAccessGroupRequest {
+                access_group_id: group_id,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_group
+        .unwrap();
+    assert_eq!(group.name, "Lone's conversations");
+    assert_eq!(group.organizer_ids, vec!["lone"]);
+    assert_eq!(
+        group.scope.unwrap().conversation_ids,
+        vec!["c001", "c003", "c005"]
+    );
+    let permissions = group.permissions.unwrap();
+    assert!(permissions.view && permissions.reply);
+    let reply = app
+        .assignments()
+        .await
+        .check_reply_permission(as_actor(
+            "lone",
+            pb::CheckReplyPermissionRequest {
+                conversation_id: "c003".into(),
+                user_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.allowed, "the new group lets lone reply: {reply:?}");
+}
+
+#[tokio::test]
+async fn bad_options_fail_the_whole_call_up_front() {
+    let app = campaign(2).await;
+    app.organizer("gone").await;
+    app.deactivate("gone").await;
+    let mut client = app.assignments().await;
+    let one = || vec![vec![conv(0)]];
+    expect_code(
+        bulk_assign(&mut client, "admin", assign_stream(options(&[]), one())).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        bulk_assign(
+            &mut client,
+            "admin",
+            assign_stream(options(&["ghost"]), one()),
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        bulk_assign(
+            &mut client,
+            "admin",
+            assign_stream(options(&["gone"]), one()),
+        )
+        .await,
+        Code::InvalidArgument,
+    );
+    let mut unknown_group = options(&[]);
+    unknown_group.access_group_ids = vec![uuid::Uuid::new_v4().to_string()];
+    expect_code(
+        bulk_assign(&mut client, "admin", assign_stream(unknown_group, one())).await,
+        Code::InvalidArgument,
+    );
+    let mut unnamed = options(&["o1"]);
+    unnamed.grant_access = true;
+    expect_code(
+        bulk_assign(&mut client, "admin", assign_stream(unnamed, one())).await,
+        Code::InvalidArgument,
+    );
+    let mut taken = options(&["o1"]);
+    taken.grant_access = true;
+    taken.new_access_group_name = "team".into();
+    expect_code(
+        bulk_assign(&mut client, "admin", assign_stream(taken, one())).await,
+        Code::AlreadyExists,
+    );
+    // Conversations before options.
+    let mut no_options = assign_stream(options(&["o1"]), one());
+    no_options.remove(0);
+    expect_code(
+        bulk_assign(&mut client, "admin", no_options).await,
+        Code::InvalidArgument,
+    );
+    expect_code(
+        bulk_assign(
+            &mut client,
+            "nobody",
+            assign_stream(options(&["o1"]), one()),
+        )
+        .await,
+        Code::Unauthenticated,
+    );
+    assert_eq!(app.count("assignment_events").await, 0);
+    assert_eq!(app.count("access_groups").await, 1);
+}
+
+#[tokio::test]
+async fn groups_as_targets_spread_over_their_active_organizers() {
+    let app = campaign(4).await;
+    app.deactivate("o3").await;
+    let team: String = sqlx::query_scalar("SELECT access_group_id::text FROM access_groups")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let mut by_group = options(&[]);
+    by_group.access_group_ids = vec![team];
+    let ids: Vec<String> = (0..4).map(conv).collect();
+    let (_, summary) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(by_group, vec![ids]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        summary.per_assignee,
+        HashMap::from([("o1".to_string(), 2), ("o2".to_string(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_limit_ends_the_stream_with_invalid_argument() {
+    let app = campaign(1).await;
+    let huge: Vec<String> = (0..5_001).map(|i| format!("x{i}")).collect();
+    let result = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["o1"]), vec![vec![conv(0)], huge]),
+    )
+    .await;
+    expect_code(result, Code::InvalidArgument);
+    // The first batch was committed before the bad message arrived.
+    assert_eq!(app.stored("c000").await.0.as_deref(), Some("o1"));
+}
+
+#[tokio::test]
+async fn bulk_unassign_admins_everything_organizers_their_own() {
+    let app = campaign(4).await;
+    for (i, who) in ["o1", "o2", "o1"].iter().enumerate() {
+        assign_one(&app, &conv(i), who).await;
+    }
+    let mut client = app.assignments().await;
+    let ids: Vec<String> = (0..4).map(conv).collect();
+    let (items, summary) = bulk_unassign(&mut client, "o1", ids.clone()).await.unwrap();
+    use pb::BulkItemOutcome as O;
+    let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
+    assert_eq!(
+        outcomes,
+        vec![O::Unassigned, O::Refused, O::Unassigned, O::Unchanged]
+    );
+    assert_eq!(items[1].reason, "ORGANIZER_UNASSIGNS_OWN_ONLY");
+    assert_eq!(summary.unassigned, 2);
+    assert_eq!(app.stored("c001").await.0.as_deref(), Some("o2"));
+
+    let (items, _) = bulk_unassign(&mut client, "admin", ids).await.unwrap();
+    assert_eq!(items[1].outcome(), O::Unassigned);
+    assert_eq!(app.stored("c001").await.0, None);
+    let unassigns = bulk_events(&app)
+        .await
+        .into_iter()
+        .filter(|(_, a, _)| a == "UNASSIGN")
+        .count();
+    assert_eq!(unassigns, 3);
+}
+
+#[tokio::test]
+async fn bulk_reassign_is_for_admins_and_moves_assigned_conversations() {
+    let app = campaign(3).await;
+    assign_one(&app, "c000", "o1").await;
+    assign_one(&app, "c001", "o1").await;
+    let mut client = app.assignments().await;
+    let ids: Vec<String> = (0..3).map(conv).collect();
+    let status = expect_code(
+        bulk_reassign(&mut client, "o1", options(&["o1"]), ids.clone()).await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&status), "ORGANIZERS_CANNOT_REASSIGN");
+
+    let (items, summary) = bulk_reassign(&mut client, "admin", options(&["o2", "o3"]), ids)
+        .await
+        .unwrap();
+    use pb::BulkItemOutcome as O;
+    let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
+    assert_eq!(outcomes, vec![O::Reassigned, O::Reassigned, O::Refused]);
+    assert_eq!(items[2].reason, "NOT_ASSIGNED");
+    assert_eq!(
+        summary.per_assignee,
+        HashMap::from([("o2".to_string(), 1), ("o3".to_string(), 1)])
+    );
+    let events = bulk_events(&app).await;
+    assert_eq!(
+        events,
+        vec![
+            (
+                "c000".to_string(),
+                "REASSIGN".to_string(),
+                Some("o2".to_string())
+            ),
+            (
+                "c001".to_string(),
+                "REASSIGN".to_string(),
+                Some("o3".to_string())
+            ),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_leaves_each_conversation_done_or_untouched() {
+    let app = campaign(40).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut client = app.assignments().await;
+    let ids: Vec<String> = (0..40).map(conv).collect();
+    for message in assign_stream(options(&["o1", "o2"]), vec![ids[..20].to_vec()]) {
+        tx.send(message).await.unwrap();
+    }
+    let mut responses = client
+        .bulk_assign(as_actor(
+            "admin",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = responses.next().await.unwrap().unwrap();
+    let Some(pb::bulk_assign_response::Payload::Results(results)) = first.payload else {
+        panic!("results first");
+    };
+    // Queue another batch, then vanish without reading on or closing the stream properly.
+    tx.send(assign_stream(options(&[]), vec![ids[20..].to_vec()]).remove(1))
+        .await
+        .unwrap();
+    drop(responses);
+    drop(tx);
+    drop(client);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // What was streamed is true.
+    for item in &results.items {
+        assert_eq!(app.stored(&item.conversation_id).await.0, item.assignee_id);
+    }
+    // Every conversation is assigned with its event, or untouched without one.
+    for id in &ids {
+        let assignee = app.stored(id).await.0;
+        let events: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM assignment_events WHERE conversation_id = $1")
+                .bind(id)
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
+        assert_eq!(
+            events,
+            i64::from(assignee.is_some()),
+            "{id}: {assignee:?} with {events} events"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_user_picker_shows_groups_covering_the_whole_selection() {
+    let app = campaign(0).await;
+    app.conversation("vol-1", &["volunteer"]).await;
+    app.conversation("vol-2", &["volunteer", "donor"]).await;
+    app.group(
+        "admin",
+        "Volunteers",
+        &["lone"],
+        true,
+        scope_tags(&["volunteer"]),
+    )
+    .await;
+    app.group("admin", "Donors", &["o1"], true, scope_tags(&["donor"]))
+        .await;
+    app.group("admin", "Viewers", &["o2"], false, scope_all())
+        .await;
+    let mut groups = app.groups().await;
+    let list = |all: bool| pb::ListEligibleAssigneesRequest {
+        conversation_ids: vec!["vol-1".into(), "vol-2".into()],
+        all_access_groups: all,
+    };
+    let eligible = groups
+        .list_eligible_assignees(as_actor("admin", list(false)))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_groups;
+    let names: Vec<&str> = eligible.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, vec!["Team", "Volunteers"]);
+    assert_eq!(eligible[1].organizer_ids, vec!["lone"]);
+
+    let all = groups
+        .list_eligible_assignees(as_actor("admin", list(true)))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_groups;
+    let flags: Vec<(&str, bool)> = all
+        .iter()
+        .map(|g| (g.name.as_str(), g.covers_selection))
+        .collect();
+    assert_eq!(
+        flags,
+        vec![
+            ("Donors", false),
+            ("Team", true),
+            ("Viewers", false),
+            ("Volunteers", true)
+        ]
+    );
+
+    expect_code(
+        groups
+            .list_eligible_assignees(as_actor("o1", list(false)))
+            .await,
+        Code::PermissionDenied,
+    );
+    let mut unknown = list(false);
+    unknown.conversation_ids.push("nope".into());
+    expect_code(
+        groups
+            .list_eligible_assignees(as_actor("admin", unknown))
+            .await,
+        Code::NotFound,
+    );
+}
