@@ -11,83 +11,19 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use assignment_service::app::{self, ServeOptions};
-use assignment_service::embedded_pg::{EmbeddedPostgres, find_bin_dir};
+use assignment_service::embedded_pg::find_bin_dir;
 use assignment_service::pb;
-use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
-use assignment_service::pb::directory_service_client::DirectoryServiceClient;
 use assignment_service::store::Store;
-use tonic::Request;
 use tonic::transport::Channel;
+
+mod common;
+
+use common::{database, percentile_ms, schema_url, seed_campaign, with_campaign};
 
 const CALLERS: [usize; 3] = [1, 8, 32];
 const ORGANIZERS: usize = 10;
 const MANY_CAMPAIGNS: usize = 32;
-
-fn with_campaign<T>(campaign: &str, actor: Option<&str>, message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request
-        .metadata_mut()
-        .insert("x-campaign-id", campaign.parse().unwrap());
-    if let Some(actor) = actor {
-        request
-            .metadata_mut()
-            .insert("x-actor-id", actor.parse().unwrap());
-    }
-    request
-}
-
-/// A campaign with an admin, ORGANIZERS organizers who may reply to everything, and auto-assignment on.
-async fn seed_campaign(channel: &Channel, campaign: &str) {
-    let directory = DirectoryServiceClient::new(channel.clone());
-    let upsert = |user_id: String, role: pb::Role| {
-        let request = with_campaign(
-            campaign,
-            None,
-            pb::UpsertUserRequest {
-                user_id,
-                role: role.into(),
-                display_name: String::new(),
-            },
-        );
-        let mut directory = directory.clone();
-        async move { directory.upsert_user(request).await.unwrap() }
-    };
-    upsert("admin".into(), pb::Role::Admin).await;
-    let organizers: Vec<String> = (0..ORGANIZERS).map(|i| format!("org-{i:02}")).collect();
-    for org in &organizers {
-        upsert(org.clone(), pb::Role::Organizer).await;
-    }
-    AccessGroupServiceClient::new(channel.clone())
-        .create_access_group(with_campaign(
-            campaign,
-            Some("admin"),
-            pb::CreateAccessGroupRequest {
-                name: "Inbox team".into(),
-                permissions: Some(pb::AccessGroupPermissions {
-                    view: true,
-                    reply: true,
-                }),
-                scope: Some(pb::AccessGroupScope {
-                    all_conversations: true,
-                    ..Default::default()
-                }),
-                organizer_ids: organizers,
-            },
-        ))
-        .await
-        .unwrap();
-    AssignmentServiceClient::new(channel.clone())
-        .update_inbox_settings(with_campaign(
-            campaign,
-            Some("admin"),
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-            },
-        ))
-        .await
-        .unwrap();
-}
 
 struct Figures {
     calls: usize,
@@ -98,18 +34,12 @@ struct Figures {
 impl Figures {
     fn row(mut self, what: &str, callers: usize) -> String {
         self.latencies_us.sort_unstable();
-        let pct = |p: f64| {
-            let i = ((self.latencies_us.len() as f64 * p).ceil() as usize)
-                .clamp(1, self.latencies_us.len())
-                - 1;
-            self.latencies_us[i] as f64 / 1000.0
-        };
         format!(
             "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} |",
             self.calls,
             self.calls as f64 / self.seconds,
-            pct(0.50),
-            pct(0.99)
+            percentile_ms(&self.latencies_us, 0.50),
+            percentile_ms(&self.latencies_us, 0.99)
         )
     }
 }
@@ -249,26 +179,14 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
-    let mut _cluster = None;
-    let server_url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-postgres");
-            let cluster = EmbeddedPostgres::start(&dir, &[("max_connections", "300")])
-                .expect("embedded PostgreSQL");
-            let url = cluster.url("postgres");
-            _cluster = Some(cluster);
-            url
-        }
-    };
+    let (server_url, _cluster) = database();
     let schema = format!("bench_{}", std::process::id());
     let admin = Store::connect(&server_url, 1).await.expect("connect");
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(admin.pool())
         .await
         .unwrap();
-    let separator = if server_url.contains('?') { '&' } else { '?' };
-    let url = format!("{server_url}{separator}options[search_path]={schema}");
+    let url = schema_url(&server_url, &schema);
 
     let coalesced = start_server(&url, assignment_service::auto_assign::DEFAULT_MAX_BATCH).await;
     let one_by_one = start_server(&url, 1).await;
@@ -285,7 +203,7 @@ async fn main() {
         .map(|c| c.to_string())
         .chain(many.clone())
     {
-        seed_campaign(&setup, &campaign).await;
+        seed_campaign(&setup, &campaign, ORGANIZERS).await;
     }
     let seeded = Store::connect(&url, 1).await.unwrap();
     sqlx::query("CREATE SEQUENCE pgbench_conversation_seq")
