@@ -11,8 +11,11 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::auth::Tokens;
 use crate::auto_assign::{AutoAssigner, DEFAULT_MAX_BATCH};
+use crate::grpc::middleware::CallLayer;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
+use crate::observability::watch_pool;
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
@@ -33,6 +36,14 @@ pub struct ServeOptions {
     pub auto_assign_max_batch: usize,
     /// How long auto-assign trigger ids are remembered.
     pub trigger_retention: Duration,
+    /// Calling services' tokens; empty accepts every caller.
+    pub tokens: Tokens,
+    /// Calls running at once before new ones are shed with RESOURCE_EXHAUSTED.
+    pub max_concurrent_calls: usize,
+    /// The longest a call may run; a shorter `grpc-timeout` from the caller wins.
+    pub call_timeout: Duration,
+    /// The largest request message accepted.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ServeOptions {
@@ -41,6 +52,10 @@ impl Default for ServeOptions {
             health_check_interval: Duration::from_secs(5),
             auto_assign_max_batch: DEFAULT_MAX_BATCH,
             trigger_retention: Duration::from_secs(7 * 86_400),
+            tokens: Tokens::default(),
+            max_concurrent_calls: 512,
+            call_timeout: Duration::from_secs(30),
+            max_message_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -76,23 +91,38 @@ pub async fn serve(
         .expect("the embedded descriptor sets are valid");
 
     let drain_health = health.clone();
+    let pool_watcher = tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5)));
+    let max = options.max_message_bytes;
     let result = Server::builder()
+        .timeout(options.call_timeout)
+        .layer(CallLayer::new(
+            options.tokens.clone(),
+            options.max_concurrent_calls,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(DirectoryServiceServer::new(DirectoryApi::new(
-            store.clone(),
-        )))
-        .add_service(AssignmentServiceServer::new(AssignmentApi::new(
-            store.clone(),
-            AutoAssigner::new(store.clone(), options.auto_assign_max_batch),
-        )))
-        .add_service(AccessGroupServiceServer::new(AccessGroupApi::new(store)))
+        .add_service(
+            DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AssignmentServiceServer::new(AssignmentApi::new(
+                store.clone(),
+                AutoAssigner::new(store.clone(), options.auto_assign_max_batch),
+            ))
+            .max_decoding_message_size(max),
+        )
+        .add_service(
+            AccessGroupServiceServer::new(AccessGroupApi::new(store))
+                .max_decoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
             shutdown.await;
             tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
             watcher.abort();
             pruner.abort();
+            pool_watcher.abort();
             set_all(&drain_health, ServingStatus::NotServing).await;
         })
         .await;

@@ -11,7 +11,16 @@ use crate::domain::bulk::{
 use crate::domain::model::{Actor, UserRef};
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
+use crate::observability::BULK_ITEMS;
 use crate::store::{GrantGroup, Store};
+
+fn action_name(action: BulkAction) -> &'static str {
+    match action {
+        BulkAction::Assign => "assign",
+        BulkAction::Unassign => "unassign",
+        BulkAction::Reassign => "reassign",
+    }
+}
 
 /// Conversations per transaction: large enough for set-based SQL to pay off, small enough to keep row
 /// locks short.
@@ -141,6 +150,8 @@ impl BulkRun {
             }
             for decision in merged.into_iter().flatten() {
                 self.tally.record(&decision);
+                metrics::counter!(BULK_ITEMS, "action" => action_name(self.action), "outcome" => decision.outcome.name())
+                    .increment(1);
                 decisions.push(decision);
             }
         }

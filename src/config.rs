@@ -46,6 +46,34 @@ pub struct Config {
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,
 
+    /// File of calling services' tokens: one `name scope sha256-hex` per line (scope `system` or `user`).
+    #[arg(long, env = "TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Serve without tokens on a non-loopback address.
+    #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
+    pub allow_unauthenticated: bool,
+
+    /// Calls running at once before new ones are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 512)]
+    pub max_concurrent_calls: usize,
+
+    /// The longest a call may run (a shorter grpc-timeout from the caller wins), e.g. "30s".
+    #[arg(long, env = "CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
+
+    /// The longest one SQL statement may run, and a transaction may sit idle, e.g. "10s".
+    #[arg(long, env = "STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// The largest request message accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+
     /// How often to check the database for the health service, e.g. "5s".
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub health_check_interval: Duration,

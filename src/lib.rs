@@ -4,6 +4,7 @@
 //! as pure functions, [`store`] runs the SQL. [`app`] assembles the server; `main.rs` only configures it.
 
 pub mod app;
+pub mod auth;
 pub mod auto_assign;
 pub mod bulk;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod grpc;
+pub mod observability;
 pub mod store;
 pub mod telemetry;
 

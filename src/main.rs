@@ -1,8 +1,10 @@
 use std::process::ExitCode;
 
 use assignment_service::app::{self, ServeOptions};
+use assignment_service::auth::{Tokens, check_exposure};
 use assignment_service::config::Config;
 use assignment_service::embedded_pg::EmbeddedPostgres;
+use assignment_service::observability;
 use assignment_service::store::Store;
 use assignment_service::telemetry;
 use clap::Parser;
@@ -22,6 +24,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), String> {
+    let tokens = match &config.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => Tokens::default(),
+    };
+    if let Some(warning) =
+        check_exposure(&tokens, config.listen_addr, config.allow_unauthenticated)?
+    {
+        tracing::warn!("{warning}");
+    }
     // Bind first: a taken port should fail before a database is started for nothing.
     let listener = app::bind(config.listen_addr)
         .await
@@ -47,18 +58,23 @@ async fn run(config: Config) -> Result<(), String> {
             url
         }
     };
-    let store = Store::connect(&database_url, config.pool_size)
+    observability::install(config.metrics_addr)?;
+    let store = Store::connect_with(&database_url, config.pool_size, config.statement_timeout)
         .await
         .map_err(|e| format!("cannot connect to the database: {e}"))?;
     store
         .migrate()
         .await
         .map_err(|e| format!("cannot apply database migrations: {e}"))?;
-    tracing::info!(addr = %config.listen_addr, "serving gRPC");
+    tracing::info!(addr = %config.listen_addr, metrics = %config.metrics_addr, "serving gRPC");
     let options = ServeOptions {
         health_check_interval: config.health_check_interval,
         auto_assign_max_batch: config.auto_assign_max_batch,
         trigger_retention: config.trigger_retention,
+        tokens,
+        max_concurrent_calls: config.max_concurrent_calls,
+        call_timeout: config.call_timeout,
+        max_message_bytes: config.max_message_bytes,
     };
     app::serve(store.clone(), listener, options, app::shutdown_signal())
         .await

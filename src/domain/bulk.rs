@@ -142,6 +142,20 @@ pub enum ItemOutcome {
     NotFound,
 }
 
+impl ItemOutcome {
+    /// A short name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ItemOutcome::Assigned { .. } => "assigned",
+            ItemOutcome::Reassigned { .. } => "reassigned",
+            ItemOutcome::Unassigned { .. } => "unassigned",
+            ItemOutcome::Unchanged { .. } => "unchanged",
+            ItemOutcome::Refused { .. } => "refused",
+            ItemOutcome::NotFound => "not_found",
+        }
+    }
+}
+
 /// The decision for one conversation; `grant` marks an assignment to an organizer who lacked permission,
 /// to be recorded in the new access group.
 #[derive(Debug, Clone, PartialEq, Eq)]

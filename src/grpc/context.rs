@@ -22,6 +22,7 @@ pub fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
         )
     })?;
     validate::id(CAMPAIGN_HEADER, &value)?;
+    tracing::Span::current().record("campaign", value.as_str());
     Ok(value)
 }
 
@@ -43,6 +44,7 @@ impl Caller {
                 ),
             })?;
         validate::id(ACTOR_HEADER, &actor_id)?;
+        tracing::Span::current().record("actor", actor_id.as_str());
         let user = store.find_user(&campaign_id, &actor_id).await?;
         let actor = authenticate(&campaign_id, &actor_id, user.map(|u| u.to_ref()))?;
         Ok(Self { campaign_id, actor })

@@ -7,6 +7,7 @@ pub mod context;
 mod convert;
 mod directory;
 mod inbox;
+pub mod middleware;
 mod status;
 
 pub use access_groups::AccessGroupApi;

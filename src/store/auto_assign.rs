@@ -8,6 +8,7 @@ use super::conversations::{COLUMNS, ConversationRow};
 use super::{Store, grant_exists};
 use crate::domain::rotation::{AutoOutcome, BatchPlan, Decision, TriggerState};
 use crate::error::AppResult;
+use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS};
 
 /// One inbound-message trigger. Member data, when given, creates a conversation this service has not seen.
 #[derive(Debug, Clone)]
@@ -114,12 +115,15 @@ impl Store {
         create_missing_conversations(&mut tx, campaign_id, triggers).await?;
 
         // The hot spot: from here to COMMIT every other batch of this campaign waits.
+        let waiting = std::time::Instant::now();
         let cursor: Option<Cursor> = sqlx::query_as(
             "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE",
         )
         .bind(campaign_id)
         .fetch_optional(&mut *tx)
         .await?;
+        metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
+        metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
         let (enabled, last) = cursor.map_or((false, None), |c| {
             (c.auto_assign_enabled, c.last_auto_assignee_id)
         });

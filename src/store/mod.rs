@@ -16,12 +16,15 @@ pub use conversations::{
 pub use history::EventRow;
 pub use users::UserRow;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::AppResult;
+
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -32,12 +35,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects lazily-checked: the first connection is made here so a bad URL fails at start-up.
+    /// Connects with the default statement timeout; see [`Store::connect_with`].
     pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        Self::connect_with(database_url, max_connections, DEFAULT_STATEMENT_TIMEOUT).await
+    }
+
+    /// Opens the pool; the first connection is made here so a bad URL fails at start-up. Every statement is
+    /// cut off after `statement_timeout`, and a transaction left idle is ended, so nothing stuck can hold a
+    /// row lock (such as a campaign's rotation lock) for long.
+    pub async fn connect_with(
+        database_url: &str,
+        max_connections: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, sqlx::Error> {
+        let millis = statement_timeout.as_millis().max(1).to_string();
+        let options = PgConnectOptions::from_str(database_url)?.options([
+            ("statement_timeout", millis.as_str()),
+            ("idle_in_transaction_session_timeout", millis.as_str()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect(database_url)
+            .connect_with(options)
             .await?;
         Ok(Self { pool })
     }
