@@ -37,6 +37,7 @@ pub struct BulkRun {
     grant_group: Option<GrantGroup>,
     rotation: Rotation,
     tally: Tally,
+    request_id: Option<String>,
 }
 
 impl BulkRun {
@@ -48,6 +49,7 @@ impl BulkRun {
         actor: Actor,
         mut options: BulkOptions,
         access_group_ids: &[Uuid],
+        request_id: Option<String>,
     ) -> AppResult<Self> {
         let named = store
             .find_users(&campaign_id, &options.assignee_ids)
@@ -101,6 +103,7 @@ impl BulkRun {
             grant_group,
             rotation: Rotation::default(),
             tally: Tally::default(),
+            request_id,
         })
     }
 
@@ -128,6 +131,7 @@ impl BulkRun {
                         &valid_ids,
                         &self.target_ids,
                         &mut self.grant_group,
+                        self.request_id.as_deref(),
                         |items| {
                             plan_batch(action, actor, targets, grant, rotation, &valid_ids, items)
                         },

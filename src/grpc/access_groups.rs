@@ -48,7 +48,7 @@ impl AccessGroupApi {
     }
 
     async fn admin<T>(&self, request: &Request<T>, what: &str) -> AppResult<Caller> {
-        let caller = Caller::from_metadata(&self.store, request.metadata()).await?;
+        let caller = Caller::from_request(&self.store, &request).await?;
         require_admin(&caller.actor, what)?;
         Ok(caller)
     }
@@ -128,7 +128,7 @@ impl AccessGroupService for AccessGroupApi {
         &self,
         request: Request<pb::GetAccessGroupRequest>,
     ) -> Result<Response<pb::GetAccessGroupResponse>, Status> {
-        let caller = Caller::from_metadata(&self.store, request.metadata()).await?;
+        let caller = Caller::from_request(&self.store, &request).await?;
         let id = group_id(&request.get_ref().access_group_id)?;
         let row = self
             .store
@@ -154,7 +154,7 @@ impl AccessGroupService for AccessGroupApi {
         request: Request<pb::ListAccessGroupsRequest>,
     ) -> Result<Response<pb::ListAccessGroupsResponse>, Status> {
         const TOKEN_KIND: &str = "access_groups";
-        let caller = Caller::from_metadata(&self.store, request.metadata()).await?;
+        let caller = Caller::from_request(&self.store, &request).await?;
         let req = request.into_inner();
         let mut member = validate::optional_id("organizer_id", &req.organizer_id)?;
         if caller.actor.role == Role::Organizer {
@@ -290,7 +290,7 @@ impl AccessGroupService for AccessGroupApi {
         &self,
         request: Request<pb::CheckAccessRequest>,
     ) -> Result<Response<pb::CheckAccessResponse>, Status> {
-        let caller = Caller::from_metadata(&self.store, request.metadata()).await?;
+        let caller = Caller::from_request(&self.store, &request).await?;
         let req = request.into_inner();
         validate::id("conversation_id", &req.conversation_id)?;
         let user = subject_user(&self.store, &caller, &req.user_id).await?;

@@ -42,7 +42,7 @@ impl AssignmentApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> AppResult<Caller> {
-        Caller::from_metadata(&self.store, request.metadata()).await
+        Caller::from_request(&self.store, &request).await
     }
 
     /// Locks the conversation, applies `rule` to its current state and writes the outcome.
@@ -66,6 +66,7 @@ impl AssignmentApi {
                 &actor.user_id,
                 target_id,
                 AssignmentSource::Manual,
+                caller.request_id.as_deref(),
                 |locked| {
                     let current = &locked.conversation;
                     check_version(conversation_id, expected_version, current.version)?;
@@ -99,6 +100,7 @@ impl AssignmentApi {
                 &actor.user_id,
                 None,
                 AssignmentSource::Manual,
+                caller.request_id.as_deref(),
                 |locked| {
                     let current = &locked.conversation;
                     let situation = Situation {

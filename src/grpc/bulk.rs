@@ -160,7 +160,7 @@ where
     Req: Into<Inbound> + Send + 'static,
     Resp: From<Outbound> + Send + 'static,
 {
-    let caller = Caller::from_metadata(store, request.metadata()).await?;
+    let caller = Caller::from_request(store, &request).await?;
     let mut inbound = request.into_inner();
     let first = inbound.message().await?.map(Into::into);
     let (options, group_ids, first_ids) = match (action, first) {
@@ -189,6 +189,7 @@ where
         caller.actor,
         options,
         &group_ids,
+        caller.request_id,
     )
     .await?;
 

@@ -1,6 +1,9 @@
 //! Who is calling: campaign and actor from request metadata, the actor's role from the directory.
 
+use tonic::Request;
 use tonic::metadata::MetadataMap;
+
+use super::middleware::RequestId;
 
 use crate::domain::actor::authenticate;
 use crate::domain::model::Actor;
@@ -26,15 +29,25 @@ pub fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
     Ok(value)
 }
 
-/// An authenticated caller: the campaign and the active user acting in it.
+/// An authenticated caller: the campaign, the active user acting in it, and the call's request id.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub campaign_id: String,
     pub actor: Actor,
+    pub request_id: Option<String>,
+}
+
+/// The id the middleware gave this call.
+pub fn request_id<T>(request: &Request<T>) -> Option<String> {
+    request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
 }
 
 impl Caller {
-    pub async fn from_metadata(store: &Store, metadata: &MetadataMap) -> AppResult<Self> {
+    pub async fn from_request<T>(store: &Store, request: &Request<T>) -> AppResult<Self> {
+        let metadata = request.metadata();
         let campaign_id = campaign_id(metadata)?;
         let actor_id =
             header(metadata, ACTOR_HEADER)?.ok_or_else(|| AppError::Unauthenticated {
@@ -47,7 +60,11 @@ impl Caller {
         tracing::Span::current().record("actor", actor_id.as_str());
         let user = store.find_user(&campaign_id, &actor_id).await?;
         let actor = authenticate(&campaign_id, &actor_id, user.map(|u| u.to_ref()))?;
-        Ok(Self { campaign_id, actor })
+        Ok(Self {
+            campaign_id,
+            actor,
+            request_id: request_id(request),
+        })
     }
 }
 

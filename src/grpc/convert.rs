@@ -96,6 +96,7 @@ pub fn event(row: EventRow) -> pb::AssignmentEvent {
         actor_id: row.actor_id,
         source: source.into(),
         occurred_at: Some(timestamp(row.occurred_at)),
+        request_id: row.request_id.unwrap_or_default(),
     }
 }
 

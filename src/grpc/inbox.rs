@@ -2,7 +2,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::context::{Caller, campaign_id};
+use super::context::{Caller, campaign_id, request_id};
 use super::convert;
 use crate::auto_assign::AutoAssigner;
 use crate::domain::actor::require_admin;
@@ -17,6 +17,7 @@ pub(super) async fn auto_assign(
     request: Request<pb::AutoAssignConversationRequest>,
 ) -> Result<Response<pb::AutoAssignConversationResponse>, Status> {
     let campaign_id = campaign_id(request.metadata())?;
+    let request_id = request_id(&request);
     let req = request.into_inner();
     validate::id("conversation_id", &req.conversation_id)?;
     validate::id("trigger_id", &req.trigger_id)?;
@@ -27,6 +28,7 @@ pub(super) async fn auto_assign(
         conversation_id: req.conversation_id.clone(),
         member_id,
         member_tags,
+        request_id,
     };
     let (decision, conversation) = assigner.submit(&campaign_id, trigger).await?.ok_or_else(|| {
         AppError::not_found(
@@ -69,7 +71,7 @@ pub(super) async fn get_settings(
     store: &Store,
     request: Request<pb::GetInboxSettingsRequest>,
 ) -> Result<Response<pb::GetInboxSettingsResponse>, Status> {
-    let caller = Caller::from_metadata(store, request.metadata()).await?;
+    let caller = Caller::from_request(store, &request).await?;
     let row = store.inbox_settings(&caller.campaign_id).await?;
     Ok(Response::new(pb::GetInboxSettingsResponse {
         settings: settings(row),
@@ -80,7 +82,7 @@ pub(super) async fn update_settings(
     store: &Store,
     request: Request<pb::UpdateInboxSettingsRequest>,
 ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
-    let caller = Caller::from_metadata(store, request.metadata()).await?;
+    let caller = Caller::from_request(store, &request).await?;
     require_admin(&caller.actor, "change inbox settings")?;
     let req = request.into_inner();
     let row = match req.auto_assign_enabled {

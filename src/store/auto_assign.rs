@@ -17,6 +17,8 @@ pub struct TriggerInput {
     pub conversation_id: String,
     pub member_id: Option<String>,
     pub member_tags: Vec<String>,
+    /// The request id of the call, recorded on the history event.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -173,7 +175,19 @@ impl Store {
             .collect();
         let plan = decide(enabled, last.as_deref(), &states);
 
-        let assigned = write_plan(&mut tx, campaign_id, &states, &plan, last.as_deref()).await?;
+        let request_ids: Vec<Option<&str>> = reads
+            .iter()
+            .map(|read| triggers[(read.ord - 1) as usize].request_id.as_deref())
+            .collect();
+        let assigned = write_plan(
+            &mut tx,
+            campaign_id,
+            &states,
+            &request_ids,
+            &plan,
+            last.as_deref(),
+        )
+        .await?;
         tx.commit().await?;
 
         // Reply with each conversation as it stands after the batch.
@@ -235,16 +249,19 @@ async fn write_plan(
     tx: &mut Tx<'_>,
     campaign_id: &str,
     states: &[TriggerState],
+    request_ids: &[Option<&str>],
     plan: &BatchPlan,
     old_cursor: Option<&str>,
 ) -> AppResult<HashMap<String, ConversationRow>> {
     let mut assign_ids = Vec::new();
     let mut assignees = Vec::new();
+    let mut assign_request_ids = Vec::new();
     let mut record = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (state, decision) in states.iter().zip(&plan.decisions) {
+    for ((state, decision), request_id) in states.iter().zip(&plan.decisions).zip(request_ids) {
         if let Some(user) = decision.assigns() {
             assign_ids.push(state.conversation_id.as_str());
             assignees.push(user);
+            assign_request_ids.push(*request_id);
         }
         if !decision.duplicate {
             record.0.push(state.trigger_id.as_str());
@@ -266,9 +283,10 @@ async fn write_plan(
             WHERE c.campaign_id = $1 AND c.conversation_id = a.conversation_id AND c.assignee_id IS NULL \
            RETURNING {COLUMNS} \
          ), events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
-           SELECT $1, a.conversation_id, 'ASSIGN', a.assignee_id, 'AUTO' \
-             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS a(conversation_id, assignee_id, ord) \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id) \
+           SELECT $1, a.conversation_id, 'ASSIGN', a.assignee_id, 'AUTO', a.request_id \
+             FROM unnest($2::text[], $3::text[], $9::text[]) \
+                  WITH ORDINALITY AS a(conversation_id, assignee_id, request_id, ord) \
              JOIN assigned ON assigned.conversation_id = a.conversation_id \
             ORDER BY a.ord \
          ), moved AS ( \
@@ -290,6 +308,7 @@ async fn write_plan(
         .bind(&record.1)
         .bind(&record.2)
         .bind(&record.3)
+        .bind(&assign_request_ids)
         .fetch_all(&mut **tx)
         .await?;
     Ok(rows

@@ -36,6 +36,7 @@ impl Store {
         ids: &[String],
         target_ids: &[String],
         grant_group: &mut Option<GrantGroup>,
+        request_id: Option<&str>,
         decide: F,
     ) -> AppResult<Vec<ItemDecision>>
     where
@@ -79,7 +80,15 @@ impl Store {
             }
             _ => None,
         };
-        write_decisions(&mut tx, campaign_id, actor_id, &decisions, group).await?;
+        write_decisions(
+            &mut tx,
+            campaign_id,
+            actor_id,
+            &decisions,
+            group,
+            request_id,
+        )
+        .await?;
         tx.commit().await?;
         if let (Some(group), true) = (grant_group.as_mut(), needs_group) {
             group.created = true;
@@ -121,6 +130,7 @@ async fn write_decisions(
     actor_id: &str,
     decisions: &[ItemDecision],
     group: Option<Uuid>,
+    request_id: Option<&str>,
 ) -> AppResult<()> {
     let mut changed: Vec<&str> = Vec::new();
     let mut to: Vec<Option<&str>> = Vec::new();
@@ -163,8 +173,8 @@ async fn write_decisions(
            RETURNING c.conversation_id \
          ), events AS ( \
            INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source) \
-           SELECT $1, e.conversation_id, e.action, e.from_user, e.to_user, $2, 'BULK' \
+                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
+           SELECT $1, e.conversation_id, e.action, e.from_user, e.to_user, $2, 'BULK', $10 \
              FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
                   WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord) \
             ORDER BY e.ord \
@@ -188,6 +198,7 @@ async fn write_decisions(
     .bind(group)
     .bind(&granted_users)
     .bind(&granted_conversations)
+    .bind(request_id)
     .execute(&mut **tx)
     .await?;
     Ok(())

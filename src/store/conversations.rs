@@ -175,6 +175,7 @@ impl Store {
         actor_id: &str,
         target_id: Option<&str>,
         source: AssignmentSource,
+        request_id: Option<&str>,
         decide: F,
     ) -> AppResult<Option<(ConversationRow, bool)>>
     where
@@ -217,8 +218,9 @@ impl Store {
                        RETURNING c.* \
                      ), event AS ( \
                        INSERT INTO assignment_events \
-                              (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source) \
-                       SELECT campaign_id, conversation_id, $5, $6, $3::text, $4::text, $7 FROM updated \
+                              (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, \
+                               request_id) \
+                       SELECT campaign_id, conversation_id, $5, $6, $3::text, $4::text, $7, $8 FROM updated \
                      ) \
                      SELECT {COLUMNS} FROM updated c"
                 );
@@ -230,6 +232,7 @@ impl Store {
                     .bind(action.as_db())
                     .bind(locked.conversation.assignee_id.as_deref())
                     .bind(source.as_db())
+                    .bind(request_id)
                     .fetch_one(&mut *tx)
                     .await?
             }

@@ -13,6 +13,7 @@ pub struct EventRow {
     pub actor_id: Option<String>,
     pub source: String,
     pub occurred_at: DateTime<Utc>,
+    pub request_id: Option<String>,
 }
 
 impl Store {
@@ -25,7 +26,8 @@ impl Store {
         limit: i64,
     ) -> AppResult<Vec<EventRow>> {
         Ok(sqlx::query_as(
-            "SELECT event_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, occurred_at \
+            "SELECT event_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, occurred_at, \
+                    request_id \
              FROM assignment_events \
              WHERE campaign_id = $1 AND ($2::text IS NULL OR conversation_id = $2) \
                AND ($3::bigint IS NULL OR event_id > $3) \
