@@ -12,7 +12,7 @@ use crate::domain::model::{Actor, UserRef};
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
 use crate::observability::BULK_ITEMS;
-use crate::store::{GrantGroup, Store};
+use crate::store::{ChangeContext, GrantGroup, Store};
 
 fn action_name(action: BulkAction) -> &'static str {
     match action {
@@ -126,12 +126,14 @@ impl BulkRun {
             } else {
                 self.store
                     .bulk_batch(
-                        &self.campaign_id,
-                        &actor.user_id,
+                        ChangeContext {
+                            campaign_id: &self.campaign_id,
+                            actor_id: &actor.user_id,
+                            request_id: self.request_id.as_deref(),
+                        },
                         &valid_ids,
                         &self.target_ids,
                         &mut self.grant_group,
-                        self.request_id.as_deref(),
                         |items| {
                             plan_batch(action, actor, targets, grant, rotation, &valid_ids, items)
                         },

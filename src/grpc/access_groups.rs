@@ -48,7 +48,7 @@ impl AccessGroupApi {
     }
 
     async fn admin<T>(&self, request: &Request<T>, what: &str) -> AppResult<Caller> {
-        let caller = Caller::from_request(&self.store, &request).await?;
+        let caller = Caller::from_request(&self.store, request).await?;
         require_admin(&caller.actor, what)?;
         Ok(caller)
     }

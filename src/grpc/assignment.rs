@@ -42,7 +42,7 @@ impl AssignmentApi {
     }
 
     async fn caller<T>(&self, request: &Request<T>) -> AppResult<Caller> {
-        Caller::from_request(&self.store, &request).await
+        Caller::from_request(&self.store, request).await
     }
 
     /// Locks the conversation, applies `rule` to its current state and writes the outcome.
@@ -61,12 +61,10 @@ impl AssignmentApi {
         let actor = &caller.actor;
         self.store
             .change_conversation(
-                &caller.campaign_id,
+                caller.change_context(),
                 conversation_id,
-                &actor.user_id,
                 target_id,
                 AssignmentSource::Manual,
-                caller.request_id.as_deref(),
                 |locked| {
                     let current = &locked.conversation;
                     check_version(conversation_id, expected_version, current.version)?;
@@ -95,12 +93,10 @@ impl AssignmentApi {
         let actor = &caller.actor;
         self.store
             .change_conversation(
-                &caller.campaign_id,
+                caller.change_context(),
                 conversation_id,
-                &actor.user_id,
                 None,
                 AssignmentSource::Manual,
-                caller.request_id.as_deref(),
                 |locked| {
                     let current = &locked.conversation;
                     let situation = Situation {

@@ -9,7 +9,7 @@ use crate::domain::actor::authenticate;
 use crate::domain::model::Actor;
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
-use crate::store::Store;
+use crate::store::{ChangeContext, Store};
 
 pub const CAMPAIGN_HEADER: &str = "x-campaign-id";
 pub const ACTOR_HEADER: &str = "x-actor-id";
@@ -46,6 +46,15 @@ pub fn request_id<T>(request: &Request<T>) -> Option<String> {
 }
 
 impl Caller {
+    /// Who is changing what, for the store's history events.
+    pub fn change_context(&self) -> ChangeContext<'_> {
+        ChangeContext {
+            campaign_id: &self.campaign_id,
+            actor_id: &self.actor.user_id,
+            request_id: self.request_id.as_deref(),
+        }
+    }
+
     pub async fn from_request<T>(store: &Store, request: &Request<T>) -> AppResult<Self> {
         let metadata = request.metadata();
         let campaign_id = campaign_id(metadata)?;

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, grant_exists};
+use super::{ChangeContext, Store, grant_exists};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::error::{AppError, AppResult};
 
@@ -31,17 +31,20 @@ impl Store {
     /// history events (and, for grants, the new access group's members and conversations), all or nothing.
     pub async fn bulk_batch<F>(
         &self,
-        campaign_id: &str,
-        actor_id: &str,
+        context: ChangeContext<'_>,
         ids: &[String],
         target_ids: &[String],
         grant_group: &mut Option<GrantGroup>,
-        request_id: Option<&str>,
         decide: F,
     ) -> AppResult<Vec<ItemDecision>>
     where
         F: FnOnce(&[Option<ItemState>]) -> Vec<ItemDecision>,
     {
+        let ChangeContext {
+            campaign_id,
+            actor_id,
+            request_id,
+        } = context;
         let mut tx = self.pool().begin().await?;
         let sql = format!(
             "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_can_view, \

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Utc};
 
-use super::{Store, grant_exists};
+use super::{ChangeContext, Store, grant_exists};
 use crate::domain::model::{AssignmentAction, AssignmentSource, ConversationStatus, Role, UserRef};
 use crate::error::AppResult;
 
@@ -170,17 +170,20 @@ impl Store {
     /// changed; an error from `decide` rolls everything back.
     pub async fn change_conversation<F>(
         &self,
-        campaign_id: &str,
+        context: ChangeContext<'_>,
         conversation_id: &str,
-        actor_id: &str,
         target_id: Option<&str>,
         source: AssignmentSource,
-        request_id: Option<&str>,
         decide: F,
     ) -> AppResult<Option<(ConversationRow, bool)>>
     where
         F: FnOnce(&LockedConversation) -> AppResult<Write>,
     {
+        let ChangeContext {
+            campaign_id,
+            actor_id,
+            request_id,
+        } = context;
         let mut tx = self.pool().begin().await?;
         let sql = format!(
             "SELECT {COLUMNS}, {} AS actor_can_view, \

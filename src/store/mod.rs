@@ -28,6 +28,14 @@ pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Who makes a change, where, and in which call: every write records it on its history events.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeContext<'a> {
+    pub campaign_id: &'a str,
+    pub actor_id: &'a str,
+    pub request_id: Option<&'a str>,
+}
+
 /// The service's handle on its database. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

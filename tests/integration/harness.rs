@@ -100,9 +100,18 @@ impl TestApp {
     }
 
     pub async fn start_on(url: String) -> Self {
+        Self::start_with(url, ServeOptions::default()).await
+    }
+
+    /// A server on a fresh schema with the given options.
+    pub async fn start_configured(options: ServeOptions) -> Self {
+        Self::start_with(fresh_schema_url().await, options).await
+    }
+
+    async fn start_with(url: String, options: ServeOptions) -> Self {
         let store = Store::connect(&url, 8).await.expect("connect");
         store.migrate().await.expect("migrate");
-        let mut app = Self::serve(store, ServeOptions::default()).await;
+        let mut app = Self::serve(store, options).await;
         app.database_url = url;
         app
     }

@@ -7,4 +7,5 @@ mod bulk;
 mod directory;
 mod embedded;
 mod harness;
+mod production;
 mod server;

@@ -1,0 +1,357 @@
+//! Caller authentication, load shedding, deadlines, request ids and metrics.
+
+use std::time::Duration;
+
+use assignment_service::app::ServeOptions;
+use assignment_service::auth::{Tokens, hash_token};
+use assignment_service::pb;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::harness::*;
+
+const SYSTEM_TOKEN: &str = "flow-builder-secret";
+const USER_TOKEN: &str = "messaging-secret";
+
+fn tokens() -> Tokens {
+    Tokens::parse(&format!(
+        "flow-builder system {}\nmessaging user {}\n",
+        hash_token(SYSTEM_TOKEN),
+        hash_token(USER_TOKEN)
+    ))
+    .unwrap()
+}
+
+fn with_token<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+fn upsert(user_id: &str, role: pb::Role) -> pb::UpsertUserRequest {
+    pb::UpsertUserRequest {
+        user_id: user_id.into(),
+        role: role.into(),
+        display_name: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn callers_need_a_valid_token_of_the_right_scope() {
+    let app = TestApp::start_configured(ServeOptions {
+        tokens: tokens(),
+        ..ServeOptions::default()
+    })
+    .await;
+    let mut directory = app.directory().await;
+
+    let status = expect_code(
+        directory
+            .upsert_user(system(CAMPAIGN, upsert("admin", pb::Role::Admin)))
+            .await,
+        Code::Unauthenticated,
+    );
+    assert!(status.message().contains("Bearer"));
+    expect_code(
+        directory
+            .upsert_user(with_token(
+                system(CAMPAIGN, upsert("admin", pb::Role::Admin)),
+                "guess",
+            ))
+            .await,
+        Code::Unauthenticated,
+    );
+    let status = expect_code(
+        directory
+            .upsert_user(with_token(
+                system(CAMPAIGN, upsert("admin", pb::Role::Admin)),
+                USER_TOKEN,
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert!(status.message().contains("system-scoped"));
+    assert_eq!(
+        app.count("users").await,
+        0,
+        "refused calls reach no handler"
+    );
+
+    directory
+        .upsert_user(with_token(
+            system(CAMPAIGN, upsert("admin", pb::Role::Admin)),
+            SYSTEM_TOKEN,
+        ))
+        .await
+        .unwrap();
+    let mut auto = pb::AutoAssignConversationRequest {
+        conversation_id: "c1".into(),
+        trigger_id: "t1".into(),
+        member_id: "m1".into(),
+        member_tags: vec![],
+    };
+    expect_code(
+        app.assignments()
+            .await
+            .auto_assign_conversation(with_token(system(CAMPAIGN, auto.clone()), USER_TOKEN))
+            .await,
+        Code::PermissionDenied,
+    );
+    auto.trigger_id = "t2".into();
+    app.assignments()
+        .await
+        .auto_assign_conversation(with_token(system(CAMPAIGN, auto), SYSTEM_TOKEN))
+        .await
+        .unwrap();
+    // A user-scoped token acts for the user in x-actor-id.
+    let settings = app
+        .assignments()
+        .await
+        .get_inbox_settings(with_token(
+            as_actor("admin", pb::GetInboxSettingsRequest {}),
+            USER_TOKEN,
+        ))
+        .await
+        .unwrap();
+    assert!(!settings.into_inner().settings.unwrap().auto_assign_enabled);
+    // Health probes need no token.
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Holds conversation `c1`'s row lock from outside the service until dropped.
+async fn lock_conversation(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.store.pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE conversation_id = 'c1' FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+fn assign_c1() -> pb::AssignConversationRequest {
+    pb::AssignConversationRequest {
+        conversation_id: "c1".into(),
+        assignee_id: "admin".into(),
+        expected_version: None,
+    }
+}
+
+#[tokio::test]
+async fn overload_is_shed_fast_and_the_service_recovers() {
+    let app = TestApp::start_configured(ServeOptions {
+        max_concurrent_calls: 1,
+        ..ServeOptions::default()
+    })
+    .await;
+    app.admin("admin").await;
+    app.conversation("c1", &[]).await;
+    let lock = lock_conversation(&app).await;
+    // This call waits on the row lock and holds the only slot.
+    let mut stuck_client = app.assignments().await;
+    let stuck = tokio::spawn(async move {
+        stuck_client
+            .assign_conversation(as_actor("admin", assign_c1()))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let status = expect_code(
+        app.assignments()
+            .await
+            .get_conversation(as_actor(
+                "admin",
+                pb::GetConversationRequest {
+                    conversation_id: "c1".into(),
+                },
+            ))
+            .await,
+        Code::ResourceExhausted,
+    );
+    assert!(status.message().contains("retry"));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "shed at once, not queued"
+    );
+    // Health stays answerable under load.
+    HealthClient::new(app.channel().await)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
+
+    lock.rollback().await.unwrap();
+    stuck
+        .await
+        .unwrap()
+        .expect("the waiting call completes once the lock is gone");
+    app.assignments()
+        .await
+        .get_conversation(as_actor(
+            "admin",
+            pb::GetConversationRequest {
+                conversation_id: "c1".into(),
+            },
+        ))
+        .await
+        .expect("recovered");
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_leaves_no_partial_change() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.conversation("c1", &[]).await;
+    let lock = lock_conversation(&app).await;
+    let mut request = as_actor("admin", assign_c1());
+    request.set_timeout(Duration::from_millis(300));
+    let result = app.assignments().await.assign_conversation(request).await;
+    let status = result.expect_err("the deadline passes while the row is locked");
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{status:?}"
+    );
+    lock.rollback().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.stored("c1").await.0, None);
+    assert_eq!(app.count("assignment_events").await, 0);
+}
+
+#[tokio::test]
+async fn request_ids_come_back_and_are_recorded_on_history() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.conversation("c1", &[]).await;
+    let mut request = as_actor("admin", assign_c1());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "req-abc-123".parse().unwrap());
+    let response = app
+        .assignments()
+        .await
+        .assign_conversation(request)
+        .await
+        .unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "req-abc-123"
+    );
+    let recorded: Option<String> = sqlx::query_scalar("SELECT request_id FROM assignment_events")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded.as_deref(), Some("req-abc-123"));
+
+    // Without one, the service makes one up and says which.
+    let response = app
+        .assignments()
+        .await
+        .get_conversation(as_actor(
+            "admin",
+            pb::GetConversationRequest {
+                conversation_id: "c1".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let generated = response
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok());
+}
+
+#[tokio::test]
+async fn oversized_messages_are_refused() {
+    let app = TestApp::start_configured(ServeOptions {
+        max_message_bytes: 1024,
+        ..ServeOptions::default()
+    })
+    .await;
+    let request = pb::UpsertConversationRequest {
+        conversation_id: "c1".into(),
+        member_id: "m1".into(),
+        member_tags: (0..90)
+            .map(|i| format!("a-rather-long-member-tag-{i}"))
+            .collect(),
+    };
+    let status = app
+        .directory()
+        .await
+        .upsert_conversation(system(CAMPAIGN, request))
+        .await
+        .expect_err("over the limit");
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert_eq!(app.count("conversations").await, 0);
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_the_calls_made() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assignment_service::observability::install(addr)
+        .expect("the only test that installs the recorder");
+    let app = TestApp::start().await;
+    for i in 0..3 {
+        app.admin(&format!("admin-{i}")).await;
+    }
+    expect_code(
+        app.directory()
+            .await
+            .deactivate_user(system(
+                CAMPAIGN,
+                pb::DeactivateUserRequest {
+                    user_id: "ghost".into(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+
+    let body = scrape(addr).await;
+    let count = |needle: &str| -> f64 {
+        body.lines()
+            .find(|line| line.starts_with(needle))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let ok = r#"grpc_server_handled_total{service="assignment.v1.DirectoryService",method="UpsertUser",code="Ok"}"#;
+    let not_found = r#"grpc_server_handled_total{service="assignment.v1.DirectoryService",method="DeactivateUser",code="NotFound"}"#;
+    assert!(count(ok) >= 3.0, "{body}");
+    assert!(count(not_found) >= 1.0, "{body}");
+    assert!(
+        body.contains("grpc_server_handling_seconds_bucket"),
+        "latency histograms"
+    );
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
