@@ -107,8 +107,8 @@ impl BulkRun {
         })
     }
 
-    /// Processes conversation ids in the order sent; returns one decision per id, in that order. Malformed
-    /// ids are refused one by one and never stop the others.
+    /// Processes conversation ids in the order sent, one transaction per [`BATCH_SIZE`] of them; returns one
+    /// decision per id, in that order. Malformed ids are refused one by one and never stop the others.
     pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
         let mut decisions = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_SIZE) {

@@ -33,11 +33,14 @@ pub struct Scope {
 /// Validates a scope and normalises its lists; an empty scope would grant nothing, so it is refused.
 pub fn normalize_scope(field: &str, scope: Scope) -> AppResult<Scope> {
     let member_tags = validate::tags(&format!("{field}.member_tags"), &scope.member_tags)?;
-    let conversation_ids = validate::id_list(
+    let mut conversation_ids = validate::id_list(
         &format!("{field}.conversation_ids"),
         &scope.conversation_ids,
         validate::MAX_SCOPE_CONVERSATIONS,
     )?;
+    // Byte order, as every statement that locks several conversations takes them (`COLLATE "C"`): inserting
+    // the listing share-locks each conversation, and one order for everyone means no deadlocks.
+    conversation_ids.sort();
     if !scope.all_conversations && member_tags.is_empty() && conversation_ids.is_empty() {
         return Err(AppError::invalid(
             field,
@@ -153,12 +156,12 @@ mod tests {
             Scope {
                 all_conversations: false,
                 member_tags: vec!["b".into(), "a".into(), "b".into()],
-                conversation_ids: vec!["c1".into(), "c1".into()],
+                conversation_ids: vec!["c2".into(), "c1".into(), "c1".into()],
             },
         )
         .unwrap();
         assert_eq!(scope.member_tags, vec!["a", "b"]);
-        assert_eq!(scope.conversation_ids, vec!["c1"]);
+        assert_eq!(scope.conversation_ids, vec!["c1", "c2"]);
         assert!(
             normalize_scope(
                 "scope",

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 use uuid::Uuid;
 
 use super::context::Caller;
-use crate::bulk::BulkRun;
+use crate::bulk::{BATCH_SIZE, BulkRun};
 use crate::domain::bulk::{BulkAction, BulkOptions, ItemDecision, ItemOutcome};
 use crate::domain::validate;
 use crate::error::AppError;
@@ -227,21 +227,18 @@ where
             if ids.is_empty() {
                 continue;
             }
-            match bulk.process(&ids).await {
-                Ok(decisions) => {
-                    let results = pb::BulkResults {
+            // One transaction per chunk, and its results go out as soon as it commits: whatever happens
+            // later, what the client was told is exactly what was done.
+            for chunk in ids.chunks(BATCH_SIZE) {
+                let result = match bulk.process(chunk).await {
+                    Ok(decisions) => Ok(Outbound::Results(pb::BulkResults {
                         items: decisions.into_iter().map(item_result).collect(),
-                    };
-                    if tx
-                        .send(Ok(Outbound::Results(results).into()))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-                Err(err) => {
-                    let _ = tx.send(Err(err.into())).await;
+                    })
+                    .into()),
+                    Err(err) => Err(Status::from(err)),
+                };
+                let failed = result.is_err();
+                if tx.send(result).await.is_err() || failed {
                     return;
                 }
             }

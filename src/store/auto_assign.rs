@@ -140,7 +140,7 @@ impl Store {
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
              JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
              LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
-             ORDER BY c.conversation_id \
+             ORDER BY c.conversation_id COLLATE \"C\" \
              FOR UPDATE OF c",
             grant_exists("u.user_id", "can_reply"),
         );
@@ -149,7 +149,7 @@ impl Store {
             .iter()
             .map(|t| t.conversation_id.as_str())
             .collect();
-        // Rows are locked in conversation-id order, as every multi-row locker does, so lockers never deadlock;
+        // Rows are locked in byte order of conversation id, as every multi-row locker does, so they never deadlock;
         // the plan then runs in arrival order.
         let mut reads: Vec<TriggerRead> = sqlx::query_as(&read_sql)
             .bind(campaign_id)

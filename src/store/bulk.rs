@@ -51,7 +51,7 @@ impl Store {
                     ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \
              FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
              JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
-             ORDER BY c.conversation_id \
+             ORDER BY c.conversation_id COLLATE \"C\" \
              FOR UPDATE OF c",
             grant_exists("$3", "can_view"),
             grant_exists("t", "can_reply"),

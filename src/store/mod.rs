@@ -19,7 +19,7 @@ pub use users::UserRow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::error::AppResult;
@@ -80,7 +80,16 @@ impl Store {
     /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting
     /// together apply each migration exactly once.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        MIGRATOR.run(&self.pool).await
+        // Waiting for another replica's migration, or for a table lock, may take longer than any statement
+        // of the service should: this connection has no timeouts, and leaves the pool when done.
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+        sqlx::query("SET idle_in_transaction_session_timeout = 0")
+            .execute(&mut conn)
+            .await?;
+        let result = MIGRATOR.run(&mut conn).await;
+        let _ = conn.close().await;
+        result
     }
 
     /// A round trip to the database, for health reporting.
