@@ -318,6 +318,17 @@ impl AssignmentService for AssignmentApi {
             .await?
             .ok_or_else(|| conversation_not_found(&req.conversation_id, &caller.campaign_id))?;
         let assignee = viewed.conversation.assignee_id;
+        // Organizers only ask about themselves; one who may not see the conversation learns nothing of it.
+        if !caller.actor.is_admin() && !can_view(&user, assignee.as_deref(), viewed.group_view) {
+            return Err(AppError::denied(
+                "NO_VIEW_ACCESS",
+                format!(
+                    "no access group lets you view conversation {:?}; ask an admin",
+                    req.conversation_id
+                ),
+            )
+            .into());
+        }
         let decision = reply_permission(&user, assignee.as_deref(), viewed.group_reply);
         Ok(Response::new(pb::CheckReplyPermissionResponse {
             allowed: decision.allowed(),

@@ -715,6 +715,10 @@ async fn reply_permission_follows_the_grey_send_button_rules() {
 
     let status = expect_code(check("org2", "c1", "org1").await, Code::PermissionDenied);
     assert_eq!(reason(&status), "ADMIN_REQUIRED");
+    // An organizer who cannot see the conversation learns nothing about it, not even who holds it.
+    let status = expect_code(check("outsider", "c1", "").await, Code::PermissionDenied);
+    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
+    assert!(!status.message().contains("org1"));
     expect_code(check("admin", "c1", "ghost").await, Code::NotFound);
     expect_code(check("admin", "ghost", "").await, Code::NotFound);
 }
