@@ -112,6 +112,7 @@ impl BulkRun {
     pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
         let mut decisions = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(BATCH_SIZE) {
+            self.refresh_directory().await?;
             type Positioned<'a> = Vec<(usize, &'a String)>;
             let (valid, malformed): (Positioned, Positioned) = chunk
                 .iter()
@@ -162,6 +163,29 @@ impl BulkRun {
             }
         }
         Ok(decisions)
+    }
+
+    /// A long stream re-reads the directory before each transaction: an actor deactivated or demoted
+    /// meanwhile stops it, and a deactivated target's turns are refused.
+    async fn refresh_directory(&mut self) -> AppResult<()> {
+        let mut ids = self.target_ids.clone();
+        ids.push(self.actor.user_id.clone());
+        let users = self.store.find_users(&self.campaign_id, &ids).await?;
+        let now = |id: &str| users.iter().find(|u| u.user_id == id).map(|u| u.to_ref());
+        match now(&self.actor.user_id) {
+            Some(actor) if actor.active && actor.role == self.actor.role => {}
+            _ => {
+                return Err(AppError::denied(
+                    "ACTOR_CHANGED",
+                    "your account was deactivated or its role changed during this bulk action; \
+                     conversations already answered stay as reported, the rest were not processed",
+                ));
+            }
+        }
+        for target in &mut self.targets {
+            target.active = now(&target.user_id).is_some_and(|u| u.active);
+        }
+        Ok(())
     }
 
     pub fn tally(&self) -> &Tally {

@@ -279,6 +279,17 @@ fn refused(reason: &'static str, message: String) -> (ItemOutcome, bool) {
     (ItemOutcome::Refused { reason, message }, false)
 }
 
+/// A target deactivated while the stream ran keeps its turns, and they are refused.
+fn inactive(id: &str, target: &UserRef) -> (ItemOutcome, bool) {
+    refused(
+        "ASSIGNEE_INACTIVE",
+        format!(
+            "{:?}, whose turn it was for {id:?}, has been deactivated",
+            target.user_id
+        ),
+    )
+}
+
 fn no_access(id: &str, target: &UserRef) -> (ItemOutcome, bool) {
     refused(
         "NO_ACCESS",
@@ -346,6 +357,9 @@ fn decide(
             ),
             None => {
                 let target = rotation.next_target(targets);
+                if !target.active {
+                    return inactive(id, target);
+                }
                 match (has_access(target, item), grant_access) {
                     (false, false) => no_access(id, target),
                     (access, _) => (
@@ -364,6 +378,9 @@ fn decide(
             ),
             Some(holder) => {
                 let target = rotation.next_target(targets);
+                if !target.active {
+                    return inactive(id, target);
+                }
                 match (
                     target.user_id == holder,
                     has_access(target, item),
@@ -900,5 +917,35 @@ mod tests {
             (4, 1, 1, 1, 1)
         );
         assert_eq!(tally.per_assignee.get("o1"), Some(&2));
+    }
+
+    #[test]
+    fn turns_of_a_target_deactivated_mid_stream_are_refused() {
+        let mut targets = orgs(&["o1", "o2"]);
+        targets[1].active = false;
+        let items = vec![
+            item("c0", None, &["o1", "o2"]),
+            item("c1", None, &["o1", "o2"]),
+        ];
+        let decisions = plan_batch(
+            BulkAction::Assign,
+            &admin(),
+            &targets,
+            false,
+            &mut Rotation::default(),
+            &ids(2),
+            &items,
+        );
+        assert_eq!(
+            decisions[0].outcome,
+            ItemOutcome::Assigned { to: "o1".into() }
+        );
+        assert!(matches!(
+            decisions[1].outcome,
+            ItemOutcome::Refused {
+                reason: "ASSIGNEE_INACTIVE",
+                ..
+            }
+        ));
     }
 }

@@ -19,8 +19,8 @@ pub use users::UserRow;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::{Connection, PgPool};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use crate::error::AppResult;
 
@@ -83,7 +83,9 @@ impl Store {
         // Waiting for another replica's migration, or for a table lock, may take longer than any statement
         // of the service should: this connection has no timeouts, and leaves the pool when done.
         let mut conn = self.pool.acquire().await?.detach();
-        sqlx::query("SET statement_timeout = 0").execute(&mut conn).await?;
+        sqlx::query("SET statement_timeout = 0")
+            .execute(&mut conn)
+            .await?;
         sqlx::query("SET idle_in_transaction_session_timeout = 0")
             .execute(&mut conn)
             .await?;

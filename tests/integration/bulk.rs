@@ -701,3 +701,70 @@ async fn the_user_picker_shows_groups_covering_the_whole_selection() {
         Code::NotFound,
     );
 }
+
+#[tokio::test]
+async fn each_batch_sees_the_directory_as_it_is_now() {
+    let app = campaign(8).await;
+    let ids: Vec<String> = (0..8).map(conv).collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut messages = assign_stream(
+        options(&["o1", "o2"]),
+        vec![ids[..4].to_vec(), ids[4..].to_vec()],
+    );
+    let second = messages.pop().unwrap();
+    for message in messages {
+        tx.send(message).await.unwrap();
+    }
+    let mut client = app.assignments().await;
+    let mut responses = client
+        .bulk_assign(as_actor(
+            "admin",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(pb::bulk_assign_response::Payload::Results(first)) =
+        responses.next().await.unwrap().unwrap().payload
+    else {
+        panic!("results first");
+    };
+    assert!(
+        first
+            .items
+            .iter()
+            .all(|i| i.outcome() == pb::BulkItemOutcome::Assigned)
+    );
+
+    // o2 leaves mid-stream: their turns in the next batch are refused.
+    app.deactivate("o2").await;
+    tx.send(second).await.unwrap();
+    let Some(pb::bulk_assign_response::Payload::Results(later)) =
+        responses.next().await.unwrap().unwrap().payload
+    else {
+        panic!("results");
+    };
+    let reasons: Vec<&str> = later.items.iter().map(|i| i.reason.as_str()).collect();
+    assert_eq!(
+        reasons,
+        vec!["", "ASSIGNEE_INACTIVE", "", "ASSIGNEE_INACTIVE"]
+    );
+
+    // The admin is deactivated: the stream ends, refusing what it has not done.
+    app.deactivate("admin").await;
+    tx.send(assign_stream(options(&[]), vec![vec![conv(1)]]).remove(1))
+        .await
+        .unwrap();
+    let status = responses
+        .next()
+        .await
+        .unwrap()
+        .expect_err("the actor is gone");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(
+        app.stored("c001").await.0.as_deref(),
+        Some("o2"),
+        "assigned before o2 left"
+    );
+    assert_eq!(app.stored("c005").await.0, None);
+}
