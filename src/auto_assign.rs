@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::domain::rotation::{Decision, plan_batch};
+use crate::domain::rotation::plan_batch;
 use crate::error::{AppError, AppResult};
-use crate::store::{ConversationRow, Store, TriggerInput};
+use crate::store::{Store, TriggerInput, TriggerReply};
 
 /// The default for the most triggers one transaction takes; it bounds the time the rotation lock is held.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<AppResult<Option<(Decision, ConversationRow)>>>;
+type Reply = oneshot::Sender<AppResult<TriggerReply>>;
 
 struct Pending {
     trigger: TriggerInput,
@@ -44,13 +44,12 @@ impl AutoAssigner {
         }
     }
 
-    /// Runs one trigger, batched with whatever else of its campaign is waiting. `None` means the conversation
-    /// does not exist and the trigger carried no member data to create it.
+    /// Runs one trigger, batched with whatever else of its campaign is waiting.
     pub async fn submit(
         &self,
         campaign_id: &str,
         trigger: TriggerInput,
-    ) -> AppResult<Option<(Decision, ConversationRow)>> {
+    ) -> AppResult<TriggerReply> {
         let (reply, answer) = oneshot::channel();
         let start_worker = {
             let mut queues = self.queues.lock().expect("queue lock");

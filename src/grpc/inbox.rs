@@ -10,7 +10,7 @@ use crate::domain::rotation::AutoOutcome;
 use crate::domain::validate;
 use crate::error::AppError;
 use crate::pb;
-use crate::store::{InboxSettingsRow, Store, TriggerInput};
+use crate::store::{InboxSettingsRow, Store, TriggerInput, TriggerReply};
 
 pub(super) async fn auto_assign(
     assigner: &AutoAssigner,
@@ -24,22 +24,37 @@ pub(super) async fn auto_assign(
     let member_id = validate::optional_id("member_id", &req.member_id)?;
     let member_tags = validate::tags("member_tags", &req.member_tags)?;
     let trigger = TriggerInput {
-        trigger_id: req.trigger_id,
+        trigger_id: req.trigger_id.clone(),
         conversation_id: req.conversation_id.clone(),
         member_id,
         member_tags,
         request_id,
     };
-    let (decision, conversation) = assigner.submit(&campaign_id, trigger).await?.ok_or_else(|| {
-        AppError::not_found(
-            "CONVERSATION_NOT_FOUND",
-            format!(
-                "conversation {:?} is unknown in campaign {campaign_id:?}; pass member_id (and member_tags) so \
-                 its first inbound message creates it",
-                req.conversation_id
-            ),
-        )
-    })?;
+    let (decision, conversation) = match assigner.submit(&campaign_id, trigger).await? {
+        TriggerReply::Done(decision, conversation) => (decision, conversation),
+        TriggerReply::UnknownConversation => {
+            return Err(AppError::not_found(
+                "CONVERSATION_NOT_FOUND",
+                format!(
+                    "conversation {:?} is unknown in campaign {campaign_id:?}; pass member_id (and member_tags) \
+                     so its first inbound message creates it",
+                    req.conversation_id
+                ),
+            )
+            .into());
+        }
+        TriggerReply::TriggerReused { first_conversation } => {
+            return Err(AppError::precondition(
+                "TRIGGER_ID_REUSED",
+                format!(
+                    "trigger_id {:?} was first delivered for conversation {first_conversation:?}, not {:?}; \
+                     give each inbound message its own trigger id",
+                    req.trigger_id, req.conversation_id
+                ),
+            )
+            .into());
+        }
+    };
     let outcome = match decision.outcome {
         AutoOutcome::Assigned(_) => pb::AutoAssignOutcome::Assigned,
         AutoOutcome::AlreadyAssigned(_) => pb::AutoAssignOutcome::AlreadyAssigned,

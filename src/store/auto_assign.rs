@@ -21,6 +21,17 @@ pub struct TriggerInput {
     pub request_id: Option<String>,
 }
 
+/// What became of one trigger of a batch.
+#[derive(Debug, Clone)]
+pub enum TriggerReply {
+    /// Decided, with the conversation as it stands after the batch.
+    Done(Decision, ConversationRow),
+    /// The conversation does not exist and the trigger carried no member data to create it.
+    UnknownConversation,
+    /// The trigger id was first delivered for another conversation.
+    TriggerReused { first_conversation: String },
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxSettingsRow {
     pub auto_assign_enabled: bool,
@@ -42,6 +53,7 @@ struct TriggerRead {
     conversation: ConversationRow,
     recorded_outcome: Option<String>,
     recorded_assignee: Option<String>,
+    recorded_conversation: Option<String>,
     eligible: Vec<String>,
 }
 
@@ -102,14 +114,13 @@ impl Store {
     /// Runs a batch of triggers of one campaign: creates unknown conversations, takes the campaign's
     /// rotation lock, reads every conversation (locked) with its eligible organizers, lets `decide` plan the
     /// batch, then writes assignments, history events, the cursor and the trigger records in one statement.
-    /// Returns, in input order, each trigger's decision and conversation, or `None` for a conversation that
-    /// does not exist and could not be created.
+    /// Returns each trigger's answer, in input order.
     pub async fn auto_assign_batch<F>(
         &self,
         campaign_id: &str,
         triggers: &[TriggerInput],
         decide: F,
-    ) -> AppResult<Vec<Option<(Decision, ConversationRow)>>>
+    ) -> AppResult<Vec<TriggerReply>>
     where
         F: FnOnce(bool, Option<&str>, &[TriggerState]) -> BatchPlan,
     {
@@ -118,12 +129,26 @@ impl Store {
 
         // The hot spot: from here to COMMIT every other batch of this campaign waits.
         let waiting = std::time::Instant::now();
-        let cursor: Option<Cursor> = sqlx::query_as(
-            "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE",
-        )
-        .bind(campaign_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let lock_sql = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
+                        WHERE campaign_id = $1 FOR UPDATE";
+        let mut cursor: Option<Cursor> = sqlx::query_as(lock_sql)
+            .bind(campaign_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if cursor.is_none() {
+            // Never configured (auto-assignment off). Create the row so that even these triggers serialise
+            // on it: a redelivery racing an admin switching auto-assignment on must see one history.
+            sqlx::query(
+                "INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(campaign_id)
+            .execute(&mut *tx)
+            .await?;
+            cursor = sqlx::query_as(lock_sql)
+                .bind(campaign_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
         metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
         let (enabled, last) = cursor.map_or((false, None), |c| {
@@ -133,6 +158,7 @@ impl Store {
         let read_sql = format!(
             "SELECT i.ord, i.trigger_id, {COLUMNS}, \
                     t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
+                    t.conversation_id AS recorded_conversation, \
                     CASE WHEN $4 THEN ARRAY(SELECT u.user_id FROM users u \
                           WHERE u.campaign_id = c.campaign_id AND u.role = 'ORGANIZER' AND u.active AND {} \
                           ORDER BY u.user_id COLLATE \"C\") \
@@ -160,6 +186,13 @@ impl Store {
             .await?;
         reads.sort_by_key(|read| read.ord);
 
+        // A trigger id already used for another conversation is a caller's mistake: answer it alone.
+        let (reads, reused): (Vec<TriggerRead>, Vec<TriggerRead>) =
+            reads.into_iter().partition(|read| {
+                read.recorded_conversation
+                    .as_deref()
+                    .is_none_or(|first| first == read.conversation.conversation_id)
+            });
         let states: Vec<TriggerState> = reads
             .iter()
             .map(|read| TriggerState {
@@ -191,13 +224,19 @@ impl Store {
         tx.commit().await?;
 
         // Reply with each conversation as it stands after the batch.
-        let mut replies: Vec<Option<(Decision, ConversationRow)>> = vec![None; triggers.len()];
+        let mut replies: Vec<TriggerReply> =
+            vec![TriggerReply::UnknownConversation; triggers.len()];
         for ((read, decision), state) in reads.into_iter().zip(plan.decisions).zip(&states) {
             let conversation = assigned
                 .get(&state.conversation_id)
                 .cloned()
                 .unwrap_or(read.conversation);
-            replies[(read.ord - 1) as usize] = Some((decision, conversation));
+            replies[(read.ord - 1) as usize] = TriggerReply::Done(decision, conversation);
+        }
+        for read in reused {
+            replies[(read.ord - 1) as usize] = TriggerReply::TriggerReused {
+                first_conversation: read.recorded_conversation.unwrap_or_default(),
+            };
         }
         Ok(replies)
     }

@@ -8,7 +8,7 @@ mod history;
 mod users;
 
 pub use access_groups::{AccessGroupRow, CoverageRow, GrantRow, GroupChanges, NewGroup};
-pub use auto_assign::{InboxSettingsRow, TriggerInput};
+pub use auto_assign::{InboxSettingsRow, TriggerInput, TriggerReply};
 pub use bulk::GrantGroup;
 pub use conversations::{
     ConversationFilter, ConversationRow, LockedConversation, ViewedConversation, Write,

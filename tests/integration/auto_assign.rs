@@ -126,7 +126,11 @@ async fn settings_are_off_until_an_admin_switches_them_on() {
         Code::PermissionDenied,
     );
     assert_eq!(reason(&status), "ADMIN_REQUIRED");
-    assert_eq!(app.count("inbox_settings").await, 0);
+    let enabled: Vec<bool> = sqlx::query_scalar("SELECT auto_assign_enabled FROM inbox_settings")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+    assert!(enabled.iter().all(|on| !on), "the refused update changed nothing");
 
     let on = set_auto_assign(&app, true).await;
     assert!(on.auto_assign_enabled);
