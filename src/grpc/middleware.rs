@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
@@ -118,6 +119,32 @@ impl Policy {
     }
 }
 
+/// A response body that keeps its call's concurrency slot until it is finished or dropped.
+struct HoldsSlot {
+    body: Body,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for HoldsSlot {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get(REQUEST_ID_HEADER)
@@ -178,8 +205,13 @@ where
                     }
                     request.extensions_mut().insert(RequestId(id.clone()));
                     let response = inner.call(request).await?;
-                    drop(permit);
-                    response
+                    // The slot is held until the response body ends, so streams count for as long as they run.
+                    response.map(|body| {
+                        Body::new(HoldsSlot {
+                            body,
+                            _slot: permit,
+                        })
+                    })
                 }
             };
             if let Ok(value) = HeaderValue::from_str(&id) {

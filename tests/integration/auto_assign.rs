@@ -130,7 +130,10 @@ async fn settings_are_off_until_an_admin_switches_them_on() {
         .fetch_all(app.store.pool())
         .await
         .unwrap();
-    assert!(enabled.iter().all(|on| !on), "the refused update changed nothing");
+    assert!(
+        enabled.iter().all(|on| !on),
+        "the refused update changed nothing"
+    );
 
     let on = set_auto_assign(&app, true).await;
     assert!(on.auto_assign_enabled);

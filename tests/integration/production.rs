@@ -362,3 +362,62 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+#[tokio::test]
+async fn an_open_bulk_stream_holds_its_slot_until_it_ends() {
+    let app = TestApp::start_configured(ServeOptions {
+        max_concurrent_calls: 1,
+        ..ServeOptions::default()
+    })
+    .await;
+    app.admin("admin").await;
+    app.conversation("c1", &[]).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tx.send(pb::BulkAssignRequest {
+        payload: Some(pb::bulk_assign_request::Payload::Options(
+            pb::BulkAssignOptions {
+                assignee_ids: vec!["admin".into()],
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let mut client = app.assignments().await;
+    let mut stream = client
+        .bulk_assign(as_actor(
+            "admin",
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let get = || pb::GetConversationRequest {
+        conversation_id: "c1".into(),
+    };
+    expect_code(
+        app.assignments()
+            .await
+            .get_conversation(as_actor("admin", get()))
+            .await,
+        Code::ResourceExhausted,
+    );
+    drop(tx);
+    while stream.message().await.unwrap().is_some() {}
+    drop(stream);
+    let mut freed = false;
+    for _ in 0..50 {
+        if app
+            .assignments()
+            .await
+            .get_conversation(as_actor("admin", get()))
+            .await
+            .is_ok()
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(freed, "the slot is released when the stream ends");
+}
