@@ -181,6 +181,24 @@ async fn prune_triggers(store: Store, retention: Duration) {
     }
 }
 
+/// Asks the server at `endpoint` whether `service` ("" = the whole server) is SERVING.
+pub async fn health_check(endpoint: &str, service: &str) -> Result<bool, String> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
+    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .map_err(|e| format!("health check failed: {e}"))?;
+    Ok(reply.into_inner().status() == tonic_health::pb::health_check_response::ServingStatus::Serving)
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -14,9 +14,25 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Asks a running server for its health and exits 0 when it is SERVING (for container health checks).
+    HealthCheck {
+        /// The server to ask.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// The service to ask about; empty means the whole server.
+        #[arg(long, default_value = "")]
+        service: String,
+    },
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "assignment-service", version, about)]
 pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Address to serve gRPC on.
     #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:50051")]
     pub listen_addr: SocketAddr,

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use assignment_service::app::{self, ServeOptions};
 use assignment_service::auth::{Tokens, check_exposure};
-use assignment_service::config::Config;
+use assignment_service::config::{Command, Config};
 use assignment_service::embedded_pg::EmbeddedPostgres;
 use assignment_service::observability;
 use assignment_service::store::Store;
@@ -12,6 +12,19 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::HealthCheck { endpoint, service }) = &config.command {
+        return match app::health_check(endpoint, service).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("NOT_SERVING");
+                ExitCode::FAILURE
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     telemetry::init(config.log_format);
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
