@@ -196,7 +196,8 @@ pub async fn health_check(endpoint: &str, service: &str) -> Result<bool, String>
         })
         .await
         .map_err(|e| format!("health check failed: {e}"))?;
-    Ok(reply.into_inner().status() == tonic_health::pb::health_check_response::ServingStatus::Serving)
+    Ok(reply.into_inner().status()
+        == tonic_health::pb::health_check_response::ServingStatus::Serving)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
