@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -44,6 +44,8 @@ pub struct ServeOptions {
     pub call_timeout: Duration,
     /// The largest request message accepted.
     pub max_message_bytes: usize,
+    /// TLS (and, with a client CA, mutual TLS); `None` serves cleartext HTTP/2.
+    pub tls: Option<ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +58,7 @@ impl Default for ServeOptions {
             max_concurrent_calls: 512,
             call_timeout: Duration::from_secs(30),
             max_message_bytes: 4 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -93,7 +96,11 @@ pub async fn serve(
     let drain_health = health.clone();
     let pool_watcher = tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5)));
     let max = options.max_message_bytes;
-    let result = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .timeout(options.call_timeout)
         .layer(CallLayer::new(
             options.tokens.clone(),
@@ -179,6 +186,22 @@ async fn prune_triggers(store: Store, retention: Duration) {
             Err(err) => tracing::warn!(error = %err, "could not prune auto-assign trigger records"),
         }
     }
+}
+
+/// Reads PEM files into a TLS configuration; with `client_ca`, clients must present a certificate it signed.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<ServerTlsConfig, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }
 
 /// Asks the server at `endpoint` whether `service` ("" = the whole server) is SERVING.

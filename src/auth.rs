@@ -133,14 +133,16 @@ pub fn is_public(path: &str) -> bool {
     path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
 }
 
-/// Whether the service may start with these tokens on this address: with no tokens it accepts anyone, which
-/// is only safe on loopback unless the operator says otherwise. Returns a warning to log, or the refusal.
+/// Whether the service may start with these tokens on this address: with neither tokens nor client
+/// certificates (mutual TLS) it accepts anyone, which is only safe on loopback unless the operator says
+/// otherwise. Returns a warning to log, or the refusal.
 pub fn check_exposure(
     tokens: &Tokens,
+    mutual_tls: bool,
     listen: std::net::SocketAddr,
     allow_unauthenticated: bool,
 ) -> Result<Option<String>, String> {
-    if !tokens.is_empty() {
+    if !tokens.is_empty() || mutual_tls {
         return Ok(None);
     }
     if listen.ip().is_loopback() {
@@ -218,10 +220,19 @@ mod tests {
         let none = Tokens::default();
         let loopback = "127.0.0.1:50051".parse().unwrap();
         let public = "0.0.0.0:50051".parse().unwrap();
-        assert!(check_exposure(&none, loopback, false).unwrap().is_some());
-        assert!(check_exposure(&none, public, false).is_err());
-        assert!(check_exposure(&none, public, true).unwrap().is_some());
+        assert!(
+            check_exposure(&none, false, loopback, false)
+                .unwrap()
+                .is_some()
+        );
+        assert!(check_exposure(&none, false, public, false).is_err());
+        assert!(
+            check_exposure(&none, false, public, true)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(check_exposure(&none, true, public, false).unwrap(), None);
         let some = Tokens::parse(&format!("svc system {}", hash_token("t"))).unwrap();
-        assert_eq!(check_exposure(&some, public, false).unwrap(), None);
+        assert_eq!(check_exposure(&some, false, public, false).unwrap(), None);
     }
 }

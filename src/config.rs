@@ -66,6 +66,18 @@ pub struct Config {
     #[arg(long, env = "TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
+    /// PEM certificate chain to serve TLS with (with --tls-key).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA that client certificates must chain to: mutual TLS.
+    #[arg(long, env = "TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
     /// Serve without tokens on a non-loopback address.
     #[arg(long, env = "ALLOW_UNAUTHENTICATED")]
     pub allow_unauthenticated: bool,

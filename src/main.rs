@@ -41,9 +41,19 @@ async fn run(config: Config) -> Result<(), String> {
         Some(path) => Tokens::load(path)?,
         None => Tokens::default(),
     };
-    if let Some(warning) =
-        check_exposure(&tokens, config.listen_addr, config.allow_unauthenticated)?
-    {
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(app::tls_config(cert, key, config.tls_client_ca.as_deref())?)
+        }
+        _ => None,
+    };
+    let mutual_tls = config.tls_client_ca.is_some();
+    if let Some(warning) = check_exposure(
+        &tokens,
+        mutual_tls,
+        config.listen_addr,
+        config.allow_unauthenticated,
+    )? {
         tracing::warn!("{warning}");
     }
     // Bind first: a taken port should fail before a database is started for nothing.
@@ -88,6 +98,7 @@ async fn run(config: Config) -> Result<(), String> {
         max_concurrent_calls: config.max_concurrent_calls,
         call_timeout: config.call_timeout,
         max_message_bytes: config.max_message_bytes,
+        tls,
     };
     app::serve(store.clone(), listener, options, app::shutdown_signal())
         .await

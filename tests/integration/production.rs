@@ -421,3 +421,82 @@ async fn an_open_bulk_stream_holds_its_slot_until_it_ends() {
     }
     assert!(freed, "the slot is released when the stream ends");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tls")
+        .join(name)
+}
+
+async fn tls_health(app: &TestApp, client_certificate: bool) -> Result<(), String> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem")))
+        .domain_name("localhost");
+    if client_certificate {
+        tls = tls.identity(Identity::from_pem(read("client.pem"), read("client.key")));
+    }
+    let channel = Channel::from_shared(format!("https://{}", app.addr))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn plaintext_health(app: &TestApp) -> bool {
+    let endpoint = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap();
+    match endpoint.connect().await {
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn tls_and_mutual_tls() {
+    let tls =
+        assignment_service::app::tls_config(&fixture("server.pem"), &fixture("server.key"), None)
+            .unwrap();
+    let app = TestApp::start_configured(ServeOptions {
+        tls: Some(tls),
+        ..ServeOptions::default()
+    })
+    .await;
+    tls_health(&app, false)
+        .await
+        .expect("TLS with the server's CA");
+    assert!(!plaintext_health(&app).await, "no cleartext on a TLS port");
+
+    let mutual = assignment_service::app::tls_config(
+        &fixture("server.pem"),
+        &fixture("server.key"),
+        Some(&fixture("ca.pem")),
+    )
+    .unwrap();
+    let app = TestApp::start_configured(ServeOptions {
+        tls: Some(mutual),
+        ..ServeOptions::default()
+    })
+    .await;
+    assert!(
+        tls_health(&app, false).await.is_err(),
+        "mutual TLS needs a client certificate"
+    );
+    tls_health(&app, true)
+        .await
+        .expect("a client certificate signed by the CA");
+}
