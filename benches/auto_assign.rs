@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 
 mod common;
 
-use common::{database, percentile_ms, schema_url, seed_campaign, with_campaign};
+use common::{BenchSchema, database, percentile_ms, seed_campaign, with_campaign};
 
 const CALLERS: [usize; 3] = [1, 8, 32];
 const ORGANIZERS: usize = 10;
@@ -180,13 +180,8 @@ async fn main() {
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
     let (server_url, _cluster) = database();
-    let schema = format!("bench_{}", std::process::id());
-    let admin = Store::connect(&server_url, 1).await.expect("connect");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = schema_url(&server_url, &schema);
+    let bench_schema = BenchSchema::create(&server_url, "bench_auto_assign").await;
+    let (schema, url) = (bench_schema.name.clone(), bench_schema.url.clone());
 
     let coalesced = start_server(&url, assignment_service::auto_assign::DEFAULT_MAX_BATCH).await;
     let one_by_one = start_server(&url, 1).await;
@@ -265,8 +260,5 @@ async fn main() {
         .unwrap();
         println!("\n{campaign}: per-organizer assignments between {min} and {max}");
     }
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
+    bench_schema.drop_schema().await;
 }

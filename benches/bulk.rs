@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use assignment_service::pb;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::store::Store;
-use common::{database, organizer_ids, schema_url, seed_campaign, with_campaign};
+use common::{BenchSchema, database, organizer_ids, seed_campaign, with_campaign};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
@@ -177,13 +177,8 @@ async fn main() {
         })
         .collect();
     let (server_url, _cluster) = database();
-    let schema = format!("bench_bulk_{}", std::process::id());
-    let admin = Store::connect(&server_url, 1).await.expect("connect");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
-    let url = schema_url(&server_url, &schema);
+    let bench_schema = BenchSchema::create(&server_url, "bench_bulk").await;
+    let url = bench_schema.url.clone();
     let store = Store::connect(&url, 2).await.unwrap();
     store.migrate().await.unwrap();
 
@@ -247,8 +242,5 @@ async fn main() {
     .unwrap();
     println!("\nbulk assignments per organizer: between {min} and {max}");
     store.pool().close().await;
-    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-        .execute(admin.pool())
-        .await
-        .unwrap();
+    bench_schema.drop_schema().await;
 }

@@ -9,6 +9,7 @@ use assignment_service::pb;
 use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::pb::directory_service_client::DirectoryServiceClient;
+use assignment_service::store::Store;
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -25,10 +26,33 @@ pub fn database() -> (String, Option<EmbeddedPostgres>) {
     }
 }
 
-/// `base` narrowed to `schema`.
-pub fn schema_url(base: &str, schema: &str) -> String {
-    let separator = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{separator}options[search_path]={schema}")
+/// A new schema on the server at `server_url`, for one benchmark run. Dropped by [`BenchSchema::drop_schema`].
+pub struct BenchSchema {
+    admin: Store,
+    pub name: String,
+    /// `server_url` narrowed to the schema.
+    pub url: String,
+}
+
+impl BenchSchema {
+    pub async fn create(server_url: &str, prefix: &str) -> Self {
+        let name = format!("{prefix}_{}", std::process::id());
+        let admin = Store::connect(server_url, 1).await.expect("connect");
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        let separator = if server_url.contains('?') { '&' } else { '?' };
+        let url = format!("{server_url}{separator}options[search_path]={name}");
+        Self { admin, name, url }
+    }
+
+    pub async fn drop_schema(self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .execute(self.admin.pool())
+            .await
+            .unwrap();
+    }
 }
 
 pub fn with_campaign<T>(campaign: &str, actor: Option<&str>, message: T) -> Request<T> {

@@ -186,28 +186,7 @@ pub fn plan_status_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn admin() -> Actor {
-        Actor {
-            user_id: "admin".into(),
-            role: Role::Admin,
-        }
-    }
-
-    fn organizer(id: &str) -> Actor {
-        Actor {
-            user_id: id.into(),
-            role: Role::Organizer,
-        }
-    }
-
-    fn user(id: &str, role: Role, active: bool) -> UserRef {
-        UserRef {
-            user_id: id.into(),
-            role,
-            active,
-        }
-    }
+    use crate::domain::fixtures::{admin, organizer, user};
 
     fn situation(current: Option<&str>, can_view: bool) -> Situation<'_> {
         Situation {

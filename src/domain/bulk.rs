@@ -409,28 +409,7 @@ fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn admin() -> Actor {
-        Actor {
-            user_id: "admin".into(),
-            role: Role::Admin,
-        }
-    }
-
-    fn organizer(id: &str) -> Actor {
-        Actor {
-            user_id: id.into(),
-            role: Role::Organizer,
-        }
-    }
-
-    fn user(id: &str, role: Role, active: bool) -> UserRef {
-        UserRef {
-            user_id: id.into(),
-            role,
-            active,
-        }
-    }
+    use crate::domain::fixtures::{admin, organizer, user};
 
     fn orgs(ids: &[&str]) -> Vec<UserRef> {
         ids.iter()

@@ -9,3 +9,31 @@ pub mod paging;
 pub mod reply;
 pub mod rotation;
 pub mod validate;
+
+/// Actors and users for the rules' unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::model::{Actor, Role, UserRef};
+
+    pub fn admin() -> Actor {
+        Actor {
+            user_id: "admin".into(),
+            role: Role::Admin,
+        }
+    }
+
+    pub fn organizer(id: &str) -> Actor {
+        Actor {
+            user_id: id.into(),
+            role: Role::Organizer,
+        }
+    }
+
+    pub fn user(id: &str, role: Role, active: bool) -> UserRef {
+        UserRef {
+            user_id: id.into(),
+            role,
+            active,
+        }
+    }
+}

@@ -26,29 +26,26 @@ pub(super) enum Inbound {
     Empty,
 }
 
-impl From<pb::BulkAssignRequest> for Inbound {
-    fn from(request: pb::BulkAssignRequest) -> Self {
-        match request.payload {
-            Some(pb::bulk_assign_request::Payload::Options(options)) => Inbound::Options(options),
-            Some(pb::bulk_assign_request::Payload::Conversations(batch)) => {
-                Inbound::Conversations(batch.conversation_ids)
+/// The assign and reassign request streams have the same shape.
+macro_rules! inbound_with_options {
+    ($request:ty, $payload:path) => {
+        impl From<$request> for Inbound {
+            fn from(request: $request) -> Self {
+                use $payload as Payload;
+                match request.payload {
+                    Some(Payload::Options(options)) => Inbound::Options(options),
+                    Some(Payload::Conversations(batch)) => {
+                        Inbound::Conversations(batch.conversation_ids)
+                    }
+                    None => Inbound::Empty,
+                }
             }
-            None => Inbound::Empty,
         }
-    }
+    };
 }
 
-impl From<pb::BulkReassignRequest> for Inbound {
-    fn from(request: pb::BulkReassignRequest) -> Self {
-        match request.payload {
-            Some(pb::bulk_reassign_request::Payload::Options(options)) => Inbound::Options(options),
-            Some(pb::bulk_reassign_request::Payload::Conversations(batch)) => {
-                Inbound::Conversations(batch.conversation_ids)
-            }
-            None => Inbound::Empty,
-        }
-    }
-}
+inbound_with_options!(pb::BulkAssignRequest, pb::bulk_assign_request::Payload);
+inbound_with_options!(pb::BulkReassignRequest, pb::bulk_reassign_request::Payload);
 
 impl From<pb::BulkUnassignRequest> for Inbound {
     fn from(request: pb::BulkUnassignRequest) -> Self {
@@ -65,44 +62,33 @@ pub(super) enum Outbound {
     Summary(pb::BulkSummary),
 }
 
-impl From<Outbound> for pb::BulkAssignResponse {
-    fn from(out: Outbound) -> Self {
-        use pb::bulk_assign_response::Payload;
-        let payload = match out {
-            Outbound::Results(results) => Payload::Results(results),
-            Outbound::Summary(summary) => Payload::Summary(summary),
-        };
-        Self {
-            payload: Some(payload),
+/// The three response streams have the same shape.
+macro_rules! outbound_into {
+    ($response:ty, $payload:path) => {
+        impl From<Outbound> for $response {
+            fn from(out: Outbound) -> Self {
+                use $payload as Payload;
+                let payload = match out {
+                    Outbound::Results(results) => Payload::Results(results),
+                    Outbound::Summary(summary) => Payload::Summary(summary),
+                };
+                Self {
+                    payload: Some(payload),
+                }
+            }
         }
-    }
+    };
 }
 
-impl From<Outbound> for pb::BulkReassignResponse {
-    fn from(out: Outbound) -> Self {
-        use pb::bulk_reassign_response::Payload;
-        let payload = match out {
-            Outbound::Results(results) => Payload::Results(results),
-            Outbound::Summary(summary) => Payload::Summary(summary),
-        };
-        Self {
-            payload: Some(payload),
-        }
-    }
-}
-
-impl From<Outbound> for pb::BulkUnassignResponse {
-    fn from(out: Outbound) -> Self {
-        use pb::bulk_unassign_response::Payload;
-        let payload = match out {
-            Outbound::Results(results) => Payload::Results(results),
-            Outbound::Summary(summary) => Payload::Summary(summary),
-        };
-        Self {
-            payload: Some(payload),
-        }
-    }
-}
+outbound_into!(pb::BulkAssignResponse, pb::bulk_assign_response::Payload);
+outbound_into!(
+    pb::BulkReassignResponse,
+    pb::bulk_reassign_response::Payload
+);
+outbound_into!(
+    pb::BulkUnassignResponse,
+    pb::bulk_unassign_response::Payload
+);
 
 fn ids_of(ids: Vec<String>) -> Result<Vec<String>, AppError> {
     if ids.len() > MAX_IDS_PER_MESSAGE {

@@ -43,22 +43,6 @@ fn reassign(conversation: &str, assignee: &str) -> pb::ReassignConversationReque
     }
 }
 
-async fn history(app: &TestApp, conversation: &str) -> Vec<pb::AssignmentEvent> {
-    app.assignments()
-        .await
-        .list_assignment_history(as_actor(
-            "admin",
-            pb::ListAssignmentHistoryRequest {
-                conversation_id: conversation.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
-}
-
 #[tokio::test]
 async fn admin_assigns_to_organizers_other_admins_and_themselves() {
     let app = campaign().await;
@@ -78,7 +62,7 @@ async fn admin_assigns_to_organizers_other_admins_and_themselves() {
         assert!(conv.assigned_at.is_some());
         assert_eq!(app.stored(conversation).await.0.as_deref(), Some(assignee));
     }
-    let events = history(&app, "c1").await;
+    let events = app.history("c1").await;
     assert_eq!(events.len(), 1);
     let event = &events[0];
     assert_eq!(event.action(), pb::AssignmentAction::Assign);
@@ -110,7 +94,7 @@ async fn admin_needs_reassign_to_take_a_conversation_from_its_holder() {
         before,
         "a refused call changes nothing"
     );
-    assert_eq!(history(&app, "c1").await.len(), 1);
+    assert_eq!(app.history("c1").await.len(), 1);
 
     let moved = client
         .reassign_conversation(as_actor("admin", reassign("c1", "org2")))
@@ -122,7 +106,7 @@ async fn admin_needs_reassign_to_take_a_conversation_from_its_holder() {
         moved.conversation.unwrap().assignee_id.as_deref(),
         Some("org2")
     );
-    let events = history(&app, "c1").await;
+    let events = app.history("c1").await;
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].action(), pb::AssignmentAction::Reassign);
     assert_eq!(events[1].from_user_id.as_deref(), Some("org1"));
@@ -147,7 +131,7 @@ async fn admin_unassigns_anyones_conversation() {
     assert_eq!(conv.assignee_id, None);
     assert_eq!(conv.assigned_at, None);
     assert_eq!(conv.assigned_by, None);
-    let events = history(&app, "c1").await;
+    let events = app.history("c1").await;
     assert_eq!(events[1].action(), pb::AssignmentAction::Unassign);
     assert_eq!(events[1].from_user_id.as_deref(), Some("org1"));
     assert_eq!(events[1].to_user_id, None);
@@ -159,7 +143,7 @@ async fn admin_unassigns_anyones_conversation() {
         .unwrap()
         .into_inner();
     assert!(!again.changed);
-    assert_eq!(history(&app, "c1").await.len(), 2);
+    assert_eq!(app.history("c1").await.len(), 2);
 }
 
 #[tokio::test]
@@ -188,10 +172,7 @@ async fn organizer_assigns_a_viewable_conversation_to_themselves() {
         .into_inner();
     assert!(reply.changed);
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
-    assert_eq!(
-        history(&app, "c1").await[0].actor_id.as_deref(),
-        Some("org1")
-    );
+    assert_eq!(app.history("c1").await[0].actor_id.as_deref(), Some("org1"));
 }
 
 #[tokio::test]
@@ -261,7 +242,7 @@ async fn assigning_oneself_again_is_a_no_op_success() {
     assert!(!again.changed);
     assert_eq!(again.conversation.unwrap().version, version);
     assert_eq!(app.stored("c1").await.2, version);
-    assert_eq!(history(&app, "c1").await.len(), 1);
+    assert_eq!(app.history("c1").await.len(), 1);
 }
 
 #[tokio::test]
@@ -405,7 +386,7 @@ async fn resolving_and_reopening_never_change_the_assignee() {
     );
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
     assert_eq!(
-        history(&app, "c1").await.len(),
+        app.history("c1").await.len(),
         1,
         "status changes are not assignment events"
     );
@@ -603,7 +584,7 @@ async fn racing_assignments_of_one_conversation_have_one_winner() {
         );
     }
     assert_eq!(app.stored("c1").await.0.as_ref(), Some(winners[0]));
-    assert_eq!(history(&app, "c1").await.len(), 1);
+    assert_eq!(app.history("c1").await.len(), 1);
 }
 
 async fn futures_join<T: Send + 'static>(
@@ -654,7 +635,7 @@ async fn racing_unassign_and_reassign_never_lose_an_update() {
     let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
     assert_eq!(loser.code(), Code::Aborted);
     assert_eq!(app.stored("c1").await.2, version + 1);
-    assert_eq!(history(&app, "c1").await.len(), 2);
+    assert_eq!(app.history("c1").await.len(), 2);
 }
 
 #[tokio::test]

@@ -177,7 +177,7 @@ async fn rotation_goes_round_robin_over_eligible_organizers_only() {
         ]
     );
 
-    let events = history(&app, "c0").await;
+    let events = app.history("c0").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].source(), pb::AssignmentSource::Auto);
     assert_eq!(events[0].actor_id, None);
@@ -201,22 +201,6 @@ async fn rotation_goes_round_robin_over_eligible_organizers_only() {
         conversation.assigned_by, None,
         "automatic assignments have no assigning user"
     );
-}
-
-async fn history(app: &TestApp, conversation: &str) -> Vec<pb::AssignmentEvent> {
-    app.assignments()
-        .await
-        .list_assignment_history(as_actor(
-            "admin",
-            pb::ListAssignmentHistoryRequest {
-                conversation_id: conversation.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .events
 }
 
 #[tokio::test]
@@ -253,7 +237,7 @@ async fn a_follow_up_message_never_moves_an_assigned_conversation() {
     assert!(!follow_up.duplicate_trigger);
     // The cursor did not move: the next conversation goes to org-b.
     assert_eq!(next(&app, "c2").await, "org-b");
-    assert_eq!(history(&app, "c1").await.len(), 1);
+    assert_eq!(app.history("c1").await.len(), 1);
 }
 
 #[tokio::test]
@@ -317,7 +301,7 @@ async fn a_redelivered_trigger_has_the_effect_of_one_delivery() {
             .iter()
             .all(|r| r.assignee_id.as_deref() == Some("org-c"))
     );
-    assert_eq!(history(&app, "c3").await.len(), 1);
+    assert_eq!(app.history("c3").await.len(), 1);
 }
 
 #[tokio::test]
@@ -503,7 +487,7 @@ async fn one_conversation_auto_assigned_from_several_replicas_gets_one_assignee(
         1,
         "everyone sees the one assignee: {assignees:?}"
     );
-    assert_eq!(history(&app, "shared").await.len(), 1);
+    assert_eq!(app.history("shared").await.len(), 1);
 }
 
 #[tokio::test]

@@ -17,6 +17,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// The server URL every test schema lives in.
 fn server_url() -> &'static str {
@@ -265,6 +268,33 @@ impl TestApp {
             .into_inner()
             .access_group
             .unwrap()
+    }
+
+    /// The health service's answer for `service` ("" = the whole server).
+    pub async fn health(&self, service: &str) -> Result<ServingStatus, Status> {
+        HealthClient::new(self.channel().await)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|reply| reply.into_inner().status())
+    }
+
+    /// A conversation's assignment history, read through the API by admin "admin".
+    pub async fn history(&self, conversation: &str) -> Vec<pb::AssignmentEvent> {
+        self.assignments()
+            .await
+            .list_assignment_history(as_actor(
+                "admin",
+                pb::ListAssignmentHistoryRequest {
+                    conversation_id: conversation.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .events
     }
 
     /// The conversation as the database holds it.

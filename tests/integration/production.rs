@@ -118,12 +118,7 @@ async fn callers_need_a_valid_token_of_the_right_scope() {
         .unwrap();
     assert!(!settings.into_inner().settings.unwrap().auto_assign_enabled);
     // Health probes need no token.
-    HealthClient::new(app.channel().await)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    app.health("").await.unwrap();
 }
 
 /// Holds conversation `c1`'s row lock from outside the service until dropped.
@@ -186,12 +181,7 @@ async fn overload_is_shed_fast_and_the_service_recovers() {
     assert!(took < Duration::from_secs(2), "shed at once, not queued");
     assert!(status.message().contains("retry"));
     // Health stays answerable under load.
-    HealthClient::new(app.channel().await)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    app.health("").await.unwrap();
 
     lock.rollback().await.unwrap();
     stuck

@@ -7,22 +7,9 @@ use assignment_service::pb;
 use assignment_service::store::Store;
 use sqlx::postgres::PgPoolOptions;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
-
-async fn health(app: &TestApp, service: &str) -> ServingStatus {
-    HealthClient::new(app.channel().await)
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_each_service() {
@@ -34,7 +21,7 @@ async fn health_reports_serving_for_the_server_and_each_service() {
         "assignment.v1.DirectoryService",
     ] {
         assert_eq!(
-            health(&app, service).await,
+            app.health(service).await.unwrap(),
             ServingStatus::Serving,
             "{service:?}"
         );
@@ -123,14 +110,14 @@ async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
     let app = TestApp::serve(Store::from_pool(pool), options).await;
     let mut status = ServingStatus::Serving;
     for _ in 0..100 {
-        status = health(&app, "assignment.v1.AssignmentService").await;
+        status = app.health("assignment.v1.AssignmentService").await.unwrap();
         if status == ServingStatus::NotServing {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(status, ServingStatus::NotServing);
-    assert_eq!(health(&app, "").await, ServingStatus::NotServing);
+    assert_eq!(app.health("").await.unwrap(), ServingStatus::NotServing);
 
     let result = app
         .assignments()
