@@ -4,8 +4,7 @@
 //! caps a hot campaign at one lock hold (several round trips and a commit) per trigger. Here, triggers that
 //! arrive while a campaign's batch is running queue up, and the next batch takes them all under a single
 //! lock hold. Each caller still gets its own answer, and since a batch is decided as if its triggers had
-//! come one by one, under the lock, fairness stays exact. Different campaigns run concurrently and never wait
-//! on each other.
+//! come one by one, fairness stays exact. Different campaigns run concurrently and never wait on each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,25 +25,13 @@ struct Pending {
     reply: Reply,
 }
 
-/// Transactions of one campaign a replica runs at once: while one holds the campaign's rotation lock, the
-/// next has already begun and waits on it, so the lock passes from batch to batch without a gap.
-const WORKERS_PER_CAMPAIGN: usize = 2;
-
-#[derive(Default)]
-struct CampaignQueue {
-    pending: Vec<Pending>,
-    workers: usize,
-}
-
-type Queues = Mutex<HashMap<String, CampaignQueue>>;
-
 /// Cheap to clone; clones share the queues.
 #[derive(Clone)]
 pub struct AutoAssigner {
     store: Store,
     max_batch: usize,
     /// A campaign has an entry exactly while a worker is draining its queue.
-    queues: Arc<Queues>,
+    queues: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
 }
 
 impl AutoAssigner {
@@ -66,13 +53,16 @@ impl AutoAssigner {
         let (reply, answer) = oneshot::channel();
         let start_worker = {
             let mut queues = self.queues.lock().expect("queue lock");
-            let queue = queues.entry(campaign_id.to_owned()).or_default();
-            queue.pending.push(Pending { trigger, reply });
-            let start = queue.workers < WORKERS_PER_CAMPAIGN;
-            if start {
-                queue.workers += 1;
+            match queues.get_mut(campaign_id) {
+                Some(queue) => {
+                    queue.push(Pending { trigger, reply });
+                    false
+                }
+                None => {
+                    queues.insert(campaign_id.to_owned(), vec![Pending { trigger, reply }]);
+                    true
+                }
             }
-            start
         };
         if start_worker {
             // A task of its own: a caller that goes away must not cancel a batch other callers wait on.
@@ -94,13 +84,13 @@ impl AutoAssigner {
                 let queue = queues
                     .get_mut(&campaign_id)
                     .expect("a draining campaign has a queue");
-                if queue.pending.is_empty() {
-                    retire_worker(&mut queues, &campaign_id);
+                if queue.is_empty() {
+                    queues.remove(&campaign_id);
                     guard.done = true;
                     return;
                 }
-                let take = queue.pending.len().min(self.max_batch);
-                queue.pending.drain(..take).collect()
+                let take = queue.len().min(self.max_batch);
+                queue.drain(..take).collect()
             };
             let (triggers, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
@@ -128,17 +118,6 @@ impl AutoAssigner {
     }
 }
 
-/// One worker of the campaign stops; the last one takes the campaign's entry with it.
-fn retire_worker(queues: &mut HashMap<String, CampaignQueue>, campaign_id: &str) {
-    if let Some(queue) = queues.get_mut(campaign_id) {
-        queue.workers = queue.workers.saturating_sub(1);
-        if queue.workers == 0 {
-            // Empty unless the last worker died: dropping the replies tells those callers to retry.
-            queues.remove(campaign_id);
-        }
-    }
-}
-
 /// Retrying is safe: a trigger id that did take effect is answered from its record.
 fn batch_failed() -> AppError {
     AppError::Unavailable {
@@ -147,9 +126,10 @@ fn batch_failed() -> AppError {
     }
 }
 
-/// If a worker dies mid-drain, it still retires, so the next trigger starts a fresh worker.
+/// If a worker dies mid-drain, forget its queue so the next trigger starts a fresh worker; dropping the
+/// queued replies tells their callers the batch failed.
 struct DrainGuard<'a> {
-    queues: &'a Queues,
+    queues: &'a Mutex<HashMap<String, Vec<Pending>>>,
     campaign_id: &'a str,
     done: bool,
 }
@@ -159,7 +139,7 @@ impl Drop for DrainGuard<'_> {
         if !self.done
             && let Ok(mut queues) = self.queues.lock()
         {
-            retire_worker(&mut queues, self.campaign_id);
+            queues.remove(self.campaign_id);
         }
     }
 }
