@@ -210,6 +210,10 @@ async fn main() {
     println!("| path | callers | calls | calls/s | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
+    // Warm both servers (connections, prepared statements) so the first measured run is not penalised.
+    let warm_up = Duration::from_secs(1);
+    drive(&coalesced, &["hot".to_string()], 4, warm_up, "warm").await;
+    drive(&one_by_one, &["hot-single".to_string()], 4, warm_up, "warm").await;
     for callers in CALLERS {
         let hot = ["hot".to_string()];
         let row = drive(&coalesced, &hot, callers, duration, "hot").await;
