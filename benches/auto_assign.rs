@@ -214,10 +214,17 @@ async fn main() {
     let warm_up = Duration::from_secs(1);
     drive(&coalesced, &["hot".to_string()], 4, warm_up, "warm").await;
     drive(&one_by_one, &["hot-single".to_string()], 4, warm_up, "warm").await;
+    let settle = || async {
+        // Each run starts from a quiet database: no checkpoint or autovacuum left over from the run before.
+        let _ = sqlx::query("CHECKPOINT").execute(seeded.pool()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     for callers in CALLERS {
         let hot = ["hot".to_string()];
+        settle().await;
         let row = drive(&coalesced, &hot, callers, duration, "hot").await;
         println!("{}", row.row("service, one hot campaign", callers));
+        settle().await;
         let row = drive(
             &one_by_one,
             &["hot-single".to_string()],
@@ -230,11 +237,13 @@ async fn main() {
             "{}",
             row.row("service, one hot campaign, no coalescing", callers)
         );
+        settle().await;
         let row = drive(&coalesced, &many, callers, duration, "many").await;
         println!(
             "{}",
             row.row(&format!("service, {MANY_CAMPAIGNS} campaigns"), callers)
         );
+        settle().await;
         let script = scripts.join("auto_assign_transaction.sql");
         let row = pgbench(&server_url, &schema, &script, "pg-tx", callers, duration);
         println!(
@@ -244,6 +253,7 @@ async fn main() {
                 callers
             )
         );
+        settle().await;
         let script = scripts.join("auto_assign_one_statement.sql");
         let row = pgbench(&server_url, &schema, &script, "pg-one", callers, duration);
         println!(
