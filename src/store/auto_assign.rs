@@ -124,7 +124,7 @@ impl Store {
     where
         F: FnOnce(bool, Option<&str>, &[TriggerState]) -> BatchPlan,
     {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_replanned().await?;
         create_missing_conversations(&mut tx, campaign_id, triggers).await?;
 
         // The hot spot: from here to COMMIT every other batch of this campaign waits.

@@ -97,6 +97,18 @@ impl Store {
         result
     }
 
+    /// Begins a transaction whose statements are planned for the tables as they are now. A cached generic
+    /// plan made while a table was nearly empty (a sequential scan of `auto_assign_triggers`, say) would
+    /// otherwise be kept as the table grows, and every batch would slow down with it. The setting rides on
+    /// the BEGIN round trip and ends with the transaction.
+    pub(crate) async fn begin_replanned(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool
+            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
+            .await
+    }
+
     /// A round trip to the database, for health reporting.
     pub async fn ping(&self) -> AppResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
