@@ -45,7 +45,7 @@ impl Store {
             actor_id,
             request_id,
         } = context;
-        let mut tx = self.begin_replanned().await?;
+        let mut tx = self.pool().begin().await?;
         let sql = format!(
             "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_can_view, \
                     ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \

@@ -184,7 +184,7 @@ impl Store {
             actor_id,
             request_id,
         } = context;
-        let mut tx = self.begin_replanned().await?;
+        let mut tx = self.pool().begin().await?;
         let sql = format!(
             "SELECT {COLUMNS}, {} AS actor_can_view, \
                     t.user_id AS target_user_id, t.role AS target_role, t.active AS target_active \
