@@ -45,6 +45,7 @@ impl Server {
             .env("LISTEN_ADDR", &addr)
             .env("DATABASE_POOL_SIZE", "32")
             .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start the server binary");
         let server = Self { child, addr };
