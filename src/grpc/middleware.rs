@@ -119,13 +119,50 @@ impl Policy {
     }
 }
 
-/// A response body that keeps its call's concurrency slot until it is finished or dropped.
-struct HoldsSlot {
+/// A call's response body. It holds the call's concurrency slot until it ends, so streams count for as
+/// long as they run, and it records the call's metrics and log line once the final status is known: in the
+/// headers ("trailers only", how errors end), in the trailers (how successes and late stream errors end),
+/// or CANCELLED when the body is dropped unfinished (the client went away).
+struct CallBody {
     body: Body,
     _slot: Option<OwnedSemaphorePermit>,
+    finish: Option<CallRecord>,
 }
 
-impl http_body::Body for HoldsSlot {
+/// What is recorded when a call ends.
+struct CallRecord {
+    path: String,
+    started: Instant,
+    code: Option<Code>,
+    span: tracing::Span,
+}
+
+impl CallRecord {
+    fn record(self, code: Code) {
+        let elapsed = self.started.elapsed();
+        let (service, method) = self
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", &self.path));
+        let labels = [
+            ("service", service.to_owned()),
+            ("method", method.to_owned()),
+            ("code", format!("{code:?}")),
+        ];
+        metrics::counter!(CALLS, &labels).increment(1);
+        metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
+        let _entered = self.span.enter();
+        let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+        if code == Code::Ok {
+            tracing::debug!(code = ?code, elapsed_ms, "call finished");
+        } else {
+            tracing::info!(code = ?code, elapsed_ms, "call failed");
+        }
+    }
+}
+
+impl http_body::Body for CallBody {
     type Data = Bytes;
     type Error = Status;
 
@@ -133,7 +170,25 @@ impl http_body::Body for HoldsSlot {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(frame) = &polled {
+            let code = match frame {
+                Some(Ok(frame)) => frame.trailers_ref().map(status_code),
+                Some(Err(status)) => Some(status.code()),
+                None => Some(Code::Ok),
+            };
+            if let (Some(code), Some(record)) = (code, self.finish.as_mut()) {
+                // The first status seen wins: trailers come before the end of the body.
+                record.code.get_or_insert(code);
+            }
+            if frame.is_none()
+                && let Some(record) = self.finish.take()
+            {
+                let code = record.code.unwrap_or(Code::Ok);
+                record.record(code);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -142,6 +197,16 @@ impl http_body::Body for HoldsSlot {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Drop for CallBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.finish.take() {
+            // Dropped before its end: the status seen so far, or the client cancelled.
+            let code = record.code.unwrap_or(Code::Cancelled);
+            record.record(code);
+        }
     }
 }
 
@@ -154,8 +219,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
-/// The status of a finished unary call, or the opening status of a stream: tonic puts an error's
-/// `grpc-status` in the headers ("trailers only"); success is reported in trailers.
+/// The `grpc-status` in a header or trailer map (OK when absent).
 fn status_code(headers: &HeaderMap) -> Code {
     headers
         .get("grpc-status")
@@ -195,47 +259,40 @@ where
             actor = Empty,
         );
         let started = Instant::now();
+        let record_span = span.clone();
         let future = async move {
-            let mut response = match policy.admit(&path, request.headers()) {
-                Err(status) => status.into_http::<Body>(),
+            let (mut response, permit) = match policy.admit(&path, request.headers()) {
+                Err(status) => (status.into_http::<Body>(), None),
                 Ok((identity, permit)) => {
                     if let Some(identity) = identity {
                         tracing::Span::current().record("caller", identity.name.as_str());
                         request.extensions_mut().insert(identity);
                     }
                     request.extensions_mut().insert(RequestId(id.clone()));
-                    let response = inner.call(request).await?;
-                    // The slot is held until the response body ends, so streams count for as long as they run.
-                    response.map(|body| {
-                        Body::new(HoldsSlot {
-                            body,
-                            _slot: permit,
-                        })
-                    })
+                    (inner.call(request).await?, permit)
                 }
             };
             if let Ok(value) = HeaderValue::from_str(&id) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
-            let code = status_code(response.headers());
-            let elapsed = started.elapsed();
-            let (service, method) = path
-                .trim_start_matches('/')
-                .split_once('/')
-                .unwrap_or(("", &path));
-            let labels = [
-                ("service", service.to_owned()),
-                ("method", method.to_owned()),
-                ("code", format!("{code:?}")),
-            ];
-            metrics::counter!(CALLS, &labels).increment(1);
-            metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
-            if code == Code::Ok {
-                tracing::debug!(code = ?code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call finished");
-            } else {
-                tracing::info!(code = ?code, elapsed_ms = elapsed.as_secs_f64() * 1e3, "call failed");
-            }
-            Ok(response)
+            // An error answered in the headers is final; otherwise the body's trailers will tell.
+            let code = response
+                .headers()
+                .get("grpc-status")
+                .map(|_| status_code(response.headers()));
+            let record = CallRecord {
+                path,
+                started,
+                code,
+                span: record_span,
+            };
+            Ok(response.map(|body| {
+                Body::new(CallBody {
+                    body,
+                    _slot: permit,
+                    finish: Some(record),
+                })
+            }))
         };
         Box::pin(future.instrument(span))
     }

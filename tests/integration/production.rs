@@ -323,22 +323,94 @@ async fn metrics_endpoint_counts_the_calls_made() {
         Code::NotFound,
     );
 
-    let body = scrape(addr).await;
-    let count = |needle: &str| -> f64 {
-        body.lines()
-            .find(|line| line.starts_with(needle))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    // A stream that fails after its first batch is counted with its final status.
+    app.conversation("c1", &[]).await;
+    use pb::bulk_assign_request::Payload;
+    let messages = vec![
+        pb::BulkAssignRequest {
+            payload: Some(Payload::Options(pb::BulkAssignOptions {
+                assignee_ids: vec!["admin-0".into()],
+                ..Default::default()
+            })),
+        },
+        pb::BulkAssignRequest {
+            payload: Some(Payload::Conversations(pb::ConversationBatch {
+                conversation_ids: vec!["c1".into()],
+            })),
+        },
+        pb::BulkAssignRequest {
+            payload: Some(Payload::Conversations(pb::ConversationBatch {
+                conversation_ids: (0..5_001).map(|i| format!("x{i}")).collect(),
+            })),
+        },
+    ];
+    let mut stream = app
+        .assignments()
+        .await
+        .bulk_assign(as_actor("admin-0", tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut failed = None;
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(status) => {
+                failed = Some(status.code());
+                break;
+            }
+        }
+    }
+    assert_eq!(failed, Some(Code::InvalidArgument));
+
+    let metric = |service: &str, method: &str, code: &str| {
+        format!(
+            r#"grpc_server_handled_total{{service="assignment.v1.{service}",method="{method}",code="{code}"}}"#
+        )
     };
-    let ok = r#"grpc_server_handled_total{service="assignment.v1.DirectoryService",method="UpsertUser",code="Ok"}"#;
-    let not_found = r#"grpc_server_handled_total{service="assignment.v1.DirectoryService",method="DeactivateUser",code="NotFound"}"#;
-    assert!(count(ok) >= 3.0, "{body}");
-    assert!(count(not_found) >= 1.0, "{body}");
+    let wanted = [
+        (metric("DirectoryService", "UpsertUser", "Ok"), 3.0),
+        (
+            metric("DirectoryService", "DeactivateUser", "NotFound"),
+            1.0,
+        ),
+        (
+            metric("AssignmentService", "BulkAssign", "InvalidArgument"),
+            1.0,
+        ),
+    ];
+    // A call is recorded when its response body ends, a moment after the client has its answer.
+    let mut body = String::new();
+    for _ in 0..50 {
+        body = scrape(addr).await;
+        if wanted
+            .iter()
+            .all(|(needle, at_least)| count(&body, needle) >= *at_least)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (needle, at_least) in &wanted {
+        assert!(
+            count(&body, needle) >= *at_least,
+            "{needle} below {at_least} in:\n{body}"
+        );
+    }
     assert!(
         body.contains("grpc_server_handling_seconds_bucket"),
         "latency histograms"
     );
+}
+
+/// The value of the first sample line starting with `needle`.
+fn count(body: &str, needle: &str) -> f64 {
+    body.lines()
+        .find(|line| line.starts_with(needle))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {
