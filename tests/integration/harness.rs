@@ -68,16 +68,47 @@ fn remove_stale_clusters() {
 /// A URL whose connections see only a new, empty schema.
 pub async fn fresh_schema_url() -> String {
     let base = server_url();
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // The creation time in the name lets a later run drop what an earlier one left in a shared database.
+    let schema = format!("t_{now}_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(base)
         .await
         .expect("connect to test PostgreSQL");
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        drop_old_schemas(&mut conn, now).await;
+    }
     sqlx::query(&format!("CREATE SCHEMA {schema}"))
         .execute(&mut conn)
         .await
         .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
     format!("{base}{separator}options[search_path]={schema}")
+}
+
+/// Test schemas more than an hour old: runs against a shared `DATABASE_URL` leave theirs behind.
+async fn drop_old_schemas(conn: &mut sqlx::PgConnection, now: u64) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname FROM pg_namespace WHERE nspname ~ '^t_[0-9]+_[0-9a-f]+$'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let created: u64 = name
+            .split('_')
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(now);
+        if now.saturating_sub(created) > 3600 {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
 }
 
 /// One running server with its own schema.
