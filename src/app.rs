@@ -204,10 +204,39 @@ pub fn tls_config(
     Ok(config)
 }
 
+/// TLS material for [`health_check`] against an `https://` endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeTls<'a> {
+    pub ca_cert: Option<&'a std::path::Path>,
+    pub client_cert: Option<&'a std::path::Path>,
+    pub client_key: Option<&'a std::path::Path>,
+}
+
 /// Asks the server at `endpoint` whether `service` ("" = the whole server) is SERVING.
-pub async fn health_check(endpoint: &str, service: &str) -> Result<bool, String> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?
+pub async fn health_check(
+    endpoint: &str,
+    service: &str,
+    tls: ProbeTls<'_>,
+) -> Result<bool, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut builder = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?;
+    if endpoint.starts_with("https://") {
+        let ca = tls.ca_cert.ok_or_else(|| {
+            "an https:// endpoint needs --ca-cert to verify the server".to_string()
+        })?;
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(ca)?));
+        if let (Some(cert), Some(key)) = (tls.client_cert, tls.client_key) {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        builder = builder
+            .tls_config(config)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    let channel = builder
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(2))
         .connect()

@@ -24,6 +24,15 @@ pub enum Command {
         /// The service to ask about; empty means the whole server.
         #[arg(long, default_value = "")]
         service: String,
+        /// PEM CA to verify an `https://` endpoint's certificate with.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// PEM client certificate, for a server that requires mutual TLS (with --client-key).
+        #[arg(long, requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// PEM key of --client-cert.
+        #[arg(long, requires = "client_cert")]
+        client_key: Option<PathBuf>,
     },
 }
 

@@ -12,8 +12,20 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::HealthCheck { endpoint, service }) = &config.command {
-        return match app::health_check(endpoint, service).await {
+    if let Some(Command::HealthCheck {
+        endpoint,
+        service,
+        ca_cert,
+        client_cert,
+        client_key,
+    }) = &config.command
+    {
+        let tls = app::ProbeTls {
+            ca_cert: ca_cert.as_deref(),
+            client_cert: client_cert.as_deref(),
+            client_key: client_key.as_deref(),
+        };
+        return match app::health_check(endpoint, service, tls).await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!("NOT_SERVING");

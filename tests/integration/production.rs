@@ -561,4 +561,24 @@ async fn tls_and_mutual_tls() {
     tls_health(&app, true)
         .await
         .expect("a client certificate signed by the CA");
+
+    // The health-check subcommand (container probes) speaks TLS and mutual TLS too.
+    use assignment_service::app::{ProbeTls, health_check};
+    let endpoint = format!("https://localhost:{}", app.addr.port());
+    let (ca, cert, key) = (
+        fixture("ca.pem"),
+        fixture("client.pem"),
+        fixture("client.key"),
+    );
+    let probe = ProbeTls {
+        ca_cert: Some(&ca),
+        client_cert: Some(&cert),
+        client_key: Some(&key),
+    };
+    assert_eq!(health_check(&endpoint, "", probe).await, Ok(true));
+    let without_identity = ProbeTls {
+        ca_cert: Some(&ca),
+        ..ProbeTls::default()
+    };
+    assert!(health_check(&endpoint, "", without_identity).await.is_err());
 }
