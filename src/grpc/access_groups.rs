@@ -3,7 +3,7 @@
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::assignment::{next_token, subject_user};
+use super::assignment::{conversation_not_found, next_token, subject_user};
 use super::context::Caller;
 use super::convert;
 use crate::domain::access_group::{check_organizers, check_permissions, normalize_scope};
@@ -298,15 +298,7 @@ impl AccessGroupService for AccessGroupApi {
             .store
             .view_conversation(&caller.campaign_id, &req.conversation_id, &user.user_id)
             .await?
-            .ok_or_else(|| {
-                AppError::not_found(
-                    "CONVERSATION_NOT_FOUND",
-                    format!(
-                        "conversation {:?} does not exist in this campaign",
-                        req.conversation_id
-                    ),
-                )
-            })?;
+            .ok_or_else(|| conversation_not_found(&req.conversation_id, &caller.campaign_id))?;
         let is_admin = user.role == Role::Admin && user.active;
         let grants = if user.active {
             self.store

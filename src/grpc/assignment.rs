@@ -23,7 +23,7 @@ pub struct AssignmentApi {
     auto_assigner: AutoAssigner,
 }
 
-fn conversation_not_found(conversation_id: &str, campaign_id: &str) -> AppError {
+pub(super) fn conversation_not_found(conversation_id: &str, campaign_id: &str) -> AppError {
     AppError::not_found(
         "CONVERSATION_NOT_FOUND",
         format!(
