@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use assignment_service::app::{self, ServeOptions};
+use assignment_service::app;
+use assignment_service::config::Config;
 use assignment_service::embedded_pg::find_bin_dir;
 use assignment_service::pb;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::store::Store;
+use clap::Parser;
 use tonic::transport::Channel;
 
 mod common;
@@ -159,16 +161,25 @@ fn tempdir_for(name: &str) -> PathBuf {
     dir
 }
 
-async fn start_server(url: &str, max_batch: usize) -> String {
-    let store = Store::connect(url, 16).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    let listener = app::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let options = ServeOptions {
-        auto_assign_max_batch: max_batch,
-        ..ServeOptions::default()
-    };
-    tokio::spawn(app::serve(store, listener, options, std::future::pending()));
+/// A server in this process, built as `main.rs` builds it; `max_batch` None keeps the default.
+async fn start_server(url: &str, max_batch: Option<usize>) -> String {
+    let max_batch = max_batch.map(|n| n.to_string());
+    let mut args = vec![
+        "assignment-service",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+    ];
+    if let Some(n) = &max_batch {
+        args.extend(["--auto-assign-max-batch", n.as_str()]);
+    }
+    let config = Config::try_parse_from(args).expect("bench flags");
+    let server = app::build(&config).await.expect("build the server");
+    let addr = server.local_addr().to_string();
+    tokio::spawn(server.serve(std::future::pending()));
     addr
 }
 
@@ -183,8 +194,8 @@ async fn main() {
     let bench_schema = BenchSchema::create(&server_url, "bench_auto_assign").await;
     let (schema, url) = (bench_schema.name.clone(), bench_schema.url.clone());
 
-    let coalesced = start_server(&url, assignment_service::auto_assign::DEFAULT_MAX_BATCH).await;
-    let one_by_one = start_server(&url, 1).await;
+    let coalesced = start_server(&url, None).await;
+    let one_by_one = start_server(&url, Some(1)).await;
     let setup = Channel::from_shared(format!("http://{coalesced}"))
         .unwrap()
         .connect()
@@ -200,7 +211,9 @@ async fn main() {
     {
         seed_campaign(&setup, &campaign, ORGANIZERS).await;
     }
-    let seeded = Store::connect(&url, 1).await.unwrap();
+    let seeded = Store::connect(&url, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
     sqlx::query("CREATE SEQUENCE pgbench_conversation_seq")
         .execute(seeded.pool())
         .await

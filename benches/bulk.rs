@@ -180,7 +180,9 @@ async fn main() {
     let (server_url, _cluster) = database();
     let bench_schema = BenchSchema::create(&server_url, "bench_bulk").await;
     let url = bench_schema.url.clone();
-    let store = Store::connect(&url, 2).await.unwrap();
+    let store = Store::connect(&url, 2, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
 
     let total: usize = sizes.iter().sum::<usize>() * 2;

@@ -1,4 +1,6 @@
-//! Assembles the gRPC server: the three services, health, reflection, and graceful shutdown.
+//! Assembles the service from its configuration: [`build`] loads tokens and TLS, binds the listeners,
+//! starts or connects the database and migrates it; [`App::serve`] runs the gRPC services, health,
+//! reflection and `/metrics` until shutdown. `main.rs` and the integration tests both start it this way.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -7,18 +9,20 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auth::Tokens;
-use crate::auto_assign::{AutoAssigner, DEFAULT_MAX_BATCH};
+use crate::auth::{Tokens, check_exposure};
+use crate::config::Config;
+use crate::embedded_pg::EmbeddedPostgres;
 use crate::grpc::middleware::CallLayer;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
-use crate::observability::watch_pool;
+use crate::observability::{serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::service::auto_assign::{Coalescer, prune_triggers};
 use crate::store::Store;
 
 /// Health names: "" (the whole server) and each service.
@@ -29,112 +33,168 @@ const HEALTH_NAMES: [&str; 4] = [
     <AccessGroupServiceServer<AccessGroupApi> as NamedService>::NAME,
 ];
 
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub health_check_interval: Duration,
-    /// Most auto-assign triggers of one campaign coalesced into one transaction.
-    pub auto_assign_max_batch: usize,
-    /// How long auto-assign trigger ids are remembered.
-    pub trigger_retention: Duration,
-    /// Calling services' tokens; empty accepts every caller.
-    pub tokens: Tokens,
-    /// Calls running at once before new ones are shed with RESOURCE_EXHAUSTED.
-    pub max_concurrent_calls: usize,
-    /// The longest a call may run; a shorter `grpc-timeout` from the caller wins.
-    pub call_timeout: Duration,
-    /// The largest request message accepted.
-    pub max_message_bytes: usize,
-    /// TLS (and, with a client CA, mutual TLS); `None` serves cleartext HTTP/2.
-    pub tls: Option<ServerTlsConfig>,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            health_check_interval: Duration::from_secs(5),
-            auto_assign_max_batch: DEFAULT_MAX_BATCH,
-            trigger_retention: Duration::from_secs(7 * 86_400),
-            tokens: Tokens::default(),
-            max_concurrent_calls: 512,
-            call_timeout: Duration::from_secs(30),
-            max_message_bytes: 4 * 1024 * 1024,
-            tls: None,
-        }
-    }
-}
-
-/// Binds `addr` (port 0 picks a free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
-/// Serves until `shutdown` resolves; then health turns NOT_SERVING, new calls are refused and in-flight
-/// calls finish before this returns.
-pub async fn serve(
-    store: Store,
+/// A service ready to serve: listeners bound, database migrated.
+pub struct App {
+    config: Config,
+    tokens: Tokens,
+    tls: Option<ServerTlsConfig>,
     listener: TcpListener,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    set_all(&health, ServingStatus::Serving).await;
-    let watcher = tokio::spawn(watch_database(
-        store.clone(),
-        health.clone(),
-        options.health_check_interval,
-    ));
-    let pruner = tokio::spawn(prune_triggers(store.clone(), options.trigger_retention));
+    metrics_listener: TcpListener,
+    store: Store,
+    /// The private PostgreSQL when no database URL was given; dropping it stops the cluster.
+    embedded: Option<EmbeddedPostgres>,
+}
 
-    let reflection_v1 = reflection()
-        .build_v1()
-        .expect("the embedded descriptor sets are valid");
-    // grpcurl 1.8 and other older clients speak only v1alpha.
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .expect("the embedded descriptor sets are valid");
-
-    let drain_health = health.clone();
-    let pool_watcher = tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5)));
-    let max = options.max_message_bytes;
-    let mut builder = Server::builder();
-    if let Some(tls) = options.tls.clone() {
-        builder = builder.tls_config(tls)?;
+/// Builds the service from `config`. Fails early, before any database is started, on a bad tokens file,
+/// bad TLS files, an unsafe exposure or a taken port.
+pub async fn build(config: &Config) -> Result<App, String> {
+    let tokens = match &config.tokens_file {
+        Some(path) => Tokens::load(path)?,
+        None => Tokens::default(),
+    };
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(
+            cert,
+            key,
+            config.tls_client_ca.as_deref(),
+        )?),
+        _ => None,
+    };
+    if let Some(warning) = check_exposure(
+        &tokens,
+        config.tls_client_ca.is_some(),
+        config.listen_addr,
+        config.allow_unauthenticated,
+    )? {
+        tracing::warn!("{warning}");
     }
-    let result = builder
-        .timeout(options.call_timeout)
-        .layer(CallLayer::new(
-            options.tokens.clone(),
-            options.max_concurrent_calls,
-        ))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
-                .max_decoding_message_size(max),
-        )
-        .add_service(
-            AssignmentServiceServer::new(AssignmentApi::new(
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen_addr))?;
+    let metrics_listener = TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot serve metrics on {}: {e}", config.metrics_addr))?;
+    let (database_url, embedded) = match &config.database_url {
+        Some(url) => (url.clone(), None),
+        None => {
+            let data_dir = config.data_dir.clone();
+            let cluster =
+                tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&data_dir, &[]))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(
+                data_dir = %cluster.data_dir().display(),
+                port = cluster.port(),
+                "DATABASE_URL is not set: started a private PostgreSQL"
+            );
+            (cluster.url("postgres"), Some(cluster))
+        }
+    };
+    let store = Store::connect(&database_url, config.pool_size, config.statement_timeout)
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot apply database migrations: {e}"))?;
+    Ok(App {
+        config: config.clone(),
+        tokens,
+        tls,
+        listener,
+        metrics_listener,
+        store,
+        embedded,
+    })
+}
+
+impl App {
+    /// The address gRPC is served on (the port the OS picked, for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener")
+    }
+
+    /// The address `/metrics` is served on.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_listener
+            .local_addr()
+            .expect("a bound listener")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new calls are refused and in-flight
+    /// calls finish before this returns. The database pool is closed and a private cluster stopped.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+        let App {
+            config,
+            tokens,
+            tls,
+            listener,
+            metrics_listener,
+            store,
+            embedded,
+        } = self;
+        tracing::info!(
+            addr = %listener.local_addr().map_err(|e| e.to_string())?,
+            metrics = %metrics_listener.local_addr().map_err(|e| e.to_string())?,
+            "serving gRPC"
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        set_all(&health, ServingStatus::Serving).await;
+        let background = [
+            tokio::spawn(watch_database(
                 store.clone(),
-                AutoAssigner::new(store.clone(), options.auto_assign_max_batch),
-            ))
-            .max_decoding_message_size(max),
-        )
-        .add_service(
-            AccessGroupServiceServer::new(AccessGroupApi::new(store))
-                .max_decoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            shutdown.await;
-            tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
-            watcher.abort();
-            pruner.abort();
-            pool_watcher.abort();
-            set_all(&drain_health, ServingStatus::NotServing).await;
-        })
-        .await;
-    tracing::info!("server stopped");
-    result
+                health.clone(),
+                config.health_check_interval,
+            )),
+            tokio::spawn(prune_old_triggers(store.clone(), config.trigger_retention)),
+            tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5))),
+            tokio::spawn(serve_metrics(metrics_listener)),
+        ];
+        let max = config.max_message_bytes;
+        let mut builder = Server::builder();
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        }
+        let coalescer = Coalescer::new(store.clone(), config.auto_assign_max_batch);
+        let drain_health = health.clone();
+        let result = builder
+            .timeout(config.call_timeout)
+            .layer(CallLayer::new(tokens, config.max_concurrent_calls))
+            .add_service(health_service)
+            .add_service(reflection().build_v1().expect("valid descriptors"))
+            // grpcurl 1.8 and other older clients speak only v1alpha.
+            .add_service(reflection().build_v1alpha().expect("valid descriptors"))
+            .add_service(
+                DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                AssignmentServiceServer::new(AssignmentApi::new(store.clone(), coalescer))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone()))
+                    .max_decoding_message_size(max),
+            )
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                shutdown.await;
+                tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+                set_all(&drain_health, ServingStatus::NotServing).await;
+            })
+            .await;
+        for task in background {
+            task.abort();
+        }
+        tracing::info!("server stopped");
+        store.pool().close().await;
+        drop(embedded);
+        result.map_err(|e| format!("server error: {e}"))
+    }
 }
 
 /// Our services, health, and the google.rpc error details, so grpcurl can decode every error's details.
@@ -174,82 +234,18 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
     }
 }
 
-/// Hourly, forgets auto-assign triggers past their retention. Every replica does it; the deletes are
+/// Hourly, forgets auto-assign trigger ids past their retention. Every replica does it; the deletes are
 /// idempotent.
-async fn prune_triggers(store: Store, retention: Duration) {
+async fn prune_old_triggers(store: Store, retention: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
     loop {
         ticker.tick().await;
-        match store.prune_triggers(retention).await {
+        match prune_triggers(&store, retention).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "pruned old auto-assign trigger records"),
             Err(err) => tracing::warn!(error = %err, "could not prune auto-assign trigger records"),
         }
     }
-}
-
-/// Reads PEM files into a TLS configuration; with `client_ca`, clients must present a certificate it signed.
-pub fn tls_config(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca: Option<&std::path::Path>,
-) -> Result<ServerTlsConfig, String> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
-    if let Some(ca) = client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
-    }
-    Ok(config)
-}
-
-/// TLS material for [`health_check`] against an `https://` endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct ProbeTls<'a> {
-    pub ca_cert: Option<&'a std::path::Path>,
-    pub client_cert: Option<&'a std::path::Path>,
-    pub client_key: Option<&'a std::path::Path>,
-}
-
-/// Asks the server at `endpoint` whether `service` ("" = the whole server) is SERVING.
-pub async fn health_check(
-    endpoint: &str,
-    service: &str,
-    tls: ProbeTls<'_>,
-) -> Result<bool, String> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
-    let mut builder = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| format!("bad endpoint {endpoint:?}: {e}"))?;
-    if endpoint.starts_with("https://") {
-        let ca = tls.ca_cert.ok_or_else(|| {
-            "an https:// endpoint needs --ca-cert to verify the server".to_string()
-        })?;
-        let mut config = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read(ca)?));
-        if let (Some(cert), Some(key)) = (tls.client_cert, tls.client_key) {
-            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        builder = builder
-            .tls_config(config)
-            .map_err(|e| format!("TLS: {e}"))?;
-    }
-    let channel = builder
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(|e| format!("cannot reach {endpoint}: {e}"))?;
-    let reply = tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await
-        .map_err(|e| format!("health check failed: {e}"))?;
-    Ok(reply.into_inner().status()
-        == tonic_health::pb::health_check_response::ServingStatus::Serving)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -1,4 +1,4 @@
-//! Configuration from flags and environment variables.
+//! Configuration from flags and environment variables: the one place every default is written.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,7 +63,7 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Most auto-assign triggers of one campaign coalesced into one transaction (1 = no coalescing).
-    #[arg(long, env = "AUTO_ASSIGN_MAX_BATCH", default_value_t = crate::auto_assign::DEFAULT_MAX_BATCH,
+    #[arg(long, env = "AUTO_ASSIGN_MAX_BATCH", default_value_t = 256,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub auto_assign_max_batch: usize,
 

@@ -1,20 +1,23 @@
 //! assignment-service: who on a campaign's team owns each member conversation in a shared inbox.
 //!
-//! Layers, one way down: [`grpc`] handlers decode requests and encode replies, [`domain`] holds the rules
-//! as pure functions, [`store`] runs the SQL. [`app`] assembles the server; `main.rs` only configures it.
+//! Layers, one way down: [`grpc`] handlers decode requests, call one use case of [`service`] and encode
+//! replies; a use case opens the transaction and calls the [`store`] (SQL) and the [`domain`] (the rules as
+//! pure functions) in turn. [`app`] assembles the server; `main.rs` only parses the configuration.
+//! ARCHITECTURE.md walks through it.
 
 pub mod app;
 pub mod auth;
-pub mod auto_assign;
-pub mod bulk;
 pub mod config;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod grpc;
 pub mod observability;
+pub mod probe;
+pub mod service;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 /// Generated protobuf and gRPC code for package `assignment.v1`.
 pub mod pb {

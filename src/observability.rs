@@ -1,9 +1,12 @@
-//! Prometheus metrics: what the service records, and the `/metrics` endpoint on its own port.
+//! Prometheus metrics: what the service records, and the `/metrics` endpoint each server serves.
 
-use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use axum::Router;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
 
 use crate::store::Store;
 
@@ -20,23 +23,33 @@ const SECONDS_BUCKETS: &[f64] = &[
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
-/// Installs the global recorder and serves `/metrics` on `addr` from the current runtime.
-pub fn install(addr: SocketAddr) -> Result<(), String> {
-    let (recorder, exporter) = PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
-        .and_then(|b| {
-            b.set_buckets_for_metric(Matcher::Full(AUTO_ASSIGN_BATCH.into()), BATCH_BUCKETS)
-        })
-        .and_then(|b| b.build())
-        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
-    metrics::set_global_recorder(recorder).map_err(|e| format!("metrics recorder: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(err) = exporter.await {
-            tracing::error!(error = ?err, "the metrics endpoint stopped");
+/// The process's metrics recorder, installed on first use (metrics are global to a process).
+pub fn recorder() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(AUTO_ASSIGN_BATCH.into()), BATCH_BUCKETS)
+            })
+            .expect("the bucket lists are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (a host embedding the service): ours then stays empty.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
-    });
-    Ok(())
+        handle
+    })
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve_metrics(listener: TcpListener) {
+    let handle = recorder();
+    let router = Router::new().route("/metrics", get(move || async move { handle.render() }));
+    if let Err(err) = axum::serve(listener, router).await {
+        tracing::error!(error = %err, "the metrics endpoint stopped");
+    }
 }
 
 /// Publishes the database pool's use every `interval`.

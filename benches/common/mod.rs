@@ -37,7 +37,9 @@ pub struct BenchSchema {
 impl BenchSchema {
     pub async fn create(server_url: &str, prefix: &str) -> Self {
         let name = format!("{prefix}_{}", std::process::id());
-        let admin = Store::connect(server_url, 1).await.expect("connect");
+        let admin = Store::connect(server_url, 1, std::time::Duration::from_secs(60))
+            .await
+            .expect("connect");
         sqlx::query(&format!("CREATE SCHEMA {name}"))
             .execute(admin.pool())
             .await

@@ -1,13 +1,68 @@
 //! Rules for access groups: what a valid group looks like and who may be in one.
 
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use crate::domain::model::{Role, UserRef};
 use crate::domain::validate;
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permissions {
     pub view: bool,
     pub reply: bool,
+}
+
+/// An access group with its members and explicit conversations.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AccessGroup {
+    pub access_group_id: Uuid,
+    pub name: String,
+    pub can_view: bool,
+    pub can_reply: bool,
+    pub scope_all: bool,
+    pub scope_tags: Vec<String>,
+    pub conversation_ids: Vec<String>,
+    pub organizer_ids: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `lower(name)` as the database computes it: the listing order and page-token key.
+    pub name_key: String,
+}
+
+/// A group with its active organizers and how many selected conversations it lets them view and reply to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupCoverage {
+    pub access_group_id: Uuid,
+    pub name: String,
+    pub organizer_ids: Vec<String>,
+    pub covered: i64,
+}
+
+/// A group that grants a user something on one conversation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GroupGrant {
+    pub access_group_id: Uuid,
+    pub name: String,
+    pub can_view: bool,
+    pub can_reply: bool,
+}
+
+/// A group to create, validated.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub name: String,
+    pub permissions: Permissions,
+    pub scope: GroupScope,
+    pub organizer_ids: Vec<String>,
+}
+
+/// The fields an update sets; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct GroupChanges {
+    pub name: Option<String>,
+    pub permissions: Option<Permissions>,
+    pub scope: Option<GroupScope>,
 }
 
 /// A group's permissions must grant something, and reply needs view.
@@ -24,14 +79,14 @@ pub fn check_permissions(field: &str, permissions: Permissions) -> AppResult<()>
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scope {
+pub struct GroupScope {
     pub all_conversations: bool,
     pub member_tags: Vec<String>,
     pub conversation_ids: Vec<String>,
 }
 
 /// Validates a scope and normalises its lists; an empty scope would grant nothing, so it is refused.
-pub fn normalize_scope(field: &str, scope: Scope) -> AppResult<Scope> {
+pub fn normalize_scope(field: &str, scope: GroupScope) -> AppResult<GroupScope> {
     let member_tags = validate::tags(&format!("{field}.member_tags"), &scope.member_tags)?;
     let mut conversation_ids = validate::id_list(
         &format!("{field}.conversation_ids"),
@@ -47,7 +102,7 @@ pub fn normalize_scope(field: &str, scope: Scope) -> AppResult<Scope> {
             "the scope is empty: set all_conversations, member_tags or conversation_ids",
         ));
     }
-    Ok(Scope {
+    Ok(GroupScope {
         all_conversations: scope.all_conversations,
         member_tags,
         conversation_ids,
@@ -62,8 +117,8 @@ pub fn check_organizers(requested: &[String], found: &[UserRef]) -> AppResult<()
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        return Err(AppError::not_found(
-            "ORGANIZER_NOT_FOUND",
+        return Err(AppError::new(
+            Reason::OrganizerNotFound,
             format!(
                 "these users are not users of this campaign: {}",
                 missing.join(", ")
@@ -81,8 +136,8 @@ pub fn check_organizers(requested: &[String], found: &[UserRef]) -> AppResult<()
         ));
     }
     if let Some(inactive) = found.iter().find(|u| !u.active) {
-        return Err(AppError::precondition(
-            "ORGANIZER_INACTIVE",
+        return Err(AppError::new(
+            Reason::OrganizerInactive,
             format!(
                 "user {:?} is inactive and cannot be added to access groups",
                 inactive.user_id
@@ -150,10 +205,10 @@ mod tests {
 
     #[test]
     fn empty_scope_is_refused_and_lists_are_normalised() {
-        assert!(normalize_scope("scope", Scope::default()).is_err());
+        assert!(normalize_scope("scope", GroupScope::default()).is_err());
         let scope = normalize_scope(
             "scope",
-            Scope {
+            GroupScope {
                 all_conversations: false,
                 member_tags: vec!["b".into(), "a".into(), "b".into()],
                 conversation_ids: vec!["c2".into(), "c1".into(), "c1".into()],
@@ -165,9 +220,9 @@ mod tests {
         assert!(
             normalize_scope(
                 "scope",
-                Scope {
+                GroupScope {
                     all_conversations: true,
-                    ..Scope::default()
+                    ..GroupScope::default()
                 }
             )
             .is_ok()
@@ -178,10 +233,12 @@ mod tests {
     fn organizers_must_exist_be_active_and_not_admins() {
         let requested = vec!["o1".to_string(), "o2".into()];
         assert!(check_organizers(&requested, &[org("o1", true), org("o2", true)]).is_ok());
-        assert!(matches!(
-            check_organizers(&requested, &[org("o1", true)]),
-            Err(AppError::NotFound { .. })
-        ));
+        assert_eq!(
+            check_organizers(&requested, &[org("o1", true)])
+                .unwrap_err()
+                .reason(),
+            Some(Reason::OrganizerNotFound)
+        );
         let admin = UserRef {
             user_id: "o2".into(),
             role: Role::Admin,
@@ -191,9 +248,11 @@ mod tests {
             check_organizers(&requested, &[org("o1", true), admin]),
             Err(AppError::InvalidArgument { .. })
         ));
-        assert!(matches!(
-            check_organizers(&requested, &[org("o1", true), org("o2", false)]),
-            Err(AppError::FailedPrecondition { .. })
-        ));
+        assert_eq!(
+            check_organizers(&requested, &[org("o1", true), org("o2", false)])
+                .unwrap_err()
+                .reason(),
+            Some(Reason::OrganizerInactive)
+        );
     }
 }

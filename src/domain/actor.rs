@@ -1,20 +1,20 @@
 //! Who is acting: the role always comes from the directory, never from the caller.
 
 use crate::domain::model::{Actor, UserRef};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Reason};
 
 /// Turns the directory's view of the calling user into an actor, or refuses.
 pub fn authenticate(campaign_id: &str, actor_id: &str, user: Option<UserRef>) -> AppResult<Actor> {
     match user {
-        None => Err(AppError::Unauthenticated {
-            reason: "ACTOR_UNKNOWN",
-            message: format!(
+        None => Err(AppError::new(
+            Reason::ActorUnknown,
+            format!(
                 "x-actor-id {actor_id:?} is not a user of campaign {campaign_id:?}; \
                  sync the user with DirectoryService.UpsertUser first"
             ),
-        }),
-        Some(user) if !user.active => Err(AppError::denied(
-            "ACTOR_INACTIVE",
+        )),
+        Some(user) if !user.active => Err(AppError::new(
+            Reason::ActorInactive,
             format!("user {actor_id:?} is inactive in campaign {campaign_id:?} and cannot act"),
         )),
         Some(user) => Ok(Actor {
@@ -24,18 +24,12 @@ pub fn authenticate(campaign_id: &str, actor_id: &str, user: Option<UserRef>) ->
     }
 }
 
-/// Only admins may do this.
+/// Only admins may do this; `what` completes "only admins can …".
 pub fn require_admin(actor: &Actor, what: &str) -> AppResult<()> {
     if actor.is_admin() {
         Ok(())
     } else {
-        Err(AppError::denied(
-            "ADMIN_REQUIRED",
-            format!(
-                "only admins can {what}; user {:?} is an organizer",
-                actor.user_id
-            ),
-        ))
+        Err(AppError::admin_required(&actor.user_id, what))
     }
 }
 
@@ -44,8 +38,8 @@ pub fn require_self_or_admin(actor: &Actor, user_id: &str) -> AppResult<()> {
     if actor.user_id == user_id || actor.is_admin() {
         Ok(())
     } else {
-        Err(AppError::denied(
-            "ADMIN_REQUIRED",
+        Err(AppError::new(
+            Reason::AdminRequired,
             format!(
                 "organizers can only check their own permissions, not those of user {user_id:?}"
             ),
@@ -69,19 +63,13 @@ mod tests {
     #[test]
     fn unknown_actor_is_unauthenticated() {
         let err = authenticate("c1", "u1", None).unwrap_err();
-        assert!(matches!(err, AppError::Unauthenticated { .. }));
+        assert_eq!(err.reason(), Some(Reason::ActorUnknown));
     }
 
     #[test]
     fn inactive_actor_is_denied() {
         let err = authenticate("c1", "u1", Some(user(Role::Admin, false))).unwrap_err();
-        assert!(matches!(
-            err,
-            AppError::PermissionDenied {
-                reason: "ACTOR_INACTIVE",
-                ..
-            }
-        ));
+        assert_eq!(err.reason(), Some(Reason::ActorInactive));
     }
 
     #[test]

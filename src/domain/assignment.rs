@@ -1,7 +1,7 @@
 //! The assignment rules of the help article, as pure decisions over one conversation's current state.
 
 use crate::domain::model::{Actor, AssignmentAction, ConversationStatus, Role, UserRef};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Reason};
 
 /// What the store should do to the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,37 +20,61 @@ pub enum Plan {
 pub struct Situation<'a> {
     pub conversation_id: &'a str,
     pub current_assignee: Option<&'a str>,
-    /// Whether an access group lets the actor view this conversation.
+    /// Whether the actor may view this conversation ([`crate::domain::access::may_view`]).
     pub actor_can_view: bool,
+}
+
+/// The assignee change a caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssigneeRequest<'a> {
+    Assign { to: &'a str },
+    Unassign,
+    Reassign { to: &'a str },
+}
+
+impl<'a> AssigneeRequest<'a> {
+    /// The user the change would assign to.
+    pub fn target_id(self) -> Option<&'a str> {
+        match self {
+            AssigneeRequest::Assign { to } | AssigneeRequest::Reassign { to } => Some(to),
+            AssigneeRequest::Unassign => None,
+        }
+    }
+}
+
+/// Applies the rule of the requested change.
+pub fn plan_assignee_change(
+    actor: &Actor,
+    situation: &Situation<'_>,
+    request: AssigneeRequest<'_>,
+    target: Option<&UserRef>,
+) -> AppResult<Plan> {
+    match request {
+        AssigneeRequest::Assign { to } => plan_assign(actor, situation, to, target),
+        AssigneeRequest::Unassign => plan_unassign(actor, situation),
+        AssigneeRequest::Reassign { to } => plan_reassign(actor, situation, to, target),
+    }
 }
 
 /// Compare-and-set: a caller that read `expected` may only write if nothing changed since.
 pub fn check_version(conversation_id: &str, expected: Option<i64>, actual: i64) -> AppResult<()> {
     match expected {
-        Some(expected) if expected != actual => Err(AppError::Aborted {
-            reason: "VERSION_MISMATCH",
-            message: format!(
+        Some(expected) if expected != actual => Err(AppError::new(
+            Reason::VersionMismatch,
+            format!(
                 "conversation {conversation_id:?} is at version {actual}, not {expected}: \
                  it changed since you read it; read it again and retry"
             ),
-        }),
+        )),
         _ => Ok(()),
     }
 }
 
 /// An assignee must exist in the campaign and be active.
 fn require_assignable<'u>(target_id: &str, target: Option<&'u UserRef>) -> AppResult<&'u UserRef> {
-    let target = target.ok_or_else(|| {
-        AppError::not_found(
-            "ASSIGNEE_NOT_FOUND",
-            format!("user {target_id:?} is not a user of this campaign"),
-        )
-    })?;
+    let target = target.ok_or_else(|| AppError::assignee_not_found(target_id))?;
     if !target.active {
-        return Err(AppError::precondition(
-            "ASSIGNEE_INACTIVE",
-            format!("user {target_id:?} is inactive and cannot be assigned conversations"),
-        ));
+        return Err(AppError::assignee_inactive(target_id));
     }
     Ok(target)
 }
@@ -65,8 +89,8 @@ pub fn plan_assign(
 ) -> AppResult<Plan> {
     let conversation_id = situation.conversation_id;
     if actor.role == Role::Organizer && target_id != actor.user_id {
-        return Err(AppError::denied(
-            "ORGANIZER_ASSIGNS_SELF_ONLY",
+        return Err(AppError::new(
+            Reason::OrganizerAssignsSelfOnly,
             format!("organizers can only assign conversations to themselves, not to {target_id:?}"),
         ));
     }
@@ -75,21 +99,15 @@ pub fn plan_assign(
         return Ok(Plan::Unchanged);
     }
     if actor.role == Role::Organizer && !situation.actor_can_view {
-        return Err(AppError::denied(
-            "NO_VIEW_ACCESS",
-            format!(
-                "no access group lets you view conversation {conversation_id:?}; \
-                 ask an admin to add you to one"
-            ),
-        ));
+        return Err(AppError::no_view_access(conversation_id));
     }
     if let Some(holder) = situation.current_assignee {
         let hint = match actor.role {
             Role::Admin => "use ReassignConversation to move it",
             Role::Organizer => "organizers cannot reassign conversations; ask an admin",
         };
-        return Err(AppError::precondition(
-            "ALREADY_ASSIGNED",
+        return Err(AppError::new(
+            Reason::AlreadyAssigned,
             format!("conversation {conversation_id:?} is already assigned to {holder:?}; {hint}"),
         ));
     }
@@ -104,8 +122,8 @@ pub fn plan_unassign(actor: &Actor, situation: &Situation<'_>) -> AppResult<Plan
     match situation.current_assignee {
         None => Ok(Plan::Unchanged),
         Some(holder) if actor.role == Role::Organizer && holder != actor.user_id => {
-            Err(AppError::denied(
-                "ORGANIZER_UNASSIGNS_OWN_ONLY",
+            Err(AppError::new(
+                Reason::OrganizerUnassignsOwnOnly,
                 format!(
                     "conversation {:?} is assigned to {holder:?}; organizers can only unassign \
                      conversations assigned to them",
@@ -128,15 +146,15 @@ pub fn plan_reassign(
     target: Option<&UserRef>,
 ) -> AppResult<Plan> {
     if actor.role == Role::Organizer {
-        return Err(AppError::denied(
-            "ORGANIZERS_CANNOT_REASSIGN",
+        return Err(AppError::new(
+            Reason::OrganizersCannotReassign,
             "organizers cannot reassign conversations; ask an admin",
         ));
     }
     require_assignable(target_id, target)?;
     match situation.current_assignee {
-        None => Err(AppError::precondition(
-            "NOT_ASSIGNED",
+        None => Err(AppError::new(
+            Reason::NotAssigned,
             format!(
                 "conversation {:?} is not assigned to anyone; use AssignConversation",
                 situation.conversation_id
@@ -162,8 +180,8 @@ pub fn plan_status_change(
         let conversation_id = situation.conversation_id;
         match situation.current_assignee {
             Some(holder) if holder != actor.user_id => {
-                return Err(AppError::denied(
-                    "ASSIGNED_TO_OTHER",
+                return Err(AppError::new(
+                    Reason::AssignedToOther,
                     format!(
                         "conversation {conversation_id:?} is assigned to {holder:?}; only they or an \
                          admin can change its status"
@@ -172,10 +190,7 @@ pub fn plan_status_change(
             }
             Some(_) => {}
             None if !situation.actor_can_view => {
-                return Err(AppError::denied(
-                    "NO_VIEW_ACCESS",
-                    format!("no access group lets you view conversation {conversation_id:?}"),
-                ));
+                return Err(AppError::no_view_access(conversation_id));
             }
             None => {}
         }
@@ -197,12 +212,9 @@ mod tests {
     }
 
     fn reason(result: AppResult<Plan>) -> &'static str {
-        match result.unwrap_err() {
-            AppError::PermissionDenied { reason, .. }
-            | AppError::FailedPrecondition { reason, .. }
-            | AppError::NotFound { reason, .. }
-            | AppError::Aborted { reason, .. } => reason,
-            other => panic!("unexpected error {other:?}"),
+        match result.unwrap_err().reason() {
+            Some(reason) => reason.as_str(),
+            None => panic!("expected a refusal"),
         }
     }
 
@@ -362,10 +374,10 @@ mod tests {
     fn version_check_aborts_on_a_stale_read() {
         assert!(check_version("c1", None, 7).is_ok());
         assert!(check_version("c1", Some(7), 7).is_ok());
-        assert!(matches!(
-            check_version("c1", Some(6), 7),
-            Err(AppError::Aborted { .. })
-        ));
+        assert_eq!(
+            check_version("c1", Some(6), 7).unwrap_err().reason(),
+            Some(Reason::VersionMismatch)
+        );
     }
 
     #[test]

@@ -3,13 +3,24 @@
 use std::collections::HashMap;
 
 use crate::domain::model::{Actor, Role, UserRef};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkAction {
     Assign,
     Unassign,
     Reassign,
+}
+
+impl BulkAction {
+    /// A short name for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            BulkAction::Assign => "assign",
+            BulkAction::Unassign => "unassign",
+            BulkAction::Reassign => "reassign",
+        }
+    }
 }
 
 /// What a bulk request asks for, before the stream's conversations arrive.
@@ -33,8 +44,8 @@ pub fn resolve_targets(
     named_users: &[UserRef],
 ) -> AppResult<Vec<UserRef>> {
     if action == BulkAction::Reassign && actor.role == Role::Organizer {
-        return Err(AppError::denied(
-            "ORGANIZERS_CANNOT_REASSIGN",
+        return Err(AppError::new(
+            Reason::OrganizersCannotReassign,
             "organizers cannot reassign conversations, in bulk or otherwise; ask an admin",
         ));
     }
@@ -43,8 +54,8 @@ pub fn resolve_targets(
     }
     if options.grant_access {
         if actor.role == Role::Organizer {
-            return Err(AppError::denied(
-                "ADMIN_REQUIRED",
+            return Err(AppError::new(
+                Reason::AdminRequired,
                 "only admins can grant access by creating an access group",
             ));
         }
@@ -97,8 +108,8 @@ pub fn resolve_targets(
         } else {
             "another user"
         };
-        return Err(AppError::denied(
-            "ORGANIZER_ASSIGNS_SELF_ONLY",
+        return Err(AppError::new(
+            Reason::OrganizerAssignsSelfOnly,
             format!(
                 "organizers can only bulk assign conversations to themselves; {:?} is {what}",
                 other.user_id
@@ -136,7 +147,7 @@ pub enum ItemOutcome {
         assignee: Option<String>,
     },
     Refused {
-        reason: &'static str,
+        reason: Reason,
         message: String,
     },
     NotFound,
@@ -154,6 +165,18 @@ impl ItemOutcome {
             ItemOutcome::NotFound => "not_found",
         }
     }
+
+    /// Why a conversation was not changed as asked, worded as the single-conversation RPCs word it.
+    pub fn refusal(&self, conversation_id: &str) -> Option<(Reason, String)> {
+        match self {
+            ItemOutcome::Refused { reason, message } => Some((*reason, message.clone())),
+            ItemOutcome::NotFound => {
+                let err = AppError::conversation_not_found(conversation_id);
+                Some((Reason::ConversationNotFound, err.to_string()))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The decision for one conversation; `grant` marks an assignment to an organizer who lacked permission,
@@ -165,13 +188,27 @@ pub struct ItemDecision {
     pub grant: bool,
 }
 
+impl ItemDecision {
+    /// A conversation id that is not a valid id: refused on its own, it never stops the others.
+    pub fn malformed(conversation_id: &str) -> Self {
+        Self {
+            conversation_id: conversation_id.to_owned(),
+            outcome: ItemOutcome::Refused {
+                reason: Reason::InvalidConversationId,
+                message: format!("{conversation_id:?} is not a valid conversation id"),
+            },
+            grant: false,
+        }
+    }
+}
+
 /// Where a stream's round-robin stands; carried from batch to batch.
 #[derive(Debug, Clone, Default)]
-pub struct Rotation {
+pub struct Turns {
     next: usize,
 }
 
-impl Rotation {
+impl Turns {
     /// The target whose turn it is. A turn is used whatever becomes of the conversation, so every target
     /// gets every n-th conversation of the stream.
     fn next_target<'t>(&mut self, targets: &'t [UserRef]) -> &'t UserRef {
@@ -193,7 +230,7 @@ pub fn plan_batch(
     actor: &Actor,
     targets: &[UserRef],
     grant_access: bool,
-    rotation: &mut Rotation,
+    turns: &mut Turns,
     ids: &[String],
     items: &[Option<ItemState>],
 ) -> Vec<ItemDecision> {
@@ -211,15 +248,7 @@ pub fn plan_batch(
             ),
             (Some(item), None) => {
                 let current = item.current_assignee.clone();
-                decide(
-                    action,
-                    actor,
-                    targets,
-                    grant_access,
-                    rotation,
-                    item,
-                    current,
-                )
+                decide(action, actor, targets, grant_access, turns, item, current)
             }
         };
         if let Some(item) = item {
@@ -275,14 +304,22 @@ impl Tally {
     }
 }
 
-fn refused(reason: &'static str, message: String) -> (ItemOutcome, bool) {
+fn refused(reason: Reason, message: String) -> (ItemOutcome, bool) {
     (ItemOutcome::Refused { reason, message }, false)
+}
+
+/// A refusal worded as the single-conversation RPCs word it.
+fn refusal(err: AppError) -> (ItemOutcome, bool) {
+    match err {
+        AppError::Refused { reason, message } => refused(reason, message),
+        other => unreachable!("rules refuse with a reason, not {other:?}"),
+    }
 }
 
 /// A target deactivated while the stream ran keeps its turns, and they are refused.
 fn inactive(id: &str, target: &UserRef) -> (ItemOutcome, bool) {
     refused(
-        "ASSIGNEE_INACTIVE",
+        Reason::AssigneeInactive,
         format!(
             "{:?}, whose turn it was for {id:?}, has been deactivated",
             target.user_id
@@ -292,7 +329,7 @@ fn inactive(id: &str, target: &UserRef) -> (ItemOutcome, bool) {
 
 fn no_access(id: &str, target: &UserRef) -> (ItemOutcome, bool) {
     refused(
-        "NO_ACCESS",
+        Reason::NoAccess,
         format!(
             "{:?}, whose turn it was, may not reply to {id:?}; turn on grant_access to give them access in a new \
              access group",
@@ -306,7 +343,7 @@ fn decide(
     actor: &Actor,
     targets: &[UserRef],
     grant_access: bool,
-    rotation: &mut Rotation,
+    turns: &mut Turns,
     item: &ItemState,
     current: Option<String>,
 ) -> (ItemOutcome, bool) {
@@ -315,7 +352,7 @@ fn decide(
         BulkAction::Unassign => match current {
             None => (ItemOutcome::Unchanged { assignee: None }, false),
             Some(holder) if actor.role == Role::Organizer && holder != actor.user_id => refused(
-                "ORGANIZER_UNASSIGNS_OWN_ONLY",
+                Reason::OrganizerUnassignsOwnOnly,
                 format!(
                     "{id:?} is assigned to {holder:?}; organizers can only unassign their own conversations"
                 ),
@@ -329,12 +366,9 @@ fn decide(
                 },
                 false,
             ),
-            _ if !item.actor_can_view => refused(
-                "NO_VIEW_ACCESS",
-                format!("no access group lets you view {id:?}"),
-            ),
+            _ if !item.actor_can_view => refusal(AppError::no_view_access(id)),
             Some(holder) => refused(
-                "ALREADY_ASSIGNED",
+                Reason::AlreadyAssigned,
                 format!("{id:?} is already assigned to {holder:?}; organizers cannot reassign"),
             ),
             None => (
@@ -352,11 +386,11 @@ fn decide(
                 false,
             ),
             Some(holder) => refused(
-                "ALREADY_ASSIGNED",
+                Reason::AlreadyAssigned,
                 format!("{id:?} is already assigned to {holder:?}; use BulkReassign to move it"),
             ),
             None => {
-                let target = rotation.next_target(targets);
+                let target = turns.next_target(targets);
                 if !target.active {
                     return inactive(id, target);
                 }
@@ -373,11 +407,11 @@ fn decide(
         },
         BulkAction::Reassign => match current {
             None => refused(
-                "NOT_ASSIGNED",
+                Reason::NotAssigned,
                 format!("{id:?} is not assigned to anyone; use BulkAssign"),
             ),
             Some(holder) => {
-                let target = rotation.next_target(targets);
+                let target = turns.next_target(targets);
                 if !target.active {
                     return inactive(id, target);
                 }
@@ -407,524 +441,4 @@ fn decide(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::fixtures::{admin, organizer, user};
-
-    fn orgs(ids: &[&str]) -> Vec<UserRef> {
-        ids.iter()
-            .map(|id| user(id, Role::Organizer, true))
-            .collect()
-    }
-
-    fn item(id: &str, current: Option<&str>, with_access: &[&str]) -> Option<ItemState> {
-        Some(ItemState {
-            conversation_id: id.into(),
-            current_assignee: current.map(str::to_owned),
-            actor_can_view: true,
-            targets_with_access: with_access.iter().map(|s| s.to_string()).collect(),
-        })
-    }
-
-    fn ids(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("c{i}")).collect()
-    }
-
-    #[test]
-    fn many_conversations_spread_evenly_in_the_order_sent_across_batches() {
-        let targets = orgs(&["o1", "o2", "o3"]);
-        let mut rotation = Rotation::default();
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        let mut order = Vec::new();
-        for batch in 0..3 {
-            let ids: Vec<String> = (0..7).map(|i| format!("b{batch}-{i}")).collect();
-            let items: Vec<_> = ids
-                .iter()
-                .map(|id| item(id, None, &["o1", "o2", "o3"]))
-                .collect();
-            for decision in plan_batch(
-                BulkAction::Assign,
-                &admin(),
-                &targets,
-                false,
-                &mut rotation,
-                &ids,
-                &items,
-            ) {
-                let ItemOutcome::Assigned { to } = decision.outcome else {
-                    panic!()
-                };
-                order.push(to.clone());
-                *counts.entry(to).or_default() += 1;
-            }
-        }
-        assert_eq!(&order[..4], ["o1", "o2", "o3", "o1"]);
-        let (min, max) = (
-            counts.values().min().unwrap(),
-            counts.values().max().unwrap(),
-        );
-        assert!(max - min <= 1, "{counts:?}");
-        assert_eq!(counts.values().sum::<usize>(), 21);
-    }
-
-    #[test]
-    fn without_grant_access_a_turn_of_a_target_lacking_permission_is_refused() {
-        let targets = orgs(&["o1", "o2"]);
-        let mut rotation = Rotation::default();
-        let ids = ids(3);
-        let items = vec![
-            item("c0", None, &["o2"]),
-            item("c1", None, &["o1", "o2"]),
-            item("c2", None, &["o1"]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            false,
-            &mut rotation,
-            &ids,
-            &items,
-        );
-        // c0 is o1's turn, but o1 may not reply to it; c1 is o2's turn; c2 is o1's again.
-        assert!(matches!(
-            decisions[0].outcome,
-            ItemOutcome::Refused {
-                reason: "NO_ACCESS",
-                ..
-            }
-        ));
-        assert_eq!(
-            decisions[1].outcome,
-            ItemOutcome::Assigned { to: "o2".into() }
-        );
-        assert_eq!(
-            decisions[2].outcome,
-            ItemOutcome::Assigned { to: "o1".into() }
-        );
-        assert!(decisions.iter().all(|d| !d.grant));
-    }
-
-    #[test]
-    fn with_grant_access_everyone_takes_their_turn_and_grants_are_marked() {
-        let targets = orgs(&["o1", "o2"]);
-        let mut rotation = Rotation::default();
-        let ids = ids(2);
-        let items = vec![item("c0", None, &["o2"]), item("c1", None, &["o2"])];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            true,
-            &mut rotation,
-            &ids,
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Assigned { to: "o1".into() }
-        );
-        assert!(decisions[0].grant);
-        assert_eq!(
-            decisions[1].outcome,
-            ItemOutcome::Assigned { to: "o2".into() }
-        );
-        assert!(!decisions[1].grant);
-    }
-
-    #[test]
-    fn admins_always_have_access() {
-        let targets = vec![user("a2", Role::Admin, true)];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids(1),
-            &[item("c0", None, &[])],
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Assigned { to: "a2".into() }
-        );
-    }
-
-    #[test]
-    fn assigned_conversations_are_refused_or_unchanged() {
-        let targets = orgs(&["o1", "o2"]);
-        let items = vec![
-            item("c0", Some("o9"), &["o1"]),
-            item("c1", Some("o2"), &["o1"]),
-            None,
-        ];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids(3),
-            &items,
-        );
-        assert!(matches!(
-            decisions[0].outcome,
-            ItemOutcome::Refused {
-                reason: "ALREADY_ASSIGNED",
-                ..
-            }
-        ));
-        assert_eq!(
-            decisions[1].outcome,
-            ItemOutcome::Unchanged {
-                assignee: Some("o2".into())
-            }
-        );
-        assert_eq!(decisions[2].outcome, ItemOutcome::NotFound);
-    }
-
-    #[test]
-    fn organizers_bulk_assign_only_viewable_unassigned_conversations_to_themselves() {
-        let me = organizer("o1");
-        let targets = orgs(&["o1"]);
-        let mut hidden = item("c2", None, &[]);
-        hidden.as_mut().unwrap().actor_can_view = false;
-        let items = vec![
-            item("c0", None, &["o1"]),
-            item("c1", Some("o2"), &["o1"]),
-            hidden,
-            item("c3", Some("o1"), &[]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &me,
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids(4),
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Assigned { to: "o1".into() }
-        );
-        assert!(matches!(
-            decisions[1].outcome,
-            ItemOutcome::Refused {
-                reason: "ALREADY_ASSIGNED",
-                ..
-            }
-        ));
-        assert!(matches!(
-            decisions[2].outcome,
-            ItemOutcome::Refused {
-                reason: "NO_VIEW_ACCESS",
-                ..
-            }
-        ));
-        assert_eq!(
-            decisions[3].outcome,
-            ItemOutcome::Unchanged {
-                assignee: Some("o1".into())
-            }
-        );
-    }
-
-    #[test]
-    fn unassign_rules() {
-        let items = vec![
-            item("c0", Some("o1"), &[]),
-            item("c1", Some("o2"), &[]),
-            item("c2", None, &[]),
-        ];
-        let mine = plan_batch(
-            BulkAction::Unassign,
-            &organizer("o1"),
-            &[],
-            false,
-            &mut Rotation::default(),
-            &ids(3),
-            &items,
-        );
-        assert_eq!(
-            mine[0].outcome,
-            ItemOutcome::Unassigned { from: "o1".into() }
-        );
-        assert!(matches!(
-            mine[1].outcome,
-            ItemOutcome::Refused {
-                reason: "ORGANIZER_UNASSIGNS_OWN_ONLY",
-                ..
-            }
-        ));
-        assert_eq!(mine[2].outcome, ItemOutcome::Unchanged { assignee: None });
-        let all = plan_batch(
-            BulkAction::Unassign,
-            &admin(),
-            &[],
-            false,
-            &mut Rotation::default(),
-            &ids(3),
-            &items,
-        );
-        assert_eq!(
-            all[1].outcome,
-            ItemOutcome::Unassigned { from: "o2".into() }
-        );
-    }
-
-    #[test]
-    fn reassign_moves_only_assigned_conversations() {
-        let targets = orgs(&["o1", "o2"]);
-        let items = vec![
-            item("c0", Some("o9"), &["o1", "o2"]),
-            item("c1", None, &["o1"]),
-            item("c2", Some("o2"), &["o1", "o2"]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Reassign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids(3),
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Reassigned {
-                from: "o9".into(),
-                to: "o1".into()
-            }
-        );
-        assert!(matches!(
-            decisions[1].outcome,
-            ItemOutcome::Refused {
-                reason: "NOT_ASSIGNED",
-                ..
-            }
-        ));
-        assert_eq!(
-            decisions[2].outcome,
-            ItemOutcome::Unchanged {
-                assignee: Some("o2".into())
-            }
-        );
-    }
-
-    #[test]
-    fn a_conversation_listed_twice_sees_its_first_outcome() {
-        let targets = orgs(&["o1", "o2"]);
-        let ids = vec!["c0".to_string(), "c0".to_string()];
-        let items = vec![
-            item("c0", None, &["o1", "o2"]),
-            item("c0", None, &["o1", "o2"]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids,
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Assigned { to: "o1".into() }
-        );
-        assert_eq!(
-            decisions[1].outcome,
-            ItemOutcome::Unchanged {
-                assignee: Some("o1".into())
-            }
-        );
-    }
-
-    #[test]
-    fn options_are_checked_up_front() {
-        let named = vec![
-            user("o1", Role::Organizer, true),
-            user("a2", Role::Admin, true),
-            user("gone", Role::Organizer, false),
-        ];
-        let opts = |ids: &[&str]| BulkOptions {
-            assignee_ids: ids.iter().map(|s| s.to_string()).collect(),
-            ..BulkOptions::default()
-        };
-        let reason = |r: AppResult<Vec<UserRef>>| match r.unwrap_err() {
-            AppError::PermissionDenied { reason, .. } => reason,
-            AppError::InvalidArgument { .. } => "INVALID",
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(
-            resolve_targets(BulkAction::Assign, &admin(), &opts(&["o1", "a2"]), &named)
-                .unwrap()
-                .len(),
-            2
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &admin(),
-                &opts(&[]),
-                &named
-            )),
-            "INVALID"
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &admin(),
-                &opts(&["ghost"]),
-                &named
-            )),
-            "INVALID"
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &admin(),
-                &opts(&["gone"]),
-                &named
-            )),
-            "INVALID"
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &organizer("o1"),
-                &opts(&["a2"]),
-                &named
-            )),
-            "ORGANIZER_ASSIGNS_SELF_ONLY"
-        );
-        assert!(
-            resolve_targets(BulkAction::Assign, &organizer("o1"), &opts(&["o1"]), &named).is_ok()
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Reassign,
-                &organizer("o1"),
-                &opts(&["o1"]),
-                &named
-            )),
-            "ORGANIZERS_CANNOT_REASSIGN"
-        );
-        let mut grant = opts(&["o1"]);
-        grant.grant_access = true;
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &admin(),
-                &grant,
-                &named
-            )),
-            "INVALID"
-        );
-        assert_eq!(
-            reason(resolve_targets(
-                BulkAction::Assign,
-                &organizer("o1"),
-                &grant,
-                &named
-            )),
-            "ADMIN_REQUIRED"
-        );
-        grant.new_group_name = Some("New".into());
-        assert!(resolve_targets(BulkAction::Assign, &admin(), &grant, &named).is_ok());
-    }
-
-    #[test]
-    fn reassigning_twice_in_one_batch_moves_it_once() {
-        let targets = orgs(&["o1", "o2"]);
-        let ids = vec!["c0".to_string(), "c0".to_string()];
-        let items = vec![
-            item("c0", Some("o9"), &["o1", "o2"]),
-            item("c0", Some("o9"), &["o1", "o2"]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Reassign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids,
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Reassigned {
-                from: "o9".into(),
-                to: "o1".into()
-            }
-        );
-        assert_eq!(
-            decisions[1].outcome,
-            ItemOutcome::Unchanged {
-                assignee: Some("o1".into())
-            }
-        );
-    }
-
-    #[test]
-    fn the_tally_counts_outcomes_and_assignees() {
-        let mut tally = Tally::default();
-        let decision = |outcome| ItemDecision {
-            conversation_id: "c".into(),
-            outcome,
-            grant: false,
-        };
-        tally.record(&decision(ItemOutcome::Assigned { to: "o1".into() }));
-        tally.record(&decision(ItemOutcome::Reassigned {
-            from: "o2".into(),
-            to: "o1".into(),
-        }));
-        tally.record(&decision(ItemOutcome::NotFound));
-        tally.record(&decision(ItemOutcome::Refused {
-            reason: "X",
-            message: String::new(),
-        }));
-        assert_eq!(
-            (
-                tally.received,
-                tally.assigned,
-                tally.reassigned,
-                tally.not_found,
-                tally.refused
-            ),
-            (4, 1, 1, 1, 1)
-        );
-        assert_eq!(tally.per_assignee.get("o1"), Some(&2));
-    }
-
-    #[test]
-    fn turns_of_a_target_deactivated_mid_stream_are_refused() {
-        let mut targets = orgs(&["o1", "o2"]);
-        targets[1].active = false;
-        let items = vec![
-            item("c0", None, &["o1", "o2"]),
-            item("c1", None, &["o1", "o2"]),
-        ];
-        let decisions = plan_batch(
-            BulkAction::Assign,
-            &admin(),
-            &targets,
-            false,
-            &mut Rotation::default(),
-            &ids(2),
-            &items,
-        );
-        assert_eq!(
-            decisions[0].outcome,
-            ItemOutcome::Assigned { to: "o1".into() }
-        );
-        assert!(matches!(
-            decisions[1].outcome,
-            ItemOutcome::Refused {
-                reason: "ASSIGNEE_INACTIVE",
-                ..
-            }
-        ));
-    }
-}
+mod tests;

@@ -1,13 +1,13 @@
 //! Domain rules: pure functions, no I/O.
 
+pub mod access;
 pub mod access_group;
 pub mod actor;
 pub mod assignment;
+pub mod auto_assign;
 pub mod bulk;
 pub mod model;
 pub mod paging;
-pub mod reply;
-pub mod rotation;
 pub mod validate;
 
 /// Actors and users for the rules' unit tests.

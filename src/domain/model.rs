@@ -1,25 +1,50 @@
-//! Plain domain types shared by the rules, the store and the gRPC layer.
+//! Plain domain types shared by the rules, the use cases, the store and the gRPC layer.
+//!
+//! Enums stored in PostgreSQL map through `sqlx::Type` as text: a value the code does not know fails to
+//! decode (an error), never a silent default.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use chrono::{DateTime, Utc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Role {
     Admin,
     Organizer,
 }
 
-impl Role {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Role::Admin => "ADMIN",
-            Role::Organizer => "ORGANIZER",
-        }
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConversationStatus {
+    Open,
+    Resolved,
+}
 
-    pub fn from_db(value: &str) -> Self {
-        match value {
-            "ADMIN" => Role::Admin,
-            _ => Role::Organizer,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AssignmentAction {
+    Assign,
+    Unassign,
+    Reassign,
+}
+
+impl AssignmentAction {
+    /// The stored form, for statements that bind many actions as one text array.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignmentAction::Assign => "ASSIGN",
+            AssignmentAction::Unassign => "UNASSIGN",
+            AssignmentAction::Reassign => "REASSIGN",
         }
     }
+}
+
+/// Which path made an assignment change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AssignmentSource {
+    Manual,
+    Bulk,
+    Auto,
 }
 
 /// A user as the rules need to see them.
@@ -41,76 +66,68 @@ impl Actor {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
-}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConversationStatus {
-    Open,
-    Resolved,
-}
-
-impl ConversationStatus {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            ConversationStatus::Open => "OPEN",
-            ConversationStatus::Resolved => "RESOLVED",
-        }
-    }
-
-    pub fn from_db(value: &str) -> Self {
-        match value {
-            "RESOLVED" => ConversationStatus::Resolved,
-            _ => ConversationStatus::Open,
+    /// The actor as a user of the directory (active, or they could not act).
+    pub fn as_user(&self) -> UserRef {
+        UserRef {
+            user_id: self.user_id.clone(),
+            role: self.role,
+            active: true,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssignmentAction {
-    Assign,
-    Unassign,
-    Reassign,
+/// A user of a campaign's directory.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    pub user_id: String,
+    pub role: Role,
+    pub display_name: String,
+    pub active: bool,
+    pub updated_at: DateTime<Utc>,
 }
 
-impl AssignmentAction {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            AssignmentAction::Assign => "ASSIGN",
-            AssignmentAction::Unassign => "UNASSIGN",
-            AssignmentAction::Reassign => "REASSIGN",
-        }
-    }
-
-    pub fn from_db(value: &str) -> Self {
-        match value {
-            "UNASSIGN" => AssignmentAction::Unassign,
-            "REASSIGN" => AssignmentAction::Reassign,
-            _ => AssignmentAction::Assign,
+impl User {
+    pub fn to_ref(&self) -> UserRef {
+        UserRef {
+            user_id: self.user_id.clone(),
+            role: self.role,
+            active: self.active,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AssignmentSource {
-    Manual,
-    Bulk,
-    Auto,
+/// A member conversation and who holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Conversation {
+    pub conversation_id: String,
+    pub member_id: String,
+    pub member_tags: Vec<String>,
+    pub status: ConversationStatus,
+    pub assignee_id: Option<String>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub assigned_by: Option<String>,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
 }
 
-impl AssignmentSource {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            AssignmentSource::Manual => "MANUAL",
-            AssignmentSource::Bulk => "BULK",
-            AssignmentSource::Auto => "AUTO",
-        }
-    }
+/// One change of a conversation's assignee, as history records it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AssignmentEvent {
+    pub event_id: i64,
+    pub conversation_id: String,
+    pub action: AssignmentAction,
+    pub from_user_id: Option<String>,
+    pub to_user_id: Option<String>,
+    pub actor_id: Option<String>,
+    pub source: AssignmentSource,
+    pub occurred_at: DateTime<Utc>,
+    pub request_id: Option<String>,
+}
 
-    pub fn from_db(value: &str) -> Self {
-        match value {
-            "BULK" => AssignmentSource::Bulk,
-            "AUTO" => AssignmentSource::Auto,
-            _ => AssignmentSource::Manual,
-        }
-    }
+/// A value that was changed, or was already as asked.
+#[derive(Debug, Clone)]
+pub struct Changed<T> {
+    pub value: T,
+    pub changed: bool,
 }

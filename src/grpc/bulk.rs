@@ -1,21 +1,16 @@
-//! Streaming bulk assign, unassign and reassign: decode the stream, run it through `bulk::BulkRun`, and
-//! stream back results per batch and a summary.
+//! Streaming bulk assign, unassign and reassign: decode the stream, run each batch through the use case
+//! (`service::bulk::BulkRun`), and stream back results per batch and a summary.
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use uuid::Uuid;
 
-use super::context::Caller;
-use crate::bulk::{BATCH_SIZE, BulkRun};
-use crate::domain::bulk::{BulkAction, BulkOptions, ItemDecision, ItemOutcome};
-use crate::domain::validate;
+use super::context::actor_call;
+use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
 use crate::error::AppError;
 use crate::pb;
+use crate::service::bulk::{BulkRun, OptionsRequest, batches, message_ids};
 use crate::store::Store;
-
-/// Most conversation ids in one message.
-pub const MAX_IDS_PER_MESSAGE: usize = 5_000;
 
 pub type BulkStream<T> = ReceiverStream<Result<T, Status>>;
 
@@ -90,51 +85,6 @@ outbound_into!(
     pb::bulk_unassign_response::Payload
 );
 
-fn ids_of(ids: Vec<String>) -> Result<Vec<String>, AppError> {
-    if ids.len() > MAX_IDS_PER_MESSAGE {
-        return Err(AppError::invalid(
-            "conversations.conversation_ids",
-            format!(
-                "a message carries {} conversation ids; send at most {MAX_IDS_PER_MESSAGE} per message",
-                ids.len()
-            ),
-        ));
-    }
-    Ok(ids)
-}
-
-fn options_of(options: pb::BulkAssignOptions) -> Result<(BulkOptions, Vec<Uuid>), AppError> {
-    let assignee_ids = validate::id_list(
-        "options.assignee_ids",
-        &options.assignee_ids,
-        validate::MAX_IDS_PER_REQUEST,
-    )?;
-    let group_ids = validate::id_list("options.access_group_ids", &options.access_group_ids, 100)?
-        .iter()
-        .map(|id| {
-            Uuid::parse_str(id).map_err(|_| {
-                AppError::invalid(
-                    "options.access_group_ids",
-                    format!("access group id {id:?} is not a UUID"),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let name = validate::text(
-        "options.new_access_group_name",
-        &options.new_access_group_name,
-        validate::MAX_GROUP_NAME_LEN,
-        false,
-    )?;
-    let options = BulkOptions {
-        assignee_ids,
-        group_organizers: Vec::new(),
-        grant_access: options.grant_access,
-        new_group_name: (!name.is_empty()).then_some(name),
-    };
-    Ok((options, group_ids))
-}
-
 /// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
 /// the rest of the request stream is processed by a task feeding that stream.
 pub(super) async fn run<Req, Resp>(
@@ -146,19 +96,24 @@ where
     Req: Into<Inbound> + Send + 'static,
     Resp: From<Outbound> + Send + 'static,
 {
-    let caller = Caller::from_request(store, &request).await?;
+    let call = actor_call(&request)?;
     let mut inbound = request.into_inner();
     let first = inbound.message().await?.map(Into::into);
-    let (options, group_ids, first_ids) = match (action, first) {
+    let (options, first_ids) = match (action, first) {
         (BulkAction::Unassign, Some(Inbound::Conversations(ids))) => {
-            (BulkOptions::default(), Vec::new(), ids_of(ids)?)
+            (OptionsRequest::default(), message_ids(ids)?)
         }
         (BulkAction::Unassign, _) => {
             return Err(AppError::invalid("conversations", "send conversation ids").into());
         }
         (_, Some(Inbound::Options(options))) => {
-            let (options, group_ids) = options_of(options)?;
-            (options, group_ids, Vec::new())
+            let options = OptionsRequest {
+                assignee_ids: options.assignee_ids,
+                access_group_ids: options.access_group_ids,
+                grant_access: options.grant_access,
+                new_access_group_name: options.new_access_group_name,
+            };
+            (options, Vec::new())
         }
         _ => {
             return Err(AppError::invalid(
@@ -168,16 +123,7 @@ where
             .into());
         }
     };
-    let mut bulk = BulkRun::start(
-        store.clone(),
-        action,
-        caller.campaign_id,
-        caller.actor,
-        options,
-        &group_ids,
-        caller.request_id,
-    )
-    .await?;
+    let mut bulk = BulkRun::start(store.clone(), call, action, options).await?;
 
     // A short queue: a slow reader slows the processing instead of growing the server's memory.
     let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(2);
@@ -188,7 +134,7 @@ where
                 Some(ids) => ids,
                 None => match inbound.message().await {
                     Ok(Some(message)) => match message.into() {
-                        Inbound::Conversations(ids) => match ids_of(ids) {
+                        Inbound::Conversations(ids) => match message_ids(ids) {
                             Ok(ids) => ids,
                             Err(err) => {
                                 let _ = tx.send(Err(err.into())).await;
@@ -215,8 +161,8 @@ where
             }
             // One transaction per chunk, and its results go out as soon as it commits: whatever happens
             // later, what the client was told is exactly what was done.
-            for chunk in ids.chunks(BATCH_SIZE) {
-                let result = match bulk.process(chunk).await {
+            for batch in batches(&ids) {
+                let result = match bulk.process(batch).await {
                     Ok(decisions) => Ok(Outbound::Results(pb::BulkResults {
                         items: decisions.into_iter().map(item_result).collect(),
                     })
@@ -236,25 +182,24 @@ where
 
 fn item_result(decision: ItemDecision) -> pb::BulkItemResult {
     use pb::BulkItemOutcome as O;
-    let id = decision.conversation_id;
-    let (outcome, assignee, reason, message) = match decision.outcome {
-        ItemOutcome::Assigned { to } => (O::Assigned, Some(to), "", String::new()),
-        ItemOutcome::Reassigned { to, .. } => (O::Reassigned, Some(to), "", String::new()),
-        ItemOutcome::Unassigned { .. } => (O::Unassigned, None, "", String::new()),
-        ItemOutcome::Unchanged { assignee } => (O::Unchanged, assignee, "", String::new()),
-        ItemOutcome::Refused { reason, message } => (O::Refused, None, reason, message),
-        ItemOutcome::NotFound => (
-            O::NotFound,
-            None,
-            "CONVERSATION_NOT_FOUND",
-            format!("conversation {id:?} does not exist in this campaign"),
-        ),
+    let (reason, message) = decision
+        .outcome
+        .refusal(&decision.conversation_id)
+        .map(|(reason, message)| (reason.as_str().to_owned(), message))
+        .unwrap_or_default();
+    let (outcome, assignee) = match decision.outcome {
+        ItemOutcome::Assigned { to } => (O::Assigned, Some(to)),
+        ItemOutcome::Reassigned { to, .. } => (O::Reassigned, Some(to)),
+        ItemOutcome::Unassigned { .. } => (O::Unassigned, None),
+        ItemOutcome::Unchanged { assignee } => (O::Unchanged, assignee),
+        ItemOutcome::Refused { .. } => (O::Refused, None),
+        ItemOutcome::NotFound => (O::NotFound, None),
     };
     pb::BulkItemResult {
-        conversation_id: id,
+        conversation_id: decision.conversation_id,
         outcome: outcome.into(),
         assignee_id: assignee,
-        reason: reason.into(),
+        reason,
         message,
         access_granted: decision.grant,
     }

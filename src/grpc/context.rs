@@ -1,21 +1,48 @@
-//! Who is calling: campaign and actor from request metadata, the actor's role from the directory.
+//! Who is calling, decoded from request metadata: the campaign, the acting user's claimed id and the call's
+//! request id. The use cases check the claim against the directory.
 
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
 use super::middleware::RequestId;
-
-use crate::domain::actor::authenticate;
-use crate::domain::model::Actor;
 use crate::domain::validate;
-use crate::error::{AppError, AppResult};
-use crate::store::{ChangeContext, Store};
+use crate::error::{AppError, AppResult, Reason};
+use crate::service::{ActorCall, SystemCall};
 
 pub const CAMPAIGN_HEADER: &str = "x-campaign-id";
 pub const ACTOR_HEADER: &str = "x-actor-id";
 
+/// A call for a user: `x-campaign-id` and `x-actor-id`.
+pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
+    let metadata = request.metadata();
+    let campaign_id = campaign_id(metadata)?;
+    let actor_id = header(metadata, ACTOR_HEADER)?.ok_or_else(|| {
+        AppError::new(
+            Reason::ActorMissing,
+            format!(
+                "the {ACTOR_HEADER} metadata header is required: set it to the acting user's id"
+            ),
+        )
+    })?;
+    validate::id(ACTOR_HEADER, &actor_id)?;
+    tracing::Span::current().record("actor", actor_id.as_str());
+    Ok(ActorCall {
+        campaign_id,
+        actor_id,
+        request_id: request_id(request),
+    })
+}
+
+/// A call from a system: `x-campaign-id` only.
+pub fn system_call<T>(request: &Request<T>) -> AppResult<SystemCall> {
+    Ok(SystemCall {
+        campaign_id: campaign_id(request.metadata())?,
+        request_id: request_id(request),
+    })
+}
+
 /// The campaign a call acts in.
-pub fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
+fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
     let value = header(metadata, CAMPAIGN_HEADER)?.ok_or_else(|| {
         AppError::invalid(
             CAMPAIGN_HEADER,
@@ -29,52 +56,12 @@ pub fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
     Ok(value)
 }
 
-/// An authenticated caller: the campaign, the active user acting in it, and the call's request id.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub campaign_id: String,
-    pub actor: Actor,
-    pub request_id: Option<String>,
-}
-
 /// The id the middleware gave this call.
-pub fn request_id<T>(request: &Request<T>) -> Option<String> {
+fn request_id<T>(request: &Request<T>) -> Option<String> {
     request
         .extensions()
         .get::<RequestId>()
         .map(|id| id.0.clone())
-}
-
-impl Caller {
-    /// Who is changing what, for the store's history events.
-    pub fn change_context(&self) -> ChangeContext<'_> {
-        ChangeContext {
-            campaign_id: &self.campaign_id,
-            actor_id: &self.actor.user_id,
-            request_id: self.request_id.as_deref(),
-        }
-    }
-
-    pub async fn from_request<T>(store: &Store, request: &Request<T>) -> AppResult<Self> {
-        let metadata = request.metadata();
-        let campaign_id = campaign_id(metadata)?;
-        let actor_id =
-            header(metadata, ACTOR_HEADER)?.ok_or_else(|| AppError::Unauthenticated {
-                reason: "ACTOR_MISSING",
-                message: format!(
-                    "the {ACTOR_HEADER} metadata header is required: set it to the acting user's id"
-                ),
-            })?;
-        validate::id(ACTOR_HEADER, &actor_id)?;
-        tracing::Span::current().record("actor", actor_id.as_str());
-        let user = store.find_user(&campaign_id, &actor_id).await?;
-        let actor = authenticate(&campaign_id, &actor_id, user.map(|u| u.to_ref()))?;
-        Ok(Self {
-            campaign_id,
-            actor,
-            request_id: request_id(request),
-        })
-    }
 }
 
 fn header(metadata: &MetadataMap, name: &str) -> AppResult<Option<String>> {
@@ -107,5 +94,21 @@ mod tests {
         assert_eq!(campaign_id(&metadata).unwrap(), "camp-1");
         metadata.insert(CAMPAIGN_HEADER, "x".repeat(200).parse().unwrap());
         assert!(campaign_id(&metadata).is_err());
+    }
+
+    #[test]
+    fn actor_header_is_required() {
+        let mut request = Request::new(());
+        request
+            .metadata_mut()
+            .insert(CAMPAIGN_HEADER, "camp-1".parse().unwrap());
+        assert_eq!(
+            actor_call(&request).unwrap_err().reason(),
+            Some(Reason::ActorMissing)
+        );
+        request
+            .metadata_mut()
+            .insert(ACTOR_HEADER, "ana".parse().unwrap());
+        assert_eq!(actor_call(&request).unwrap().actor_id, "ana");
     }
 }

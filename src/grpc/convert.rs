@@ -1,14 +1,17 @@
-//! Store rows and domain values to protobuf messages, and protobuf enums to domain values.
+//! Domain values to protobuf messages, and protobuf enums and messages to domain values.
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use crate::domain::access_group::{Permissions, Scope};
-use crate::domain::model::{AssignmentAction, AssignmentSource, ConversationStatus, Role};
-use crate::domain::reply::ReplyDecision;
+use crate::domain::access::ReplyDecision;
+use crate::domain::access_group::{AccessGroup, GroupGrant, GroupScope, Permissions};
+use crate::domain::auto_assign::{AutoOutcome, InboxSettings};
+use crate::domain::model::{
+    AssignmentAction, AssignmentEvent, AssignmentSource, Conversation, ConversationStatus, Role,
+    User,
+};
 use crate::error::{AppError, AppResult};
 use crate::pb;
-use crate::store::{AccessGroupRow, ConversationRow, EventRow, GrantRow, UserRow};
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -48,84 +51,84 @@ pub fn status_filter_from_pb(value: i32) -> AppResult<Option<ConversationStatus>
     }
 }
 
-pub fn user(row: UserRow) -> pb::User {
+pub fn user(user: User) -> pb::User {
     pb::User {
-        role: role_to_pb(Role::from_db(&row.role)).into(),
-        user_id: row.user_id,
-        display_name: row.display_name,
-        active: row.active,
-        updated_at: Some(timestamp(row.updated_at)),
+        role: role_to_pb(user.role).into(),
+        user_id: user.user_id,
+        display_name: user.display_name,
+        active: user.active,
+        updated_at: Some(timestamp(user.updated_at)),
     }
 }
 
-pub fn conversation(row: ConversationRow) -> pb::Conversation {
-    let status = match ConversationStatus::from_db(&row.status) {
+pub fn conversation(conversation: Conversation) -> pb::Conversation {
+    let status = match conversation.status {
         ConversationStatus::Open => pb::ConversationStatus::Open,
         ConversationStatus::Resolved => pb::ConversationStatus::Resolved,
     };
     pb::Conversation {
-        conversation_id: row.conversation_id,
-        member_id: row.member_id,
-        member_tags: row.member_tags,
+        conversation_id: conversation.conversation_id,
+        member_id: conversation.member_id,
+        member_tags: conversation.member_tags,
         status: status.into(),
-        assignee_id: row.assignee_id,
-        assigned_at: row.assigned_at.map(timestamp),
-        assigned_by: row.assigned_by,
-        version: row.version,
-        updated_at: Some(timestamp(row.updated_at)),
+        assignee_id: conversation.assignee_id,
+        assigned_at: conversation.assigned_at.map(timestamp),
+        assigned_by: conversation.assigned_by,
+        version: conversation.version,
+        updated_at: Some(timestamp(conversation.updated_at)),
     }
 }
 
-pub fn event(row: EventRow) -> pb::AssignmentEvent {
-    let action = match AssignmentAction::from_db(&row.action) {
+pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
+    let action = match event.action {
         AssignmentAction::Assign => pb::AssignmentAction::Assign,
         AssignmentAction::Unassign => pb::AssignmentAction::Unassign,
         AssignmentAction::Reassign => pb::AssignmentAction::Reassign,
     };
-    let source = match AssignmentSource::from_db(&row.source) {
+    let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,
         AssignmentSource::Bulk => pb::AssignmentSource::Bulk,
         AssignmentSource::Auto => pb::AssignmentSource::Auto,
     };
     pb::AssignmentEvent {
-        event_id: row.event_id,
-        conversation_id: row.conversation_id,
+        event_id: event.event_id,
+        conversation_id: event.conversation_id,
         action: action.into(),
-        from_user_id: row.from_user_id,
-        to_user_id: row.to_user_id,
-        actor_id: row.actor_id,
+        from_user_id: event.from_user_id,
+        to_user_id: event.to_user_id,
+        actor_id: event.actor_id,
         source: source.into(),
-        occurred_at: Some(timestamp(row.occurred_at)),
-        request_id: row.request_id.unwrap_or_default(),
+        occurred_at: Some(timestamp(event.occurred_at)),
+        request_id: event.request_id.unwrap_or_default(),
     }
 }
 
-pub fn access_group(row: AccessGroupRow) -> pb::AccessGroup {
+pub fn access_group(group: AccessGroup) -> pb::AccessGroup {
     pb::AccessGroup {
-        access_group_id: row.access_group_id.to_string(),
-        name: row.name,
+        access_group_id: group.access_group_id.to_string(),
+        name: group.name,
         permissions: Some(pb::AccessGroupPermissions {
-            view: row.can_view,
-            reply: row.can_reply,
+            view: group.can_view,
+            reply: group.can_reply,
         }),
         scope: Some(pb::AccessGroupScope {
-            all_conversations: row.scope_all,
-            member_tags: row.scope_tags,
-            conversation_ids: row.conversation_ids,
+            all_conversations: group.scope_all,
+            member_tags: group.scope_tags,
+            conversation_ids: group.conversation_ids,
         }),
-        organizer_ids: row.organizer_ids,
-        created_at: Some(timestamp(row.created_at)),
-        updated_at: Some(timestamp(row.updated_at)),
+        organizer_ids: group.organizer_ids,
+        created_at: Some(timestamp(group.created_at)),
+        updated_at: Some(timestamp(group.updated_at)),
     }
 }
 
-pub fn grant(row: GrantRow) -> pb::AccessGrant {
+pub fn grant(grant: GroupGrant) -> pb::AccessGrant {
     pb::AccessGrant {
-        access_group_id: row.access_group_id.to_string(),
-        name: row.name,
+        access_group_id: grant.access_group_id.to_string(),
+        name: grant.name,
         permissions: Some(pb::AccessGroupPermissions {
-            view: row.can_view,
-            reply: row.can_reply,
+            view: grant.can_view,
+            reply: grant.can_reply,
         }),
     }
 }
@@ -137,8 +140,8 @@ pub fn permissions(value: pb::AccessGroupPermissions) -> Permissions {
     }
 }
 
-pub fn scope(value: pb::AccessGroupScope) -> Scope {
-    Scope {
+pub fn scope(value: pb::AccessGroupScope) -> GroupScope {
+    GroupScope {
         all_conversations: value.all_conversations,
         member_tags: value.member_tags,
         conversation_ids: value.conversation_ids,
@@ -153,5 +156,26 @@ pub fn reply_reason(decision: ReplyDecision) -> pb::ReplyPermissionReason {
         ReplyDecision::AssignedToOther => pb::ReplyPermissionReason::AssignedToOther,
         ReplyDecision::NoReplyAccess => pb::ReplyPermissionReason::NoReplyAccess,
         ReplyDecision::UserInactive => pb::ReplyPermissionReason::UserInactive,
+    }
+}
+
+pub fn auto_outcome(outcome: &AutoOutcome) -> pb::AutoAssignOutcome {
+    match outcome {
+        AutoOutcome::Assigned(_) => pb::AutoAssignOutcome::Assigned,
+        AutoOutcome::AlreadyAssigned(_) => pb::AutoAssignOutcome::AlreadyAssigned,
+        AutoOutcome::NoEligibleOrganizer => pb::AutoAssignOutcome::NoEligibleOrganizer,
+        AutoOutcome::Disabled => pb::AutoAssignOutcome::Disabled,
+    }
+}
+
+/// Never configured: everything off.
+pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
+    match settings {
+        Some(settings) => pb::InboxSettings {
+            auto_assign_enabled: settings.auto_assign_enabled,
+            updated_at: Some(timestamp(settings.updated_at)),
+            updated_by: settings.updated_by,
+        },
+        None => pb::InboxSettings::default(),
     }
 }

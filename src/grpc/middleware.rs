@@ -16,8 +16,10 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use super::status::refusal;
 use crate::auth::{Scope, Tokens, is_public, is_system_rpc};
 use crate::domain::validate;
+use crate::error::Reason;
 use crate::observability::{CALL_SECONDS, CALLS, SHED_CALLS};
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -92,16 +94,25 @@ impl Policy {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or_else(|| {
-                    Status::unauthenticated("send `authorization: Bearer <token>` with the token issued to your service")
+                    refusal(
+                        Reason::TokenMissing,
+                        "send `authorization: Bearer <token>` with the token issued to your service",
+                    )
                 })?;
             let token = self.tokens.authenticate(secret.trim()).ok_or_else(|| {
-                Status::unauthenticated("the bearer token is not valid for this service")
+                refusal(
+                    Reason::TokenInvalid,
+                    "the bearer token is not valid for this service",
+                )
             })?;
             if token.scope == Scope::User && is_system_rpc(path) {
-                return Err(Status::permission_denied(format!(
-                    "{path} needs a system-scoped token; {:?} holds a user-scoped one",
-                    token.name
-                )));
+                return Err(refusal(
+                    Reason::SystemScopeRequired,
+                    format!(
+                        "{path} needs a system-scoped token; {:?} holds a user-scoped one",
+                        token.name
+                    ),
+                ));
             }
             Some(CallerIdentity {
                 name: token.name.clone(),
@@ -110,10 +121,13 @@ impl Policy {
         };
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!(SHED_CALLS).increment(1);
-            Status::resource_exhausted(format!(
-                "the server is at its limit of {} concurrent calls; retry with backoff",
-                self.max_in_flight
-            ))
+            refusal(
+                Reason::Overloaded,
+                format!(
+                    "the server is at its limit of {} concurrent calls; retry with backoff",
+                    self.max_in_flight
+                ),
+            )
         })?;
         Ok((identity, Some(permit)))
     }

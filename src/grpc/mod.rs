@@ -1,16 +1,17 @@
-//! gRPC handlers: decode the request, apply the domain rules through the store, encode the reply.
+//! gRPC handlers: decode the request, call one use case (`service`), encode the reply. The call
+//! middleware, the decoding of who is calling, and the one mapping from errors to statuses live here too.
 
 mod access_groups;
 mod assignment;
+mod auto_assign;
 mod bulk;
 pub mod context;
 mod convert;
 mod directory;
-mod inbox;
 pub mod middleware;
 mod status;
 
 pub use access_groups::AccessGroupApi;
 pub use assignment::AssignmentApi;
 pub use directory::DirectoryApi;
-pub use status::ERROR_DOMAIN;
+pub use status::{ERROR_DOMAIN, refusal};

@@ -5,72 +5,69 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::error::AppError;
+use crate::error::{AppError, Reason, StatusCode};
+use crate::store::{self, DatabaseFault};
 
 /// `google.rpc.ErrorInfo.domain` of every error this service returns.
 pub const ERROR_DOMAIN: &str = "assignment.v1";
 
 impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
-        let message = err.to_string();
-        let (code, details) = match err {
-            AppError::InvalidArgument { field, message } => (
+        match err {
+            AppError::InvalidArgument { field, message } => Status::with_error_details(
                 Code::InvalidArgument,
+                message.clone(),
                 ErrorDetails::with_bad_request_violation(field, message),
             ),
-            AppError::Unauthenticated { reason, .. } => (Code::Unauthenticated, info(reason)),
-            AppError::PermissionDenied { reason, .. } => (Code::PermissionDenied, info(reason)),
-            AppError::NotFound { reason, .. } => (Code::NotFound, info(reason)),
-            AppError::AlreadyExists { reason, .. } => (Code::AlreadyExists, info(reason)),
-            AppError::FailedPrecondition { reason, .. } => (Code::FailedPrecondition, info(reason)),
-            AppError::Aborted { reason, .. } => (Code::Aborted, info(reason)),
-            AppError::Unavailable { reason, .. } => (Code::Unavailable, info(reason)),
-            AppError::Database(db) => return database_status(db),
-        };
-        Status::with_error_details(code, message, details)
+            AppError::Refused { reason, message } => refusal(reason, message),
+            AppError::Database(db) => database_status(db),
+        }
     }
 }
 
-fn info(reason: &str) -> ErrorDetails {
-    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new())
+/// A status with the code `reason` implies and an `ErrorInfo` naming it.
+pub fn refusal(reason: Reason, message: impl Into<String>) -> Status {
+    Status::with_error_details(
+        code(reason.status_code()),
+        message,
+        ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new()),
+    )
+}
+
+fn code(code: StatusCode) -> Code {
+    match code {
+        StatusCode::InvalidArgument => Code::InvalidArgument,
+        StatusCode::Unauthenticated => Code::Unauthenticated,
+        StatusCode::PermissionDenied => Code::PermissionDenied,
+        StatusCode::NotFound => Code::NotFound,
+        StatusCode::AlreadyExists => Code::AlreadyExists,
+        StatusCode::FailedPrecondition => Code::FailedPrecondition,
+        StatusCode::Aborted => Code::Aborted,
+        StatusCode::Unavailable => Code::Unavailable,
+        StatusCode::ResourceExhausted => Code::ResourceExhausted,
+    }
 }
 
 /// Database trouble: transient faults are UNAVAILABLE or ABORTED (retry), anything else INTERNAL, logged
 /// here and never shown to the caller in full.
 fn database_status(err: sqlx::Error) -> Status {
-    let transient = matches!(
-        err,
-        sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed
-    );
-    let code = match &err {
-        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-        _ => None,
-    };
-    match code.as_deref() {
-        _ if transient => {
+    match store::fault(&err) {
+        DatabaseFault::Unavailable => {
             tracing::warn!(error = %err, "database unavailable");
-            Status::with_error_details(
-                Code::Unavailable,
+            refusal(
+                Reason::DatabaseUnavailable,
                 "the database is unavailable right now; retry with backoff",
-                info("DATABASE_UNAVAILABLE"),
             )
         }
-        // serialization_failure, deadlock_detected: safe to retry the whole call.
-        Some("40001" | "40P01") => Status::with_error_details(
-            Code::Aborted,
-            "the change collided with a concurrent one; retry",
-            info("CONCURRENT_CHANGE"),
-        ),
-        // query_canceled (statement timeout), admin_shutdown, cannot_connect_now.
-        Some("57014" | "57P01" | "57P03") => Status::with_error_details(
-            Code::Unavailable,
+        DatabaseFault::TimedOut => refusal(
+            Reason::DatabaseUnavailable,
             "the database did not answer in time; retry with backoff",
-            info("DATABASE_UNAVAILABLE"),
         ),
-        _ => {
+        DatabaseFault::Conflict => refusal(
+            Reason::ConcurrentChange,
+            "the change collided with a concurrent one; retry",
+        ),
+        DatabaseFault::Internal => {
             tracing::error!(error = %err, "unexpected database error");
             Status::internal("internal error; the service logged the details")
         }
@@ -82,8 +79,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn domain_errors_keep_message_code_and_reason() {
-        let status = Status::from(AppError::denied("ORGANIZERS_CANNOT_REASSIGN", "no"));
+    fn refusals_keep_message_and_reason_and_take_the_reasons_code() {
+        let status = Status::from(AppError::new(Reason::OrganizersCannotReassign, "no"));
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(status.message(), "no");
         let details = status.get_error_details();
@@ -91,6 +88,13 @@ mod tests {
             details.error_info().unwrap().reason,
             "ORGANIZERS_CANNOT_REASSIGN"
         );
+        for reason in Reason::ALL {
+            let status = Status::from(AppError::new(*reason, "x"));
+            assert_eq!(
+                format!("{:?}", status.code()).to_uppercase(),
+                reason.status_code().as_str().replace('_', "")
+            );
+        }
     }
 
     #[test]

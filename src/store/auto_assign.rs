@@ -1,258 +1,95 @@
-//! Auto-assignment: a batch of triggers of one campaign in one transaction under the campaign's rotation lock.
+//! Auto-assignment: inbox settings, the campaign's auto-assign lock (its settings row), the triggers of a
+//! batch with their conversations and eligible organizers, and the batch's writes in one statement.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use super::conversations::COLUMNS;
+use super::{Conn, grant_exists};
+use crate::domain::auto_assign::{
+    AutoOutcome, BatchPlan, InboxSettings, OutcomeKind, RecordedTrigger, Trigger, TriggerState,
+    Verdict,
+};
+use crate::domain::model::Conversation;
+use crate::error::{AppError, AppResult};
 
-use super::conversations::{COLUMNS, ConversationRow};
-use super::{Store, grant_exists};
-use crate::domain::rotation::{AutoOutcome, BatchPlan, Decision, TriggerState};
-use crate::error::AppResult;
-use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS};
-
-/// One inbound-message trigger. Member data, when given, creates a conversation this service has not seen.
-#[derive(Debug, Clone)]
-pub struct TriggerInput {
-    pub trigger_id: String,
-    pub conversation_id: String,
-    pub member_id: Option<String>,
-    pub member_tags: Vec<String>,
-    /// The request id of the call, recorded on the history event.
-    pub request_id: Option<String>,
-}
-
-/// What became of one trigger of a batch.
-#[derive(Debug, Clone)]
-pub enum TriggerReply {
-    /// Decided, with the conversation as it stands after the batch.
-    Done(Decision, ConversationRow),
-    /// The conversation does not exist and the trigger carried no member data to create it.
-    UnknownConversation,
-    /// The trigger id was first delivered for another conversation.
-    TriggerReused { first_conversation: String },
-}
-
+/// The campaign's auto-assign lock, held until the transaction ends, and what it guards.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct InboxSettingsRow {
+pub struct Cursor {
     pub auto_assign_enabled: bool,
-    pub updated_at: DateTime<Utc>,
-    pub updated_by: Option<String>,
+    /// The organizer most recently auto-assigned; the round-robin continues after them.
+    pub last_auto_assignee_id: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Cursor {
-    auto_assign_enabled: bool,
-    last_auto_assignee_id: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct TriggerRead {
-    ord: i64,
-    trigger_id: String,
-    #[sqlx(flatten)]
-    conversation: ConversationRow,
-    recorded_outcome: Option<String>,
-    recorded_assignee: Option<String>,
-    recorded_conversation: Option<String>,
-    eligible: Vec<String>,
+/// The triggers of a batch whose conversation exists, read under the lock, in batch order:
+/// `states[i]` is the trigger at position `indexes[i]` of the batch, and `conversations[i]` its conversation.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerReads {
+    pub states: Vec<TriggerState>,
+    pub indexes: Vec<usize>,
+    pub conversations: Vec<Conversation>,
 }
 
 /// Tags travel as one string per conversation; validated tags never contain this control character.
 const TAG_SEPARATOR: &str = "\u{1f}";
 
-impl Store {
-    pub async fn inbox_settings(&self, campaign_id: &str) -> AppResult<Option<InboxSettingsRow>> {
-        Ok(sqlx::query_as(
-            "SELECT auto_assign_enabled, updated_at, updated_by FROM inbox_settings WHERE campaign_id = $1",
+pub async fn settings(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
+    Ok(sqlx::query_as(
+        "SELECT auto_assign_enabled, updated_at, updated_by FROM inbox_settings WHERE campaign_id = $1",
+    )
+    .bind(campaign_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub async fn update_settings(
+    conn: &mut Conn,
+    campaign_id: &str,
+    auto_assign_enabled: bool,
+    updated_by: &str,
+) -> AppResult<InboxSettings> {
+    Ok(sqlx::query_as(
+        "INSERT INTO inbox_settings (campaign_id, auto_assign_enabled, updated_by) VALUES ($1, $2, $3) \
+         ON CONFLICT (campaign_id) DO UPDATE \
+           SET auto_assign_enabled = EXCLUDED.auto_assign_enabled, updated_by = EXCLUDED.updated_by, \
+               updated_at = now() \
+         RETURNING auto_assign_enabled, updated_at, updated_by",
+    )
+    .bind(campaign_id)
+    .bind(auto_assign_enabled)
+    .bind(updated_by)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Forgets trigger records older than `retention`, a chunk at a time so no statement runs long.
+/// Returns how many were deleted.
+pub async fn prune_triggers(conn: &mut Conn, retention: std::time::Duration) -> AppResult<u64> {
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM auto_assign_triggers WHERE (campaign_id, trigger_id) IN ( \
+               SELECT campaign_id, trigger_id FROM auto_assign_triggers \
+                WHERE received_at < now() - make_interval(secs => $1) LIMIT 5000)",
         )
-        .bind(campaign_id)
-        .fetch_optional(self.pool())
-        .await?)
-    }
-
-    pub async fn update_inbox_settings(
-        &self,
-        campaign_id: &str,
-        auto_assign_enabled: bool,
-        updated_by: &str,
-    ) -> AppResult<InboxSettingsRow> {
-        Ok(sqlx::query_as(
-            "INSERT INTO inbox_settings (campaign_id, auto_assign_enabled, updated_by) VALUES ($1, $2, $3) \
-             ON CONFLICT (campaign_id) DO UPDATE \
-               SET auto_assign_enabled = EXCLUDED.auto_assign_enabled, updated_by = EXCLUDED.updated_by, \
-                   updated_at = now() \
-             RETURNING auto_assign_enabled, updated_at, updated_by",
-        )
-        .bind(campaign_id)
-        .bind(auto_assign_enabled)
-        .bind(updated_by)
-        .fetch_one(self.pool())
-        .await?)
-    }
-
-    /// Forgets trigger records older than `retention`, a chunk at a time so no statement runs long.
-    /// Returns how many were deleted.
-    pub async fn prune_triggers(&self, retention: std::time::Duration) -> AppResult<u64> {
-        let mut total = 0;
-        loop {
-            let deleted = sqlx::query(
-                "DELETE FROM auto_assign_triggers WHERE (campaign_id, trigger_id) IN ( \
-                   SELECT campaign_id, trigger_id FROM auto_assign_triggers \
-                    WHERE received_at < now() - make_interval(secs => $1) LIMIT 5000)",
-            )
-            .bind(retention.as_secs_f64())
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-            total += deleted;
-            if deleted < 5000 {
-                return Ok(total);
-            }
+        .bind(retention.as_secs_f64())
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < 5000 {
+            return Ok(total);
         }
-    }
-
-    /// Runs a batch of triggers of one campaign: creates unknown conversations, takes the campaign's
-    /// rotation lock, reads every conversation (locked) with its eligible organizers, lets `decide` plan the
-    /// batch, then writes assignments, history events, the cursor and the trigger records in one statement.
-    /// Returns each trigger's answer, in input order.
-    pub async fn auto_assign_batch<F>(
-        &self,
-        campaign_id: &str,
-        triggers: &[TriggerInput],
-        decide: F,
-    ) -> AppResult<Vec<TriggerReply>>
-    where
-        F: FnOnce(bool, Option<&str>, &[TriggerState]) -> BatchPlan,
-    {
-        let mut tx = self.begin_replanned().await?;
-        create_missing_conversations(&mut tx, campaign_id, triggers).await?;
-
-        // The hot spot: from here to COMMIT every other batch of this campaign waits.
-        let waiting = std::time::Instant::now();
-        let lock_sql = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
-                        WHERE campaign_id = $1 FOR UPDATE";
-        let mut cursor: Option<Cursor> = sqlx::query_as(lock_sql)
-            .bind(campaign_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if cursor.is_none() {
-            // Never configured (auto-assignment off). Create the row so that even these triggers serialise
-            // on it: a redelivery racing an admin switching auto-assignment on must see one history.
-            sqlx::query(
-                "INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .bind(campaign_id)
-            .execute(&mut *tx)
-            .await?;
-            cursor = sqlx::query_as(lock_sql)
-                .bind(campaign_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        }
-        metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
-        metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
-        let (enabled, last) = cursor.map_or((false, None), |c| {
-            (c.auto_assign_enabled, c.last_auto_assignee_id)
-        });
-
-        let read_sql = format!(
-            "SELECT i.ord, i.trigger_id, {COLUMNS}, \
-                    t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
-                    t.conversation_id AS recorded_conversation, \
-                    CASE WHEN $4 THEN ARRAY(SELECT u.user_id FROM users u \
-                          WHERE u.campaign_id = c.campaign_id AND u.role = 'ORGANIZER' AND u.active AND {} \
-                          ORDER BY u.user_id COLLATE \"C\") \
-                         ELSE '{{}}'::text[] END AS eligible \
-             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
-             JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
-             LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
-             ORDER BY c.conversation_id COLLATE \"C\" \
-             FOR UPDATE OF c",
-            grant_exists("u.user_id", "can_reply"),
-        );
-        let trigger_ids: Vec<&str> = triggers.iter().map(|t| t.trigger_id.as_str()).collect();
-        let conversation_ids: Vec<&str> = triggers
-            .iter()
-            .map(|t| t.conversation_id.as_str())
-            .collect();
-        // Rows are locked in byte order of conversation id, as every multi-row locker does, so they never deadlock;
-        // the plan then runs in arrival order.
-        let mut reads: Vec<TriggerRead> = sqlx::query_as(&read_sql)
-            .bind(campaign_id)
-            .bind(&trigger_ids)
-            .bind(&conversation_ids)
-            .bind(enabled)
-            .fetch_all(&mut *tx)
-            .await?;
-        reads.sort_by_key(|read| read.ord);
-
-        // A trigger id already used for another conversation is a caller's mistake: answer it alone.
-        let (reads, reused): (Vec<TriggerRead>, Vec<TriggerRead>) =
-            reads.into_iter().partition(|read| {
-                read.recorded_conversation
-                    .as_deref()
-                    .is_none_or(|first| first == read.conversation.conversation_id)
-            });
-        let states: Vec<TriggerState> = reads
-            .iter()
-            .map(|read| TriggerState {
-                trigger_id: read.trigger_id.clone(),
-                conversation_id: read.conversation.conversation_id.clone(),
-                current_assignee: read.conversation.assignee_id.clone(),
-                recorded: read
-                    .recorded_outcome
-                    .as_deref()
-                    .map(|outcome| AutoOutcome::from_db(outcome, read.recorded_assignee.clone())),
-                eligible: read.eligible.clone(),
-            })
-            .collect();
-        let plan = decide(enabled, last.as_deref(), &states);
-
-        let request_ids: Vec<Option<&str>> = reads
-            .iter()
-            .map(|read| triggers[(read.ord - 1) as usize].request_id.as_deref())
-            .collect();
-        let assigned = write_plan(
-            &mut tx,
-            campaign_id,
-            &states,
-            &request_ids,
-            &plan,
-            last.as_deref(),
-        )
-        .await?;
-        tx.commit().await?;
-
-        // Reply with each conversation as it stands after the batch.
-        let mut replies: Vec<TriggerReply> =
-            vec![TriggerReply::UnknownConversation; triggers.len()];
-        for ((read, decision), state) in reads.into_iter().zip(plan.decisions).zip(&states) {
-            let conversation = assigned
-                .get(&state.conversation_id)
-                .cloned()
-                .unwrap_or(read.conversation);
-            replies[(read.ord - 1) as usize] = TriggerReply::Done(decision, conversation);
-        }
-        for read in reused {
-            replies[(read.ord - 1) as usize] = TriggerReply::TriggerReused {
-                first_conversation: read.recorded_conversation.unwrap_or_default(),
-            };
-        }
-        Ok(replies)
     }
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
-
 /// Creates the conversations named with member data that do not exist yet, in id order so that concurrent
-/// batches take their locks in the same order. Runs before the rotation lock, so it never lengthens it.
-async fn create_missing_conversations(
-    tx: &mut Tx<'_>,
+/// batches take their locks in the same order. Run it before [`lock`], so it never lengthens the lock.
+pub async fn create_missing_conversations(
+    conn: &mut Conn,
     campaign_id: &str,
-    triggers: &[TriggerInput],
+    triggers: &[Trigger],
 ) -> AppResult<()> {
-    let mut creates: Vec<&TriggerInput> =
-        triggers.iter().filter(|t| t.member_id.is_some()).collect();
+    let mut creates: Vec<&Trigger> = triggers.iter().filter(|t| t.member_id.is_some()).collect();
     if creates.is_empty() {
         return Ok(());
     }
@@ -278,25 +115,103 @@ async fn create_missing_conversations(
     .bind(&members)
     .bind(&tags)
     .bind(TAG_SEPARATOR)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }
 
-/// Writes a planned batch in one statement; returns the conversations it assigned, by id.
-async fn write_plan(
-    tx: &mut Tx<'_>,
+/// Takes the campaign's auto-assign lock (`SELECT … FOR UPDATE` of its settings row): from here to the
+/// end of the transaction every other batch of the campaign waits. A campaign never configured gets its
+/// row (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
+/// auto-assignment on must see one history.
+pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
+    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
+                        WHERE campaign_id = $1 FOR UPDATE";
+    if let Some(cursor) = sqlx::query_as(LOCK)
+        .bind(campaign_id)
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        return Ok(cursor);
+    }
+    sqlx::query("INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(campaign_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as(LOCK)
+        .bind(campaign_id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Locks the batch's conversations (in byte order of id, as every multi-row locker does, so they never
+/// deadlock) and reads each with its trigger record and, when `enabled`, its eligible organizers (active
+/// organizers an access group lets reply, sorted by id). Triggers whose conversation does not exist are
+/// left out; the rest come back in batch order.
+pub async fn read_triggers(
+    conn: &mut Conn,
+    campaign_id: &str,
+    triggers: &[Trigger],
+    enabled: bool,
+) -> AppResult<TriggerReads> {
+    let sql = format!(
+        "SELECT i.ord, i.trigger_id, {COLUMNS}, \
+                t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
+                t.conversation_id AS recorded_conversation, \
+                CASE WHEN $4 THEN ARRAY(SELECT u.user_id FROM users u \
+                      WHERE u.campaign_id = c.campaign_id AND u.role = 'ORGANIZER' AND u.active AND {} \
+                      ORDER BY u.user_id COLLATE \"C\") \
+                     ELSE '{{}}'::text[] END AS eligible \
+         FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
+         JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
+         LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
+         ORDER BY c.conversation_id COLLATE \"C\" \
+         FOR UPDATE OF c",
+        grant_exists("u.user_id", "can_reply"),
+    );
+    let trigger_ids: Vec<&str> = triggers.iter().map(|t| t.trigger_id.as_str()).collect();
+    let conversation_ids: Vec<&str> = triggers
+        .iter()
+        .map(|t| t.conversation_id.as_str())
+        .collect();
+    let rows: Vec<TriggerRow> = sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(&trigger_ids)
+        .bind(&conversation_ids)
+        .bind(enabled)
+        .fetch_all(conn)
+        .await?;
+    let mut rows = rows;
+    rows.sort_by_key(|row| row.ord);
+    let mut reads = TriggerReads::default();
+    for row in rows {
+        let (index, state, conversation) = row.into_parts()?;
+        reads.states.push(state);
+        reads.indexes.push(index);
+        reads.conversations.push(conversation);
+    }
+    Ok(reads)
+}
+
+/// Writes a planned batch in one statement: assignments, `auto` history events, the cursor and the
+/// trigger records. `states[i]` pairs with `plan.verdicts[i]` and `request_ids[i]`. Returns the
+/// conversations it assigned, by id.
+pub async fn write_plan(
+    conn: &mut Conn,
     campaign_id: &str,
     states: &[TriggerState],
     request_ids: &[Option<&str>],
     plan: &BatchPlan,
     old_cursor: Option<&str>,
-) -> AppResult<HashMap<String, ConversationRow>> {
+) -> AppResult<HashMap<String, Conversation>> {
     let mut assign_ids = Vec::new();
     let mut assignees = Vec::new();
     let mut assign_request_ids = Vec::new();
     let mut record = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((state, decision), request_id) in states.iter().zip(&plan.decisions).zip(request_ids) {
+    for ((state, verdict), request_id) in states.iter().zip(&plan.verdicts).zip(request_ids) {
+        let Verdict::Decided(decision) = verdict else {
+            continue;
+        };
         if let Some(user) = decision.assigns() {
             assign_ids.push(state.conversation_id.as_str());
             assignees.push(user);
@@ -305,7 +220,7 @@ async fn write_plan(
         if !decision.duplicate {
             record.0.push(state.trigger_id.as_str());
             record.1.push(state.conversation_id.as_str());
-            record.2.push(decision.outcome.as_db());
+            record.2.push(decision.outcome.kind().as_str());
             record.3.push(decision.outcome.assignee());
         }
     }
@@ -338,7 +253,7 @@ async fn write_plan(
          ) \
          SELECT * FROM assigned"
     );
-    let rows: Vec<ConversationRow> = sqlx::query_as(&sql)
+    let rows: Vec<Conversation> = sqlx::query_as(&sql)
         .bind(campaign_id)
         .bind(&assign_ids)
         .bind(&assignees)
@@ -348,10 +263,56 @@ async fn write_plan(
         .bind(&record.2)
         .bind(&record.3)
         .bind(&assign_request_ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(conn)
         .await?;
     Ok(rows
         .into_iter()
         .map(|row| (row.conversation_id.clone(), row))
         .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct TriggerRow {
+    ord: i64,
+    trigger_id: String,
+    #[sqlx(flatten)]
+    conversation: Conversation,
+    recorded_outcome: Option<OutcomeKind>,
+    recorded_assignee: Option<String>,
+    recorded_conversation: Option<String>,
+    eligible: Vec<String>,
+}
+
+impl TriggerRow {
+    fn into_parts(self) -> AppResult<(usize, TriggerState, Conversation)> {
+        let recorded = match (self.recorded_outcome, self.recorded_conversation) {
+            (Some(kind), Some(conversation_id)) => {
+                let outcome = AutoOutcome::from_record(kind, self.recorded_assignee)
+                    .ok_or_else(|| corrupt_record(&self.trigger_id))?;
+                Some(RecordedTrigger {
+                    conversation_id,
+                    outcome,
+                })
+            }
+            _ => None,
+        };
+        let state = TriggerState {
+            trigger_id: self.trigger_id,
+            conversation_id: self.conversation.conversation_id.clone(),
+            current_assignee: self.conversation.assignee_id.clone(),
+            recorded,
+            eligible: self.eligible,
+        };
+        Ok(((self.ord - 1) as usize, state, self.conversation))
+    }
+}
+
+/// A trigger record that says "assigned" without naming to whom: only a broken write could leave one.
+fn corrupt_record(trigger_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!(
+            "auto_assign_triggers row {trigger_id:?} records an assignment without an assignee"
+        )
+        .into(),
+    ))
 }

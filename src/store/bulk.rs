@@ -2,18 +2,11 @@
 
 use uuid::Uuid;
 
-use super::{ChangeContext, Store, grant_exists};
+use super::access_groups::name_taken;
+use super::{Conn, grant_exists};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
-use crate::error::{AppError, AppResult};
-
-/// The access group a bulk assignment with grant_access records new permissions in. It is created by the
-/// first batch that needs it, in that batch's transaction.
-#[derive(Debug, Clone)]
-pub struct GrantGroup {
-    pub id: Uuid,
-    pub name: String,
-    pub created: bool,
-}
+use crate::domain::model::AssignmentAction;
+use crate::error::AppResult;
 
 #[derive(sqlx::FromRow)]
 struct ItemRead {
@@ -24,117 +17,88 @@ struct ItemRead {
     targets_with_access: Vec<String>,
 }
 
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Postgres>;
-
-impl Store {
-    /// Locks the batch's conversations, lets `decide` plan them, and writes the changes with their `bulk`
-    /// history events (and, for grants, the new access group's members and conversations), all or nothing.
-    pub async fn bulk_batch<F>(
-        &self,
-        context: ChangeContext<'_>,
-        ids: &[String],
-        target_ids: &[String],
-        grant_group: &mut Option<GrantGroup>,
-        decide: F,
-    ) -> AppResult<Vec<ItemDecision>>
-    where
-        F: FnOnce(&[Option<ItemState>]) -> Vec<ItemDecision>,
-    {
-        let ChangeContext {
-            campaign_id,
-            actor_id,
-            request_id,
-        } = context;
-        let mut tx = self.pool().begin().await?;
-        let sql = format!(
-            "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_can_view, \
-                    ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \
-             FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
-             JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
-             ORDER BY c.conversation_id COLLATE \"C\" \
-             FOR UPDATE OF c",
-            grant_exists("$3", "can_view"),
-            grant_exists("t", "can_reply"),
-        );
-        let reads: Vec<ItemRead> = sqlx::query_as(&sql)
-            .bind(campaign_id)
-            .bind(ids)
-            .bind(actor_id)
-            .bind(target_ids)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut items: Vec<Option<ItemState>> = vec![None; ids.len()];
-        for read in reads {
-            items[(read.ord - 1) as usize] = Some(ItemState {
-                conversation_id: read.conversation_id,
-                current_assignee: read.assignee_id,
-                actor_can_view: read.actor_can_view,
-                targets_with_access: read.targets_with_access,
-            });
-        }
-        let decisions = decide(&items);
-        let needs_group = decisions.iter().any(|d| d.grant);
-        let group = match grant_group {
-            Some(group) if needs_group => {
-                if !group.created {
-                    create_grant_group(&mut tx, campaign_id, group).await?;
-                }
-                Some(group.id)
-            }
-            _ => None,
-        };
-        write_decisions(
-            &mut tx,
-            campaign_id,
-            actor_id,
-            &decisions,
-            group,
-            request_id,
-        )
+/// Locks the batch's conversations (in byte order of id, so lockers never deadlock) and reads what the
+/// rules need of each. `items[i]` is `None` when `ids[i]` does not exist.
+pub async fn lock_batch(
+    conn: &mut Conn,
+    campaign_id: &str,
+    ids: &[String],
+    actor_id: &str,
+    target_ids: &[String],
+) -> AppResult<Vec<Option<ItemState>>> {
+    let sql = format!(
+        "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_can_view, \
+                ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \
+         FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
+         JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
+         ORDER BY c.conversation_id COLLATE \"C\" \
+         FOR UPDATE OF c",
+        grant_exists("$3", "can_view"),
+        grant_exists("t", "can_reply"),
+    );
+    let reads: Vec<ItemRead> = sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(ids)
+        .bind(actor_id)
+        .bind(target_ids)
+        .fetch_all(conn)
         .await?;
-        tx.commit().await?;
-        if let (Some(group), true) = (grant_group.as_mut(), needs_group) {
-            group.created = true;
-        }
-        Ok(decisions)
+    let mut items: Vec<Option<ItemState>> = vec![None; ids.len()];
+    for read in reads {
+        items[(read.ord - 1) as usize] = Some(ItemState {
+            conversation_id: read.conversation_id,
+            current_assignee: read.assignee_id,
+            actor_can_view: read.actor_can_view,
+            targets_with_access: read.targets_with_access,
+        });
     }
+    Ok(items)
 }
 
-async fn create_grant_group(
-    tx: &mut Tx<'_>,
+/// Creates the access group a bulk assignment with grant_access records new permissions in (view and
+/// reply; its members and conversations are added by [`write_decisions`]).
+pub async fn create_grant_group(
+    conn: &mut Conn,
     campaign_id: &str,
-    group: &GrantGroup,
+    id: Uuid,
+    name: &str,
 ) -> AppResult<()> {
     sqlx::query(
         "INSERT INTO access_groups (campaign_id, access_group_id, name, can_view, can_reply) \
          VALUES ($1, $2, $3, true, true)",
     )
     .bind(campaign_id)
-    .bind(group.id)
-    .bind(&group.name)
-    .execute(&mut **tx)
+    .bind(id)
+    .bind(name)
+    .execute(conn)
     .await
-    .map_err(|err| match &err {
-        sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => AppError::already_exists(
-            "ACCESS_GROUP_NAME_TAKEN",
-            format!(
-                "an access group named {:?} already exists; choose another new_access_group_name",
-                group.name
-            ),
-        ),
-        _ => AppError::Database(err),
-    })?;
+    .map_err(|err| name_taken(err, name))?;
     Ok(())
 }
 
-async fn write_decisions(
-    tx: &mut Tx<'_>,
-    campaign_id: &str,
-    actor_id: &str,
+/// Who makes a bulk change, for its history events.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkChange<'a> {
+    pub campaign_id: &'a str,
+    pub actor_id: &'a str,
+    pub request_id: Option<&'a str>,
+    /// The grant group that records permissions given by `grant` decisions.
+    pub grant_group: Option<Uuid>,
+}
+
+/// Writes a batch's changes with their `bulk` history events and, for grants, the grant group's members
+/// and conversations, in one statement.
+pub async fn write_decisions(
+    conn: &mut Conn,
+    change: BulkChange<'_>,
     decisions: &[ItemDecision],
-    group: Option<Uuid>,
-    request_id: Option<&str>,
 ) -> AppResult<()> {
+    let BulkChange {
+        campaign_id,
+        actor_id,
+        request_id,
+        grant_group: group,
+    } = change;
     let mut changed: Vec<&str> = Vec::new();
     let mut to: Vec<Option<&str>> = Vec::new();
     let mut action: Vec<&str> = Vec::new();
@@ -143,15 +107,19 @@ async fn write_decisions(
     let mut granted_conversations: Vec<&str> = Vec::new();
     for decision in decisions {
         let (act, old, new) = match &decision.outcome {
-            ItemOutcome::Assigned { to } => ("ASSIGN", None, Some(to.as_str())),
-            ItemOutcome::Reassigned { from, to } => {
-                ("REASSIGN", Some(from.as_str()), Some(to.as_str()))
+            ItemOutcome::Assigned { to } => (AssignmentAction::Assign, None, Some(to.as_str())),
+            ItemOutcome::Reassigned { from, to } => (
+                AssignmentAction::Reassign,
+                Some(from.as_str()),
+                Some(to.as_str()),
+            ),
+            ItemOutcome::Unassigned { from } => {
+                (AssignmentAction::Unassign, Some(from.as_str()), None)
             }
-            ItemOutcome::Unassigned { from } => ("UNASSIGN", Some(from.as_str()), None),
             _ => continue,
         };
         changed.push(&decision.conversation_id);
-        action.push(act);
+        action.push(act.as_str());
         from.push(old);
         to.push(new);
         if decision.grant
@@ -202,7 +170,7 @@ async fn write_decisions(
     .bind(&granted_users)
     .bind(&granted_conversations)
     .bind(request_id)
-    .execute(&mut **tx)
+    .execute(conn)
     .await?;
     Ok(())
 }

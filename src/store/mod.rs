@@ -1,39 +1,76 @@
-//! PostgreSQL access: queries, transactions and row locks. No business rules live here.
+//! PostgreSQL access: the pool, transactions, and the queries. No business rules live here.
+//!
+//! Every query is a free function that takes a connection (`&mut PgConnection`: a transaction or a pooled
+//! connection) and plain data, and returns domain values. The store never calls back into the layers above:
+//! the use cases in `service` open the transaction, call the queries and the rules in order, and commit.
 
-mod access_groups;
-mod auto_assign;
-mod bulk;
-mod conversations;
-mod history;
-mod users;
-
-pub use access_groups::{AccessGroupRow, CoverageRow, GrantRow, GroupChanges, NewGroup};
-pub use auto_assign::{InboxSettingsRow, TriggerInput, TriggerReply};
-pub use bulk::GrantGroup;
-pub use conversations::{
-    ConversationFilter, ConversationRow, LockedConversation, ViewedConversation, Write,
-};
-pub use history::EventRow;
-pub use users::UserRow;
+pub mod access_groups;
+pub mod auto_assign;
+pub mod bulk;
+pub mod conversations;
+pub mod history;
+pub mod users;
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgPool};
+use sqlx::{Connection, PgPool, Postgres};
 
 use crate::error::AppResult;
 
-pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection to run queries on: a transaction (`&mut *tx`) or a pooled connection.
+pub type Conn = sqlx::PgConnection;
+pub type Tx = sqlx::Transaction<'static, Postgres>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Who makes a change, where, and in which call: every write records it on its history events.
-#[derive(Debug, Clone, Copy)]
-pub struct ChangeContext<'a> {
-    pub campaign_id: &'a str,
-    pub actor_id: &'a str,
-    pub request_id: Option<&'a str>,
+/// SQLSTATE codes the service reacts to.
+pub mod sqlstate {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+    /// A statement ran past `statement_timeout`.
+    pub const QUERY_CANCELED: &str = "57014";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+}
+
+/// What kind of trouble a database error is, for the caller's retry decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFault {
+    /// The database cannot be reached or is shutting down: retry with backoff.
+    Unavailable,
+    /// A statement ran too long: retry with backoff.
+    TimedOut,
+    /// A serialization failure or deadlock: the whole call can be retried.
+    Conflict,
+    /// Anything else: a bug or a broken invariant.
+    Internal,
+}
+
+/// Classifies a database error.
+pub fn fault(err: &sqlx::Error) -> DatabaseFault {
+    use sqlstate::*;
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => DatabaseFault::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED) => DatabaseFault::Conflict,
+            Some(QUERY_CANCELED) => DatabaseFault::TimedOut,
+            Some(ADMIN_SHUTDOWN | CANNOT_CONNECT_NOW) => DatabaseFault::Unavailable,
+            _ => DatabaseFault::Internal,
+        },
+        _ => DatabaseFault::Internal,
+    }
+}
+
+/// Whether `err` is a unique-constraint violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
 }
 
 /// The service's handle on its database. Cheap to clone.
@@ -43,15 +80,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects with the default statement timeout; see [`Store::connect_with`].
-    pub async fn connect(database_url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
-        Self::connect_with(database_url, max_connections, DEFAULT_STATEMENT_TIMEOUT).await
-    }
-
     /// Opens the pool; the first connection is made here so a bad URL fails at start-up. Every statement is
     /// cut off after `statement_timeout`, and a transaction left idle is ended, so nothing stuck can hold a
-    /// row lock (such as a campaign's rotation lock) for long.
-    pub async fn connect_with(
+    /// row lock (such as a campaign's auto-assign lock) for long.
+    pub async fn connect(
         database_url: &str,
         max_connections: u32,
         statement_timeout: Duration,
@@ -72,12 +104,31 @@ impl Store {
         Ok(Self { pool })
     }
 
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
-    }
-
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Begins a transaction.
+    pub async fn begin(&self) -> AppResult<Tx> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A pooled connection, for reads that need no transaction.
+    pub async fn acquire(&self) -> AppResult<PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Begins a transaction whose statements are planned for the tables as they are now. Auto-assignment runs
+    /// the same few statements thousands of times a minute while `auto_assign_triggers` grows from nothing:
+    /// a generic plan cached while it was nearly empty (a sequential scan) would be kept as it grew, and every
+    /// batch would slow down with it. Planning afresh costs less than that. The setting rides on the BEGIN
+    /// round trip and ends with the transaction. (Bulk batches keep cached plans: their index plans hold at
+    /// every size, and a fresh plan for a 500-row batch can pick a scan.)
+    pub async fn begin_replanned(&self) -> AppResult<Tx> {
+        Ok(self
+            .pool
+            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?)
     }
 
     /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting
@@ -95,20 +146,6 @@ impl Store {
         let result = MIGRATOR.run(&mut conn).await;
         let _ = conn.close().await;
         result
-    }
-
-    /// Begins a transaction whose statements are planned for the tables as they are now. Auto-assignment runs
-    /// the same few statements thousands of times a minute while `auto_assign_triggers` grows from nothing:
-    /// a generic plan cached while it was nearly empty (a sequential scan) would be kept as it grew, and every
-    /// batch would slow down with it. Planning afresh costs less than that. The setting rides on the BEGIN
-    /// round trip and ends with the transaction. (Bulk batches keep cached plans: their index plans hold at
-    /// every size, and a fresh plan for a 500-row batch can pick a scan.)
-    pub(crate) async fn begin_replanned(
-        &self,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool
-            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
-            .await
     }
 
     /// A round trip to the database, for health reporting.

@@ -499,11 +499,12 @@ async fn trigger_records_are_pruned_after_their_retention() {
         .execute(app.store.pool())
         .await
         .unwrap();
-    let deleted = app
-        .store
-        .prune_triggers(std::time::Duration::from_secs(7 * 86_400))
-        .await
-        .unwrap();
+    let deleted = assignment_service::service::auto_assign::prune_triggers(
+        &app.store,
+        std::time::Duration::from_secs(7 * 86_400),
+    )
+    .await
+    .unwrap();
     assert_eq!(deleted, 1);
     assert_eq!(app.count("auto_assign_triggers").await, 1);
     assert_eq!(

@@ -5,13 +5,15 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use assignment_service::app::{self, ServeOptions};
+use assignment_service::app;
+use assignment_service::config::Config;
 use assignment_service::embedded_pg::{EmbeddedPostgres, THROWAWAY_SETTINGS};
 use assignment_service::pb;
 use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::pb::directory_service_client::DirectoryServiceClient;
 use assignment_service::store::Store;
+use clap::Parser;
 use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -111,9 +113,12 @@ async fn drop_old_schemas(conn: &mut sqlx::PgConnection, now: u64) {
     }
 }
 
-/// One running server with its own schema.
+/// One running server with its own schema, started as `main.rs` starts it: [`app::build`] from a
+/// [`Config`] parsed from flags, then [`app::App::serve`].
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where this server serves `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub store: Store,
     /// The schema's URL, for replicas of this server.
     pub database_url: String,
@@ -123,9 +128,26 @@ pub struct TestApp {
 
 pub const CAMPAIGN: &str = "camp-1";
 
+/// The configuration a test server runs with: ephemeral ports, `database_url`, and `flags` on top.
+pub fn config(database_url: &str, flags: &[&str]) -> Config {
+    let mut args = vec![
+        "assignment-service",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--pool-size",
+        "8",
+        "--database-url",
+        database_url,
+    ];
+    args.extend_from_slice(flags);
+    Config::try_parse_from(args).expect("valid test flags")
+}
+
 impl TestApp {
     pub async fn start() -> Self {
-        Self::start_on(fresh_schema_url().await).await
+        Self::start_configured(&[]).await
     }
 
     /// Another server on the same database, as another replica would be (migrating concurrently is safe).
@@ -134,42 +156,35 @@ impl TestApp {
     }
 
     pub async fn start_on(url: String) -> Self {
-        Self::start_with(url, ServeOptions::default()).await
+        Self::start_with(&config(&url, &[])).await
     }
 
-    /// A server on a fresh schema with the given options.
-    pub async fn start_configured(options: ServeOptions) -> Self {
-        Self::start_with(fresh_schema_url().await, options).await
+    /// A server on a fresh schema with these command-line flags.
+    pub async fn start_configured(flags: &[&str]) -> Self {
+        Self::start_with(&config(&fresh_schema_url().await, flags)).await
     }
 
-    async fn start_with(url: String, options: ServeOptions) -> Self {
-        let store = Store::connect(&url, 8).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        let mut app = Self::serve(store, options).await;
-        app.database_url = url;
-        app
-    }
-
-    /// Serves `store` as it is (no migrations), with the given options.
-    pub async fn serve(store: Store, options: ServeOptions) -> Self {
-        let listener = app::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    /// A server built from `config` exactly as `main.rs` builds one.
+    pub async fn start_with(config: &Config) -> Self {
+        let built = app::build(config).await.expect("build the server");
         let (tx, rx) = oneshot::channel();
-        let server_store = store.clone();
-        let server = tokio::spawn(async move {
-            app::serve(server_store, listener, options, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
-        });
-        Self {
-            addr,
-            store,
-            database_url: String::new(),
+        let mut app = Self {
+            addr: built.local_addr(),
+            metrics_addr: built.metrics_addr(),
+            store: built.store().clone(),
+            database_url: config.database_url.clone().unwrap_or_default(),
             shutdown: Some(tx),
-            server: Some(server),
-        }
+            server: None,
+        };
+        app.server = Some(tokio::spawn(async move {
+            built
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server");
+        }));
+        app
     }
 
     pub async fn channel(&self) -> Channel {

@@ -8,4 +8,5 @@ mod directory;
 mod embedded;
 mod harness;
 mod production;
+mod proxy;
 mod server;

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use assignment_service::app::ServeOptions;
-use assignment_service::auth::{Tokens, hash_token};
+use assignment_service::auth::hash_token;
 use assignment_service::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
@@ -15,13 +14,19 @@ use crate::harness::*;
 const SYSTEM_TOKEN: &str = "flow-builder-secret";
 const USER_TOKEN: &str = "messaging-secret";
 
-fn tokens() -> Tokens {
-    Tokens::parse(&format!(
-        "flow-builder system {}\nmessaging user {}\n",
-        hash_token(SYSTEM_TOKEN),
-        hash_token(USER_TOKEN)
-    ))
-    .unwrap()
+/// A tokens file with one system and one user token, as an operator would write it.
+fn tokens_file() -> String {
+    let path = std::env::temp_dir().join(format!("tokens-{}", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        format!(
+            "flow-builder system {}\nmessaging user {}\n",
+            hash_token(SYSTEM_TOKEN),
+            hash_token(USER_TOKEN)
+        ),
+    )
+    .unwrap();
+    path.to_string_lossy().into_owned()
 }
 
 fn with_token<T>(mut request: tonic::Request<T>, token: &str) -> tonic::Request<T> {
@@ -41,11 +46,8 @@ fn upsert(user_id: &str, role: pb::Role) -> pb::UpsertUserRequest {
 
 #[tokio::test]
 async fn callers_need_a_valid_token_of_the_right_scope() {
-    let app = TestApp::start_configured(ServeOptions {
-        tokens: tokens(),
-        ..ServeOptions::default()
-    })
-    .await;
+    let tokens = tokens_file();
+    let app = TestApp::start_configured(&["--tokens-file", &tokens]).await;
     let mut directory = app.directory().await;
 
     let status = expect_code(
@@ -141,11 +143,7 @@ fn assign_c1() -> pb::AssignConversationRequest {
 
 #[tokio::test]
 async fn overload_is_shed_fast_and_the_service_recovers() {
-    let app = TestApp::start_configured(ServeOptions {
-        max_concurrent_calls: 1,
-        ..ServeOptions::default()
-    })
-    .await;
+    let app = TestApp::start_configured(&["--max-concurrent-calls", "1"]).await;
     app.admin("admin").await;
     app.conversation("c1", &[]).await;
     let lock = lock_conversation(&app).await;
@@ -271,11 +269,7 @@ async fn request_ids_come_back_and_are_recorded_on_history() {
 
 #[tokio::test]
 async fn oversized_messages_are_refused() {
-    let app = TestApp::start_configured(ServeOptions {
-        max_message_bytes: 1024,
-        ..ServeOptions::default()
-    })
-    .await;
+    let app = TestApp::start_configured(&["--max-message-bytes", "1024"]).await;
     let request = pb::UpsertConversationRequest {
         conversation_id: "c1".into(),
         member_id: "m1".into(),
@@ -298,15 +292,8 @@ async fn oversized_messages_are_refused() {
 
 #[tokio::test]
 async fn metrics_endpoint_counts_the_calls_made() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assignment_service::observability::install(addr)
-        .expect("the only test that installs the recorder");
     let app = TestApp::start().await;
+    let addr = app.metrics_addr;
     for i in 0..3 {
         app.admin(&format!("admin-{i}")).await;
     }
@@ -427,11 +414,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[tokio::test]
 async fn an_open_bulk_stream_holds_its_slot_until_it_ends() {
-    let app = TestApp::start_configured(ServeOptions {
-        max_concurrent_calls: 1,
-        ..ServeOptions::default()
-    })
-    .await;
+    let app = TestApp::start_configured(&["--max-concurrent-calls", "1"]).await;
     app.admin("admin").await;
     app.conversation("c1", &[]).await;
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -530,30 +513,25 @@ async fn plaintext_health(app: &TestApp) -> bool {
 
 #[tokio::test]
 async fn tls_and_mutual_tls() {
-    let tls =
-        assignment_service::app::tls_config(&fixture("server.pem"), &fixture("server.key"), None)
-            .unwrap();
-    let app = TestApp::start_configured(ServeOptions {
-        tls: Some(tls),
-        ..ServeOptions::default()
-    })
-    .await;
+    let (cert, key, ca) = (
+        fixture("server.pem"),
+        fixture("server.key"),
+        fixture("ca.pem"),
+    );
+    let (cert, key, ca) = (
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        ca.to_str().unwrap(),
+    );
+    let app = TestApp::start_configured(&["--tls-cert", cert, "--tls-key", key]).await;
     tls_health(&app, false)
         .await
         .expect("TLS with the server's CA");
     assert!(!plaintext_health(&app).await, "no cleartext on a TLS port");
 
-    let mutual = assignment_service::app::tls_config(
-        &fixture("server.pem"),
-        &fixture("server.key"),
-        Some(&fixture("ca.pem")),
-    )
-    .unwrap();
-    let app = TestApp::start_configured(ServeOptions {
-        tls: Some(mutual),
-        ..ServeOptions::default()
-    })
-    .await;
+    let app =
+        TestApp::start_configured(&["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca])
+            .await;
     assert!(
         tls_health(&app, false).await.is_err(),
         "mutual TLS needs a client certificate"
@@ -563,7 +541,7 @@ async fn tls_and_mutual_tls() {
         .expect("a client certificate signed by the CA");
 
     // The health-check subcommand (container probes) speaks TLS and mutual TLS too.
-    use assignment_service::app::{ProbeTls, health_check};
+    use assignment_service::probe::{ProbeTls, health_check};
     let endpoint = format!("https://localhost:{}", app.addr.port());
     let (ca, cert, key) = (
         fixture("ca.pem"),

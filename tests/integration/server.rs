@@ -2,14 +2,12 @@
 
 use std::time::Duration;
 
-use assignment_service::app::ServeOptions;
 use assignment_service::pb;
-use assignment_service::store::Store;
-use sqlx::postgres::PgPoolOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::harness::*;
+use crate::proxy::DatabaseProxy;
 
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_each_service() {
@@ -98,16 +96,12 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
 
 #[tokio::test]
 async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
-    // Nothing listens on port 1: every connection attempt fails at once.
-    let pool = PgPoolOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_lazy("postgres://postgres@127.0.0.1:1/postgres")
-        .unwrap();
-    let options = ServeOptions {
-        health_check_interval: Duration::from_millis(50),
-        ..ServeOptions::default()
-    };
-    let app = TestApp::serve(Store::from_pool(pool), options).await;
+    let proxy = DatabaseProxy::start(&fresh_schema_url().await).await;
+    let app = TestApp::start_with(&config(&proxy.url, &["--health-check-interval", "50ms"])).await;
+    app.admin("admin").await;
+    assert_eq!(app.health("").await.unwrap(), ServingStatus::Serving);
+
+    proxy.cut();
     let mut status = ServingStatus::Serving;
     for _ in 0..100 {
         status = app.health("assignment.v1.AssignmentService").await.unwrap();

@@ -1,6 +1,6 @@
 //! Coalesces concurrent auto-assign triggers of one campaign into one locked transaction.
 //!
-//! Every trigger of a campaign must pass through the campaign's rotation lock, so one transaction per trigger
+//! Every trigger of a campaign must pass through the campaign's auto-assign lock, so one transaction per trigger
 //! caps a hot campaign at one lock hold (several round trips and a commit) per trigger. Here, triggers that
 //! arrive while a campaign's batch is running queue up, and the next batch takes them all under a single
 //! lock hold. Each caller still gets its own answer, and since a batch is decided as if its triggers had
@@ -11,30 +11,28 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::domain::rotation::plan_batch;
-use crate::error::{AppError, AppResult};
-use crate::store::{Store, TriggerInput, TriggerReply};
+use super::{AutoAssigned, run_batch};
+use crate::domain::auto_assign::Trigger;
+use crate::error::{AppError, AppResult, Reason};
+use crate::store::Store;
 
-/// The default for the most triggers one transaction takes; it bounds the time the rotation lock is held.
-pub const DEFAULT_MAX_BATCH: usize = 256;
-
-type Reply = oneshot::Sender<AppResult<TriggerReply>>;
+type Reply = oneshot::Sender<AppResult<AutoAssigned>>;
 
 struct Pending {
-    trigger: TriggerInput,
+    trigger: Trigger,
     reply: Reply,
 }
 
 /// Cheap to clone; clones share the queues.
 #[derive(Clone)]
-pub struct AutoAssigner {
+pub struct Coalescer {
     store: Store,
     max_batch: usize,
     /// A campaign has an entry exactly while a worker is draining its queue.
     queues: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
 }
 
-impl AutoAssigner {
+impl Coalescer {
     /// `max_batch` 1 turns coalescing off: one transaction per trigger.
     pub fn new(store: Store, max_batch: usize) -> Self {
         Self {
@@ -45,11 +43,7 @@ impl AutoAssigner {
     }
 
     /// Runs one trigger, batched with whatever else of its campaign is waiting.
-    pub async fn submit(
-        &self,
-        campaign_id: &str,
-        trigger: TriggerInput,
-    ) -> AppResult<TriggerReply> {
+    pub async fn submit(&self, campaign_id: &str, trigger: Trigger) -> AppResult<AutoAssigned> {
         let (reply, answer) = oneshot::channel();
         let start_worker = {
             let mut queues = self.queues.lock().expect("queue lock");
@@ -95,14 +89,10 @@ impl AutoAssigner {
             let (triggers, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
             tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
-            match self
-                .store
-                .auto_assign_batch(&campaign_id, &triggers, plan_batch)
-                .await
-            {
+            match run_batch(&self.store, &campaign_id, &triggers).await {
                 Ok(results) => {
                     for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
+                        let _ = reply.send(result);
                     }
                 }
                 Err(err) => {
@@ -120,10 +110,10 @@ impl AutoAssigner {
 
 /// Retrying is safe: a trigger id that did take effect is answered from its record.
 fn batch_failed() -> AppError {
-    AppError::Unavailable {
-        reason: "AUTO_ASSIGN_BATCH_FAILED",
-        message: "the auto-assign batch this call joined failed; retry the call".into(),
-    }
+    AppError::new(
+        Reason::AutoAssignBatchFailed,
+        "the auto-assign batch this call joined failed; retry the call",
+    )
 }
 
 /// If a worker dies mid-drain, forget its queue so the next trigger starts a fresh worker; dropping the

@@ -1,6 +1,28 @@
-//! Round-robin auto-assignment as pure decisions: who is next, and what a batch of triggers does.
+//! Auto-assignment as pure decisions: who is next round-robin, and what a batch of triggers does.
 
 use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+/// A campaign's inbox settings: whether auto-assignment is on.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboxSettings {
+    pub auto_assign_enabled: bool,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: Option<String>,
+}
+
+/// One inbound-message trigger, validated. Member data, when given, creates a conversation this service
+/// has not seen.
+#[derive(Debug, Clone)]
+pub struct Trigger {
+    pub trigger_id: String,
+    pub conversation_id: String,
+    pub member_id: Option<String>,
+    pub member_tags: Vec<String>,
+    /// The request id of the call, recorded on the history event.
+    pub request_id: Option<String>,
+}
 
 /// The organizer after `last` in id order, wrapping around; `None` when nobody is eligible.
 ///
@@ -24,22 +46,46 @@ pub enum AutoOutcome {
     Disabled,
 }
 
-impl AutoOutcome {
-    pub fn as_db(&self) -> &'static str {
+/// How an outcome is stored in a trigger record (with the assignee beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutcomeKind {
+    Assigned,
+    AlreadyAssigned,
+    NoEligibleOrganizer,
+    Disabled,
+}
+
+impl OutcomeKind {
+    /// The stored form, for statements that bind many outcomes as one text array.
+    pub fn as_str(self) -> &'static str {
         match self {
-            AutoOutcome::Assigned(_) => "ASSIGNED",
-            AutoOutcome::AlreadyAssigned(_) => "ALREADY_ASSIGNED",
-            AutoOutcome::NoEligibleOrganizer => "NO_ELIGIBLE_ORGANIZER",
-            AutoOutcome::Disabled => "DISABLED",
+            OutcomeKind::Assigned => "ASSIGNED",
+            OutcomeKind::AlreadyAssigned => "ALREADY_ASSIGNED",
+            OutcomeKind::NoEligibleOrganizer => "NO_ELIGIBLE_ORGANIZER",
+            OutcomeKind::Disabled => "DISABLED",
+        }
+    }
+}
+
+impl AutoOutcome {
+    pub fn kind(&self) -> OutcomeKind {
+        match self {
+            AutoOutcome::Assigned(_) => OutcomeKind::Assigned,
+            AutoOutcome::AlreadyAssigned(_) => OutcomeKind::AlreadyAssigned,
+            AutoOutcome::NoEligibleOrganizer => OutcomeKind::NoEligibleOrganizer,
+            AutoOutcome::Disabled => OutcomeKind::Disabled,
         }
     }
 
-    pub fn from_db(outcome: &str, assignee: Option<String>) -> Self {
-        match (outcome, assignee) {
-            ("ASSIGNED", Some(user)) => AutoOutcome::Assigned(user),
-            ("ALREADY_ASSIGNED", Some(user)) => AutoOutcome::AlreadyAssigned(user),
-            ("DISABLED", _) => AutoOutcome::Disabled,
-            _ => AutoOutcome::NoEligibleOrganizer,
+    /// Rebuilds a recorded outcome; `None` when the record is inconsistent (an assignment without assignee).
+    pub fn from_record(kind: OutcomeKind, assignee: Option<String>) -> Option<Self> {
+        match (kind, assignee) {
+            (OutcomeKind::Assigned, Some(user)) => Some(AutoOutcome::Assigned(user)),
+            (OutcomeKind::AlreadyAssigned, Some(user)) => Some(AutoOutcome::AlreadyAssigned(user)),
+            (OutcomeKind::Assigned | OutcomeKind::AlreadyAssigned, None) => None,
+            (OutcomeKind::NoEligibleOrganizer, _) => Some(AutoOutcome::NoEligibleOrganizer),
+            (OutcomeKind::Disabled, _) => Some(AutoOutcome::Disabled),
         }
     }
 
@@ -65,16 +111,33 @@ impl AutoOutcome {
     }
 }
 
-/// One trigger of a batch, with the state read under the campaign's rotation lock.
+/// One trigger of a batch, with the state read under the campaign's auto-assign lock.
 #[derive(Debug, Clone)]
 pub struct TriggerState {
     pub trigger_id: String,
     pub conversation_id: String,
     pub current_assignee: Option<String>,
-    /// The outcome recorded when this trigger id was first delivered, if it was.
-    pub recorded: Option<AutoOutcome>,
+    /// What this trigger id's first delivery was for and did, if it was delivered before.
+    pub recorded: Option<RecordedTrigger>,
     /// Active organizers who may reply to the conversation, sorted by id.
     pub eligible: Vec<String>,
+}
+
+/// A trigger id's first delivery, as its record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedTrigger {
+    pub conversation_id: String,
+    pub outcome: AutoOutcome,
+}
+
+/// What becomes of one trigger of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Decided(Decision),
+    /// The trigger id was first delivered for another conversation: a caller's mistake, nothing is done.
+    TriggerReused {
+        first_conversation: String,
+    },
 }
 
 /// The decision for one trigger.
@@ -95,30 +158,47 @@ impl Decision {
     }
 }
 
-/// The decisions for a batch of triggers in arrival order, and where the rotation cursor ends.
+impl Verdict {
+    /// Whether this verdict assigns the conversation now.
+    pub fn assigns(&self) -> Option<&str> {
+        match self {
+            Verdict::Decided(decision) => decision.assigns(),
+            Verdict::TriggerReused { .. } => None,
+        }
+    }
+}
+
+/// The verdicts for a batch of triggers in arrival order, and where the round-robin cursor ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchPlan {
-    pub decisions: Vec<Decision>,
+    pub verdicts: Vec<Verdict>,
     pub cursor: Option<String>,
 }
 
 /// Decides a batch as if its triggers had arrived one at a time: each assignment moves the cursor, a
-/// conversation assigned earlier in the batch counts as assigned, and a trigger id seen before (in the
-/// database or earlier in the batch) repeats its first outcome.
+/// conversation assigned earlier in the batch counts as assigned, a trigger id seen before (in the
+/// database or earlier in the batch) for the same conversation repeats its first outcome, and one seen for
+/// another conversation is refused.
 pub fn plan_batch(enabled: bool, cursor: Option<&str>, triggers: &[TriggerState]) -> BatchPlan {
     let mut cursor = cursor.map(str::to_owned);
     let mut holders: HashMap<&str, String> = HashMap::new();
-    let mut seen: HashMap<&str, AutoOutcome> = HashMap::new();
-    let mut decisions = Vec::with_capacity(triggers.len());
+    let mut seen: HashMap<&str, RecordedTrigger> = HashMap::new();
+    let mut verdicts = Vec::with_capacity(triggers.len());
     for trigger in triggers {
         if let Some(first) = trigger
             .recorded
             .as_ref()
             .or(seen.get(trigger.trigger_id.as_str()))
         {
-            decisions.push(Decision {
-                outcome: first.clone(),
-                duplicate: true,
+            verdicts.push(if first.conversation_id == trigger.conversation_id {
+                Verdict::Decided(Decision {
+                    outcome: first.outcome.clone(),
+                    duplicate: true,
+                })
+            } else {
+                Verdict::TriggerReused {
+                    first_conversation: first.conversation_id.clone(),
+                }
             });
             continue;
         }
@@ -138,13 +218,19 @@ pub fn plan_batch(enabled: bool, cursor: Option<&str>, triggers: &[TriggerState]
                 None => AutoOutcome::NoEligibleOrganizer,
             },
         };
-        seen.insert(&trigger.trigger_id, outcome.clone());
-        decisions.push(Decision {
+        seen.insert(
+            &trigger.trigger_id,
+            RecordedTrigger {
+                conversation_id: trigger.conversation_id.clone(),
+                outcome: outcome.clone(),
+            },
+        );
+        verdicts.push(Verdict::Decided(Decision {
             outcome,
             duplicate: false,
-        });
+        }));
     }
-    BatchPlan { decisions, cursor }
+    BatchPlan { verdicts, cursor }
 }
 
 #[cfg(test)]
@@ -202,8 +288,18 @@ mod tests {
         }
     }
 
+    fn decisions(plan: &BatchPlan) -> Vec<Decision> {
+        plan.verdicts
+            .iter()
+            .map(|v| match v {
+                Verdict::Decided(decision) => decision.clone(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
     fn outcomes(plan: &BatchPlan) -> Vec<AutoOutcome> {
-        plan.decisions.iter().map(|d| d.outcome.clone()).collect()
+        decisions(plan).into_iter().map(|d| d.outcome).collect()
     }
 
     #[test]
@@ -259,9 +355,9 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan.decisions
+            plan.verdicts
                 .iter()
-                .filter(|d| d.assigns().is_some())
+                .filter(|v| v.assigns().is_some())
                 .count(),
             1
         );
@@ -271,7 +367,10 @@ mod tests {
     #[test]
     fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
         let mut recorded = trigger("t1", "c1", &["a", "b"]);
-        recorded.recorded = Some(AutoOutcome::Assigned("b".into()));
+        recorded.recorded = Some(RecordedTrigger {
+            conversation_id: "c1".into(),
+            outcome: AutoOutcome::Assigned("b".into()),
+        });
         recorded.current_assignee = Some("b".into());
         let plan = plan_batch(
             true,
@@ -283,7 +382,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            plan.decisions,
+            decisions(&plan),
             vec![
                 Decision {
                     outcome: AutoOutcome::Assigned("b".into()),
@@ -300,12 +399,46 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan.decisions
+            plan.verdicts
                 .iter()
-                .filter(|d| d.assigns().is_some())
+                .filter(|v| v.assigns().is_some())
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_trigger_id_reused_for_another_conversation_is_refused_in_the_database_or_the_batch() {
+        let mut recorded = trigger("t1", "c2", &["a", "b"]);
+        recorded.recorded = Some(RecordedTrigger {
+            conversation_id: "c1".into(),
+            outcome: AutoOutcome::Assigned("a".into()),
+        });
+        let plan = plan_batch(
+            true,
+            None,
+            &[
+                recorded,
+                trigger("t2", "c3", &["a", "b"]),
+                trigger("t2", "c4", &["a", "b"]),
+            ],
+        );
+        assert_eq!(
+            plan.verdicts,
+            vec![
+                Verdict::TriggerReused {
+                    first_conversation: "c1".into()
+                },
+                Verdict::Decided(Decision {
+                    outcome: AutoOutcome::Assigned("a".into()),
+                    duplicate: false
+                }),
+                Verdict::TriggerReused {
+                    first_conversation: "c3".into()
+                },
+            ]
+        );
+        assert_eq!(plan.cursor.as_deref(), Some("a"));
     }
 
     #[test]
@@ -326,7 +459,11 @@ mod tests {
             AutoOutcome::Disabled,
         ] {
             let assignee = outcome.assignee().map(str::to_owned);
-            assert_eq!(AutoOutcome::from_db(outcome.as_db(), assignee), outcome);
+            assert_eq!(
+                AutoOutcome::from_record(outcome.kind(), assignee),
+                Some(outcome)
+            );
         }
+        assert_eq!(AutoOutcome::from_record(OutcomeKind::Assigned, None), None);
     }
 }

@@ -1,4 +1,9 @@
-//! Who may reply: the "grey Send button" of the help article.
+//! Who may see and who may reply to a conversation: the one place each is decided.
+//!
+//! "May view" is one rule for every RPC: an active admin sees every conversation; an active organizer sees
+//! the conversations an access group lets them view, and the ones assigned to them. Replying is the help
+//! article's "grey Send button": admins always; an organizer only to a conversation assigned to them and
+//! covered by an access group that grants reply.
 
 use crate::domain::model::{Role, UserRef};
 
@@ -59,9 +64,23 @@ pub fn reply_permission(
     }
 }
 
-/// Whether a user may see a conversation: admins all, organizers what a group lets them view or what they hold.
-pub fn can_view(user: &UserRef, assignee: Option<&str>, has_view_access: bool) -> bool {
-    user.role == Role::Admin || has_view_access || assignee == Some(user.user_id.as_str())
+/// What a user's access groups grant on one conversation, as the store read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupGrants {
+    pub view: bool,
+    pub reply: bool,
+}
+
+/// Whether `user` may see the conversation held by `assignee`: the one visibility rule.
+pub fn may_view(user: &UserRef, assignee: Option<&str>, grants: GroupGrants) -> bool {
+    user.active
+        && (user.role == Role::Admin || grants.view || assignee == Some(user.user_id.as_str()))
+}
+
+/// Whether `user`'s role or access groups grant reply permission (whether they may reply right now also
+/// depends on the assignment: see [`reply_permission`]).
+pub fn has_reply_permission(user: &UserRef, grants: GroupGrants) -> bool {
+    user.active && (user.role == Role::Admin || grants.reply)
 }
 
 #[cfg(test)]
@@ -133,12 +152,36 @@ mod tests {
         );
     }
 
+    const NONE: GroupGrants = GroupGrants {
+        view: false,
+        reply: false,
+    };
+    const VIEW: GroupGrants = GroupGrants {
+        view: true,
+        reply: false,
+    };
+
     #[test]
-    fn visibility() {
+    fn admins_see_everything_organizers_what_a_group_covers_or_they_hold() {
         let org = user(Role::Organizer, true);
-        assert!(can_view(&user(Role::Admin, true), None, false));
-        assert!(can_view(&org, None, true));
-        assert!(can_view(&org, Some("me"), false));
-        assert!(!can_view(&org, Some("other"), false));
+        assert!(may_view(&user(Role::Admin, true), None, NONE));
+        assert!(may_view(&org, None, VIEW));
+        assert!(may_view(&org, Some("me"), NONE));
+        assert!(!may_view(&org, Some("other"), NONE));
+        assert!(!may_view(&org, None, NONE));
+    }
+
+    #[test]
+    fn inactive_users_see_nothing_and_may_not_reply() {
+        assert!(!may_view(&user(Role::Admin, false), None, VIEW));
+        assert!(!may_view(&user(Role::Organizer, false), Some("me"), VIEW));
+        let all = GroupGrants {
+            view: true,
+            reply: true,
+        };
+        assert!(!has_reply_permission(&user(Role::Organizer, false), all));
+        assert!(has_reply_permission(&user(Role::Organizer, true), all));
+        assert!(!has_reply_permission(&user(Role::Organizer, true), VIEW));
+        assert!(has_reply_permission(&user(Role::Admin, true), NONE));
     }
 }

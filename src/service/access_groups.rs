@@ -1,0 +1,322 @@
+//! Access groups (AccessGroupService): admins manage them; anyone may ask what access a user has.
+
+use uuid::Uuid;
+
+use crate::domain::access::{has_reply_permission, may_view};
+use crate::domain::access_group::{
+    AccessGroup, GroupChanges, GroupCoverage, GroupGrant, GroupScope, NewGroup, Permissions,
+    check_organizers, check_permissions, normalize_scope,
+};
+use crate::domain::actor::require_admin;
+use crate::domain::model::{Actor, Role};
+use crate::domain::{paging, validate};
+use crate::error::{AppError, AppResult, Reason};
+use crate::service::conversations::{subject_user, view};
+use crate::service::{ActorCall, Page, authenticate};
+use crate::store::{Conn, Store, access_groups, conversations, users};
+
+const GROUPS_TOKEN: &str = "access_groups";
+
+/// What CheckAccess answers.
+#[derive(Debug, Clone)]
+pub struct AccessCheck {
+    pub can_view: bool,
+    pub can_reply: bool,
+    pub is_admin: bool,
+    pub grants: Vec<GroupGrant>,
+}
+
+/// A group ListEligibleAssignees offers, and whether it covers the whole selection.
+#[derive(Debug, Clone)]
+pub struct EligibleGroup {
+    pub group: GroupCoverage,
+    pub covers_selection: bool,
+}
+
+/// CreateAccessGroup: admins.
+pub async fn create(
+    store: &Store,
+    call: &ActorCall,
+    name: &str,
+    permissions: Permissions,
+    scope: GroupScope,
+    organizer_ids: &[String],
+) -> AppResult<AccessGroup> {
+    let name = validate::text("name", name, validate::MAX_GROUP_NAME_LEN, true)?;
+    check_permissions("permissions", permissions)?;
+    let scope = normalize_scope("scope", scope)?;
+    let organizer_ids = validate::id_list(
+        "organizer_ids",
+        organizer_ids,
+        validate::MAX_IDS_PER_REQUEST,
+    )?;
+    let mut tx = store.begin().await?;
+    admin(&mut tx, call, "create access groups").await?;
+    check_organizers_exist(&mut tx, call, &organizer_ids).await?;
+    check_conversations_exist(&mut tx, call, &scope.conversation_ids).await?;
+    let group = NewGroup {
+        name,
+        permissions,
+        scope,
+        organizer_ids,
+    };
+    let created = access_groups::create(&mut tx, &call.campaign_id, Uuid::new_v4(), &group).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// GetAccessGroup: admins any; organizers only groups they belong to.
+pub async fn get(store: &Store, call: &ActorCall, access_group_id: &str) -> AppResult<AccessGroup> {
+    let id = group_id(access_group_id)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let group = access_groups::get(&mut conn, &call.campaign_id, id)
+        .await?
+        .ok_or_else(|| AppError::access_group_not_found(id))?;
+    if actor.role == Role::Organizer && !group.organizer_ids.contains(&actor.user_id) {
+        return Err(AppError::new(
+            Reason::NotAMember,
+            format!(
+                "organizers can only see the access groups they belong to, and you are not in {id}"
+            ),
+        ));
+    }
+    Ok(group)
+}
+
+/// ListAccessGroups: admins any (optionally of one organizer); organizers their own.
+pub async fn list(
+    store: &Store,
+    call: &ActorCall,
+    organizer_id: &str,
+    page_size: i32,
+    page_token: &str,
+) -> AppResult<Page<AccessGroup>> {
+    let requested = validate::optional_id("organizer_id", organizer_id)?;
+    let limit = paging::page_size(page_size)?;
+    let after = paging::decode_token(GROUPS_TOKEN, page_token)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let member = match (actor.role, requested) {
+        (Role::Admin, requested) => requested,
+        (Role::Organizer, Some(id)) if id != actor.user_id => {
+            return Err(AppError::new(
+                Reason::AdminRequired,
+                "organizers can only list their own access groups; leave organizer_id empty",
+            ));
+        }
+        (Role::Organizer, _) => Some(actor.user_id.clone()),
+    };
+    let rows = access_groups::list(
+        &mut conn,
+        &call.campaign_id,
+        member.as_deref(),
+        after.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    Ok(Page::from_rows(rows, limit, |row| {
+        paging::encode_token(GROUPS_TOKEN, &row.name_key)
+    }))
+}
+
+/// UpdateAccessGroup: admins; a new scope replaces the old one whole.
+pub async fn update(
+    store: &Store,
+    call: &ActorCall,
+    access_group_id: &str,
+    name: Option<&str>,
+    permissions: Option<Permissions>,
+    scope: Option<GroupScope>,
+) -> AppResult<AccessGroup> {
+    let id = group_id(access_group_id)?;
+    let name = name
+        .map(|name| validate::text("name", name, validate::MAX_GROUP_NAME_LEN, true))
+        .transpose()?;
+    if let Some(permissions) = permissions {
+        check_permissions("permissions", permissions)?;
+    }
+    let scope = scope
+        .map(|scope| normalize_scope("scope", scope))
+        .transpose()?;
+    let mut tx = store.begin().await?;
+    admin(&mut tx, call, "change access groups").await?;
+    if let Some(scope) = &scope {
+        check_conversations_exist(&mut tx, call, &scope.conversation_ids).await?;
+    }
+    let changes = GroupChanges {
+        name,
+        permissions,
+        scope,
+    };
+    let updated = access_groups::update(&mut tx, &call.campaign_id, id, &changes)
+        .await?
+        .ok_or_else(|| AppError::access_group_not_found(id))?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// DeleteAccessGroup: admins.
+pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> AppResult<()> {
+    let id = group_id(access_group_id)?;
+    let mut tx = store.begin().await?;
+    admin(&mut tx, call, "delete access groups").await?;
+    if !access_groups::delete(&mut tx, &call.campaign_id, id).await? {
+        return Err(AppError::access_group_not_found(id));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// AddOrganizers (`add`) and RemoveOrganizers: admins. Removing needs no directory check, so a departed
+/// user can always be removed.
+pub async fn change_members(
+    store: &Store,
+    call: &ActorCall,
+    access_group_id: &str,
+    organizer_ids: &[String],
+    add: bool,
+) -> AppResult<AccessGroup> {
+    let id = group_id(access_group_id)?;
+    let organizer_ids = validate::id_list(
+        "organizer_ids",
+        organizer_ids,
+        validate::MAX_IDS_PER_REQUEST,
+    )?;
+    let mut tx = store.begin().await?;
+    admin(&mut tx, call, "change access group members").await?;
+    if add {
+        check_organizers_exist(&mut tx, call, &organizer_ids).await?;
+    }
+    let changed =
+        access_groups::change_members(&mut tx, &call.campaign_id, id, &organizer_ids, add)
+            .await?
+            .ok_or_else(|| AppError::access_group_not_found(id))?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
+/// CheckAccess: what the actor (or, for admins, another user) may do on a conversation, and through which
+/// groups. `can_view` is `may_view`, the one visibility rule; `can_reply` is reply *permission* (whether
+/// they may reply right now also needs the assignment: CheckReplyPermission).
+pub async fn check_access(
+    store: &Store,
+    call: &ActorCall,
+    conversation_id: &str,
+    user_id: &str,
+) -> AppResult<AccessCheck> {
+    validate::id("conversation_id", conversation_id)?;
+    let user_id = validate::optional_id("user_id", user_id)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let user = subject_user(&mut conn, call, &actor, user_id.as_deref()).await?;
+    let viewed = view(&mut conn, call, &user, conversation_id).await?;
+    let grants = if user.active {
+        access_groups::grants(&mut conn, &call.campaign_id, &user.user_id, conversation_id).await?
+    } else {
+        Vec::new()
+    };
+    let assignee = viewed.conversation.assignee_id.as_deref();
+    Ok(AccessCheck {
+        can_view: may_view(&user, assignee, viewed.grants),
+        can_reply: has_reply_permission(&user, viewed.grants),
+        is_admin: user.active && user.role == Role::Admin,
+        grants,
+    })
+}
+
+/// ListEligibleAssignees, the bulk user picker: admins.
+pub async fn list_eligible_assignees(
+    store: &Store,
+    call: &ActorCall,
+    conversation_ids: &[String],
+    all_access_groups: bool,
+) -> AppResult<Vec<EligibleGroup>> {
+    let ids = validate::id_list(
+        "conversation_ids",
+        conversation_ids,
+        validate::MAX_SCOPE_CONVERSATIONS,
+    )?;
+    if ids.is_empty() {
+        return Err(AppError::invalid(
+            "conversation_ids",
+            "select at least one conversation",
+        ));
+    }
+    let mut conn = store.acquire().await?;
+    admin(&mut conn, call, "list eligible assignees for bulk actions").await?;
+    check_conversations_exist(&mut conn, call, &ids).await?;
+    let selected = ids.len() as i64;
+    let groups = access_groups::coverage(&mut conn, &call.campaign_id, &ids).await?;
+    Ok(groups
+        .into_iter()
+        .map(|group| EligibleGroup {
+            covers_selection: group.covered == selected,
+            group,
+        })
+        .filter(|eligible| all_access_groups || eligible.covers_selection)
+        .collect())
+}
+
+async fn admin(conn: &mut Conn, call: &ActorCall, what: &str) -> AppResult<Actor> {
+    let actor = authenticate(conn, call).await?;
+    require_admin(&actor, what)?;
+    Ok(actor)
+}
+
+fn group_id(value: &str) -> AppResult<Uuid> {
+    if value.is_empty() {
+        return Err(AppError::invalid(
+            "access_group_id",
+            "access_group_id is required",
+        ));
+    }
+    Uuid::parse_str(value).map_err(|_| {
+        AppError::invalid(
+            "access_group_id",
+            format!(
+                "access_group_id {value:?} is not a UUID; use the id CreateAccessGroup returned"
+            ),
+        )
+    })
+}
+
+/// Every organizer must exist, be active and be an organizer.
+async fn check_organizers_exist(
+    conn: &mut Conn,
+    call: &ActorCall,
+    ids: &[String],
+) -> AppResult<()> {
+    let found = users::find_many(conn, &call.campaign_id, ids).await?;
+    let found: Vec<_> = found.iter().map(|user| user.to_ref()).collect();
+    check_organizers(ids, &found)
+}
+
+/// Every explicitly listed conversation must exist.
+async fn check_conversations_exist(
+    conn: &mut Conn,
+    call: &ActorCall,
+    ids: &[String],
+) -> AppResult<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let missing = conversations::missing(conn, &call.campaign_id, ids).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+    Err(AppError::new(
+        Reason::ConversationNotFound,
+        format!(
+            "{} listed conversation(s) do not exist in this campaign: {}{}",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ),
+    ))
+}

@@ -1,0 +1,169 @@
+//! Auto-assignment (AutoAssignConversation) and the inbox settings that switch it on.
+//!
+//! Triggers of one campaign are coalesced ([`Coalescer`]) into batches; [`run_batch`] decides a batch in one
+//! transaction under the campaign's auto-assign lock, as if its triggers had come one by one.
+
+mod coalescer;
+
+pub use coalescer::Coalescer;
+
+use std::time::Instant;
+
+use crate::domain::actor::require_admin;
+use crate::domain::auto_assign::{Decision, InboxSettings, Trigger, Verdict, plan_batch};
+use crate::domain::model::Conversation;
+use crate::domain::validate;
+use crate::error::{AppError, AppResult, Reason};
+use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS};
+use crate::service::{ActorCall, SystemCall, authenticate};
+use crate::store::{Store, auto_assign};
+
+/// AutoAssignConversation's request, as the flow builder sent it.
+#[derive(Debug, Clone, Default)]
+pub struct TriggerRequest {
+    pub trigger_id: String,
+    pub conversation_id: String,
+    pub member_id: String,
+    pub member_tags: Vec<String>,
+}
+
+/// What one trigger did, with the conversation as it stands after its batch.
+#[derive(Debug, Clone)]
+pub struct AutoAssigned {
+    pub decision: Decision,
+    pub conversation: Conversation,
+}
+
+/// AutoAssignConversation: validates the trigger and runs it in its campaign's next batch.
+pub async fn auto_assign(
+    coalescer: &Coalescer,
+    call: &SystemCall,
+    request: TriggerRequest,
+) -> AppResult<AutoAssigned> {
+    validate::id("conversation_id", &request.conversation_id)?;
+    validate::id("trigger_id", &request.trigger_id)?;
+    let member_id = validate::optional_id("member_id", &request.member_id)?;
+    let member_tags = validate::tags("member_tags", &request.member_tags)?;
+    let trigger = Trigger {
+        trigger_id: request.trigger_id,
+        conversation_id: request.conversation_id,
+        member_id,
+        member_tags,
+        request_id: call.request_id.clone(),
+    };
+    coalescer.submit(&call.campaign_id, trigger).await
+}
+
+/// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
+/// campaign's auto-assign lock, reads every conversation (locked) with its eligible organizers, plans the
+/// batch, and writes it in one statement. Returns each trigger's answer, in batch order.
+pub async fn run_batch(
+    store: &Store,
+    campaign_id: &str,
+    triggers: &[Trigger],
+) -> AppResult<Vec<AppResult<AutoAssigned>>> {
+    let mut tx = store.begin_replanned().await?;
+    auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
+    let waiting = Instant::now();
+    let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
+    metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
+    let reads =
+        auto_assign::read_triggers(&mut tx, campaign_id, triggers, cursor.auto_assign_enabled)
+            .await?;
+    let last = cursor.last_auto_assignee_id.as_deref();
+    let plan = plan_batch(cursor.auto_assign_enabled, last, &reads.states);
+    let request_ids: Vec<Option<&str>> = reads
+        .indexes
+        .iter()
+        .map(|&index| triggers[index].request_id.as_deref())
+        .collect();
+    let mut assigned = auto_assign::write_plan(
+        &mut tx,
+        campaign_id,
+        &reads.states,
+        &request_ids,
+        &plan,
+        last,
+    )
+    .await?;
+    tx.commit().await?;
+
+    let mut replies: Vec<AppResult<AutoAssigned>> = triggers
+        .iter()
+        .map(|trigger| Err(unknown_conversation(&trigger.conversation_id)))
+        .collect();
+    for ((index, conversation), verdict) in reads
+        .indexes
+        .into_iter()
+        .zip(reads.conversations)
+        .zip(plan.verdicts)
+    {
+        replies[index] = match verdict {
+            Verdict::Decided(decision) => Ok(AutoAssigned {
+                conversation: assigned
+                    .remove(&conversation.conversation_id)
+                    .unwrap_or(conversation),
+                decision,
+            }),
+            Verdict::TriggerReused { first_conversation } => {
+                Err(trigger_reused(&triggers[index], &first_conversation))
+            }
+        };
+    }
+    Ok(replies)
+}
+
+/// GetInboxSettings: any active user of the campaign.
+pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
+    let mut conn = store.acquire().await?;
+    authenticate(&mut conn, call).await?;
+    auto_assign::settings(&mut conn, &call.campaign_id).await
+}
+
+/// UpdateInboxSettings: admins; fields left unset keep their value.
+pub async fn update_settings(
+    store: &Store,
+    call: &ActorCall,
+    auto_assign_enabled: Option<bool>,
+) -> AppResult<Option<InboxSettings>> {
+    let mut tx = store.begin().await?;
+    let actor = authenticate(&mut tx, call).await?;
+    require_admin(&actor, "change inbox settings")?;
+    let settings = match auto_assign_enabled {
+        Some(enabled) => Some(
+            auto_assign::update_settings(&mut tx, &call.campaign_id, enabled, &actor.user_id)
+                .await?,
+        ),
+        None => auto_assign::settings(&mut tx, &call.campaign_id).await?,
+    };
+    tx.commit().await?;
+    Ok(settings)
+}
+
+/// Forgets trigger ids older than `retention`; returns how many.
+pub async fn prune_triggers(store: &Store, retention: std::time::Duration) -> AppResult<u64> {
+    let mut conn = store.acquire().await?;
+    auto_assign::prune_triggers(&mut conn, retention).await
+}
+
+fn unknown_conversation(conversation_id: &str) -> AppError {
+    AppError::new(
+        Reason::ConversationNotFound,
+        format!(
+            "conversation {conversation_id:?} does not exist in this campaign; pass member_id (and \
+             member_tags) so its first inbound message creates it"
+        ),
+    )
+}
+
+fn trigger_reused(trigger: &Trigger, first_conversation: &str) -> AppError {
+    AppError::new(
+        Reason::TriggerIdReused,
+        format!(
+            "trigger_id {:?} was first delivered for conversation {first_conversation:?}, not {:?}; \
+             give each inbound message its own trigger id",
+            trigger.trigger_id, trigger.conversation_id
+        ),
+    )
+}

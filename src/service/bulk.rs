@@ -1,0 +1,281 @@
+//! Bulk assign, unassign and reassign (BulkAssign, BulkUnassign, BulkReassign): targets resolved up front,
+//! then batch after batch, each one transaction committed whole, with the round-robin turns and the tally
+//! carried across batches. Memory stays flat: a run holds one batch and counters bounded by the targets.
+
+use uuid::Uuid;
+
+use crate::domain::bulk::{
+    BulkAction, BulkOptions, ItemDecision, Tally, Turns, plan_batch, resolve_targets,
+};
+use crate::domain::model::{Actor, UserRef};
+use crate::domain::validate;
+use crate::error::{AppError, AppResult, Reason};
+use crate::observability::BULK_ITEMS;
+use crate::service::{ActorCall, authenticate};
+use crate::store::bulk::BulkChange;
+use crate::store::{Conn, Store, access_groups, bulk, users};
+
+/// Conversations per transaction: large enough for set-based SQL to pay off, small enough to keep row
+/// locks short.
+pub const BATCH_SIZE: usize = 500;
+
+/// Most conversation ids in one message of a stream.
+pub const MAX_IDS_PER_MESSAGE: usize = 5_000;
+
+/// Most access groups named as targets.
+const MAX_TARGET_GROUPS: usize = 100;
+
+/// A bulk request's options, as the caller sent them.
+#[derive(Debug, Clone, Default)]
+pub struct OptionsRequest {
+    pub assignee_ids: Vec<String>,
+    pub access_group_ids: Vec<String>,
+    pub grant_access: bool,
+    pub new_access_group_name: String,
+}
+
+/// The conversation ids of one message, refused whole when there are too many.
+pub fn message_ids(ids: Vec<String>) -> AppResult<Vec<String>> {
+    if ids.len() > MAX_IDS_PER_MESSAGE {
+        return Err(AppError::invalid(
+            "conversations.conversation_ids",
+            format!(
+                "a message carries {} conversation ids; send at most {MAX_IDS_PER_MESSAGE} per message",
+                ids.len()
+            ),
+        ));
+    }
+    Ok(ids)
+}
+
+/// A message's ids cut into the batches [`BulkRun::process`] takes, one transaction each.
+pub fn batches(ids: &[String]) -> std::slice::Chunks<'_, String> {
+    ids.chunks(BATCH_SIZE)
+}
+
+/// The access group a run with grant_access records new permissions in, created by the first batch that
+/// needs it, in that batch's transaction.
+#[derive(Debug, Clone)]
+struct GrantGroup {
+    id: Uuid,
+    name: String,
+    created: bool,
+}
+
+pub struct BulkRun {
+    store: Store,
+    call: ActorCall,
+    action: BulkAction,
+    actor: Actor,
+    targets: Vec<UserRef>,
+    target_ids: Vec<String>,
+    grant_access: bool,
+    grant_group: Option<GrantGroup>,
+    turns: Turns,
+    tally: Tally,
+}
+
+impl BulkRun {
+    /// Checks the options against the directory; any problem fails the call before anything is written.
+    pub async fn start(
+        store: Store,
+        call: ActorCall,
+        action: BulkAction,
+        request: OptionsRequest,
+    ) -> AppResult<Self> {
+        let (mut options, group_ids) = validate_options(request)?;
+        let mut conn = store.acquire().await?;
+        let actor = authenticate(&mut conn, &call).await?;
+        let named = users::find_many(&mut conn, &call.campaign_id, &options.assignee_ids).await?;
+        let named: Vec<UserRef> = named.iter().map(|user| user.to_ref()).collect();
+        if !group_ids.is_empty() {
+            let groups =
+                access_groups::active_group_organizers(&mut conn, &call.campaign_id, &group_ids)
+                    .await?;
+            for id in &group_ids {
+                let (_, organizers) =
+                    groups
+                        .iter()
+                        .find(|(group, _)| group == id)
+                        .ok_or_else(|| {
+                            AppError::invalid(
+                                "options.access_group_ids",
+                                format!("access group {id} does not exist in this campaign"),
+                            )
+                        })?;
+                options.group_organizers.extend(organizers.iter().cloned());
+            }
+        }
+        let targets = resolve_targets(action, &actor, &options, &named)?;
+        let grant_group = match (&options.new_group_name, options.grant_access) {
+            (Some(name), true) => {
+                if access_groups::is_name_taken(&mut conn, &call.campaign_id, name).await? {
+                    return Err(AppError::access_group_name_taken(name));
+                }
+                Some(GrantGroup {
+                    id: Uuid::new_v4(),
+                    name: name.clone(),
+                    created: false,
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            store,
+            call,
+            action,
+            actor,
+            target_ids: targets.iter().map(|t| t.user_id.clone()).collect(),
+            targets,
+            grant_access: options.grant_access,
+            grant_group,
+            turns: Turns::default(),
+            tally: Tally::default(),
+        })
+    }
+
+    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction; returns one
+    /// decision per id, in the order sent. Malformed ids are refused one by one and never stop the others.
+    pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
+        debug_assert!(ids.len() <= BATCH_SIZE);
+        type Positioned<'a> = Vec<(usize, &'a String)>;
+        let (valid, malformed): (Positioned, Positioned) = ids
+            .iter()
+            .enumerate()
+            .partition(|(_, id)| validate::id("conversation_id", id).is_ok());
+        let valid_ids: Vec<String> = valid.iter().map(|(_, id)| (*id).clone()).collect();
+
+        let mut tx = self.store.begin().await?;
+        self.refresh_directory(&mut tx).await?;
+        let items = bulk::lock_batch(
+            &mut tx,
+            &self.call.campaign_id,
+            &valid_ids,
+            &self.actor.user_id,
+            &self.target_ids,
+        )
+        .await?;
+        let planned = plan_batch(
+            self.action,
+            &self.actor,
+            &self.targets,
+            self.grant_access,
+            &mut self.turns,
+            &valid_ids,
+            &items,
+        );
+        let grant_group = match &self.grant_group {
+            Some(group) if planned.iter().any(|d| d.grant) => {
+                if !group.created {
+                    bulk::create_grant_group(
+                        &mut tx,
+                        &self.call.campaign_id,
+                        group.id,
+                        &group.name,
+                    )
+                    .await?;
+                }
+                Some(group.id)
+            }
+            _ => None,
+        };
+        let change = BulkChange {
+            campaign_id: &self.call.campaign_id,
+            actor_id: &self.actor.user_id,
+            request_id: self.call.request_id.as_deref(),
+            grant_group,
+        };
+        bulk::write_decisions(&mut tx, change, &planned).await?;
+        tx.commit().await?;
+        if let (Some(group), Some(_)) = (self.grant_group.as_mut(), grant_group) {
+            group.created = true;
+        }
+
+        let mut merged: Vec<Option<ItemDecision>> = vec![None; ids.len()];
+        for ((index, _), decision) in valid.iter().zip(planned) {
+            merged[*index] = Some(decision);
+        }
+        for (index, id) in malformed {
+            merged[index] = Some(ItemDecision::malformed(id));
+        }
+        let decisions: Vec<ItemDecision> = merged.into_iter().flatten().collect();
+        for decision in &decisions {
+            self.tally.record(decision);
+            metrics::counter!(BULK_ITEMS, "action" => self.action.name(), "outcome" => decision.outcome.name())
+                .increment(1);
+        }
+        Ok(decisions)
+    }
+
+    /// Before each batch, in its transaction: an actor deactivated or demoted meanwhile stops the stream,
+    /// and a deactivated target's turns are refused.
+    async fn refresh_directory(&mut self, conn: &mut Conn) -> AppResult<()> {
+        let mut ids = self.target_ids.clone();
+        ids.push(self.actor.user_id.clone());
+        let users = users::find_many(conn, &self.call.campaign_id, &ids).await?;
+        let now = |id: &str| users.iter().find(|u| u.user_id == id).map(|u| u.to_ref());
+        match now(&self.actor.user_id) {
+            Some(actor) if actor.active && actor.role == self.actor.role => {}
+            _ => {
+                return Err(AppError::new(
+                    Reason::ActorChanged,
+                    "your account was deactivated or its role changed during this bulk action; \
+                     conversations already answered stay as reported, the rest were not processed",
+                ));
+            }
+        }
+        for target in &mut self.targets {
+            target.active = now(&target.user_id).is_some_and(|u| u.active);
+        }
+        Ok(())
+    }
+
+    pub fn tally(&self) -> &Tally {
+        &self.tally
+    }
+
+    /// The access group this run created, if it needed one.
+    pub fn created_group(&self) -> Option<Uuid> {
+        self.grant_group
+            .as_ref()
+            .filter(|g| g.created)
+            .map(|g| g.id)
+    }
+}
+
+/// Checks the options' shape; the directory is consulted by [`BulkRun::start`].
+fn validate_options(request: OptionsRequest) -> AppResult<(BulkOptions, Vec<Uuid>)> {
+    let assignee_ids = validate::id_list(
+        "options.assignee_ids",
+        &request.assignee_ids,
+        validate::MAX_IDS_PER_REQUEST,
+    )?;
+    let group_ids = validate::id_list(
+        "options.access_group_ids",
+        &request.access_group_ids,
+        MAX_TARGET_GROUPS,
+    )?
+    .iter()
+    .map(|id| {
+        Uuid::parse_str(id).map_err(|_| {
+            AppError::invalid(
+                "options.access_group_ids",
+                format!("access group id {id:?} is not a UUID"),
+            )
+        })
+    })
+    .collect::<AppResult<Vec<_>>>()?;
+    let name = validate::text(
+        "options.new_access_group_name",
+        &request.new_access_group_name,
+        validate::MAX_GROUP_NAME_LEN,
+        false,
+    )?;
+    let options = BulkOptions {
+        assignee_ids,
+        group_organizers: Vec::new(),
+        grant_access: request.grant_access,
+        new_group_name: (!name.is_empty()).then_some(name),
+    };
+    Ok((options, group_ids))
+}

@@ -1,0 +1,188 @@
+//! Reading conversations: one, a page, who may reply, and the assignment history. What an organizer may
+//! see is decided by `domain::access::may_view`, here and in every other use case.
+
+use crate::domain::access::{ReplyDecision, may_view, reply_permission};
+use crate::domain::actor::{require_admin, require_self_or_admin};
+use crate::domain::model::{Actor, AssignmentEvent, Conversation, ConversationStatus, UserRef};
+use crate::domain::{paging, validate};
+use crate::error::{AppError, AppResult};
+use crate::service::{ActorCall, Page, authenticate};
+use crate::store::conversations::{self, Filter, Viewed};
+use crate::store::{Conn, Store, history, users};
+
+const CONVERSATIONS_TOKEN: &str = "conversations";
+const EVENTS_TOKEN: &str = "events";
+
+/// ListConversations' filter, as the caller sent it.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub assignee_id: String,
+    pub unassigned: bool,
+    pub status: Option<ConversationStatus>,
+    pub page_size: i32,
+    pub page_token: String,
+}
+
+/// Whether a user may reply to a conversation, and who holds it.
+#[derive(Debug, Clone)]
+pub struct ReplyCheck {
+    pub decision: ReplyDecision,
+    pub assignee_id: Option<String>,
+}
+
+/// GetConversation.
+pub async fn get(
+    store: &Store,
+    call: &ActorCall,
+    conversation_id: &str,
+) -> AppResult<Conversation> {
+    validate::id("conversation_id", conversation_id)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let viewed = visible(&mut conn, call, &actor.as_user(), conversation_id).await?;
+    Ok(viewed.conversation)
+}
+
+/// ListConversations: organizers see what they may view (the SQL form of `may_view`), admins everything.
+pub async fn list(
+    store: &Store,
+    call: &ActorCall,
+    request: &ListRequest,
+) -> AppResult<Page<Conversation>> {
+    let assignee_id = validate::optional_id("assignee_id", &request.assignee_id)?;
+    if assignee_id.is_some() && request.unassigned {
+        return Err(AppError::invalid(
+            "unassigned",
+            "set either assignee_id or unassigned, not both: no conversation can match both",
+        ));
+    }
+    let limit = paging::page_size(request.page_size)?;
+    let after = paging::decode_token(CONVERSATIONS_TOKEN, &request.page_token)?;
+    let filter = Filter {
+        assignee_id,
+        unassigned: request.unassigned,
+        status: request.status,
+    };
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let visible_to = (!actor.is_admin()).then_some(actor.user_id.as_str());
+    let rows = conversations::list(
+        &mut conn,
+        &call.campaign_id,
+        visible_to,
+        &filter,
+        after.as_deref(),
+        limit + 1,
+    )
+    .await?;
+    Ok(Page::from_rows(rows, limit, |row| {
+        paging::encode_token(CONVERSATIONS_TOKEN, &row.conversation_id)
+    }))
+}
+
+/// CheckReplyPermission: about the actor, or (admins only) another user.
+pub async fn check_reply_permission(
+    store: &Store,
+    call: &ActorCall,
+    conversation_id: &str,
+    user_id: &str,
+) -> AppResult<ReplyCheck> {
+    validate::id("conversation_id", conversation_id)?;
+    let user_id = validate::optional_id("user_id", user_id)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    let subject = subject_user(&mut conn, call, &actor, user_id.as_deref()).await?;
+    // Organizers only ask about themselves; one who may not see the conversation learns nothing of it.
+    let viewed = if actor.is_admin() {
+        view(&mut conn, call, &subject, conversation_id).await?
+    } else {
+        visible(&mut conn, call, &subject, conversation_id).await?
+    };
+    let assignee_id = viewed.conversation.assignee_id;
+    Ok(ReplyCheck {
+        decision: reply_permission(&subject, assignee_id.as_deref(), viewed.grants.reply),
+        assignee_id,
+    })
+}
+
+/// ListAssignmentHistory: of one conversation the actor may view, or of the whole campaign (admins).
+pub async fn history(
+    store: &Store,
+    call: &ActorCall,
+    conversation_id: &str,
+    page_size: i32,
+    page_token: &str,
+) -> AppResult<Page<AssignmentEvent>> {
+    let conversation_id = validate::optional_id("conversation_id", conversation_id)?;
+    let limit = paging::page_size(page_size)?;
+    let after = paging::decode_token(EVENTS_TOKEN, page_token)?
+        .map(|key| key.parse::<i64>())
+        .transpose()
+        .map_err(|_| AppError::invalid("page_token", "page_token is not one this RPC returned"))?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    match &conversation_id {
+        Some(id) => {
+            visible(&mut conn, call, &actor.as_user(), id).await?;
+        }
+        None => require_admin(
+            &actor,
+            "list the whole campaign's history; pass a conversation_id",
+        )?,
+    }
+    let rows = history::list(
+        &mut conn,
+        &call.campaign_id,
+        conversation_id.as_deref(),
+        after,
+        limit + 1,
+    )
+    .await?;
+    Ok(Page::from_rows(rows, limit, |row| {
+        paging::encode_token(EVENTS_TOKEN, &row.event_id.to_string())
+    }))
+}
+
+/// The conversation with what `user`'s groups grant on it, refused when `user` may not see it.
+pub(crate) async fn visible(
+    conn: &mut Conn,
+    call: &ActorCall,
+    user: &UserRef,
+    conversation_id: &str,
+) -> AppResult<Viewed> {
+    let viewed = view(conn, call, user, conversation_id).await?;
+    let assignee = viewed.conversation.assignee_id.as_deref();
+    if !may_view(user, assignee, viewed.grants) {
+        return Err(AppError::no_view_access(conversation_id));
+    }
+    Ok(viewed)
+}
+
+/// The conversation with what `user`'s groups grant on it.
+pub(crate) async fn view(
+    conn: &mut Conn,
+    call: &ActorCall,
+    user: &UserRef,
+    conversation_id: &str,
+) -> AppResult<Viewed> {
+    conversations::view(conn, &call.campaign_id, conversation_id, &user.user_id)
+        .await?
+        .ok_or_else(|| AppError::conversation_not_found(conversation_id))
+}
+
+/// The user a permission check is about: the actor by default; only admins may ask about others.
+pub(crate) async fn subject_user(
+    conn: &mut Conn,
+    call: &ActorCall,
+    actor: &Actor,
+    user_id: Option<&str>,
+) -> AppResult<UserRef> {
+    let Some(user_id) = user_id else {
+        return Ok(actor.as_user());
+    };
+    require_self_or_admin(actor, user_id)?;
+    users::find(conn, &call.campaign_id, user_id)
+        .await?
+        .map(|user| user.to_ref())
+        .ok_or_else(|| AppError::user_not_found(user_id))
+}

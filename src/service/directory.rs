@@ -1,0 +1,57 @@
+//! The directory (DirectoryService): systems of record sync users and conversations in.
+
+use crate::domain::model::{Conversation, Role, User};
+use crate::domain::validate;
+use crate::error::{AppError, AppResult};
+use crate::service::SystemCall;
+use crate::store::{Store, conversations, users};
+
+/// UpsertUser: creates or updates a user and (re)activates them. Returns the user and whether they were new.
+pub async fn upsert_user(
+    store: &Store,
+    call: &SystemCall,
+    user_id: &str,
+    role: Role,
+    display_name: &str,
+) -> AppResult<(User, bool)> {
+    validate::id("user_id", user_id)?;
+    let display_name = validate::text(
+        "display_name",
+        display_name,
+        validate::MAX_DISPLAY_NAME_LEN,
+        false,
+    )?;
+    let mut conn = store.acquire().await?;
+    users::upsert(&mut conn, &call.campaign_id, user_id, role, &display_name).await
+}
+
+/// DeactivateUser: the user stays in history but can no longer act or be assigned.
+pub async fn deactivate_user(store: &Store, call: &SystemCall, user_id: &str) -> AppResult<User> {
+    validate::id("user_id", user_id)?;
+    let mut conn = store.acquire().await?;
+    users::deactivate(&mut conn, &call.campaign_id, user_id)
+        .await?
+        .ok_or_else(|| AppError::user_not_found(user_id))
+}
+
+/// UpsertConversation: creates a conversation or updates its member data. Returns it and whether it was new.
+pub async fn upsert_conversation(
+    store: &Store,
+    call: &SystemCall,
+    conversation_id: &str,
+    member_id: &str,
+    member_tags: &[String],
+) -> AppResult<(Conversation, bool)> {
+    validate::id("conversation_id", conversation_id)?;
+    validate::id("member_id", member_id)?;
+    let tags = validate::tags("member_tags", member_tags)?;
+    let mut conn = store.acquire().await?;
+    conversations::upsert(
+        &mut conn,
+        &call.campaign_id,
+        conversation_id,
+        member_id,
+        &tags,
+    )
+    .await
+}

@@ -1,0 +1,65 @@
+//! The use cases: one function per RPC, each reading top to bottom — validate, begin, lock and read
+//! (`store`), decide (`domain`), write (`store`), commit — and returning domain values. The gRPC layer
+//! decodes a request into plain arguments, calls one of these, and encodes what it returns.
+
+pub mod access_groups;
+pub mod assignment;
+pub mod auto_assign;
+pub mod bulk;
+pub mod conversations;
+pub mod directory;
+
+use crate::domain::actor;
+use crate::domain::model::Actor;
+use crate::error::AppResult;
+use crate::store::{Conn, users};
+
+/// A call made for a user of a campaign: who claims to act, where, and the call's request id. The claim
+/// is checked against the directory by [`authenticate`].
+#[derive(Debug, Clone)]
+pub struct ActorCall {
+    pub campaign_id: String,
+    pub actor_id: String,
+    pub request_id: Option<String>,
+}
+
+/// A call made by a system (a system of record, the flow builder) for a campaign.
+#[derive(Debug, Clone)]
+pub struct SystemCall {
+    pub campaign_id: String,
+    pub request_id: Option<String>,
+}
+
+/// The acting user as the directory knows them now; refused when unknown or inactive.
+pub async fn authenticate(conn: &mut Conn, call: &ActorCall) -> AppResult<Actor> {
+    let user = users::find(conn, &call.campaign_id, &call.actor_id).await?;
+    actor::authenticate(
+        &call.campaign_id,
+        &call.actor_id,
+        user.as_ref().map(|u| u.to_ref()),
+    )
+}
+
+/// One page of a list, and the token of the next (empty on the last page).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: String,
+}
+
+impl<T> Page<T> {
+    /// `rows` were fetched with one extra to learn whether another page follows; drop it and name the
+    /// token of the last row kept.
+    pub fn from_rows(mut rows: Vec<T>, limit: i64, token: impl Fn(&T) -> String) -> Self {
+        let next_page_token = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(token).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Self {
+            items: rows,
+            next_page_token,
+        }
+    }
+}
