@@ -27,17 +27,6 @@ pub enum AssignmentAction {
     Reassign,
 }
 
-impl AssignmentAction {
-    /// The stored form, for statements that bind many actions as one text array.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AssignmentAction::Assign => "ASSIGN",
-            AssignmentAction::Unassign => "UNASSIGN",
-            AssignmentAction::Reassign => "REASSIGN",
-        }
-    }
-}
-
 /// Which path made an assignment change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]

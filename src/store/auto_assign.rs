@@ -220,7 +220,7 @@ pub async fn write_plan(
         if !decision.duplicate {
             record.0.push(state.trigger_id.as_str());
             record.1.push(state.conversation_id.as_str());
-            record.2.push(decision.outcome.kind().as_str());
+            record.2.push(decision.outcome.kind());
             record.3.push(decision.outcome.assignee());
         }
     }

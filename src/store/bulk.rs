@@ -101,7 +101,7 @@ pub async fn write_decisions(
     } = change;
     let mut changed: Vec<&str> = Vec::new();
     let mut to: Vec<Option<&str>> = Vec::new();
-    let mut action: Vec<&str> = Vec::new();
+    let mut action: Vec<AssignmentAction> = Vec::new();
     let mut from: Vec<Option<&str>> = Vec::new();
     let mut granted_users: Vec<&str> = Vec::new();
     let mut granted_conversations: Vec<&str> = Vec::new();
@@ -119,7 +119,7 @@ pub async fn write_decisions(
             _ => continue,
         };
         changed.push(&decision.conversation_id);
-        action.push(act.as_str());
+        action.push(act);
         from.push(old);
         to.push(new);
         if decision.grant

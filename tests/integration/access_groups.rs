@@ -458,3 +458,75 @@ async fn organizers_see_only_their_own_groups() {
     assert_eq!(all, vec!["Alpha", "Mine", "Theirs"]);
     assert!(second.next_page_token.is_empty());
 }
+
+/// "May view" is one rule: an organizer sees what a group covers and what is assigned to them, and
+/// CheckAccess, GetConversation and CheckReplyPermission agree on it.
+#[tokio::test]
+async fn an_organizer_holding_a_conversation_may_view_it_without_a_group() {
+    let app = campaign().await;
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c-none".into(),
+                assignee_id: "org1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+
+    let held = access(&app, "org1", "c-none").await;
+    assert!(held.can_view, "the holder may view it");
+    assert!(!held.can_reply, "no group grants reply permission");
+    assert!(held.grants.is_empty());
+    let got = app
+        .assignments()
+        .await
+        .get_conversation(as_actor(
+            "org1",
+            pb::GetConversationRequest {
+                conversation_id: "c-none".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        got.conversation.unwrap().assignee_id.as_deref(),
+        Some("org1")
+    );
+    let reply = app
+        .assignments()
+        .await
+        .check_reply_permission(as_actor(
+            "org1",
+            pb::CheckReplyPermissionRequest {
+                conversation_id: "c-none".into(),
+                user_id: String::new(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!reply.allowed);
+    assert_eq!(reply.reason(), pb::ReplyPermissionReason::NoReplyAccess);
+
+    // Someone else's conversation, uncovered: neither view nor reply, and Get is refused.
+    let other = access(&app, "org2", "c-none").await;
+    assert!(!other.can_view && !other.can_reply);
+    let status = expect_code(
+        app.assignments()
+            .await
+            .get_conversation(as_actor(
+                "org2",
+                pb::GetConversationRequest {
+                    conversation_id: "c-none".into(),
+                },
+            ))
+            .await,
+        Code::PermissionDenied,
+    );
+    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
+}

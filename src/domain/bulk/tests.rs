@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::domain::fixtures::{admin, organizer, user};
+use crate::error::AppResult;
 
 fn orgs(ids: &[&str]) -> Vec<UserRef> {
     ids.iter()
@@ -344,9 +345,10 @@ fn options_are_checked_up_front() {
         assignee_ids: ids.iter().map(|s| s.to_string()).collect(),
         ..BulkOptions::default()
     };
+    // `None` for an invalid argument.
     let reason = |r: AppResult<Vec<UserRef>>| match r.unwrap_err() {
-        AppError::Refused { reason, .. } => reason.as_str(),
-        AppError::InvalidArgument { .. } => "INVALID",
+        AppError::Refused { reason, .. } => Some(reason),
+        AppError::InvalidArgument { .. } => None,
         other => panic!("{other:?}"),
     };
     assert_eq!(
@@ -362,7 +364,7 @@ fn options_are_checked_up_front() {
             &opts(&[]),
             &named
         )),
-        "INVALID"
+        None
     );
     assert_eq!(
         reason(resolve_targets(
@@ -371,7 +373,7 @@ fn options_are_checked_up_front() {
             &opts(&["ghost"]),
             &named
         )),
-        "INVALID"
+        None
     );
     assert_eq!(
         reason(resolve_targets(
@@ -380,7 +382,7 @@ fn options_are_checked_up_front() {
             &opts(&["gone"]),
             &named
         )),
-        "INVALID"
+        None
     );
     assert_eq!(
         reason(resolve_targets(
@@ -389,7 +391,7 @@ fn options_are_checked_up_front() {
             &opts(&["a2"]),
             &named
         )),
-        "ORGANIZER_ASSIGNS_SELF_ONLY"
+        Some(Reason::OrganizerAssignsSelfOnly)
     );
     assert!(resolve_targets(BulkAction::Assign, &organizer("o1"), &opts(&["o1"]), &named).is_ok());
     assert_eq!(
@@ -399,7 +401,7 @@ fn options_are_checked_up_front() {
             &opts(&["o1"]),
             &named
         )),
-        "ORGANIZERS_CANNOT_REASSIGN"
+        Some(Reason::OrganizersCannotReassign)
     );
     let mut grant = opts(&["o1"]);
     grant.grant_access = true;
@@ -410,7 +412,7 @@ fn options_are_checked_up_front() {
             &grant,
             &named
         )),
-        "INVALID"
+        None
     );
     assert_eq!(
         reason(resolve_targets(
@@ -419,7 +421,7 @@ fn options_are_checked_up_front() {
             &grant,
             &named
         )),
-        "ADMIN_REQUIRED"
+        Some(Reason::AdminRequired)
     );
     grant.new_group_name = Some("New".into());
     assert!(resolve_targets(BulkAction::Assign, &admin(), &grant, &named).is_ok());
@@ -516,4 +518,19 @@ fn turns_of_a_target_deactivated_mid_stream_are_refused() {
             ..
         }
     ));
+}
+
+#[test]
+fn malformed_ids_and_missing_conversations_are_refused_in_the_words_of_the_single_rpcs() {
+    let malformed = ItemDecision::malformed("has space");
+    let (reason, message) = malformed.outcome.refusal("has space").unwrap();
+    assert_eq!(reason, Reason::InvalidConversationId);
+    assert!(message.contains("has space"));
+    let (reason, message) = ItemOutcome::NotFound.refusal("c9").unwrap();
+    assert_eq!(reason, Reason::ConversationNotFound);
+    assert_eq!(message, AppError::conversation_not_found("c9").to_string());
+    assert_eq!(
+        ItemOutcome::Assigned { to: "o1".into() }.refusal("c1"),
+        None
+    );
 }

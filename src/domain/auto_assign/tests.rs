@@ -1,0 +1,233 @@
+//! Unit tests of the auto-assignment rules.
+
+use super::*;
+
+fn ids(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[test]
+fn next_wraps_around() {
+    let eligible = ids(&["a", "b", "c"]);
+    assert_eq!(next_organizer(&eligible, None), Some("a"));
+    assert_eq!(next_organizer(&eligible, Some("a")), Some("b"));
+    assert_eq!(next_organizer(&eligible, Some("c")), Some("a"));
+    assert_eq!(next_organizer(&[], Some("a")), None);
+}
+
+#[test]
+fn next_skips_ineligible_organizers_without_losing_its_place() {
+    // "b" is inactive or has no reply access for this conversation: it is simply not in the list.
+    let eligible = ids(&["a", "c", "d"]);
+    assert_eq!(next_organizer(&eligible, Some("a")), Some("c"));
+    // For another conversation b is eligible again, and the rotation continues from where it was.
+    let everyone = ids(&["a", "b", "c", "d"]);
+    assert_eq!(next_organizer(&everyone, Some("a")), Some("b"));
+}
+
+#[test]
+fn next_copes_with_organizers_added_or_removed_between_calls() {
+    assert_eq!(next_organizer(&ids(&["a", "b", "c"]), Some("b")), Some("c"));
+    // "bb" joined after b was assigned: it is next.
+    assert_eq!(
+        next_organizer(&ids(&["a", "b", "bb", "c"]), Some("b")),
+        Some("bb")
+    );
+    // "c" left: wrap around to "a".
+    assert_eq!(next_organizer(&ids(&["a", "b"]), Some("b")), Some("a"));
+}
+
+#[test]
+fn next_after_a_deleted_user_continues_in_id_order() {
+    assert_eq!(next_organizer(&ids(&["a", "c", "e"]), Some("d")), Some("e"));
+    assert_eq!(next_organizer(&ids(&["a", "c"]), Some("zz")), Some("a"));
+}
+
+fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
+    TriggerState {
+        trigger_id: id.into(),
+        conversation_id: conversation.into(),
+        current_assignee: None,
+        recorded: None,
+        eligible: ids(eligible),
+    }
+}
+
+fn decisions(plan: &BatchPlan) -> Vec<Decision> {
+    plan.verdicts
+        .iter()
+        .map(|v| match v {
+            Verdict::Decided(decision) => decision.clone(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+fn outcomes(plan: &BatchPlan) -> Vec<AutoOutcome> {
+    decisions(plan).into_iter().map(|d| d.outcome).collect()
+}
+
+#[test]
+fn a_batch_rotates_as_if_its_triggers_came_one_by_one() {
+    let everyone = ["a", "b", "c"];
+    let batch: Vec<_> = (0..5)
+        .map(|i| trigger(&format!("t{i}"), &format!("c{i}"), &everyone))
+        .collect();
+    let plan = plan_batch(true, Some("b"), &batch);
+    use AutoOutcome::Assigned;
+    assert_eq!(
+        outcomes(&plan),
+        vec![
+            Assigned("c".into()),
+            Assigned("a".into()),
+            Assigned("b".into()),
+            Assigned("c".into()),
+            Assigned("a".into())
+        ]
+    );
+    assert_eq!(plan.cursor.as_deref(), Some("a"));
+}
+
+#[test]
+fn assigned_conversations_stay_put_and_do_not_move_the_cursor() {
+    let mut held = trigger("t1", "c1", &["a", "b"]);
+    held.current_assignee = Some("admin".into());
+    let plan = plan_batch(true, Some("a"), &[held, trigger("t2", "c2", &["a", "b"])]);
+    assert_eq!(
+        outcomes(&plan),
+        vec![
+            AutoOutcome::AlreadyAssigned("admin".into()),
+            AutoOutcome::Assigned("b".into())
+        ]
+    );
+}
+
+#[test]
+fn the_same_conversation_twice_in_a_batch_is_assigned_once() {
+    let plan = plan_batch(
+        true,
+        None,
+        &[
+            trigger("t1", "c1", &["a", "b"]),
+            trigger("t2", "c1", &["a", "b"]),
+        ],
+    );
+    assert_eq!(
+        outcomes(&plan),
+        vec![
+            AutoOutcome::Assigned("a".into()),
+            AutoOutcome::AlreadyAssigned("a".into())
+        ]
+    );
+    assert_eq!(
+        plan.verdicts
+            .iter()
+            .filter(|v| v.assigns().is_some())
+            .count(),
+        1
+    );
+    assert_eq!(plan.cursor.as_deref(), Some("a"));
+}
+
+#[test]
+fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
+    let mut recorded = trigger("t1", "c1", &["a", "b"]);
+    recorded.recorded = Some(RecordedTrigger {
+        conversation_id: "c1".into(),
+        outcome: AutoOutcome::Assigned("b".into()),
+    });
+    recorded.current_assignee = Some("b".into());
+    let plan = plan_batch(
+        true,
+        Some("b"),
+        &[
+            recorded,
+            trigger("t2", "c2", &["a", "b"]),
+            trigger("t2", "c2", &["a", "b"]),
+        ],
+    );
+    assert_eq!(
+        decisions(&plan),
+        vec![
+            Decision {
+                outcome: AutoOutcome::Assigned("b".into()),
+                duplicate: true
+            },
+            Decision {
+                outcome: AutoOutcome::Assigned("a".into()),
+                duplicate: false
+            },
+            Decision {
+                outcome: AutoOutcome::Assigned("a".into()),
+                duplicate: true
+            },
+        ]
+    );
+    assert_eq!(
+        plan.verdicts
+            .iter()
+            .filter(|v| v.assigns().is_some())
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_trigger_id_reused_for_another_conversation_is_refused_in_the_database_or_the_batch() {
+    let mut recorded = trigger("t1", "c2", &["a", "b"]);
+    recorded.recorded = Some(RecordedTrigger {
+        conversation_id: "c1".into(),
+        outcome: AutoOutcome::Assigned("a".into()),
+    });
+    let plan = plan_batch(
+        true,
+        None,
+        &[
+            recorded,
+            trigger("t2", "c3", &["a", "b"]),
+            trigger("t2", "c4", &["a", "b"]),
+        ],
+    );
+    assert_eq!(
+        plan.verdicts,
+        vec![
+            Verdict::TriggerReused {
+                first_conversation: "c1".into()
+            },
+            Verdict::Decided(Decision {
+                outcome: AutoOutcome::Assigned("a".into()),
+                duplicate: false
+            }),
+            Verdict::TriggerReused {
+                first_conversation: "c3".into()
+            },
+        ]
+    );
+    assert_eq!(plan.cursor.as_deref(), Some("a"));
+}
+
+#[test]
+fn nobody_eligible_or_switched_off_assigns_nothing() {
+    let plan = plan_batch(true, Some("a"), &[trigger("t1", "c1", &[])]);
+    assert_eq!(outcomes(&plan), vec![AutoOutcome::NoEligibleOrganizer]);
+    assert_eq!(plan.cursor.as_deref(), Some("a"));
+    let plan = plan_batch(false, Some("a"), &[trigger("t1", "c1", &["a", "b"])]);
+    assert_eq!(outcomes(&plan), vec![AutoOutcome::Disabled]);
+}
+
+#[test]
+fn outcomes_round_trip_through_the_database_form() {
+    for outcome in [
+        AutoOutcome::Assigned("a".into()),
+        AutoOutcome::AlreadyAssigned("b".into()),
+        AutoOutcome::NoEligibleOrganizer,
+        AutoOutcome::Disabled,
+    ] {
+        let assignee = outcome.assignee().map(str::to_owned);
+        assert_eq!(
+            AutoOutcome::from_record(outcome.kind(), assignee),
+            Some(outcome)
+        );
+    }
+    assert_eq!(AutoOutcome::from_record(OutcomeKind::Assigned, None), None);
+}
