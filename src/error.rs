@@ -90,8 +90,6 @@ reasons! {
     OrganizerUnassignsOwnOnly => "ORGANIZER_UNASSIGNS_OWN_ONLY", PermissionDenied;
     /// Someone else holds the conversation, so an organizer may not change its status.
     AssignedToOther => "ASSIGNED_TO_OTHER", PermissionDenied;
-    /// No access group lets the organizer view the conversation.
-    NoViewAccess => "NO_VIEW_ACCESS", PermissionDenied;
     /// A bulk target's turn fell on a conversation they may not reply to (bulk items only).
     NoAccess => "NO_ACCESS", PermissionDenied;
     /// Organizers see only the access groups they belong to.
@@ -130,6 +128,8 @@ reasons! {
     Overloaded => "OVERLOADED", ResourceExhausted;
     /// A conversation id in a bulk stream is malformed (bulk items only).
     InvalidConversationId => "INVALID_CONVERSATION_ID", InvalidArgument;
+    /// A conversation id listed again in one bulk stream: answered at its first listing (bulk items only).
+    DuplicateInStream => "DUPLICATE_IN_STREAM", InvalidArgument;
 }
 
 impl fmt::Display for Reason {
@@ -138,31 +138,60 @@ impl fmt::Display for Reason {
     }
 }
 
+/// One bad field or header of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub message: String,
+}
+
+/// Facts a refusal names (the current assignee, the current version, ...), for programs: sent as
+/// `ErrorInfo.metadata`. Only facts the caller may see.
+pub type Facts = Vec<(&'static str, String)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    /// The request itself is malformed; `field` names the offending field or header.
-    #[error("{message}")]
-    InvalidArgument { field: String, message: String },
+    /// The request itself is malformed: every bad field or header, each named.
+    #[error("{}", join_messages(.0))]
+    InvalidArgument(Vec<FieldViolation>),
     /// The rules, the state of things or the system refuse the call; the reason decides the status code.
     #[error("{message}")]
-    Refused { reason: Reason, message: String },
+    Refused {
+        reason: Reason,
+        message: String,
+        facts: Facts,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
 
+fn join_messages(violations: &[FieldViolation]) -> String {
+    let messages: Vec<&str> = violations.iter().map(|v| v.message.as_str()).collect();
+    messages.join("; ")
+}
+
 impl AppError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidArgument {
+        Self::InvalidArgument(vec![FieldViolation {
             field: field.into(),
             message: message.into(),
-        }
+        }])
     }
 
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self::Refused {
             reason,
             message: message.into(),
+            facts: Vec::new(),
         }
+    }
+
+    /// Adds a fact the message names, for programs (`ErrorInfo.metadata`).
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        if let Self::Refused { facts, .. } = &mut self {
+            facts.push((key, value.into()));
+        }
+        self
     }
 
     /// The reason of a refusal; `None` for invalid arguments and database faults.
@@ -173,25 +202,28 @@ impl AppError {
         }
     }
 
+    /// The fields an invalid argument names.
+    pub fn fields(&self) -> Vec<&str> {
+        match self {
+            Self::InvalidArgument(violations) => {
+                violations.iter().map(|v| v.field.as_str()).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     // The errors several use cases raise, each worded once.
 
+    /// Also the answer for a conversation the caller may not view: they learn nothing of it.
     pub fn conversation_not_found(conversation_id: &str) -> Self {
         Self::new(
             Reason::ConversationNotFound,
             format!(
-                "conversation {conversation_id:?} does not exist in this campaign; sync it with \
-                 DirectoryService.UpsertConversation first"
+                "conversation {conversation_id:?} does not exist in this campaign, or you may not view \
+                 it; sync it with DirectoryService.UpsertConversation, or ask an admin for access"
             ),
         )
-    }
-
-    pub fn no_view_access(conversation_id: &str) -> Self {
-        Self::new(
-            Reason::NoViewAccess,
-            format!(
-                "no access group lets you view conversation {conversation_id:?}; ask an admin to add you to one"
-            ),
-        )
+        .with("conversation_id", conversation_id)
     }
 
     /// `what` completes "only admins can …".
@@ -207,6 +239,7 @@ impl AppError {
             Reason::UserNotFound,
             format!("user {user_id:?} is not a user of this campaign"),
         )
+        .with("user_id", user_id)
     }
 
     pub fn assignee_not_found(user_id: &str) -> Self {
@@ -214,6 +247,7 @@ impl AppError {
             Reason::AssigneeNotFound,
             format!("user {user_id:?} is not a user of this campaign"),
         )
+        .with("assignee_id", user_id)
     }
 
     pub fn assignee_inactive(user_id: &str) -> Self {
@@ -221,6 +255,7 @@ impl AppError {
             Reason::AssigneeInactive,
             format!("user {user_id:?} is inactive and cannot be assigned conversations"),
         )
+        .with("assignee_id", user_id)
     }
 
     pub fn access_group_not_found(id: impl fmt::Display) -> Self {
@@ -228,6 +263,7 @@ impl AppError {
             Reason::AccessGroupNotFound,
             format!("access group {id} does not exist in this campaign"),
         )
+        .with("access_group_id", id.to_string())
     }
 
     pub fn access_group_name_taken(name: &str) -> Self {
@@ -237,6 +273,7 @@ impl AppError {
                 "an access group named {name:?} already exists in this campaign; choose another name"
             ),
         )
+        .with("name", name)
     }
 }
 

@@ -1,4 +1,7 @@
 //! The assignment rules of the help article, as pure decisions over one conversation's current state.
+//!
+//! Every decision starts with visibility: an actor who may not view the conversation is answered exactly
+//! as for a conversation that does not exist, before its version, holder or status is looked at.
 
 use crate::domain::model::{Actor, AssignmentAction, ConversationStatus, Role, UserRef};
 use crate::error::{AppError, AppResult, Reason};
@@ -15,11 +18,12 @@ pub enum Plan {
     },
 }
 
-/// What the rules need to know about the conversation and the people involved.
+/// What the rules need to know about the conversation, read under its row lock.
 #[derive(Debug, Clone)]
 pub struct Situation<'a> {
     pub conversation_id: &'a str,
     pub current_assignee: Option<&'a str>,
+    pub version: i64,
     /// Whether the actor may view this conversation ([`crate::domain::access::may_view`]).
     pub actor_can_view: bool,
 }
@@ -42,13 +46,16 @@ impl<'a> AssigneeRequest<'a> {
     }
 }
 
-/// Applies the rule of the requested change.
+/// Applies, in order: visibility, the compare-and-set on `expected_version`, and the rule of the change.
 pub fn plan_assignee_change(
     actor: &Actor,
     situation: &Situation<'_>,
     request: AssigneeRequest<'_>,
     target: Option<&UserRef>,
+    expected_version: Option<i64>,
 ) -> AppResult<Plan> {
+    require_visible(situation)?;
+    check_version(situation, expected_version)?;
     match request {
         AssigneeRequest::Assign { to } => plan_assign(actor, situation, to, target),
         AssigneeRequest::Unassign => plan_unassign(actor, situation),
@@ -56,16 +63,53 @@ pub fn plan_assignee_change(
     }
 }
 
+/// Resolve/reopen: admins any; organizers what they may view, unless someone else holds it. Returns
+/// whether the status actually changes; the assignee never does.
+pub fn plan_status_change(
+    actor: &Actor,
+    situation: &Situation<'_>,
+    current: ConversationStatus,
+    wanted: ConversationStatus,
+) -> AppResult<bool> {
+    require_visible(situation)?;
+    if actor.role == Role::Organizer
+        && let Some(holder) = situation.current_assignee.filter(|h| *h != actor.user_id)
+    {
+        return Err(AppError::new(
+            Reason::AssignedToOther,
+            format!(
+                "conversation {:?} is assigned to {holder:?}; only they or an admin can change its status",
+                situation.conversation_id
+            ),
+        )
+        .with("assignee_id", holder));
+    }
+    Ok(current != wanted)
+}
+
+/// An actor who may not view the conversation learns nothing of it: not found.
+fn require_visible(situation: &Situation<'_>) -> AppResult<()> {
+    if situation.actor_can_view {
+        Ok(())
+    } else {
+        Err(AppError::conversation_not_found(situation.conversation_id))
+    }
+}
+
 /// Compare-and-set: a caller that read `expected` may only write if nothing changed since.
-pub fn check_version(conversation_id: &str, expected: Option<i64>, actual: i64) -> AppResult<()> {
+fn check_version(situation: &Situation<'_>, expected: Option<i64>) -> AppResult<()> {
+    let actual = situation.version;
     match expected {
         Some(expected) if expected != actual => Err(AppError::new(
             Reason::VersionMismatch,
             format!(
-                "conversation {conversation_id:?} is at version {actual}, not {expected}: \
-                 it changed since you read it; read it again and retry"
+                "conversation {:?} is at version {actual}, not {expected}: it changed since you read \
+                 it; read it again and retry",
+                situation.conversation_id
             ),
-        )),
+        )
+        .with("current_version", actual.to_string())
+        .with("expected_version", expected.to_string())),
         _ => Ok(()),
     }
 }
@@ -79,15 +123,13 @@ fn require_assignable<'u>(target_id: &str, target: Option<&'u UserRef>) -> AppRe
     Ok(target)
 }
 
-/// AssignConversation: admins to anyone active; organizers only to themselves, only what they can view,
-/// and only while unassigned.
-pub fn plan_assign(
+/// AssignConversation: admins to anyone active; organizers only to themselves, and only while unassigned.
+fn plan_assign(
     actor: &Actor,
     situation: &Situation<'_>,
     target_id: &str,
     target: Option<&UserRef>,
 ) -> AppResult<Plan> {
-    let conversation_id = situation.conversation_id;
     if actor.role == Role::Organizer && target_id != actor.user_id {
         return Err(AppError::new(
             Reason::OrganizerAssignsSelfOnly,
@@ -95,30 +137,31 @@ pub fn plan_assign(
         ));
     }
     require_assignable(target_id, target)?;
-    if situation.current_assignee == Some(target_id) {
-        return Ok(Plan::Unchanged);
+    match situation.current_assignee {
+        Some(holder) if holder == target_id => Ok(Plan::Unchanged),
+        Some(holder) => {
+            let hint = match actor.role {
+                Role::Admin => "use ReassignConversation to move it",
+                Role::Organizer => "organizers cannot reassign conversations; ask an admin",
+            };
+            Err(AppError::new(
+                Reason::AlreadyAssigned,
+                format!(
+                    "conversation {:?} is already assigned to {holder:?}; {hint}",
+                    situation.conversation_id
+                ),
+            )
+            .with("assignee_id", holder))
+        }
+        None => Ok(Plan::Change {
+            action: AssignmentAction::Assign,
+            to: Some(target_id.to_owned()),
+        }),
     }
-    if actor.role == Role::Organizer && !situation.actor_can_view {
-        return Err(AppError::no_view_access(conversation_id));
-    }
-    if let Some(holder) = situation.current_assignee {
-        let hint = match actor.role {
-            Role::Admin => "use ReassignConversation to move it",
-            Role::Organizer => "organizers cannot reassign conversations; ask an admin",
-        };
-        return Err(AppError::new(
-            Reason::AlreadyAssigned,
-            format!("conversation {conversation_id:?} is already assigned to {holder:?}; {hint}"),
-        ));
-    }
-    Ok(Plan::Change {
-        action: AssignmentAction::Assign,
-        to: Some(target_id.to_owned()),
-    })
 }
 
 /// UnassignConversation: admins any; organizers only their own. Unassigning nobody changes nothing.
-pub fn plan_unassign(actor: &Actor, situation: &Situation<'_>) -> AppResult<Plan> {
+fn plan_unassign(actor: &Actor, situation: &Situation<'_>) -> AppResult<Plan> {
     match situation.current_assignee {
         None => Ok(Plan::Unchanged),
         Some(holder) if actor.role == Role::Organizer && holder != actor.user_id => {
@@ -129,7 +172,8 @@ pub fn plan_unassign(actor: &Actor, situation: &Situation<'_>) -> AppResult<Plan
                      conversations assigned to them",
                     situation.conversation_id
                 ),
-            ))
+            )
+            .with("assignee_id", holder))
         }
         Some(_) => Ok(Plan::Change {
             action: AssignmentAction::Unassign,
@@ -139,7 +183,7 @@ pub fn plan_unassign(actor: &Actor, situation: &Situation<'_>) -> AppResult<Plan
 }
 
 /// ReassignConversation: admins only, from one holder to another active user.
-pub fn plan_reassign(
+fn plan_reassign(
     actor: &Actor,
     situation: &Situation<'_>,
     target_id: &str,
@@ -166,36 +210,6 @@ pub fn plan_reassign(
             to: Some(target_id.to_owned()),
         }),
     }
-}
-
-/// Resolve/reopen: admins any; organizers what they can view (or hold), unless someone else holds it.
-/// Returns whether the status actually changes; the assignee never does.
-pub fn plan_status_change(
-    actor: &Actor,
-    situation: &Situation<'_>,
-    current: ConversationStatus,
-    wanted: ConversationStatus,
-) -> AppResult<bool> {
-    if actor.role == Role::Organizer {
-        let conversation_id = situation.conversation_id;
-        match situation.current_assignee {
-            Some(holder) if holder != actor.user_id => {
-                return Err(AppError::new(
-                    Reason::AssignedToOther,
-                    format!(
-                        "conversation {conversation_id:?} is assigned to {holder:?}; only they or an \
-                         admin can change its status"
-                    ),
-                ));
-            }
-            Some(_) => {}
-            None if !situation.actor_can_view => {
-                return Err(AppError::no_view_access(conversation_id));
-            }
-            None => {}
-        }
-    }
-    Ok(current != wanted)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Bulk assign, unassign and reassign as pure decisions over one batch of a stream.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
+use crate::domain::access::{GroupGrants, may_view};
 use crate::domain::model::{Actor, Role, UserRef};
 use crate::error::{AppError, Reason};
 
@@ -28,8 +29,8 @@ impl BulkAction {
 pub struct ItemState {
     pub conversation_id: String,
     pub current_assignee: Option<String>,
-    /// Whether an access group lets the actor view it (matters for organizers).
-    pub actor_can_view: bool,
+    /// Whether an access group lets the actor view it (organizers also see what they hold).
+    pub actor_group_view: bool,
     /// The targets that an access group lets reply to it.
     pub targets_with_access: Vec<String>,
 }
@@ -54,6 +55,8 @@ pub enum ItemOutcome {
         reason: Reason,
         message: String,
     },
+    /// Listed earlier in the stream and answered there; nothing written.
+    Duplicate,
     NotFound,
 }
 
@@ -66,6 +69,7 @@ impl ItemOutcome {
             ItemOutcome::Unassigned { .. } => "unassigned",
             ItemOutcome::Unchanged { .. } => "unchanged",
             ItemOutcome::Refused { .. } => "refused",
+            ItemOutcome::Duplicate => "duplicate",
             ItemOutcome::NotFound => "not_found",
         }
     }
@@ -78,6 +82,12 @@ impl ItemOutcome {
                 let err = AppError::conversation_not_found(conversation_id);
                 Some((Reason::ConversationNotFound, err.to_string()))
             }
+            ItemOutcome::Duplicate => Some((
+                Reason::DuplicateInStream,
+                format!(
+                    "conversation {conversation_id:?} was listed earlier in this stream and answered there"
+                ),
+            )),
             _ => None,
         }
     }
@@ -106,13 +116,15 @@ impl ItemDecision {
     }
 }
 
-/// Where a stream's round-robin stands; carried from batch to batch.
+/// Where a stream stands, carried from batch to batch: whose turn is next, and which conversations it has
+/// answered (a conversation listed again is answered once). The set grows with the stream's distinct ids.
 #[derive(Debug, Clone, Default)]
-pub struct Turns {
+pub struct StreamState {
     next: usize,
+    answered: HashSet<String>,
 }
 
-impl Turns {
+impl StreamState {
     /// The target whose turn it is. A turn is used whatever becomes of the conversation, so every target
     /// gets every n-th conversation of the stream.
     fn next_target<'t>(&mut self, targets: &'t [UserRef]) -> &'t UserRef {
@@ -127,44 +139,33 @@ fn has_access(target: &UserRef, item: &ItemState) -> bool {
     target.role == Role::Admin || item.targets_with_access.contains(&target.user_id)
 }
 
-/// Decides one batch. `items[i]` is `None` when `ids[i]` does not exist. A conversation listed again in
-/// the same batch is unchanged by its later listings.
+/// Decides one batch. `items[i]` is `None` when `ids[i]` does not exist. In order: a conversation the
+/// stream answered before is a duplicate; one the actor may not view is not found (exactly as if it did
+/// not exist); the rest follow the rules of `action`.
 pub fn plan_batch(
     action: BulkAction,
     actor: &Actor,
     targets: &[UserRef],
     grant_access: bool,
-    turns: &mut Turns,
+    state: &mut StreamState,
     ids: &[String],
     items: &[Option<ItemState>],
 ) -> Vec<ItemDecision> {
-    // Each conversation's assignee after its first listing in this batch.
-    let mut decided: HashMap<&str, Option<String>> = HashMap::new();
     let mut decisions = Vec::with_capacity(ids.len());
     for (id, item) in ids.iter().zip(items) {
-        let (outcome, grant) = match (item, decided.get(id.as_str())) {
-            (None, _) => (ItemOutcome::NotFound, false),
-            (Some(_), Some(after)) => (
-                ItemOutcome::Unchanged {
-                    assignee: after.clone(),
-                },
-                false,
-            ),
-            (Some(item), None) => {
-                let current = item.current_assignee.clone();
-                decide(action, actor, targets, grant_access, turns, item, current)
-            }
-        };
-        if let Some(item) = item {
-            let after = match &outcome {
-                ItemOutcome::Assigned { to } | ItemOutcome::Reassigned { to, .. } => {
-                    Some(to.clone())
-                }
-                ItemOutcome::Unassigned { .. } => None,
-                _ => item.current_assignee.clone(),
+        let first_listing = state.answered.insert(id.clone());
+        let visible = item.as_ref().filter(|item| {
+            let grants = GroupGrants {
+                view: item.actor_group_view,
+                reply: false,
             };
-            decided.entry(id).or_insert(after);
-        }
+            may_view(&actor.as_user(), item.current_assignee.as_deref(), grants)
+        });
+        let (outcome, grant) = match visible {
+            _ if !first_listing => (ItemOutcome::Duplicate, false),
+            None => (ItemOutcome::NotFound, false),
+            Some(item) => decide(action, actor, targets, grant_access, state, item),
+        };
         decisions.push(ItemDecision {
             conversation_id: id.clone(),
             outcome,
@@ -201,7 +202,7 @@ impl Tally {
                 *self.per_assignee.entry(to.clone()).or_default() += 1;
             }
             ItemOutcome::Unassigned { .. } => self.unassigned += 1,
-            ItemOutcome::Unchanged { .. } => self.unchanged += 1,
+            ItemOutcome::Unchanged { .. } | ItemOutcome::Duplicate => self.unchanged += 1,
             ItemOutcome::Refused { .. } => self.refused += 1,
             ItemOutcome::NotFound => self.not_found += 1,
         }
@@ -210,14 +211,6 @@ impl Tally {
 
 fn refused(reason: Reason, message: String) -> (ItemOutcome, bool) {
     (ItemOutcome::Refused { reason, message }, false)
-}
-
-/// A refusal worded as the single-conversation RPCs word it.
-fn refusal(err: AppError) -> (ItemOutcome, bool) {
-    match err {
-        AppError::Refused { reason, message } => refused(reason, message),
-        other => unreachable!("rules refuse with a reason, not {other:?}"),
-    }
 }
 
 /// A target deactivated while the stream ran keeps its turns, and they are refused.
@@ -247,11 +240,11 @@ fn decide(
     actor: &Actor,
     targets: &[UserRef],
     grant_access: bool,
-    turns: &mut Turns,
+    turns: &mut StreamState,
     item: &ItemState,
-    current: Option<String>,
 ) -> (ItemOutcome, bool) {
     let id = &item.conversation_id;
+    let current = item.current_assignee.clone();
     match action {
         BulkAction::Unassign => match current {
             None => (ItemOutcome::Unchanged { assignee: None }, false),
@@ -270,7 +263,6 @@ fn decide(
                 },
                 false,
             ),
-            _ if !item.actor_can_view => refusal(AppError::no_view_access(id)),
             Some(holder) => refused(
                 Reason::AlreadyAssigned,
                 format!("{id:?} is already assigned to {holder:?}; organizers cannot reassign"),

@@ -1,6 +1,6 @@
 //! Input validation: every id and string that reaches the database passes through here.
 
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, FieldViolation};
 
 /// Ids of campaigns, users, members and conversations are opaque strings owned by the systems of record.
 pub const MAX_ID_LEN: usize = 128;
@@ -11,6 +11,42 @@ pub const MAX_TAGS: usize = 100;
 /// Explicit conversation lists in one access-group request.
 pub const MAX_SCOPE_CONVERSATIONS: usize = 10_000;
 pub const MAX_IDS_PER_REQUEST: usize = 1_000;
+
+/// Collects every invalid field of a request, so that one answer names them all.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// The checked value; on a violation, records it and returns a default stand-in, which
+    /// [`Violations::finish`] then refuses to let through.
+    pub fn check<T: Default>(&mut self, result: AppResult<T>) -> T {
+        match result {
+            Ok(value) => value,
+            Err(AppError::InvalidArgument(mut violations)) => {
+                self.0.append(&mut violations);
+                T::default()
+            }
+            Err(other) => unreachable!("validators only report invalid arguments, not {other:?}"),
+        }
+    }
+
+    /// Records a violation found by the caller.
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldViolation {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// `Err` naming every violation recorded, if any.
+    pub fn finish(self) -> AppResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::InvalidArgument(self.0))
+        }
+    }
+}
 
 /// An opaque id: 1 to 128 printable ASCII characters, no spaces.
 pub fn id(field: &str, value: &str) -> AppResult<()> {
@@ -66,6 +102,25 @@ pub fn id_list(field: &str, values: &[String], max: usize) -> AppResult<Vec<Stri
     Ok(out)
 }
 
+/// A list of ids where a repeat is a mistake (each bulk target takes turns): each valid, at most `max`,
+/// no id twice.
+pub fn distinct_id_list(field: &str, values: &[String], max: usize) -> AppResult<Vec<String>> {
+    let ids = id_list(field, values, max)?;
+    if ids.len() < values.len() {
+        let repeated = values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| values[..*i].contains(v))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default();
+        return Err(AppError::invalid(
+            field,
+            format!("{field} names {repeated:?} more than once; name each user once"),
+        ));
+    }
+    Ok(ids)
+}
+
 /// Human-readable text: at most `max` characters, no control characters, trimmed.
 pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<String> {
     let trimmed = value.trim();
@@ -113,10 +168,22 @@ mod tests {
     use super::*;
 
     fn field_of(err: AppError) -> String {
-        match err {
-            AppError::InvalidArgument { field, .. } => field,
-            other => panic!("expected InvalidArgument, got {other:?}"),
+        match err.fields().as_slice() {
+            [field] => field.to_string(),
+            other => panic!("expected one invalid field, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn violations_name_every_bad_field() {
+        let mut violations = Violations::default();
+        violations.check(id("conversation_id", ""));
+        let kept = violations.check(optional_id("assignee_id", "ok"));
+        violations.check(tags("member_tags", &["".to_string()]));
+        assert_eq!(kept.as_deref(), Some("ok"));
+        let err = violations.finish().unwrap_err();
+        assert_eq!(err.fields(), vec!["conversation_id", "member_tags[0]"]);
+        assert!(Violations::default().finish().is_ok());
     }
 
     #[test]
@@ -144,6 +211,17 @@ mod tests {
         let bad = vec!["a".to_string(), "".into()];
         assert_eq!(field_of(id_list("ids", &bad, 10).unwrap_err()), "ids[1]");
         assert!(id_list("ids", &ids, 2).is_err());
+    }
+
+    #[test]
+    fn distinct_lists_refuse_repeats() {
+        let ids = vec!["a".to_string(), "b".into(), "a".into()];
+        let err = distinct_id_list("ids", &ids, 10).unwrap_err();
+        assert!(err.to_string().contains("\"a\""));
+        assert_eq!(
+            distinct_id_list("ids", &ids[..2], 10).unwrap(),
+            vec!["a", "b"]
+        );
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl AssignmentService for AssignmentApi {
         let call = actor_call(&request)?;
         let req = request.into_inner();
         let list = ListRequest {
-            status: convert::status_filter_from_pb(req.status)?,
+            status: convert::status_filter_from_pb(req.status),
             assignee_id: req.assignee_id,
             unassigned: req.unassigned,
             page_size: req.page_size,

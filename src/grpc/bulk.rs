@@ -192,6 +192,7 @@ fn item_result(decision: ItemDecision) -> pb::BulkItemResult {
         ItemOutcome::Reassigned { to, .. } => (O::Reassigned, Some(to)),
         ItemOutcome::Unassigned { .. } => (O::Unassigned, None),
         ItemOutcome::Unchanged { assignee } => (O::Unchanged, assignee),
+        ItemOutcome::Duplicate => (O::Unchanged, None),
         ItemOutcome::Refused { .. } => (O::Refused, None),
         ItemOutcome::NotFound => (O::NotFound, None),
     };

@@ -10,8 +10,8 @@ use crate::domain::model::{
     AssignmentAction, AssignmentEvent, AssignmentSource, Conversation, ConversationStatus, Role,
     User,
 };
-use crate::error::{AppError, AppResult};
 use crate::pb;
+use crate::service::conversations::StatusFilter;
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -27,27 +27,22 @@ pub fn role_to_pb(role: Role) -> pb::Role {
     }
 }
 
-pub fn role_from_pb(field: &str, value: i32) -> AppResult<Role> {
+/// `None` for UNSPECIFIED or an unknown value.
+pub fn role_from_pb(value: i32) -> Option<Role> {
     match pb::Role::try_from(value) {
-        Ok(pb::Role::Admin) => Ok(Role::Admin),
-        Ok(pb::Role::Organizer) => Ok(Role::Organizer),
-        _ => Err(AppError::invalid(
-            field,
-            format!("{field} must be ROLE_ADMIN or ROLE_ORGANIZER"),
-        )),
+        Ok(pb::Role::Admin) => Some(Role::Admin),
+        Ok(pb::Role::Organizer) => Some(Role::Organizer),
+        _ => None,
     }
 }
 
-/// `None` for UNSPECIFIED (any status).
-pub fn status_filter_from_pb(value: i32) -> AppResult<Option<ConversationStatus>> {
+/// UNSPECIFIED means any status.
+pub fn status_filter_from_pb(value: i32) -> StatusFilter {
     match pb::ConversationStatus::try_from(value) {
-        Ok(pb::ConversationStatus::Unspecified) => Ok(None),
-        Ok(pb::ConversationStatus::Open) => Ok(Some(ConversationStatus::Open)),
-        Ok(pb::ConversationStatus::Resolved) => Ok(Some(ConversationStatus::Resolved)),
-        Err(_) => Err(AppError::invalid(
-            "status",
-            format!("status {value} is not a ConversationStatus"),
-        )),
+        Ok(pb::ConversationStatus::Unspecified) => StatusFilter::Any,
+        Ok(pb::ConversationStatus::Open) => StatusFilter::Only(ConversationStatus::Open),
+        Ok(pb::ConversationStatus::Resolved) => StatusFilter::Only(ConversationStatus::Resolved),
+        Err(_) => StatusFilter::Unknown(value),
     }
 }
 

@@ -26,7 +26,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::UpsertUserResponse>, Status> {
         let call = system_call(&request)?;
         let req = request.into_inner();
-        let role = convert::role_from_pb("role", req.role)?;
+        let role = convert::role_from_pb(req.role);
         let (user, created) =
             directory::upsert_user(&self.store, &call, &req.user_id, role, &req.display_name)
                 .await?;

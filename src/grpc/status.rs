@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-use crate::error::{AppError, Reason, StatusCode};
+use crate::error::{AppError, Facts, Reason, StatusCode};
 use crate::store::{self, DatabaseFault};
 
 /// `google.rpc.ErrorInfo.domain` of every error this service returns.
@@ -14,12 +14,23 @@ pub const ERROR_DOMAIN: &str = "assignment.v1";
 impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
         match err {
-            AppError::InvalidArgument { field, message } => Status::with_error_details(
-                Code::InvalidArgument,
-                message.clone(),
-                ErrorDetails::with_bad_request_violation(field, message),
-            ),
-            AppError::Refused { reason, message } => refusal(reason, message),
+            AppError::InvalidArgument(violations) => {
+                let message = AppError::InvalidArgument(violations.clone()).to_string();
+                let violations: Vec<FieldViolation> = violations
+                    .into_iter()
+                    .map(|v| FieldViolation::new(v.field, v.message))
+                    .collect();
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    message,
+                    ErrorDetails::with_bad_request(violations),
+                )
+            }
+            AppError::Refused {
+                reason,
+                message,
+                facts,
+            } => refusal_with(reason, message, facts),
             AppError::Database(db) => database_status(db),
         }
     }
@@ -27,10 +38,19 @@ impl From<AppError> for Status {
 
 /// A status with the code `reason` implies and an `ErrorInfo` naming it.
 pub fn refusal(reason: Reason, message: impl Into<String>) -> Status {
+    refusal_with(reason, message.into(), Facts::new())
+}
+
+/// [`refusal`], with the facts the message names as `ErrorInfo.metadata`.
+fn refusal_with(reason: Reason, message: String, facts: Facts) -> Status {
+    let metadata: HashMap<String, String> = facts
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
     Status::with_error_details(
         code(reason.status_code()),
         message,
-        ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata),
     )
 }
 
@@ -95,6 +115,42 @@ mod tests {
                 reason.status_code().as_str().replace('_', "")
             );
         }
+    }
+
+    #[test]
+    fn facts_travel_as_error_info_metadata() {
+        let status = Status::from(AppError::assignee_inactive("o1"));
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(
+            info.metadata.get("assignee_id").map(String::as_str),
+            Some("o1")
+        );
+    }
+
+    #[test]
+    fn every_invalid_field_is_a_violation() {
+        let err = AppError::InvalidArgument(vec![
+            crate::error::FieldViolation {
+                field: "a".into(),
+                message: "a is bad".into(),
+            },
+            crate::error::FieldViolation {
+                field: "b".into(),
+                message: "b is bad".into(),
+            },
+        ]);
+        let status = Status::from(err);
+        assert_eq!(status.message(), "a is bad; b is bad");
+        let details = status.get_error_details();
+        let fields: Vec<&str> = details
+            .bad_request()
+            .unwrap()
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["a", "b"]);
     }
 
     #[test]

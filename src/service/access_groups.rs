@@ -9,10 +9,11 @@ use crate::domain::access_group::{
 };
 use crate::domain::actor::require_admin;
 use crate::domain::model::{Actor, Role};
-use crate::domain::{paging, validate};
+use crate::domain::paging;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::conversations::{subject_user, view};
-use crate::service::{ActorCall, Page, authenticate};
+use crate::service::conversations::{check_subject_request, subject_user, view, visible};
+use crate::service::{ActorCall, Page, authenticate, lock_actor};
 use crate::store::{Conn, Store, access_groups, conversations, users};
 
 const GROUPS_TOKEN: &str = "access_groups";
@@ -92,9 +93,11 @@ pub async fn list(
     page_size: i32,
     page_token: &str,
 ) -> AppResult<Page<AccessGroup>> {
-    let requested = validate::optional_id("organizer_id", organizer_id)?;
-    let limit = paging::page_size(page_size)?;
-    let after = paging::decode_token(GROUPS_TOKEN, page_token)?;
+    let mut violations = Violations::default();
+    let requested = violations.check(validate::optional_id("organizer_id", organizer_id));
+    let limit = violations.check(paging::page_size(page_size));
+    let after = violations.check(paging::decode_token(GROUPS_TOKEN, page_token));
+    violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     let member = match (actor.role, requested) {
@@ -129,16 +132,21 @@ pub async fn update(
     permissions: Option<Permissions>,
     scope: Option<GroupScope>,
 ) -> AppResult<AccessGroup> {
-    let id = group_id(access_group_id)?;
-    let name = name
-        .map(|name| validate::text("name", name, validate::MAX_GROUP_NAME_LEN, true))
-        .transpose()?;
+    let mut violations = Violations::default();
+    let id = violations.check(group_id(access_group_id));
+    let name = violations.check(
+        name.map(|name| validate::text("name", name, validate::MAX_GROUP_NAME_LEN, true))
+            .transpose(),
+    );
     if let Some(permissions) = permissions {
-        check_permissions("permissions", permissions)?;
+        violations.check(check_permissions("permissions", permissions));
     }
-    let scope = scope
-        .map(|scope| normalize_scope("scope", scope))
-        .transpose()?;
+    let scope = violations.check(
+        scope
+            .map(|scope| normalize_scope("scope", scope))
+            .transpose(),
+    );
+    violations.finish()?;
     let mut tx = store.begin().await?;
     admin(&mut tx, call, "change access groups").await?;
     if let Some(scope) = &scope {
@@ -205,12 +213,16 @@ pub async fn check_access(
     conversation_id: &str,
     user_id: &str,
 ) -> AppResult<AccessCheck> {
-    validate::id("conversation_id", conversation_id)?;
-    let user_id = validate::optional_id("user_id", user_id)?;
+    let user_id = check_subject_request(conversation_id, user_id)?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     let user = subject_user(&mut conn, call, &actor, user_id.as_deref()).await?;
-    let viewed = view(&mut conn, call, &user, conversation_id).await?;
+    // Organizers ask about themselves: what they may not view does not exist for them.
+    let viewed = if actor.is_admin() {
+        view(&mut conn, call, &user, conversation_id).await?
+    } else {
+        visible(&mut conn, call, &user, conversation_id).await?
+    };
     let grants = if user.active {
         access_groups::grants(&mut conn, &call.campaign_id, &user.user_id, conversation_id).await?
     } else {
@@ -258,8 +270,9 @@ pub async fn list_eligible_assignees(
         .collect())
 }
 
+/// The actor, who must be an admin, read under a share lock so a concurrent demotion waits for the change.
 async fn admin(conn: &mut Conn, call: &ActorCall, what: &str) -> AppResult<Actor> {
-    let actor = authenticate(conn, call).await?;
+    let (actor, _) = lock_actor(conn, call, &[]).await?;
     require_admin(&actor, what)?;
     Ok(actor)
 }

@@ -1,14 +1,16 @@
 //! Changing one conversation: assign, unassign, reassign, resolve and reopen. Each locks the conversation
-//! row, so racing changes serialise and the second decides on the first one's result.
+//! row, so racing changes serialise and the second decides on the first one's result; the actor and the
+//! target are read after that lock, under share locks, so a concurrent demotion or deactivation cannot
+//! slip between the decision and the commit.
 
 use crate::domain::access::may_view;
 use crate::domain::assignment::{
-    AssigneeRequest, Plan, Situation, check_version, plan_assignee_change, plan_status_change,
+    AssigneeRequest, Plan, Situation, plan_assignee_change, plan_status_change,
 };
 use crate::domain::model::{Actor, AssignmentSource, Changed, Conversation, ConversationStatus};
-use crate::domain::validate;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
-use crate::service::{ActorCall, authenticate};
+use crate::service::{ActorCall, lock_actor};
 use crate::store::conversations::{self, AssigneeChange, Locked};
 use crate::store::{Conn, Store};
 
@@ -21,23 +23,27 @@ pub async fn change_assignee(
     request: AssigneeRequest<'_>,
     expected_version: Option<i64>,
 ) -> AppResult<Changed<Conversation>> {
-    validate::id("conversation_id", conversation_id)?;
+    let mut violations = Violations::default();
+    violations.check(validate::id("conversation_id", conversation_id));
     if let Some(target_id) = request.target_id() {
-        validate::id("assignee_id", target_id)?;
+        violations.check(validate::id("assignee_id", target_id));
     }
+    violations.finish()?;
+
     let mut tx = store.begin().await?;
-    let actor = authenticate(&mut tx, call).await?;
-    let locked = lock(&mut tx, call, &actor, conversation_id, request.target_id()).await?;
-    check_version(
-        conversation_id,
-        expected_version,
-        locked.conversation.version,
-    )?;
+    let locked = lock(&mut tx, call, conversation_id).await?;
+    let others: Vec<&str> = request.target_id().into_iter().collect();
+    let (actor, users) = lock_actor(&mut tx, call, &others).await?;
+    let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
+    let target = request
+        .target_id()
+        .and_then(|id| users.iter().find(|u| u.user_id == id));
     let plan = plan_assignee_change(
         &actor,
         &situation(&actor, &locked, conversation_id),
         request,
-        locked.target.as_ref(),
+        target,
+        expected_version,
     )?;
     let result = match plan {
         Plan::Unchanged => Changed {
@@ -74,8 +80,9 @@ pub async fn change_status(
 ) -> AppResult<Changed<Conversation>> {
     validate::id("conversation_id", conversation_id)?;
     let mut tx = store.begin().await?;
-    let actor = authenticate(&mut tx, call).await?;
-    let locked = lock(&mut tx, call, &actor, conversation_id, None).await?;
+    let locked = lock(&mut tx, call, conversation_id).await?;
+    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+    let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
     let changes = plan_status_change(
         &actor,
         &situation(&actor, &locked, conversation_id),
@@ -98,22 +105,13 @@ pub async fn change_status(
     Ok(result)
 }
 
+/// Locks the conversation first: every change of one conversation queues here.
 async fn lock(
     conn: &mut Conn,
     call: &ActorCall,
-    actor: &Actor,
     conversation_id: &str,
-    target_id: Option<&str>,
-) -> AppResult<Locked> {
-    conversations::lock(
-        conn,
-        &call.campaign_id,
-        conversation_id,
-        &actor.user_id,
-        target_id,
-    )
-    .await?
-    .ok_or_else(|| AppError::conversation_not_found(conversation_id))
+) -> AppResult<Option<Locked>> {
+    conversations::lock(conn, &call.campaign_id, conversation_id, &call.actor_id).await
 }
 
 fn situation<'a>(actor: &Actor, locked: &'a Locked, conversation_id: &'a str) -> Situation<'a> {
@@ -121,6 +119,7 @@ fn situation<'a>(actor: &Actor, locked: &'a Locked, conversation_id: &'a str) ->
     Situation {
         conversation_id,
         current_assignee: assignee,
+        version: locked.conversation.version,
         actor_can_view: may_view(&actor.as_user(), assignee, locked.actor_grants),
     }
 }

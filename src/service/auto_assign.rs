@@ -12,10 +12,10 @@ use std::time::Instant;
 use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{Decision, InboxSettings, Trigger, Verdict, plan_batch};
 use crate::domain::model::Conversation;
-use crate::domain::validate;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS};
-use crate::service::{ActorCall, SystemCall, authenticate};
+use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
 use crate::store::{Store, auto_assign};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
@@ -40,10 +40,12 @@ pub async fn auto_assign(
     call: &SystemCall,
     request: TriggerRequest,
 ) -> AppResult<AutoAssigned> {
-    validate::id("conversation_id", &request.conversation_id)?;
-    validate::id("trigger_id", &request.trigger_id)?;
-    let member_id = validate::optional_id("member_id", &request.member_id)?;
-    let member_tags = validate::tags("member_tags", &request.member_tags)?;
+    let mut violations = Violations::default();
+    violations.check(validate::id("conversation_id", &request.conversation_id));
+    violations.check(validate::id("trigger_id", &request.trigger_id));
+    let member_id = violations.check(validate::optional_id("member_id", &request.member_id));
+    let member_tags = violations.check(validate::tags("member_tags", &request.member_tags));
+    violations.finish()?;
     let trigger = Trigger {
         trigger_id: request.trigger_id,
         conversation_id: request.conversation_id,
@@ -128,7 +130,7 @@ pub async fn update_settings(
     auto_assign_enabled: Option<bool>,
 ) -> AppResult<Option<InboxSettings>> {
     let mut tx = store.begin().await?;
-    let actor = authenticate(&mut tx, call).await?;
+    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
     let settings = match auto_assign_enabled {
         Some(enabled) => Some(

@@ -1,11 +1,12 @@
 //! Bulk assign, unassign and reassign (BulkAssign, BulkUnassign, BulkReassign): targets resolved up front,
-//! then batch after batch, each one transaction committed whole, with the round-robin turns and the tally
-//! carried across batches. Memory stays flat: a run holds one batch and counters bounded by the targets.
+//! then batch after batch, each one transaction committed whole, with the round-robin turns, the ids
+//! answered and the tally carried across batches. A run holds one batch, counters bounded by the targets,
+//! and the distinct ids it answered (so that a repeat is answered once).
 
 use uuid::Uuid;
 
 use crate::domain::bulk::{
-    BulkAction, BulkOptions, ItemDecision, Tally, Turns, plan_batch, resolve_targets,
+    BulkAction, BulkOptions, ItemDecision, StreamState, Tally, plan_batch, resolve_targets,
 };
 use crate::domain::model::{Actor, UserRef};
 use crate::domain::validate;
@@ -71,7 +72,7 @@ pub struct BulkRun {
     target_ids: Vec<String>,
     grant_access: bool,
     grant_group: Option<GrantGroup>,
-    turns: Turns,
+    state: StreamState,
     tally: Tally,
 }
 
@@ -129,7 +130,7 @@ impl BulkRun {
             targets,
             grant_access: options.grant_access,
             grant_group,
-            turns: Turns::default(),
+            state: StreamState::default(),
             tally: Tally::default(),
         })
     }
@@ -146,7 +147,6 @@ impl BulkRun {
         let valid_ids: Vec<String> = valid.iter().map(|(_, id)| (*id).clone()).collect();
 
         let mut tx = self.store.begin().await?;
-        self.refresh_directory(&mut tx).await?;
         let items = bulk::lock_batch(
             &mut tx,
             &self.call.campaign_id,
@@ -155,12 +155,13 @@ impl BulkRun {
             &self.target_ids,
         )
         .await?;
+        self.refresh_directory(&mut tx).await?;
         let planned = plan_batch(
             self.action,
             &self.actor,
             &self.targets,
             self.grant_access,
-            &mut self.turns,
+            &mut self.state,
             &valid_ids,
             &items,
         );
@@ -207,12 +208,13 @@ impl BulkRun {
         Ok(decisions)
     }
 
-    /// Before each batch, in its transaction: an actor deactivated or demoted meanwhile stops the stream,
-    /// and a deactivated target's turns are refused.
+    /// In each batch's transaction, after its conversations are locked, the actor and the targets are read
+    /// again under share locks: an actor deactivated or demoted meanwhile stops the stream, a deactivated
+    /// target's turns are refused, and neither can change until the batch commits.
     async fn refresh_directory(&mut self, conn: &mut Conn) -> AppResult<()> {
-        let mut ids = self.target_ids.clone();
-        ids.push(self.actor.user_id.clone());
-        let users = users::find_many(conn, &self.call.campaign_id, &ids).await?;
+        let mut ids: Vec<&str> = self.target_ids.iter().map(String::as_str).collect();
+        ids.push(&self.actor.user_id);
+        let users = users::lock_many(conn, &self.call.campaign_id, &ids).await?;
         let now = |id: &str| users.iter().find(|u| u.user_id == id).map(|u| u.to_ref());
         match now(&self.actor.user_id) {
             Some(actor) if actor.active && actor.role == self.actor.role => {}
@@ -245,7 +247,7 @@ impl BulkRun {
 
 /// Checks the options' shape; the directory is consulted by [`BulkRun::start`].
 fn validate_options(request: OptionsRequest) -> AppResult<(BulkOptions, Vec<Uuid>)> {
-    let assignee_ids = validate::id_list(
+    let assignee_ids = validate::distinct_id_list(
         "options.assignee_ids",
         &request.assignee_ids,
         validate::MAX_IDS_PER_REQUEST,

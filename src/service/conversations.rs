@@ -4,7 +4,8 @@
 use crate::domain::access::{ReplyDecision, may_view, reply_permission};
 use crate::domain::actor::{require_admin, require_self_or_admin};
 use crate::domain::model::{Actor, AssignmentEvent, Conversation, ConversationStatus, UserRef};
-use crate::domain::{paging, validate};
+use crate::domain::paging;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, Page, authenticate};
 use crate::store::conversations::{self, Filter, Viewed};
@@ -13,12 +14,22 @@ use crate::store::{Conn, Store, history, users};
 const CONVERSATIONS_TOKEN: &str = "conversations";
 const EVENTS_TOKEN: &str = "events";
 
+/// ListConversations' status filter, as the caller sent it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StatusFilter {
+    #[default]
+    Any,
+    Only(ConversationStatus),
+    /// A value that is no ConversationStatus.
+    Unknown(i32),
+}
+
 /// ListConversations' filter, as the caller sent it.
 #[derive(Debug, Clone, Default)]
 pub struct ListRequest {
     pub assignee_id: String,
     pub unassigned: bool,
-    pub status: Option<ConversationStatus>,
+    pub status: StatusFilter,
     pub page_size: i32,
     pub page_token: String,
 }
@@ -49,19 +60,35 @@ pub async fn list(
     call: &ActorCall,
     request: &ListRequest,
 ) -> AppResult<Page<Conversation>> {
-    let assignee_id = validate::optional_id("assignee_id", &request.assignee_id)?;
+    let mut violations = Violations::default();
+    let assignee_id = violations.check(validate::optional_id("assignee_id", &request.assignee_id));
     if assignee_id.is_some() && request.unassigned {
-        return Err(AppError::invalid(
+        violations.add(
             "unassigned",
             "set either assignee_id or unassigned, not both: no conversation can match both",
-        ));
+        );
     }
-    let limit = paging::page_size(request.page_size)?;
-    let after = paging::decode_token(CONVERSATIONS_TOKEN, &request.page_token)?;
+    let status = match request.status {
+        StatusFilter::Any => None,
+        StatusFilter::Only(status) => Some(status),
+        StatusFilter::Unknown(value) => {
+            violations.add(
+                "status",
+                format!("status {value} is not a ConversationStatus"),
+            );
+            None
+        }
+    };
+    let limit = violations.check(paging::page_size(request.page_size));
+    let after = violations.check(paging::decode_token(
+        CONVERSATIONS_TOKEN,
+        &request.page_token,
+    ));
+    violations.finish()?;
     let filter = Filter {
         assignee_id,
         unassigned: request.unassigned,
-        status: request.status,
+        status,
     };
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
@@ -87,8 +114,7 @@ pub async fn check_reply_permission(
     conversation_id: &str,
     user_id: &str,
 ) -> AppResult<ReplyCheck> {
-    validate::id("conversation_id", conversation_id)?;
-    let user_id = validate::optional_id("user_id", user_id)?;
+    let user_id = check_subject_request(conversation_id, user_id)?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     let subject = subject_user(&mut conn, call, &actor, user_id.as_deref()).await?;
@@ -113,12 +139,18 @@ pub async fn history(
     page_size: i32,
     page_token: &str,
 ) -> AppResult<Page<AssignmentEvent>> {
-    let conversation_id = validate::optional_id("conversation_id", conversation_id)?;
-    let limit = paging::page_size(page_size)?;
-    let after = paging::decode_token(EVENTS_TOKEN, page_token)?
-        .map(|key| key.parse::<i64>())
-        .transpose()
-        .map_err(|_| AppError::invalid("page_token", "page_token is not one this RPC returned"))?;
+    let mut violations = Violations::default();
+    let conversation_id =
+        violations.check(validate::optional_id("conversation_id", conversation_id));
+    let limit = violations.check(paging::page_size(page_size));
+    let after = violations.check(
+        paging::decode_token(EVENTS_TOKEN, page_token).and_then(|key| {
+            key.map(|key| key.parse::<i64>()).transpose().map_err(|_| {
+                AppError::invalid("page_token", "page_token is not one this RPC returned")
+            })
+        }),
+    );
+    violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     match &conversation_id {
@@ -143,7 +175,7 @@ pub async fn history(
     }))
 }
 
-/// The conversation with what `user`'s groups grant on it, refused when `user` may not see it.
+/// The conversation with what `user`'s groups grant on it; not found when `user` may not see it.
 pub(crate) async fn visible(
     conn: &mut Conn,
     call: &ActorCall,
@@ -153,7 +185,7 @@ pub(crate) async fn visible(
     let viewed = view(conn, call, user, conversation_id).await?;
     let assignee = viewed.conversation.assignee_id.as_deref();
     if !may_view(user, assignee, viewed.grants) {
-        return Err(AppError::no_view_access(conversation_id));
+        return Err(AppError::conversation_not_found(conversation_id));
     }
     Ok(viewed)
 }
@@ -168,6 +200,19 @@ pub(crate) async fn view(
     conversations::view(conn, &call.campaign_id, conversation_id, &user.user_id)
         .await?
         .ok_or_else(|| AppError::conversation_not_found(conversation_id))
+}
+
+/// CheckReplyPermission's and CheckAccess' fields: the conversation, and the user asked about (`None`:
+/// the actor).
+pub(crate) fn check_subject_request(
+    conversation_id: &str,
+    user_id: &str,
+) -> AppResult<Option<String>> {
+    let mut violations = Violations::default();
+    violations.check(validate::id("conversation_id", conversation_id));
+    let user_id = violations.check(validate::optional_id("user_id", user_id));
+    violations.finish()?;
+    Ok(user_id)
 }
 
 /// The user a permission check is about: the actor by default; only admins may ask about others.

@@ -1,26 +1,33 @@
 //! The directory (DirectoryService): systems of record sync users and conversations in.
 
 use crate::domain::model::{Conversation, Role, User};
-use crate::domain::validate;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::SystemCall;
 use crate::store::{Store, conversations, users};
 
 /// UpsertUser: creates or updates a user and (re)activates them. Returns the user and whether they were new.
+/// `role` is `None` when the request named no valid role.
 pub async fn upsert_user(
     store: &Store,
     call: &SystemCall,
     user_id: &str,
-    role: Role,
+    role: Option<Role>,
     display_name: &str,
 ) -> AppResult<(User, bool)> {
-    validate::id("user_id", user_id)?;
-    let display_name = validate::text(
+    let mut violations = Violations::default();
+    violations.check(validate::id("user_id", user_id));
+    if role.is_none() {
+        violations.add("role", "role must be ROLE_ADMIN or ROLE_ORGANIZER");
+    }
+    let display_name = violations.check(validate::text(
         "display_name",
         display_name,
         validate::MAX_DISPLAY_NAME_LEN,
         false,
-    )?;
+    ));
+    violations.finish()?;
+    let role = role.expect("checked above");
     let mut conn = store.acquire().await?;
     users::upsert(&mut conn, &call.campaign_id, user_id, role, &display_name).await
 }
@@ -42,9 +49,11 @@ pub async fn upsert_conversation(
     member_id: &str,
     member_tags: &[String],
 ) -> AppResult<(Conversation, bool)> {
-    validate::id("conversation_id", conversation_id)?;
-    validate::id("member_id", member_id)?;
-    let tags = validate::tags("member_tags", member_tags)?;
+    let mut violations = Violations::default();
+    violations.check(validate::id("conversation_id", conversation_id));
+    violations.check(validate::id("member_id", member_id));
+    let tags = violations.check(validate::tags("member_tags", member_tags));
+    violations.finish()?;
     let mut conn = store.acquire().await?;
     conversations::upsert(
         &mut conn,

@@ -10,7 +10,7 @@ pub mod conversations;
 pub mod directory;
 
 use crate::domain::actor;
-use crate::domain::model::Actor;
+use crate::domain::model::{Actor, UserRef};
 use crate::error::AppResult;
 use crate::store::{Conn, users};
 
@@ -38,6 +38,23 @@ pub async fn authenticate(conn: &mut Conn, call: &ActorCall) -> AppResult<Actor>
         &call.actor_id,
         user.as_ref().map(|u| u.to_ref()),
     )
+}
+
+/// For a change: the actor, and the other users it names, read under `FOR SHARE` locks in the change's
+/// transaction (after the rows it changes are locked), so a concurrent demotion or deactivation either
+/// waits for the change or is seen by it. Returns the actor and those of `others` that exist.
+pub async fn lock_actor(
+    conn: &mut Conn,
+    call: &ActorCall,
+    others: &[&str],
+) -> AppResult<(Actor, Vec<UserRef>)> {
+    let mut ids = vec![call.actor_id.as_str()];
+    ids.extend_from_slice(others);
+    let users = users::lock_many(conn, &call.campaign_id, &ids).await?;
+    let find = |id: &str| users.iter().find(|u| u.user_id == id).map(|u| u.to_ref());
+    let actor = actor::authenticate(&call.campaign_id, &call.actor_id, find(&call.actor_id))?;
+    let others = others.iter().filter_map(|id| find(id)).collect();
+    Ok((actor, others))
 }
 
 /// One page of a list, and the token of the next (empty on the last page).

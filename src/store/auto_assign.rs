@@ -18,6 +18,8 @@ pub struct Cursor {
     pub auto_assign_enabled: bool,
     /// The organizer most recently auto-assigned; the round-robin continues after them.
     pub last_auto_assignee_id: Option<String>,
+    /// How many organizers the campaign has (all share-locked).
+    pub organizers: i64,
 }
 
 /// The triggers of a batch whose conversation exists, read under the lock, in batch order:
@@ -121,12 +123,17 @@ pub async fn create_missing_conversations(
 }
 
 /// Takes the campaign's auto-assign lock (`SELECT … FOR UPDATE` of its settings row): from here to the
-/// end of the transaction every other batch of the campaign waits. A campaign never configured gets its
-/// row (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
-/// auto-assignment on must see one history.
+/// end of the transaction every other batch of the campaign waits. The campaign's organizers are
+/// share-locked with it, so eligibility (role, active) is decided on facts no one can change until the
+/// batch commits. A campaign never configured gets its row (auto-assignment off), so that even its triggers
+/// serialise: a redelivery racing an admin switching auto-assignment on must see one history.
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
-                        WHERE campaign_id = $1 FOR UPDATE";
+    const LOCK: &str = "WITH organizers AS ( \
+                          SELECT user_id FROM users WHERE campaign_id = $1 AND role = 'ORGANIZER' FOR SHARE \
+                        ) \
+                        SELECT s.auto_assign_enabled, s.last_auto_assignee_id, \
+                               (SELECT count(*) FROM organizers) AS organizers \
+                        FROM inbox_settings s WHERE s.campaign_id = $1 FOR UPDATE OF s";
     if let Some(cursor) = sqlx::query_as(LOCK)
         .bind(campaign_id)
         .fetch_optional(&mut *conn)

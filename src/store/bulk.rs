@@ -13,7 +13,7 @@ struct ItemRead {
     ord: i64,
     conversation_id: String,
     assignee_id: Option<String>,
-    actor_can_view: bool,
+    actor_group_view: bool,
     targets_with_access: Vec<String>,
 }
 
@@ -27,7 +27,7 @@ pub async fn lock_batch(
     target_ids: &[String],
 ) -> AppResult<Vec<Option<ItemState>>> {
     let sql = format!(
-        "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_can_view, \
+        "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_group_view, \
                 ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \
          FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
@@ -48,7 +48,7 @@ pub async fn lock_batch(
         items[(read.ord - 1) as usize] = Some(ItemState {
             conversation_id: read.conversation_id,
             current_assignee: read.assignee_id,
-            actor_can_view: read.actor_can_view,
+            actor_group_view: read.actor_group_view,
             targets_with_access: read.targets_with_access,
         });
     }

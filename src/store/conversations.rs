@@ -3,9 +3,7 @@
 
 use super::{Conn, grant_exists};
 use crate::domain::access::GroupGrants;
-use crate::domain::model::{
-    AssignmentAction, AssignmentSource, Conversation, ConversationStatus, Role, UserRef,
-};
+use crate::domain::model::{AssignmentAction, AssignmentSource, Conversation, ConversationStatus};
 use crate::error::AppResult;
 
 pub(super) const COLUMNS: &str = "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, \
@@ -18,13 +16,11 @@ pub struct Viewed {
     pub grants: GroupGrants,
 }
 
-/// A conversation locked `FOR UPDATE` for a change, with what the actor's groups grant on it and the user
-/// the change names (if they exist).
+/// A conversation locked `FOR UPDATE` for a change, with what the actor's groups grant on it.
 #[derive(Debug, Clone)]
 pub struct Locked {
     pub conversation: Conversation,
     pub actor_grants: GroupGrants,
-    pub target: Option<UserRef>,
 }
 
 /// What ListConversations narrows to.
@@ -151,48 +147,32 @@ pub async fn list(
 }
 
 /// Locks a conversation for a change (`FOR UPDATE`: racing changes serialise here, and the second reads
-/// the first one's result) and reads the facts the rules need. `None` when it does not exist.
+/// the first one's result) and reads what `actor_id`'s groups grant on it. `None` when it does not exist.
 pub async fn lock(
     conn: &mut Conn,
     campaign_id: &str,
     conversation_id: &str,
     actor_id: &str,
-    target_id: Option<&str>,
 ) -> AppResult<Option<Locked>> {
     let sql = format!(
-        "SELECT {COLUMNS}, {} AS group_view, {} AS group_reply, \
-                t.user_id AS target_user_id, t.role AS target_role, t.active AS target_active \
-         FROM conversations c \
-         LEFT JOIN users t ON t.campaign_id = c.campaign_id AND t.user_id = $4 \
-         WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
+        "SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
+         FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
          FOR UPDATE OF c",
         grant_exists("$3", "can_view"),
         grant_exists("$3", "can_reply"),
     );
-    let row: Option<LockedRow> = sqlx::query_as(&sql)
+    let row: Option<ViewedRow> = sqlx::query_as(&sql)
         .bind(campaign_id)
         .bind(conversation_id)
         .bind(actor_id)
-        .bind(target_id)
         .fetch_optional(conn)
         .await?;
-    Ok(row.map(|row| {
-        let target = match (row.target_user_id, row.target_role, row.target_active) {
-            (Some(user_id), Some(role), Some(active)) => Some(UserRef {
-                user_id,
-                role,
-                active,
-            }),
-            _ => None,
-        };
-        Locked {
-            conversation: row.conversation,
-            actor_grants: GroupGrants {
-                view: row.group_view,
-                reply: row.group_reply,
-            },
-            target,
-        }
+    Ok(row.map(|row| Locked {
+        conversation: row.conversation,
+        actor_grants: GroupGrants {
+            view: row.group_view,
+            reply: row.group_reply,
+        },
     }))
 }
 
@@ -272,15 +252,4 @@ struct ViewedRow {
     conversation: Conversation,
     group_view: bool,
     group_reply: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct LockedRow {
-    #[sqlx(flatten)]
-    conversation: Conversation,
-    group_view: bool,
-    group_reply: bool,
-    target_user_id: Option<String>,
-    target_role: Option<Role>,
-    target_active: Option<bool>,
 }

@@ -31,6 +31,24 @@ pub async fn find_many(
         .await?)
 }
 
+/// The users of `user_ids` that exist, read with `FOR SHARE`: until the transaction ends, a concurrent
+/// change of their role or active flag waits, and one that committed first is what this reads.
+pub async fn lock_many(
+    conn: &mut Conn,
+    campaign_id: &str,
+    user_ids: &[&str],
+) -> AppResult<Vec<User>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users WHERE campaign_id = $1 AND user_id = ANY($2) \
+         ORDER BY user_id COLLATE \"C\" FOR SHARE"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(user_ids)
+        .fetch_all(conn)
+        .await?)
+}
+
 /// Creates or updates a user, (re)activating them. Returns the user and whether they were created.
 pub async fn upsert(
     conn: &mut Conn,

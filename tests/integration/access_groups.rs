@@ -526,7 +526,22 @@ async fn an_organizer_holding_a_conversation_may_view_it_without_a_group() {
                 },
             ))
             .await,
-        Code::PermissionDenied,
+        Code::NotFound,
     );
-    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
+    assert_eq!(reason(&status), "CONVERSATION_NOT_FOUND");
+    // And an organizer asking CheckAccess about themselves on it learns nothing either.
+    let hidden = expect_code(
+        app.groups()
+            .await
+            .check_access(as_actor(
+                "org2",
+                pb::CheckAccessRequest {
+                    conversation_id: "c-none".into(),
+                    user_id: String::new(),
+                },
+            ))
+            .await,
+        Code::NotFound,
+    );
+    assert_eq!(reason(&hidden), "CONVERSATION_NOT_FOUND");
 }

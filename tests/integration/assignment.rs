@@ -195,14 +195,21 @@ async fn organizer_cannot_assign_to_someone_else() {
 #[tokio::test]
 async fn organizer_without_view_access_cannot_assign_themselves() {
     let app = campaign().await;
-    let status = expect_code(
-        app.assignments()
-            .await
+    let mut client = app.assignments().await;
+    let hidden = expect_code(
+        client
             .assign_conversation(as_actor("outsider", assign("c1", "outsider")))
             .await,
-        Code::PermissionDenied,
+        Code::NotFound,
     );
-    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
+    assert_eq!(reason(&hidden), "CONVERSATION_NOT_FOUND");
+    let missing = expect_code(
+        client
+            .assign_conversation(as_actor("outsider", assign("c-404", "outsider")))
+            .await,
+        Code::NotFound,
+    );
+    assert_same_as_missing(&hidden, "c1", &missing, "c-404");
     assert_eq!(app.stored("c1").await.0, None);
 }
 
@@ -696,10 +703,11 @@ async fn reply_permission_follows_the_grey_send_button_rules() {
 
     let status = expect_code(check("org2", "c1", "org1").await, Code::PermissionDenied);
     assert_eq!(reason(&status), "ADMIN_REQUIRED");
-    // An organizer who cannot see the conversation learns nothing about it, not even who holds it.
-    let status = expect_code(check("outsider", "c1", "").await, Code::PermissionDenied);
-    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
-    assert!(!status.message().contains("org1"));
+    // An organizer who cannot see the conversation learns nothing about it, not even that it exists.
+    let hidden = expect_code(check("outsider", "c1", "").await, Code::NotFound);
+    let missing = expect_code(check("outsider", "c-404", "").await, Code::NotFound);
+    assert_same_as_missing(&hidden, "c1", &missing, "c-404");
+    assert!(!hidden.message().contains("org1"));
     expect_code(check("admin", "c1", "ghost").await, Code::NotFound);
     expect_code(check("admin", "ghost", "").await, Code::NotFound);
 }
@@ -717,13 +725,19 @@ async fn get_conversation_respects_view_access() {
         .unwrap()
         .into_inner();
     assert_eq!(conv.conversation.unwrap().member_tags, vec!["volunteer"]);
-    let status = expect_code(
+    let hidden = expect_code(
         client
             .get_conversation(as_actor("outsider", get("c1")))
             .await,
-        Code::PermissionDenied,
+        Code::NotFound,
     );
-    assert_eq!(reason(&status), "NO_VIEW_ACCESS");
+    let missing = expect_code(
+        client
+            .get_conversation(as_actor("outsider", get("c-404")))
+            .await,
+        Code::NotFound,
+    );
+    assert_same_as_missing(&hidden, "c1", &missing, "c-404");
     // An organizer sees what an admin assigned to them even without a group.
     client
         .assign_conversation(as_actor("admin", assign("c1", "outsider")))
@@ -939,16 +953,22 @@ async fn history_is_paged_oldest_first_and_campaign_wide_for_admins_only() {
         .unwrap()
         .into_inner();
     assert_eq!(own.events.len(), 3);
-    expect_code(
-        client
-            .list_assignment_history(as_actor(
-                "outsider",
-                pb::ListAssignmentHistoryRequest {
-                    conversation_id: "c1".into(),
-                    ..Default::default()
-                },
-            ))
-            .await,
-        Code::PermissionDenied,
+    let history_of = |id: &str| {
+        as_actor(
+            "outsider",
+            pb::ListAssignmentHistoryRequest {
+                conversation_id: id.into(),
+                ..Default::default()
+            },
+        )
+    };
+    let hidden = expect_code(
+        client.list_assignment_history(history_of("c1")).await,
+        Code::NotFound,
     );
+    let missing = expect_code(
+        client.list_assignment_history(history_of("c-404")).await,
+        Code::NotFound,
+    );
+    assert_same_as_missing(&hidden, "c1", &missing, "c-404");
 }

@@ -298,10 +298,16 @@ async fn organizers_bulk_assign_only_to_themselves() {
     let outcomes: Vec<O> = items.iter().map(|i| i.outcome()).collect();
     assert_eq!(
         outcomes,
-        vec![O::Assigned, O::Refused, O::Refused, O::Assigned]
+        vec![O::Assigned, O::Refused, O::NotFound, O::Assigned]
     );
     assert_eq!(items[1].reason, "ALREADY_ASSIGNED");
-    assert_eq!(items[2].reason, "NO_VIEW_ACCESS");
+    // A conversation the organizer may not view is answered exactly as one that does not exist.
+    assert_eq!(items[2].reason, "CONVERSATION_NOT_FOUND");
+    assert_eq!(
+        items[2].message,
+        pb_missing_message("hidden"),
+        "the same words as for a missing conversation"
+    );
     assert_eq!(app.stored("c001").await.0.as_deref(), Some("o2"));
     assert_eq!(app.stored("hidden").await.0, None);
 }
@@ -415,24 +421,38 @@ async fn bad_options_fail_the_whole_call_up_front() {
         bulk_assign(&mut client, "admin", assign_stream(options(&[]), one())).await,
         Code::InvalidArgument,
     );
-    expect_code(
+    // The same code and reason as AssignConversation for an unknown or inactive assignee.
+    let status = expect_code(
         bulk_assign(
             &mut client,
             "admin",
             assign_stream(options(&["ghost"]), one()),
         )
         .await,
-        Code::InvalidArgument,
+        Code::NotFound,
     );
-    expect_code(
+    assert_eq!(reason(&status), "ASSIGNEE_NOT_FOUND");
+    let status = expect_code(
         bulk_assign(
             &mut client,
             "admin",
             assign_stream(options(&["gone"]), one()),
         )
         .await,
+        Code::FailedPrecondition,
+    );
+    assert_eq!(reason(&status), "ASSIGNEE_INACTIVE");
+    // A target named twice would get two turns: refused.
+    let status = expect_code(
+        bulk_assign(
+            &mut client,
+            "admin",
+            assign_stream(options(&["o1", "o1", "o2"]), one()),
+        )
+        .await,
         Code::InvalidArgument,
     );
+    assert!(status.message().contains("more than once"), "{status:?}");
     let mut unknown_group = options(&[]);
     unknown_group.access_group_ids = vec![uuid::Uuid::new_v4().to_string()];
     expect_code(
@@ -767,4 +787,9 @@ async fn each_batch_sees_the_directory_as_it_is_now() {
         "assigned before o2 left"
     );
     assert_eq!(app.stored("c005").await.0, None);
+}
+
+/// What a bulk item says of a conversation that does not exist.
+fn pb_missing_message(conversation_id: &str) -> String {
+    assignment_service::error::AppError::conversation_not_found(conversation_id).to_string()
 }

@@ -440,3 +440,34 @@ pub fn scope_conversations(ids: &[&str]) -> pb::AccessGroupScope {
         ..Default::default()
     }
 }
+
+/// Asserts that the answer about `hidden_id` (a conversation the caller may not view) is exactly the
+/// answer about `missing_id` (one that does not exist): same code, reason, message and details, once the
+/// ids are swapped.
+#[track_caller]
+pub fn assert_same_as_missing(
+    hidden: &Status,
+    hidden_id: &str,
+    missing: &Status,
+    missing_id: &str,
+) {
+    use tonic_types::StatusExt;
+    assert_eq!(hidden.code(), missing.code(), "{hidden:?} vs {missing:?}");
+    assert_eq!(
+        hidden.message().replace(hidden_id, missing_id),
+        missing.message(),
+        "the messages differ beyond the id"
+    );
+    let info = |status: &Status| {
+        status.get_error_details().error_info().map(|info| {
+            let mut metadata: Vec<(String, String)> = info
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace(hidden_id, missing_id)))
+                .collect();
+            metadata.sort();
+            (info.reason.clone(), info.domain.clone(), metadata)
+        })
+    };
+    assert_eq!(info(hidden), info(missing), "the error details differ");
+}

@@ -52,17 +52,9 @@ pub fn resolve_targets(
         let user = named_users
             .iter()
             .find(|u| &u.user_id == id)
-            .ok_or_else(|| {
-                AppError::invalid(
-                    "options.assignee_ids",
-                    format!("user {id:?} is not a user of this campaign"),
-                )
-            })?;
+            .ok_or_else(|| AppError::assignee_not_found(id))?;
         if !user.active {
-            return Err(AppError::invalid(
-                "options.assignee_ids",
-                format!("user {id:?} is inactive and cannot be assigned conversations"),
-            ));
+            return Err(AppError::assignee_inactive(id));
         }
         targets.push(user.clone());
     }

@@ -1,5 +1,7 @@
 //! Unit tests of the bulk rules.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::domain::fixtures::{admin, organizer, user};
 use crate::error::AppResult;
@@ -14,7 +16,7 @@ fn item(id: &str, current: Option<&str>, with_access: &[&str]) -> Option<ItemSta
     Some(ItemState {
         conversation_id: id.into(),
         current_assignee: current.map(str::to_owned),
-        actor_can_view: true,
+        actor_group_view: true,
         targets_with_access: with_access.iter().map(|s| s.to_string()).collect(),
     })
 }
@@ -26,7 +28,7 @@ fn ids(n: usize) -> Vec<String> {
 #[test]
 fn many_conversations_spread_evenly_in_the_order_sent_across_batches() {
     let targets = orgs(&["o1", "o2", "o3"]);
-    let mut turns = Turns::default();
+    let mut turns = StreamState::default();
     let mut counts: HashMap<String, usize> = HashMap::new();
     let mut order = Vec::new();
     for batch in 0..3 {
@@ -63,7 +65,7 @@ fn many_conversations_spread_evenly_in_the_order_sent_across_batches() {
 #[test]
 fn without_grant_access_a_turn_of_a_target_lacking_permission_is_refused() {
     let targets = orgs(&["o1", "o2"]);
-    let mut turns = Turns::default();
+    let mut turns = StreamState::default();
     let ids = ids(3);
     let items = vec![
         item("c0", None, &["o2"]),
@@ -101,7 +103,7 @@ fn without_grant_access_a_turn_of_a_target_lacking_permission_is_refused() {
 #[test]
 fn with_grant_access_everyone_takes_their_turn_and_grants_are_marked() {
     let targets = orgs(&["o1", "o2"]);
-    let mut turns = Turns::default();
+    let mut turns = StreamState::default();
     let ids = ids(2);
     let items = vec![item("c0", None, &["o2"]), item("c1", None, &["o2"])];
     let decisions = plan_batch(
@@ -133,7 +135,7 @@ fn admins_always_have_access() {
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(1),
         &[item("c0", None, &[])],
     );
@@ -156,7 +158,7 @@ fn assigned_conversations_are_refused_or_unchanged() {
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(3),
         &items,
     );
@@ -181,7 +183,7 @@ fn organizers_bulk_assign_only_viewable_unassigned_conversations_to_themselves()
     let me = organizer("o1");
     let targets = orgs(&["o1"]);
     let mut hidden = item("c2", None, &[]);
-    hidden.as_mut().unwrap().actor_can_view = false;
+    hidden.as_mut().unwrap().actor_group_view = false;
     let items = vec![
         item("c0", None, &["o1"]),
         item("c1", Some("o2"), &["o1"]),
@@ -193,7 +195,7 @@ fn organizers_bulk_assign_only_viewable_unassigned_conversations_to_themselves()
         &me,
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(4),
         &items,
     );
@@ -208,13 +210,8 @@ fn organizers_bulk_assign_only_viewable_unassigned_conversations_to_themselves()
             ..
         }
     ));
-    assert!(matches!(
-        decisions[2].outcome,
-        ItemOutcome::Refused {
-            reason: Reason::NoViewAccess,
-            ..
-        }
-    ));
+    // What an organizer may not view is answered exactly as a conversation that does not exist.
+    assert_eq!(decisions[2].outcome, ItemOutcome::NotFound);
     assert_eq!(
         decisions[3].outcome,
         ItemOutcome::Unchanged {
@@ -235,7 +232,7 @@ fn unassign_rules() {
         &organizer("o1"),
         &[],
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(3),
         &items,
     );
@@ -256,7 +253,7 @@ fn unassign_rules() {
         &admin(),
         &[],
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(3),
         &items,
     );
@@ -279,7 +276,7 @@ fn reassign_moves_only_assigned_conversations() {
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(3),
         &items,
     );
@@ -306,19 +303,21 @@ fn reassign_moves_only_assigned_conversations() {
 }
 
 #[test]
-fn a_conversation_listed_twice_sees_its_first_outcome() {
+fn a_conversation_listed_again_in_the_stream_is_answered_once() {
     let targets = orgs(&["o1", "o2"]);
-    let ids = vec!["c0".to_string(), "c0".to_string()];
+    let ids = vec!["c0".to_string(), "c0".to_string(), "gone".to_string()];
     let items = vec![
         item("c0", None, &["o1", "o2"]),
         item("c0", None, &["o1", "o2"]),
+        None,
     ];
+    let mut state = StreamState::default();
     let decisions = plan_batch(
         BulkAction::Assign,
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut state,
         &ids,
         &items,
     );
@@ -326,12 +325,27 @@ fn a_conversation_listed_twice_sees_its_first_outcome() {
         decisions[0].outcome,
         ItemOutcome::Assigned { to: "o1".into() }
     );
-    assert_eq!(
-        decisions[1].outcome,
-        ItemOutcome::Unchanged {
-            assignee: Some("o1".into())
-        }
+    assert_eq!(decisions[1].outcome, ItemOutcome::Duplicate);
+    assert_eq!(decisions[2].outcome, ItemOutcome::NotFound);
+    // In a later batch too, and the repeat takes no turn.
+    let later = plan_batch(
+        BulkAction::Assign,
+        &admin(),
+        &targets,
+        false,
+        &mut state,
+        &["gone".to_string(), "c0".to_string(), "c1".to_string()],
+        &[
+            None,
+            item("c0", Some("o1"), &[]),
+            item("c1", None, &["o1", "o2"]),
+        ],
     );
+    assert_eq!(later[0].outcome, ItemOutcome::Duplicate);
+    assert_eq!(later[1].outcome, ItemOutcome::Duplicate);
+    assert_eq!(later[2].outcome, ItemOutcome::Assigned { to: "o2".into() });
+    let (reason, _) = later[1].outcome.refusal("c0").unwrap();
+    assert_eq!(reason, Reason::DuplicateInStream);
 }
 
 #[test]
@@ -373,7 +387,7 @@ fn options_are_checked_up_front() {
             &opts(&["ghost"]),
             &named
         )),
-        None
+        Some(Reason::AssigneeNotFound)
     );
     assert_eq!(
         reason(resolve_targets(
@@ -382,7 +396,7 @@ fn options_are_checked_up_front() {
             &opts(&["gone"]),
             &named
         )),
-        None
+        Some(Reason::AssigneeInactive)
     );
     assert_eq!(
         reason(resolve_targets(
@@ -440,7 +454,7 @@ fn reassigning_twice_in_one_batch_moves_it_once() {
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids,
         &items,
     );
@@ -451,12 +465,7 @@ fn reassigning_twice_in_one_batch_moves_it_once() {
             to: "o1".into()
         }
     );
-    assert_eq!(
-        decisions[1].outcome,
-        ItemOutcome::Unchanged {
-            assignee: Some("o1".into())
-        }
-    );
+    assert_eq!(decisions[1].outcome, ItemOutcome::Duplicate);
 }
 
 #[test]
@@ -503,7 +512,7 @@ fn turns_of_a_target_deactivated_mid_stream_are_refused() {
         &admin(),
         &targets,
         false,
-        &mut Turns::default(),
+        &mut StreamState::default(),
         &ids(2),
         &items,
     );
