@@ -18,8 +18,6 @@ pub struct Cursor {
     pub auto_assign_enabled: bool,
     /// The organizer most recently auto-assigned; the round-robin continues after them.
     pub last_auto_assignee_id: Option<String>,
-    /// How many organizers the campaign has (all share-locked).
-    pub organizers: i64,
 }
 
 /// The triggers of a batch whose conversation exists, read under the lock, in batch order:
@@ -128,27 +126,36 @@ pub async fn create_missing_conversations(
 /// batch commits. A campaign never configured gets its row (auto-assignment off), so that even its triggers
 /// serialise: a redelivery racing an admin switching auto-assignment on must see one history.
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    const LOCK: &str = "WITH organizers AS ( \
-                          SELECT user_id FROM users WHERE campaign_id = $1 AND role = 'ORGANIZER' FOR SHARE \
-                        ) \
-                        SELECT s.auto_assign_enabled, s.last_auto_assignee_id, \
-                               (SELECT count(*) FROM organizers) AS organizers \
-                        FROM inbox_settings s WHERE s.campaign_id = $1 FOR UPDATE OF s";
-    if let Some(cursor) = sqlx::query_as(LOCK)
+    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
+                        WHERE campaign_id = $1 FOR UPDATE";
+    let cursor = match sqlx::query_as(LOCK)
         .bind(campaign_id)
         .fetch_optional(&mut *conn)
         .await?
     {
-        return Ok(cursor);
-    }
-    sqlx::query("INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(campaign_id)
-        .execute(&mut *conn)
-        .await?;
-    Ok(sqlx::query_as(LOCK)
-        .bind(campaign_id)
-        .fetch_one(conn)
-        .await?)
+        Some(cursor) => cursor,
+        None => {
+            sqlx::query(
+                "INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
+            )
+            .bind(campaign_id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query_as(LOCK)
+                .bind(campaign_id)
+                .fetch_one(&mut *conn)
+                .await?
+        }
+    };
+    // Only once the campaign's lock is held, so a batch waiting for it holds nothing else.
+    sqlx::query(
+        "SELECT count(*) FROM (SELECT 1 FROM users WHERE campaign_id = $1 AND role = 'ORGANIZER' \
+         FOR SHARE) AS organizers",
+    )
+    .bind(campaign_id)
+    .execute(conn)
+    .await?;
+    Ok(cursor)
 }
 
 /// Locks the batch's conversations (in byte order of id, as every multi-row locker does, so they never

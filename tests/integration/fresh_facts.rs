@@ -1,0 +1,213 @@
+//! Decisions on fresh, locked facts: a change waiting for a row lock decides on the directory as it is
+//! when it gets the lock, not as it was when the call arrived.
+
+use std::time::Duration;
+
+use assignment_service::pb;
+use sqlx::{Postgres, Transaction};
+use tonic::Code;
+
+use crate::harness::*;
+
+/// Admin "admin", organizers org1 and org2 who may reply to everything, c1 assigned to org1.
+async fn campaign() -> TestApp {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.organizer("org1").await;
+    app.organizer("org2").await;
+    app.group("admin", "Everyone", &["org1", "org2"], true, scope_all())
+        .await;
+    app.conversation("c1", &[]).await;
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c1".into(),
+                assignee_id: "org1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    app
+}
+
+/// A transaction holding `sql`'s row locks, and its backend pid.
+async fn hold(app: &TestApp, sql: &str) -> (Transaction<'static, Postgres>, i32) {
+    let mut tx = app.store.pool().begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(sql)
+        .bind(CAMPAIGN)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    (tx, pid)
+}
+
+/// Waits until some backend is blocked by `pid`'s locks.
+async fn until_blocked_by(app: &TestApp, pid: i32) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(pid)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("nothing ever waited for the held lock");
+}
+
+const LOCK_C1: &str =
+    "SELECT 1 FROM conversations WHERE campaign_id = $1 AND conversation_id = 'c1' FOR UPDATE";
+
+/// Starts admin's ReassignConversation of c1 on its own task.
+async fn reassign_c1_to(
+    app: &TestApp,
+    to: &str,
+) -> tokio::task::JoinHandle<Result<pb::Conversation, tonic::Status>> {
+    let mut client = app.assignments().await;
+    let request = as_actor(
+        "admin",
+        pb::ReassignConversationRequest {
+            conversation_id: "c1".into(),
+            assignee_id: to.into(),
+            expected_version: None,
+        },
+    );
+    tokio::spawn(async move {
+        client
+            .reassign_conversation(request)
+            .await
+            .map(|r| r.into_inner().conversation.unwrap())
+    })
+}
+
+#[tokio::test]
+async fn an_admin_demoted_while_their_reassign_waits_for_the_row_is_refused() {
+    let app = campaign().await;
+    let events = app.count("assignment_events").await;
+    let (held, pid) = hold(&app, LOCK_C1).await;
+    let waiting = reassign_c1_to(&app, "org2").await;
+    until_blocked_by(&app, pid).await;
+    app.organizer("admin").await;
+    held.rollback().await.unwrap();
+    // Now an organizer in no group, they may not even see c1 (it is org1's): not found, nothing changed.
+    let status = expect_code(waiting.await.unwrap(), Code::NotFound);
+    assert_eq!(reason(&status), "CONVERSATION_NOT_FOUND");
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
+    assert_eq!(app.count("assignment_events").await, events);
+}
+
+#[tokio::test]
+async fn an_admin_deactivated_while_their_reassign_waits_for_the_row_is_refused() {
+    let app = campaign().await;
+    let (held, pid) = hold(&app, LOCK_C1).await;
+    let waiting = reassign_c1_to(&app, "org2").await;
+    until_blocked_by(&app, pid).await;
+    app.deactivate("admin").await;
+    held.rollback().await.unwrap();
+    let status = expect_code(waiting.await.unwrap(), Code::PermissionDenied);
+    assert_eq!(reason(&status), "ACTOR_INACTIVE");
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
+}
+
+#[tokio::test]
+async fn a_target_deactivated_while_the_reassign_waits_is_refused() {
+    let app = campaign().await;
+    let (held, pid) = hold(&app, LOCK_C1).await;
+    let waiting = reassign_c1_to(&app, "org2").await;
+    until_blocked_by(&app, pid).await;
+    app.deactivate("org2").await;
+    held.rollback().await.unwrap();
+    let status = expect_code(waiting.await.unwrap(), Code::FailedPrecondition);
+    assert_eq!(reason(&status), "ASSIGNEE_INACTIVE");
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
+}
+
+#[tokio::test]
+async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is_skipped() {
+    let app = campaign().await;
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(true),
+            },
+        ))
+        .await
+        .unwrap();
+    let (held, pid) = hold(
+        &app,
+        "SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE",
+    )
+    .await;
+    let mut client = app.assignments().await;
+    let waiting = tokio::spawn({
+        async move {
+            client
+                .auto_assign_conversation(system(
+                    CAMPAIGN,
+                    pb::AutoAssignConversationRequest {
+                        conversation_id: "c2".into(),
+                        trigger_id: "t1".into(),
+                        member_id: "m2".into(),
+                        member_tags: vec![],
+                    },
+                ))
+                .await
+                .map(|r| r.into_inner())
+        }
+    });
+    until_blocked_by(&app, pid).await;
+    // org1 would be first in the round-robin: deactivated now, the waiting trigger must skip them.
+    app.deactivate("org1").await;
+    held.rollback().await.unwrap();
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.assignee_id.as_deref(), Some("org2"));
+    assert_eq!(app.stored("c2").await.0.as_deref(), Some("org2"));
+}
+
+#[tokio::test]
+async fn an_admin_demoted_while_their_bulk_batch_waits_ends_the_stream() {
+    let app = campaign().await;
+    let (held, pid) = hold(&app, LOCK_C1).await;
+    let mut client = app.assignments().await;
+    use pb::bulk_reassign_request::Payload;
+    let messages = vec![
+        pb::BulkReassignRequest {
+            payload: Some(Payload::Options(pb::BulkAssignOptions {
+                assignee_ids: vec!["org2".into()],
+                ..Default::default()
+            })),
+        },
+        pb::BulkReassignRequest {
+            payload: Some(Payload::Conversations(pb::ConversationBatch {
+                conversation_ids: vec!["c1".into()],
+            })),
+        },
+    ];
+    let waiting = tokio::spawn(async move {
+        let mut stream = client
+            .bulk_reassign(as_actor("admin", tokio_stream::iter(messages)))
+            .await?
+            .into_inner();
+        while stream.message().await?.is_some() {}
+        Ok::<(), tonic::Status>(())
+    });
+    until_blocked_by(&app, pid).await;
+    app.organizer("admin").await;
+    held.rollback().await.unwrap();
+    let status = expect_code(waiting.await.unwrap(), Code::PermissionDenied);
+    assert_eq!(reason(&status), "ACTOR_CHANGED");
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
+}
