@@ -8,5 +8,6 @@ mod directory;
 mod embedded;
 mod harness;
 mod production;
+mod protocol;
 mod proxy;
 mod server;
