@@ -15,8 +15,6 @@ use crate::service::conversations::{subject_user, view};
 use crate::service::{ActorCall, Page, authenticate};
 use crate::store::{Conn, Store, access_groups, conversations, users};
 
-const GROUPS_TOKEN: &str = "access_groups";
-
 /// What CheckAccess answers.
 #[derive(Debug, Clone)]
 pub struct AccessCheck {
@@ -94,7 +92,6 @@ pub async fn list(
 ) -> AppResult<Page<AccessGroup>> {
     let requested = validate::optional_id("organizer_id", organizer_id)?;
     let limit = paging::page_size(page_size)?;
-    let after = paging::decode_token(GROUPS_TOKEN, page_token)?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     let member = match (actor.role, requested) {
@@ -107,6 +104,9 @@ pub async fn list(
         }
         (Role::Organizer, _) => Some(actor.user_id.clone()),
     };
+    // Bound to the organizer as resolved, so an organizer's token is the same with or without their id.
+    let pages = paging::PageScope::access_groups(&call.campaign_id, member.as_deref());
+    let after = pages.after(page_token)?;
     let rows = access_groups::list(
         &mut conn,
         &call.campaign_id,
@@ -116,7 +116,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(GROUPS_TOKEN, &row.name_key)
+        pages.token(&row.name_key)
     }))
 }
 

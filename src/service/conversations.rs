@@ -10,9 +10,6 @@ use crate::service::{ActorCall, Page, authenticate};
 use crate::store::conversations::{self, Filter, Viewed};
 use crate::store::{Conn, Store, history, users};
 
-const CONVERSATIONS_TOKEN: &str = "conversations";
-const EVENTS_TOKEN: &str = "events";
-
 /// ListConversations' filter, as the caller sent it.
 #[derive(Debug, Clone, Default)]
 pub struct ListRequest {
@@ -57,7 +54,13 @@ pub async fn list(
         ));
     }
     let limit = paging::page_size(request.page_size)?;
-    let after = paging::decode_token(CONVERSATIONS_TOKEN, &request.page_token)?;
+    let pages = paging::PageScope::conversations(
+        &call.campaign_id,
+        assignee_id.as_deref(),
+        request.unassigned,
+        request.status,
+    );
+    let after = pages.after(&request.page_token)?;
     let filter = Filter {
         assignee_id,
         unassigned: request.unassigned,
@@ -76,7 +79,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(CONVERSATIONS_TOKEN, &row.conversation_id)
+        pages.token(&row.conversation_id)
     }))
 }
 
@@ -115,10 +118,8 @@ pub async fn history(
 ) -> AppResult<Page<AssignmentEvent>> {
     let conversation_id = validate::optional_id("conversation_id", conversation_id)?;
     let limit = paging::page_size(page_size)?;
-    let after = paging::decode_token(EVENTS_TOKEN, page_token)?
-        .map(|key| key.parse::<i64>())
-        .transpose()
-        .map_err(|_| AppError::invalid("page_token", "page_token is not one this RPC returned"))?;
+    let pages = paging::PageScope::history(&call.campaign_id, conversation_id.as_deref());
+    let after = pages.after_event(page_token)?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     match &conversation_id {
@@ -139,7 +140,7 @@ pub async fn history(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(EVENTS_TOKEN, &row.event_id.to_string())
+        pages.token(&row.event_id.to_string())
     }))
 }
 

@@ -7,6 +7,7 @@ mod bulk;
 mod directory;
 mod embedded;
 mod harness;
+mod paging;
 mod production;
 mod protocol;
 mod proxy;
