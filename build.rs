@@ -20,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("assignment_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // A request that is not valid protobuf is INVALID_ARGUMENT, not tonic-prost's INTERNAL.
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc::codec::ProstCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

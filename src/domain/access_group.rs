@@ -246,7 +246,7 @@ mod tests {
         };
         assert!(matches!(
             check_organizers(&requested, &[org("o1", true), admin]),
-            Err(AppError::InvalidArgument { .. })
+            Err(AppError::InvalidArgument(_))
         ));
         assert_eq!(
             check_organizers(&requested, &[org("o1", true), org("o2", false)])

@@ -1,8 +1,16 @@
 //! Page sizes and opaque page tokens for the List RPCs.
+//!
+//! A token carries the list it pages, fingerprints of the campaign and of the filter it was issued for,
+//! the last key of the previous page, and a checksum. Tokens are not secret and not signed: a client can
+//! forge one, so decoding checks everything and validates the key as strictly as the list's own ids, and a
+//! forged key can at worst start a page at another position the caller may see anyway.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
+use crate::domain::model::ConversationStatus;
+use crate::domain::validate;
 use crate::error::{AppError, AppResult};
 
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -20,49 +28,236 @@ pub fn page_size(requested: i32) -> AppResult<i64> {
     }
 }
 
-/// A token names the last key of the previous page; `kind` stops tokens being reused across RPCs.
-pub fn encode_token(kind: &str, last_key: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{kind}:{last_key}"))
+/// The layout version; a token of another version is refused like a malformed one.
+const VERSION: u8 = 1;
+/// Bytes of each fingerprint and of the checksum: enough to catch any mistake, short enough to stay small.
+const DIGEST_LEN: usize = 8;
+/// version, list, campaign fingerprint, filter fingerprint.
+const HEADER_LEN: usize = 2 + 2 * DIGEST_LEN;
+/// No key this service issues comes near this; it bounds the work a forged token can cause.
+const MAX_KEY_BYTES: usize = 1024;
+const MAX_TOKEN_CHARS: usize = (HEADER_LEN + MAX_KEY_BYTES + DIGEST_LEN).div_ceil(3) * 4;
+
+/// The paged lists; a token of one is refused by the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum List {
+    Conversations,
+    AssignmentHistory,
+    AccessGroups,
 }
 
-/// The last key of the previous page, or `None` for the first page.
-pub fn decode_token(kind: &str, token: &str) -> AppResult<Option<String>> {
-    if token.is_empty() {
-        return Ok(None);
+impl List {
+    pub const ALL: [List; 3] = [
+        List::Conversations,
+        List::AssignmentHistory,
+        List::AccessGroups,
+    ];
+
+    fn tag(self) -> u8 {
+        match self {
+            List::Conversations => 1,
+            List::AssignmentHistory => 2,
+            List::AccessGroups => 3,
+        }
     }
-    let invalid = || {
-        AppError::invalid(
-            "page_token",
-            "page_token is not one this RPC returned; pass next_page_token unchanged or leave it empty",
+
+    /// The RPC that returns this list, for error messages.
+    pub fn rpc(self) -> &'static str {
+        match self {
+            List::Conversations => "ListConversations",
+            List::AssignmentHistory => "ListAssignmentHistory",
+            List::AccessGroups => "ListAccessGroups",
+        }
+    }
+
+    /// Whether `key` could be the last key of a page of this list: keys reach SQL, so only what the
+    /// list itself could hold passes.
+    pub fn is_valid_key(self, key: &str) -> bool {
+        match self {
+            List::Conversations => validate::id("page_token", key).is_ok(),
+            // Event ids, in the one form `i64::to_string` writes, so a key decodes to one position only.
+            List::AssignmentHistory => key
+                .parse::<i64>()
+                .is_ok_and(|id| id >= 0 && id.to_string() == key),
+            // `lower(name)` of a group name: no bound on characters beyond the name's own rules, except
+            // those that were never allowed (names made before bidi and invisible characters were refused
+            // must still page). `lower` may lengthen a name, hence the margin.
+            List::AccessGroups => {
+                !key.is_empty()
+                    && key.chars().count() <= 4 * validate::MAX_GROUP_NAME_LEN
+                    && !key.chars().any(char::is_control)
+            }
+        }
+    }
+}
+
+/// Where a page token is valid: one list, in one campaign, with one filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageScope {
+    list: List,
+    campaign: [u8; DIGEST_LEN],
+    filter: [u8; DIGEST_LEN],
+}
+
+impl PageScope {
+    /// `filter` names every filter field with its value (`None` when not set), in a fixed order.
+    pub fn new(list: List, campaign_id: &str, filter: &[(&str, Option<&str>)]) -> Self {
+        let mut campaign = Sha256::new();
+        hash_field(&mut campaign, "campaign_id", Some(campaign_id));
+        let mut hasher = Sha256::new();
+        for (name, value) in filter {
+            hash_field(&mut hasher, name, *value);
+        }
+        Self {
+            list,
+            campaign: truncated(campaign),
+            filter: truncated(hasher),
+        }
+    }
+
+    /// ListConversations: filtered by assignee, unassigned and status.
+    pub fn conversations(
+        campaign_id: &str,
+        assignee_id: Option<&str>,
+        unassigned: bool,
+        status: Option<ConversationStatus>,
+    ) -> Self {
+        let status = status.map(|s| match s {
+            ConversationStatus::Open => "OPEN",
+            ConversationStatus::Resolved => "RESOLVED",
+        });
+        let unassigned = if unassigned { "true" } else { "false" };
+        Self::new(
+            List::Conversations,
+            campaign_id,
+            &[
+                ("assignee_id", assignee_id),
+                ("unassigned", Some(unassigned)),
+                ("status", status),
+            ],
         )
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let key = text
-        .strip_prefix(kind)
-        .and_then(|rest| rest.strip_prefix(':'))
-        .ok_or_else(invalid)?;
-    Ok(Some(key.to_owned()))
+    }
+
+    /// ListAssignmentHistory: of one conversation, or (`None`) of the campaign.
+    pub fn history(campaign_id: &str, conversation_id: Option<&str>) -> Self {
+        Self::new(
+            List::AssignmentHistory,
+            campaign_id,
+            &[("conversation_id", conversation_id)],
+        )
+    }
+
+    /// ListAccessGroups: the groups of one organizer (as resolved for the caller), or all of them.
+    pub fn access_groups(campaign_id: &str, organizer_id: Option<&str>) -> Self {
+        Self::new(
+            List::AccessGroups,
+            campaign_id,
+            &[("organizer_id", organizer_id)],
+        )
+    }
+
+    /// The token of the page after the one ending at `last_key`.
+    pub fn token(&self, last_key: &str) -> String {
+        let mut bytes = Vec::with_capacity(HEADER_LEN + last_key.len() + DIGEST_LEN);
+        bytes.push(VERSION);
+        bytes.push(self.list.tag());
+        bytes.extend_from_slice(&self.campaign);
+        bytes.extend_from_slice(&self.filter);
+        bytes.extend_from_slice(last_key.as_bytes());
+        let checksum = checksum(&bytes);
+        bytes.extend_from_slice(&checksum);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The last key of the previous page, or `None` for the first page (an empty token).
+    pub fn after(&self, token: &str) -> AppResult<Option<String>> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let malformed =
+            || invalid("is not a token this service issued (it is malformed or truncated)");
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(malformed());
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| malformed())?;
+        if bytes.len() < HEADER_LEN + DIGEST_LEN {
+            return Err(malformed());
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - DIGEST_LEN);
+        if checksum(body) != sum || body[0] != VERSION {
+            return Err(malformed());
+        }
+        let list = List::ALL
+            .into_iter()
+            .find(|list| list.tag() == body[1])
+            .ok_or_else(malformed)?;
+        if list != self.list {
+            return Err(invalid(&format!(
+                "was issued by {}, not {}",
+                list.rpc(),
+                self.list.rpc()
+            )));
+        }
+        if body[2..2 + DIGEST_LEN] != self.campaign {
+            return Err(invalid("was issued for another campaign"));
+        }
+        if body[2 + DIGEST_LEN..HEADER_LEN] != self.filter {
+            return Err(invalid("was issued for another filter"));
+        }
+        let key = std::str::from_utf8(&body[HEADER_LEN..]).map_err(|_| malformed())?;
+        if !self.list.is_valid_key(key) {
+            return Err(malformed());
+        }
+        Ok(Some(key.to_owned()))
+    }
+
+    /// [`Self::after`] for ListAssignmentHistory, whose keys are event ids.
+    pub fn after_event(&self, token: &str) -> AppResult<Option<i64>> {
+        // The key was checked to be an event id, so this parse cannot fail; map it rather than panic.
+        self.after(token)?
+            .map(|key| {
+                key.parse::<i64>().map_err(|_| {
+                    invalid("is not a token this service issued (it is malformed or truncated)")
+                })
+            })
+            .transpose()
+    }
+}
+
+fn invalid(problem: &str) -> AppError {
+    AppError::invalid(
+        "page_token",
+        format!(
+            "page_token {problem}; pass the next_page_token of the previous page unchanged, with the \
+             same filter, or leave page_token empty to start from the first page"
+        ),
+    )
+}
+
+/// Length-prefixed, so no two different filters hash the same input.
+fn hash_field(hasher: &mut Sha256, name: &str, value: Option<&str>) {
+    hasher.update((name.len() as u64).to_be_bytes());
+    hasher.update(name.as_bytes());
+    match value {
+        None => hasher.update([0]),
+        Some(value) => {
+            hasher.update([1]);
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        }
+    }
+}
+
+fn truncated(hasher: Sha256) -> [u8; DIGEST_LEN] {
+    let digest = hasher.finalize();
+    let mut out = [0; DIGEST_LEN];
+    out.copy_from_slice(&digest[..DIGEST_LEN]);
+    out
+}
+
+fn checksum(bytes: &[u8]) -> [u8; DIGEST_LEN] {
+    truncated(Sha256::new_with_prefix(bytes))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn page_size_defaults_caps_and_rejects_negative() {
-        assert_eq!(page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
-        assert_eq!(page_size(7).unwrap(), 7);
-        assert_eq!(page_size(100_000).unwrap(), MAX_PAGE_SIZE);
-        assert!(page_size(-1).is_err());
-    }
-
-    #[test]
-    fn tokens_round_trip_and_are_bound_to_their_rpc() {
-        let token = encode_token("conv", "c:42");
-        assert_eq!(decode_token("conv", &token).unwrap(), Some("c:42".into()));
-        assert_eq!(decode_token("conv", "").unwrap(), None);
-        assert!(decode_token("event", &token).is_err());
-        assert!(decode_token("conv", "%%%").is_err());
-    }
-}
+mod tests;

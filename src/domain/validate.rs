@@ -121,7 +121,7 @@ pub fn distinct_id_list(field: &str, values: &[String], max: usize) -> AppResult
     Ok(ids)
 }
 
-/// Human-readable text: at most `max` characters, no control characters, trimmed.
+/// Human-readable text: at most `max` characters, no control, bidi or invisible characters, trimmed.
 pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<String> {
     let trimmed = value.trim();
     if required && trimmed.is_empty() {
@@ -134,13 +134,38 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<S
             format!("{field} is {chars} characters long; at most {max} are allowed"),
         ));
     }
-    if trimmed.chars().any(char::is_control) {
+    if let Some((c, kind)) = trimmed
+        .chars()
+        .find_map(|c| refused_char(c).map(|k| (c, k)))
+    {
         return Err(AppError::invalid(
             field,
-            format!("{field} may not contain control characters"),
+            format!(
+                "{field} may not contain {kind} characters; it contains U+{:04X}",
+                u32::from(c)
+            ),
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// Why `c` may not appear in a name or tag, if it may not. Bidi controls can make text display as
+/// something else ("Trojan Source"), and invisible characters make two names look identical.
+fn refused_char(c: char) -> Option<&'static str> {
+    match c {
+        _ if c.is_control() => Some("control"),
+        '\u{061C}'
+        | '\u{200E}'
+        | '\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2066}'..='\u{2069}' => Some("bidirectional control"),
+        '\u{200B}'..='\u{200D}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{FEFF}'
+        | '\u{00AD}'
+        | '\u{180E}' => Some("zero-width or invisible"),
+        _ => None,
+    }
 }
 
 /// Member tags: each 1 to 64 characters, at most 100, duplicates dropped, sorted for stable storage.
@@ -237,6 +262,56 @@ mod tests {
         assert!(text("name", "a\nb", 20, true).is_err());
     }
 
+    fn message_of(err: AppError) -> String {
+        match err {
+            err @ AppError::InvalidArgument(_) => err.to_string(),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_refuses_bidi_controls_and_invisible_characters_naming_the_code_point() {
+        let refused = [
+            '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}', '\u{200B}', '\u{200C}',
+            '\u{200D}', '\u{2060}', '\u{2061}', '\u{2062}', '\u{2063}', '\u{2064}', '\u{FEFF}',
+            '\u{00AD}', '\u{180E}',
+        ];
+        for c in refused {
+            let err = text("name", &format!("ab{c}cd"), 20, true).unwrap_err();
+            let message = message_of(err);
+            let code_point = format!("U+{:04X}", u32::from(c));
+            assert!(
+                message.contains(&code_point),
+                "{message:?} names {code_point}"
+            );
+            assert!(message.starts_with("name "), "{message:?} names the field");
+        }
+        let message = message_of(text("name", "evil\u{202E}gpj.exe", 20, true).unwrap_err());
+        assert!(message.contains("U+202E") && message.contains("bidirectional"));
+        let message = message_of(text("name", "a\u{200B}b", 20, true).unwrap_err());
+        assert!(message.contains("U+200B") && message.contains("invisible"));
+        assert!(message_of(text("name", "a\tb", 20, true).unwrap_err()).contains("U+0009"));
+        // Neighbours of the refused ranges, and ordinary non-Latin text, are fine.
+        for ok in [
+            "a\u{2010}b",
+            "a\u{2065}b",
+            "a\u{206A}b",
+            "Zoë",
+            "עברית",
+            "日本語",
+        ] {
+            assert_eq!(text("name", ok, 20, true).unwrap(), ok);
+        }
+    }
+
+    #[test]
+    fn tags_refuse_confusable_characters_by_index() {
+        let with_zwj = vec!["donor".to_string(), "vol\u{200D}unteer".into()];
+        let err = tags("member_tags", &with_zwj).unwrap_err();
+        assert_eq!(field_of(err), "member_tags[1]");
+    }
+
     #[test]
     fn tags_are_sorted_and_deduplicated() {
         let tags_in = vec!["volunteer".to_string(), "donor".into(), "volunteer".into()];
@@ -245,3 +320,6 @@ mod tests {
         assert!(tags("tags", &vec!["t".to_string(); MAX_TAGS + 1]).is_err());
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -152,6 +152,11 @@ where
                         Inbound::Empty => continue,
                     },
                     Ok(None) => break,
+                    // A message that is not valid protobuf: tell the client, who is still there.
+                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
                     // The client went away or broke the stream: every committed batch stays committed.
                     Err(_) => return,
                 },

@@ -88,7 +88,7 @@ mod tests {
         let mut metadata = MetadataMap::new();
         assert!(matches!(
             campaign_id(&metadata),
-            Err(AppError::InvalidArgument { .. })
+            Err(AppError::InvalidArgument(_))
         ));
         metadata.insert(CAMPAIGN_HEADER, "camp-1".parse().unwrap());
         assert_eq!(campaign_id(&metadata).unwrap(), "camp-1");

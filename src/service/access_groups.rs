@@ -16,8 +16,6 @@ use crate::service::conversations::{check_subject_request, subject_user, view, v
 use crate::service::{ActorCall, Page, authenticate, lock_actor};
 use crate::store::{Conn, Store, access_groups, conversations, users};
 
-const GROUPS_TOKEN: &str = "access_groups";
-
 /// What CheckAccess answers.
 #[derive(Debug, Clone)]
 pub struct AccessCheck {
@@ -96,7 +94,6 @@ pub async fn list(
     let mut violations = Violations::default();
     let requested = violations.check(validate::optional_id("organizer_id", organizer_id));
     let limit = violations.check(paging::page_size(page_size));
-    let after = violations.check(paging::decode_token(GROUPS_TOKEN, page_token));
     violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
@@ -110,6 +107,9 @@ pub async fn list(
         }
         (Role::Organizer, _) => Some(actor.user_id.clone()),
     };
+    // Bound to the organizer as resolved, so an organizer's token is the same with or without their id.
+    let pages = paging::PageScope::access_groups(&call.campaign_id, member.as_deref());
+    let after = pages.after(page_token)?;
     let rows = access_groups::list(
         &mut conn,
         &call.campaign_id,
@@ -119,7 +119,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(GROUPS_TOKEN, &row.name_key)
+        pages.token(&row.name_key)
     }))
 }
 

@@ -11,9 +11,6 @@ use crate::service::{ActorCall, Page, authenticate};
 use crate::store::conversations::{self, Filter, Viewed};
 use crate::store::{Conn, Store, history, users};
 
-const CONVERSATIONS_TOKEN: &str = "conversations";
-const EVENTS_TOKEN: &str = "events";
-
 /// ListConversations' status filter, as the caller sent it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum StatusFilter {
@@ -80,10 +77,13 @@ pub async fn list(
         }
     };
     let limit = violations.check(paging::page_size(request.page_size));
-    let after = violations.check(paging::decode_token(
-        CONVERSATIONS_TOKEN,
-        &request.page_token,
-    ));
+    let pages = paging::PageScope::conversations(
+        &call.campaign_id,
+        assignee_id.as_deref(),
+        request.unassigned,
+        status,
+    );
+    let after = violations.check(pages.after(&request.page_token));
     violations.finish()?;
     let filter = Filter {
         assignee_id,
@@ -103,7 +103,7 @@ pub async fn list(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(CONVERSATIONS_TOKEN, &row.conversation_id)
+        pages.token(&row.conversation_id)
     }))
 }
 
@@ -143,13 +143,8 @@ pub async fn history(
     let conversation_id =
         violations.check(validate::optional_id("conversation_id", conversation_id));
     let limit = violations.check(paging::page_size(page_size));
-    let after = violations.check(
-        paging::decode_token(EVENTS_TOKEN, page_token).and_then(|key| {
-            key.map(|key| key.parse::<i64>()).transpose().map_err(|_| {
-                AppError::invalid("page_token", "page_token is not one this RPC returned")
-            })
-        }),
-    );
+    let pages = paging::PageScope::history(&call.campaign_id, conversation_id.as_deref());
+    let after = violations.check(pages.after_event(page_token));
     violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
@@ -171,7 +166,7 @@ pub async fn history(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        paging::encode_token(EVENTS_TOKEN, &row.event_id.to_string())
+        pages.token(&row.event_id.to_string())
     }))
 }
 

@@ -9,6 +9,8 @@ mod directory;
 mod embedded;
 mod fresh_facts;
 mod harness;
+mod paging;
 mod production;
+mod protocol;
 mod proxy;
 mod server;

@@ -362,7 +362,7 @@ fn options_are_checked_up_front() {
     // `None` for an invalid argument.
     let reason = |r: AppResult<Vec<UserRef>>| match r.unwrap_err() {
         AppError::Refused { reason, .. } => Some(reason),
-        AppError::InvalidArgument { .. } => None,
+        AppError::InvalidArgument(_) => None,
         other => panic!("{other:?}"),
     };
     assert_eq!(
