@@ -123,6 +123,21 @@ pub fn distinct_id_list(field: &str, values: &[String], max: usize) -> AppResult
 
 /// Human-readable text: at most `max` characters, no control, bidi or invisible characters, trimmed.
 pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<String> {
+    checked_text(field, value, max, required, false)
+}
+
+/// A person's display name: like [`text`], but joiners (U+200C, U+200D) are allowed.
+pub fn display_name(field: &str, value: &str, max: usize) -> AppResult<String> {
+    checked_text(field, value, max, false, true)
+}
+
+fn checked_text(
+    field: &str,
+    value: &str,
+    max: usize,
+    required: bool,
+    allow_joiners: bool,
+) -> AppResult<String> {
     let trimmed = value.trim();
     if required && trimmed.is_empty() {
         return Err(AppError::invalid(field, format!("{field} is required")));
@@ -136,7 +151,7 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<S
     }
     if let Some((c, kind)) = trimmed
         .chars()
-        .find_map(|c| refused_char(c).map(|k| (c, k)))
+        .find_map(|c| refused_char(c, allow_joiners).map(|k| (c, k)))
     {
         return Err(AppError::invalid(
             field,
@@ -150,8 +165,10 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<S
 }
 
 /// Why `c` may not appear in a name or tag, if it may not. Bidi controls can make text display as
-/// something else ("Trojan Source"), and invisible characters make two names look identical.
-fn refused_char(c: char) -> Option<&'static str> {
+/// something else ("Trojan Source"), and invisible characters make two names look identical. Joiners
+/// (U+200C, U+200D) are refused too, in group names and tags, which people match by eye; a person's
+/// display name may carry them (emoji sequences, Persian and Indic scripts need them).
+fn refused_char(c: char, allow_joiners: bool) -> Option<&'static str> {
     match c {
         _ if c.is_control() => Some("control"),
         '\u{061C}'
@@ -159,6 +176,7 @@ fn refused_char(c: char) -> Option<&'static str> {
         | '\u{200F}'
         | '\u{202A}'..='\u{202E}'
         | '\u{2066}'..='\u{2069}' => Some("bidirectional control"),
+        '\u{200C}' | '\u{200D}' if allow_joiners => None,
         '\u{200B}'..='\u{200D}'
         | '\u{2060}'..='\u{2064}'
         | '\u{FEFF}'
@@ -197,6 +215,15 @@ mod tests {
             [field] => field.to_string(),
             other => panic!("expected one invalid field, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn display_names_may_join_but_group_names_and_tags_may_not() {
+        let family = "Ana \u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}";
+        assert_eq!(display_name("display_name", family, 50).unwrap(), family);
+        assert!(text("name", family, 50, true).is_err());
+        assert!(display_name("display_name", "a\u{202E}b", 50).is_err());
+        assert!(display_name("display_name", "a\u{200B}b", 50).is_err());
     }
 
     #[test]

@@ -41,14 +41,21 @@ pub async fn create(
     scope: GroupScope,
     organizer_ids: &[String],
 ) -> AppResult<AccessGroup> {
-    let name = validate::text("name", name, validate::MAX_GROUP_NAME_LEN, true)?;
-    check_permissions("permissions", permissions)?;
-    let scope = normalize_scope("scope", scope)?;
-    let organizer_ids = validate::id_list(
+    let mut violations = Violations::default();
+    let name = violations.check(validate::text(
+        "name",
+        name,
+        validate::MAX_GROUP_NAME_LEN,
+        true,
+    ));
+    violations.check(check_permissions("permissions", permissions));
+    let scope = violations.check(normalize_scope("scope", scope));
+    let organizer_ids = violations.check(validate::id_list(
         "organizer_ids",
         organizer_ids,
         validate::MAX_IDS_PER_REQUEST,
-    )?;
+    ));
+    violations.finish()?;
     let mut tx = store.begin().await?;
     admin(&mut tx, call, "create access groups").await?;
     check_organizers_exist(&mut tx, call, &organizer_ids).await?;
@@ -185,12 +192,14 @@ pub async fn change_members(
     organizer_ids: &[String],
     add: bool,
 ) -> AppResult<AccessGroup> {
-    let id = group_id(access_group_id)?;
-    let organizer_ids = validate::id_list(
+    let mut violations = Violations::default();
+    let id = violations.check(group_id(access_group_id));
+    let organizer_ids = violations.check(validate::id_list(
         "organizer_ids",
         organizer_ids,
         validate::MAX_IDS_PER_REQUEST,
-    )?;
+    ));
+    violations.finish()?;
     let mut tx = store.begin().await?;
     admin(&mut tx, call, "change access group members").await?;
     if add {

@@ -20,11 +20,10 @@ pub async fn upsert_user(
     if role.is_none() {
         violations.add("role", "role must be ROLE_ADMIN or ROLE_ORGANIZER");
     }
-    let display_name = violations.check(validate::text(
+    let display_name = violations.check(validate::display_name(
         "display_name",
         display_name,
         validate::MAX_DISPLAY_NAME_LEN,
-        false,
     ));
     violations.finish()?;
     let role = role.expect("checked above");

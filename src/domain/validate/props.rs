@@ -43,12 +43,12 @@ proptest! {
         let trimmed = value.trim();
         let expected = !(required && trimmed.is_empty())
             && trimmed.chars().count() <= max
-            && trimmed.chars().all(|c| refused_char(c).is_none());
+            && trimmed.chars().all(|c| refused_char(c, false).is_none());
         match text("field", &value, max, required) {
             Ok(out) => {
                 prop_assert!(expected);
                 prop_assert_eq!(out.as_str(), trimmed);
-                prop_assert!(out.chars().all(|c| !c.is_control() && refused_char(c).is_none()));
+                prop_assert!(out.chars().all(|c| !c.is_control() && refused_char(c, false).is_none()));
             }
             Err(err) => {
                 prop_assert!(!expected);
