@@ -147,21 +147,15 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
                 .await?
         }
     };
-    // Only once the campaign's lock is held, so a batch waiting for it holds nothing else.
-    sqlx::query(
-        "SELECT count(*) FROM (SELECT 1 FROM users WHERE campaign_id = $1 AND role = 'ORGANIZER' \
-         FOR SHARE) AS organizers",
-    )
-    .bind(campaign_id)
-    .execute(conn)
-    .await?;
     Ok(cursor)
 }
 
 /// Locks the batch's conversations (in byte order of id, as every multi-row locker does, so they never
 /// deadlock) and reads each with its trigger record and, when `enabled`, its eligible organizers (active
-/// organizers an access group lets reply, sorted by id). Triggers whose conversation does not exist are
-/// left out; the rest come back in batch order.
+/// organizers an access group lets reply, sorted by id). The campaign's organizers are share-locked as they
+/// are read: their role and active flag cannot change until the batch commits. Run it after [`lock`], so a
+/// batch waiting for the campaign's lock holds nothing else. Triggers whose conversation does not exist
+/// are left out; the rest come back in batch order.
 pub async fn read_triggers(
     conn: &mut Conn,
     campaign_id: &str,
@@ -169,19 +163,22 @@ pub async fn read_triggers(
     enabled: bool,
 ) -> AppResult<TriggerReads> {
     let sql = format!(
-        "SELECT i.ord, i.trigger_id, {COLUMNS}, \
+        "WITH organizers AS MATERIALIZED ( \
+           SELECT u.user_id, u.active FROM users u \
+            WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
+         ) \
+         SELECT i.ord, i.trigger_id, {COLUMNS}, \
                 t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
-                CASE WHEN $4 THEN ARRAY(SELECT u.user_id FROM users u \
-                      WHERE u.campaign_id = c.campaign_id AND u.role = 'ORGANIZER' AND u.active AND {} \
-                      ORDER BY u.user_id COLLATE \"C\") \
+                CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o WHERE o.active AND {} \
+                                        ORDER BY o.user_id COLLATE \"C\") \
                      ELSE '{{}}'::text[] END AS eligible \
          FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
          LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
          ORDER BY c.conversation_id COLLATE \"C\" \
          FOR UPDATE OF c",
-        grant_exists("u.user_id", "can_reply"),
+        grant_exists("o.user_id", "can_reply"),
     );
     let trigger_ids: Vec<&str> = triggers.iter().map(|t| t.trigger_id.as_str()).collect();
     let conversation_ids: Vec<&str> = triggers

@@ -211,3 +211,73 @@ async fn an_admin_demoted_while_their_bulk_batch_waits_ends_the_stream() {
     assert_eq!(reason(&status), "ACTOR_CHANGED");
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
 }
+
+/// Whether updating `user_id`'s row from another connection has to wait (it gives up after 200 ms).
+async fn user_update_waits(app: &TestApp, user_id: &str) -> bool {
+    let mut other = app.store.pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL lock_timeout = '200ms'")
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let result =
+        sqlx::query("UPDATE users SET active = false WHERE campaign_id = $1 AND user_id = $2")
+            .bind(CAMPAIGN)
+            .bind(user_id)
+            .execute(&mut *other)
+            .await;
+    match result {
+        Ok(_) => false,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03") => true,
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_change_holds_its_actor_and_target_until_it_commits() {
+    use assignment_service::service::{ActorCall, lock_actor};
+    let app = campaign().await;
+    let mut tx = app.store.begin().await.unwrap();
+    let call = ActorCall {
+        campaign_id: CAMPAIGN.into(),
+        actor_id: "admin".into(),
+        request_id: None,
+    };
+    let (actor, others) = lock_actor(&mut tx, &call, &["org2"]).await.unwrap();
+    assert!(actor.is_admin());
+    assert_eq!(others.len(), 1);
+    assert!(user_update_waits(&app, "admin").await, "a demotion waits");
+    assert!(
+        user_update_waits(&app, "org2").await,
+        "a deactivation waits"
+    );
+    assert!(!user_update_waits(&app, "org1").await, "others are free");
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() {
+    use assignment_service::domain::auto_assign::Trigger;
+    use assignment_service::store::auto_assign;
+    let app = campaign().await;
+    let mut tx = app.store.begin().await.unwrap();
+    let cursor = auto_assign::lock(&mut tx, CAMPAIGN).await.unwrap();
+    let trigger = Trigger {
+        trigger_id: "t1".into(),
+        conversation_id: "c1".into(),
+        member_id: None,
+        member_tags: vec![],
+        request_id: None,
+    };
+    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true)
+        .await
+        .unwrap();
+    assert!(!cursor.auto_assign_enabled);
+    assert_eq!(reads.states[0].eligible, vec!["org1", "org2"]);
+    assert!(user_update_waits(&app, "org1").await);
+    assert!(user_update_waits(&app, "org2").await);
+    assert!(
+        !user_update_waits(&app, "admin").await,
+        "admins are never eligible"
+    );
+    tx.rollback().await.unwrap();
+}
