@@ -118,6 +118,7 @@ pub async fn seed_campaign(channel: &Channel, campaign: &str, organizers: usize)
             Some("admin"),
             pb::UpdateInboxSettingsRequest {
                 auto_assign_enabled: Some(true),
+                ..Default::default()
             },
         ))
         .await

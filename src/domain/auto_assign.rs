@@ -1,15 +1,34 @@
 //! Auto-assignment as pure decisions: who is next round-robin, and what a batch of triggers does.
 
+mod routing;
+
+pub use routing::{
+    Candidate, Ineligible, Load, RotationStart, Routing, RoutingMode, effective_capacity,
+};
+
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-/// A campaign's inbox settings: whether auto-assignment is on.
+/// A campaign's inbox settings: whether auto-assignment is on, and how it routes.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxSettings {
     pub auto_assign_enabled: bool,
     pub updated_at: DateTime<Utc>,
     pub updated_by: Option<String>,
+    /// The most open conversations an organizer without their own capacity is given; 0 = unlimited.
+    pub default_capacity: i32,
+    pub routing_mode: RoutingMode,
+    pub rotation_start: RotationStart,
+}
+
+/// The settings an admin changes; `None` keeps a value.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SettingsChange {
+    pub auto_assign_enabled: Option<bool>,
+    pub default_capacity: Option<i32>,
+    pub routing_mode: Option<RoutingMode>,
+    pub rotation_start: Option<RotationStart>,
 }
 
 /// One inbound-message trigger, validated. Member data, when given, creates a conversation this service
@@ -107,7 +126,8 @@ pub struct TriggerState {
     pub current_assignee: Option<String>,
     /// What this trigger id's first delivery was for and did, if it was delivered before.
     pub recorded: Option<RecordedTrigger>,
-    /// Active organizers who may reply to the conversation, sorted by id.
+    /// Organizers who may take the conversation but for their load: active, available, and an access group
+    /// lets them reply to it. Sorted by id.
     pub eligible: Vec<String>,
 }
 
@@ -163,11 +183,16 @@ pub struct BatchPlan {
     pub cursor: Option<String>,
 }
 
-/// Decides a batch as if its triggers had arrived one at a time: each assignment moves the cursor, a
-/// conversation assigned earlier in the batch counts as assigned, a trigger id seen before (in the
-/// database or earlier in the batch) for the same conversation repeats its first outcome, and one seen for
-/// another conversation is refused.
-pub fn plan_batch(enabled: bool, cursor: Option<&str>, triggers: &[TriggerState]) -> BatchPlan {
+/// Decides a batch as if its triggers had arrived one at a time: each assignment moves the cursor (and
+/// adds to the winner's load), a conversation assigned earlier in the batch counts as assigned, a trigger id
+/// seen before (in the database or earlier in the batch) for the same conversation repeats its first
+/// outcome, and one seen for another conversation is refused.
+pub fn plan_batch(
+    enabled: bool,
+    cursor: Option<&str>,
+    mut routing: Routing,
+    triggers: &[TriggerState],
+) -> BatchPlan {
     let mut cursor = cursor.map(str::to_owned);
     let mut holders: HashMap<&str, String> = HashMap::new();
     let mut seen: HashMap<&str, RecordedTrigger> = HashMap::new();
@@ -197,7 +222,7 @@ pub fn plan_batch(enabled: bool, cursor: Option<&str>, triggers: &[TriggerState]
         let outcome = match holder {
             Some(holder) => AutoOutcome::AlreadyAssigned(holder),
             None if !enabled => AutoOutcome::Disabled,
-            None => match next_organizer(&trigger.eligible, cursor.as_deref()) {
+            None => match routing.pick(&trigger.eligible, cursor.as_deref()) {
                 Some(next) => {
                     cursor = Some(next.to_owned());
                     holders.insert(&trigger.conversation_id, next.to_owned());

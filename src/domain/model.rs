@@ -25,6 +25,18 @@ pub enum AssignmentAction {
     Assign,
     Unassign,
     Reassign,
+    /// A user's availability changed; the event names the user, not a conversation.
+    AvailabilityChanged,
+}
+
+/// Whether a user takes automatically assigned conversations now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Availability {
+    #[default]
+    Available,
+    Away,
+    Offline,
 }
 
 /// Which path made an assignment change.
@@ -74,6 +86,9 @@ pub struct User {
     pub display_name: String,
     pub active: bool,
     pub updated_at: DateTime<Utc>,
+    pub availability: Availability,
+    /// Their own limit of open conversations for auto-assignment (0 = unlimited); `None`: the campaign's.
+    pub capacity: Option<i32>,
 }
 
 impl User {
@@ -100,11 +115,12 @@ pub struct Conversation {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One change of a conversation's assignee, as history records it.
+/// One change of a conversation's assignee (or of a user's availability), as history records it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AssignmentEvent {
     pub event_id: i64,
-    pub conversation_id: String,
+    /// `None` for availability changes.
+    pub conversation_id: Option<String>,
     pub action: AssignmentAction,
     pub from_user_id: Option<String>,
     pub to_user_id: Option<String>,
@@ -112,6 +128,9 @@ pub struct AssignmentEvent {
     pub source: AssignmentSource,
     pub occurred_at: DateTime<Utc>,
     pub request_id: Option<String>,
+    /// For availability changes: whose, and what it became.
+    pub user_id: Option<String>,
+    pub availability: Option<Availability>,
 }
 
 /// A value that was changed, or was already as asked.

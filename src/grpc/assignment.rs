@@ -237,4 +237,25 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
         auto_assign::update_settings(&self.store, request).await
     }
+
+    async fn set_availability(
+        &self,
+        request: Request<pb::SetAvailabilityRequest>,
+    ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
+        auto_assign::set_availability(&self.store, request).await
+    }
+
+    async fn set_capacity(
+        &self,
+        request: Request<pb::SetCapacityRequest>,
+    ) -> Result<Response<pb::SetCapacityResponse>, Status> {
+        auto_assign::set_capacity(&self.store, request).await
+    }
+
+    async fn preview_auto_assign(
+        &self,
+        request: Request<pb::PreviewAutoAssignRequest>,
+    ) -> Result<Response<pb::PreviewAutoAssignResponse>, Status> {
+        auto_assign::preview(&self.store, request).await
+    }
 }

@@ -2,10 +2,14 @@
 
 use tonic::{Request, Response, Status};
 
-use super::context::{actor_call, system_call};
+use super::context::{ACTOR_HEADER, actor_call, system_call};
 use super::convert;
+use super::middleware::CallerIdentity;
+use crate::auth::Scope;
+use crate::error::AppError;
 use crate::pb;
 use crate::service::auto_assign::{self, Coalescer, TriggerRequest};
+use crate::service::availability::{self, Setter};
 use crate::store::Store;
 
 pub(super) async fn auto_assign(
@@ -47,9 +51,68 @@ pub(super) async fn update_settings(
     request: Request<pb::UpdateInboxSettingsRequest>,
 ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
     let call = actor_call(&request)?;
-    let enabled = request.into_inner().auto_assign_enabled;
-    let settings = auto_assign::update_settings(store, &call, enabled).await?;
+    let change = convert::settings_change(request.get_ref())
+        .map_err(|field| AppError::invalid(field, format!("{field} is not a known value")))?;
+    let settings = auto_assign::update_settings(store, &call, change).await?;
     Ok(Response::new(pb::UpdateInboxSettingsResponse {
         settings: Some(convert::inbox_settings(settings)),
+    }))
+}
+
+pub(super) async fn set_capacity(
+    store: &Store,
+    request: Request<pb::SetCapacityRequest>,
+) -> Result<Response<pb::SetCapacityResponse>, Status> {
+    let call = actor_call(&request)?;
+    let req = request.into_inner();
+    let user = auto_assign::set_capacity(store, &call, &req.user_id, req.capacity).await?;
+    Ok(Response::new(pb::SetCapacityResponse {
+        user: Some(convert::user(user)),
+    }))
+}
+
+pub(super) async fn preview(
+    store: &Store,
+    request: Request<pb::PreviewAutoAssignRequest>,
+) -> Result<Response<pb::PreviewAutoAssignResponse>, Status> {
+    let call = actor_call(&request)?;
+    let req = request.into_inner();
+    let preview = auto_assign::preview(store, &call, &req.conversation_id).await?;
+    Ok(Response::new(pb::PreviewAutoAssignResponse {
+        next_assignee_id: preview.next_assignee_id,
+        auto_assign_enabled: preview
+            .settings
+            .as_ref()
+            .is_some_and(|s| s.auto_assign_enabled),
+        settings: Some(convert::inbox_settings(preview.settings)),
+        candidates: preview
+            .candidates
+            .into_iter()
+            .map(convert::candidate)
+            .collect(),
+    }))
+}
+
+/// SetAvailability: a user acting (`x-actor-id`), or else a system caller. A user-scoped token must name
+/// its actor: only a system caller may set anyone's availability without one.
+pub(super) async fn set_availability(
+    store: &Store,
+    request: Request<pb::SetAvailabilityRequest>,
+) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
+    let user_scoped = request
+        .extensions()
+        .get::<CallerIdentity>()
+        .is_some_and(|caller| caller.scope == Scope::User);
+    let setter = if request.metadata().contains_key(ACTOR_HEADER) || user_scoped {
+        Setter::Actor(actor_call(&request)?)
+    } else {
+        Setter::System(system_call(&request)?)
+    };
+    let req = request.into_inner();
+    let availability = convert::availability_from_pb(req.availability);
+    let done = availability::set_availability(store, &setter, &req.user_id, availability).await?;
+    Ok(Response::new(pb::SetAvailabilityResponse {
+        user: Some(convert::user(done.value)),
+        changed: done.changed,
     }))
 }

@@ -5,10 +5,12 @@ use prost_types::Timestamp;
 
 use crate::domain::access::ReplyDecision;
 use crate::domain::access_group::{AccessGroup, GroupGrant, GroupScope, Permissions};
-use crate::domain::auto_assign::{AutoOutcome, InboxSettings};
+use crate::domain::auto_assign::{
+    AutoOutcome, Candidate, InboxSettings, Ineligible, RotationStart, RoutingMode, SettingsChange,
+};
 use crate::domain::model::{
-    AssignmentAction, AssignmentEvent, AssignmentSource, Conversation, ConversationStatus, Role,
-    User,
+    AssignmentAction, AssignmentEvent, AssignmentSource, Availability, Conversation,
+    ConversationStatus, Role, User,
 };
 use crate::pb;
 use crate::service::conversations::StatusFilter;
@@ -53,6 +55,26 @@ pub fn user(user: User) -> pb::User {
         display_name: user.display_name,
         active: user.active,
         updated_at: Some(timestamp(user.updated_at)),
+        availability: availability_to_pb(user.availability).into(),
+        capacity: user.capacity,
+    }
+}
+
+pub fn availability_to_pb(availability: Availability) -> pb::Availability {
+    match availability {
+        Availability::Available => pb::Availability::Available,
+        Availability::Away => pb::Availability::Away,
+        Availability::Offline => pb::Availability::Offline,
+    }
+}
+
+/// `None` for UNSPECIFIED or an unknown value.
+pub fn availability_from_pb(value: i32) -> Option<Availability> {
+    match pb::Availability::try_from(value) {
+        Ok(pb::Availability::Available) => Some(Availability::Available),
+        Ok(pb::Availability::Away) => Some(Availability::Away),
+        Ok(pb::Availability::Offline) => Some(Availability::Offline),
+        _ => None,
     }
 }
 
@@ -79,6 +101,7 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
         AssignmentAction::Assign => pb::AssignmentAction::Assign,
         AssignmentAction::Unassign => pb::AssignmentAction::Unassign,
         AssignmentAction::Reassign => pb::AssignmentAction::Reassign,
+        AssignmentAction::AvailabilityChanged => pb::AssignmentAction::AvailabilityChanged,
     };
     let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,
@@ -87,7 +110,7 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
     };
     pb::AssignmentEvent {
         event_id: event.event_id,
-        conversation_id: event.conversation_id,
+        conversation_id: event.conversation_id.unwrap_or_default(),
         action: action.into(),
         from_user_id: event.from_user_id,
         to_user_id: event.to_user_id,
@@ -95,6 +118,11 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
         source: source.into(),
         occurred_at: Some(timestamp(event.occurred_at)),
         request_id: event.request_id.unwrap_or_default(),
+        user_id: event.user_id.unwrap_or_default(),
+        availability: event
+            .availability
+            .map_or(pb::Availability::Unspecified, availability_to_pb)
+            .into(),
     }
 }
 
@@ -170,7 +198,77 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             auto_assign_enabled: settings.auto_assign_enabled,
             updated_at: Some(timestamp(settings.updated_at)),
             updated_by: settings.updated_by,
+            default_capacity: settings.default_capacity,
+            routing_mode: routing_mode_to_pb(settings.routing_mode).into(),
+            rotation_start: rotation_start_to_pb(settings.rotation_start).into(),
         },
-        None => pb::InboxSettings::default(),
+        None => pb::InboxSettings {
+            routing_mode: pb::RoutingMode::RoundRobin.into(),
+            rotation_start: pb::RotationStart::LastAssigned.into(),
+            ..pb::InboxSettings::default()
+        },
+    }
+}
+
+fn routing_mode_to_pb(mode: RoutingMode) -> pb::RoutingMode {
+    match mode {
+        RoutingMode::RoundRobin => pb::RoutingMode::RoundRobin,
+        RoutingMode::Balanced => pb::RoutingMode::Balanced,
+    }
+}
+
+fn rotation_start_to_pb(start: RotationStart) -> pb::RotationStart {
+    match start {
+        RotationStart::LastAssigned => pb::RotationStart::LastAssigned,
+        RotationStart::LastAutoAssigned => pb::RotationStart::LastAutoAssigned,
+    }
+}
+
+/// The settings an UpdateInboxSettings request changes (UNSPECIFIED enums and unknown values keep theirs;
+/// an unknown value is reported by the returned field name).
+pub fn settings_change(
+    request: &pb::UpdateInboxSettingsRequest,
+) -> Result<SettingsChange, &'static str> {
+    let routing_mode = match pb::RoutingMode::try_from(request.routing_mode) {
+        Ok(pb::RoutingMode::Unspecified) => None,
+        Ok(pb::RoutingMode::RoundRobin) => Some(RoutingMode::RoundRobin),
+        Ok(pb::RoutingMode::Balanced) => Some(RoutingMode::Balanced),
+        Err(_) => return Err("routing_mode"),
+    };
+    let rotation_start = match pb::RotationStart::try_from(request.rotation_start) {
+        Ok(pb::RotationStart::Unspecified) => None,
+        Ok(pb::RotationStart::LastAssigned) => Some(RotationStart::LastAssigned),
+        Ok(pb::RotationStart::LastAutoAssigned) => Some(RotationStart::LastAutoAssigned),
+        Err(_) => return Err("rotation_start"),
+    };
+    Ok(SettingsChange {
+        auto_assign_enabled: request.auto_assign_enabled,
+        default_capacity: request.default_capacity,
+        routing_mode,
+        rotation_start,
+    })
+}
+
+pub fn candidate(candidate: Candidate) -> pb::PreviewCandidate {
+    let reasons = candidate
+        .reasons()
+        .into_iter()
+        .map(|reason| {
+            i32::from(match reason {
+                Ineligible::Admin => pb::IneligibleReason::Admin,
+                Ineligible::Inactive => pb::IneligibleReason::Inactive,
+                Ineligible::Away => pb::IneligibleReason::Away,
+                Ineligible::Offline => pb::IneligibleReason::Offline,
+                Ineligible::NoReplyAccess => pb::IneligibleReason::NoReplyAccess,
+                Ineligible::AtCapacity => pb::IneligibleReason::AtCapacity,
+            })
+        })
+        .collect();
+    pb::PreviewCandidate {
+        explanation: candidate.explanation(),
+        open_conversations: i32::try_from(candidate.load.open).unwrap_or(i32::MAX),
+        capacity: i32::try_from(candidate.load.capacity).unwrap_or(i32::MAX),
+        user_id: candidate.user_id,
+        reasons,
     }
 }

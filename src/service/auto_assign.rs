@@ -4,13 +4,18 @@
 //! transaction under the campaign's auto-assign lock, as if its triggers had come one by one.
 
 mod coalescer;
+mod routing;
 
 pub use coalescer::Coalescer;
+pub use routing::{Preview, preview, set_capacity};
 
 use std::time::Instant;
 
 use crate::domain::actor::require_admin;
-use crate::domain::auto_assign::{Decision, InboxSettings, Trigger, Verdict, plan_batch};
+use crate::domain::auto_assign::{
+    Decision, InboxSettings, RotationStart, Routing, RoutingMode, SettingsChange, Trigger, Verdict,
+    plan_batch,
+};
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
@@ -70,11 +75,29 @@ pub async fn run_batch(
     let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
     metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
     metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
+    let enabled = cursor.auto_assign_enabled;
+    let from_any_path = cursor.rotation_start == RotationStart::LastAssigned;
     let reads =
-        auto_assign::read_triggers(&mut tx, campaign_id, triggers, cursor.auto_assign_enabled)
-            .await?;
+        auto_assign::read_triggers(&mut tx, campaign_id, triggers, enabled, from_any_path).await?;
+    let start = match cursor.rotation_start {
+        RotationStart::LastAssigned => reads.last_assigned.as_deref(),
+        RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
+    };
+    // Loads cost a count per organizer: read them only when capacity or balance is in play.
+    let loads_matter = cursor.default_capacity > 0
+        || reads.capacity_overrides
+        || cursor.routing_mode == RoutingMode::Balanced;
+    let loads = if enabled && loads_matter && !reads.states.is_empty() {
+        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?)
+    } else {
+        None
+    };
+    let routing = Routing {
+        mode: cursor.routing_mode,
+        loads,
+    };
+    let plan = plan_batch(enabled, start, routing, &reads.states);
     let last = cursor.last_auto_assignee_id.as_deref();
-    let plan = plan_batch(cursor.auto_assign_enabled, last, &reads.states);
     let request_ids: Vec<Option<&str>> = reads
         .indexes
         .iter()
@@ -127,17 +150,28 @@ pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<I
 pub async fn update_settings(
     store: &Store,
     call: &ActorCall,
-    auto_assign_enabled: Option<bool>,
+    change: SettingsChange,
 ) -> AppResult<Option<InboxSettings>> {
+    if change.default_capacity.is_some_and(|capacity| capacity < 0) {
+        return Err(AppError::invalid(
+            "default_capacity",
+            "default_capacity must be 0 (unlimited) or more",
+        ));
+    }
     let mut tx = store.begin().await?;
     let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
-    let settings = match auto_assign_enabled {
-        Some(enabled) => Some(
-            auto_assign::update_settings(&mut tx, &call.campaign_id, enabled, &actor.user_id)
+    let nothing = change.auto_assign_enabled.is_none()
+        && change.default_capacity.is_none()
+        && change.routing_mode.is_none()
+        && change.rotation_start.is_none();
+    let settings = if nothing {
+        auto_assign::settings(&mut tx, &call.campaign_id).await?
+    } else {
+        Some(
+            auto_assign::update_settings(&mut tx, &call.campaign_id, change, &actor.user_id)
                 .await?,
-        ),
-        None => auto_assign::settings(&mut tx, &call.campaign_id).await?,
+        )
     };
     tx.commit().await?;
     Ok(settings)

@@ -5,6 +5,7 @@
 pub mod access_groups;
 pub mod assignment;
 pub mod auto_assign;
+pub mod availability;
 pub mod bulk;
 pub mod conversations;
 pub mod directory;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::conversations::COLUMNS;
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
-    AutoOutcome, BatchPlan, InboxSettings, OutcomeKind, RecordedTrigger, Trigger, TriggerState,
-    Verdict,
+    AutoOutcome, BatchPlan, InboxSettings, Load, OutcomeKind, RecordedTrigger, RotationStart,
+    RoutingMode, SettingsChange, Trigger, TriggerState, Verdict, effective_capacity,
 };
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
@@ -16,8 +16,11 @@ use crate::error::{AppError, AppResult};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Cursor {
     pub auto_assign_enabled: bool,
-    /// The organizer most recently auto-assigned; the round-robin continues after them.
+    /// The organizer most recently auto-assigned.
     pub last_auto_assignee_id: Option<String>,
+    pub default_capacity: i32,
+    pub routing_mode: RoutingMode,
+    pub rotation_start: RotationStart,
 }
 
 /// The triggers of a batch whose conversation exists, read under the lock, in batch order:
@@ -27,38 +30,55 @@ pub struct TriggerReads {
     pub states: Vec<TriggerState>,
     pub indexes: Vec<usize>,
     pub conversations: Vec<Conversation>,
+    /// The organizer most recently assigned a conversation by any path.
+    pub last_assigned: Option<String>,
+    /// Whether any organizer has a capacity of their own.
+    pub capacity_overrides: bool,
 }
+
+const SETTINGS: &str =
+    "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, rotation_start";
 
 /// Tags travel as one string per conversation; validated tags never contain this control character.
 const TAG_SEPARATOR: &str = "\u{1f}";
 
 pub async fn settings(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
-    Ok(sqlx::query_as(
-        "SELECT auto_assign_enabled, updated_at, updated_by FROM inbox_settings WHERE campaign_id = $1",
-    )
-    .bind(campaign_id)
-    .fetch_optional(conn)
-    .await?)
+    let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .fetch_optional(conn)
+        .await?)
 }
 
+/// Applies the fields `change` sets, creating the campaign's row if it has none.
 pub async fn update_settings(
     conn: &mut Conn,
     campaign_id: &str,
-    auto_assign_enabled: bool,
+    change: SettingsChange,
     updated_by: &str,
 ) -> AppResult<InboxSettings> {
-    Ok(sqlx::query_as(
-        "INSERT INTO inbox_settings (campaign_id, auto_assign_enabled, updated_by) VALUES ($1, $2, $3) \
+    let sql = format!(
+        "INSERT INTO inbox_settings AS s (campaign_id, auto_assign_enabled, default_capacity, routing_mode, \
+                                           rotation_start, updated_by) \
+         VALUES ($1, coalesce($2, false), coalesce($3, 0), coalesce($4, 'ROUND_ROBIN'), \
+                 coalesce($5, 'LAST_ASSIGNED'), $6) \
          ON CONFLICT (campaign_id) DO UPDATE \
-           SET auto_assign_enabled = EXCLUDED.auto_assign_enabled, updated_by = EXCLUDED.updated_by, \
-               updated_at = now() \
-         RETURNING auto_assign_enabled, updated_at, updated_by",
-    )
-    .bind(campaign_id)
-    .bind(auto_assign_enabled)
-    .bind(updated_by)
-    .fetch_one(conn)
-    .await?)
+           SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \
+               default_capacity = coalesce($3, s.default_capacity), \
+               routing_mode = coalesce($4, s.routing_mode), \
+               rotation_start = coalesce($5, s.rotation_start), \
+               updated_by = EXCLUDED.updated_by, updated_at = now() \
+         RETURNING {SETTINGS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(change.auto_assign_enabled)
+        .bind(change.default_capacity)
+        .bind(change.routing_mode)
+        .bind(change.rotation_start)
+        .bind(updated_by)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Forgets trigger records older than `retention`, a chunk at a time so no statement runs long.
@@ -126,8 +146,9 @@ pub async fn create_missing_conversations(
 /// batch commits. A campaign never configured gets its row (auto-assignment off), so that even its triggers
 /// serialise: a redelivery racing an admin switching auto-assignment on must see one history.
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings \
-                        WHERE campaign_id = $1 FOR UPDATE";
+    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id, default_capacity, routing_mode, \
+                               rotation_start \
+                        FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE";
     let cursor = match sqlx::query_as(LOCK)
         .bind(campaign_id)
         .fetch_optional(&mut *conn)
@@ -161,18 +182,26 @@ pub async fn read_triggers(
     campaign_id: &str,
     triggers: &[Trigger],
     enabled: bool,
+    read_last_assigned: bool,
 ) -> AppResult<TriggerReads> {
     let sql = format!(
         "WITH organizers AS MATERIALIZED ( \
-           SELECT u.user_id, u.active FROM users u \
+           SELECT u.user_id, u.active, u.availability, u.capacity FROM users u \
             WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
          ) \
          SELECT i.ord, i.trigger_id, {COLUMNS}, \
                 t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
-                CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o WHERE o.active AND {} \
-                                        ORDER BY o.user_id COLLATE \"C\") \
-                     ELSE '{{}}'::text[] END AS eligible \
+                CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o \
+                                         WHERE o.active AND o.availability = 'AVAILABLE' AND {} \
+                                         ORDER BY o.user_id COLLATE \"C\") \
+                     ELSE '{{}}'::text[] END AS eligible, \
+                (SELECT e.to_user_id FROM assignment_events e \
+                   JOIN users a ON a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id \
+                  WHERE $5 AND e.campaign_id = $1 AND e.action IN ('ASSIGN', 'REASSIGN') \
+                    AND a.role = 'ORGANIZER' \
+                  ORDER BY e.event_id DESC LIMIT 1) AS last_assigned, \
+                EXISTS (SELECT 1 FROM organizers o WHERE o.capacity IS NOT NULL) AS capacity_overrides \
          FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
          LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
@@ -190,11 +219,16 @@ pub async fn read_triggers(
         .bind(&trigger_ids)
         .bind(&conversation_ids)
         .bind(enabled)
+        .bind(read_last_assigned)
         .fetch_all(conn)
         .await?;
     let mut rows = rows;
     rows.sort_by_key(|row| row.ord);
     let mut reads = TriggerReads::default();
+    if let Some(row) = rows.first() {
+        reads.last_assigned = row.last_assigned.clone();
+        reads.capacity_overrides = row.capacity_overrides;
+    }
     for row in rows {
         let (index, state, conversation) = row.into_parts()?;
         reads.states.push(state);
@@ -202,6 +236,35 @@ pub async fn read_triggers(
         reads.conversations.push(conversation);
     }
     Ok(reads)
+}
+
+/// The loads of the campaign's active, available organizers: open conversations and the capacity that
+/// applies. Read under the auto-assign lock, after [`read_triggers`] share-locked the organizers.
+pub async fn loads(
+    conn: &mut Conn,
+    campaign_id: &str,
+    default_capacity: i32,
+) -> AppResult<HashMap<String, Load>> {
+    let rows: Vec<(String, Option<i32>, i64)> = sqlx::query_as(
+        "SELECT u.user_id, u.capacity, \
+                (SELECT count(*) FROM conversations c \
+                  WHERE c.campaign_id = u.campaign_id AND c.assignee_id = u.user_id AND c.status = 'OPEN') \
+         FROM users u \
+         WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' AND u.active AND u.availability = 'AVAILABLE'",
+    )
+    .bind(campaign_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user_id, capacity, open)| {
+            let load = Load {
+                open: u32::try_from(open).unwrap_or(u32::MAX),
+                capacity: effective_capacity(capacity, default_capacity),
+            };
+            (user_id, load)
+        })
+        .collect())
 }
 
 /// Writes a planned batch in one statement: assignments, `auto` history events, the cursor and the
@@ -292,6 +355,8 @@ struct TriggerRow {
     recorded_assignee: Option<String>,
     recorded_conversation: Option<String>,
     eligible: Vec<String>,
+    last_assigned: Option<String>,
+    capacity_overrides: bool,
 }
 
 impl TriggerRow {

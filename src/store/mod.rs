@@ -9,6 +9,7 @@ pub mod auto_assign;
 pub mod bulk;
 pub mod conversations;
 pub mod history;
+pub mod preview;
 pub mod users;
 
 use std::str::FromStr;

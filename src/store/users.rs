@@ -1,10 +1,10 @@
 //! The campaign directory's users.
 
 use super::Conn;
-use crate::domain::model::{Role, User};
+use crate::domain::model::{Availability, Role, User};
 use crate::error::AppResult;
 
-const COLUMNS: &str = "user_id, role, display_name, active, updated_at";
+const COLUMNS: &str = "user_id, role, display_name, active, updated_at, availability, capacity";
 
 pub async fn find(conn: &mut Conn, campaign_id: &str, user_id: &str) -> AppResult<Option<User>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE campaign_id = $1 AND user_id = $2");
@@ -96,4 +96,63 @@ struct UserWithCreated {
     #[sqlx(flatten)]
     user: User,
     created: bool,
+}
+
+/// Locks one user for a change of their own row (`FOR UPDATE`); `None` when there is no such user.
+pub async fn lock(conn: &mut Conn, campaign_id: &str, user_id: &str) -> AppResult<Option<User>> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM users WHERE campaign_id = $1 AND user_id = $2 FOR UPDATE");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Sets a user's availability and records the change in history, in one statement.
+pub async fn set_availability(
+    conn: &mut Conn,
+    campaign_id: &str,
+    user_id: &str,
+    availability: Availability,
+    actor_id: Option<&str>,
+    request_id: Option<&str>,
+) -> AppResult<User> {
+    let sql = format!(
+        "WITH updated AS ( \
+           UPDATE users SET availability = $3, updated_at = now() \
+            WHERE campaign_id = $1 AND user_id = $2 RETURNING * \
+         ), event AS ( \
+           INSERT INTO assignment_events (campaign_id, action, user_id, availability, actor_id, source, request_id) \
+           SELECT campaign_id, 'AVAILABILITY_CHANGED', user_id, availability, $4, 'MANUAL', $5 FROM updated \
+         ) \
+         SELECT {COLUMNS} FROM updated"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(user_id)
+        .bind(availability)
+        .bind(actor_id)
+        .bind(request_id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Sets (or, with `None`, clears) an organizer's own capacity.
+pub async fn set_capacity(
+    conn: &mut Conn,
+    campaign_id: &str,
+    user_id: &str,
+    capacity: Option<i32>,
+) -> AppResult<User> {
+    let sql = format!(
+        "UPDATE users SET capacity = $3, updated_at = now() \
+         WHERE campaign_id = $1 AND user_id = $2 RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(user_id)
+        .bind(capacity)
+        .fetch_one(conn)
+        .await?)
 }

@@ -31,6 +31,7 @@ async fn set_auto_assign(app: &TestApp, on: bool) -> pb::InboxSettings {
             "admin",
             pb::UpdateInboxSettingsRequest {
                 auto_assign_enabled: Some(on),
+                ..Default::default()
             },
         ))
         .await
@@ -120,6 +121,7 @@ async fn settings_are_off_until_an_admin_switches_them_on() {
                 "org-a",
                 pb::UpdateInboxSettingsRequest {
                     auto_assign_enabled: Some(true),
+                    ..Default::default()
                 },
             ))
             .await,
@@ -350,24 +352,61 @@ async fn unknown_conversations_are_created_from_member_data() {
     assert_eq!(app.count("auto_assign_triggers").await, 1);
 }
 
-#[tokio::test]
-async fn rotation_continues_after_a_manual_assignment_and_a_restart() {
-    let app = campaign().await;
-    assert_eq!(next(&app, "c1").await, "org-a");
-    // A manual assignment to org-c does not move the auto-assignment cursor.
-    app.conversation("manual", &[]).await;
+async fn assign_manually(app: &TestApp, conversation: &str, to: &str) {
+    app.conversation(conversation, &[]).await;
     app.assignments()
         .await
         .assign_conversation(as_actor(
             "admin",
             pb::AssignConversationRequest {
-                conversation_id: "manual".into(),
-                assignee_id: "org-c".into(),
+                conversation_id: conversation.into(),
+                assignee_id: to.into(),
                 expected_version: None,
             },
         ))
         .await
         .unwrap();
+}
+
+/// The help article: round-robin "starting with the last organizer to be assigned a member conversation",
+/// by any path (the default, LAST_ASSIGNED).
+#[tokio::test]
+async fn rotation_continues_after_the_last_organizer_assigned_by_any_path() {
+    let app = campaign().await;
+    assert_eq!(next(&app, "c1").await, "org-a");
+    assign_manually(&app, "manual", "org-c").await;
+    assert_eq!(
+        next(&app, "c2").await,
+        "org-a",
+        "after org-c, manually assigned"
+    );
+    // An admin's own assignment is not an organizer's: the rotation stays put.
+    assign_manually(&app, "mine", "admin").await;
+    assert_eq!(next(&app, "c3").await, "org-b");
+
+    let url = app.database_url.clone();
+    app.stop().await;
+    let restarted = TestApp::start_on(url).await;
+    assert_eq!(next(&restarted, "c4").await, "org-c");
+}
+
+/// LAST_AUTO_ASSIGNED: only automatic assignments move the rotation.
+#[tokio::test]
+async fn rotation_can_ignore_manual_assignments_and_survives_a_restart() {
+    let app = campaign().await;
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                rotation_start: pb::RotationStart::LastAutoAssigned.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next(&app, "c1").await, "org-a");
+    assign_manually(&app, "manual", "org-c").await;
     assert_eq!(next(&app, "c2").await, "org-b");
 
     let url = app.database_url.clone();

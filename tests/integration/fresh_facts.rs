@@ -142,6 +142,7 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
             "admin",
             pb::UpdateInboxSettingsRequest {
                 auto_assign_enabled: Some(true),
+                ..Default::default()
             },
         ))
         .await
@@ -268,7 +269,7 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         member_tags: vec![],
         request_id: None,
     };
-    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true)
+    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true, true)
         .await
         .unwrap();
     assert!(!cursor.auto_assign_enabled);

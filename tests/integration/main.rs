@@ -13,4 +13,5 @@ mod paging;
 mod production;
 mod protocol;
 mod proxy;
+mod routing;
 mod server;

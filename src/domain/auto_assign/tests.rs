@@ -73,7 +73,7 @@ fn a_batch_rotates_as_if_its_triggers_came_one_by_one() {
     let batch: Vec<_> = (0..5)
         .map(|i| trigger(&format!("t{i}"), &format!("c{i}"), &everyone))
         .collect();
-    let plan = plan_batch(true, Some("b"), &batch);
+    let plan = plan_batch(true, Some("b"), Routing::default(), &batch);
     use AutoOutcome::Assigned;
     assert_eq!(
         outcomes(&plan),
@@ -92,7 +92,12 @@ fn a_batch_rotates_as_if_its_triggers_came_one_by_one() {
 fn assigned_conversations_stay_put_and_do_not_move_the_cursor() {
     let mut held = trigger("t1", "c1", &["a", "b"]);
     held.current_assignee = Some("admin".into());
-    let plan = plan_batch(true, Some("a"), &[held, trigger("t2", "c2", &["a", "b"])]);
+    let plan = plan_batch(
+        true,
+        Some("a"),
+        Routing::default(),
+        &[held, trigger("t2", "c2", &["a", "b"])],
+    );
     assert_eq!(
         outcomes(&plan),
         vec![
@@ -107,6 +112,7 @@ fn the_same_conversation_twice_in_a_batch_is_assigned_once() {
     let plan = plan_batch(
         true,
         None,
+        Routing::default(),
         &[
             trigger("t1", "c1", &["a", "b"]),
             trigger("t2", "c1", &["a", "b"]),
@@ -140,6 +146,7 @@ fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
     let plan = plan_batch(
         true,
         Some("b"),
+        Routing::default(),
         &[
             recorded,
             trigger("t2", "c2", &["a", "b"]),
@@ -182,6 +189,7 @@ fn a_trigger_id_reused_for_another_conversation_is_refused_in_the_database_or_th
     let plan = plan_batch(
         true,
         None,
+        Routing::default(),
         &[
             recorded,
             trigger("t2", "c3", &["a", "b"]),
@@ -208,10 +216,20 @@ fn a_trigger_id_reused_for_another_conversation_is_refused_in_the_database_or_th
 
 #[test]
 fn nobody_eligible_or_switched_off_assigns_nothing() {
-    let plan = plan_batch(true, Some("a"), &[trigger("t1", "c1", &[])]);
+    let plan = plan_batch(
+        true,
+        Some("a"),
+        Routing::default(),
+        &[trigger("t1", "c1", &[])],
+    );
     assert_eq!(outcomes(&plan), vec![AutoOutcome::NoEligibleOrganizer]);
     assert_eq!(plan.cursor.as_deref(), Some("a"));
-    let plan = plan_batch(false, Some("a"), &[trigger("t1", "c1", &["a", "b"])]);
+    let plan = plan_batch(
+        false,
+        Some("a"),
+        Routing::default(),
+        &[trigger("t1", "c1", &["a", "b"])],
+    );
     assert_eq!(outcomes(&plan), vec![AutoOutcome::Disabled]);
 }
 

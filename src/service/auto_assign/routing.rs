@@ -1,0 +1,128 @@
+//! SetCapacity and PreviewAutoAssign: the organizers' limits, and who the next conversation would go to.
+
+use crate::domain::actor::require_admin;
+use crate::domain::auto_assign::{
+    Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, RoutingMode,
+    effective_capacity,
+};
+use crate::domain::model::{Role, User};
+use crate::domain::validate::{self, Violations};
+use crate::error::{AppError, AppResult};
+use crate::service::{ActorCall, authenticate, lock_actor};
+use crate::store::{Store, auto_assign, conversations, preview, users};
+
+/// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
+pub async fn set_capacity(
+    store: &Store,
+    call: &ActorCall,
+    user_id: &str,
+    capacity: Option<i32>,
+) -> AppResult<User> {
+    let mut violations = Violations::default();
+    violations.check(validate::id("user_id", user_id));
+    if capacity.is_some_and(|c| c < 0) {
+        violations.add(
+            "capacity",
+            "capacity must be 0 (unlimited) or more, or unset",
+        );
+    }
+    violations.finish()?;
+    let mut tx = store.begin().await?;
+    let target = users::lock(&mut tx, &call.campaign_id, user_id).await?;
+    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+    require_admin(&actor, "set capacities")?;
+    let target = target.ok_or_else(|| AppError::user_not_found(user_id))?;
+    if target.role == Role::Admin {
+        return Err(AppError::invalid(
+            "user_id",
+            format!(
+                "user {user_id:?} is an admin; admins are never auto-assigned, so have no capacity"
+            ),
+        ));
+    }
+    let user = users::set_capacity(&mut tx, &call.campaign_id, user_id, capacity).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// What PreviewAutoAssign answers.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub next_assignee_id: Option<String>,
+    pub settings: Option<InboxSettings>,
+    /// Every user of the campaign, by id.
+    pub candidates: Vec<Candidate>,
+}
+
+/// PreviewAutoAssign: admins; reads, decides with the planner's own rules, and changes nothing.
+pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> AppResult<Preview> {
+    let conversation_id = validate::optional_id("conversation_id", conversation_id)?;
+    let mut conn = store.acquire().await?;
+    let actor = authenticate(&mut conn, call).await?;
+    require_admin(&actor, "preview auto-assignment")?;
+    if let Some(id) = &conversation_id {
+        let missing =
+            conversations::missing(&mut conn, &call.campaign_id, std::slice::from_ref(id)).await?;
+        if !missing.is_empty() {
+            return Err(AppError::conversation_not_found(id));
+        }
+    }
+    let settings = auto_assign::settings(&mut conn, &call.campaign_id).await?;
+    let users = preview::users(&mut conn, &call.campaign_id).await?;
+    let open = preview::open_counts(&mut conn, &call.campaign_id).await?;
+    let repliers =
+        preview::repliers(&mut conn, &call.campaign_id, conversation_id.as_deref()).await?;
+    let default_capacity = settings.as_ref().map_or(0, |s| s.default_capacity);
+    let candidates: Vec<Candidate> = users
+        .into_iter()
+        .map(|user| Candidate {
+            may_reply: repliers.contains(&user.user_id),
+            load: Load {
+                open: open.get(&user.user_id).copied().unwrap_or(0),
+                capacity: effective_capacity(user.capacity, default_capacity),
+            },
+            user_id: user.user_id,
+            role: user.role,
+            active: user.active,
+            availability: user.availability,
+        })
+        .collect();
+    let start = match settings
+        .as_ref()
+        .map(|s| s.rotation_start)
+        .unwrap_or_default()
+    {
+        RotationStart::LastAssigned => preview::last_assigned(&mut conn, &call.campaign_id).await?,
+        RotationStart::LastAutoAssigned => {
+            preview::last_auto_assigned(&mut conn, &call.campaign_id).await?
+        }
+    };
+    let enabled = settings.as_ref().is_some_and(|s| s.auto_assign_enabled);
+    // Everyone eligible but for their load goes to the planner's own pick, which weighs the loads.
+    let mut eligible: Vec<String> = candidates
+        .iter()
+        .filter(|c| c.reasons().iter().all(|r| *r == Ineligible::AtCapacity))
+        .map(|c| c.user_id.clone())
+        .collect();
+    eligible.sort();
+    let mut routing = Routing {
+        mode: settings
+            .as_ref()
+            .map(|s| s.routing_mode)
+            .unwrap_or(RoutingMode::RoundRobin),
+        loads: Some(
+            candidates
+                .iter()
+                .map(|c| (c.user_id.clone(), c.load))
+                .collect(),
+        ),
+    };
+    let next_assignee_id = enabled
+        .then(|| routing.pick(&eligible, start.as_deref()).map(str::to_owned))
+        .flatten();
+    Ok(Preview {
+        next_assignee_id,
+        settings,
+        candidates,
+    })
+}

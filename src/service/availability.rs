@@ -1,0 +1,99 @@
+//! SetAvailability: who takes automatically assigned conversations now.
+
+use crate::domain::actor::require_self_or_admin;
+use crate::domain::model::{Availability, Changed, User};
+use crate::domain::validate::{self, Violations};
+use crate::error::{AppError, AppResult, Reason};
+use crate::service::{ActorCall, SystemCall, lock_actor};
+use crate::store::{Store, users};
+
+/// Who sets an availability: a user acting (an organizer their own, an admin anyone's), or a system such as
+/// the messaging service's presence tracker (anyone's).
+#[derive(Debug, Clone)]
+pub enum Setter {
+    Actor(ActorCall),
+    System(SystemCall),
+}
+
+impl Setter {
+    fn campaign_id(&self) -> &str {
+        match self {
+            Setter::Actor(call) => &call.campaign_id,
+            Setter::System(call) => &call.campaign_id,
+        }
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        match self {
+            Setter::Actor(call) => call.request_id.as_deref(),
+            Setter::System(call) => call.request_id.as_deref(),
+        }
+    }
+}
+
+/// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
+/// change, and the setter's role read under a share lock, so the decision holds until it commits.
+pub async fn set_availability(
+    store: &Store,
+    setter: &Setter,
+    user_id: &str,
+    availability: Option<Availability>,
+) -> AppResult<Changed<User>> {
+    let mut violations = Violations::default();
+    let named = violations.check(validate::optional_id("user_id", user_id));
+    if availability.is_none() {
+        violations.add(
+            "availability",
+            "availability must be AVAILABILITY_AVAILABLE, AVAILABILITY_AWAY or AVAILABILITY_OFFLINE",
+        );
+    }
+    let target_id = match (setter, named) {
+        (_, Some(id)) => id,
+        (Setter::Actor(call), None) => call.actor_id.clone(),
+        (Setter::System(_), None) => {
+            violations.add("user_id", "user_id is required when no x-actor-id acts");
+            String::new()
+        }
+    };
+    violations.finish()?;
+    let wanted = availability.expect("checked above");
+
+    let mut tx = store.begin().await?;
+    let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
+    let actor = match setter {
+        Setter::Actor(call) => {
+            let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+            require_self_or_admin(&actor, &target_id).map_err(|_| {
+                AppError::new(
+                    Reason::AdminRequired,
+                    format!(
+                        "organizers can only set their own availability, not that of user {target_id:?}"
+                    ),
+                )
+            })?;
+            Some(actor)
+        }
+        Setter::System(_) => None,
+    };
+    let target = target.ok_or_else(|| AppError::user_not_found(&target_id))?;
+    if target.availability == wanted {
+        return Ok(Changed {
+            value: target,
+            changed: false,
+        });
+    }
+    let user = users::set_availability(
+        &mut tx,
+        setter.campaign_id(),
+        &target_id,
+        wanted,
+        actor.as_ref().map(|a| a.user_id.as_str()),
+        setter.request_id(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Changed {
+        value: user,
+        changed: true,
+    })
+}

@@ -1,0 +1,95 @@
+//! What PreviewAutoAssign reads: every user with their open conversations, who may reply, and where the
+//! round-robin stands. Plain reads: a preview changes nothing and takes no lock.
+
+use std::collections::HashMap;
+
+use super::{Conn, grant_exists};
+use crate::domain::model::User;
+use crate::error::AppResult;
+
+/// Every user of the campaign, by id.
+pub async fn users(conn: &mut Conn, campaign_id: &str) -> AppResult<Vec<User>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, role, display_name, active, updated_at, availability, capacity \
+         FROM users WHERE campaign_id = $1 ORDER BY user_id COLLATE \"C\"",
+    )
+    .bind(campaign_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Open conversations per assignee.
+pub async fn open_counts(conn: &mut Conn, campaign_id: &str) -> AppResult<HashMap<String, u32>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT assignee_id, count(*) FROM conversations \
+         WHERE campaign_id = $1 AND status = 'OPEN' AND assignee_id IS NOT NULL GROUP BY assignee_id",
+    )
+    .bind(campaign_id)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(user, open)| (user, u32::try_from(open).unwrap_or(u32::MAX)))
+        .collect())
+}
+
+/// The organizers an access group lets reply to the conversation; with no conversation, to one that every
+/// group granting reply covers (any member of such a group).
+pub async fn repliers(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: Option<&str>,
+) -> AppResult<Vec<String>> {
+    let rows = match conversation_id {
+        Some(id) => {
+            let sql = format!(
+                "SELECT u.user_id FROM users u \
+                   JOIN conversations c ON c.campaign_id = u.campaign_id AND c.conversation_id = $2 \
+                  WHERE u.campaign_id = $1 AND {}",
+                grant_exists("u.user_id", "can_reply")
+            );
+            sqlx::query_scalar(&sql)
+                .bind(campaign_id)
+                .bind(id)
+                .fetch_all(conn)
+                .await?
+        }
+        None => {
+            sqlx::query_scalar(
+                "SELECT DISTINCT m.user_id FROM access_group_organizers m \
+                   JOIN access_groups g ON g.campaign_id = m.campaign_id \
+                        AND g.access_group_id = m.access_group_id \
+                  WHERE m.campaign_id = $1 AND g.can_reply",
+            )
+            .bind(campaign_id)
+            .fetch_all(conn)
+            .await?
+        }
+    };
+    Ok(rows)
+}
+
+/// The organizer most recently assigned a conversation by any path.
+pub async fn last_assigned(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT e.to_user_id FROM assignment_events e \
+           JOIN users a ON a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id \
+          WHERE e.campaign_id = $1 AND e.action IN ('ASSIGN', 'REASSIGN') AND a.role = 'ORGANIZER' \
+          ORDER BY e.event_id DESC LIMIT 1",
+    )
+    .bind(campaign_id)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
+
+/// The organizer most recently auto-assigned a conversation.
+pub async fn last_auto_assigned(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT last_auto_assignee_id FROM inbox_settings WHERE campaign_id = $1",
+    )
+    .bind(campaign_id)
+    .fetch_optional(conn)
+    .await?
+    .flatten())
+}
