@@ -107,9 +107,10 @@ async fn drive(
     }
 }
 
-/// pgbench with `script` at `clients` for `duration`; latencies from its per-transaction log.
+/// pgbench with `script` at `clients` for `duration`; latencies from its per-transaction log. `target` is
+/// pgbench's connection arguments.
 fn pgbench(
-    server_url: &str,
+    target: &[String],
     schema: &str,
     script: &Path,
     campaign: &str,
@@ -129,7 +130,7 @@ fn pgbench(
         .arg(format!("campaign={campaign}"))
         .arg("-f")
         .arg(script)
-        .arg(server_url)
+        .args(target)
         .output()
         .expect("run pgbench");
     assert!(
@@ -190,7 +191,20 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
-    let (server_url, _cluster) = database();
+    let (server_url, cluster) = database();
+    // The private cluster listens only on its Unix socket.
+    let pg_target: Vec<String> = match &cluster {
+        Some(cluster) => vec![
+            "-h".into(),
+            cluster.socket_dir().display().to_string(),
+            "-p".into(),
+            cluster.port().to_string(),
+            "-U".into(),
+            "postgres".into(),
+            "postgres".into(),
+        ],
+        None => vec![server_url.clone()],
+    };
     let bench_schema = BenchSchema::create(&server_url, "bench_auto_assign").await;
     let (schema, url) = (bench_schema.name.clone(), bench_schema.url.clone());
 
@@ -258,7 +272,7 @@ async fn main() {
         );
         settle().await;
         let script = scripts.join("auto_assign_transaction.sql");
-        let row = pgbench(&server_url, &schema, &script, "pg-tx", callers, duration);
+        let row = pgbench(&pg_target, &schema, &script, "pg-tx", callers, duration);
         println!(
             "{}",
             row.row(
@@ -268,7 +282,7 @@ async fn main() {
         );
         settle().await;
         let script = scripts.join("auto_assign_one_statement.sql");
-        let row = pgbench(&server_url, &schema, &script, "pg-one", callers, duration);
+        let row = pgbench(&pg_target, &schema, &script, "pg-one", callers, duration);
         println!(
             "{}",
             row.row("pgbench, one statement, one hot campaign", callers)

@@ -7,16 +7,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auth::{Tokens, check_exposure};
+use crate::auth::{Callers, check_exposure};
 use crate::config::Config;
 use crate::embedded_pg::EmbeddedPostgres;
-use crate::grpc::middleware::CallLayer;
+use crate::grpc::middleware::{CallLayer, Phase};
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
 use crate::observability::{serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
@@ -33,10 +34,13 @@ const HEALTH_NAMES: [&str; 4] = [
     <AccessGroupServiceServer<AccessGroupApi> as NamedService>::NAME,
 ];
 
+/// How long after the drain timeout cancelled calls get to end before the server stops regardless.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// A service ready to serve: listeners bound, database migrated.
 pub struct App {
     config: Config,
-    tokens: Tokens,
+    callers: Callers,
     tls: Option<ServerTlsConfig>,
     listener: TcpListener,
     metrics_listener: TcpListener,
@@ -48,9 +52,9 @@ pub struct App {
 /// Builds the service from `config`. Fails early, before any database is started, on a bad tokens file,
 /// bad TLS files, an unsafe exposure or a taken port.
 pub async fn build(config: &Config) -> Result<App, String> {
-    let tokens = match &config.tokens_file {
-        Some(path) => Tokens::load(path)?,
-        None => Tokens::default(),
+    let callers = match &config.tokens_file {
+        Some(path) => Callers::load(path)?,
+        None => Callers::default(),
     };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_config(
@@ -61,7 +65,7 @@ pub async fn build(config: &Config) -> Result<App, String> {
         _ => None,
     };
     if let Some(warning) = check_exposure(
-        &tokens,
+        &callers,
         config.tls_client_ca.is_some(),
         config.listen_addr,
         config.allow_unauthenticated,
@@ -85,8 +89,9 @@ pub async fn build(config: &Config) -> Result<App, String> {
                     .map_err(|e| e.to_string())?;
             tracing::info!(
                 data_dir = %cluster.data_dir().display(),
+                socket_dir = %cluster.socket_dir().display(),
                 port = cluster.port(),
-                "DATABASE_URL is not set: started a private PostgreSQL"
+                "DATABASE_URL is not set: started a private PostgreSQL on a Unix socket"
             );
             (cluster.url("postgres"), Some(cluster))
         }
@@ -100,7 +105,7 @@ pub async fn build(config: &Config) -> Result<App, String> {
         .map_err(|e| format!("cannot apply database migrations: {e}"))?;
     Ok(App {
         config: config.clone(),
-        tokens,
+        callers,
         tls,
         listener,
         metrics_listener,
@@ -127,11 +132,12 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new calls are refused and in-flight
-    /// calls finish before this returns. The database pool is closed and a private cluster stopped.
+    /// calls may finish for up to the drain timeout, after which they are cancelled and this returns (at
+    /// most [`CANCEL_GRACE`] later). The database pool is closed and a private cluster stopped.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
         let App {
             config,
-            tokens,
+            callers,
             tls,
             listener,
             metrics_listener,
@@ -160,11 +166,24 @@ impl App {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
         }
-        let coalescer = Coalescer::new(store.clone(), config.auto_assign_max_batch);
+        let coalescer = Coalescer::new(
+            store.clone(),
+            config.auto_assign_max_batch,
+            config.auto_assign_max_queue,
+        );
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
+        let mut drain_started = phase_rx.clone();
         let drain_health = health.clone();
-        let result = builder
+        let serve = builder
             .timeout(config.call_timeout)
-            .layer(CallLayer::new(tokens, config.max_concurrent_calls))
+            // Pings find peers that vanished without closing (their streams would hold slots forever).
+            .http2_keepalive_interval(Some(config.keepalive_interval))
+            .http2_keepalive_timeout(Some(config.keepalive_timeout))
+            .layer(CallLayer::new(
+                callers,
+                config.max_concurrent_calls,
+                phase_rx,
+            ))
             .add_service(health_service)
             .add_service(reflection().build_v1().expect("valid descriptors"))
             // grpcurl 1.8 and other older clients speak only v1alpha.
@@ -174,24 +193,53 @@ impl App {
                     .max_decoding_message_size(max),
             )
             .add_service(
-                AssignmentServiceServer::new(AssignmentApi::new(store.clone(), coalescer))
-                    .max_decoding_message_size(max),
+                AssignmentServiceServer::new(AssignmentApi::new(
+                    store.clone(),
+                    coalescer,
+                    config.stream_idle_timeout,
+                ))
+                .max_decoding_message_size(max),
             )
             .add_service(
                 AccessGroupServiceServer::new(AccessGroupApi::new(store.clone()))
                     .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 shutdown.await;
-                tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+                tracing::info!(
+                    drain_timeout = ?config.drain_timeout,
+                    "shutting down: health NOT_SERVING, refusing new calls, finishing in-flight calls"
+                );
+                phase.send_replace(Phase::Draining);
                 set_all(&drain_health, ServingStatus::NotServing).await;
-            })
-            .await;
+            });
+        let drain_expired = async {
+            let _ = drain_started.wait_for(|p| *p != Phase::Serving).await;
+            tokio::time::sleep(config.drain_timeout).await;
+        };
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            result = &mut serve => result,
+            () = drain_expired => {
+                tracing::warn!("drain timeout passed: cancelling the calls still running");
+                phase.send_replace(Phase::Cancelling);
+                // Cancelled calls send their status and their connections close; a peer that does not
+                // read is not waited for.
+                match tokio::time::timeout(CANCEL_GRACE, &mut serve).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!("connections still open after cancelling their calls: leaving them");
+                        Ok(())
+                    }
+                }
+            }
+        };
         for task in background {
             task.abort();
         }
         tracing::info!("server stopped");
-        store.pool().close().await;
+        // Connections held by calls left behind are not waited for.
+        let _ = tokio::time::timeout(CANCEL_GRACE, store.pool().close()).await;
         drop(embedded);
         result.map_err(|e| format!("server error: {e}"))
     }

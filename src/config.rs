@@ -67,11 +67,18 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub auto_assign_max_batch: usize,
 
+    /// Most auto-assign triggers of one campaign waiting for its next batch; more are refused with
+    /// RESOURCE_EXHAUSTED (AUTO_ASSIGN_QUEUE_FULL).
+    #[arg(long, env = "AUTO_ASSIGN_MAX_QUEUE", default_value_t = 4096,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub auto_assign_max_queue: usize,
+
     /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,
 
-    /// File of calling services' tokens: one `name scope sha256-hex` per line (scope `system` or `user`).
+    /// File of calling services: one `name scope sha256-hex` (a bearer token's hash) or
+    /// `name scope cert-sha256:hex` (a client certificate's fingerprint) per line; scope `system` or `user`.
     #[arg(long, env = "TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
 
@@ -95,9 +102,28 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 512)]
     pub max_concurrent_calls: usize,
 
-    /// The longest a call may run (a shorter grpc-timeout from the caller wins), e.g. "30s".
+    /// The longest a unary call may run, and a stream may take to send its first reply (a shorter
+    /// grpc-timeout from the caller wins), e.g. "30s".
     #[arg(long, env = "CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub call_timeout: Duration,
+
+    /// A stream that sends no request message for this long is ended with DEADLINE_EXCEEDED
+    /// (STREAM_IDLE), e.g. "30s".
+    #[arg(long, env = "STREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// On SIGTERM, how long calls still running may finish before they are cancelled and the process
+    /// exits; keep it below the orchestrator's grace period, e.g. "25s".
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How often the server pings each HTTP/2 connection, to find peers that went away, e.g. "20s".
+    #[arg(long, env = "KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// A connection whose peer does not answer a ping within this long is closed, e.g. "10s".
+    #[arg(long, env = "KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
 
     /// The longest one SQL statement may run, and a transaction may sit idle, e.g. "10s".
     #[arg(long, env = "STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -3,6 +3,10 @@
 //!
 //! PostgreSQL refuses to run as root, so when this process is root the cluster runs as the `postgres`
 //! system user that the distribution's packages create.
+//!
+//! The cluster trusts every connection it accepts, so it accepts them only on a Unix socket in a directory
+//! that only its owner can enter ([`SOCKET_DIR`] inside the data directory, mode 0700): no TCP, and no other
+//! local user.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -39,6 +43,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedPgError 
     move |source| EmbeddedPgError::Io { what, source }
 }
 
+/// The socket directory's name inside the data directory.
+pub const SOCKET_DIR: &str = "socket";
+
 /// Server settings for a cluster whose data may be thrown away (tests): no fsync, no waiting on WAL.
 pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
     ("fsync", "off"),
@@ -50,8 +57,10 @@ pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
 /// kernel asks the server for a fast shutdown.
 #[derive(Debug)]
 pub struct EmbeddedPostgres {
+    /// Names the socket file (`.s.PGSQL.<port>`); nothing listens on it over TCP.
     port: u16,
     data_dir: PathBuf,
+    socket_dir: PathBuf,
     /// Dropping this asks the keeper thread to stop the server.
     stop: Option<mpsc::Sender<()>>,
     keeper: Option<thread::JoinHandle<()>>,
@@ -156,6 +165,7 @@ impl EmbeddedPostgres {
             }
         }
 
+        let socket_dir = private_socket_dir(&data_dir, run_as.as_ref())?;
         let port = free_port()?;
         let log_file = File::options()
             .create(true)
@@ -169,9 +179,11 @@ impl EmbeddedPostgres {
             .arg("-p")
             .arg(port.to_string())
             .arg("-c")
-            .arg("listen_addresses=127.0.0.1")
+            .arg("listen_addresses=")
             .arg("-c")
-            .arg(format!("unix_socket_directories={}", data_dir.display()))
+            .arg(format!("unix_socket_directories={}", socket_dir.display()))
+            .arg("-c")
+            .arg("unix_socket_permissions=0700")
             .arg("-c")
             .arg("max_connections=200");
         for (key, value) in settings {
@@ -211,6 +223,7 @@ impl EmbeddedPostgres {
             Ok(Ok(())) => Ok(Self {
                 port,
                 data_dir,
+                socket_dir,
                 stop: Some(stop_tx),
                 keeper: Some(keeper),
             }),
@@ -234,9 +247,19 @@ impl EmbeddedPostgres {
         &self.data_dir
     }
 
-    /// A URL for `database` as the cluster's superuser.
+    /// The directory holding the server's socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// A URL for `database` as the cluster's superuser, through the socket: the `host` query parameter
+    /// names the socket's directory and overrides `localhost` (for sqlx as for libpq).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@localhost:{}/{database}?host={}",
+            self.port,
+            query_escape(&self.socket_dir.to_string_lossy()),
+        )
     }
 
     /// Fast shutdown: disconnect clients, checkpoint, exit. Waits for the server to finish.
@@ -316,6 +339,39 @@ fn as_user(command: &mut Command, run_as: Option<&RunAs>) {
     }
 }
 
+/// Creates (or corrects) the 0700 socket directory inside the data directory, owned by the server's user.
+fn private_socket_dir(data_dir: &Path, run_as: Option<&RunAs>) -> Result<PathBuf, EmbeddedPgError> {
+    let dir = data_dir.join(SOCKET_DIR);
+    match fs::create_dir(&dir) {
+        Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err(format!("create {}", dir.display()))(err));
+        }
+        _ => {}
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+        .map_err(io_err("restrict the socket directory"))?;
+    if let Some(user) = run_as {
+        std::os::unix::fs::chown(&dir, Some(user.uid), Some(user.gid))
+            .map_err(io_err("hand the socket directory to the postgres user"))?;
+    }
+    Ok(dir)
+}
+
+/// Percent-escapes what a URL query value cannot hold as is.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The socket file is named by a port; one free on TCP as well means a client that tries TCP by mistake is
+/// refused rather than reaching some other server.
 fn free_port() -> Result<u16, EmbeddedPgError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("find a free port"))?;
     Ok(listener

@@ -15,6 +15,7 @@ pub enum StatusCode {
     Aborted,
     Unavailable,
     ResourceExhausted,
+    DeadlineExceeded,
 }
 
 impl StatusCode {
@@ -30,6 +31,7 @@ impl StatusCode {
             StatusCode::Aborted => "ABORTED",
             StatusCode::Unavailable => "UNAVAILABLE",
             StatusCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            StatusCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
         }
     }
 }
@@ -74,6 +76,8 @@ reasons! {
     TokenMissing => "TOKEN_MISSING", Unauthenticated;
     /// A bearer token that matches no configured token.
     TokenInvalid => "TOKEN_INVALID", Unauthenticated;
+    /// No bearer token, and the client certificate is not one the callers file names.
+    CertificateUnknown => "CERTIFICATE_UNKNOWN", Unauthenticated;
     /// The actor is deactivated.
     ActorInactive => "ACTOR_INACTIVE", PermissionDenied;
     /// The actor was deactivated or changed role while their bulk stream ran.
@@ -124,8 +128,14 @@ reasons! {
     DatabaseUnavailable => "DATABASE_UNAVAILABLE", Unavailable;
     /// The auto-assign batch this call joined failed: retry.
     AutoAssignBatchFailed => "AUTO_ASSIGN_BATCH_FAILED", Unavailable;
+    /// The server is shutting down: retry on another replica.
+    ShuttingDown => "SHUTTING_DOWN", Unavailable;
     /// The server is at its limit of concurrent calls: retry with backoff.
     Overloaded => "OVERLOADED", ResourceExhausted;
+    /// The campaign already has its limit of auto-assign triggers waiting: retry with backoff.
+    AutoAssignQueueFull => "AUTO_ASSIGN_QUEUE_FULL", ResourceExhausted;
+    /// A stream sent no request message for the stream idle timeout.
+    StreamIdle => "STREAM_IDLE", DeadlineExceeded;
     /// A conversation id in a bulk stream is malformed (bulk items only).
     InvalidConversationId => "INVALID_CONVERSATION_ID", InvalidArgument;
     /// A conversation id listed again in one bulk stream: answered at its first listing (bulk items only).

@@ -1,5 +1,7 @@
 //! AssignmentService: each handler decodes the request, calls one use case and encodes the reply.
 
+use std::time::Duration;
+
 use tonic::{Request, Response, Status, Streaming};
 
 use super::bulk::{self, BulkStream};
@@ -17,11 +19,17 @@ use crate::store::Store;
 pub struct AssignmentApi {
     store: Store,
     coalescer: Coalescer,
+    /// How long a bulk stream may go without a request message.
+    stream_idle: Duration,
 }
 
 impl AssignmentApi {
-    pub fn new(store: Store, coalescer: Coalescer) -> Self {
-        Self { store, coalescer }
+    pub fn new(store: Store, coalescer: Coalescer, stream_idle: Duration) -> Self {
+        Self {
+            store,
+            coalescer,
+            stream_idle,
+        }
     }
 }
 
@@ -200,21 +208,21 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<Streaming<pb::BulkAssignRequest>>,
     ) -> Result<Response<Self::BulkAssignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Assign, request).await
+        bulk::run(&self.store, BulkAction::Assign, self.stream_idle, request).await
     }
 
     async fn bulk_unassign(
         &self,
         request: Request<Streaming<pb::BulkUnassignRequest>>,
     ) -> Result<Response<Self::BulkUnassignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Unassign, request).await
+        bulk::run(&self.store, BulkAction::Unassign, self.stream_idle, request).await
     }
 
     async fn bulk_reassign(
         &self,
         request: Request<Streaming<pb::BulkReassignRequest>>,
     ) -> Result<Response<Self::BulkReassignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Reassign, request).await
+        bulk::run(&self.store, BulkAction::Reassign, self.stream_idle, request).await
     }
 
     async fn auto_assign_conversation(

@@ -1,13 +1,16 @@
 //! Streaming bulk assign, unassign and reassign: decode the stream, run each batch through the use case
 //! (`service::bulk::BulkRun`), and stream back results per batch and a summary.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::context::actor_call;
+use super::status::refusal;
 use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
-use crate::error::AppError;
+use crate::error::{AppError, Reason};
 use crate::pb;
 use crate::service::bulk::{BulkRun, OptionsRequest, batches, message_ids};
 use crate::store::Store;
@@ -85,11 +88,24 @@ outbound_into!(
     pb::bulk_unassign_response::Payload
 );
 
+/// The status that ends a stream which sent nothing for `idle`: its slot goes to someone else.
+fn idle_status(idle: Duration) -> Status {
+    refusal(
+        Reason::StreamIdle,
+        format!(
+            "no request message for {idle:?} (the server's --stream-idle-timeout); send the next \
+             conversations sooner, or close the stream when done"
+        ),
+    )
+}
+
 /// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
-/// the rest of the request stream is processed by a task feeding that stream.
+/// the rest of the request stream is processed by a task feeding that stream. A stream that sends no
+/// message for `idle` is ended with DEADLINE_EXCEEDED (STREAM_IDLE).
 pub(super) async fn run<Req, Resp>(
     store: &Store,
     action: BulkAction,
+    idle: Duration,
     request: Request<Streaming<Req>>,
 ) -> Result<Response<BulkStream<Resp>>, Status>
 where
@@ -98,7 +114,10 @@ where
 {
     let call = actor_call(&request)?;
     let mut inbound = request.into_inner();
-    let first = inbound.message().await?.map(Into::into);
+    let first = tokio::time::timeout(idle, inbound.message())
+        .await
+        .map_err(|_| idle_status(idle))??
+        .map(Into::into);
     let (options, first_ids) = match (action, first) {
         (BulkAction::Unassign, Some(Inbound::Conversations(ids))) => {
             (OptionsRequest::default(), message_ids(ids)?)
@@ -132,8 +151,16 @@ where
         loop {
             let ids = match next.take() {
                 Some(ids) => ids,
-                None => match inbound.message().await {
-                    Ok(Some(message)) => match message.into() {
+                None => match tokio::select! {
+                    // Nobody reads the results any more (the client left, or shutdown cut the call).
+                    () = tx.closed() => return,
+                    next = tokio::time::timeout(idle, inbound.message()) => next,
+                } {
+                    Err(_) => {
+                        let _ = tx.send(Err(idle_status(idle))).await;
+                        return;
+                    }
+                    Ok(Ok(Some(message))) => match message.into() {
                         Inbound::Conversations(ids) => match message_ids(ids) {
                             Ok(ids) => ids,
                             Err(err) => {
@@ -151,14 +178,14 @@ where
                         }
                         Inbound::Empty => continue,
                     },
-                    Ok(None) => break,
+                    Ok(Ok(None)) => break,
                     // A message that is not valid protobuf: tell the client, who is still there.
-                    Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                         let _ = tx.send(Err(status)).await;
                         return;
                     }
                     // The client went away or broke the stream: every committed batch stays committed.
-                    Err(_) => return,
+                    Ok(Err(_)) => return,
                 },
             };
             if ids.is_empty() {

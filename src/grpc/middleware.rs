@@ -1,5 +1,6 @@
 //! Every call passes through here before any handler: a request id, caller authentication and scope, the
-//! concurrency limit with load shedding, one tracing span, and the call metrics.
+//! concurrency limit with load shedding, refusal and cancellation at shutdown, one tracing span, and the
+//! call metrics.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,20 +8,21 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tonic::Status;
 use tonic::body::Body;
-use tonic::{Code, Status};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::field::Empty;
 
+use super::call_body::{CallBody, CallRecord, cancelled_status, status_code};
 use super::status::refusal;
-use crate::auth::{Scope, Tokens, is_public, is_system_rpc};
+use crate::auth::{Caller, Callers, Scope, certificate_fingerprint, is_public, is_system_rpc};
 use crate::domain::validate;
 use crate::error::Reason;
-use crate::observability::{CALL_SECONDS, CALLS, SHED_CALLS};
+use crate::observability::SHED_CALLS;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -28,18 +30,32 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
-/// The authenticated calling service, when tokens are configured.
+/// The authenticated calling service, when callers are configured.
 #[derive(Debug, Clone)]
 pub struct CallerIdentity {
     pub name: String,
     pub scope: Scope,
 }
 
+/// How far the server is into shutting down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// New calls are refused; running ones may finish.
+    Draining,
+    /// The drain timeout passed: running calls are ended now.
+    Cancelling,
+}
+
 struct Policy {
-    tokens: Tokens,
+    callers: Callers,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    phase: watch::Receiver<Phase>,
 }
+
+/// Resolves once running calls are to be cancelled; never if the server goes away first.
+pub(super) type Cancelled = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 #[derive(Clone)]
 pub struct CallLayer {
@@ -47,13 +63,15 @@ pub struct CallLayer {
 }
 
 impl CallLayer {
-    /// `tokens` empty means no authentication; at most `max_in_flight` calls run at once, the rest are shed.
-    pub fn new(tokens: Tokens, max_in_flight: usize) -> Self {
+    /// `callers` empty means no authentication; at most `max_in_flight` calls run at once, the rest are
+    /// shed; `phase` says when to refuse new calls and when to cancel running ones.
+    pub fn new(callers: Callers, max_in_flight: usize, phase: watch::Receiver<Phase>) -> Self {
         Self {
             policy: Arc::new(Policy {
-                tokens,
+                callers,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
+                phase,
             }),
         }
     }
@@ -76,151 +94,130 @@ pub struct CallService<S> {
     policy: Arc<Policy>,
 }
 
+/// Why a call was not admitted; shed calls are logged quietly (the shed counter has them).
+struct Refused {
+    status: Status,
+    shed: bool,
+}
+
+impl From<Status> for Refused {
+    fn from(status: Status) -> Self {
+        Self {
+            status,
+            shed: false,
+        }
+    }
+}
+
 impl Policy {
     /// Authenticates and admits a call, or says why not.
     fn admit(
         &self,
         path: &str,
         headers: &HeaderMap,
-    ) -> Result<(Option<CallerIdentity>, Option<OwnedSemaphorePermit>), Status> {
+        extensions: &Extensions,
+    ) -> Result<(Option<CallerIdentity>, Option<OwnedSemaphorePermit>), Refused> {
         if is_public(path) {
+            // Health answers while draining, so probes see NOT_SERVING.
             return Ok((None, None));
         }
-        let identity = if self.tokens.is_empty() {
-            None
-        } else {
-            let secret = headers
-                .get(http::header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or_else(|| {
-                    refusal(
-                        Reason::TokenMissing,
-                        "send `authorization: Bearer <token>` with the token issued to your service",
-                    )
-                })?;
-            let token = self.tokens.authenticate(secret.trim()).ok_or_else(|| {
-                refusal(
-                    Reason::TokenInvalid,
-                    "the bearer token is not valid for this service",
-                )
-            })?;
-            if token.scope == Scope::User && is_system_rpc(path) {
-                return Err(refusal(
-                    Reason::SystemScopeRequired,
-                    format!(
-                        "{path} needs a system-scoped token; {:?} holds a user-scoped one",
-                        token.name
-                    ),
-                ));
-            }
-            Some(CallerIdentity {
-                name: token.name.clone(),
-                scope: token.scope,
-            })
-        };
+        if *self.phase.borrow() != Phase::Serving {
+            return Err(refusal(
+                Reason::ShuttingDown,
+                "the server is shutting down; retry on another replica",
+            )
+            .into());
+        }
+        let identity = self.identify(path, headers, extensions)?;
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
             metrics::counter!(SHED_CALLS).increment(1);
-            refusal(
-                Reason::Overloaded,
-                format!(
-                    "the server is at its limit of {} concurrent calls; retry with backoff",
-                    self.max_in_flight
+            Refused {
+                status: refusal(
+                    Reason::Overloaded,
+                    format!(
+                        "the server is at its limit of {} concurrent calls; retry with backoff",
+                        self.max_in_flight
+                    ),
                 ),
-            )
+                shed: true,
+            }
         })?;
         Ok((identity, Some(permit)))
     }
-}
 
-/// A call's response body. It holds the call's concurrency slot until it ends, so streams count for as
-/// long as they run, and it records the call's metrics and log line once the final status is known: in the
-/// headers ("trailers only", how errors end), in the trailers (how successes and late stream errors end),
-/// or CANCELLED when the body is dropped unfinished (the client went away).
-struct CallBody {
-    body: Body,
-    _slot: Option<OwnedSemaphorePermit>,
-    finish: Option<CallRecord>,
-}
-
-/// What is recorded when a call ends.
-struct CallRecord {
-    path: String,
-    started: Instant,
-    code: Option<Code>,
-    span: tracing::Span,
-}
-
-impl CallRecord {
-    fn record(self, code: Code) {
-        let elapsed = self.started.elapsed();
-        let (service, method) = self
-            .path
-            .trim_start_matches('/')
-            .split_once('/')
-            .unwrap_or(("", &self.path));
-        let labels = [
-            ("service", service.to_owned()),
-            ("method", method.to_owned()),
-            ("code", format!("{code:?}")),
-        ];
-        metrics::counter!(CALLS, &labels).increment(1);
-        metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
-        let _entered = self.span.enter();
-        let elapsed_ms = elapsed.as_secs_f64() * 1e3;
-        if code == Code::Ok {
-            tracing::debug!(code = ?code, elapsed_ms, "call finished");
-        } else {
-            tracing::info!(code = ?code, elapsed_ms, "call failed");
+    /// The caller by its bearer token or, without one, by its client certificate; then its scope.
+    fn identify(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Result<Option<CallerIdentity>, Status> {
+        if self.callers.is_empty() {
+            return Ok(None);
         }
-    }
-}
-
-impl http_body::Body for CallBody {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(frame) = &polled {
-            let code = match frame {
-                Some(Ok(frame)) => frame.trailers_ref().map(status_code),
-                Some(Err(status)) => Some(status.code()),
-                None => Some(Code::Ok),
-            };
-            if let (Some(code), Some(record)) = (code, self.finish.as_mut()) {
-                // The first status seen wins: trailers come before the end of the body.
-                record.code.get_or_insert(code);
+        let token_missing = || {
+            refusal(
+                Reason::TokenMissing,
+                "send `authorization: Bearer <token>` with the token issued to your service",
+            )
+        };
+        let caller: &Caller = match headers.get(http::header::AUTHORIZATION) {
+            Some(value) => {
+                let secret = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .ok_or_else(token_missing)?;
+                self.callers.by_token(secret.trim()).ok_or_else(|| {
+                    refusal(
+                        Reason::TokenInvalid,
+                        "the bearer token is not valid for this service",
+                    )
+                })?
             }
-            if frame.is_none()
-                && let Some(record) = self.finish.take()
-            {
-                let code = record.code.unwrap_or(Code::Ok);
-                record.record(code);
+            None => {
+                let certificates = extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.peer_certs());
+                // The first certificate is the client's own; the rest is its chain.
+                let Some(leaf) = certificates.as_ref().and_then(|c| c.first()) else {
+                    return Err(token_missing());
+                };
+                self.callers.by_certificate(leaf).ok_or_else(|| {
+                    refusal(
+                        Reason::CertificateUnknown,
+                        format!(
+                            "no bearer token, and the client certificate (cert-sha256:{}) is not one \
+                             this service's tokens file names; send `authorization: Bearer <token>` or \
+                             have the certificate added",
+                            certificate_fingerprint(leaf)
+                        ),
+                    )
+                })?
             }
+        };
+        if caller.scope == Scope::User && is_system_rpc(path) {
+            return Err(refusal(
+                Reason::SystemScopeRequired,
+                format!(
+                    "{path} needs a system-scoped caller; {:?} is user-scoped",
+                    caller.name
+                ),
+            ));
         }
-        polled
+        Ok(Some(CallerIdentity {
+            name: caller.name.clone(),
+            scope: caller.scope,
+        }))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for CallBody {
-    fn drop(&mut self) {
-        if let Some(record) = self.finish.take() {
-            // Dropped before its end: the status seen so far, or the client cancelled.
-            let code = record.code.unwrap_or(Code::Cancelled);
-            record.record(code);
-        }
+    fn cancelled(&self) -> Cancelled {
+        let mut phase = self.phase.clone();
+        Box::pin(async move {
+            if phase.wait_for(|p| *p == Phase::Cancelling).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }
 
@@ -231,16 +228,6 @@ fn request_id(headers: &HeaderMap) -> String {
         .filter(|v| validate::id(REQUEST_ID_HEADER, v).is_ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-/// The `grpc-status` in a header or trailer map (OK when absent).
-fn status_code(headers: &HeaderMap) -> Code {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map(Code::from_i32)
-        .unwrap_or(Code::Ok)
 }
 
 impl<S> Service<Request<Body>> for CallService<S>
@@ -275,15 +262,22 @@ where
         let started = Instant::now();
         let record_span = span.clone();
         let future = async move {
-            let (mut response, permit) = match policy.admit(&path, request.headers()) {
-                Err(status) => (status.into_http::<Body>(), None),
+            let admitted = policy.admit(&path, request.headers(), request.extensions());
+            let (mut response, permit, shed, cancelled) = match admitted {
+                Err(Refused { status, shed }) => (status.into_http::<Body>(), None, shed, None),
                 Ok((identity, permit)) => {
                     if let Some(identity) = identity {
                         tracing::Span::current().record("caller", identity.name.as_str());
                         request.extensions_mut().insert(identity);
                     }
                     request.extensions_mut().insert(RequestId(id.clone()));
-                    (inner.call(request).await?, permit)
+                    let mut cancelled = policy.cancelled();
+                    let response = tokio::select! {
+                        response = inner.call(request) => response?,
+                        // Dropping the handler rolls back its transaction.
+                        () = &mut cancelled => cancelled_status().into_http::<Body>(),
+                    };
+                    (response, permit, false, Some(cancelled))
                 }
             };
             if let Ok(value) = HeaderValue::from_str(&id) {
@@ -299,15 +293,44 @@ where
                 started,
                 code,
                 span: record_span,
+                shed,
             };
-            Ok(response.map(|body| {
-                Body::new(CallBody {
-                    body,
-                    _slot: permit,
-                    finish: Some(record),
-                })
-            }))
+            Ok(response.map(|body| Body::new(CallBody::new(body, permit, record, cancelled))))
         };
         Box::pin(future.instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn shed_calls_are_marked_and_draining_refuses_all_but_health() {
+        let (phase, receiver) = watch::channel(Phase::Serving);
+        let policy = Policy {
+            callers: Callers::default(),
+            in_flight: Arc::new(Semaphore::new(1)),
+            max_in_flight: 1,
+            phase: receiver,
+        };
+        let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+        let admit = |path: &str| policy.admit(path, &headers, &extensions);
+        let call = "/assignment.v1.AssignmentService/GetConversation";
+        let _held = admit(call).ok().expect("the one slot");
+        let Err(shed) = admit(call) else {
+            panic!("a second call is shed")
+        };
+        assert!(shed.shed);
+        assert_eq!(shed.status.code(), Code::ResourceExhausted);
+
+        phase.send_replace(Phase::Draining);
+        let Err(refused) = admit(call) else {
+            panic!("no new calls while draining")
+        };
+        assert!(!refused.shed, "refusals at shutdown are not load shedding");
+        assert_eq!(refused.status.code(), Code::Unavailable);
+        assert!(admit("/grpc.health.v1.Health/Check").is_ok());
     }
 }

@@ -5,6 +5,7 @@ mod access_groups;
 mod assignment;
 mod auto_assign;
 mod bulk;
+mod call_body;
 pub(crate) mod codec;
 pub mod context;
 mod convert;

@@ -65,6 +65,7 @@ fn code(code: StatusCode) -> Code {
         StatusCode::Aborted => Code::Aborted,
         StatusCode::Unavailable => Code::Unavailable,
         StatusCode::ResourceExhausted => Code::ResourceExhausted,
+        StatusCode::DeadlineExceeded => Code::DeadlineExceeded,
     }
 }
 

@@ -1,5 +1,7 @@
 //! The private PostgreSQL the service starts when DATABASE_URL is not set.
 
+use std::os::unix::fs::PermissionsExt;
+
 use assignment_service::embedded_pg::{EmbeddedPostgres, THROWAWAY_SETTINGS};
 use sqlx::Connection;
 
@@ -25,6 +27,33 @@ async fn outlives_the_thread_that_started_it_keeps_data_and_stops_on_drop() {
         .execute(&mut conn)
         .await
         .unwrap();
+
+    // Only its owner reaches it: a Unix socket in a 0700 directory, and no TCP at all.
+    let listen: String = sqlx::query_scalar("SHOW listen_addresses")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(listen, "");
+    let socket_dir = cluster.socket_dir();
+    assert!(socket_dir.starts_with(cluster.data_dir()));
+    let mode = std::fs::metadata(socket_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "socket directory mode {mode:o}");
+    assert!(
+        socket_dir
+            .join(format!(".s.PGSQL.{}", cluster.port()))
+            .exists()
+    );
+    let tcp = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port());
+    assert!(
+        sqlx::PgConnection::connect(&tcp).await.is_err(),
+        "TCP is refused"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", cluster.port()))
+            .await
+            .is_err(),
+        "nothing listens on the port over TCP"
+    );
     conn.close().await.unwrap();
     drop(cluster);
     assert!(

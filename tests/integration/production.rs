@@ -6,8 +6,6 @@ use assignment_service::auth::hash_token;
 use assignment_service::pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::harness::*;
 
@@ -465,98 +463,4 @@ async fn an_open_bulk_stream_holds_its_slot_until_it_ends() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(freed, "the slot is released when the stream ends");
-}
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/tls")
-        .join(name)
-}
-
-async fn tls_health(app: &TestApp, client_certificate: bool) -> Result<(), String> {
-    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-    let read = |name: &str| std::fs::read(fixture(name)).unwrap();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read("ca.pem")))
-        .domain_name("localhost");
-    if client_certificate {
-        tls = tls.identity(Identity::from_pem(read("client.pem"), read("client.key")));
-    }
-    let channel = Channel::from_shared(format!("https://{}", app.addr))
-        .unwrap()
-        .tls_config(tls)
-        .map_err(|e| e.to_string())?
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-async fn plaintext_health(app: &TestApp) -> bool {
-    let endpoint = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).unwrap();
-    match endpoint.connect().await {
-        Ok(channel) => HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .is_ok(),
-        Err(_) => false,
-    }
-}
-
-#[tokio::test]
-async fn tls_and_mutual_tls() {
-    let (cert, key, ca) = (
-        fixture("server.pem"),
-        fixture("server.key"),
-        fixture("ca.pem"),
-    );
-    let (cert, key, ca) = (
-        cert.to_str().unwrap(),
-        key.to_str().unwrap(),
-        ca.to_str().unwrap(),
-    );
-    let app = TestApp::start_configured(&["--tls-cert", cert, "--tls-key", key]).await;
-    tls_health(&app, false)
-        .await
-        .expect("TLS with the server's CA");
-    assert!(!plaintext_health(&app).await, "no cleartext on a TLS port");
-
-    let app =
-        TestApp::start_configured(&["--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca])
-            .await;
-    assert!(
-        tls_health(&app, false).await.is_err(),
-        "mutual TLS needs a client certificate"
-    );
-    tls_health(&app, true)
-        .await
-        .expect("a client certificate signed by the CA");
-
-    // The health-check subcommand (container probes) speaks TLS and mutual TLS too.
-    use assignment_service::probe::{ProbeTls, health_check};
-    let endpoint = format!("https://localhost:{}", app.addr.port());
-    let (ca, cert, key) = (
-        fixture("ca.pem"),
-        fixture("client.pem"),
-        fixture("client.key"),
-    );
-    let probe = ProbeTls {
-        ca_cert: Some(&ca),
-        client_cert: Some(&cert),
-        client_key: Some(&key),
-    };
-    assert_eq!(health_check(&endpoint, "", probe).await, Ok(true));
-    let without_identity = ProbeTls {
-        ca_cert: Some(&ca),
-        ..ProbeTls::default()
-    };
-    assert!(health_check(&endpoint, "", without_identity).await.is_err());
 }

@@ -1,10 +1,12 @@
 //! A TCP proxy in front of PostgreSQL that a test can cut, to take the database away from a running server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use sqlx::postgres::PgConnectOptions;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::watch;
 
 pub struct DatabaseProxy {
@@ -13,23 +15,49 @@ pub struct DatabaseProxy {
     stop: watch::Sender<bool>,
 }
 
+/// Where the proxied server listens: TCP, or a Unix socket (the private cluster).
+#[derive(Clone)]
+enum Target {
+    Tcp(String),
+    Socket(PathBuf),
+}
+
 impl DatabaseProxy {
-    /// Proxies the TCP server of `database_url`.
+    /// Proxies the server of `database_url`, on TCP or on a Unix socket.
     pub async fn start(database_url: &str) -> Self {
         let options = PgConnectOptions::from_str(database_url).expect("a database URL");
-        let target = format!("{}:{}", options.get_host(), options.get_port());
-        assert!(
-            database_url.contains(&target),
-            "the test database URL must name host:port, got {database_url}"
-        );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
+        let (target, url) = match options.get_socket() {
+            Some(dir) => {
+                // The same URL over TCP to the proxy: its socket directory and port dropped from the query.
+                let query = database_url.split_once('?').map_or("", |(_, q)| q);
+                let rest: Vec<&str> = query
+                    .split('&')
+                    .filter(|p| !p.starts_with("host=") && !p.starts_with("port="))
+                    .collect();
+                let url = format!(
+                    "postgres://{}@{addr}/{}?{}",
+                    options.get_username(),
+                    options.get_database().unwrap_or("postgres"),
+                    rest.join("&")
+                );
+                let socket = dir.join(format!(".s.PGSQL.{}", options.get_port()));
+                (Target::Socket(socket), url)
+            }
+            None => {
+                let target = format!("{}:{}", options.get_host(), options.get_port());
+                assert!(
+                    database_url.contains(&target),
+                    "the test database URL must name host:port, got {database_url}"
+                );
+                let url = database_url.replacen(&target, &addr.to_string(), 1);
+                (Target::Tcp(target), url)
+            }
+        };
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept(listener, target.clone(), stopped));
-        Self {
-            url: database_url.replacen(&target, &addr.to_string(), 1),
-            stop,
-        }
+        tokio::spawn(accept(listener, target, stopped));
+        Self { url, stop }
     }
 
     /// Closes the proxy's port and every connection through it: the database is gone for its clients.
@@ -38,22 +66,43 @@ impl DatabaseProxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: String, mut stopped: watch::Receiver<bool>) {
+async fn accept(listener: TcpListener, target: Target, mut stopped: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((mut inbound, _)) = accepted else { return };
-                let target = target.clone();
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = stopped.changed() => {}
+                let Ok((inbound, _)) = accepted else { return };
+                let stopped = stopped.clone();
+                match &target {
+                    Target::Tcp(addr) => {
+                        let addr = addr.clone();
+                        tokio::spawn(async move {
+                            if let Ok(outbound) = TcpStream::connect(&addr).await {
+                                pipe(inbound, outbound, stopped).await;
+                            }
+                        });
                     }
-                });
+                    Target::Socket(path) => {
+                        let path = path.clone();
+                        tokio::spawn(async move {
+                            if let Ok(outbound) = UnixStream::connect(&path).await {
+                                pipe(inbound, outbound, stopped).await;
+                            }
+                        });
+                    }
+                }
             }
             _ = stopped.changed() => return,
         }
+    }
+}
+
+async fn pipe(
+    mut inbound: TcpStream,
+    mut outbound: impl AsyncRead + AsyncWrite + Unpin,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+        _ = stopped.changed() => {}
     }
 }

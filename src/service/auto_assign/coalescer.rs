@@ -5,8 +5,12 @@
 //! arrive while a campaign's batch is running queue up, and the next batch takes them all under a single
 //! lock hold. Each caller still gets its own answer, and since a batch is decided as if its triggers had
 //! come one by one, fairness stays exact. Different campaigns run concurrently and never wait on each other.
+//!
+//! A campaign's queue is bounded (past the bound a trigger is refused with AUTO_ASSIGN_QUEUE_FULL), and
+//! triggers whose callers gave up waiting (deadline, cancel) are dropped before their batch runs: nobody
+//! would hear the answer, and a redelivery will be decided afresh.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -23,21 +27,26 @@ struct Pending {
     reply: Reply,
 }
 
+type Queues = Mutex<HashMap<String, VecDeque<Pending>>>;
+
 /// Cheap to clone; clones share the queues.
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
     max_batch: usize,
+    max_queue: usize,
     /// A campaign has an entry exactly while a worker is draining its queue.
-    queues: Arc<Mutex<HashMap<String, Vec<Pending>>>>,
+    queues: Arc<Queues>,
 }
 
 impl Coalescer {
-    /// `max_batch` 1 turns coalescing off: one transaction per trigger.
-    pub fn new(store: Store, max_batch: usize) -> Self {
+    /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_queue` triggers of a
+    /// campaign wait for its next batch.
+    pub fn new(store: Store, max_batch: usize, max_queue: usize) -> Self {
         Self {
             store,
             max_batch: max_batch.max(1),
+            max_queue: max_queue.max(1),
             queues: Arc::default(),
         }
     }
@@ -45,15 +54,23 @@ impl Coalescer {
     /// Runs one trigger, batched with whatever else of its campaign is waiting.
     pub async fn submit(&self, campaign_id: &str, trigger: Trigger) -> AppResult<AutoAssigned> {
         let (reply, answer) = oneshot::channel();
+        let pending = Pending { trigger, reply };
         let start_worker = {
             let mut queues = self.queues.lock().expect("queue lock");
             match queues.get_mut(campaign_id) {
                 Some(queue) => {
-                    queue.push(Pending { trigger, reply });
+                    if queue.len() >= self.max_queue {
+                        // Callers that gave up free their places first.
+                        queue.retain(|p| !p.reply.is_closed());
+                    }
+                    if queue.len() >= self.max_queue {
+                        return Err(queue_full(self.max_queue));
+                    }
+                    queue.push_back(pending);
                     false
                 }
                 None => {
-                    queues.insert(campaign_id.to_owned(), vec![Pending { trigger, reply }]);
+                    queues.insert(campaign_id.to_owned(), VecDeque::from([pending]));
                     true
                 }
             }
@@ -73,19 +90,35 @@ impl Coalescer {
             done: false,
         };
         loop {
-            let batch: Vec<Pending> = {
+            let (batch, abandoned) = {
                 let mut queues = self.queues.lock().expect("queue lock");
                 let queue = queues
                     .get_mut(&campaign_id)
                     .expect("a draining campaign has a queue");
-                if queue.is_empty() {
+                let (mut batch, mut abandoned) = (Vec::new(), 0);
+                while batch.len() < self.max_batch
+                    && let Some(pending) = queue.pop_front()
+                {
+                    if pending.reply.is_closed() {
+                        abandoned += 1;
+                    } else {
+                        batch.push(pending);
+                    }
+                }
+                if batch.is_empty() {
                     queues.remove(&campaign_id);
                     guard.done = true;
                     return;
                 }
-                let take = queue.len().min(self.max_batch);
-                queue.drain(..take).collect()
+                (batch, abandoned)
             };
+            if abandoned > 0 {
+                tracing::debug!(
+                    campaign_id,
+                    abandoned,
+                    "dropped triggers whose callers gave up"
+                );
+            }
             let (triggers, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
             tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
@@ -116,10 +149,19 @@ fn batch_failed() -> AppError {
     )
 }
 
+fn queue_full(max_queue: usize) -> AppError {
+    AppError::new(
+        Reason::AutoAssignQueueFull,
+        format!(
+            "{max_queue} auto-assign triggers of this campaign are already waiting; retry with backoff"
+        ),
+    )
+}
+
 /// If a worker dies mid-drain, forget its queue so the next trigger starts a fresh worker; dropping the
 /// queued replies tells their callers the batch failed.
 struct DrainGuard<'a> {
-    queues: &'a Mutex<HashMap<String, Vec<Pending>>>,
+    queues: &'a Queues,
     campaign_id: &'a str,
     done: bool,
 }
