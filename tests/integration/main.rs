@@ -2,7 +2,9 @@
 
 mod access_groups;
 mod assignment;
+mod authorization;
 mod auto_assign;
+mod bad_input;
 mod bulk;
 mod directory;
 mod embedded;
@@ -10,3 +12,4 @@ mod harness;
 mod production;
 mod proxy;
 mod server;
+mod snapshot;
