@@ -55,6 +55,16 @@ pub fn plan_assignee_change(
     expected_version: Option<i64>,
 ) -> AppResult<Plan> {
     require_visible(situation)?;
+    // What the actor may never do is refused before the state (version, holder) is looked at.
+    match request {
+        AssigneeRequest::Reassign { .. } if actor.role == Role::Organizer => {
+            return Err(organizers_cannot_reassign());
+        }
+        AssigneeRequest::Assign { to } if actor.role == Role::Organizer && to != actor.user_id => {
+            return Err(organizer_assigns_self_only(to));
+        }
+        _ => {}
+    }
     check_version(situation, expected_version)?;
     match request {
         AssigneeRequest::Assign { to } => plan_assign(actor, situation, to, target),
@@ -85,6 +95,20 @@ pub fn plan_status_change(
         .with("assignee_id", holder));
     }
     Ok(current != wanted)
+}
+
+fn organizers_cannot_reassign() -> AppError {
+    AppError::new(
+        Reason::OrganizersCannotReassign,
+        "organizers cannot reassign conversations; ask an admin",
+    )
+}
+
+fn organizer_assigns_self_only(target_id: &str) -> AppError {
+    AppError::new(
+        Reason::OrganizerAssignsSelfOnly,
+        format!("organizers can only assign conversations to themselves, not to {target_id:?}"),
+    )
 }
 
 /// An actor who may not view the conversation learns nothing of it: not found.
@@ -131,10 +155,7 @@ fn plan_assign(
     target: Option<&UserRef>,
 ) -> AppResult<Plan> {
     if actor.role == Role::Organizer && target_id != actor.user_id {
-        return Err(AppError::new(
-            Reason::OrganizerAssignsSelfOnly,
-            format!("organizers can only assign conversations to themselves, not to {target_id:?}"),
-        ));
+        return Err(organizer_assigns_self_only(target_id));
     }
     require_assignable(target_id, target)?;
     match situation.current_assignee {
@@ -190,10 +211,7 @@ fn plan_reassign(
     target: Option<&UserRef>,
 ) -> AppResult<Plan> {
     if actor.role == Role::Organizer {
-        return Err(AppError::new(
-            Reason::OrganizersCannotReassign,
-            "organizers cannot reassign conversations; ask an admin",
-        ));
+        return Err(organizers_cannot_reassign());
     }
     require_assignable(target_id, target)?;
     match situation.current_assignee {

@@ -5,7 +5,7 @@ use tonic::Request;
 use tonic::metadata::MetadataMap;
 
 use super::middleware::RequestId;
-use crate::domain::validate;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, SystemCall};
 
@@ -15,8 +15,15 @@ pub const ACTOR_HEADER: &str = "x-actor-id";
 /// A call for a user: `x-campaign-id` and `x-actor-id`.
 pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
     let metadata = request.metadata();
-    let campaign_id = campaign_id(metadata)?;
-    let actor_id = header(metadata, ACTOR_HEADER)?.ok_or_else(|| {
+    // Both headers are checked before either is refused, so one answer names every bad header.
+    let mut violations = Violations::default();
+    let campaign_id = violations.check(campaign_id(metadata));
+    let actor_id = violations.check(header(metadata, ACTOR_HEADER));
+    if let Some(actor_id) = &actor_id {
+        violations.check(validate::id(ACTOR_HEADER, actor_id));
+    }
+    violations.finish()?;
+    let actor_id = actor_id.ok_or_else(|| {
         AppError::new(
             Reason::ActorMissing,
             format!(
@@ -24,7 +31,6 @@ pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
             ),
         )
     })?;
-    validate::id(ACTOR_HEADER, &actor_id)?;
     tracing::Span::current().record("actor", actor_id.as_str());
     Ok(ActorCall {
         campaign_id,

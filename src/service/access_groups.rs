@@ -101,6 +101,13 @@ pub async fn list(
     let mut violations = Violations::default();
     let requested = violations.check(validate::optional_id("organizer_id", organizer_id));
     let limit = violations.check(paging::page_size(page_size));
+    // The token is bound to the organizer as resolved below (by the actor's role); a token good for
+    // neither reading is reported now, with the other fields.
+    let as_named = paging::PageScope::access_groups(&call.campaign_id, requested.as_deref());
+    let as_actor = paging::PageScope::access_groups(&call.campaign_id, Some(&call.actor_id));
+    if as_actor.after(page_token).is_err() {
+        violations.check(as_named.after(page_token));
+    }
     violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;

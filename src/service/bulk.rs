@@ -9,7 +9,7 @@ use crate::domain::bulk::{
     BulkAction, BulkOptions, ItemDecision, StreamState, Tally, plan_batch, resolve_targets,
 };
 use crate::domain::model::{Actor, UserRef};
-use crate::domain::validate;
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::BULK_ITEMS;
 use crate::service::{ActorCall, authenticate};
@@ -247,32 +247,38 @@ impl BulkRun {
 
 /// Checks the options' shape; the directory is consulted by [`BulkRun::start`].
 fn validate_options(request: OptionsRequest) -> AppResult<(BulkOptions, Vec<Uuid>)> {
-    let assignee_ids = validate::distinct_id_list(
+    let mut violations = Violations::default();
+    let assignee_ids = violations.check(validate::distinct_id_list(
         "options.assignee_ids",
         &request.assignee_ids,
         validate::MAX_IDS_PER_REQUEST,
-    )?;
-    let group_ids = validate::id_list(
-        "options.access_group_ids",
-        &request.access_group_ids,
-        MAX_TARGET_GROUPS,
-    )?
-    .iter()
-    .map(|id| {
-        Uuid::parse_str(id).map_err(|_| {
-            AppError::invalid(
-                "options.access_group_ids",
-                format!("access group id {id:?} is not a UUID"),
-            )
-        })
-    })
-    .collect::<AppResult<Vec<_>>>()?;
-    let name = validate::text(
+    ));
+    let group_ids = violations.check(
+        validate::id_list(
+            "options.access_group_ids",
+            &request.access_group_ids,
+            MAX_TARGET_GROUPS,
+        )
+        .and_then(|ids| {
+            ids.iter()
+                .map(|id| {
+                    Uuid::parse_str(id).map_err(|_| {
+                        AppError::invalid(
+                            "options.access_group_ids",
+                            format!("access group id {id:?} is not a UUID"),
+                        )
+                    })
+                })
+                .collect::<AppResult<Vec<_>>>()
+        }),
+    );
+    let name = violations.check(validate::text(
         "options.new_access_group_name",
         &request.new_access_group_name,
         validate::MAX_GROUP_NAME_LEN,
         false,
-    )?;
+    ));
+    violations.finish()?;
     let options = BulkOptions {
         assignee_ids,
         group_organizers: Vec::new(),

@@ -2,8 +2,10 @@
 
 mod access_groups;
 mod assignment;
+mod authorization;
 mod auto_assign;
 mod auto_assign_queue;
+mod bad_input;
 mod bulk;
 mod contract;
 mod directory;
@@ -17,4 +19,5 @@ mod protocol;
 mod proxy;
 mod routing;
 mod server;
+mod snapshot;
 mod tls;

@@ -269,3 +269,17 @@ fn a_requested_change_names_its_target() {
     assert_eq!(reassign("o2").target_id(), Some("o2"));
     assert_eq!(AssigneeRequest::Unassign.target_id(), None);
 }
+
+#[test]
+fn what_an_organizer_may_never_do_is_refused_before_a_stale_version() {
+    let me = organizer("o1");
+    let o1 = user("o1", Role::Organizer, true);
+    let held = situation(Some("o2"), true);
+    let stale = Some(99);
+    let reassign = plan_assignee_change(&me, &held, reassign("o1"), Some(&o1), stale);
+    assert_eq!(reason(reassign), Reason::OrganizersCannotReassign);
+    let for_other = plan_assignee_change(&me, &held, assign("o2"), None, stale);
+    assert_eq!(reason(for_other), Reason::OrganizerAssignsSelfOnly);
+    let state_dependent = plan_assignee_change(&me, &held, assign("o1"), Some(&o1), stale);
+    assert_eq!(reason(state_dependent), Reason::VersionMismatch);
+}
