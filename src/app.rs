@@ -151,6 +151,11 @@ impl App {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&health, ServingStatus::Serving).await;
+        let coalescer = Coalescer::new(
+            store.clone(),
+            config.auto_assign_max_batch,
+            config.auto_assign_max_queue,
+        );
         let background = [
             tokio::spawn(watch_database(
                 store.clone(),
@@ -160,17 +165,17 @@ impl App {
             tokio::spawn(prune_old_triggers(store.clone(), config.trigger_retention)),
             tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5))),
             tokio::spawn(serve_metrics(metrics_listener)),
+            tokio::spawn(sweep_waiting(
+                store.clone(),
+                coalescer.clone(),
+                config.waiting_sweep_interval,
+            )),
         ];
         let max = config.max_message_bytes;
         let mut builder = Server::builder();
         if let Some(tls) = tls {
             builder = builder.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
         }
-        let coalescer = Coalescer::new(
-            store.clone(),
-            config.auto_assign_max_batch,
-            config.auto_assign_max_queue,
-        );
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let mut drain_started = phase_rx.clone();
         let drain_health = health.clone();
@@ -189,19 +194,19 @@ impl App {
             // grpcurl 1.8 and other older clients speak only v1alpha.
             .add_service(reflection().build_v1alpha().expect("valid descriptors"))
             .add_service(
-                DirectoryServiceServer::new(DirectoryApi::new(store.clone()))
+                DirectoryServiceServer::new(DirectoryApi::new(store.clone(), coalescer.clone()))
                     .max_decoding_message_size(max),
             )
             .add_service(
                 AssignmentServiceServer::new(AssignmentApi::new(
                     store.clone(),
-                    coalescer,
+                    coalescer.clone(),
                     config.stream_idle_timeout,
                 ))
                 .max_decoding_message_size(max),
             )
             .add_service(
-                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone()))
+                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), coalescer.clone()))
                     .max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
@@ -284,6 +289,19 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
 
 /// Hourly, forgets auto-assign trigger ids past their retention. Every replica does it; the deletes are
 /// idempotent.
+/// Every `interval`, drains the campaigns whose waiting conversations an event-driven drain may have missed
+/// (a replica that died between a freeing commit and its drain), and publishes the queue's gauges. Every
+/// replica does it; drains run under each campaign's lock, so they never assign twice.
+async fn sweep_waiting(store: Store, coalescer: Coalescer, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    loop {
+        ticker.tick().await;
+        if let Err(err) = crate::service::auto_assign::sweep(&store, &coalescer).await {
+            tracing::warn!(error = %err, "could not sweep the waiting queues");
+        }
+    }
+}
+
 async fn prune_old_triggers(store: Store, retention: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
     loop {

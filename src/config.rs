@@ -73,6 +73,11 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub auto_assign_max_queue: usize,
 
+    /// How often every replica looks for waiting conversations a drain missed (and publishes the queue's
+    /// gauges), e.g. "5s". Drains are event-driven; this is the safety net.
+    #[arg(long, env = "WAITING_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub waiting_sweep_interval: Duration,
+
     /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,

@@ -17,6 +17,10 @@ pub const LOCK_WAIT_SECONDS: &str = "auto_assign_lock_wait_seconds";
 pub const AUTO_ASSIGN_BATCH: &str = "auto_assign_batch_size";
 pub const BULK_ITEMS: &str = "bulk_items_total";
 pub const SHED_CALLS: &str = "grpc_server_shed_total";
+pub const WAITING_DRAINED: &str = "auto_assign_waiting_drained_total";
+pub const WAITING_CONVERSATIONS: &str = "auto_assign_waiting_conversations";
+pub const WAITING_OLDEST_SECONDS: &str = "auto_assign_waiting_oldest_seconds";
+pub const DRAINS: &str = "auto_assign_drains_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -22,6 +22,18 @@ pub struct InboxSettings {
     pub rotation_start: RotationStart,
 }
 
+/// A conversation in the waiting queue.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WaitingConversation {
+    #[sqlx(flatten)]
+    pub conversation: crate::domain::model::Conversation,
+    /// Its place in the queue: 1 = the next to be assigned.
+    pub rank: i64,
+    /// Its queue key (the page-token key; negative for conversations returned to the front).
+    pub position: i64,
+    pub waiting_since: DateTime<Utc>,
+}
+
 /// The settings an admin changes; `None` keeps a value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SettingsChange {
@@ -59,10 +71,12 @@ pub enum AutoOutcome {
     Assigned(String),
     /// Already assigned to this user; nothing changed.
     AlreadyAssigned(String),
-    /// Nobody may take it: the conversation stays unassigned.
+    /// Nobody could take it (recorded by versions without a waiting queue).
     NoEligibleOrganizer,
     /// Auto-assignment is switched off for the campaign.
     Disabled,
+    /// Nobody can take it now: it waits in the campaign's queue until someone can.
+    Queued,
 }
 
 /// How an outcome is stored in a trigger record (with the assignee beside it).
@@ -73,6 +87,7 @@ pub enum OutcomeKind {
     AlreadyAssigned,
     NoEligibleOrganizer,
     Disabled,
+    Queued,
 }
 
 impl AutoOutcome {
@@ -82,6 +97,7 @@ impl AutoOutcome {
             AutoOutcome::AlreadyAssigned(_) => OutcomeKind::AlreadyAssigned,
             AutoOutcome::NoEligibleOrganizer => OutcomeKind::NoEligibleOrganizer,
             AutoOutcome::Disabled => OutcomeKind::Disabled,
+            AutoOutcome::Queued => OutcomeKind::Queued,
         }
     }
 
@@ -93,6 +109,7 @@ impl AutoOutcome {
             (OutcomeKind::Assigned | OutcomeKind::AlreadyAssigned, None) => None,
             (OutcomeKind::NoEligibleOrganizer, _) => Some(AutoOutcome::NoEligibleOrganizer),
             (OutcomeKind::Disabled, _) => Some(AutoOutcome::Disabled),
+            (OutcomeKind::Queued, _) => Some(AutoOutcome::Queued),
         }
     }
 
@@ -107,6 +124,10 @@ impl AutoOutcome {
             AutoOutcome::Disabled => "Auto-assignment is off for this campaign, so nothing changed: an admin can \
                 switch it on with UpdateInboxSettings."
                 .into(),
+            AutoOutcome::Queued => "No available organizer with room can reply to this conversation now, so it \
+                waits in the campaign's queue: it is assigned the moment someone can take it (ListWaitingConversations \
+                shows the queue; PreviewAutoAssign says why each organizer cannot)."
+                .into(),
         }
     }
 
@@ -118,10 +139,12 @@ impl AutoOutcome {
     }
 }
 
-/// One trigger of a batch, with the state read under the campaign's auto-assign lock.
+/// One trigger of a batch (or a waiting conversation being drained), with the state read under the
+/// campaign's auto-assign lock.
 #[derive(Debug, Clone)]
 pub struct TriggerState {
-    pub trigger_id: String,
+    /// `None` for a waiting conversation: it is routed again, not delivered.
+    pub trigger_id: Option<String>,
     pub conversation_id: String,
     pub current_assignee: Option<String>,
     /// What this trigger id's first delivery was for and did, if it was delivered before.
@@ -183,7 +206,8 @@ pub struct BatchPlan {
     pub cursor: Option<String>,
 }
 
-/// Decides a batch as if its triggers had arrived one at a time: each assignment moves the cursor (and
+/// Decides a batch (waiting conversations being drained first, in queue order, then the new triggers) as
+/// if its triggers had arrived one at a time: a conversation nobody can take is queued; each assignment moves the cursor (and
 /// adds to the winner's load), a conversation assigned earlier in the batch counts as assigned, a trigger id
 /// seen before (in the database or earlier in the batch) for the same conversation repeats its first
 /// outcome, and one seen for another conversation is refused.
@@ -198,11 +222,8 @@ pub fn plan_batch(
     let mut seen: HashMap<&str, RecordedTrigger> = HashMap::new();
     let mut verdicts = Vec::with_capacity(triggers.len());
     for trigger in triggers {
-        if let Some(first) = trigger
-            .recorded
-            .as_ref()
-            .or(seen.get(trigger.trigger_id.as_str()))
-        {
+        let earlier = trigger.trigger_id.as_deref().and_then(|id| seen.get(id));
+        if let Some(first) = trigger.recorded.as_ref().or(earlier) {
             verdicts.push(if first.conversation_id == trigger.conversation_id {
                 Verdict::Decided(Decision {
                     outcome: first.outcome.clone(),
@@ -228,16 +249,16 @@ pub fn plan_batch(
                     holders.insert(&trigger.conversation_id, next.to_owned());
                     AutoOutcome::Assigned(next.to_owned())
                 }
-                None => AutoOutcome::NoEligibleOrganizer,
+                None => AutoOutcome::Queued,
             },
         };
-        seen.insert(
-            &trigger.trigger_id,
-            RecordedTrigger {
+        if let Some(trigger_id) = &trigger.trigger_id {
+            let first = RecordedTrigger {
                 conversation_id: trigger.conversation_id.clone(),
                 outcome: outcome.clone(),
-            },
-        );
+            };
+            seen.insert(trigger_id, first);
+        }
         verdicts.push(Verdict::Decided(Decision {
             outcome,
             duplicate: false,

@@ -27,6 +27,8 @@ pub enum AssignmentAction {
     Reassign,
     /// A user's availability changed; the event names the user, not a conversation.
     AvailabilityChanged,
+    Resolve,
+    Reopen,
 }
 
 /// Whether a user takes automatically assigned conversations now.

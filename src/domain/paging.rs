@@ -44,13 +44,15 @@ pub enum List {
     Conversations,
     AssignmentHistory,
     AccessGroups,
+    WaitingConversations,
 }
 
 impl List {
-    pub const ALL: [List; 3] = [
+    pub const ALL: [List; 4] = [
         List::Conversations,
         List::AssignmentHistory,
         List::AccessGroups,
+        List::WaitingConversations,
     ];
 
     fn tag(self) -> u8 {
@@ -58,6 +60,7 @@ impl List {
             List::Conversations => 1,
             List::AssignmentHistory => 2,
             List::AccessGroups => 3,
+            List::WaitingConversations => 4,
         }
     }
 
@@ -67,6 +70,7 @@ impl List {
             List::Conversations => "ListConversations",
             List::AssignmentHistory => "ListAssignmentHistory",
             List::AccessGroups => "ListAccessGroups",
+            List::WaitingConversations => "ListWaitingConversations",
         }
     }
 
@@ -79,6 +83,10 @@ impl List {
             List::AssignmentHistory => key
                 .parse::<i64>()
                 .is_ok_and(|id| id >= 0 && id.to_string() == key),
+            // Queue positions: negative at the front.
+            List::WaitingConversations => key
+                .parse::<i64>()
+                .is_ok_and(|position| position.to_string() == key),
             // `lower(name)` of a group name: no bound on characters beyond the name's own rules, except
             // those that were never allowed (names made before bidi and invisible characters were refused
             // must still page). `lower` may lengthen a name, hence the margin.
@@ -156,6 +164,15 @@ impl PageScope {
         )
     }
 
+    /// ListWaitingConversations: as seen by one organizer, or (`None`) by an admin.
+    pub fn waiting(campaign_id: &str, visible_to: Option<&str>) -> Self {
+        Self::new(
+            List::WaitingConversations,
+            campaign_id,
+            &[("visible_to", visible_to)],
+        )
+    }
+
     /// The token of the page after the one ending at `last_key`.
     pub fn token(&self, last_key: &str) -> String {
         let mut bytes = Vec::with_capacity(HEADER_LEN + last_key.len() + DIGEST_LEN);
@@ -221,6 +238,13 @@ impl PageScope {
                 })
             })
             .transpose()
+    }
+}
+
+impl PageScope {
+    /// The last queue position of the previous page, or `None` for the first page.
+    pub fn after_position(&self, token: &str) -> AppResult<Option<i64>> {
+        self.after_event(token)
     }
 }
 

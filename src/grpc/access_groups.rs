@@ -6,15 +6,18 @@ use super::context::actor_call;
 use super::convert;
 use crate::pb::{self, access_group_service_server::AccessGroupService};
 use crate::service::access_groups;
+use crate::service::auto_assign::Coalescer;
 use crate::store::Store;
 
 pub struct AccessGroupApi {
     store: Store,
+    /// Drains waiting conversations after a change that may let someone reply to them.
+    coalescer: Coalescer,
 }
 
 impl AccessGroupApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, coalescer: Coalescer) -> Self {
+        Self { store, coalescer }
     }
 }
 
@@ -35,6 +38,7 @@ impl AccessGroupService for AccessGroupApi {
             &req.organizer_ids,
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::CreateAccessGroupResponse {
             access_group: Some(convert::access_group(group)),
         }))
@@ -87,6 +91,7 @@ impl AccessGroupService for AccessGroupApi {
             req.scope.map(convert::scope),
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UpdateAccessGroupResponse {
             access_group: Some(convert::access_group(group)),
         }))
@@ -116,6 +121,7 @@ impl AccessGroupService for AccessGroupApi {
             true,
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::AddOrganizersResponse {
             access_group: Some(convert::access_group(group)),
         }))

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::bulk::{self, BulkStream};
-use super::context::actor_call;
+use super::context::{CAMPAIGN_HEADER, actor_call};
 use super::{auto_assign, convert};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
@@ -31,6 +31,22 @@ impl AssignmentApi {
             stream_idle,
         }
     }
+}
+
+impl AssignmentApi {
+    /// After a change that may have freed an organizer: the campaign's waiting conversations are drained.
+    fn freed<T>(&self, campaign: Option<String>, result: Result<T, Status>) -> Result<T, Status> {
+        if let (Ok(_), Some(campaign)) = (&result, campaign) {
+            self.coalescer.poke(&campaign);
+        }
+        result
+    }
+}
+
+/// The campaign a request names (checked by the call itself), for a drain after it succeeds.
+pub(super) fn campaign_of<T>(request: &Request<T>) -> Option<String> {
+    let value = request.metadata().get(CAMPAIGN_HEADER)?.to_str().ok()?;
+    Some(value.trim().to_owned())
 }
 
 #[tonic::async_trait]
@@ -72,6 +88,7 @@ impl AssignmentService for AssignmentApi {
             req.expected_version,
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UnassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -95,6 +112,7 @@ impl AssignmentService for AssignmentApi {
             req.expected_version,
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::ReassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -140,6 +158,7 @@ impl AssignmentService for AssignmentApi {
         let call = actor_call(&request)?;
         let id = request.into_inner().conversation_id;
         let done = change_status(&self.store, &call, &id, ConversationStatus::Resolved).await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::ResolveConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -208,21 +227,44 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<Streaming<pb::BulkAssignRequest>>,
     ) -> Result<Response<Self::BulkAssignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Assign, self.stream_idle, request).await
+        bulk::run(
+            &self.store,
+            BulkAction::Assign,
+            self.stream_idle,
+            None,
+            request,
+        )
+        .await
     }
 
     async fn bulk_unassign(
         &self,
         request: Request<Streaming<pb::BulkUnassignRequest>>,
     ) -> Result<Response<Self::BulkUnassignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Unassign, self.stream_idle, request).await
+        let freed = Some(self.coalescer.clone());
+        bulk::run(
+            &self.store,
+            BulkAction::Unassign,
+            self.stream_idle,
+            freed,
+            request,
+        )
+        .await
     }
 
     async fn bulk_reassign(
         &self,
         request: Request<Streaming<pb::BulkReassignRequest>>,
     ) -> Result<Response<Self::BulkReassignStream>, Status> {
-        bulk::run(&self.store, BulkAction::Reassign, self.stream_idle, request).await
+        let freed = Some(self.coalescer.clone());
+        bulk::run(
+            &self.store,
+            BulkAction::Reassign,
+            self.stream_idle,
+            freed,
+            request,
+        )
+        .await
     }
 
     async fn auto_assign_conversation(
@@ -243,21 +285,40 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<pb::UpdateInboxSettingsRequest>,
     ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
-        auto_assign::update_settings(&self.store, request).await
+        let campaign = campaign_of(&request);
+        self.freed(
+            campaign,
+            auto_assign::update_settings(&self.store, request).await,
+        )
     }
 
     async fn set_availability(
         &self,
         request: Request<pb::SetAvailabilityRequest>,
     ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
-        auto_assign::set_availability(&self.store, request).await
+        let campaign = campaign_of(&request);
+        self.freed(
+            campaign,
+            auto_assign::set_availability(&self.store, request).await,
+        )
     }
 
     async fn set_capacity(
         &self,
         request: Request<pb::SetCapacityRequest>,
     ) -> Result<Response<pb::SetCapacityResponse>, Status> {
-        auto_assign::set_capacity(&self.store, request).await
+        let campaign = campaign_of(&request);
+        self.freed(
+            campaign,
+            auto_assign::set_capacity(&self.store, request).await,
+        )
+    }
+
+    async fn list_waiting_conversations(
+        &self,
+        request: Request<pb::ListWaitingConversationsRequest>,
+    ) -> Result<Response<pb::ListWaitingConversationsResponse>, Status> {
+        auto_assign::list_waiting(&self.store, request).await
     }
 
     async fn preview_auto_assign(

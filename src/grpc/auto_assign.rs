@@ -32,6 +32,7 @@ pub(super) async fn auto_assign(
         message: outcome.message(),
         duplicate_trigger: done.decision.duplicate,
         conversation: Some(convert::conversation(done.conversation)),
+        queue_position: done.queue_position,
     }))
 }
 
@@ -114,5 +115,29 @@ pub(super) async fn set_availability(
     Ok(Response::new(pb::SetAvailabilityResponse {
         user: Some(convert::user(done.value)),
         changed: done.changed,
+    }))
+}
+
+pub(super) async fn list_waiting(
+    store: &Store,
+    request: Request<pb::ListWaitingConversationsRequest>,
+) -> Result<Response<pb::ListWaitingConversationsResponse>, Status> {
+    let call = actor_call(&request)?;
+    let req = request.into_inner();
+    let page = auto_assign::list_waiting(store, &call, req.page_size, &req.page_token).await?;
+    let now = chrono::Utc::now();
+    Ok(Response::new(pb::ListWaitingConversationsResponse {
+        conversations: page
+            .items
+            .into_iter()
+            .map(|waiting| pb::WaitingConversation {
+                position: waiting.rank,
+                waiting_since: Some(convert::timestamp(waiting.waiting_since)),
+                waiting_seconds: (now - waiting.waiting_since).num_milliseconds().max(0) as f64
+                    / 1e3,
+                conversation: Some(convert::conversation(waiting.conversation)),
+            })
+            .collect(),
+        next_page_token: page.next_page_token,
     }))
 }

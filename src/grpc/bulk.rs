@@ -12,6 +12,7 @@ use super::status::refusal;
 use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
 use crate::error::{AppError, Reason};
 use crate::pb;
+use crate::service::auto_assign::Coalescer;
 use crate::service::bulk::{BulkRun, OptionsRequest, batches, message_ids};
 use crate::store::Store;
 
@@ -102,10 +103,13 @@ fn idle_status(idle: Duration) -> Status {
 /// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
 /// the rest of the request stream is processed by a task feeding that stream. A stream that sends no
 /// message for `idle` is ended with DEADLINE_EXCEEDED (STREAM_IDLE).
+/// `freed`: for unassign and reassign, which may free organizers, the coalescer that drains the campaign's
+/// waiting conversations after each committed batch.
 pub(super) async fn run<Req, Resp>(
     store: &Store,
     action: BulkAction,
     idle: Duration,
+    freed: Option<Coalescer>,
     request: Request<Streaming<Req>>,
 ) -> Result<Response<BulkStream<Resp>>, Status>
 where
@@ -113,6 +117,7 @@ where
     Resp: From<Outbound> + Send + 'static,
 {
     let call = actor_call(&request)?;
+    let campaign_id = call.campaign_id.clone();
     let mut inbound = request.into_inner();
     let first = tokio::time::timeout(idle, inbound.message())
         .await
@@ -195,10 +200,15 @@ where
             // later, what the client was told is exactly what was done.
             for batch in batches(&ids) {
                 let result = match bulk.process(batch).await {
-                    Ok(decisions) => Ok(Outbound::Results(pb::BulkResults {
-                        items: decisions.into_iter().map(item_result).collect(),
-                    })
-                    .into()),
+                    Ok(decisions) => {
+                        if let Some(coalescer) = &freed {
+                            coalescer.poke(&campaign_id);
+                        }
+                        Ok(Outbound::Results(pb::BulkResults {
+                            items: decisions.into_iter().map(item_result).collect(),
+                        })
+                        .into())
+                    }
                     Err(err) => Err(Status::from(err)),
                 };
                 let failed = result.is_err();

@@ -102,6 +102,8 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
         AssignmentAction::Unassign => pb::AssignmentAction::Unassign,
         AssignmentAction::Reassign => pb::AssignmentAction::Reassign,
         AssignmentAction::AvailabilityChanged => pb::AssignmentAction::AvailabilityChanged,
+        AssignmentAction::Resolve => pb::AssignmentAction::Resolve,
+        AssignmentAction::Reopen => pb::AssignmentAction::Reopen,
     };
     let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,
@@ -188,6 +190,7 @@ pub fn auto_outcome(outcome: &AutoOutcome) -> pb::AutoAssignOutcome {
         AutoOutcome::AlreadyAssigned(_) => pb::AutoAssignOutcome::AlreadyAssigned,
         AutoOutcome::NoEligibleOrganizer => pb::AutoAssignOutcome::NoEligibleOrganizer,
         AutoOutcome::Disabled => pb::AutoAssignOutcome::Disabled,
+        AutoOutcome::Queued => pb::AutoAssignOutcome::Queued,
     }
 }
 

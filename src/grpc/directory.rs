@@ -5,16 +5,19 @@ use tonic::{Request, Response, Status};
 use super::context::system_call;
 use super::convert;
 use crate::pb::{self, directory_service_server::DirectoryService};
+use crate::service::auto_assign::Coalescer;
 use crate::service::directory;
 use crate::store::Store;
 
 pub struct DirectoryApi {
     store: Store,
+    /// Drains waiting conversations after a change that may let someone take them (a user back, new tags).
+    coalescer: Coalescer,
 }
 
 impl DirectoryApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, coalescer: Coalescer) -> Self {
+        Self { store, coalescer }
     }
 }
 
@@ -30,6 +33,7 @@ impl DirectoryService for DirectoryApi {
         let (user, created) =
             directory::upsert_user(&self.store, &call, &req.user_id, role, &req.display_name)
                 .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UpsertUserResponse {
             user: Some(convert::user(user)),
             created,
@@ -62,6 +66,7 @@ impl DirectoryService for DirectoryApi {
             &req.member_tags,
         )
         .await?;
+        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UpsertConversationResponse {
             conversation: Some(convert::conversation(conversation)),
             created,

@@ -91,8 +91,15 @@ pub async fn change_status(
     )?;
     let result = if changes {
         Changed {
-            value: conversations::set_status(&mut tx, &call.campaign_id, conversation_id, wanted)
-                .await?,
+            value: conversations::set_status(
+                &mut tx,
+                &call.campaign_id,
+                conversation_id,
+                wanted,
+                &actor.user_id,
+                call.request_id.as_deref(),
+            )
+            .await?,
             changed: true,
         }
     } else {

@@ -5,21 +5,25 @@
 
 mod coalescer;
 mod routing;
+mod waiting;
 
 pub use coalescer::Coalescer;
 pub use routing::{Preview, preview, set_capacity};
+pub use waiting::{list_waiting, sweep};
 
 use std::time::Instant;
 
 use crate::domain::actor::require_admin;
+use std::collections::HashMap;
+
 use crate::domain::auto_assign::{
-    Decision, InboxSettings, RotationStart, Routing, RoutingMode, SettingsChange, Trigger, Verdict,
-    plan_batch,
+    AutoOutcome, BatchPlan, Decision, InboxSettings, RotationStart, Routing, RoutingMode,
+    SettingsChange, Trigger, Verdict, plan_batch,
 };
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS};
+use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED};
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
 use crate::store::{Store, auto_assign};
 
@@ -37,6 +41,8 @@ pub struct TriggerRequest {
 pub struct AutoAssigned {
     pub decision: Decision,
     pub conversation: Conversation,
+    /// Where it waits (1 = next), when it is queued.
+    pub queue_position: Option<i64>,
 }
 
 /// AutoAssignConversation: validates the trigger and runs it in its campaign's next batch.
@@ -61,9 +67,14 @@ pub async fn auto_assign(
     coalescer.submit(&call.campaign_id, trigger).await
 }
 
+/// Most waiting conversations one batch tries to place; a longer queue drains over several batches.
+const DRAIN_LIMIT: i64 = 256;
+
 /// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
-/// campaign's auto-assign lock, reads every conversation (locked) with its eligible organizers, plans the
-/// batch, and writes it in one statement. Returns each trigger's answer, in batch order.
+/// campaign's auto-assign lock, reads the waiting conversations it drains first (if any may wait and
+/// auto-assignment is on) and every trigger's conversation (all locked) with their eligible organizers,
+/// plans the batch, and writes it in one statement. A batch without triggers only drains. Returns each
+/// trigger's answer, in batch order.
 pub async fn run_batch(
     store: &Store,
     campaign_id: &str,
@@ -76,9 +87,21 @@ pub async fn run_batch(
     metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
     metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
     let enabled = cursor.auto_assign_enabled;
+    let drain = if enabled && cursor.has_waiting {
+        DRAIN_LIMIT
+    } else {
+        0
+    };
     let from_any_path = cursor.rotation_start == RotationStart::LastAssigned;
-    let reads =
-        auto_assign::read_triggers(&mut tx, campaign_id, triggers, enabled, from_any_path).await?;
+    let reads = auto_assign::read_triggers(
+        &mut tx,
+        campaign_id,
+        triggers,
+        enabled,
+        from_any_path,
+        drain,
+    )
+    .await?;
     let start = match cursor.rotation_start {
         RotationStart::LastAssigned => reads.last_assigned.as_deref(),
         RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
@@ -97,22 +120,46 @@ pub async fn run_batch(
         loads,
     };
     let plan = plan_batch(enabled, start, routing, &reads.states);
-    let last = cursor.last_auto_assignee_id.as_deref();
     let request_ids: Vec<Option<&str>> = reads
         .indexes
         .iter()
-        .map(|&index| triggers[index].request_id.as_deref())
+        .map(|index| index.and_then(|i| triggers[i].request_id.as_deref()))
         .collect();
-    let mut assigned = auto_assign::write_plan(
+    let waiting_after = waiting_after(&cursor, &reads, &plan, drain);
+    let last = cursor.last_auto_assignee_id.as_deref();
+    let assigned = auto_assign::write_plan(
         &mut tx,
         campaign_id,
         &reads.states,
         &request_ids,
         &plan,
         last,
+        waiting_after,
     )
     .await?;
+    let queued: Vec<&str> = reads
+        .states
+        .iter()
+        .zip(&plan.verdicts)
+        .filter(|(state, verdict)| {
+            state.trigger_id.is_some()
+                && matches!(verdict, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued)
+        })
+        .map(|(state, _)| state.conversation_id.as_str())
+        .collect();
+    let positions = if queued.is_empty() {
+        HashMap::new()
+    } else {
+        auto_assign::queue_positions(&mut tx, campaign_id, &queued).await?
+    };
     tx.commit().await?;
+    let drained = reads.states[..reads.waiting]
+        .iter()
+        .filter(|state| assigned.contains_key(&state.conversation_id))
+        .count();
+    if drained > 0 {
+        metrics::counter!(WAITING_DRAINED).increment(drained as u64);
+    }
 
     let mut replies: Vec<AppResult<AutoAssigned>> = triggers
         .iter()
@@ -124,10 +171,15 @@ pub async fn run_batch(
         .zip(reads.conversations)
         .zip(plan.verdicts)
     {
+        let Some(index) = index else {
+            continue;
+        };
         replies[index] = match verdict {
             Verdict::Decided(decision) => Ok(AutoAssigned {
+                queue_position: positions.get(&conversation.conversation_id).copied(),
                 conversation: assigned
-                    .remove(&conversation.conversation_id)
+                    .get(&conversation.conversation_id)
+                    .cloned()
                     .unwrap_or(conversation),
                 decision,
             }),
@@ -137,6 +189,30 @@ pub async fn run_batch(
         };
     }
     Ok(replies)
+}
+
+/// Whether conversations may still wait after the batch: some were queued by it, or some it read stayed,
+/// or it read as many as it may and more may follow.
+fn waiting_after(
+    cursor: &auto_assign::Cursor,
+    reads: &auto_assign::TriggerReads,
+    plan: &BatchPlan,
+    drain: i64,
+) -> auto_assign::WaitingAfter {
+    let queued = plan
+        .verdicts
+        .iter()
+        .any(|v| matches!(v, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued));
+    let has_waiting = if drain == 0 {
+        // Not drained (auto-assignment off, or nothing waits): the flag keeps its meaning.
+        cursor.has_waiting || queued
+    } else {
+        queued || reads.waiting as i64 == drain
+    };
+    auto_assign::WaitingAfter {
+        was: cursor.has_waiting,
+        has_waiting,
+    }
 }
 
 /// GetInboxSettings: any active user of the campaign.

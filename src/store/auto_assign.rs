@@ -7,7 +7,8 @@ use super::conversations::COLUMNS;
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, InboxSettings, Load, OutcomeKind, RecordedTrigger, RotationStart,
-    RoutingMode, SettingsChange, Trigger, TriggerState, Verdict, effective_capacity,
+    RoutingMode, SettingsChange, Trigger, TriggerState, Verdict, WaitingConversation,
+    effective_capacity,
 };
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
@@ -16,6 +17,8 @@ use crate::error::{AppError, AppResult};
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Cursor {
     pub auto_assign_enabled: bool,
+    /// Whether conversations may be waiting (see the `has_waiting` column).
+    pub has_waiting: bool,
     /// The organizer most recently auto-assigned.
     pub last_auto_assignee_id: Option<String>,
     pub default_capacity: i32,
@@ -23,13 +26,16 @@ pub struct Cursor {
     pub rotation_start: RotationStart,
 }
 
-/// The triggers of a batch whose conversation exists, read under the lock, in batch order:
-/// `states[i]` is the trigger at position `indexes[i]` of the batch, and `conversations[i]` its conversation.
+/// What a batch decides on, read under the lock: first the waiting conversations it drains (queue order),
+/// then its triggers whose conversation exists (batch order). `states[i]` is the trigger at position
+/// `indexes[i]` of the batch (`None`: a waiting conversation), and `conversations[i]` its conversation.
 #[derive(Debug, Clone, Default)]
 pub struct TriggerReads {
     pub states: Vec<TriggerState>,
-    pub indexes: Vec<usize>,
+    pub indexes: Vec<Option<usize>>,
     pub conversations: Vec<Conversation>,
+    /// How many waiting conversations were read (at most the limit asked for).
+    pub waiting: usize,
     /// The organizer most recently assigned a conversation by any path.
     pub last_assigned: Option<String>,
     /// Whether any organizer has a capacity of their own.
@@ -146,8 +152,8 @@ pub async fn create_missing_conversations(
 /// batch commits. A campaign never configured gets its row (auto-assignment off), so that even its triggers
 /// serialise: a redelivery racing an admin switching auto-assignment on must see one history.
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    const LOCK: &str = "SELECT auto_assign_enabled, last_auto_assignee_id, default_capacity, routing_mode, \
-                               rotation_start \
+    const LOCK: &str = "SELECT auto_assign_enabled, has_waiting, last_auto_assignee_id, default_capacity, \
+                               routing_mode, rotation_start \
                         FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE";
     let cursor = match sqlx::query_as(LOCK)
         .bind(campaign_id)
@@ -177,19 +183,29 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
 /// are read: their role and active flag cannot change until the batch commits. Run it after [`lock`], so a
 /// batch waiting for the campaign's lock holds nothing else. Triggers whose conversation does not exist
 /// are left out; the rest come back in batch order.
+/// With `drain` > 0, also the first `drain` waiting conversations, locked in the same statement (one lock
+/// order for all of a batch's conversations, so it never deadlocks with a bulk batch).
 pub async fn read_triggers(
     conn: &mut Conn,
     campaign_id: &str,
     triggers: &[Trigger],
     enabled: bool,
     read_last_assigned: bool,
+    drain: i64,
 ) -> AppResult<TriggerReads> {
     let sql = format!(
         "WITH organizers AS MATERIALIZED ( \
            SELECT u.user_id, u.active, u.availability, u.capacity FROM users u \
             WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
+         ), items AS ( \
+           SELECT i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position \
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
+           UNION ALL \
+           SELECT NULL, NULL, w.conversation_id, w.position FROM ( \
+             SELECT conversation_id, position FROM waiting_conversations \
+              WHERE campaign_id = $1 ORDER BY position LIMIT $6) AS w \
          ) \
-         SELECT i.ord, i.trigger_id, {COLUMNS}, \
+         SELECT i.ord, i.trigger_id, i.position, {COLUMNS}, \
                 t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
                 CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o \
@@ -202,7 +218,7 @@ pub async fn read_triggers(
                     AND a.role = 'ORGANIZER' \
                   ORDER BY e.event_id DESC LIMIT 1) AS last_assigned, \
                 EXISTS (SELECT 1 FROM organizers o WHERE o.capacity IS NOT NULL) AS capacity_overrides \
-         FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
+         FROM items i \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
          LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
          ORDER BY c.conversation_id COLLATE \"C\" \
@@ -220,10 +236,16 @@ pub async fn read_triggers(
         .bind(&conversation_ids)
         .bind(enabled)
         .bind(read_last_assigned)
+        .bind(drain)
         .fetch_all(conn)
         .await?;
     let mut rows = rows;
-    rows.sort_by_key(|row| row.ord);
+    // Waiting conversations first, in queue order; then the triggers in batch order.
+    rows.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
+    reads_from(rows)
+}
+
+fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
     let mut reads = TriggerReads::default();
     if let Some(row) = rows.first() {
         reads.last_assigned = row.last_assigned.clone();
@@ -231,6 +253,7 @@ pub async fn read_triggers(
     }
     for row in rows {
         let (index, state, conversation) = row.into_parts()?;
+        reads.waiting += usize::from(index.is_none());
         reads.states.push(state);
         reads.indexes.push(index);
         reads.conversations.push(conversation);
@@ -267,9 +290,17 @@ pub async fn loads(
         .collect())
 }
 
-/// Writes a planned batch in one statement: assignments, `auto` history events, the cursor and the
-/// trigger records. `states[i]` pairs with `plan.verdicts[i]` and `request_ids[i]`. Returns the
-/// conversations it assigned, by id.
+/// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingAfter {
+    pub was: bool,
+    pub has_waiting: bool,
+}
+
+/// Writes a planned batch in one statement: assignments with their `auto` history events (drained
+/// conversations leave the queue), the cursor, the trigger records, newly waiting conversations (at the
+/// back of the queue, in batch order) and the campaign's waiting flag. `states[i]` pairs with
+/// `plan.verdicts[i]` and `request_ids[i]`. Returns the conversations it assigned, by id.
 pub async fn write_plan(
     conn: &mut Conn,
     campaign_id: &str,
@@ -277,11 +308,13 @@ pub async fn write_plan(
     request_ids: &[Option<&str>],
     plan: &BatchPlan,
     old_cursor: Option<&str>,
+    waiting: WaitingAfter,
 ) -> AppResult<HashMap<String, Conversation>> {
     let mut assign_ids = Vec::new();
     let mut assignees = Vec::new();
     let mut assign_request_ids = Vec::new();
     let mut record = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut queued: Vec<&str> = Vec::new();
     for ((state, verdict), request_id) in states.iter().zip(&plan.verdicts).zip(request_ids) {
         let Verdict::Decided(decision) = verdict else {
             continue;
@@ -291,17 +324,24 @@ pub async fn write_plan(
             assignees.push(user);
             assign_request_ids.push(*request_id);
         }
+        let Some(trigger_id) = &state.trigger_id else {
+            continue;
+        };
         if !decision.duplicate {
-            record.0.push(state.trigger_id.as_str());
+            record.0.push(trigger_id.as_str());
             record.1.push(state.conversation_id.as_str());
             record.2.push(decision.outcome.kind());
             record.3.push(decision.outcome.assignee());
+            if decision.outcome == AutoOutcome::Queued {
+                queued.push(state.conversation_id.as_str());
+            }
         }
     }
-    if record.0.is_empty() {
+    let cursor = plan.cursor.as_deref().filter(|c| Some(*c) != old_cursor);
+    let flag = (waiting.has_waiting != waiting.was).then_some(waiting.has_waiting);
+    if assign_ids.is_empty() && record.0.is_empty() && cursor.is_none() && flag.is_none() {
         return Ok(HashMap::new());
     }
-    let cursor = plan.cursor.as_deref().filter(|c| Some(*c) != old_cursor);
     let sql = format!(
         "WITH assigned AS ( \
            UPDATE conversations c \
@@ -317,9 +357,19 @@ pub async fn write_plan(
                   WITH ORDINALITY AS a(conversation_id, assignee_id, request_id, ord) \
              JOIN assigned ON assigned.conversation_id = a.conversation_id \
             ORDER BY a.ord \
+         ), drained AS ( \
+           DELETE FROM waiting_conversations w USING assigned \
+            WHERE w.campaign_id = $1 AND w.conversation_id = assigned.conversation_id \
+         ), enqueued AS ( \
+           INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
+           SELECT $1, q.conversation_id, nextval('waiting_position') FROM ( \
+             SELECT conversation_id FROM unnest($10::text[]) WITH ORDINALITY AS u(conversation_id, ord) \
+              ORDER BY ord) AS q \
+           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
          ), moved AS ( \
-           UPDATE inbox_settings SET last_auto_assignee_id = $4 \
-            WHERE campaign_id = $1 AND $4::text IS NOT NULL \
+           UPDATE inbox_settings SET last_auto_assignee_id = coalesce($4, last_auto_assignee_id), \
+                                     has_waiting = coalesce($11, has_waiting) \
+            WHERE campaign_id = $1 AND ($4::text IS NOT NULL OR $11::boolean IS NOT NULL) \
          ), recorded AS ( \
            INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id) \
            SELECT $1, r.* FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) AS r \
@@ -337,6 +387,8 @@ pub async fn write_plan(
         .bind(&record.2)
         .bind(&record.3)
         .bind(&assign_request_ids)
+        .bind(&queued)
+        .bind(flag)
         .fetch_all(conn)
         .await?;
     Ok(rows
@@ -345,10 +397,91 @@ pub async fn write_plan(
         .collect())
 }
 
+/// One page of the waiting queue in queue order, after queue key `after`; `visible_to` limits it to what
+/// that organizer may view (through a group, or because they hold it), `None` shows everything.
+pub async fn list_waiting(
+    conn: &mut Conn,
+    campaign_id: &str,
+    visible_to: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> AppResult<Vec<WaitingConversation>> {
+    let sql = format!(
+        "WITH ranked AS ( \
+           SELECT conversation_id, position, waiting_since, row_number() OVER (ORDER BY position) AS rank \
+             FROM waiting_conversations WHERE campaign_id = $1 \
+         ) \
+         SELECT {COLUMNS}, r.rank, r.position, r.waiting_since \
+         FROM ranked r JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = r.conversation_id \
+         WHERE ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
+           AND ($3::bigint IS NULL OR r.position > $3) \
+         ORDER BY r.position LIMIT $4",
+        grant_exists("$2", "can_view"),
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(visible_to)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Campaigns with auto-assignment on whose queue may hold conversations, for the safety sweep.
+pub async fn campaigns_with_waiting(conn: &mut Conn) -> AppResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT campaign_id FROM inbox_settings WHERE has_waiting AND auto_assign_enabled",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many conversations wait, and for how long the oldest has (seconds), across all campaigns.
+pub async fn waiting_totals(conn: &mut Conn) -> AppResult<(i64, f64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(waiting_since))::float8, 0) \
+         FROM waiting_conversations",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether the campaign may have waiting conversations (no lock: a hint for pokes).
+pub async fn may_have_waiting(conn: &mut Conn, campaign_id: &str) -> AppResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT has_waiting AND auto_assign_enabled FROM inbox_settings WHERE campaign_id = $1",
+    )
+    .bind(campaign_id)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(false))
+}
+
+/// The queue positions (1 = next) of these conversations, for those still waiting.
+pub async fn queue_positions(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_ids: &[&str],
+) -> AppResult<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT w.conversation_id, \
+                (SELECT count(*) FROM waiting_conversations a \
+                  WHERE a.campaign_id = w.campaign_id AND a.position <= w.position) \
+         FROM waiting_conversations w WHERE w.campaign_id = $1 AND w.conversation_id = ANY($2)",
+    )
+    .bind(campaign_id)
+    .bind(conversation_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 #[derive(sqlx::FromRow)]
 struct TriggerRow {
-    ord: i64,
-    trigger_id: String,
+    /// `None` for a waiting conversation.
+    ord: Option<i64>,
+    trigger_id: Option<String>,
+    position: Option<i64>,
     #[sqlx(flatten)]
     conversation: Conversation,
     recorded_outcome: Option<OutcomeKind>,
@@ -360,11 +493,13 @@ struct TriggerRow {
 }
 
 impl TriggerRow {
-    fn into_parts(self) -> AppResult<(usize, TriggerState, Conversation)> {
+    fn into_parts(self) -> AppResult<(Option<usize>, TriggerState, Conversation)> {
         let recorded = match (self.recorded_outcome, self.recorded_conversation) {
             (Some(kind), Some(conversation_id)) => {
-                let outcome = AutoOutcome::from_record(kind, self.recorded_assignee)
-                    .ok_or_else(|| corrupt_record(&self.trigger_id))?;
+                let outcome =
+                    AutoOutcome::from_record(kind, self.recorded_assignee).ok_or_else(|| {
+                        corrupt_record(self.trigger_id.as_deref().unwrap_or_default())
+                    })?;
                 Some(RecordedTrigger {
                     conversation_id,
                     outcome,
@@ -379,7 +514,8 @@ impl TriggerRow {
             recorded,
             eligible: self.eligible,
         };
-        Ok(((self.ord - 1) as usize, state, self.conversation))
+        let index = self.ord.map(|ord| (ord - 1) as usize);
+        Ok((index, state, self.conversation))
     }
 }
 

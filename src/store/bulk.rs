@@ -141,7 +141,7 @@ pub async fn write_decisions(
                   version = c.version + 1, updated_at = now() \
              FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user) \
             WHERE c.campaign_id = $1 AND c.conversation_id = w.conversation_id \
-           RETURNING c.conversation_id \
+           RETURNING c.conversation_id, c.assignee_id \
          ), events AS ( \
            INSERT INTO assignment_events \
                   (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
@@ -153,6 +153,10 @@ pub async fn write_decisions(
            INSERT INTO access_group_organizers (campaign_id, access_group_id, user_id) \
            SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL \
            ON CONFLICT DO NOTHING \
+         ), left_queue AS ( \
+           DELETE FROM waiting_conversations w USING changed \
+            WHERE w.campaign_id = $1 AND w.conversation_id = changed.conversation_id \
+              AND changed.assignee_id IS NOT NULL \
          ), scope AS ( \
            INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id) \
            SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL \

@@ -191,6 +191,10 @@ pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppRes
            INSERT INTO assignment_events \
                   (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
            SELECT campaign_id, conversation_id, $5, $6, $3::text, $4::text, $7, $8 FROM updated \
+         ), left_queue AS ( \
+           DELETE FROM waiting_conversations w USING updated \
+            WHERE $3::text IS NOT NULL AND w.campaign_id = updated.campaign_id \
+              AND w.conversation_id = updated.conversation_id \
          ) \
          SELECT {COLUMNS} FROM updated c"
     );
@@ -207,21 +211,42 @@ pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppRes
         .await?)
 }
 
-/// Sets the status of a locked conversation.
+/// Sets the status of a locked conversation and records a RESOLVE or REOPEN event; a resolved conversation
+/// leaves the waiting queue. One statement.
 pub async fn set_status(
     conn: &mut Conn,
     campaign_id: &str,
     conversation_id: &str,
     status: ConversationStatus,
+    actor_id: &str,
+    request_id: Option<&str>,
 ) -> AppResult<Conversation> {
+    let action = match status {
+        ConversationStatus::Resolved => AssignmentAction::Resolve,
+        ConversationStatus::Open => AssignmentAction::Reopen,
+    };
     let sql = format!(
-        "UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now() \
-         WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING {COLUMNS}"
+        "WITH updated AS ( \
+           UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now() \
+            WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING c.* \
+         ), event AS ( \
+           INSERT INTO assignment_events \
+                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
+           SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, $5, 'MANUAL', $6 FROM updated \
+         ), left_queue AS ( \
+           DELETE FROM waiting_conversations w USING updated \
+            WHERE $3 = 'RESOLVED' AND w.campaign_id = updated.campaign_id \
+              AND w.conversation_id = updated.conversation_id \
+         ) \
+         SELECT {COLUMNS} FROM updated c"
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)
         .bind(conversation_id)
         .bind(status)
+        .bind(action)
+        .bind(actor_id)
+        .bind(request_id)
         .fetch_one(conn)
         .await?)
 }

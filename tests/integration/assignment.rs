@@ -392,10 +392,21 @@ async fn resolving_and_reopening_never_change_the_assignee() {
         pb::ConversationStatus::Open
     );
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("org1"));
+    // History records the status changes, and that the assignee stayed.
+    let history: Vec<(pb::AssignmentAction, Option<String>)> = app
+        .history("c1")
+        .await
+        .iter()
+        .map(|e| (e.action(), e.to_user_id.clone()))
+        .collect();
+    use pb::AssignmentAction::{Assign, Reopen, Resolve};
     assert_eq!(
-        app.history("c1").await.len(),
-        1,
-        "status changes are not assignment events"
+        history,
+        vec![
+            (Assign, Some("org1".into())),
+            (Resolve, Some("org1".into())),
+            (Reopen, Some("org1".into())),
+        ]
     );
 }
 

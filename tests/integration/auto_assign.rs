@@ -243,7 +243,7 @@ async fn a_follow_up_message_never_moves_an_assigned_conversation() {
 }
 
 #[tokio::test]
-async fn no_eligible_organizer_leaves_the_conversation_unassigned_and_says_why() {
+async fn no_eligible_organizer_queues_the_conversation_and_says_why() {
     let app = TestApp::start().await;
     app.admin("admin").await;
     app.organizer("org-a").await;
@@ -251,11 +251,13 @@ async fn no_eligible_organizer_leaves_the_conversation_unassigned_and_says_why()
     let reply = auto(&mut app.assignments().await, "c1", "t1")
         .await
         .unwrap();
-    assert_eq!(reply.outcome(), pb::AutoAssignOutcome::NoEligibleOrganizer);
+    assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Queued);
+    assert_eq!(reply.queue_position, Some(1));
     assert_eq!(reply.assignee_id, None);
-    assert!(reply.message.contains("access group"));
+    assert!(reply.message.contains("queue"), "{}", reply.message);
     assert_eq!(app.stored("c1").await.0, None);
     assert_eq!(app.count("assignment_events").await, 0);
+    assert_eq!(app.count("waiting_conversations").await, 1);
 }
 
 #[tokio::test]

@@ -269,7 +269,7 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         member_tags: vec![],
         request_id: None,
     };
-    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true, true)
+    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true, true, 0)
         .await
         .unwrap();
     assert!(!cursor.auto_assign_enabled);

@@ -45,7 +45,7 @@ fn next_after_a_deleted_user_continues_in_id_order() {
 
 fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
     TriggerState {
-        trigger_id: id.into(),
+        trigger_id: Some(id.into()),
         conversation_id: conversation.into(),
         current_assignee: None,
         recorded: None,
@@ -222,7 +222,7 @@ fn nobody_eligible_or_switched_off_assigns_nothing() {
         Routing::default(),
         &[trigger("t1", "c1", &[])],
     );
-    assert_eq!(outcomes(&plan), vec![AutoOutcome::NoEligibleOrganizer]);
+    assert_eq!(outcomes(&plan), vec![AutoOutcome::Queued]);
     assert_eq!(plan.cursor.as_deref(), Some("a"));
     let plan = plan_batch(
         false,
@@ -233,6 +233,39 @@ fn nobody_eligible_or_switched_off_assigns_nothing() {
     assert_eq!(outcomes(&plan), vec![AutoOutcome::Disabled]);
 }
 
+fn waiting(conversation: &str, eligible: &[&str]) -> TriggerState {
+    TriggerState {
+        trigger_id: None,
+        ..trigger("unused", conversation, eligible)
+    }
+}
+
+#[test]
+fn waiting_conversations_drain_first_in_order_and_those_nobody_can_take_stay() {
+    let plan = plan_batch(
+        true,
+        Some("a"),
+        Routing::default(),
+        &[
+            waiting("w1", &["a", "b"]),
+            waiting("w2", &[]),
+            waiting("w3", &["a", "b"]),
+            trigger("t1", "c1", &["a", "b"]),
+        ],
+    );
+    assert_eq!(
+        outcomes(&plan),
+        vec![
+            AutoOutcome::Assigned("b".into()),
+            AutoOutcome::Queued,
+            AutoOutcome::Assigned("a".into()),
+            AutoOutcome::Assigned("b".into()),
+        ]
+    );
+    // Waiting conversations carry no trigger id, so two of them are never taken for a redelivery.
+    assert!(decisions(&plan).iter().all(|d| !d.duplicate), "{plan:?}");
+}
+
 #[test]
 fn outcomes_round_trip_through_the_database_form() {
     for outcome in [
@@ -240,6 +273,7 @@ fn outcomes_round_trip_through_the_database_form() {
         AutoOutcome::AlreadyAssigned("b".into()),
         AutoOutcome::NoEligibleOrganizer,
         AutoOutcome::Disabled,
+        AutoOutcome::Queued,
     ] {
         let assignee = outcome.assignee().map(str::to_owned);
         assert_eq!(

@@ -18,7 +18,9 @@ use tokio::sync::oneshot;
 use super::{AutoAssigned, run_batch};
 use crate::domain::auto_assign::Trigger;
 use crate::error::{AppError, AppResult, Reason};
+use crate::observability::DRAINS;
 use crate::store::Store;
+use crate::store::auto_assign;
 
 type Reply = oneshot::Sender<AppResult<AutoAssigned>>;
 
@@ -27,7 +29,15 @@ struct Pending {
     reply: Reply,
 }
 
-type Queues = Mutex<HashMap<String, VecDeque<Pending>>>;
+/// A campaign's triggers waiting for its next batch, and whether a drain of its waiting conversations was
+/// asked for (a batch without triggers).
+#[derive(Default)]
+struct CampaignQueue {
+    pending: VecDeque<Pending>,
+    drain: bool,
+}
+
+type Queues = Mutex<HashMap<String, CampaignQueue>>;
 
 /// Cheap to clone; clones share the queues.
 #[derive(Clone)]
@@ -59,18 +69,22 @@ impl Coalescer {
             let mut queues = self.queues.lock().expect("queue lock");
             match queues.get_mut(campaign_id) {
                 Some(queue) => {
-                    if queue.len() >= self.max_queue {
+                    if queue.pending.len() >= self.max_queue {
                         // Callers that gave up free their places first.
-                        queue.retain(|p| !p.reply.is_closed());
+                        queue.pending.retain(|p| !p.reply.is_closed());
                     }
-                    if queue.len() >= self.max_queue {
+                    if queue.pending.len() >= self.max_queue {
                         return Err(queue_full(self.max_queue));
                     }
-                    queue.push_back(pending);
+                    queue.pending.push_back(pending);
                     false
                 }
                 None => {
-                    queues.insert(campaign_id.to_owned(), VecDeque::from([pending]));
+                    let queue = CampaignQueue {
+                        pending: VecDeque::from([pending]),
+                        drain: false,
+                    };
+                    queues.insert(campaign_id.to_owned(), queue);
                     true
                 }
             }
@@ -80,6 +94,53 @@ impl Coalescer {
             tokio::spawn(self.clone().drain(campaign_id.to_owned()));
         }
         answer.await.unwrap_or_else(|_| Err(batch_failed()))
+    }
+
+    /// Asks for the campaign's waiting conversations to be drained by its next batch (a batch of its own if
+    /// no trigger is waiting). Returns at once.
+    pub fn drain_waiting(&self, campaign_id: &str) {
+        let start_worker = {
+            let mut queues = self.queues.lock().expect("queue lock");
+            match queues.get_mut(campaign_id) {
+                Some(queue) => {
+                    queue.drain = true;
+                    false
+                }
+                None => {
+                    let queue = CampaignQueue {
+                        pending: VecDeque::new(),
+                        drain: true,
+                    };
+                    queues.insert(campaign_id.to_owned(), queue);
+                    true
+                }
+            }
+        };
+        if start_worker {
+            tokio::spawn(self.clone().drain(campaign_id.to_owned()));
+        }
+    }
+
+    /// After a change that may have freed an organizer (an unassign, a resolve, availability, capacity,
+    /// access, settings): drains the campaign's waiting conversations if it may have any. Returns at once.
+    pub fn poke(&self, campaign_id: &str) {
+        let coalescer = self.clone();
+        let campaign_id = campaign_id.to_owned();
+        tokio::spawn(async move {
+            let may = async {
+                let mut conn = coalescer.store.acquire().await?;
+                auto_assign::may_have_waiting(&mut conn, &campaign_id).await
+            };
+            match may.await {
+                Ok(true) => {
+                    metrics::counter!(DRAINS, "trigger" => "change").increment(1);
+                    coalescer.drain_waiting(&campaign_id);
+                }
+                Ok(false) => {}
+                // The periodic sweep drains what a failed poke left.
+                Err(err) => tracing::debug!(campaign_id, error = %err, "poke failed"),
+            }
+        });
     }
 
     /// Takes batches off the campaign's queue until it is empty.
@@ -97,7 +158,7 @@ impl Coalescer {
                     .expect("a draining campaign has a queue");
                 let (mut batch, mut abandoned) = (Vec::new(), 0);
                 while batch.len() < self.max_batch
-                    && let Some(pending) = queue.pop_front()
+                    && let Some(pending) = queue.pending.pop_front()
                 {
                     if pending.reply.is_closed() {
                         abandoned += 1;
@@ -105,7 +166,9 @@ impl Coalescer {
                         batch.push(pending);
                     }
                 }
-                if batch.is_empty() {
+                // Every batch drains first, so a drain asked for is done by this one.
+                let drain = std::mem::take(&mut queue.drain);
+                if batch.is_empty() && !drain {
                     queues.remove(&campaign_id);
                     guard.done = true;
                     return;

@@ -243,6 +243,14 @@ pub async fn call(channel: &Channel, method: &str, caller: &Caller, s: &Subject)
                 .await,
             nothing,
         ),
+        "ListWaitingConversations" => unary(
+            assignments
+                .list_waiting_conversations(
+                    caller.request(pb::ListWaitingConversationsRequest::default()),
+                )
+                .await,
+            nothing,
+        ),
         "PreviewAutoAssign" => unary(
             assignments
                 .preview_auto_assign(caller.request(pb::PreviewAutoAssignRequest {
