@@ -25,7 +25,7 @@ use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED};
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
-use crate::store::{Store, auto_assign};
+use crate::store::{self, Store, auto_assign};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
 #[derive(Debug, Clone, Default)]
@@ -150,7 +150,7 @@ pub async fn run_batch(
     let positions = if queued.is_empty() {
         HashMap::new()
     } else {
-        auto_assign::queue_positions(&mut tx, campaign_id, &queued).await?
+        store::waiting::positions(&mut tx, campaign_id, &queued).await?
     };
     tx.commit().await?;
     let drained = reads.states[..reads.waiting]

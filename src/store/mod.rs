@@ -11,6 +11,7 @@ pub mod conversations;
 pub mod history;
 pub mod preview;
 pub mod users;
+pub mod waiting;
 
 use std::str::FromStr;
 use std::time::Duration;

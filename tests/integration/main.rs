@@ -21,3 +21,4 @@ mod routing;
 mod server;
 mod snapshot;
 mod tls;
+mod waiting;

@@ -20,7 +20,7 @@ use crate::domain::auto_assign::Trigger;
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::DRAINS;
 use crate::store::Store;
-use crate::store::auto_assign;
+use crate::store::waiting;
 
 type Reply = oneshot::Sender<AppResult<AutoAssigned>>;
 
@@ -129,7 +129,7 @@ impl Coalescer {
         tokio::spawn(async move {
             let may = async {
                 let mut conn = coalescer.store.acquire().await?;
-                auto_assign::may_have_waiting(&mut conn, &campaign_id).await
+                waiting::may_have_waiting(&mut conn, &campaign_id).await
             };
             match may.await {
                 Ok(true) => {

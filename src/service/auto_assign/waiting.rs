@@ -6,7 +6,7 @@ use crate::domain::validate::Violations;
 use crate::error::AppResult;
 use crate::observability::{DRAINS, WAITING_CONVERSATIONS, WAITING_OLDEST_SECONDS};
 use crate::service::{ActorCall, Page, authenticate};
-use crate::store::{Store, auto_assign};
+use crate::store::{Store, waiting};
 
 use super::Coalescer;
 
@@ -25,9 +25,7 @@ pub async fn list_waiting(
     let visible_to = (!actor.is_admin()).then_some(actor.user_id.as_str());
     let pages = PageScope::waiting(&call.campaign_id, visible_to);
     let after = pages.after_position(page_token)?;
-    let rows =
-        auto_assign::list_waiting(&mut conn, &call.campaign_id, visible_to, after, limit + 1)
-            .await?;
+    let rows = waiting::list(&mut conn, &call.campaign_id, visible_to, after, limit + 1).await?;
     Ok(Page::from_rows(rows, limit, |row| {
         pages.token(&row.position.to_string())
     }))
@@ -38,8 +36,8 @@ pub async fn list_waiting(
 /// published.
 pub async fn sweep(store: &Store, coalescer: &Coalescer) -> AppResult<usize> {
     let mut conn = store.acquire().await?;
-    let campaigns = auto_assign::campaigns_with_waiting(&mut conn).await?;
-    let (waiting, oldest) = auto_assign::waiting_totals(&mut conn).await?;
+    let campaigns = waiting::campaigns(&mut conn).await?;
+    let (waiting, oldest) = waiting::totals(&mut conn).await?;
     metrics::gauge!(WAITING_CONVERSATIONS).set(waiting as f64);
     metrics::gauge!(WAITING_OLDEST_SECONDS).set(oldest);
     for campaign_id in &campaigns {

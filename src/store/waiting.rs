@@ -1,0 +1,88 @@
+//! The waiting queue of auto-assignment: conversations nobody could take yet, in the order they drain.
+//! Batches add and drain under the campaign's auto-assign lock (`store::auto_assign`); these are the reads.
+
+use std::collections::HashMap;
+
+use super::conversations::COLUMNS;
+use super::{Conn, grant_exists};
+use crate::domain::auto_assign::WaitingConversation;
+use crate::error::AppResult;
+
+/// One page of the waiting queue in queue order, after queue key `after`; `visible_to` limits it to what
+/// that organizer may view (through a group, or because they hold it), `None` shows everything.
+pub async fn list(
+    conn: &mut Conn,
+    campaign_id: &str,
+    visible_to: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> AppResult<Vec<WaitingConversation>> {
+    let sql = format!(
+        "WITH ranked AS ( \
+           SELECT conversation_id, position, waiting_since, row_number() OVER (ORDER BY position) AS rank \
+             FROM waiting_conversations WHERE campaign_id = $1 \
+         ) \
+         SELECT {COLUMNS}, r.rank, r.position, r.waiting_since \
+         FROM ranked r JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = r.conversation_id \
+         WHERE ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
+           AND ($3::bigint IS NULL OR r.position > $3) \
+         ORDER BY r.position LIMIT $4",
+        grant_exists("$2", "can_view"),
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(visible_to)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Campaigns with auto-assignment on whose queue may hold conversations, for the safety sweep.
+pub async fn campaigns(conn: &mut Conn) -> AppResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT campaign_id FROM inbox_settings WHERE has_waiting AND auto_assign_enabled",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// How many conversations wait, and for how long the oldest has (seconds), across all campaigns.
+pub async fn totals(conn: &mut Conn) -> AppResult<(i64, f64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(waiting_since))::float8, 0) \
+         FROM waiting_conversations",
+    )
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether the campaign may have waiting conversations (no lock: a hint for pokes).
+pub async fn may_have_waiting(conn: &mut Conn, campaign_id: &str) -> AppResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT has_waiting AND auto_assign_enabled FROM inbox_settings WHERE campaign_id = $1",
+    )
+    .bind(campaign_id)
+    .fetch_optional(conn)
+    .await?
+    .unwrap_or(false))
+}
+
+/// The queue positions (1 = next) of these conversations, for those still waiting.
+pub async fn positions(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_ids: &[&str],
+) -> AppResult<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT w.conversation_id, \
+                (SELECT count(*) FROM waiting_conversations a \
+                  WHERE a.campaign_id = w.campaign_id AND a.position <= w.position) \
+         FROM waiting_conversations w WHERE w.campaign_id = $1 AND w.conversation_id = ANY($2)",
+    )
+    .bind(campaign_id)
+    .bind(conversation_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
+}

@@ -1,0 +1,459 @@
+//! The waiting queue: conversations nobody can take wait, and drain oldest first the moment someone can —
+//! exactly once across replicas, within capacity, with history matching state.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use assignment_service::pb;
+use tonic::Code;
+
+use crate::harness::*;
+
+/// Admin "admin" and organizers who may reply to everything, all AWAY; auto-assignment on with `settings`.
+async fn campaign(organizers: &[&str], settings: pb::UpdateInboxSettingsRequest) -> TestApp {
+    let app = TestApp::start_configured(&["--waiting-sweep-interval", "200ms"]).await;
+    app.admin("admin").await;
+    for org in organizers {
+        app.organizer(org).await;
+        set_availability(&app, org, pb::Availability::Away).await;
+    }
+    app.group("admin", "Everyone", organizers, true, scope_all())
+        .await;
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(true),
+                ..settings
+            },
+        ))
+        .await
+        .unwrap();
+    app
+}
+
+async fn set_availability(app: &TestApp, user: &str, availability: pb::Availability) {
+    app.assignments()
+        .await
+        .set_availability(system(
+            CAMPAIGN,
+            pb::SetAvailabilityRequest {
+                user_id: user.into(),
+                availability: availability.into(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn trigger(app: &TestApp, conversation: &str) -> pb::AutoAssignConversationResponse {
+    app.assignments()
+        .await
+        .auto_assign_conversation(system(
+            CAMPAIGN,
+            pb::AutoAssignConversationRequest {
+                conversation_id: conversation.into(),
+                trigger_id: format!("t-{conversation}"),
+                member_id: format!("m-{conversation}"),
+                member_tags: vec![],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn waiting(app: &TestApp) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .assignments()
+            .await
+            .list_waiting_conversations(as_actor(
+                "admin",
+                pb::ListWaitingConversationsRequest {
+                    page_size: 2,
+                    page_token: token,
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        for (i, item) in page.conversations.iter().enumerate() {
+            assert_eq!(
+                item.position as usize,
+                ids.len() + i + 1,
+                "positions count from 1"
+            );
+            assert!(item.waiting_seconds >= 0.0);
+        }
+        ids.extend(
+            page.conversations
+                .into_iter()
+                .map(|w| w.conversation.unwrap().conversation_id),
+        );
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Waits until the queue holds `expected` conversations (drains run just after the freeing commit).
+async fn until_waiting(app: &TestApp, expected: i64) {
+    for _ in 0..500 {
+        if app.count("waiting_conversations").await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} conversations wait, expected {expected}",
+        app.count("waiting_conversations").await
+    );
+}
+
+async fn auto_assigned_in_order(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT conversation_id, to_user_id FROM assignment_events \
+         WHERE source = 'AUTO' AND action = 'ASSIGN' ORDER BY event_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_queue_drains_oldest_first_holds_while_off_and_loses_what_is_assigned_or_resolved() {
+    let app = campaign(&["org-a", "org-b"], Default::default()).await;
+    for (i, id) in ["c1", "c2", "c3", "c4", "c5"].iter().enumerate() {
+        let reply = trigger(&app, id).await;
+        assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Queued);
+        assert_eq!(reply.queue_position, Some(i as i64 + 1));
+    }
+    assert_eq!(waiting(&app).await, vec!["c1", "c2", "c3", "c4", "c5"]);
+    // A redelivery repeats QUEUED, with the place it holds now.
+    let again = trigger(&app, "c2").await;
+    assert!(again.duplicate_trigger);
+    assert_eq!(
+        (again.outcome(), again.queue_position),
+        (pb::AutoAssignOutcome::Queued, Some(2))
+    );
+
+    // Leaving the queue: assigned by hand, or resolved.
+    let mut client = app.assignments().await;
+    client
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c2".into(),
+                assignee_id: "admin".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .resolve_conversation(as_actor(
+            "admin",
+            pb::ResolveConversationRequest {
+                conversation_id: "c3".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(waiting(&app).await, vec!["c1", "c4", "c5"]);
+
+    // With auto-assignment off the queue holds, even when someone becomes available.
+    client
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(false),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    set_availability(&app, "org-a", pb::Availability::Available).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(waiting(&app).await, vec!["c1", "c4", "c5"]);
+    // Switched on, it drains oldest first.
+    client
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    until_waiting(&app, 0).await;
+    assert_eq!(
+        auto_assigned_in_order(&app).await,
+        vec![
+            ("c1".into(), "org-a".into()),
+            ("c4".into(), "org-a".into()),
+            ("c5".into(), "org-a".into())
+        ]
+    );
+    assert!(waiting(&app).await.is_empty());
+    // Organizers see only what they may view; the queue is not for unknown actors.
+    expect_code(
+        client
+            .list_waiting_conversations(as_actor("ghost", Default::default()))
+            .await,
+        Code::Unauthenticated,
+    );
+}
+
+/// 50 waiting; an organizer becomes AVAILABLE on replica 1 while capacity frees on replica 2: each
+/// conversation is assigned once, in queue order, within capacity, and history equals state.
+#[tokio::test]
+async fn a_drain_from_two_replicas_at_once_assigns_each_waiting_conversation_once_in_order() {
+    let app = campaign(
+        &["o1", "o2"],
+        pb::UpdateInboxSettingsRequest {
+            default_capacity: Some(25),
+            ..Default::default()
+        },
+    )
+    .await;
+    let other = app.replica().await;
+    // o2 is available but full: 25 conversations given by hand.
+    for i in 0..25 {
+        let id = format!("held-{i:02}");
+        app.conversation(&id, &[]).await;
+        app.assignments()
+            .await
+            .assign_conversation(as_actor(
+                "admin",
+                pb::AssignConversationRequest {
+                    conversation_id: id,
+                    assignee_id: "o2".into(),
+                    expected_version: None,
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    set_availability(&app, "o2", pb::Availability::Available).await;
+    let queued: Vec<String> = (0..50).map(|i| format!("c{i:02}")).collect();
+    for id in &queued {
+        assert_eq!(
+            trigger(&app, id).await.outcome(),
+            pb::AutoAssignOutcome::Queued
+        );
+    }
+    let (on_one, on_two) = tokio::join!(
+        set_availability(&app, "o1", pb::Availability::Available),
+        async {
+            other
+                .assignments()
+                .await
+                .resolve_conversation(as_actor(
+                    "admin",
+                    pb::ResolveConversationRequest {
+                        conversation_id: "held-00".into(),
+                    },
+                ))
+                .await
+                .unwrap();
+        }
+    );
+    let ((), ()) = (on_one, on_two);
+    // o1 takes 25, o2 the one freed: the first 26 of the queue, in order; 24 wait.
+    until_waiting(&app, 24).await;
+    let assigned = auto_assigned_in_order(&app).await;
+    let ids: Vec<&str> = assigned.iter().map(|(c, _)| c.as_str()).collect();
+    let expected: Vec<&str> = queued[..26].iter().map(String::as_str).collect();
+    assert_eq!(ids, expected, "assigned once each, oldest first");
+    let per: HashMap<&str, usize> = assigned.iter().fold(HashMap::new(), |mut m, (_, to)| {
+        *m.entry(to.as_str()).or_default() += 1;
+        m
+    });
+    assert_eq!(per.get("o1"), Some(&25));
+    assert_eq!(per.get("o2"), Some(&1));
+    assert_eq!(waiting(&app).await, queued[26..].to_vec());
+    for (conversation, to) in &assigned {
+        assert_eq!(
+            app.stored(conversation).await.0.as_deref(),
+            Some(to.as_str())
+        );
+    }
+}
+
+/// A replica that died between a freeing commit and its drain: the sweep places what waits.
+#[tokio::test]
+async fn the_sweep_drains_what_no_event_drained() {
+    let app = campaign(&["o1"], Default::default()).await;
+    assert_eq!(
+        trigger(&app, "c1").await.outcome(),
+        pb::AutoAssignOutcome::Queued
+    );
+    // o1 becomes available behind the service's back: no drain is asked for.
+    sqlx::query("UPDATE users SET availability = 'AVAILABLE' WHERE user_id = 'o1'")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    until_waiting(&app, 0).await;
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
+}
+
+/// 3 replicas, 3 organizers with capacity 5, 200 concurrent triggers while other callers resolve and
+/// unassign at random: auto-assignment never takes an organizer above capacity at any point of history,
+/// nothing is assigned twice, what could be placed is placed, and history equals state.
+#[tokio::test]
+async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
+    const ORGS: [&str; 3] = ["o1", "o2", "o3"];
+    let app = campaign(
+        &ORGS,
+        pb::UpdateInboxSettingsRequest {
+            default_capacity: Some(5),
+            ..Default::default()
+        },
+    )
+    .await;
+    for org in ORGS {
+        set_availability(&app, org, pb::Availability::Available).await;
+    }
+    let replicas = [app.replica().await, app.replica().await];
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let mut client = match i % 3 {
+            0 => app.assignments().await,
+            n => replicas[n - 1].assignments().await,
+        };
+        tasks.push(tokio::spawn(async move {
+            let id = format!("c{i:03}");
+            client
+                .auto_assign_conversation(system(
+                    CAMPAIGN,
+                    pb::AutoAssignConversationRequest {
+                        conversation_id: id.clone(),
+                        trigger_id: format!("t-{id}"),
+                        member_id: format!("m-{id}"),
+                        member_tags: vec![],
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    // Meanwhile, others free room at random (a fixed-seed walk, so a failure replays).
+    let mut freer = replicas[0].assignments().await;
+    let mut seed = 7u64;
+    for round in 0..60 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let id = format!("c{:03}", (seed >> 33) % 200);
+        let freed = if round % 2 == 0 {
+            freer
+                .resolve_conversation(as_actor(
+                    "admin",
+                    pb::ResolveConversationRequest {
+                        conversation_id: id,
+                    },
+                ))
+                .await
+                .map(|_| ())
+        } else {
+            freer
+                .unassign_conversation(as_actor(
+                    "admin",
+                    pb::UnassignConversationRequest {
+                        conversation_id: id,
+                        expected_version: None,
+                    },
+                ))
+                .await
+                .map(|_| ())
+        };
+        // Not created yet is fine: the trigger has not arrived.
+        if let Err(status) = freed {
+            assert_eq!(status.code(), Code::NotFound, "{status:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert!(matches!(
+            reply.outcome(),
+            pb::AutoAssignOutcome::Assigned | pb::AutoAssignOutcome::Queued
+        ));
+    }
+    // Let the drains settle: nothing that could be placed is left waiting.
+    let mut settled = false;
+    for _ in 0..300 {
+        let waiting = app.count("waiting_conversations").await;
+        let full: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT assignee_id FROM conversations \
+              WHERE status = 'OPEN' AND assignee_id IS NOT NULL GROUP BY assignee_id HAVING count(*) >= 5) f",
+        )
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if waiting == 0 || full == 3 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(settled, "conversations wait while someone has room");
+
+    // Replay history in event order.
+    let events: Vec<(String, String, Option<String>, Option<String>, String)> = sqlx::query_as(
+        "SELECT conversation_id, action, from_user_id, to_user_id, source FROM assignment_events \
+         WHERE conversation_id IS NOT NULL ORDER BY event_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let mut holder: HashMap<String, Option<String>> = HashMap::new();
+    let mut resolved: HashSet<String> = HashSet::new();
+    let open = |holder: &HashMap<String, Option<String>>, resolved: &HashSet<String>, org: &str| {
+        holder
+            .iter()
+            .filter(|(c, h)| h.as_deref() == Some(org) && !resolved.contains(*c))
+            .count()
+    };
+    for (conversation, action, _, to, source) in &events {
+        match action.as_str() {
+            "ASSIGN" => {
+                let before = holder.get(conversation).cloned().flatten();
+                assert_eq!(before, None, "{conversation} assigned while held");
+                let to = to.clone().unwrap();
+                if source == "AUTO" {
+                    assert!(!resolved.contains(conversation));
+                    assert!(
+                        open(&holder, &resolved, &to) < 5,
+                        "{to} above capacity when given {conversation}"
+                    );
+                }
+                holder.insert(conversation.clone(), Some(to));
+            }
+            "UNASSIGN" => {
+                holder.insert(conversation.clone(), None);
+            }
+            "RESOLVE" => {
+                resolved.insert(conversation.clone());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    for i in 0..200 {
+        let id = format!("c{i:03}");
+        let (assignee, status, _) = app.stored(&id).await;
+        assert_eq!(
+            assignee,
+            holder.get(&id).cloned().flatten(),
+            "history equals state for {id}"
+        );
+        assert_eq!(status == "RESOLVED", resolved.contains(&id));
+    }
+}
