@@ -303,6 +303,9 @@ async fn the_sweep_drains_what_no_event_drained() {
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
 }
 
+/// A history event: conversation, action, to whom, source.
+type Event = (String, String, Option<String>, String);
+
 /// 3 replicas, 3 organizers with capacity 5, 200 concurrent triggers while other callers resolve and
 /// unassign at random: auto-assignment never takes an organizer above capacity at any point of history,
 /// nothing is assigned twice, what could be placed is placed, and history equals state.
@@ -407,8 +410,8 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
     assert!(settled, "conversations wait while someone has room");
 
     // Replay history in event order.
-    let events: Vec<(String, String, Option<String>, Option<String>, String)> = sqlx::query_as(
-        "SELECT conversation_id, action, from_user_id, to_user_id, source FROM assignment_events \
+    let events: Vec<Event> = sqlx::query_as(
+        "SELECT conversation_id, action, to_user_id, source FROM assignment_events \
          WHERE conversation_id IS NOT NULL ORDER BY event_id",
     )
     .fetch_all(app.store.pool())
@@ -422,7 +425,7 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
             .filter(|(c, h)| h.as_deref() == Some(org) && !resolved.contains(*c))
             .count()
     };
-    for (conversation, action, _, to, source) in &events {
+    for (conversation, action, to, source) in &events {
         match action.as_str() {
             "ASSIGN" => {
                 let before = holder.get(conversation).cloned().flatten();
