@@ -3,7 +3,8 @@
 mod routing;
 
 pub use routing::{
-    Candidate, Ineligible, Load, RotationStart, Routing, RoutingMode, effective_capacity,
+    Candidate, Ineligible, Load, OnUnavailable, RotationStart, Routing, RoutingMode,
+    effective_capacity,
 };
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub struct InboxSettings {
     pub default_capacity: i32,
     pub routing_mode: RoutingMode,
     pub rotation_start: RotationStart,
+    pub on_unavailable: OnUnavailable,
 }
 
 /// A conversation in the waiting queue.
@@ -41,6 +43,7 @@ pub struct SettingsChange {
     pub default_capacity: Option<i32>,
     pub routing_mode: Option<RoutingMode>,
     pub rotation_start: Option<RotationStart>,
+    pub on_unavailable: Option<OnUnavailable>,
 }
 
 /// One inbound-message trigger, validated. Member data, when given, creates a conversation this service

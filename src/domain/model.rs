@@ -133,6 +133,8 @@ pub struct AssignmentEvent {
     /// For availability changes: whose, and what it became.
     pub user_id: Option<String>,
     pub availability: Option<Availability>,
+    /// Why an automatic change happened when no trigger caused it.
+    pub cause: Option<String>,
 }
 
 /// A value that was changed, or was already as asked.

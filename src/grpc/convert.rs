@@ -6,7 +6,8 @@ use prost_types::Timestamp;
 use crate::domain::access::ReplyDecision;
 use crate::domain::access_group::{AccessGroup, GroupGrant, GroupScope, Permissions};
 use crate::domain::auto_assign::{
-    AutoOutcome, Candidate, InboxSettings, Ineligible, RotationStart, RoutingMode, SettingsChange,
+    AutoOutcome, Candidate, InboxSettings, Ineligible, OnUnavailable, RotationStart, RoutingMode,
+    SettingsChange,
 };
 use crate::domain::model::{
     AssignmentAction, AssignmentEvent, AssignmentSource, Availability, Conversation,
@@ -121,6 +122,7 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
         occurred_at: Some(timestamp(event.occurred_at)),
         request_id: event.request_id.unwrap_or_default(),
         user_id: event.user_id.unwrap_or_default(),
+        cause: event.cause.unwrap_or_default(),
         availability: event
             .availability
             .map_or(pb::Availability::Unspecified, availability_to_pb)
@@ -204,10 +206,16 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             default_capacity: settings.default_capacity,
             routing_mode: routing_mode_to_pb(settings.routing_mode).into(),
             rotation_start: rotation_start_to_pb(settings.rotation_start).into(),
+            on_unavailable: match settings.on_unavailable {
+                OnUnavailable::Keep => pb::OnUnavailable::Keep,
+                OnUnavailable::ReturnToQueue => pb::OnUnavailable::ReturnToQueue,
+            }
+            .into(),
         },
         None => pb::InboxSettings {
             routing_mode: pb::RoutingMode::RoundRobin.into(),
             rotation_start: pb::RotationStart::LastAssigned.into(),
+            on_unavailable: pb::OnUnavailable::Keep.into(),
             ..pb::InboxSettings::default()
         },
     }
@@ -244,11 +252,18 @@ pub fn settings_change(
         Ok(pb::RotationStart::LastAutoAssigned) => Some(RotationStart::LastAutoAssigned),
         Err(_) => return Err("rotation_start"),
     };
+    let on_unavailable = match pb::OnUnavailable::try_from(request.on_unavailable) {
+        Ok(pb::OnUnavailable::Unspecified) => None,
+        Ok(pb::OnUnavailable::Keep) => Some(OnUnavailable::Keep),
+        Ok(pb::OnUnavailable::ReturnToQueue) => Some(OnUnavailable::ReturnToQueue),
+        Err(_) => return Err("on_unavailable"),
+    };
     Ok(SettingsChange {
         auto_assign_enabled: request.auto_assign_enabled,
         default_capacity: request.default_capacity,
         routing_mode,
         rotation_start,
+        on_unavailable,
     })
 }
 

@@ -240,7 +240,8 @@ pub async fn update_settings(
     let nothing = change.auto_assign_enabled.is_none()
         && change.default_capacity.is_none()
         && change.routing_mode.is_none()
-        && change.rotation_start.is_none();
+        && change.rotation_start.is_none()
+        && change.on_unavailable.is_none();
     let settings = if nothing {
         auto_assign::settings(&mut tx, &call.campaign_id).await?
     } else {

@@ -1,11 +1,12 @@
 //! SetAvailability: who takes automatically assigned conversations now.
 
 use crate::domain::actor::require_self_or_admin;
-use crate::domain::model::{Availability, Changed, User};
+use crate::domain::auto_assign::OnUnavailable;
+use crate::domain::model::{Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, SystemCall, lock_actor};
-use crate::store::{Store, users};
+use crate::store::{Store, auto_assign, users, waiting};
 
 /// Who sets an availability: a user acting (an organizer their own, an admin anyone's), or a system such as
 /// the messaging service's presence tracker (anyone's).
@@ -82,15 +83,29 @@ pub async fn set_availability(
             changed: false,
         });
     }
+    let actor_id = actor.as_ref().map(|a| a.user_id.as_str());
     let user = users::set_availability(
         &mut tx,
         setter.campaign_id(),
         &target_id,
         wanted,
-        actor.as_ref().map(|a| a.user_id.as_str()),
+        actor_id,
         setter.request_id(),
     )
     .await?;
+    // Going away with RETURN_TO_QUEUE: their open conversations go to the front of the queue, for others.
+    let settings = auto_assign::settings(&mut tx, setter.campaign_id()).await?;
+    let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
+    if returns && wanted != Availability::Available && user.role == Role::Organizer {
+        waiting::return_to_queue(
+            &mut tx,
+            setter.campaign_id(),
+            &target_id,
+            actor_id,
+            setter.request_id(),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Changed {
         value: user,

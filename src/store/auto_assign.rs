@@ -41,8 +41,8 @@ pub struct TriggerReads {
     pub capacity_overrides: bool,
 }
 
-const SETTINGS: &str =
-    "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, rotation_start";
+const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
+                        rotation_start, on_unavailable";
 
 /// Tags travel as one string per conversation; validated tags never contain this control character.
 const TAG_SEPARATOR: &str = "\u{1f}";
@@ -64,14 +64,15 @@ pub async fn update_settings(
 ) -> AppResult<InboxSettings> {
     let sql = format!(
         "INSERT INTO inbox_settings AS s (campaign_id, auto_assign_enabled, default_capacity, routing_mode, \
-                                           rotation_start, updated_by) \
+                                           rotation_start, on_unavailable, updated_by) \
          VALUES ($1, coalesce($2, false), coalesce($3, 0), coalesce($4, 'ROUND_ROBIN'), \
-                 coalesce($5, 'LAST_ASSIGNED'), $6) \
+                 coalesce($5, 'LAST_ASSIGNED'), coalesce($7, 'KEEP'), $6) \
          ON CONFLICT (campaign_id) DO UPDATE \
            SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \
                default_capacity = coalesce($3, s.default_capacity), \
                routing_mode = coalesce($4, s.routing_mode), \
                rotation_start = coalesce($5, s.rotation_start), \
+               on_unavailable = coalesce($7, s.on_unavailable), \
                updated_by = EXCLUDED.updated_by, updated_at = now() \
          RETURNING {SETTINGS}"
     );
@@ -82,6 +83,7 @@ pub async fn update_settings(
         .bind(change.routing_mode)
         .bind(change.rotation_start)
         .bind(updated_by)
+        .bind(change.on_unavailable)
         .fetch_one(conn)
         .await?)
 }

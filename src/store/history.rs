@@ -14,7 +14,7 @@ pub async fn list(
 ) -> AppResult<Vec<AssignmentEvent>> {
     Ok(sqlx::query_as(
         "SELECT event_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, occurred_at, \
-                request_id, user_id, availability \
+                request_id, user_id, availability, cause \
          FROM assignment_events \
          WHERE campaign_id = $1 AND ($2::text IS NULL OR conversation_id = $2) \
            AND ($3::bigint IS NULL OR event_id > $3) \

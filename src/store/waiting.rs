@@ -86,3 +86,45 @@ pub async fn positions(
     .await?;
     Ok(rows.into_iter().collect())
 }
+
+/// Puts an organizer's open conversations back: unassigned (with `auto` UNASSIGN events that say why) and
+/// at the front of the queue, in one statement. Returns their ids.
+pub async fn return_to_queue(
+    conn: &mut Conn,
+    campaign_id: &str,
+    user_id: &str,
+    actor_id: Option<&str>,
+    request_id: Option<&str>,
+) -> AppResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "WITH held AS ( \
+           SELECT conversation_id FROM conversations \
+            WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
+            ORDER BY conversation_id COLLATE \"C\" FOR UPDATE \
+         ), returned AS ( \
+           UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
+                  version = c.version + 1, updated_at = now() \
+             FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
+           RETURNING c.conversation_id \
+         ), events AS ( \
+           INSERT INTO assignment_events \
+                  (campaign_id, conversation_id, action, from_user_id, actor_id, source, request_id, cause) \
+           SELECT $1, conversation_id, 'UNASSIGN', $2, $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' FROM returned \
+         ), queued AS ( \
+           INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
+           SELECT $1, r.conversation_id, -nextval('waiting_position') \
+             FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
+           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+         ), flagged AS ( \
+           UPDATE inbox_settings SET has_waiting = true \
+            WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \
+         ) \
+         SELECT conversation_id FROM returned ORDER BY conversation_id",
+    )
+    .bind(campaign_id)
+    .bind(user_id)
+    .bind(actor_id)
+    .bind(request_id)
+    .fetch_all(conn)
+    .await?)
+}

@@ -460,3 +460,71 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
         assert_eq!(status == "RESOLVED", resolved.contains(&id));
     }
 }
+
+#[tokio::test]
+async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_of_the_queue() {
+    let app = campaign(
+        &["o1", "o2"],
+        pb::UpdateInboxSettingsRequest {
+            on_unavailable: pb::OnUnavailable::ReturnToQueue.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    set_availability(&app, "o1", pb::Availability::Available).await;
+    set_availability(&app, "o2", pb::Availability::Available).await;
+    for id in ["c1", "c2", "c3", "c4"] {
+        assert_eq!(
+            trigger(&app, id).await.outcome(),
+            pb::AutoAssignOutcome::Assigned
+        );
+    }
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
+    assert_eq!(app.stored("c3").await.0.as_deref(), Some("o1"));
+    // A resolved conversation stays with o1.
+    app.assignments()
+        .await
+        .resolve_conversation(as_actor(
+            "admin",
+            pb::ResolveConversationRequest {
+                conversation_id: "c3".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    set_availability(&app, "o1", pb::Availability::Away).await;
+    // c1 went back to the queue and on to o2, the one available; history says why.
+    until_waiting(&app, 0).await;
+    for _ in 0..200 {
+        if app.stored("c1").await.0.as_deref() == Some("o2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
+    assert_eq!(app.stored("c3").await.0.as_deref(), Some("o1"));
+    let history = app.history("c1").await;
+    let unassign = history
+        .iter()
+        .find(|e| e.action() == pb::AssignmentAction::Unassign)
+        .expect("an unassign");
+    assert_eq!(unassign.cause, "RETURNED_TO_QUEUE");
+    assert_eq!(unassign.source(), pb::AssignmentSource::Auto);
+    assert_eq!(unassign.from_user_id.as_deref(), Some("o1"));
+
+    // KEEP: going offline keeps what they hold.
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                on_unavailable: pb::OnUnavailable::Keep.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    set_availability(&app, "o2", pb::Availability::Offline).await;
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
+    assert_eq!(app.count("waiting_conversations").await, 0);
+}

@@ -29,6 +29,17 @@ pub enum RotationStart {
     LastAutoAssigned,
 }
 
+/// What happens to an organizer's open conversations when they turn away or offline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OnUnavailable {
+    /// They keep them.
+    #[default]
+    Keep,
+    /// They are unassigned and put at the front of the waiting queue.
+    ReturnToQueue,
+}
+
 /// How busy an organizer is: their open conversations and the capacity that applies (0 = unlimited).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
