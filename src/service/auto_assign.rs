@@ -23,7 +23,9 @@ use crate::domain::auto_assign::{
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::observability::{AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED};
+use crate::observability::{
+    AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
+};
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
 use crate::store::{self, Store, auto_assign};
 
@@ -153,12 +155,16 @@ pub async fn run_batch(
         store::waiting::positions(&mut tx, campaign_id, &queued).await?
     };
     tx.commit().await?;
-    let drained = reads.states[..reads.waiting]
+    let now = chrono::Utc::now();
+    for (state, since) in reads.states[..reads.waiting]
         .iter()
-        .filter(|state| assigned.contains_key(&state.conversation_id))
-        .count();
-    if drained > 0 {
-        metrics::counter!(WAITING_DRAINED).increment(drained as u64);
+        .zip(&reads.waiting_since)
+    {
+        if let (true, Some(since)) = (assigned.contains_key(&state.conversation_id), since) {
+            metrics::counter!(WAITING_DRAINED).increment(1);
+            let waited = (now - *since).num_milliseconds().max(0) as f64 / 1e3;
+            metrics::histogram!(WAITING_SECONDS).record(waited);
+        }
     }
 
     let mut replies: Vec<AppResult<AutoAssigned>> = triggers

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
+
 use super::conversations::COLUMNS;
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
@@ -33,8 +35,10 @@ pub struct TriggerReads {
     pub states: Vec<TriggerState>,
     pub indexes: Vec<Option<usize>>,
     pub conversations: Vec<Conversation>,
-    /// How many waiting conversations were read (at most the limit asked for).
+    /// How many waiting conversations were read (at most the limit asked for); they come first.
     pub waiting: usize,
+    /// Since when each waiting conversation has waited (`None` for triggers).
+    pub waiting_since: Vec<Option<DateTime<Utc>>>,
     /// The organizer most recently assigned a conversation by any path.
     pub last_assigned: Option<String>,
     /// Whether any organizer has a capacity of their own.
@@ -199,14 +203,15 @@ pub async fn read_triggers(
            SELECT u.user_id, u.active, u.availability, u.capacity FROM users u \
             WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
          ), items AS ( \
-           SELECT i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position \
+           SELECT i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position, \
+                  NULL::timestamptz AS waiting_since \
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
            UNION ALL \
-           SELECT NULL, NULL, w.conversation_id, w.position FROM ( \
-             SELECT conversation_id, position FROM waiting_conversations \
+           SELECT NULL, NULL, w.conversation_id, w.position, w.waiting_since FROM ( \
+             SELECT conversation_id, position, waiting_since FROM waiting_conversations \
               WHERE campaign_id = $1 ORDER BY position LIMIT $6) AS w \
          ) \
-         SELECT i.ord, i.trigger_id, i.position, {COLUMNS}, \
+         SELECT i.ord, i.trigger_id, i.position, i.waiting_since, {COLUMNS}, \
                 t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
                 CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o \
@@ -253,6 +258,7 @@ fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
         reads.capacity_overrides = row.capacity_overrides;
     }
     for row in rows {
+        reads.waiting_since.push(row.waiting_since);
         let (index, state, conversation) = row.into_parts()?;
         reads.waiting += usize::from(index.is_none());
         reads.states.push(state);
@@ -404,6 +410,7 @@ struct TriggerRow {
     ord: Option<i64>,
     trigger_id: Option<String>,
     position: Option<i64>,
+    waiting_since: Option<DateTime<Utc>>,
     #[sqlx(flatten)]
     conversation: Conversation,
     recorded_outcome: Option<OutcomeKind>,
