@@ -24,6 +24,7 @@ use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 use crate::service::auto_assign::{Coalescer, prune_triggers};
+use crate::service::feed::Feed;
 use crate::store::Store;
 
 /// Health names: "" (the whole server) and each service.
@@ -156,6 +157,7 @@ impl App {
             config.auto_assign_max_batch,
             config.auto_assign_max_queue,
         );
+        let feed = Feed::new(store.clone());
         let background = [
             tokio::spawn(watch_database(
                 store.clone(),
@@ -168,8 +170,10 @@ impl App {
             tokio::spawn(sweep_waiting(
                 store.clone(),
                 coalescer.clone(),
+                feed.clone(),
                 config.waiting_sweep_interval,
             )),
+            tokio::spawn(feed.clone().listen()),
         ];
         let max = config.max_message_bytes;
         let mut builder = Server::builder();
@@ -201,6 +205,7 @@ impl App {
                 AssignmentServiceServer::new(AssignmentApi::new(
                     store.clone(),
                     coalescer.clone(),
+                    feed.clone(),
                     config.stream_idle_timeout,
                 ))
                 .max_decoding_message_size(max),
@@ -292,13 +297,15 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
 /// Every `interval`, drains the campaigns whose waiting conversations an event-driven drain may have missed
 /// (a replica that died between a freeing commit and its drain), and publishes the queue's gauges. Every
 /// replica does it; drains run under each campaign's lock, so they never assign twice.
-async fn sweep_waiting(store: Store, coalescer: Coalescer, interval: Duration) {
+/// The same sweep numbers events a replica that died left unnumbered, for the feed.
+async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
         if let Err(err) = crate::service::auto_assign::sweep(&store, &coalescer).await {
             tracing::warn!(error = %err, "could not sweep the waiting queues");
         }
+        feed.sweep().await;
     }
 }
 

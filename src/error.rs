@@ -130,6 +130,8 @@ reasons! {
     AutoAssignBatchFailed => "AUTO_ASSIGN_BATCH_FAILED", Unavailable;
     /// The server is shutting down: retry on another replica.
     ShuttingDown => "SHUTTING_DOWN", Unavailable;
+    /// A WatchAssignmentEvents reader fell too far behind: resume from the last cursor it received.
+    FeedReaderTooSlow => "FEED_READER_TOO_SLOW", ResourceExhausted;
     /// The server is at its limit of concurrent calls: retry with backoff.
     Overloaded => "OVERLOADED", ResourceExhausted;
     /// The campaign already has its limit of auto-assign triggers waiting: retry with backoff.

@@ -135,6 +135,8 @@ pub struct AssignmentEvent {
     pub availability: Option<Availability>,
     /// Why an automatic change happened when no trigger caused it.
     pub cause: Option<String>,
+    /// Its place in the campaign's feed; `None` for the moment between its commit and its numbering.
+    pub seq: Option<i64>,
 }
 
 /// A value that was changed, or was already as asked.

@@ -45,14 +45,17 @@ pub enum List {
     AssignmentHistory,
     AccessGroups,
     WaitingConversations,
+    /// Cursors of WatchAssignmentEvents.
+    Feed,
 }
 
 impl List {
-    pub const ALL: [List; 4] = [
+    pub const ALL: [List; 5] = [
         List::Conversations,
         List::AssignmentHistory,
         List::AccessGroups,
         List::WaitingConversations,
+        List::Feed,
     ];
 
     fn tag(self) -> u8 {
@@ -61,6 +64,7 @@ impl List {
             List::AssignmentHistory => 2,
             List::AccessGroups => 3,
             List::WaitingConversations => 4,
+            List::Feed => 5,
         }
     }
 
@@ -71,6 +75,7 @@ impl List {
             List::AssignmentHistory => "ListAssignmentHistory",
             List::AccessGroups => "ListAccessGroups",
             List::WaitingConversations => "ListWaitingConversations",
+            List::Feed => "WatchAssignmentEvents",
         }
     }
 
@@ -80,7 +85,7 @@ impl List {
         match self {
             List::Conversations => validate::id("page_token", key).is_ok(),
             // Event ids, in the one form `i64::to_string` writes, so a key decodes to one position only.
-            List::AssignmentHistory => key
+            List::AssignmentHistory | List::Feed => key
                 .parse::<i64>()
                 .is_ok_and(|id| id >= 0 && id.to_string() == key),
             // Queue positions: negative at the front.
@@ -162,6 +167,11 @@ impl PageScope {
             campaign_id,
             &[("organizer_id", organizer_id)],
         )
+    }
+
+    /// WatchAssignmentEvents' cursors: a place in one campaign's feed, whatever the filter.
+    pub fn feed(campaign_id: &str) -> Self {
+        Self::new(List::Feed, campaign_id, &[])
     }
 
     /// ListWaitingConversations: as seen by one organizer, or (`None`) by an admin.

@@ -6,28 +6,33 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::bulk::{self, BulkStream};
 use super::context::{CAMPAIGN_HEADER, actor_call};
+use super::feed::{self, WatchStream};
 use super::{auto_assign, convert};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
 use crate::domain::model::ConversationStatus;
+use crate::domain::paging::PageScope;
 use crate::pb::{self, assignment_service_server::AssignmentService};
 use crate::service::assignment::{change_assignee, change_status};
 use crate::service::auto_assign::Coalescer;
 use crate::service::conversations::{self, ListRequest};
+use crate::service::feed::Feed;
 use crate::store::Store;
 
 pub struct AssignmentApi {
     store: Store,
     coalescer: Coalescer,
+    feed: Feed,
     /// How long a bulk stream may go without a request message.
     stream_idle: Duration,
 }
 
 impl AssignmentApi {
-    pub fn new(store: Store, coalescer: Coalescer, stream_idle: Duration) -> Self {
+    pub fn new(store: Store, coalescer: Coalescer, feed: Feed, stream_idle: Duration) -> Self {
         Self {
             store,
             coalescer,
+            feed,
             stream_idle,
         }
     }
@@ -213,8 +218,16 @@ impl AssignmentService for AssignmentApi {
             &req.page_token,
         )
         .await?;
+        let cursors = PageScope::feed(&call.campaign_id);
         Ok(Response::new(pb::ListAssignmentHistoryResponse {
-            events: page.items.into_iter().map(convert::event).collect(),
+            events: page
+                .items
+                .into_iter()
+                .map(|event| {
+                    let cursor = cursors.token(&event.seq.unwrap_or_default().to_string());
+                    convert::event(event, cursor)
+                })
+                .collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -312,6 +325,15 @@ impl AssignmentService for AssignmentApi {
             campaign,
             auto_assign::set_capacity(&self.store, request).await,
         )
+    }
+
+    type WatchAssignmentEventsStream = WatchStream;
+
+    async fn watch_assignment_events(
+        &self,
+        request: Request<pb::WatchAssignmentEventsRequest>,
+    ) -> Result<Response<Self::WatchAssignmentEventsStream>, Status> {
+        feed::watch(&self.store, &self.feed, request).await
     }
 
     async fn list_waiting_conversations(

@@ -97,7 +97,8 @@ pub fn conversation(conversation: Conversation) -> pb::Conversation {
     }
 }
 
-pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
+/// An event with its feed cursor (see `domain::paging::PageScope::feed`).
+pub fn event(event: AssignmentEvent, cursor: String) -> pb::AssignmentEvent {
     let action = match event.action {
         AssignmentAction::Assign => pb::AssignmentAction::Assign,
         AssignmentAction::Unassign => pb::AssignmentAction::Unassign,
@@ -123,6 +124,7 @@ pub fn event(event: AssignmentEvent) -> pb::AssignmentEvent {
         request_id: event.request_id.unwrap_or_default(),
         user_id: event.user_id.unwrap_or_default(),
         cause: event.cause.unwrap_or_default(),
+        cursor,
         availability: event
             .availability
             .map_or(pb::Availability::Unspecified, availability_to_pb)

@@ -10,6 +10,7 @@ pub(crate) mod codec;
 pub mod context;
 mod convert;
 mod directory;
+mod feed;
 pub mod middleware;
 mod status;
 

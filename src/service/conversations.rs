@@ -157,6 +157,10 @@ pub async fn history(
             "list the whole campaign's history; pass a conversation_id",
         )?,
     }
+    // Read your writes: events committed but not numbered yet are numbered first.
+    if history::has_unsequenced(&mut conn, &call.campaign_id).await? {
+        crate::service::feed::sequence(store, &call.campaign_id).await?;
+    }
     let rows = history::list(
         &mut conn,
         &call.campaign_id,
@@ -166,7 +170,7 @@ pub async fn history(
     )
     .await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        pages.token(&row.event_id.to_string())
+        pages.token(&row.seq.unwrap_or_default().to_string())
     }))
 }
 

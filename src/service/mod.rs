@@ -9,6 +9,7 @@ pub mod availability;
 pub mod bulk;
 pub mod conversations;
 pub mod directory;
+pub mod feed;
 
 use crate::domain::actor;
 use crate::domain::model::{Actor, UserRef};

@@ -1,29 +1,40 @@
-//! The history of assignment changes.
+//! The history of assignment changes, in feed order.
 
 use super::Conn;
+use super::feed::EVENT_COLUMNS;
 use crate::domain::model::AssignmentEvent;
 use crate::error::AppResult;
 
-/// One page of assignment events, oldest first; `conversation_id` `None` means the whole campaign.
+/// One page of numbered events in feed order, after feed number `after`; `conversation_id` `None` means
+/// the whole campaign.
 pub async fn list(
     conn: &mut Conn,
     campaign_id: &str,
     conversation_id: Option<&str>,
-    after_event_id: Option<i64>,
+    after: Option<i64>,
     limit: i64,
 ) -> AppResult<Vec<AssignmentEvent>> {
-    Ok(sqlx::query_as(
-        "SELECT event_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, occurred_at, \
-                request_id, user_id, availability, cause \
-         FROM assignment_events \
-         WHERE campaign_id = $1 AND ($2::text IS NULL OR conversation_id = $2) \
-           AND ($3::bigint IS NULL OR event_id > $3) \
-         ORDER BY event_id LIMIT $4",
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM assignment_events e \
+         WHERE e.campaign_id = $1 AND e.seq IS NOT NULL AND ($2::text IS NULL OR e.conversation_id = $2) \
+           AND ($3::bigint IS NULL OR e.seq > $3) \
+         ORDER BY e.seq LIMIT $4"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(conversation_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Whether the campaign has committed events not numbered yet.
+pub async fn has_unsequenced(conn: &mut Conn, campaign_id: &str) -> AppResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL)",
     )
     .bind(campaign_id)
-    .bind(conversation_id)
-    .bind(after_event_id)
-    .bind(limit)
-    .fetch_all(conn)
+    .fetch_one(conn)
     .await?)
 }

@@ -8,6 +8,7 @@ pub mod access_groups;
 pub mod auto_assign;
 pub mod bulk;
 pub mod conversations;
+pub mod feed;
 pub mod history;
 pub mod preview;
 pub mod users;

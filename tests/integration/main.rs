@@ -10,6 +10,7 @@ mod bulk;
 mod contract;
 mod directory;
 mod embedded;
+mod feed;
 mod fresh_facts;
 mod harness;
 mod limits;

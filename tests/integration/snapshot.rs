@@ -1,4 +1,6 @@
-//! A checksum of every table of a test schema, to show that a refused call wrote nothing.
+//! A checksum of every table of a test schema, to show that a refused call wrote nothing. What the feed's
+//! sequencer writes in the background (numbering events committed before) is left out: it is not the
+//! call's doing.
 
 use sqlx::PgPool;
 
@@ -21,9 +23,14 @@ impl Snapshot {
             "the snapshot sees the service's tables: {tables:?}"
         );
         let mut sums = Vec::with_capacity(tables.len());
-        for table in tables {
+        for table in tables.into_iter().filter(|t| t != "feed_heads") {
+            let row = if table == "assignment_events" {
+                "(to_jsonb(t) - 'seq')::text"
+            } else {
+                "t::text"
+            };
             let (rows, md5): (i64, Option<String>) = sqlx::query_as(&format!(
-                "SELECT count(*), md5(string_agg(t::text, ',' ORDER BY t::text)) FROM \"{table}\" t"
+                "SELECT count(*), md5(string_agg({row}, ',' ORDER BY {row})) FROM \"{table}\" t"
             ))
             .fetch_one(pool)
             .await

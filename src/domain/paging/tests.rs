@@ -133,7 +133,7 @@ fn any_list() -> impl Strategy<Value = List> {
 fn key_for(list: List) -> BoxedStrategy<String> {
     match list {
         List::Conversations => "[!-~]{1,128}".boxed(),
-        List::AssignmentHistory => (0..=i64::MAX).prop_map(|n| n.to_string()).boxed(),
+        List::AssignmentHistory | List::Feed => (0..=i64::MAX).prop_map(|n| n.to_string()).boxed(),
         List::AccessGroups => "[^\\p{Cc}]{1,100}".boxed(),
         List::WaitingConversations => any::<i64>().prop_map(|n| n.to_string()).boxed(),
     }

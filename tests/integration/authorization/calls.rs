@@ -243,6 +243,15 @@ pub async fn call(channel: &Channel, method: &str, caller: &Caller, s: &Subject)
                 .await,
             nothing,
         ),
+        // Opening the stream is the answer: the feed's filtering is tested in feed.rs.
+        "WatchAssignmentEvents" => unary(
+            assignments
+                .watch_assignment_events(
+                    caller.request(pb::WatchAssignmentEventsRequest::default()),
+                )
+                .await,
+            nothing,
+        ),
         "ListWaitingConversations" => unary(
             assignments
                 .list_waiting_conversations(

@@ -1,0 +1,34 @@
+-- The feed: each campaign's events in one gapless order. Writers insert events without a sequence number
+-- (so they never wait on each other); a sequencer holding the campaign's feed head numbers committed events
+-- (in event-id order among those it finds) and advances the head. A number is visible only once its
+-- sequencer committed, and the next sequencer waits for the head, so numbers are dense and a reader that
+-- has seen number n has seen every number below it. Everything is keyed by campaign_id.
+CREATE TABLE feed_heads (
+    campaign_id text   PRIMARY KEY,
+    last_seq    bigint NOT NULL DEFAULT 0
+);
+
+ALTER TABLE assignment_events ADD COLUMN seq bigint;
+
+-- Existing history, numbered in event order.
+UPDATE assignment_events e SET seq = n.rn
+  FROM (SELECT campaign_id, event_id, row_number() OVER (PARTITION BY campaign_id ORDER BY event_id) AS rn
+          FROM assignment_events) AS n
+ WHERE e.campaign_id = n.campaign_id AND e.event_id = n.event_id;
+INSERT INTO feed_heads (campaign_id, last_seq)
+SELECT campaign_id, max(seq) FROM assignment_events GROUP BY campaign_id;
+
+CREATE UNIQUE INDEX assignment_events_by_seq ON assignment_events (campaign_id, seq);
+CREATE INDEX assignment_events_unsequenced ON assignment_events (campaign_id, event_id) WHERE seq IS NULL;
+
+-- Every statement that writes events wakes the replicas' sequencers, once per campaign, on commit. The
+-- payload is `schema/campaign`: replicas of other deployments sharing the database ignore it.
+CREATE FUNCTION assignment_events_written() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('assignment_events_written', current_schema() || '/' || campaign_id)
+       FROM (SELECT DISTINCT campaign_id FROM written) AS c;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER assignment_events_written AFTER INSERT ON assignment_events
+    REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION assignment_events_written();

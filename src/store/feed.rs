@@ -1,0 +1,127 @@
+//! The feed's order: a sequencer numbers each campaign's committed events under the campaign's feed head,
+//! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
+
+use std::collections::HashSet;
+
+use super::{Conn, grant_exists};
+use crate::domain::model::AssignmentEvent;
+use crate::error::AppResult;
+
+/// Events one sequencer run numbers at most; the rest wait for the next run.
+const SEQUENCE_LIMIT: i64 = 5000;
+
+pub(super) const EVENT_COLUMNS: &str = "e.event_id, e.conversation_id, e.action, e.from_user_id, e.to_user_id, \
+     e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq";
+
+/// Numbers the campaign's committed, unnumbered events after its head, in event-id order, and moves the
+/// head; returns the new head and how many were numbered. Run in a transaction of its own: the head row
+/// stays locked until it commits, so numbers are dense and visible in order.
+pub async fn sequence(conn: &mut Conn, campaign_id: &str) -> AppResult<(i64, u64)> {
+    sqlx::query("INSERT INTO feed_heads (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(campaign_id)
+        .execute(&mut *conn)
+        .await?;
+    let head: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM feed_heads WHERE campaign_id = $1 FOR UPDATE")
+            .bind(campaign_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    // A statement of its own, after the head is held: it sees everything committed before.
+    let numbered = sqlx::query(
+        "UPDATE assignment_events e SET seq = $2 + p.rn \
+           FROM (SELECT event_id, row_number() OVER (ORDER BY event_id) AS rn FROM assignment_events \
+                  WHERE campaign_id = $1 AND seq IS NULL ORDER BY event_id LIMIT $3) AS p \
+          WHERE e.campaign_id = $1 AND e.event_id = p.event_id",
+    )
+    .bind(campaign_id)
+    .bind(head)
+    .bind(SEQUENCE_LIMIT)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if numbered == 0 {
+        return Ok((head, 0));
+    }
+    let head = head + numbered as i64;
+    sqlx::query("UPDATE feed_heads SET last_seq = $2 WHERE campaign_id = $1")
+        .bind(campaign_id)
+        .bind(head)
+        .execute(conn)
+        .await?;
+    Ok((head, numbered))
+}
+
+/// The campaign's head: the number of its newest numbered event (0 before any).
+pub async fn head(conn: &mut Conn, campaign_id: &str) -> AppResult<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT last_seq FROM feed_heads WHERE campaign_id = $1")
+            .bind(campaign_id)
+            .fetch_optional(conn)
+            .await?
+            .unwrap_or(0),
+    )
+}
+
+/// What a watcher asked to see.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only these conversations (empty: all).
+    pub conversation_ids: Vec<String>,
+    /// Only changes to or from this user.
+    pub assignee_id: Option<String>,
+}
+
+/// Numbered events after `after`, in feed order, at most `limit`.
+pub async fn after(
+    conn: &mut Conn,
+    campaign_id: &str,
+    after: i64,
+    filter: &EventFilter,
+    limit: i64,
+) -> AppResult<Vec<AssignmentEvent>> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM assignment_events e \
+         WHERE e.campaign_id = $1 AND e.seq > $2 \
+           AND (cardinality($3::text[]) = 0 OR e.conversation_id = ANY($3)) \
+           AND ($4::text IS NULL OR e.from_user_id = $4 OR e.to_user_id = $4 OR e.user_id = $4) \
+         ORDER BY e.seq LIMIT $5"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(after)
+        .bind(&filter.conversation_ids)
+        .bind(filter.assignee_id.as_deref())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Of `conversation_ids`, those `organizer_id` may view now (a group lets them, or they hold it).
+pub async fn viewable(
+    conn: &mut Conn,
+    campaign_id: &str,
+    organizer_id: &str,
+    conversation_ids: &[&str],
+) -> AppResult<HashSet<String>> {
+    let sql = format!(
+        "SELECT c.conversation_id FROM conversations c \
+         WHERE c.campaign_id = $1 AND c.conversation_id = ANY($3) AND (c.assignee_id = $2 OR {})",
+        grant_exists("$2", "can_view")
+    );
+    let ids: Vec<String> = sqlx::query_scalar(&sql)
+        .bind(campaign_id)
+        .bind(organizer_id)
+        .bind(conversation_ids)
+        .fetch_all(conn)
+        .await?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Campaigns with events not numbered yet (a replica died between a commit and its sequencer).
+pub async fn unsequenced_campaigns(conn: &mut Conn) -> AppResult<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT campaign_id FROM assignment_events WHERE seq IS NULL")
+            .fetch_all(conn)
+            .await?,
+    )
+}

@@ -1,0 +1,357 @@
+//! WatchAssignmentEvents: every committed change, once, in one order for every reader, resumable.
+
+use std::time::Duration;
+
+use assignment_service::pb;
+use tonic::Streaming;
+
+use crate::harness::*;
+
+/// Admin "admin", organizers org1 (in a group covering tag "vol") and org2; conversations c1 (vol), c2.
+async fn campaign() -> TestApp {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.organizer("org1").await;
+    app.organizer("org2").await;
+    app.group(
+        "admin",
+        "Volunteers",
+        &["org1", "org2"],
+        true,
+        scope_tags(&["vol"]),
+    )
+    .await;
+    app.conversation("c1", &["vol"]).await;
+    app.conversation("c2", &[]).await;
+    app
+}
+
+async fn watch(
+    app: &TestApp,
+    actor: Option<&str>,
+    cursor: &str,
+) -> Streaming<pb::WatchAssignmentEventsResponse> {
+    let request = pb::WatchAssignmentEventsRequest {
+        cursor: cursor.into(),
+        ..Default::default()
+    };
+    let request = match actor {
+        Some(actor) => as_actor(actor, request),
+        None => system(CAMPAIGN, request),
+    };
+    app.assignments()
+        .await
+        .watch_assignment_events(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next `n` events of a watch, failing after 5 s.
+async fn next_events(
+    stream: &mut Streaming<pb::WatchAssignmentEventsResponse>,
+    n: usize,
+) -> Vec<pb::AssignmentEvent> {
+    let mut events = Vec::new();
+    while events.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} events arrived: {events:?}", events.len()))
+            .unwrap()
+            .expect("the stream stays open");
+        events.push(message.event.unwrap());
+    }
+    events
+}
+
+/// Nothing more arrives within a short while.
+async fn quiet(stream: &mut Streaming<pb::WatchAssignmentEventsResponse>) {
+    let more = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(more.is_err(), "unexpected {more:?}");
+}
+
+async fn assign(app: &TestApp, conversation: &str, to: &str) {
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: conversation.into(),
+                assignee_id: to.into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn unassign(app: &TestApp, conversation: &str) {
+    app.assignments()
+        .await
+        .unassign_conversation(as_actor(
+            "admin",
+            pb::UnassignConversationRequest {
+                conversation_id: conversation.into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+/// The whole campaign's history, through ListAssignmentHistory's pages.
+async fn history(app: &TestApp) -> Vec<pb::AssignmentEvent> {
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = app
+            .assignments()
+            .await
+            .list_assignment_history(as_actor(
+                "admin",
+                pb::ListAssignmentHistoryRequest {
+                    page_size: 7,
+                    page_token: token,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
+    }
+}
+
+fn ids(events: &[pb::AssignmentEvent]) -> Vec<i64> {
+    events.iter().map(|e| e.event_id).collect()
+}
+
+#[tokio::test]
+async fn a_watcher_sees_every_change_once_in_order_and_resumes_from_any_cursor() {
+    let app = campaign().await;
+    assign(&app, "c2", "org2").await; // before the watch: not delivered
+    let mut watcher = watch(&app, Some("admin"), "").await;
+    assign(&app, "c1", "org1").await;
+    app.assignments()
+        .await
+        .resolve_conversation(as_actor(
+            "admin",
+            pb::ResolveConversationRequest {
+                conversation_id: "c1".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    app.assignments()
+        .await
+        .set_availability(system(
+            CAMPAIGN,
+            pb::SetAvailabilityRequest {
+                user_id: "org2".into(),
+                availability: pb::Availability::Away.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    unassign(&app, "c2").await;
+    let events = next_events(&mut watcher, 4).await;
+    use pb::AssignmentAction as A;
+    let actions: Vec<A> = events.iter().map(|e| e.action()).collect();
+    assert_eq!(
+        actions,
+        vec![A::Assign, A::Resolve, A::AvailabilityChanged, A::Unassign]
+    );
+    quiet(&mut watcher).await;
+    // The same events, in the same order, in history.
+    let all = history(&app).await;
+    assert_eq!(ids(&all[1..]), ids(&events));
+    assert_eq!(all[1].cursor, events[0].cursor);
+
+    // Resuming from any cursor yields exactly what came after it.
+    drop(watcher);
+    let mut resumed = watch(&app, Some("admin"), &events[1].cursor).await;
+    assert_eq!(ids(&next_events(&mut resumed, 2).await), ids(&events[2..]));
+    quiet(&mut resumed).await;
+    let mut from_start = watch(&app, None, &all[0].cursor).await;
+    assert_eq!(ids(&next_events(&mut from_start, 4).await), ids(&events));
+    // A cursor of another campaign, or made up, is refused.
+    let status = app
+        .assignments()
+        .await
+        .watch_assignment_events(as_actor(
+            "admin",
+            pb::WatchAssignmentEventsRequest {
+                cursor: "not-a-cursor".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a bad cursor");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn organizers_see_the_events_of_what_they_may_view_and_their_own_availability() {
+    let app = campaign().await;
+    let mut org1 = watch(&app, Some("org1"), "").await;
+    assign(&app, "c2", "org2").await; // c2: no group covers it; org1 may not see it
+    assign(&app, "c1", "org2").await; // c1: covered by org1's group
+    app.assignments()
+        .await
+        .set_availability(as_actor(
+            "org1",
+            pb::SetAvailabilityRequest {
+                user_id: String::new(),
+                availability: pb::Availability::Away.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    app.assignments()
+        .await
+        .set_availability(as_actor(
+            "org2",
+            pb::SetAvailabilityRequest {
+                user_id: String::new(),
+                availability: pb::Availability::Away.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let events = next_events(&mut org1, 2).await;
+    assert_eq!(events[0].conversation_id, "c1");
+    assert_eq!(events[1].user_id, "org1");
+    quiet(&mut org1).await;
+}
+
+/// Transaction A takes its event id first but commits after B: watchers and history pagers both see both,
+/// exactly once, in commit order.
+#[tokio::test]
+async fn an_event_committed_late_with_an_early_id_is_seen_once() {
+    let app = campaign().await;
+    let mut watcher = watch(&app, None, "").await;
+    let mut late = app.store.pool().begin().await.unwrap();
+    let late_id: i64 = sqlx::query_scalar(
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
+         VALUES ($1, 'c2', 'ASSIGN', 'org2', 'MANUAL') RETURNING event_id",
+    )
+    .bind(CAMPAIGN)
+    .fetch_one(&mut *late)
+    .await
+    .unwrap();
+    assign(&app, "c1", "org1").await;
+    let first = next_events(&mut watcher, 1).await;
+    assert!(first[0].event_id > late_id, "B took its id after A");
+    // A pager that read up to B now must still get A later.
+    let before = history(&app).await;
+    late.commit().await.unwrap();
+    let second = next_events(&mut watcher, 1).await;
+    assert_eq!(second[0].event_id, late_id);
+    quiet(&mut watcher).await;
+    let after = history(&app).await;
+    assert_eq!(ids(&after), [ids(&before), vec![late_id]].concat());
+    // Resuming from B's cursor yields A, once.
+    let mut resumed = watch(&app, None, &first[0].cursor).await;
+    assert_eq!(ids(&next_events(&mut resumed, 1).await), vec![late_id]);
+    quiet(&mut resumed).await;
+}
+
+/// 3 replicas take manual, bulk and auto changes at once while one watcher per replica reads: every
+/// watcher receives exactly the committed history of the campaign, in the same order.
+#[tokio::test]
+async fn watchers_on_three_replicas_receive_the_same_history() {
+    let app = campaign().await;
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let replicas = [app.replica().await, app.replica().await];
+    let mut watchers = vec![
+        watch(&app, None, "").await,
+        watch(&replicas[0], Some("admin"), "").await,
+        watch(&replicas[1], None, "").await,
+    ];
+    let mut work = Vec::new();
+    for i in 0..30 {
+        let id = format!("m{i:02}");
+        app.conversation(&id, &["vol"]).await;
+        let mut client = [&app, &replicas[0], &replicas[1]][i % 3]
+            .assignments()
+            .await;
+        work.push(tokio::spawn(async move {
+            client
+                .assign_conversation(as_actor(
+                    "admin",
+                    pb::AssignConversationRequest {
+                        conversation_id: id,
+                        assignee_id: "org1".into(),
+                        expected_version: None,
+                    },
+                ))
+                .await
+                .unwrap();
+        }));
+    }
+    for i in 0..30 {
+        let mut client = [&app, &replicas[0], &replicas[1]][i % 3]
+            .assignments()
+            .await;
+        work.push(tokio::spawn(async move {
+            let id = format!("a{i:02}");
+            client
+                .auto_assign_conversation(system(
+                    CAMPAIGN,
+                    pb::AutoAssignConversationRequest {
+                        conversation_id: id.clone(),
+                        trigger_id: id,
+                        member_id: "m".into(),
+                        member_tags: vec!["vol".into()],
+                    },
+                ))
+                .await
+                .unwrap();
+        }));
+    }
+    {
+        let mut client = replicas[1].assignments().await;
+        work.push(tokio::spawn(async move {
+            let ids: Vec<String> = (0..30).map(|i| format!("m{i:02}")).collect();
+            let messages = vec![pb::BulkUnassignRequest {
+                conversations: Some(pb::ConversationBatch {
+                    conversation_ids: ids,
+                }),
+            }];
+            let mut stream = client
+                .bulk_unassign(as_actor("admin", tokio_stream::iter(messages)))
+                .await
+                .unwrap()
+                .into_inner();
+            while stream.message().await.unwrap().is_some() {}
+        }));
+    }
+    for task in work {
+        task.await.unwrap();
+    }
+    let all = history(&app).await;
+    assert!(all.len() >= 60, "{} events", all.len());
+    for watcher in &mut watchers {
+        let got = next_events(watcher, all.len()).await;
+        assert_eq!(
+            ids(&got),
+            ids(&all),
+            "a watcher saw exactly the history, in order"
+        );
+        quiet(watcher).await;
+    }
+}
