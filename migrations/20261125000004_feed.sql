@@ -10,6 +10,13 @@ CREATE TABLE feed_heads (
 
 ALTER TABLE assignment_events ADD COLUMN seq bigint;
 
+-- Entering and leaving the waiting queue are events too.
+ALTER TABLE assignment_events
+    DROP CONSTRAINT assignment_events_action_check,
+    ADD CONSTRAINT assignment_events_action_check
+        CHECK (action IN ('ASSIGN', 'UNASSIGN', 'REASSIGN', 'AVAILABILITY_CHANGED', 'RESOLVE', 'REOPEN',
+                          'QUEUED', 'LEFT_QUEUE'));
+
 -- Existing history, numbered in event order.
 UPDATE assignment_events e SET seq = n.rn
   FROM (SELECT campaign_id, event_id, row_number() OVER (PARTITION BY campaign_id ORDER BY event_id) AS rn

@@ -29,6 +29,10 @@ pub enum AssignmentAction {
     AvailabilityChanged,
     Resolve,
     Reopen,
+    /// Began waiting in the queue.
+    Queued,
+    /// Left the queue: assigned by any path, or resolved.
+    LeftQueue,
 }
 
 /// Whether a user takes automatically assigned conversations now.

@@ -106,6 +106,8 @@ pub fn event(event: AssignmentEvent, cursor: String) -> pb::AssignmentEvent {
         AssignmentAction::AvailabilityChanged => pb::AssignmentAction::AvailabilityChanged,
         AssignmentAction::Resolve => pb::AssignmentAction::Resolve,
         AssignmentAction::Reopen => pb::AssignmentAction::Reopen,
+        AssignmentAction::Queued => pb::AssignmentAction::Queued,
+        AssignmentAction::LeftQueue => pb::AssignmentAction::LeftQueue,
     };
     let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,

@@ -322,6 +322,7 @@ pub async fn write_plan(
     let mut assign_request_ids = Vec::new();
     let mut record = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut queued: Vec<&str> = Vec::new();
+    let mut queued_request_ids: Vec<Option<&str>> = Vec::new();
     for ((state, verdict), request_id) in states.iter().zip(&plan.verdicts).zip(request_ids) {
         let Verdict::Decided(decision) = verdict else {
             continue;
@@ -341,6 +342,7 @@ pub async fn write_plan(
             record.3.push(decision.outcome.assignee());
             if decision.outcome == AutoOutcome::Queued {
                 queued.push(state.conversation_id.as_str());
+                queued_request_ids.push(*request_id);
             }
         }
     }
@@ -367,12 +369,22 @@ pub async fn write_plan(
          ), drained AS ( \
            DELETE FROM waiting_conversations w USING assigned \
             WHERE w.campaign_id = $1 AND w.conversation_id = assigned.conversation_id \
+           RETURNING w.conversation_id \
+         ), drained_events AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, source) \
+           SELECT $1, conversation_id, 'LEFT_QUEUE', 'AUTO' FROM drained \
          ), enqueued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT $1, q.conversation_id, nextval('waiting_position') FROM ( \
              SELECT conversation_id FROM unnest($10::text[]) WITH ORDINALITY AS u(conversation_id, ord) \
               ORDER BY ord) AS q \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+           RETURNING conversation_id \
+         ), queued_events AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, source, request_id) \
+           SELECT $1, q.conversation_id, 'QUEUED', 'AUTO', q.request_id \
+             FROM unnest($10::text[], $12::text[]) AS q(conversation_id, request_id) \
+             JOIN enqueued ON enqueued.conversation_id = q.conversation_id \
          ), moved AS ( \
            UPDATE inbox_settings SET last_auto_assignee_id = coalesce($4, last_auto_assignee_id), \
                                      has_waiting = coalesce($11, has_waiting) \
@@ -396,6 +408,7 @@ pub async fn write_plan(
         .bind(&assign_request_ids)
         .bind(&queued)
         .bind(flag)
+        .bind(&queued_request_ids)
         .fetch_all(conn)
         .await?;
     Ok(rows

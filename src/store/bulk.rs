@@ -157,6 +157,10 @@ pub async fn write_decisions(
            DELETE FROM waiting_conversations w USING changed \
             WHERE w.campaign_id = $1 AND w.conversation_id = changed.conversation_id \
               AND changed.assignee_id IS NOT NULL \
+           RETURNING w.conversation_id \
+         ), left_events AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
+           SELECT $1, conversation_id, 'LEFT_QUEUE', $2, 'BULK', $10 FROM left_queue \
          ), scope AS ( \
            INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id) \
            SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL \

@@ -195,6 +195,10 @@ pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppRes
            DELETE FROM waiting_conversations w USING updated \
             WHERE $3::text IS NOT NULL AND w.campaign_id = updated.campaign_id \
               AND w.conversation_id = updated.conversation_id \
+           RETURNING w.campaign_id, w.conversation_id \
+         ), left_event AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
+           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', $4::text, $7, $8 FROM left_queue \
          ) \
          SELECT {COLUMNS} FROM updated c"
     );
@@ -237,6 +241,10 @@ pub async fn set_status(
            DELETE FROM waiting_conversations w USING updated \
             WHERE $3 = 'RESOLVED' AND w.campaign_id = updated.campaign_id \
               AND w.conversation_id = updated.conversation_id \
+           RETURNING w.campaign_id, w.conversation_id \
+         ), left_event AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
+           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', $5, 'MANUAL', $6 FROM left_queue \
          ) \
          SELECT {COLUMNS} FROM updated c"
     );

@@ -115,6 +115,10 @@ pub async fn return_to_queue(
            SELECT $1, r.conversation_id, -nextval('waiting_position') \
              FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+           RETURNING conversation_id \
+         ), queued_events AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id, cause) \
+           SELECT $1, conversation_id, 'QUEUED', $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' FROM queued \
          ), flagged AS ( \
            UPDATE inbox_settings SET has_waiting = true \
             WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \

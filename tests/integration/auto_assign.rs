@@ -256,7 +256,9 @@ async fn no_eligible_organizer_queues_the_conversation_and_says_why() {
     assert_eq!(reply.assignee_id, None);
     assert!(reply.message.contains("queue"), "{}", reply.message);
     assert_eq!(app.stored("c1").await.0, None);
-    assert_eq!(app.count("assignment_events").await, 0);
+    let history: Vec<pb::AssignmentAction> =
+        app.history("c1").await.iter().map(|e| e.action()).collect();
+    assert_eq!(history, vec![pb::AssignmentAction::Queued]);
     assert_eq!(app.count("waiting_conversations").await, 1);
 }
 

@@ -201,6 +201,21 @@ async fn the_queue_drains_oldest_first_holds_while_off_and_loses_what_is_assigne
         ]
     );
     assert!(waiting(&app).await.is_empty());
+    // Entering and leaving the queue are history.
+    use pb::AssignmentAction as A;
+    let actions = |events: Vec<pb::AssignmentEvent>| {
+        let mut actions: Vec<A> = events.iter().map(|e| e.action()).collect();
+        actions.sort_by_key(|a| *a as i32);
+        actions
+    };
+    assert_eq!(
+        actions(app.history("c1").await),
+        vec![A::Assign, A::Queued, A::LeftQueue]
+    );
+    assert_eq!(
+        actions(app.history("c3").await),
+        vec![A::Resolve, A::Queued, A::LeftQueue]
+    );
     // Organizers see only what they may view; the queue is not for unknown actors.
     expect_code(
         client
@@ -446,6 +461,7 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
             "RESOLVE" => {
                 resolved.insert(conversation.clone());
             }
+            "QUEUED" | "LEFT_QUEUE" => {}
             other => panic!("unexpected {other}"),
         }
     }
