@@ -281,7 +281,7 @@ pub async fn watch(
     };
     drop(conn);
     let receiver = feed_hub.subscribe(&campaign_id, head);
-    let (tx, rx) = mpsc::channel(256);
+    let (tx, rx) = mpsc::channel(64);
     let stream = Stream {
         store: store.clone(),
         campaign_id,

@@ -355,3 +355,56 @@ async fn watchers_on_three_replicas_receive_the_same_history() {
         quiet(watcher).await;
     }
 }
+
+/// A watcher that stops reading is ended with RESOURCE_EXHAUSTED once it falls too far behind, rather
+/// than the server buffering for it without bound; it resumes from the last cursor it received. (Driven
+/// below the transport, whose own buffers would hide a stopped reader for thousands of events.)
+#[tokio::test]
+async fn a_reader_too_far_behind_is_cut_off_and_resumes_from_its_last_cursor() {
+    use assignment_service::service::SystemCall;
+    use assignment_service::service::feed::{self, Feed, WatchRequest, Watcher};
+    let app = campaign().await;
+    let hub = Feed::new(app.store.clone());
+    let listener = tokio::spawn(hub.clone().listen());
+    let system = Watcher::System(SystemCall {
+        campaign_id: CAMPAIGN.into(),
+        request_id: None,
+    });
+    let (mut slow, run) = feed::watch(&app.store, &hub, system, WatchRequest::default())
+        .await
+        .unwrap();
+    tokio::spawn(run);
+    // Far more changes, each its own commit, than a reader's queue and the fan-out keep.
+    const CHANGES: usize = 400;
+    for round in 0..CHANGES {
+        if round % 2 == 0 {
+            assign(&app, "c1", "org1").await;
+        } else {
+            unassign(&app, "c1").await;
+        }
+    }
+    let mut last_cursor = String::new();
+    let mut received = 0;
+    let err = loop {
+        match tokio::time::timeout(Duration::from_secs(10), slow.recv()).await {
+            Ok(Some(Ok(delivered))) => {
+                received += 1;
+                last_cursor = delivered.cursor;
+            }
+            Ok(Some(Err(err))) => break err,
+            Ok(None) => panic!("the stream ended without an error after {received} events"),
+            Err(_) => panic!("the stream went quiet after {received} events, not cut off"),
+        }
+    };
+    assert_eq!(
+        err.reason(),
+        Some(assignment_service::error::Reason::FeedReaderTooSlow)
+    );
+    assert!(received < CHANGES, "cut off before the end ({received})");
+    listener.abort();
+    // Resuming from the last cursor yields the rest, exactly.
+    let mut resumed = watch(&app, Some("admin"), &last_cursor).await;
+    let rest = next_events(&mut resumed, CHANGES - received).await;
+    assert_eq!(rest.len(), CHANGES - received);
+    quiet(&mut resumed).await;
+}
