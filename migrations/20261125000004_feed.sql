@@ -1,6 +1,7 @@
 -- The feed: each campaign's events in one gapless order. Writers insert events without a sequence number
--- (so they never wait on each other); a sequencer holding the campaign's feed head numbers committed events
--- (in event-id order among those it finds) and advances the head. A number is visible only once its
+-- (so they never wait on each other, and do not NOTIFY: a notifying commit takes a database-wide lock); a
+-- sequencer holding the campaign's feed head numbers committed events (in event-id order among those it
+-- finds), advances the head, and NOTIFYs the other replicas. A number is visible only once its
 -- sequencer committed, and the next sequencer waits for the head, so numbers are dense and a reader that
 -- has seen number n has seen every number below it. Everything is keyed by campaign_id.
 CREATE TABLE feed_heads (
@@ -27,15 +28,3 @@ SELECT campaign_id, max(seq) FROM assignment_events GROUP BY campaign_id;
 
 CREATE UNIQUE INDEX assignment_events_by_seq ON assignment_events (campaign_id, seq);
 CREATE INDEX assignment_events_unsequenced ON assignment_events (campaign_id, event_id) WHERE seq IS NULL;
-
--- Every statement that writes events wakes the replicas' sequencers, once per campaign, on commit. The
--- payload is `schema/campaign`: replicas of other deployments sharing the database ignore it.
-CREATE FUNCTION assignment_events_written() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('assignment_events_written', current_schema() || '/' || campaign_id)
-       FROM (SELECT DISTINCT campaign_id FROM written) AS c;
-    RETURN NULL;
-END $$;
-
-CREATE TRIGGER assignment_events_written AFTER INSERT ON assignment_events
-    REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION assignment_events_written();

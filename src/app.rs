@@ -152,12 +152,13 @@ impl App {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&health, ServingStatus::Serving).await;
+        let feed = Feed::new(store.clone());
         let coalescer = Coalescer::new(
             store.clone(),
+            feed.clone(),
             config.auto_assign_max_batch,
             config.auto_assign_max_queue,
         );
-        let feed = Feed::new(store.clone());
         let background = [
             tokio::spawn(watch_database(
                 store.clone(),

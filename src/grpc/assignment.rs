@@ -39,10 +39,20 @@ impl AssignmentApi {
 }
 
 impl AssignmentApi {
-    /// After a change that may have freed an organizer: the campaign's waiting conversations are drained.
+    /// What follows each batch of a bulk stream; `frees`: it may free organizers.
+    fn after_batch(&self, frees: bool) -> bulk::AfterBatch {
+        bulk::AfterBatch {
+            feed: self.feed.clone(),
+            freed: frees.then(|| self.coalescer.clone()),
+        }
+    }
+
+    /// After a change that may have freed an organizer (and may have written history): the campaign's
+    /// waiting conversations are drained, and its feed advances.
     fn freed<T>(&self, campaign: Option<String>, result: Result<T, Status>) -> Result<T, Status> {
         if let (Ok(_), Some(campaign)) = (&result, campaign) {
             self.coalescer.poke(&campaign);
+            self.feed.wake(&campaign);
         }
         result
     }
@@ -73,6 +83,7 @@ impl AssignmentService for AssignmentApi {
             req.expected_version,
         )
         .await?;
+        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::AssignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -94,6 +105,7 @@ impl AssignmentService for AssignmentApi {
         )
         .await?;
         self.coalescer.poke(&call.campaign_id);
+        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::UnassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -118,6 +130,7 @@ impl AssignmentService for AssignmentApi {
         )
         .await?;
         self.coalescer.poke(&call.campaign_id);
+        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::ReassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -164,6 +177,7 @@ impl AssignmentService for AssignmentApi {
         let id = request.into_inner().conversation_id;
         let done = change_status(&self.store, &call, &id, ConversationStatus::Resolved).await?;
         self.coalescer.poke(&call.campaign_id);
+        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::ResolveConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -177,6 +191,7 @@ impl AssignmentService for AssignmentApi {
         let call = actor_call(&request)?;
         let id = request.into_inner().conversation_id;
         let done = change_status(&self.store, &call, &id, ConversationStatus::Open).await?;
+        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::ReopenConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -244,7 +259,7 @@ impl AssignmentService for AssignmentApi {
             &self.store,
             BulkAction::Assign,
             self.stream_idle,
-            None,
+            self.after_batch(false),
             request,
         )
         .await
@@ -254,12 +269,11 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<Streaming<pb::BulkUnassignRequest>>,
     ) -> Result<Response<Self::BulkUnassignStream>, Status> {
-        let freed = Some(self.coalescer.clone());
         bulk::run(
             &self.store,
             BulkAction::Unassign,
             self.stream_idle,
-            freed,
+            self.after_batch(true),
             request,
         )
         .await
@@ -269,12 +283,11 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<Streaming<pb::BulkReassignRequest>>,
     ) -> Result<Response<Self::BulkReassignStream>, Status> {
-        let freed = Some(self.coalescer.clone());
         bulk::run(
             &self.store,
             BulkAction::Reassign,
             self.stream_idle,
-            freed,
+            self.after_batch(true),
             request,
         )
         .await

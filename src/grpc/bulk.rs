@@ -14,6 +14,7 @@ use crate::error::{AppError, Reason};
 use crate::pb;
 use crate::service::auto_assign::Coalescer;
 use crate::service::bulk::{BulkRun, OptionsRequest, batches, message_ids};
+use crate::service::feed::Feed;
 use crate::store::Store;
 
 pub type BulkStream<T> = ReceiverStream<Result<T, Status>>;
@@ -103,13 +104,18 @@ fn idle_status(idle: Duration) -> Status {
 /// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
 /// the rest of the request stream is processed by a task feeding that stream. A stream that sends no
 /// message for `idle` is ended with DEADLINE_EXCEEDED (STREAM_IDLE).
-/// `freed`: for unassign and reassign, which may free organizers, the coalescer that drains the campaign's
-/// waiting conversations after each committed batch.
+/// What follows each committed batch: the feed advances, and for unassign and reassign, which may free
+/// organizers, the coalescer drains the campaign's waiting conversations.
+pub(super) struct AfterBatch {
+    pub feed: Feed,
+    pub freed: Option<Coalescer>,
+}
+
 pub(super) async fn run<Req, Resp>(
     store: &Store,
     action: BulkAction,
     idle: Duration,
-    freed: Option<Coalescer>,
+    after: AfterBatch,
     request: Request<Streaming<Req>>,
 ) -> Result<Response<BulkStream<Resp>>, Status>
 where
@@ -201,7 +207,8 @@ where
             for batch in batches(&ids) {
                 let result = match bulk.process(batch).await {
                     Ok(decisions) => {
-                        if let Some(coalescer) = &freed {
+                        after.feed.wake(&campaign_id);
+                        if let Some(coalescer) = &after.freed {
                             coalescer.poke(&campaign_id);
                         }
                         Ok(Outbound::Results(pb::BulkResults {

@@ -1,10 +1,11 @@
 //! The feed (WatchAssignmentEvents): each campaign's events in one gapless order, live.
 //!
-//! Writers only insert events; a trigger on the table NOTIFYs `assignment_events_written` on commit. Each
-//! replica holds one LISTEN connection ([`Feed::listen`]); a notification numbers the campaign's committed
-//! events ([`sequence`]) and, when this replica has watchers of the campaign, reads the new events once and
-//! fans them out in-process. A watcher first catches up from the database, then follows the fan-out, and
-//! reads the database again for anything the fan-out did not carry (a gap, a lost notification).
+//! Writers only insert events; after its commit the replica that wrote them numbers them ([`Feed::wake`]:
+//! [`sequence`]), and the sequencer NOTIFYs the feed channel. Each replica holds one LISTEN connection
+//! ([`Feed::listen`]); when this replica has watchers of the campaign, it reads the new events once and fans
+//! them out in-process. A watcher first catches up from the database, then follows the fan-out, and reads
+//! the database again for anything the fan-out did not carry (a gap, a lost notification). A replica that
+//! dies between a commit and its sequencer leaves the numbering to the periodic sweep.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,6 @@ use crate::service::{ActorCall, SystemCall, authenticate};
 use crate::store::Store;
 use crate::store::feed::{self, EventFilter};
 
-const CHANNEL: &str = "assignment_events_written";
 /// Events read from the database at a time.
 const READ_LIMIT: i64 = 500;
 /// Fan-out batches a replica keeps for a campaign's slowest watcher before cutting it off.
@@ -46,9 +46,10 @@ struct Campaign {
     sender: Option<broadcast::Sender<Batch>>,
     /// The last number fanned out.
     fanned: i64,
-    /// A wake-up is running; `again`: another came meanwhile.
+    /// A wake-up is running; `again`: another came meanwhile; `sequence`: one of them asks for numbering.
     running: bool,
     again: bool,
+    sequence: bool,
 }
 
 /// This replica's side of the feed: the listener, the sequencer runs and the fan-out. Cheap to clone.
@@ -81,7 +82,7 @@ impl Feed {
             .fetch_one(self.store.pool())
             .await?;
         let mut listener = PgListener::connect_with(self.store.pool()).await?;
-        listener.listen(CHANNEL).await?;
+        listener.listen(feed::FEED_CHANNEL).await?;
         // Whatever was written while nobody listened.
         self.sweep().await;
         loop {
@@ -89,7 +90,7 @@ impl Feed {
             if let Some((from, campaign_id)) = notification.payload().split_once('/')
                 && from == schema
             {
-                self.wake(campaign_id);
+                self.run(campaign_id, false);
             }
         }
     }
@@ -106,11 +107,17 @@ impl Feed {
         }
     }
 
-    /// Numbers the campaign's new events and fans them out; one run per campaign at a time.
+    /// After a commit that wrote events of the campaign: numbers them and fans them out. Returns at once.
     pub fn wake(&self, campaign_id: &str) {
+        self.run(campaign_id, true);
+    }
+
+    /// One run per campaign at a time; wake-ups meanwhile make it run once more.
+    fn run(&self, campaign_id: &str, sequence: bool) {
         {
             let mut campaigns = self.campaigns.lock().expect("feed lock");
             let campaign = campaigns.entry(campaign_id.to_owned()).or_default();
+            campaign.sequence |= sequence;
             if campaign.running {
                 campaign.again = true;
                 return;
@@ -121,7 +128,12 @@ impl Feed {
         let campaign_id = campaign_id.to_owned();
         tokio::spawn(async move {
             loop {
-                if let Err(err) = feed.advance(&campaign_id).await {
+                let sequence = {
+                    let mut campaigns = feed.campaigns.lock().expect("feed lock");
+                    let campaign = campaigns.entry(campaign_id.clone()).or_default();
+                    std::mem::take(&mut campaign.sequence)
+                };
+                if let Err(err) = feed.advance(&campaign_id, sequence).await {
                     tracing::warn!(campaign_id, error = %err, "could not advance the feed");
                 }
                 let mut campaigns = feed.campaigns.lock().expect("feed lock");
@@ -142,8 +154,13 @@ impl Feed {
         });
     }
 
-    async fn advance(&self, campaign_id: &str) -> AppResult<()> {
-        let head = sequence(&self.store, campaign_id).await?;
+    async fn advance(&self, campaign_id: &str, numbering: bool) -> AppResult<()> {
+        let head = if numbering {
+            sequence(&self.store, campaign_id).await?
+        } else {
+            let mut conn = self.store.acquire().await?;
+            feed::head(&mut conn, campaign_id).await?
+        };
         let (sender, mut fanned) = {
             let campaigns = self.campaigns.lock().expect("feed lock");
             match campaigns.get(campaign_id) {

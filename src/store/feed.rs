@@ -7,6 +7,9 @@ use super::{Conn, grant_exists};
 use crate::domain::model::AssignmentEvent;
 use crate::error::AppResult;
 
+/// The channel a sequencer NOTIFYs (payload `schema/campaign`) when it moved a campaign's head.
+pub const FEED_CHANNEL: &str = "assignment_feed";
+
 /// Events one sequencer run numbers at most; the rest wait for the next run.
 const SEQUENCE_LIMIT: i64 = 5000;
 
@@ -43,11 +46,16 @@ pub async fn sequence(conn: &mut Conn, campaign_id: &str) -> AppResult<(i64, u64
         return Ok((head, 0));
     }
     let head = head + numbered as i64;
-    sqlx::query("UPDATE feed_heads SET last_seq = $2 WHERE campaign_id = $1")
-        .bind(campaign_id)
-        .bind(head)
-        .execute(conn)
-        .await?;
+    // The other replicas hear of it when this commits, and fan the new events out to their watchers.
+    sqlx::query(
+        "WITH moved AS (UPDATE feed_heads SET last_seq = $2 WHERE campaign_id = $1) \
+         SELECT pg_notify($3, current_schema() || '/' || $1)",
+    )
+    .bind(campaign_id)
+    .bind(head)
+    .bind(FEED_CHANNEL)
+    .execute(conn)
+    .await?;
     Ok((head, numbered))
 }
 

@@ -8,8 +8,10 @@ use tonic::Streaming;
 use crate::harness::*;
 
 /// Admin "admin", organizers org1 (in a group covering tag "vol") and org2; conversations c1 (vol), c2.
+/// The sweep runs often, so an event written behind the service's back (as a dead replica would leave it)
+/// is numbered soon.
 async fn campaign() -> TestApp {
-    let app = TestApp::start().await;
+    let app = TestApp::start_configured(&["--waiting-sweep-interval", "200ms"]).await;
     app.admin("admin").await;
     app.organizer("org1").await;
     app.organizer("org2").await;

@@ -19,6 +19,7 @@ use super::{AutoAssigned, run_batch};
 use crate::domain::auto_assign::Trigger;
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::DRAINS;
+use crate::service::feed::Feed;
 use crate::store::Store;
 use crate::store::waiting;
 
@@ -43,6 +44,8 @@ type Queues = Mutex<HashMap<String, CampaignQueue>>;
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
+    /// Told after each batch: its history is numbered and fanned out.
+    feed: Feed,
     max_batch: usize,
     max_queue: usize,
     /// A campaign has an entry exactly while a worker is draining its queue.
@@ -52,9 +55,10 @@ pub struct Coalescer {
 impl Coalescer {
     /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_queue` triggers of a
     /// campaign wait for its next batch.
-    pub fn new(store: Store, max_batch: usize, max_queue: usize) -> Self {
+    pub fn new(store: Store, feed: Feed, max_batch: usize, max_queue: usize) -> Self {
         Self {
             store,
+            feed,
             max_batch: max_batch.max(1),
             max_queue: max_queue.max(1),
             queues: Arc::default(),
@@ -187,6 +191,7 @@ impl Coalescer {
             tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
             match run_batch(&self.store, &campaign_id, &triggers).await {
                 Ok(results) => {
+                    self.feed.wake(&campaign_id);
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
                     }
