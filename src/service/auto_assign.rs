@@ -27,7 +27,7 @@ use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
-use crate::store::{self, Store, auto_assign};
+use crate::store::{self, Store, auto_assign, inbox_settings};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
 #[derive(Debug, Clone, Default)]
@@ -225,7 +225,7 @@ fn waiting_after(
 pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
     let mut conn = store.acquire().await?;
     authenticate(&mut conn, call).await?;
-    auto_assign::settings(&mut conn, &call.campaign_id).await
+    inbox_settings::get(&mut conn, &call.campaign_id).await
 }
 
 /// UpdateInboxSettings: admins; fields left unset keep their value.
@@ -249,12 +249,9 @@ pub async fn update_settings(
         && change.rotation_start.is_none()
         && change.on_unavailable.is_none();
     let settings = if nothing {
-        auto_assign::settings(&mut tx, &call.campaign_id).await?
+        inbox_settings::get(&mut tx, &call.campaign_id).await?
     } else {
-        Some(
-            auto_assign::update_settings(&mut tx, &call.campaign_id, change, &actor.user_id)
-                .await?,
-        )
+        Some(inbox_settings::update(&mut tx, &call.campaign_id, change, &actor.user_id).await?)
     };
     tx.commit().await?;
     Ok(settings)

@@ -6,7 +6,7 @@ use crate::domain::model::{Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, SystemCall, lock_actor};
-use crate::store::{Store, auto_assign, users, waiting};
+use crate::store::{Store, inbox_settings, users, waiting};
 
 /// Who sets an availability: a user acting (an organizer their own, an admin anyone's), or a system such as
 /// the messaging service's presence tracker (anyone's).
@@ -94,7 +94,7 @@ pub async fn set_availability(
     )
     .await?;
     // Going away with RETURN_TO_QUEUE: their open conversations go to the front of the queue, for others.
-    let settings = auto_assign::settings(&mut tx, setter.campaign_id()).await?;
+    let settings = inbox_settings::get(&mut tx, setter.campaign_id()).await?;
     let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
     if returns && wanted != Availability::Available && user.role == Role::Organizer {
         waiting::return_to_queue(

@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod conversations;
 pub mod feed;
 pub mod history;
+pub mod inbox_settings;
 pub mod preview;
 pub mod users;
 pub mod waiting;

@@ -9,7 +9,7 @@ use crate::domain::model::{Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, authenticate, lock_actor};
-use crate::store::{Store, auto_assign, conversations, preview, users};
+use crate::store::{Store, conversations, inbox_settings, preview, users};
 
 /// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
 pub async fn set_capacity(
@@ -67,7 +67,7 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
             return Err(AppError::conversation_not_found(id));
         }
     }
-    let settings = auto_assign::settings(&mut conn, &call.campaign_id).await?;
+    let settings = inbox_settings::get(&mut conn, &call.campaign_id).await?;
     let users = preview::users(&mut conn, &call.campaign_id).await?;
     let open = preview::open_counts(&mut conn, &call.campaign_id).await?;
     let repliers =

@@ -1,0 +1,265 @@
+//! One watcher of the feed: validates and authenticates, catches up from the database, then follows the
+//! replica's fan-out, filtering what the watcher may and wants to see.
+
+use std::time::Duration;
+
+use tokio::sync::{broadcast, mpsc};
+
+use super::{Batch, Feed, READ_LIMIT, sequence};
+use crate::domain::model::{AssignmentEvent, Role};
+use crate::domain::paging::PageScope;
+use crate::domain::validate::{self, Violations};
+use crate::error::{AppError, AppResult, Reason};
+use crate::service::{ActorCall, SystemCall, authenticate};
+use crate::store::Store;
+use crate::store::feed::{self, EventFilter};
+
+/// How long a watcher waits for a notification before reading the database anyway (a lost notification
+/// delays delivery by at most this much).
+const SAFETY_READ: Duration = Duration::from_secs(10);
+
+/// Who watches: a user (sees what they may view) or a system (sees everything).
+#[derive(Debug, Clone)]
+pub enum Watcher {
+    Actor(ActorCall),
+    System(SystemCall),
+}
+
+impl Watcher {
+    fn campaign_id(&self) -> &str {
+        match self {
+            Watcher::Actor(call) => &call.campaign_id,
+            Watcher::System(call) => &call.campaign_id,
+        }
+    }
+}
+
+/// WatchAssignmentEvents' request, as sent.
+#[derive(Debug, Clone, Default)]
+pub struct WatchRequest {
+    pub cursor: String,
+    pub conversation_ids: Vec<String>,
+    pub assignee_id: String,
+}
+
+/// An event as delivered, with its opaque cursor.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub event: AssignmentEvent,
+    pub cursor: String,
+}
+
+/// WatchAssignmentEvents: validates, authenticates, and streams the feed into `out` until the receiver
+/// goes away (Ok) or the watcher falls too far behind (RESOURCE_EXHAUSTED, sent into `out`).
+pub async fn watch(
+    store: &Store,
+    feed_hub: &Feed,
+    watcher: Watcher,
+    request: WatchRequest,
+) -> AppResult<(
+    mpsc::Receiver<AppResult<Delivered>>,
+    impl Future<Output = ()> + Send + use<>,
+)> {
+    let campaign_id = watcher.campaign_id().to_owned();
+    let cursors = PageScope::feed(&campaign_id);
+    let mut violations = Violations::default();
+    let after = violations.check(cursors.after_event(&request.cursor).map_err(|_| {
+        AppError::invalid(
+            "cursor",
+            "cursor is not one this campaign's feed issued; pass an event's cursor unchanged, or leave it \
+             empty to watch from now",
+        )
+    }));
+    let conversation_ids = violations.check(validate::id_list(
+        "conversation_ids",
+        &request.conversation_ids,
+        validate::MAX_IDS_PER_REQUEST,
+    ));
+    let assignee_id = violations.check(validate::optional_id("assignee_id", &request.assignee_id));
+    violations.finish()?;
+    let mut conn = store.acquire().await?;
+    // Organizers see what they may view; admins and systems everything.
+    let organizer = match &watcher {
+        Watcher::Actor(call) => {
+            let actor = authenticate(&mut conn, call).await?;
+            (actor.role == Role::Organizer).then_some(actor.user_id)
+        }
+        Watcher::System(_) => None,
+    };
+    let head = match after {
+        Some(after) => {
+            let head = feed::head(&mut conn, &campaign_id).await?;
+            if after > head {
+                return Err(AppError::invalid(
+                    "cursor",
+                    "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
+                ));
+            }
+            after
+        }
+        None => sequence(store, &campaign_id).await?,
+    };
+    drop(conn);
+    let receiver = feed_hub.subscribe(&campaign_id, head);
+    let (tx, rx) = mpsc::channel(64);
+    let stream = Stream {
+        store: store.clone(),
+        campaign_id,
+        filter: EventFilter {
+            conversation_ids,
+            assignee_id,
+        },
+        organizer,
+        cursors,
+        sent: head,
+        tx,
+    };
+    Ok((rx, stream.run(receiver)))
+}
+
+struct Stream {
+    store: Store,
+    campaign_id: String,
+    filter: EventFilter,
+    organizer: Option<String>,
+    cursors: PageScope,
+    /// The last feed number handled (delivered, or filtered out).
+    sent: i64,
+    tx: mpsc::Sender<AppResult<Delivered>>,
+}
+
+impl Stream {
+    async fn run(mut self, mut receiver: broadcast::Receiver<Batch>) {
+        loop {
+            if self.catch_up().await.is_err() {
+                return;
+            }
+            let batch = tokio::select! {
+                () = self.tx.closed() => return,
+                batch = tokio::time::timeout(SAFETY_READ, receiver.recv()) => batch,
+            };
+            match batch {
+                // Nothing heard for a while: read anyway.
+                Err(_) => continue,
+                Ok(Ok(batch)) => {
+                    let fresh: Vec<AssignmentEvent> = batch
+                        .iter()
+                        .filter(|e| e.seq.is_some_and(|seq| seq > self.sent))
+                        .cloned()
+                        .collect();
+                    // A gap before the batch is filled from the database by the next catch-up.
+                    if fresh.first().and_then(|e| e.seq) == Some(self.sent + 1)
+                        && self.deliver(fresh).await.is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let _ = self
+                        .tx
+                        .send(Err(AppError::new(
+                            Reason::FeedReaderTooSlow,
+                            "this watcher fell too far behind the feed; resume from the last cursor you received",
+                        )))
+                        .await;
+                    return;
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => return,
+            }
+        }
+    }
+
+    /// Reads the database until it has delivered everything numbered so far.
+    async fn catch_up(&mut self) -> Result<(), ()> {
+        loop {
+            let events = {
+                let mut conn = match self.store.acquire().await {
+                    Ok(conn) => conn,
+                    Err(err) => return self.fail(err).await,
+                };
+                match feed::after(
+                    &mut conn,
+                    &self.campaign_id,
+                    self.sent,
+                    &EventFilter::default(),
+                    READ_LIMIT,
+                )
+                .await
+                {
+                    Ok(events) => events,
+                    Err(err) => return self.fail(err).await,
+                }
+            };
+            let full = events.len() as i64 == READ_LIMIT;
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.deliver(events).await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn fail(&self, err: AppError) -> Result<(), ()> {
+        let _ = self.tx.send(Err(err)).await;
+        Err(())
+    }
+
+    /// Sends the events this watcher may and wants to see; every event moves `sent`.
+    async fn deliver(&mut self, events: Vec<AssignmentEvent>) -> Result<(), ()> {
+        let Some(last) = events.last().and_then(|e| e.seq) else {
+            return Ok(());
+        };
+        let viewable = match &self.organizer {
+            Some(organizer) => {
+                let ids: Vec<&str> = events
+                    .iter()
+                    .filter_map(|e| e.conversation_id.as_deref())
+                    .collect();
+                let mut conn = match self.store.acquire().await {
+                    Ok(conn) => conn,
+                    Err(err) => return self.fail(err).await,
+                };
+                match feed::viewable(&mut conn, &self.campaign_id, organizer, &ids).await {
+                    Ok(viewable) => Some(viewable),
+                    Err(err) => return self.fail(err).await,
+                }
+            }
+            None => None,
+        };
+        for event in events {
+            let seq = event.seq.unwrap_or_default();
+            let allowed = match (&viewable, &event.conversation_id) {
+                (None, _) => true,
+                (Some(viewable), Some(conversation)) => viewable.contains(conversation),
+                // Availability: an organizer sees their own.
+                (Some(_), None) => event.user_id == self.organizer,
+            };
+            if allowed && self.wanted(&event) {
+                let cursor = self.cursors.token(&seq.to_string());
+                if self.tx.send(Ok(Delivered { event, cursor })).await.is_err() {
+                    return Err(());
+                }
+            }
+            self.sent = seq;
+        }
+        self.sent = self.sent.max(last);
+        Ok(())
+    }
+
+    fn wanted(&self, event: &AssignmentEvent) -> bool {
+        let filter = &self.filter;
+        let conversation = filter.conversation_ids.is_empty()
+            || event
+                .conversation_id
+                .as_ref()
+                .is_some_and(|c| filter.conversation_ids.contains(c));
+        let user = filter.assignee_id.as_ref().is_none_or(|user| {
+            [&event.from_user_id, &event.to_user_id, &event.user_id]
+                .iter()
+                .any(|u| u.as_ref() == Some(user))
+        });
+        conversation && user
+    }
+}

@@ -1,0 +1,50 @@
+//! A campaign's inbox settings: auto-assignment on or off, and how it routes. (The same row is the
+//! campaign's auto-assign lock: see `store::auto_assign::lock`.)
+
+use super::Conn;
+use crate::domain::auto_assign::{InboxSettings, SettingsChange};
+use crate::error::AppResult;
+
+const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
+                        rotation_start, on_unavailable";
+
+pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
+    let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Applies the fields `change` sets, creating the campaign's row if it has none.
+pub async fn update(
+    conn: &mut Conn,
+    campaign_id: &str,
+    change: SettingsChange,
+    updated_by: &str,
+) -> AppResult<InboxSettings> {
+    let sql = format!(
+        "INSERT INTO inbox_settings AS s (campaign_id, auto_assign_enabled, default_capacity, routing_mode, \
+                                           rotation_start, on_unavailable, updated_by) \
+         VALUES ($1, coalesce($2, false), coalesce($3, 0), coalesce($4, 'ROUND_ROBIN'), \
+                 coalesce($5, 'LAST_ASSIGNED'), coalesce($7, 'KEEP'), $6) \
+         ON CONFLICT (campaign_id) DO UPDATE \
+           SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \
+               default_capacity = coalesce($3, s.default_capacity), \
+               routing_mode = coalesce($4, s.routing_mode), \
+               rotation_start = coalesce($5, s.rotation_start), \
+               on_unavailable = coalesce($7, s.on_unavailable), \
+               updated_by = EXCLUDED.updated_by, updated_at = now() \
+         RETURNING {SETTINGS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(change.auto_assign_enabled)
+        .bind(change.default_capacity)
+        .bind(change.routing_mode)
+        .bind(change.rotation_start)
+        .bind(updated_by)
+        .bind(change.on_unavailable)
+        .fetch_one(conn)
+        .await?)
+}
