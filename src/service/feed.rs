@@ -27,6 +27,8 @@ use crate::store::feed::{self, EventFilter};
 const READ_LIMIT: i64 = 500;
 /// Fan-out batches a replica keeps for a campaign's slowest watcher before cutting it off.
 const FANOUT_BATCHES: usize = 64;
+/// Events queued for one watcher's stream before it stops taking batches from the fan-out.
+const WATCHER_QUEUE: usize = 64;
 
 /// Numbers the campaign's committed events (see `store::feed::sequence`), in a transaction of its own.
 pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
@@ -55,13 +57,23 @@ struct Campaign {
 pub struct Feed {
     store: Store,
     campaigns: Arc<Mutex<HashMap<String, Campaign>>>,
+    fanout_batches: usize,
+    watcher_queue: usize,
 }
 
 impl Feed {
     pub fn new(store: Store) -> Self {
+        Self::with_buffers(store, FANOUT_BATCHES, WATCHER_QUEUE)
+    }
+
+    /// How far a watcher may fall behind: `fanout_batches` of the campaign's fan-out past a full queue of
+    /// `watcher_queue` events.
+    pub fn with_buffers(store: Store, fanout_batches: usize, watcher_queue: usize) -> Self {
         Self {
             store,
             campaigns: Arc::default(),
+            fanout_batches,
+            watcher_queue,
         }
     }
 
@@ -204,7 +216,7 @@ impl Feed {
         match &campaign.sender {
             Some(sender) => sender.subscribe(),
             None => {
-                let (sender, receiver) = broadcast::channel(FANOUT_BATCHES);
+                let (sender, receiver) = broadcast::channel(self.fanout_batches);
                 campaign.sender = Some(sender);
                 campaign.fanned = head;
                 receiver

@@ -101,7 +101,7 @@ pub async fn watch(
     };
     drop(conn);
     let receiver = feed_hub.subscribe(&campaign_id, head);
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(feed_hub.watcher_queue);
     let stream = Stream {
         store: store.clone(),
         campaign_id,
