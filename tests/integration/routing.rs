@@ -204,7 +204,7 @@ async fn only_available_organizers_are_auto_assigned() {
 
 /// The conversation's assignee once a drain placed it (drains run just after the freeing commit).
 pub async fn assigned_soon(app: &TestApp, conversation: &str) -> Option<String> {
-    for _ in 0..200 {
+    for _ in 0..500 {
         if let Some(assignee) = app.stored(conversation).await.0 {
             return Some(assignee);
         }
