@@ -18,6 +18,7 @@ mod paging;
 mod production;
 mod protocol;
 mod proxy;
+mod raw_codec;
 mod routing;
 mod server;
 mod snapshot;
