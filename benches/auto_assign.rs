@@ -114,14 +114,15 @@ async fn drive(
             let mut i = 0;
             while Instant::now() < deadline {
                 let campaign = &campaigns[(caller + i) % campaigns.len()];
-                let conversation = format!("{tag}-{caller}-{i}");
+                // Fresh in every run: a conversation of an earlier run would be a cheap redelivery.
+                let conversation = format!("{tag}-{callers}-{caller}-{i}");
                 let request = with_campaign(
                     campaign,
                     None,
                     pb::AutoAssignConversationRequest {
                         trigger_id: format!("trigger-{conversation}"),
                         member_id: format!("member-{conversation}"),
-                        conversation_id: conversation,
+                        conversation_id: conversation.clone(),
                         member_tags: vec![],
                     },
                 );
@@ -133,6 +134,10 @@ async fn drive(
                     .into_inner();
                 latencies.push(sent.elapsed().as_micros() as u64);
                 assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Assigned);
+                assert!(
+                    !reply.duplicate_trigger,
+                    "{conversation} was triggered before"
+                );
                 i += 1;
             }
             latencies
