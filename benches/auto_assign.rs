@@ -1,31 +1,67 @@
 //! Load generator for AutoAssignConversation, next to pgbench running the same work straight on PostgreSQL.
 //!
 //! `cargo bench --bench auto_assign` prints calls/s and p50/p99 latency for one hot campaign and for many
-//! campaigns at 1, 8 and 32 concurrent callers: the service with coalescing (as deployed), the service with
-//! one transaction per trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction
-//! and its best one-statement form against the same database. Uses DATABASE_URL when set, otherwise a
-//! private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length.
+//! campaigns at 1, 8 and 32 concurrent callers: the service with coalescing (as deployed), the same hot load
+//! with routing in play (3 of the 10 organizers AWAY; a default capacity of 1,000,000 that never binds but
+//! makes every batch read the organizers' loads; balanced mode), the service with one transaction per
+//! trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction and its best
+//! one-statement form against the same database. Every row also says how it compares with today's path
+//! (one hot campaign, round-robin, no capacity) at the same callers. Uses DATABASE_URL when set, otherwise
+//! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use assignment_service::app;
-use assignment_service::config::Config;
 use assignment_service::embedded_pg::find_bin_dir;
 use assignment_service::pb;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::store::Store;
-use clap::Parser;
 use tonic::transport::Channel;
 
 mod common;
 
-use common::{BenchSchema, database, percentile_ms, seed_campaign, with_campaign};
+use common::{
+    BenchSchema, assignment_spread, connect, database, organizer_ids, percentile_ms, seed_campaign,
+    set_availability, settle, start_server, update_settings, with_campaign,
+};
 
 const CALLERS: [usize; 3] = [1, 8, 32];
 const ORGANIZERS: usize = 10;
 const MANY_CAMPAIGNS: usize = 32;
+/// Organizers AWAY in the routing runs (the last ones by id).
+const AWAY: usize = 3;
+/// A default capacity no organizer reaches in a run: every batch reads the loads, none binds.
+const LOOSE_CAPACITY: i32 = 1_000_000;
+
+/// The hot campaigns with routing in play: name, what the table calls it, and its settings.
+fn routing_campaigns() -> Vec<(&'static str, String, pb::UpdateInboxSettingsRequest)> {
+    vec![
+        (
+            "hot-away",
+            format!("service, one hot campaign, {AWAY} of {ORGANIZERS} AWAY"),
+            pb::UpdateInboxSettingsRequest::default(),
+        ),
+        (
+            "hot-capacity",
+            format!(
+                "service, one hot campaign, {AWAY} AWAY, default_capacity {LOOSE_CAPACITY} (loads read)"
+            ),
+            pb::UpdateInboxSettingsRequest {
+                default_capacity: Some(LOOSE_CAPACITY),
+                ..Default::default()
+            },
+        ),
+        (
+            "hot-balanced",
+            format!("service, one hot campaign, {AWAY} AWAY, balanced (loads read)"),
+            pb::UpdateInboxSettingsRequest {
+                routing_mode: pb::RoutingMode::Balanced.into(),
+                ..Default::default()
+            },
+        ),
+    ]
+}
 
 struct Figures {
     calls: usize,
@@ -34,14 +70,20 @@ struct Figures {
 }
 
 impl Figures {
-    fn row(mut self, what: &str, callers: usize) -> String {
+    fn rate(&self) -> f64 {
+        self.calls as f64 / self.seconds
+    }
+
+    /// A table row; `baseline` is today's path's calls/s at the same callers.
+    fn row(mut self, what: &str, callers: usize, baseline: f64) -> String {
         self.latencies_us.sort_unstable();
         format!(
-            "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} |",
+            "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
             self.calls,
-            self.calls as f64 / self.seconds,
+            self.rate(),
             percentile_ms(&self.latencies_us, 0.50),
-            percentile_ms(&self.latencies_us, 0.99)
+            percentile_ms(&self.latencies_us, 0.99),
+            self.rate() / baseline
         )
     }
 }
@@ -72,14 +114,15 @@ async fn drive(
             let mut i = 0;
             while Instant::now() < deadline {
                 let campaign = &campaigns[(caller + i) % campaigns.len()];
-                let conversation = format!("{tag}-{caller}-{i}");
+                // Fresh in every run: a conversation of an earlier run would be a cheap redelivery.
+                let conversation = format!("{tag}-{callers}-{caller}-{i}");
                 let request = with_campaign(
                     campaign,
                     None,
                     pb::AutoAssignConversationRequest {
                         trigger_id: format!("trigger-{conversation}"),
                         member_id: format!("member-{conversation}"),
-                        conversation_id: conversation,
+                        conversation_id: conversation.clone(),
                         member_tags: vec![],
                     },
                 );
@@ -91,6 +134,10 @@ async fn drive(
                     .into_inner();
                 latencies.push(sent.elapsed().as_micros() as u64);
                 assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Assigned);
+                assert!(
+                    !reply.duplicate_trigger,
+                    "{conversation} was triggered before"
+                );
                 i += 1;
             }
             latencies
@@ -162,28 +209,6 @@ fn tempdir_for(name: &str) -> PathBuf {
     dir
 }
 
-/// A server in this process, built as `main.rs` builds it; `max_batch` None keeps the default.
-async fn start_server(url: &str, max_batch: Option<usize>) -> String {
-    let max_batch = max_batch.map(|n| n.to_string());
-    let mut args = vec![
-        "assignment-service",
-        "--listen-addr",
-        "127.0.0.1:0",
-        "--metrics-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        url,
-    ];
-    if let Some(n) = &max_batch {
-        args.extend(["--auto-assign-max-batch", n.as_str()]);
-    }
-    let config = Config::try_parse_from(args).expect("bench flags");
-    let server = app::build(&config).await.expect("build the server");
-    let addr = server.local_addr().to_string();
-    tokio::spawn(server.serve(std::future::pending()));
-    addr
-}
-
 #[tokio::main]
 async fn main() {
     let seconds: u64 = std::env::var("BENCH_SECONDS")
@@ -208,22 +233,26 @@ async fn main() {
     let bench_schema = BenchSchema::create(&server_url, "bench_auto_assign").await;
     let (schema, url) = (bench_schema.name.clone(), bench_schema.url.clone());
 
-    let coalesced = start_server(&url, None).await;
-    let one_by_one = start_server(&url, Some(1)).await;
-    let setup = Channel::from_shared(format!("http://{coalesced}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let coalesced = start_server(&url, &[]).await;
+    let one_by_one = start_server(&url, &["--auto-assign-max-batch", "1"]).await;
+    let setup = connect(&coalesced).await;
     let many: Vec<String> = (0..MANY_CAMPAIGNS)
         .map(|i| format!("many-{i:02}"))
         .collect();
+    let routing = routing_campaigns();
     for campaign in ["hot", "hot-single", "pg-tx", "pg-one"]
         .iter()
         .map(|c| c.to_string())
+        .chain(routing.iter().map(|(c, _, _)| c.to_string()))
         .chain(many.clone())
     {
         seed_campaign(&setup, &campaign, ORGANIZERS).await;
+    }
+    for (campaign, _, settings) in &routing {
+        update_settings(&setup, campaign, *settings).await;
+        for organizer in &organizer_ids(ORGANIZERS)[ORGANIZERS - AWAY..] {
+            set_availability(&setup, campaign, organizer, pb::Availability::Away).await;
+        }
     }
     let seeded = Store::connect(&url, 1, Duration::from_secs(60))
         .await
@@ -234,24 +263,42 @@ async fn main() {
         .unwrap();
 
     println!("AutoAssignConversation, {seconds} s per run, {ORGANIZERS} organizers per campaign\n");
-    println!("| path | callers | calls | calls/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    println!("| path | callers | calls | calls/s | p50 ms | p99 ms | x today's path |");
+    println!("|---|---|---|---|---|---|---|");
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
-    // Warm both servers (connections, prepared statements) so the first measured run is not penalised.
+    // Warm both servers (connections, prepared statements) so the first measured run is not penalised; the
+    // hot campaigns compared with each other start about as large.
     let warm_up = Duration::from_secs(1);
     drive(&coalesced, &["hot".to_string()], 4, warm_up, "warm").await;
+    for (campaign, _, _) in &routing {
+        drive(&coalesced, &[campaign.to_string()], 4, warm_up, "warm").await;
+    }
     drive(&one_by_one, &["hot-single".to_string()], 4, warm_up, "warm").await;
-    let settle = || async {
-        // Each run starts from a quiet database: no checkpoint or autovacuum left over from the run before.
-        let _ = sqlx::query("CHECKPOINT").execute(seeded.pool()).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
     for callers in CALLERS {
-        let hot = ["hot".to_string()];
-        settle().await;
-        let row = drive(&coalesced, &hot, callers, duration, "hot").await;
-        println!("{}", row.row("service, one hot campaign", callers));
-        settle().await;
+        settle(&seeded).await;
+        let today = drive(&coalesced, &["hot".to_string()], callers, duration, "hot").await;
+        let baseline = today.rate();
+        println!(
+            "{}",
+            today.row(
+                "service, one hot campaign (today's path: round-robin, no capacity)",
+                callers,
+                baseline
+            )
+        );
+        for (campaign, what, _) in &routing {
+            settle(&seeded).await;
+            let row = drive(
+                &coalesced,
+                &[campaign.to_string()],
+                callers,
+                duration,
+                "hot",
+            )
+            .await;
+            println!("{}", row.row(what, callers, baseline));
+        }
+        settle(&seeded).await;
         let row = drive(
             &one_by_one,
             &["hot-single".to_string()],
@@ -262,44 +309,60 @@ async fn main() {
         .await;
         println!(
             "{}",
-            row.row("service, one hot campaign, no coalescing", callers)
+            row.row(
+                "service, one hot campaign, no coalescing",
+                callers,
+                baseline
+            )
         );
-        settle().await;
+        settle(&seeded).await;
         let row = drive(&coalesced, &many, callers, duration, "many").await;
         println!(
             "{}",
-            row.row(&format!("service, {MANY_CAMPAIGNS} campaigns"), callers)
+            row.row(
+                &format!("service, {MANY_CAMPAIGNS} campaigns"),
+                callers,
+                baseline
+            )
         );
-        settle().await;
+        settle(&seeded).await;
         let script = scripts.join("auto_assign_transaction.sql");
         let row = pgbench(&pg_target, &schema, &script, "pg-tx", callers, duration);
         println!(
             "{}",
             row.row(
                 "pgbench, per-trigger transaction, one hot campaign",
-                callers
+                callers,
+                baseline
             )
         );
-        settle().await;
+        settle(&seeded).await;
         let script = scripts.join("auto_assign_one_statement.sql");
         let row = pgbench(&pg_target, &schema, &script, "pg-one", callers, duration);
         println!(
             "{}",
-            row.row("pgbench, one statement, one hot campaign", callers)
+            row.row(
+                "pgbench, one statement, one hot campaign",
+                callers,
+                baseline
+            )
         );
     }
 
-    // Exact fairness, whatever the load: per-organizer counts of each hot campaign differ by at most one.
-    for campaign in ["hot", "hot-single", "pg-tx", "pg-one"] {
-        let (min, max): (i64, i64) = sqlx::query_as(
-            "SELECT min(n), max(n) FROM (SELECT count(*) AS n FROM conversations \
-             WHERE campaign_id = $1 AND assignee_id IS NOT NULL GROUP BY assignee_id) counts",
-        )
-        .bind(campaign)
-        .fetch_one(seeded.pool())
-        .await
-        .unwrap();
-        println!("\n{campaign}: per-organizer assignments between {min} and {max}");
+    // Exact fairness, whatever the load: per-organizer counts of each hot campaign differ by at most one
+    // (over the organizers who were AVAILABLE, in the routing campaigns).
+    println!();
+    for campaign in [
+        "hot",
+        "hot-away",
+        "hot-capacity",
+        "hot-balanced",
+        "hot-single",
+        "pg-tx",
+        "pg-one",
+    ] {
+        let (min, max) = assignment_spread(&seeded, campaign).await;
+        println!("- {campaign}: per-organizer assignments between {min} and {max}");
     }
     bench_schema.drop_schema().await;
 }

@@ -3,13 +3,17 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+use std::time::Duration;
 
+use assignment_service::app;
+use assignment_service::config::Config;
 use assignment_service::embedded_pg::EmbeddedPostgres;
 use assignment_service::pb;
 use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::pb::directory_service_client::DirectoryServiceClient;
 use assignment_service::store::Store;
+use clap::Parser;
 use tonic::Request;
 use tonic::transport::Channel;
 
@@ -37,7 +41,7 @@ pub struct BenchSchema {
 impl BenchSchema {
     pub async fn create(server_url: &str, prefix: &str) -> Self {
         let name = format!("{prefix}_{}", std::process::id());
-        let admin = Store::connect(server_url, 1, std::time::Duration::from_secs(60))
+        let admin = Store::connect(server_url, 1, Duration::from_secs(60))
             .await
             .expect("connect");
         sqlx::query(&format!("CREATE SCHEMA {name}"))
@@ -123,6 +127,87 @@ pub async fn seed_campaign(channel: &Channel, campaign: &str, organizers: usize)
         ))
         .await
         .unwrap();
+}
+
+/// A server in this process, built as `main.rs` builds it, with `flags` added to the defaults; returns its
+/// address.
+pub async fn start_server(url: &str, flags: &[&str]) -> String {
+    let mut args = vec![
+        "assignment-service",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        url,
+    ];
+    args.extend(flags);
+    let config = Config::try_parse_from(args).expect("bench flags");
+    let server = app::build(&config).await.expect("build the server");
+    let addr = server.local_addr().to_string();
+    tokio::spawn(server.serve(std::future::pending()));
+    addr
+}
+
+pub async fn connect(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Changes the campaign's inbox settings as admin "admin" (fields left unset keep their value).
+pub async fn update_settings(
+    channel: &Channel,
+    campaign: &str,
+    settings: pb::UpdateInboxSettingsRequest,
+) {
+    AssignmentServiceClient::new(channel.clone())
+        .update_inbox_settings(with_campaign(campaign, Some("admin"), settings))
+        .await
+        .unwrap();
+}
+
+/// Sets a user's availability as a system caller (the presence tracker: no x-actor-id).
+pub async fn set_availability(
+    channel: &Channel,
+    campaign: &str,
+    user_id: &str,
+    availability: pb::Availability,
+) {
+    let reply = AssignmentServiceClient::new(channel.clone())
+        .set_availability(with_campaign(
+            campaign,
+            None,
+            pb::SetAvailabilityRequest {
+                user_id: user_id.to_owned(),
+                availability: availability.into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.changed, "{user_id} was already {availability:?}");
+}
+
+/// A quiet database for the next measured run: no checkpoint or autovacuum left over from the run before.
+pub async fn settle(store: &Store) {
+    let _ = sqlx::query("CHECKPOINT").execute(store.pool()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The smallest and largest number of conversations assigned to one user in the campaign (users with none
+/// are not counted).
+pub async fn assignment_spread(store: &Store, campaign: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT coalesce(min(n), 0), coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM conversations \
+         WHERE campaign_id = $1 AND assignee_id IS NOT NULL GROUP BY assignee_id) counts",
+    )
+    .bind(campaign)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
 }
 
 /// The `p`-quantile (0..=1) of sorted microseconds, in milliseconds.
