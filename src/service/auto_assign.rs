@@ -67,19 +67,21 @@ pub async fn auto_assign(
     coalescer.submit(&call.campaign_id, trigger).await
 }
 
-/// Most waiting conversations one batch tries to place; a longer queue drains over several batches.
+/// Most waiting conversations one batch tries to place; a longer queue drains over several batches, back
+/// to back (not one per event or sweep).
 const DRAIN_LIMIT: i64 = 256;
 
 /// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
 /// campaign's auto-assign lock, reads the waiting conversations it drains first (if any may wait and
 /// auto-assignment is on) and every trigger's conversation (all locked) with their eligible organizers,
 /// plans the batch, and writes it in one statement. A batch without triggers only drains. Returns each
-/// trigger's answer, in batch order.
+/// trigger's answer, in batch order, and whether to drain again: the batch read as many waiting
+/// conversations as it may and placed some, so more may wait that someone can take.
 pub async fn run_batch(
     store: &Store,
     campaign_id: &str,
     triggers: &[Trigger],
-) -> AppResult<Vec<AppResult<AutoAssigned>>> {
+) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
     let mut tx = store.begin_replanned().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
@@ -160,6 +162,7 @@ pub async fn run_batch(
     if drained > 0 {
         metrics::counter!(WAITING_DRAINED).increment(drained as u64);
     }
+    let drain_again = drain > 0 && reads.waiting as i64 == drain && drained > 0;
 
     let mut replies: Vec<AppResult<AutoAssigned>> = triggers
         .iter()
@@ -188,7 +191,7 @@ pub async fn run_batch(
             }
         };
     }
-    Ok(replies)
+    Ok((replies, drain_again))
 }
 
 /// Whether conversations may still wait after the batch: some were queued by it, or some it read stayed,
