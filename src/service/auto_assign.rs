@@ -69,19 +69,21 @@ pub async fn auto_assign(
     coalescer.submit(&call.campaign_id, trigger).await
 }
 
-/// Most waiting conversations one batch tries to place; a longer queue drains over several batches.
+/// Most waiting conversations one batch tries to place; a longer queue drains over several batches, back
+/// to back (not one per event or sweep).
 const DRAIN_LIMIT: i64 = 256;
 
 /// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
 /// campaign's auto-assign lock, reads the waiting conversations it drains first (if any may wait and
 /// auto-assignment is on) and every trigger's conversation (all locked) with their eligible organizers,
 /// plans the batch, and writes it in one statement. A batch without triggers only drains. Returns each
-/// trigger's answer, in batch order.
+/// trigger's answer, in batch order, and whether to drain again: the batch read as many waiting
+/// conversations as it may and placed some, so more may wait that someone can take.
 pub async fn run_batch(
     store: &Store,
     campaign_id: &str,
     triggers: &[Trigger],
-) -> AppResult<Vec<AppResult<AutoAssigned>>> {
+) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
     let mut tx = store.begin_replanned().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
@@ -156,16 +158,22 @@ pub async fn run_batch(
     };
     tx.commit().await?;
     let now = chrono::Utc::now();
+    let mut drained = 0;
     for (state, since) in reads.states[..reads.waiting]
         .iter()
         .zip(&reads.waiting_since)
     {
-        if let (true, Some(since)) = (assigned.contains_key(&state.conversation_id), since) {
-            metrics::counter!(WAITING_DRAINED).increment(1);
+        if !assigned.contains_key(&state.conversation_id) {
+            continue;
+        }
+        drained += 1;
+        metrics::counter!(WAITING_DRAINED).increment(1);
+        if let Some(since) = since {
             let waited = (now - *since).num_milliseconds().max(0) as f64 / 1e3;
             metrics::histogram!(WAITING_SECONDS).record(waited);
         }
     }
+    let drain_again = drain > 0 && reads.waiting as i64 == drain && drained > 0;
 
     let mut replies: Vec<AppResult<AutoAssigned>> = triggers
         .iter()
@@ -194,7 +202,7 @@ pub async fn run_batch(
             }
         };
     }
-    Ok(replies)
+    Ok((replies, drain_again))
 }
 
 /// Whether conversations may still wait after the batch: some were queued by it, or some it read stayed,

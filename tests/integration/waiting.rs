@@ -544,3 +544,60 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
     assert_eq!(app.count("waiting_conversations").await, 0);
 }
+
+/// A queue longer than one drain batch empties when someone comes back, batch after batch, without waiting
+/// for the sweep (here hourly).
+#[tokio::test]
+async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
+    const QUEUED: i64 = 600;
+    let app = TestApp::start_configured(&["--waiting-sweep-interval", "1h"]).await;
+    app.admin("admin").await;
+    app.organizer("o1").await;
+    set_availability(&app, "o1", pb::Availability::Away).await;
+    app.group("admin", "Everyone", &["o1"], true, scope_all())
+        .await;
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                auto_assign_enabled: Some(true),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // The queue filled set-based, as QUEUED triggers would leave it.
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+         SELECT $1, 'c' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(1, $2) AS n",
+    )
+    .bind(CAMPAIGN)
+    .bind(QUEUED)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
+         SELECT campaign_id, conversation_id, nextval('waiting_position') FROM ( \
+           SELECT campaign_id, conversation_id FROM conversations ORDER BY conversation_id) AS c",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE inbox_settings SET has_waiting = true")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+
+    set_availability(&app, "o1", pb::Availability::Available).await;
+    until_waiting(&app, 0).await;
+    let assigned = auto_assigned_in_order(&app).await;
+    assert_eq!(assigned.len() as i64, QUEUED);
+    let in_queue_order: Vec<String> = (1..=QUEUED).map(|n| format!("c{n:04}")).collect();
+    assert_eq!(
+        assigned.into_iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        in_queue_order,
+        "oldest first"
+    );
+}

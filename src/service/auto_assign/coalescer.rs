@@ -190,8 +190,15 @@ impl Coalescer {
                 batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
             tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
             match run_batch(&self.store, &campaign_id, &triggers).await {
-                Ok(results) => {
+                Ok((results, drain_again)) => {
                     self.feed.wake(&campaign_id);
+                    // A long queue drains batch after batch, not one batch per event or sweep.
+                    if drain_again {
+                        let mut queues = self.queues.lock().expect("queue lock");
+                        if let Some(queue) = queues.get_mut(&campaign_id) {
+                            queue.drain = true;
+                        }
+                    }
                     for (reply, result) in replies.into_iter().zip(results) {
                         let _ = reply.send(result);
                     }
