@@ -115,7 +115,8 @@ pub async fn run_batch(
         || reads.capacity_overrides
         || cursor.routing_mode == RoutingMode::Balanced;
     let loads = if enabled && loads_matter && !reads.states.is_empty() {
-        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?)
+        let balanced = cursor.routing_mode == RoutingMode::Balanced;
+        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity, balanced).await?)
     } else {
         None
     };

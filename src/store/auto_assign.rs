@@ -225,20 +225,27 @@ fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
 }
 
 /// The loads of the campaign's active, available organizers: open conversations and the capacity that
-/// applies. Read under the auto-assign lock, after [`read_triggers`] share-locked the organizers.
+/// applies. Read under the auto-assign lock, after [`read_triggers`] share-locked the organizers. Unless
+/// `balanced` (which compares loads), each organizer's count stops at their capacity (none for unlimited):
+/// that is all "at capacity" needs, and it bounds the read by capacity rather than by open conversations.
 pub async fn loads(
     conn: &mut Conn,
     campaign_id: &str,
     default_capacity: i32,
+    balanced: bool,
 ) -> AppResult<HashMap<String, Load>> {
     let rows: Vec<(String, Option<i32>, i64)> = sqlx::query_as(
         "SELECT u.user_id, u.capacity, \
-                (SELECT count(*) FROM conversations c \
-                  WHERE c.campaign_id = u.campaign_id AND c.assignee_id = u.user_id AND c.status = 'OPEN') \
+                (SELECT count(*) FROM ( \
+                   SELECT 1 FROM conversations c \
+                    WHERE c.campaign_id = u.campaign_id AND c.assignee_id = u.user_id AND c.status = 'OPEN' \
+                    LIMIT CASE WHEN $3 THEN NULL ELSE greatest(coalesce(u.capacity, $2), 0) END) AS open) \
          FROM users u \
          WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' AND u.active AND u.availability = 'AVAILABLE'",
     )
     .bind(campaign_id)
+    .bind(default_capacity)
+    .bind(balanced)
     .fetch_all(conn)
     .await?;
     Ok(rows

@@ -41,6 +41,7 @@ pub enum OnUnavailable {
 }
 
 /// How busy an organizer is: their open conversations and the capacity that applies (0 = unlimited).
+/// Outside balanced mode `open` may be counted only up to the capacity: enough to tell "at capacity".
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Load {
     pub open: u32,
