@@ -23,6 +23,8 @@ pub const WAITING_OLDEST_SECONDS: &str = "auto_assign_waiting_oldest_seconds";
 pub const DRAINS: &str = "auto_assign_drains_total";
 /// How long a conversation waited in the queue before a drain assigned it.
 pub const WAITING_SECONDS: &str = "auto_assign_waiting_seconds";
+/// How long after its write (its transaction's start) an event reached this replica's watchers.
+pub const FEED_LAG_SECONDS: &str = "feed_delivery_lag_seconds";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::model::AssignmentEvent;
 use crate::error::AppResult;
+use crate::observability::FEED_LAG_SECONDS;
 use crate::store::Store;
 use crate::store::feed::{self, EventFilter};
 
@@ -196,6 +197,13 @@ impl Feed {
                 break;
             };
             fanned = last;
+            let now = chrono::Utc::now();
+            for event in &events {
+                let lag = (now - event.occurred_at)
+                    .num_microseconds()
+                    .unwrap_or(i64::MAX);
+                metrics::histogram!(FEED_LAG_SECONDS).record(lag.max(0) as f64 / 1e6);
+            }
             let _ = sender.send(Arc::new(events));
         }
         if let Some(campaign) = self

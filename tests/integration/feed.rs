@@ -6,6 +6,7 @@ use assignment_service::pb;
 use tonic::Streaming;
 
 use crate::harness::*;
+use crate::production::{count, scrape};
 
 /// Admin "admin", organizers org1 (in a group covering tag "vol") and org2; conversations c1 (vol), c2.
 /// The sweep runs often, so an event written behind the service's back (as a dead replica would leave it)
@@ -136,6 +137,8 @@ fn ids(events: &[pb::AssignmentEvent]) -> Vec<i64> {
 async fn a_watcher_sees_every_change_once_in_order_and_resumes_from_any_cursor() {
     let app = campaign().await;
     assign(&app, "c2", "org2").await; // before the watch: not delivered
+    let lag_count = "feed_delivery_lag_seconds_count";
+    let delivered_before = count(&scrape(app.metrics_addr).await, lag_count);
     let mut watcher = watch(&app, Some("admin"), "").await;
     assign(&app, "c1", "org1").await;
     app.assignments()
@@ -161,6 +164,12 @@ async fn a_watcher_sees_every_change_once_in_order_and_resumes_from_any_cursor()
         .unwrap();
     unassign(&app, "c2").await;
     let events = next_events(&mut watcher, 4).await;
+    // Operators see how late events reach watchers (other tests share the process's metrics).
+    let delivered_after = count(&scrape(app.metrics_addr).await, lag_count);
+    assert!(
+        delivered_after >= delivered_before + 4.0,
+        "{delivered_before} -> {delivered_after}"
+    );
     use pb::AssignmentAction as A;
     let actions: Vec<A> = events.iter().map(|e| e.action()).collect();
     assert_eq!(

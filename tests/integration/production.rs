@@ -390,7 +390,7 @@ async fn metrics_endpoint_counts_the_calls_made() {
 }
 
 /// The value of the first sample line starting with `needle`.
-fn count(body: &str, needle: &str) -> f64 {
+pub fn count(body: &str, needle: &str) -> f64 {
     body.lines()
         .find(|line| line.starts_with(needle))
         .and_then(|line| line.rsplit(' ').next())
@@ -398,7 +398,7 @@ fn count(body: &str, needle: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
