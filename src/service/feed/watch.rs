@@ -130,8 +130,11 @@ struct Stream {
 
 impl Stream {
     async fn run(mut self, mut receiver: broadcast::Receiver<Batch>) {
+        // The database is read only to start, after a gap and after a quiet spell: a watcher that keeps up
+        // is fed from the fan-out alone, so watchers cost the database nothing per event.
+        let mut read_database = true;
         loop {
-            if self.catch_up().await.is_err() {
+            if std::mem::take(&mut read_database) && self.catch_up().await.is_err() {
                 return;
             }
             let batch = tokio::select! {
@@ -140,17 +143,20 @@ impl Stream {
             };
             match batch {
                 // Nothing heard for a while: read anyway.
-                Err(_) => continue,
+                Err(_) => read_database = true,
                 Ok(Ok(batch)) => {
                     let fresh: Vec<AssignmentEvent> = batch
                         .iter()
                         .filter(|e| e.seq.is_some_and(|seq| seq > self.sent))
                         .cloned()
                         .collect();
-                    // A gap before the batch is filled from the database by the next catch-up.
-                    if fresh.first().and_then(|e| e.seq) == Some(self.sent + 1)
-                        && self.deliver(fresh).await.is_err()
-                    {
+                    let Some(first) = fresh.first().and_then(|e| e.seq) else {
+                        continue;
+                    };
+                    if first != self.sent + 1 {
+                        // A gap before the batch: fill it (and the batch) from the database.
+                        read_database = true;
+                    } else if self.deliver(fresh).await.is_err() {
                         return;
                     }
                 }
