@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use assignment_service::pb;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
-use sqlx::{Postgres, Transaction};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -31,38 +30,8 @@ async fn campaign(flags: &[&str]) -> TestApp {
     app
 }
 
-/// Holds the campaign's auto-assign lock from outside the service; returns the holder's backend pid.
-async fn hold_campaign_lock(app: &TestApp) -> (Transaction<'static, Postgres>, i32) {
-    let mut tx = app.store.pool().begin().await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query("SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE")
-        .bind(CAMPAIGN)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    (tx, pid)
-}
-
-/// Waits until some session waits on the lock `holder` holds: a batch is running and stuck.
-async fn wait_until_blocked_by(app: &TestApp, holder: i32) {
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(holder)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no auto-assign batch waited on the campaign's lock");
-}
+/// Holds the campaign's auto-assign lock from outside the service.
+const LOCK_CAMPAIGN: &str = "SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE";
 
 fn trigger(n: usize) -> pb::AutoAssignConversationRequest {
     pb::AutoAssignConversationRequest {
@@ -97,9 +66,9 @@ async fn recorded_triggers(app: &TestApp) -> Vec<String> {
 async fn triggers_past_the_queue_cap_are_refused_with_resource_exhausted() {
     let app = campaign(&["--auto-assign-max-queue", "2"]).await;
     let channel = app.channel().await;
-    let (lock, holder) = hold_campaign_lock(&app).await;
+    let (lock, holder) = app.hold_locks(LOCK_CAMPAIGN).await;
     let first = spawn_trigger(&channel, 1);
-    wait_until_blocked_by(&app, holder).await;
+    app.until_blocked_by(holder).await;
 
     // Four more wait behind the stuck batch: two fit in the queue, two are refused at once.
     let mut waiting = tokio::task::JoinSet::new();
@@ -132,9 +101,9 @@ async fn triggers_past_the_queue_cap_are_refused_with_resource_exhausted() {
 async fn triggers_whose_callers_gave_up_are_not_run() {
     let app = campaign(&[]).await;
     let channel = app.channel().await;
-    let (lock, holder) = hold_campaign_lock(&app).await;
+    let (lock, holder) = app.hold_locks(LOCK_CAMPAIGN).await;
     let first = spawn_trigger(&channel, 1);
-    wait_until_blocked_by(&app, holder).await;
+    app.until_blocked_by(holder).await;
 
     // Queued behind the stuck batch, this caller gives up.
     let mut impatient = system(CAMPAIGN, trigger(2));

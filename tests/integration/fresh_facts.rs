@@ -1,10 +1,7 @@
 //! Decisions on fresh, locked facts: a change waiting for a row lock decides on the directory as it is
 //! when it gets the lock, not as it was when the call arrived.
 
-use std::time::Duration;
-
 use assignment_service::pb;
-use sqlx::{Postgres, Transaction};
 use tonic::Code;
 
 use crate::harness::*;
@@ -31,39 +28,6 @@ async fn campaign() -> TestApp {
         .await
         .unwrap();
     app
-}
-
-/// A transaction holding `sql`'s row locks, and its backend pid.
-async fn hold(app: &TestApp, sql: &str) -> (Transaction<'static, Postgres>, i32) {
-    let mut tx = app.store.pool().begin().await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(sql)
-        .bind(CAMPAIGN)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    (tx, pid)
-}
-
-/// Waits until some backend is blocked by `pid`'s locks.
-async fn until_blocked_by(app: &TestApp, pid: i32) {
-    for _ in 0..500 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
-        )
-        .bind(pid)
-        .fetch_one(app.store.pool())
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("nothing ever waited for the held lock");
 }
 
 const LOCK_C1: &str =
@@ -95,9 +59,9 @@ async fn reassign_c1_to(
 async fn an_admin_demoted_while_their_reassign_waits_for_the_row_is_refused() {
     let app = campaign().await;
     let events = app.count("assignment_events").await;
-    let (held, pid) = hold(&app, LOCK_C1).await;
+    let (held, pid) = app.hold_locks(LOCK_C1).await;
     let waiting = reassign_c1_to(&app, "org2").await;
-    until_blocked_by(&app, pid).await;
+    app.until_blocked_by(pid).await;
     app.organizer("admin").await;
     held.rollback().await.unwrap();
     // Now an organizer in no group, they may not even see c1 (it is org1's): not found, nothing changed.
@@ -110,9 +74,9 @@ async fn an_admin_demoted_while_their_reassign_waits_for_the_row_is_refused() {
 #[tokio::test]
 async fn an_admin_deactivated_while_their_reassign_waits_for_the_row_is_refused() {
     let app = campaign().await;
-    let (held, pid) = hold(&app, LOCK_C1).await;
+    let (held, pid) = app.hold_locks(LOCK_C1).await;
     let waiting = reassign_c1_to(&app, "org2").await;
-    until_blocked_by(&app, pid).await;
+    app.until_blocked_by(pid).await;
     app.deactivate("admin").await;
     held.rollback().await.unwrap();
     let status = expect_code(waiting.await.unwrap(), Code::PermissionDenied);
@@ -123,9 +87,9 @@ async fn an_admin_deactivated_while_their_reassign_waits_for_the_row_is_refused(
 #[tokio::test]
 async fn a_target_deactivated_while_the_reassign_waits_is_refused() {
     let app = campaign().await;
-    let (held, pid) = hold(&app, LOCK_C1).await;
+    let (held, pid) = app.hold_locks(LOCK_C1).await;
     let waiting = reassign_c1_to(&app, "org2").await;
-    until_blocked_by(&app, pid).await;
+    app.until_blocked_by(pid).await;
     app.deactivate("org2").await;
     held.rollback().await.unwrap();
     let status = expect_code(waiting.await.unwrap(), Code::FailedPrecondition);
@@ -147,11 +111,9 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
         ))
         .await
         .unwrap();
-    let (held, pid) = hold(
-        &app,
-        "SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE",
-    )
-    .await;
+    let (held, pid) = app
+        .hold_locks("SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE")
+        .await;
     let mut client = app.assignments().await;
     let waiting = tokio::spawn({
         async move {
@@ -169,7 +131,7 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
                 .map(|r| r.into_inner())
         }
     });
-    until_blocked_by(&app, pid).await;
+    app.until_blocked_by(pid).await;
     // org1 would be first in the round-robin: deactivated now, the waiting trigger must skip them.
     app.deactivate("org1").await;
     held.rollback().await.unwrap();
@@ -181,7 +143,7 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
 #[tokio::test]
 async fn an_admin_demoted_while_their_bulk_batch_waits_ends_the_stream() {
     let app = campaign().await;
-    let (held, pid) = hold(&app, LOCK_C1).await;
+    let (held, pid) = app.hold_locks(LOCK_C1).await;
     let mut client = app.assignments().await;
     use pb::bulk_reassign_request::Payload;
     let messages = vec![
@@ -205,7 +167,7 @@ async fn an_admin_demoted_while_their_bulk_batch_waits_ends_the_stream() {
         while stream.message().await?.is_some() {}
         Ok::<(), tonic::Status>(())
     });
-    until_blocked_by(&app, pid).await;
+    app.until_blocked_by(pid).await;
     app.organizer("admin").await;
     held.rollback().await.unwrap();
     let status = expect_code(waiting.await.unwrap(), Code::PermissionDenied);

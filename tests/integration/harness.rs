@@ -146,6 +146,40 @@ pub fn config(database_url: &str, flags: &[&str]) -> Config {
 }
 
 impl TestApp {
+    /// A transaction outside the service holding `sql`'s row locks (`sql` takes the campaign as `$1`), and
+    /// its backend pid.
+    pub async fn hold_locks(&self, sql: &str) -> (sqlx::Transaction<'static, sqlx::Postgres>, i32) {
+        let mut tx = self.store.pool().begin().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query(sql)
+            .bind(CAMPAIGN)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        (tx, pid)
+    }
+
+    /// Waits until some backend is blocked by `pid`'s locks.
+    pub async fn until_blocked_by(&self, pid: i32) {
+        for _ in 0..500 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            )
+            .bind(pid)
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("nothing ever waited for the held lock");
+    }
+
     pub async fn start() -> Self {
         Self::start_configured(&[]).await
     }
