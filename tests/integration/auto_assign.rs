@@ -398,17 +398,14 @@ async fn rotation_continues_after_the_last_organizer_assigned_by_any_path() {
 #[tokio::test]
 async fn rotation_can_ignore_manual_assignments_and_survives_a_restart() {
     let app = campaign().await;
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                rotation_start: pb::RotationStart::LastAutoAssigned.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            rotation_start: pb::RotationStart::LastAutoAssigned.into(),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(next(&app, "c1").await, "org-a");
     assign_manually(&app, "manual", "org-c").await;
     assert_eq!(next(&app, "c2").await, "org-b");

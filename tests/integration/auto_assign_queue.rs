@@ -16,17 +16,14 @@ async fn campaign(flags: &[&str]) -> TestApp {
     app.organizer("org-a").await;
     app.group("admin", "Inbox team", &["org-a"], true, scope_all())
         .await;
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
     app
 }
 

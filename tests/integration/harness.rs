@@ -275,6 +275,15 @@ impl TestApp {
             .expect("upsert user");
     }
 
+    /// Changes the campaign's inbox settings as `admin` (fields left unset keep their value).
+    pub async fn update_settings(&self, admin: &str, settings: pb::UpdateInboxSettingsRequest) {
+        self.assignments()
+            .await
+            .update_inbox_settings(as_actor(admin, settings))
+            .await
+            .unwrap();
+    }
+
     pub async fn admin(&self, user_id: &str) {
         self.user(user_id, pb::Role::Admin).await;
     }

@@ -16,17 +16,14 @@ async fn campaign(settings: pb::UpdateInboxSettingsRequest) -> TestApp {
     }
     app.group("admin", "Inbox team", &ORGANIZERS, true, scope_all())
         .await;
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..settings
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(true),
+            ..settings
+        },
+    )
+    .await;
     app
 }
 

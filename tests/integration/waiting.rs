@@ -19,17 +19,14 @@ async fn campaign(organizers: &[&str], settings: pb::UpdateInboxSettingsRequest)
     }
     app.group("admin", "Everyone", organizers, true, scope_all())
         .await;
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..settings
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(true),
+            ..settings
+        },
+    )
+    .await;
     app
 }
 
@@ -529,17 +526,14 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
     assert_eq!(unassign.from_user_id.as_deref(), Some("o1"));
 
     // KEEP: going offline keeps what they hold.
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                on_unavailable: pb::OnUnavailable::Keep.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            on_unavailable: pb::OnUnavailable::Keep.into(),
+            ..Default::default()
+        },
+    )
+    .await;
     set_availability(&app, "o2", pb::Availability::Offline).await;
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
     assert_eq!(app.count("waiting_conversations").await, 0);
@@ -556,17 +550,14 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
     set_availability(&app, "o1", pb::Availability::Away).await;
     app.group("admin", "Everyone", &["o1"], true, scope_all())
         .await;
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
     // The queue filled set-based, as QUEUED triggers would leave it.
     sqlx::query(
         "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
