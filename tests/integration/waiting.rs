@@ -44,18 +44,23 @@ async fn set_availability(app: &TestApp, user: &str, availability: pb::Availabil
         .unwrap();
 }
 
+/// The flow builder's trigger for a new conversation (trigger and member ids derived from it).
+fn trigger_request(conversation: &str) -> tonic::Request<pb::AutoAssignConversationRequest> {
+    system(
+        CAMPAIGN,
+        pb::AutoAssignConversationRequest {
+            conversation_id: conversation.into(),
+            trigger_id: format!("t-{conversation}"),
+            member_id: format!("m-{conversation}"),
+            member_tags: vec![],
+        },
+    )
+}
+
 async fn trigger(app: &TestApp, conversation: &str) -> pb::AutoAssignConversationResponse {
     app.assignments()
         .await
-        .auto_assign_conversation(system(
-            CAMPAIGN,
-            pb::AutoAssignConversationRequest {
-                conversation_id: conversation.into(),
-                trigger_id: format!("t-{conversation}"),
-                member_id: format!("m-{conversation}"),
-                member_tags: vec![],
-            },
-        ))
+        .auto_assign_conversation(trigger_request(conversation))
         .await
         .unwrap()
         .into_inner()
@@ -343,17 +348,8 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
             n => replicas[n - 1].assignments().await,
         };
         tasks.push(tokio::spawn(async move {
-            let id = format!("c{i:03}");
             client
-                .auto_assign_conversation(system(
-                    CAMPAIGN,
-                    pb::AutoAssignConversationRequest {
-                        conversation_id: id.clone(),
-                        trigger_id: format!("t-{id}"),
-                        member_id: format!("m-{id}"),
-                        member_tags: vec![],
-                    },
-                ))
+                .auto_assign_conversation(trigger_request(&format!("c{i:03}")))
                 .await
                 .unwrap()
                 .into_inner()
