@@ -419,3 +419,43 @@ async fn a_reader_too_far_behind_is_cut_off_and_resumes_from_its_last_cursor() {
     assert_eq!(rest.len(), CHANGES - received);
     quiet(&mut resumed).await;
 }
+
+#[tokio::test]
+async fn a_watcher_demoted_sees_only_what_they_may_view_and_deactivated_is_cut_off() {
+    let app = campaign().await;
+    app.admin("lead").await;
+    app.conversation("c3", &[]).await;
+    let mut watcher = watch(&app, Some("lead"), "").await;
+    assign(&app, "c2", "org2").await;
+    assert_eq!(next_events(&mut watcher, 1).await[0].conversation_id, "c2");
+
+    // Demoted to organizer (no group): c1 is no longer theirs to see; c3, assigned to them, is.
+    app.organizer("lead").await;
+    assign(&app, "c1", "org1").await;
+    assign(&app, "c3", "lead").await;
+    let event = next_events(&mut watcher, 1).await.remove(0);
+    assert_eq!(
+        (event.conversation_id.as_str(), event.to_user_id.as_deref()),
+        ("c3", Some("lead"))
+    );
+    quiet(&mut watcher).await;
+
+    // Deactivated: the next event ends the stream with the same refusal a new call gets.
+    app.deactivate("lead").await;
+    unassign(&app, "c1").await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), watcher.message())
+        .await
+        .expect("the stream ends")
+        .expect_err("with an error");
+    let refused = app
+        .assignments()
+        .await
+        .watch_assignment_events(as_actor(
+            "lead",
+            pb::WatchAssignmentEventsRequest::default(),
+        ))
+        .await
+        .expect_err("an inactive actor is refused");
+    assert_eq!(ended.code(), refused.code());
+    assert_eq!(ended.message(), refused.message());
+}

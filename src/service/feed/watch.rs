@@ -78,11 +78,11 @@ pub async fn watch(
     let assignee_id = violations.check(validate::optional_id("assignee_id", &request.assignee_id));
     violations.finish()?;
     let mut conn = store.acquire().await?;
-    // Organizers see what they may view; admins and systems everything.
-    let organizer = match &watcher {
+    // Refused at once if the actor cannot act; who they are is read again for every batch delivered.
+    let actor = match watcher {
         Watcher::Actor(call) => {
-            let actor = authenticate(&mut conn, call).await?;
-            (actor.role == Role::Organizer).then_some(actor.user_id)
+            authenticate(&mut conn, &call).await?;
+            Some(call)
         }
         Watcher::System(_) => None,
     };
@@ -109,7 +109,7 @@ pub async fn watch(
             conversation_ids,
             assignee_id,
         },
-        organizer,
+        actor,
         cursors,
         sent: head,
         tx,
@@ -121,7 +121,8 @@ struct Stream {
     store: Store,
     campaign_id: String,
     filter: EventFilter,
-    organizer: Option<String>,
+    /// The acting user watching (None: a system caller, who sees everything).
+    actor: Option<ActorCall>,
     cursors: PageScope,
     /// The last feed number handled (delivered, or filtered out).
     sent: i64,
@@ -217,30 +218,40 @@ impl Stream {
         let Some(last) = events.last().and_then(|e| e.seq) else {
             return Ok(());
         };
-        let viewable = match &self.organizer {
-            Some(organizer) => {
-                let ids: Vec<&str> = events
-                    .iter()
-                    .filter_map(|e| e.conversation_id.as_deref())
-                    .collect();
+        // Who the watcher is now, read with each batch: organizers see what they may view (a demotion
+        // narrows the stream at once), admins everything, and a deactivated actor's stream ends.
+        let organizer_view = match &self.actor {
+            Some(call) => {
                 let mut conn = match self.store.acquire().await {
                     Ok(conn) => conn,
                     Err(err) => return self.fail(err).await,
                 };
-                match feed::viewable(&mut conn, &self.campaign_id, organizer, &ids).await {
-                    Ok(viewable) => Some(viewable),
+                let actor = match authenticate(&mut conn, call).await {
+                    Ok(actor) => actor,
                     Err(err) => return self.fail(err).await,
+                };
+                if actor.role == Role::Organizer {
+                    let ids: Vec<&str> = events
+                        .iter()
+                        .filter_map(|e| e.conversation_id.as_deref())
+                        .collect();
+                    match feed::viewable(&mut conn, &self.campaign_id, &actor.user_id, &ids).await {
+                        Ok(viewable) => Some((actor.user_id, viewable)),
+                        Err(err) => return self.fail(err).await,
+                    }
+                } else {
+                    None
                 }
             }
             None => None,
         };
         for event in events {
             let seq = event.seq.unwrap_or_default();
-            let allowed = match (&viewable, &event.conversation_id) {
+            let allowed = match (&organizer_view, &event.conversation_id) {
                 (None, _) => true,
-                (Some(viewable), Some(conversation)) => viewable.contains(conversation),
+                (Some((_, viewable)), Some(conversation)) => viewable.contains(conversation),
                 // Availability: an organizer sees their own.
-                (Some(_), None) => event.user_id == self.organizer,
+                (Some((organizer, _)), None) => event.user_id.as_ref() == Some(organizer),
             };
             if allowed && self.wanted(&event) {
                 let cursor = self.cursors.token(&seq.to_string());
