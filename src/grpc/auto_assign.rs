@@ -2,14 +2,12 @@
 
 use tonic::{Request, Response, Status};
 
-use super::context::{ACTOR_HEADER, actor_call, system_call};
+use super::context::{actor_call, caller, system_call};
 use super::convert;
-use super::middleware::CallerIdentity;
-use crate::auth::Scope;
 use crate::error::AppError;
 use crate::pb;
 use crate::service::auto_assign::{self, Coalescer, TriggerRequest};
-use crate::service::availability::{self, Setter};
+use crate::service::availability;
 use crate::store::Store;
 
 pub(super) async fn auto_assign(
@@ -100,15 +98,7 @@ pub(super) async fn set_availability(
     store: &Store,
     request: Request<pb::SetAvailabilityRequest>,
 ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
-    let user_scoped = request
-        .extensions()
-        .get::<CallerIdentity>()
-        .is_some_and(|caller| caller.scope == Scope::User);
-    let setter = if request.metadata().contains_key(ACTOR_HEADER) || user_scoped {
-        Setter::Actor(actor_call(&request)?)
-    } else {
-        Setter::System(system_call(&request)?)
-    };
+    let setter = caller(&request)?;
     let req = request.into_inner();
     let availability = convert::availability_from_pb(req.availability);
     let done = availability::set_availability(store, &setter, &req.user_id, availability).await?;

@@ -4,10 +4,11 @@
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
-use super::middleware::RequestId;
+use super::middleware::{CallerIdentity, RequestId};
+use crate::auth::Scope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::{ActorCall, SystemCall};
+use crate::service::{ActorCall, Caller, SystemCall};
 
 pub const CAMPAIGN_HEADER: &str = "x-campaign-id";
 pub const ACTOR_HEADER: &str = "x-actor-id";
@@ -45,6 +46,20 @@ pub fn system_call<T>(request: &Request<T>) -> AppResult<SystemCall> {
         campaign_id: campaign_id(request.metadata())?,
         request_id: request_id(request),
     })
+}
+
+/// For calls both users and systems make: a user acting when `x-actor-id` is set or the token is
+/// user-scoped (such a token must name its actor), else a system.
+pub fn caller<T>(request: &Request<T>) -> AppResult<Caller> {
+    let user_scoped = request
+        .extensions()
+        .get::<CallerIdentity>()
+        .is_some_and(|identity| identity.scope == Scope::User);
+    if request.metadata().contains_key(ACTOR_HEADER) || user_scoped {
+        Ok(Caller::Actor(actor_call(request)?))
+    } else {
+        Ok(Caller::System(system_call(request)?))
+    }
 }
 
 /// The campaign a call acts in.

@@ -7,12 +7,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::context::{ACTOR_HEADER, actor_call, system_call};
+use super::context::caller;
 use super::convert;
-use super::middleware::CallerIdentity;
-use crate::auth::Scope;
 use crate::pb;
-use crate::service::feed::{self, Feed, WatchRequest, Watcher};
+use crate::service::feed::{self, Feed, WatchRequest};
 use crate::store::Store;
 
 pub type WatchStream =
@@ -24,15 +22,7 @@ pub(super) async fn watch(
     hub: &Feed,
     request: Request<pb::WatchAssignmentEventsRequest>,
 ) -> Result<Response<WatchStream>, Status> {
-    let user_scoped = request
-        .extensions()
-        .get::<CallerIdentity>()
-        .is_some_and(|caller| caller.scope == Scope::User);
-    let watcher = if request.metadata().contains_key(ACTOR_HEADER) || user_scoped {
-        Watcher::Actor(actor_call(&request)?)
-    } else {
-        Watcher::System(system_call(&request)?)
-    };
+    let watcher = caller(&request)?;
     let req = request.into_inner();
     let watch = WatchRequest {
         cursor: req.cursor,

@@ -5,38 +5,14 @@ use crate::domain::auto_assign::OnUnavailable;
 use crate::domain::model::{Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::{ActorCall, SystemCall, lock_actor};
+use crate::service::{Caller, lock_actor};
 use crate::store::{Store, inbox_settings, users, waiting};
-
-/// Who sets an availability: a user acting (an organizer their own, an admin anyone's), or a system such as
-/// the messaging service's presence tracker (anyone's).
-#[derive(Debug, Clone)]
-pub enum Setter {
-    Actor(ActorCall),
-    System(SystemCall),
-}
-
-impl Setter {
-    fn campaign_id(&self) -> &str {
-        match self {
-            Setter::Actor(call) => &call.campaign_id,
-            Setter::System(call) => &call.campaign_id,
-        }
-    }
-
-    fn request_id(&self) -> Option<&str> {
-        match self {
-            Setter::Actor(call) => call.request_id.as_deref(),
-            Setter::System(call) => call.request_id.as_deref(),
-        }
-    }
-}
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
 pub async fn set_availability(
     store: &Store,
-    setter: &Setter,
+    setter: &Caller,
     user_id: &str,
     availability: Option<Availability>,
 ) -> AppResult<Changed<User>> {
@@ -50,8 +26,8 @@ pub async fn set_availability(
     }
     let target_id = match (setter, named) {
         (_, Some(id)) => id,
-        (Setter::Actor(call), None) => call.actor_id.clone(),
-        (Setter::System(_), None) => {
+        (Caller::Actor(call), None) => call.actor_id.clone(),
+        (Caller::System(_), None) => {
             violations.add("user_id", "user_id is required when no x-actor-id acts");
             String::new()
         }
@@ -62,7 +38,7 @@ pub async fn set_availability(
     let mut tx = store.begin().await?;
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
     let actor = match setter {
-        Setter::Actor(call) => {
+        Caller::Actor(call) => {
             let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
             require_self_or_admin(&actor, &target_id).map_err(|_| {
                 AppError::new(
@@ -74,7 +50,7 @@ pub async fn set_availability(
             })?;
             Some(actor)
         }
-        Setter::System(_) => None,
+        Caller::System(_) => None,
     };
     let target = target.ok_or_else(|| AppError::user_not_found(&target_id))?;
     if target.availability == wanted {

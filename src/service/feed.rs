@@ -9,7 +9,7 @@
 
 mod watch;
 
-pub use watch::{Delivered, WatchRequest, Watcher, watch};
+pub use watch::{Delivered, WatchRequest, watch};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

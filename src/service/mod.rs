@@ -32,6 +32,29 @@ pub struct SystemCall {
     pub request_id: Option<String>,
 }
 
+/// Who makes a call that both users and systems may make: a user acting, or a system.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Actor(ActorCall),
+    System(SystemCall),
+}
+
+impl Caller {
+    pub fn campaign_id(&self) -> &str {
+        match self {
+            Caller::Actor(call) => &call.campaign_id,
+            Caller::System(call) => &call.campaign_id,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Caller::Actor(call) => call.request_id.as_deref(),
+            Caller::System(call) => call.request_id.as_deref(),
+        }
+    }
+}
+
 /// The acting user as the directory knows them now; refused when unknown or inactive.
 pub async fn authenticate(conn: &mut Conn, call: &ActorCall) -> AppResult<Actor> {
     let user = users::find(conn, &call.campaign_id, &call.actor_id).await?;

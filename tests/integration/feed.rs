@@ -369,13 +369,13 @@ async fn watchers_on_three_replicas_receive_the_same_history() {
 /// below the transport, whose own buffers would hide a stopped reader for thousands of events.)
 #[tokio::test]
 async fn a_reader_too_far_behind_is_cut_off_and_resumes_from_its_last_cursor() {
-    use assignment_service::service::SystemCall;
-    use assignment_service::service::feed::{self, Feed, WatchRequest, Watcher};
+    use assignment_service::service::feed::{self, Feed, WatchRequest};
+    use assignment_service::service::{Caller, SystemCall};
     let app = campaign().await;
     // Small buffers: a reader two events and two batches behind is too far behind.
     let hub = Feed::with_buffers(app.store.clone(), 2, 2);
     let listener = tokio::spawn(hub.clone().listen());
-    let system = Watcher::System(SystemCall {
+    let system = Caller::System(SystemCall {
         campaign_id: CAMPAIGN.into(),
         request_id: None,
     });

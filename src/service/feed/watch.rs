@@ -10,30 +10,13 @@ use crate::domain::model::{AssignmentEvent, Role};
 use crate::domain::paging::PageScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::{ActorCall, SystemCall, authenticate};
+use crate::service::{ActorCall, Caller, authenticate};
 use crate::store::Store;
 use crate::store::feed::{self, EventFilter};
 
 /// How long a watcher waits for a notification before reading the database anyway (a lost notification
 /// delays delivery by at most this much).
 const SAFETY_READ: Duration = Duration::from_secs(10);
-
-/// Who watches: a user (sees what they may view) or a system (sees everything).
-#[derive(Debug, Clone)]
-pub enum Watcher {
-    Actor(ActorCall),
-    System(SystemCall),
-}
-
-impl Watcher {
-    fn campaign_id(&self) -> &str {
-        match self {
-            Watcher::Actor(call) => &call.campaign_id,
-            Watcher::System(call) => &call.campaign_id,
-        }
-    }
-}
-
 /// WatchAssignmentEvents' request, as sent.
 #[derive(Debug, Clone, Default)]
 pub struct WatchRequest {
@@ -54,7 +37,7 @@ pub struct Delivered {
 pub async fn watch(
     store: &Store,
     feed_hub: &Feed,
-    watcher: Watcher,
+    watcher: Caller,
     request: WatchRequest,
 ) -> AppResult<(
     mpsc::Receiver<AppResult<Delivered>>,
@@ -80,11 +63,11 @@ pub async fn watch(
     let mut conn = store.acquire().await?;
     // Refused at once if the actor cannot act; who they are is read again for every batch delivered.
     let actor = match watcher {
-        Watcher::Actor(call) => {
+        Caller::Actor(call) => {
             authenticate(&mut conn, &call).await?;
             Some(call)
         }
-        Watcher::System(_) => None,
+        Caller::System(_) => None,
     };
     let head = match after {
         Some(after) => {
