@@ -293,12 +293,11 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
     }
 }
 
-/// Hourly, forgets auto-assign trigger ids past their retention. Every replica does it; the deletes are
-/// idempotent.
 /// Every `interval`, drains the campaigns whose waiting conversations an event-driven drain may have missed
 /// (a replica that died between a freeing commit and its drain), and publishes the queue's gauges. Every
 /// replica does it; drains run under each campaign's lock, so they never assign twice.
-/// The same sweep numbers events a replica that died left unnumbered, for the feed.
+/// The same sweep numbers events a replica that died left unnumbered, for the feed, and folds the load
+/// changes of campaigns whose batches do not read loads, so they never pile up.
 async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
@@ -306,10 +305,15 @@ async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval:
         if let Err(err) = crate::service::auto_assign::sweep(&store, &coalescer).await {
             tracing::warn!(error = %err, "could not sweep the waiting queues");
         }
+        if let Err(err) = crate::service::auto_assign::fold_loads(&store).await {
+            tracing::warn!(error = %err, "could not fold organizer load changes");
+        }
         feed.sweep().await;
     }
 }
 
+/// Hourly, forgets auto-assign trigger ids past their retention. Every replica does it; the deletes are
+/// idempotent.
 async fn prune_old_triggers(store: Store, retention: Duration) {
     let mut ticker = tokio::time::interval(Duration::from_secs(3600));
     loop {

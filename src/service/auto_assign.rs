@@ -110,13 +110,12 @@ pub async fn run_batch(
         RotationStart::LastAssigned => reads.last_assigned.as_deref(),
         RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
     };
-    // Loads cost a count per organizer: read them only when capacity or balance is in play.
+    // Loads cost a read of the organizers' counts: only when capacity or balance is in play.
     let loads_matter = cursor.default_capacity > 0
         || reads.capacity_overrides
         || cursor.routing_mode == RoutingMode::Balanced;
     let loads = if enabled && loads_matter && !reads.states.is_empty() {
-        let balanced = cursor.routing_mode == RoutingMode::Balanced;
-        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity, balanced).await?)
+        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?)
     } else {
         None
     };
@@ -264,6 +263,23 @@ pub async fn update_settings(
     };
     tx.commit().await?;
     Ok(settings)
+}
+
+/// Folds every campaign's pending load changes into its organizers' counts, one campaign at a time under
+/// its auto-assign lock; returns how many changes. Batches that read loads fold their own campaign's.
+pub async fn fold_loads(store: &Store) -> AppResult<u64> {
+    let campaigns = {
+        let mut conn = store.acquire().await?;
+        auto_assign::campaigns_with_load_changes(&mut conn).await?
+    };
+    let mut folded = 0;
+    for campaign_id in campaigns {
+        let mut tx = store.begin().await?;
+        auto_assign::lock(&mut tx, &campaign_id).await?;
+        folded += auto_assign::fold_loads(&mut tx, &campaign_id).await?;
+        tx.commit().await?;
+    }
+    Ok(folded)
 }
 
 /// Forgets trigger ids older than `retention`; returns how many.

@@ -225,39 +225,71 @@ fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
 }
 
 /// The loads of the campaign's active, available organizers: open conversations and the capacity that
-/// applies. Read under the auto-assign lock, after [`read_triggers`] share-locked the organizers. Unless
-/// `balanced` (which compares loads), each organizer's count stops at their capacity (none for unlimited):
-/// that is all "at capacity" needs, and it bounds the read by capacity rather than by open conversations.
+/// applies. Run it under the auto-assign lock, after [`read_triggers`] share-locked the organizers: it
+/// also folds the campaign's pending load changes into its counts (see the `organizer_loads` migration),
+/// which only the lock's holder may do. Costs one row per organizer and one per change since the last fold.
 pub async fn loads(
     conn: &mut Conn,
     campaign_id: &str,
     default_capacity: i32,
-    balanced: bool,
 ) -> AppResult<HashMap<String, Load>> {
     let rows: Vec<(String, Option<i32>, i64)> = sqlx::query_as(
-        "SELECT u.user_id, u.capacity, \
-                (SELECT count(*) FROM ( \
-                   SELECT 1 FROM conversations c \
-                    WHERE c.campaign_id = u.campaign_id AND c.assignee_id = u.user_id AND c.status = 'OPEN' \
-                    LIMIT CASE WHEN $3 THEN NULL ELSE greatest(coalesce(u.capacity, $2), 0) END) AS open) \
+        "WITH folded AS ( \
+           DELETE FROM organizer_load_changes WHERE campaign_id = $1 RETURNING user_id, delta \
+         ), pending AS ( \
+           SELECT user_id, sum(delta)::integer AS delta FROM folded GROUP BY user_id \
+         ), counted AS ( \
+           INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
+           SELECT $1, user_id, delta FROM pending \
+           ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
+         ) \
+         SELECT u.user_id, u.capacity, (coalesce(l.open, 0) + coalesce(p.delta, 0))::bigint \
          FROM users u \
+         LEFT JOIN organizer_loads l ON l.campaign_id = u.campaign_id AND l.user_id = u.user_id \
+         LEFT JOIN pending p ON p.user_id = u.user_id \
          WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' AND u.active AND u.availability = 'AVAILABLE'",
     )
     .bind(campaign_id)
-    .bind(default_capacity)
-    .bind(balanced)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
         .map(|(user_id, capacity, open)| {
             let load = Load {
-                open: u32::try_from(open).unwrap_or(u32::MAX),
+                open: u32::try_from(open).unwrap_or(0),
                 capacity: effective_capacity(capacity, default_capacity),
             };
             (user_id, load)
         })
         .collect())
+}
+
+/// Folds a campaign's pending load changes into its counts, under the auto-assign lock the caller holds;
+/// for campaigns whose batches do not read loads. Returns how many changes it folded.
+pub async fn fold_loads(conn: &mut Conn, campaign_id: &str) -> AppResult<u64> {
+    let folded: i64 = sqlx::query_scalar(
+        "WITH folded AS ( \
+           DELETE FROM organizer_load_changes WHERE campaign_id = $1 RETURNING user_id, delta \
+         ), counted AS ( \
+           INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
+           SELECT $1, user_id, sum(delta)::integer FROM folded GROUP BY user_id \
+           ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
+         ) \
+         SELECT count(*) FROM folded",
+    )
+    .bind(campaign_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(u64::try_from(folded).unwrap_or(0))
+}
+
+/// Campaigns with load changes not yet folded into their counts.
+pub async fn campaigns_with_load_changes(conn: &mut Conn) -> AppResult<Vec<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT DISTINCT campaign_id FROM organizer_load_changes")
+            .fetch_all(conn)
+            .await?,
+    )
 }
 
 /// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.

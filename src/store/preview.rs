@@ -18,18 +18,21 @@ pub async fn users(conn: &mut Conn, campaign_id: &str) -> AppResult<Vec<User>> {
     .await?)
 }
 
-/// Open conversations per assignee.
+/// Open conversations per assignee, as routing counts them: the folded count plus the pending changes.
 pub async fn open_counts(conn: &mut Conn, campaign_id: &str) -> AppResult<HashMap<String, u32>> {
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT assignee_id, count(*) FROM conversations \
-         WHERE campaign_id = $1 AND status = 'OPEN' AND assignee_id IS NOT NULL GROUP BY assignee_id",
+        "SELECT user_id, sum(open)::bigint FROM ( \
+           SELECT user_id, open FROM organizer_loads WHERE campaign_id = $1 \
+           UNION ALL \
+           SELECT user_id, delta FROM organizer_load_changes WHERE campaign_id = $1) AS loads \
+         GROUP BY user_id",
     )
     .bind(campaign_id)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(user, open)| (user, u32::try_from(open).unwrap_or(u32::MAX)))
+        .map(|(user, open)| (user, u32::try_from(open).unwrap_or(0)))
         .collect())
 }
 

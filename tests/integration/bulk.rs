@@ -793,3 +793,106 @@ async fn each_batch_sees_the_directory_as_it_is_now() {
 fn pb_missing_message(conversation_id: &str) -> String {
     assignment_service::error::AppError::conversation_not_found(conversation_id).to_string()
 }
+
+/// Open conversations per assignee as routing reads them (folded counts plus pending changes), and as
+/// counted from the conversations themselves.
+async fn routing_loads(app: &TestApp) -> (HashMap<String, i64>, HashMap<String, i64>) {
+    let kept: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_id, sum(open)::bigint FROM ( \
+           SELECT user_id, open FROM organizer_loads UNION ALL \
+           SELECT user_id, delta FROM organizer_load_changes) AS l GROUP BY user_id HAVING sum(open) <> 0",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let counted: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT assignee_id, count(*) FROM conversations \
+         WHERE status = 'OPEN' AND assignee_id IS NOT NULL GROUP BY assignee_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    (kept.into_iter().collect(), counted.into_iter().collect())
+}
+
+#[tokio::test]
+async fn the_open_counts_capacity_reads_follow_every_kind_of_change() {
+    let app = campaign(40).await;
+    let mut client = app.assignments().await;
+    let ids: Vec<String> = (0..30).map(conv).collect();
+    bulk_assign(
+        &mut client,
+        "admin",
+        assign_stream(options(&["o1", "o2", "o3"]), vec![ids]),
+    )
+    .await
+    .unwrap();
+    assign_one(&app, &conv(30), "o1").await;
+    client
+        .reassign_conversation(as_actor(
+            "admin",
+            pb::ReassignConversationRequest {
+                conversation_id: conv(0),
+                assignee_id: "o2".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    client
+        .unassign_conversation(as_actor(
+            "admin",
+            pb::UnassignConversationRequest {
+                conversation_id: conv(1),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    for id in [2, 3] {
+        client
+            .resolve_conversation(as_actor(
+                "admin",
+                pb::ResolveConversationRequest {
+                    conversation_id: conv(id),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .reopen_conversation(as_actor(
+            "admin",
+            pb::ReopenConversationRequest {
+                conversation_id: conv(2),
+            },
+        ))
+        .await
+        .unwrap();
+    bulk_reassign(
+        &mut client,
+        "admin",
+        options(&["o3"]),
+        (10..15).map(conv).collect(),
+    )
+    .await
+    .unwrap();
+    bulk_unassign(&mut client, "admin", (20..25).map(conv).collect())
+        .await
+        .unwrap();
+
+    let (kept, counted) = routing_loads(&app).await;
+    assert_eq!(
+        counted.values().sum::<i64>(),
+        31 - 1 - 1 - 5,
+        "the changes above"
+    );
+    assert_eq!(kept, counted, "pending changes");
+    let folded = assignment_service::service::auto_assign::fold_loads(&app.store)
+        .await
+        .unwrap();
+    assert!(folded > 0);
+    assert_eq!(app.count("organizer_load_changes").await, 0);
+    let (kept, counted) = routing_loads(&app).await;
+    assert_eq!(kept, counted, "folded");
+}
