@@ -3,7 +3,8 @@
 //! Writers only insert events; after its commit the replica that wrote them numbers them ([`Feed::wake`]:
 //! [`sequence`]), and the sequencer NOTIFYs the feed channel. Each replica holds one LISTEN connection
 //! ([`Feed::listen`]); when this replica has watchers of the campaign, it reads the new events once and fans
-//! them out in-process. A watcher first catches up from the database, then follows the fan-out, and reads
+//! them out in-process, with what each watching user may see of them (one read per batch, not per watcher).
+//! A watcher first catches up from the database, then follows the fan-out, and reads
 //! the database again for anything the fan-out did not carry (a gap, a lost notification). A replica that
 //! dies between a commit and its sequencer leaves the numbering to the periodic sweep.
 
@@ -21,8 +22,8 @@ use tokio::sync::broadcast;
 use crate::domain::model::AssignmentEvent;
 use crate::error::AppResult;
 use crate::observability::FEED_LAG_SECONDS;
-use crate::store::Store;
-use crate::store::feed::{self, EventFilter};
+use crate::store::feed::{self, EventFilter, WatcherAccess};
+use crate::store::{Conn, Store};
 
 /// Events read from the database at a time.
 const READ_LIMIT: i64 = 500;
@@ -39,12 +40,21 @@ pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
     Ok(head)
 }
 
-/// Numbered events, fanned out per campaign.
-type Batch = Arc<Vec<AssignmentEvent>>;
+/// Numbered events, fanned out per campaign, with what each of the replica's watching users may see of
+/// them: read once per batch for all of them, so watchers cost the database nothing each.
+pub(super) struct Fanout {
+    events: Vec<AssignmentEvent>,
+    /// Every user watching when the batch was read: `None` if they are no longer in the directory.
+    access: HashMap<String, Option<WatcherAccess>>,
+}
+
+type Batch = Arc<Fanout>;
 
 #[derive(Default)]
 struct Campaign {
     sender: Option<broadcast::Sender<Batch>>,
+    /// The acting users watching on this replica, with how many streams each.
+    watching: HashMap<String, usize>,
     /// The last number fanned out.
     fanned: i64,
     /// A wake-up is running; `again`: another came meanwhile; `sequence`: one of them asks for numbering.
@@ -172,14 +182,18 @@ impl Feed {
             let mut conn = self.store.acquire().await?;
             feed::head(&mut conn, campaign_id).await?
         };
-        let (sender, mut fanned) = {
+        let (sender, mut fanned, watching) = {
             let campaigns = self.campaigns.lock().expect("feed lock");
             match campaigns.get(campaign_id) {
                 Some(Campaign {
                     sender: Some(sender),
                     fanned,
+                    watching,
                     ..
-                }) if sender.receiver_count() > 0 => (sender.clone(), *fanned),
+                }) if sender.receiver_count() > 0 => {
+                    let watching: Vec<String> = watching.keys().cloned().collect();
+                    (sender.clone(), *fanned, watching)
+                }
                 _ => return Ok(()),
             }
         };
@@ -204,7 +218,8 @@ impl Feed {
                     .unwrap_or(i64::MAX);
                 metrics::histogram!(FEED_LAG_SECONDS).record(lag.max(0) as f64 / 1e6);
             }
-            let _ = sender.send(Arc::new(events));
+            let access = access(&mut conn, campaign_id, &watching, &events).await?;
+            let _ = sender.send(Arc::new(Fanout { events, access }));
         }
         if let Some(campaign) = self
             .campaigns
@@ -217,17 +232,79 @@ impl Feed {
         Ok(())
     }
 
-    /// A receiver of the campaign's fan-out, and the number it starts after.
-    fn subscribe(&self, campaign_id: &str, head: i64) -> broadcast::Receiver<Batch> {
+    /// A receiver of the campaign's fan-out (starting after `head` if it is the first), for `actor_id`
+    /// (None: a system caller); the subscription counts them among the watchers until it is dropped.
+    fn subscribe(
+        &self,
+        campaign_id: &str,
+        head: i64,
+        actor_id: Option<&str>,
+    ) -> (broadcast::Receiver<Batch>, Subscription) {
         let mut campaigns = self.campaigns.lock().expect("feed lock");
         let campaign = campaigns.entry(campaign_id.to_owned()).or_default();
-        match &campaign.sender {
+        if let Some(actor_id) = actor_id {
+            *campaign.watching.entry(actor_id.to_owned()).or_default() += 1;
+        }
+        let receiver = match &campaign.sender {
             Some(sender) => sender.subscribe(),
             None => {
                 let (sender, receiver) = broadcast::channel(self.fanout_batches);
                 campaign.sender = Some(sender);
                 campaign.fanned = head;
                 receiver
+            }
+        };
+        let subscription = Subscription {
+            feed: self.clone(),
+            campaign_id: campaign_id.to_owned(),
+            actor_id: actor_id.map(str::to_owned),
+        };
+        (receiver, subscription)
+    }
+}
+
+/// What each of `user_ids` may see of `events`, read together.
+async fn access(
+    conn: &mut Conn,
+    campaign_id: &str,
+    user_ids: &[String],
+    events: &[AssignmentEvent],
+) -> AppResult<HashMap<String, Option<WatcherAccess>>> {
+    if user_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<&str> = user_ids.iter().map(String::as_str).collect();
+    let conversations: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.conversation_id.as_deref())
+        .collect();
+    let mut access: HashMap<String, Option<WatcherAccess>> =
+        user_ids.iter().map(|id| (id.clone(), None)).collect();
+    for row in feed::watcher_access(conn, campaign_id, &ids, &conversations).await? {
+        access.insert(row.user.user_id.clone(), Some(row));
+    }
+    Ok(access)
+}
+
+/// A watcher's place among its campaign's watchers on this replica, given up when dropped.
+pub(super) struct Subscription {
+    feed: Feed,
+    campaign_id: String,
+    actor_id: Option<String>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let Some(actor_id) = &self.actor_id else {
+            return;
+        };
+        let mut campaigns = self.feed.campaigns.lock().expect("feed lock");
+        if let Some(campaign) = campaigns.get_mut(&self.campaign_id)
+            && let Some(count) = campaign.watching.get_mut(actor_id)
+        {
+            *count -= 1;
+            if *count == 0 {
+                campaign.watching.remove(actor_id);
             }
         }
     }

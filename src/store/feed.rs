@@ -1,10 +1,8 @@
 //! The feed's order: a sequencer numbers each campaign's committed events under the campaign's feed head,
 //! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
 
-use std::collections::HashSet;
-
 use super::{Conn, grant_exists};
-use crate::domain::model::AssignmentEvent;
+use crate::domain::model::{AssignmentEvent, User};
 use crate::error::AppResult;
 
 /// The channel a sequencer NOTIFYs (payload `schema/campaign`) when it moved a campaign's head.
@@ -104,25 +102,39 @@ pub async fn after(
         .await?)
 }
 
-/// Of `conversation_ids`, those `organizer_id` may view now (a group lets them, or they hold it).
-pub async fn viewable(
+/// A watching user as the directory knows them now, and, for an organizer, which of a batch's
+/// conversations they may view (a group lets them, or they hold it).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WatcherAccess {
+    #[sqlx(flatten)]
+    pub user: User,
+    pub viewable: Vec<String>,
+}
+
+/// What each of `user_ids` (those that exist) may see of a batch of `conversation_ids`: one read for every
+/// watcher of the campaign, however many there are.
+pub async fn watcher_access(
     conn: &mut Conn,
     campaign_id: &str,
-    organizer_id: &str,
+    user_ids: &[&str],
     conversation_ids: &[&str],
-) -> AppResult<HashSet<String>> {
+) -> AppResult<Vec<WatcherAccess>> {
     let sql = format!(
-        "SELECT c.conversation_id FROM conversations c \
-         WHERE c.campaign_id = $1 AND c.conversation_id = ANY($3) AND (c.assignee_id = $2 OR {})",
-        grant_exists("$2", "can_view")
+        "SELECT u.user_id, u.role, u.display_name, u.active, u.updated_at, u.availability, u.capacity, \
+                CASE WHEN u.role = 'ORGANIZER' THEN ARRAY( \
+                  SELECT c.conversation_id FROM conversations c \
+                   WHERE c.campaign_id = $1 AND c.conversation_id = ANY($3) \
+                     AND (c.assignee_id = u.user_id OR {})) \
+                ELSE '{{}}'::text[] END AS viewable \
+         FROM users u WHERE u.campaign_id = $1 AND u.user_id = ANY($2)",
+        grant_exists("u.user_id", "can_view")
     );
-    let ids: Vec<String> = sqlx::query_scalar(&sql)
+    Ok(sqlx::query_as(&sql)
         .bind(campaign_id)
-        .bind(organizer_id)
+        .bind(user_ids)
         .bind(conversation_ids)
         .fetch_all(conn)
-        .await?;
-    Ok(ids.into_iter().collect())
+        .await?)
 }
 
 /// Campaigns with events not numbered yet (a replica died between a commit and its sequencer).

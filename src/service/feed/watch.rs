@@ -1,18 +1,20 @@
 //! One watcher of the feed: validates and authenticates, catches up from the database, then follows the
 //! replica's fan-out, filtering what the watcher may and wants to see.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Batch, Feed, READ_LIMIT, sequence};
+use super::{Batch, Feed, READ_LIMIT, Subscription, sequence};
+use crate::domain::actor;
 use crate::domain::model::{AssignmentEvent, Role};
 use crate::domain::paging::PageScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, Caller, authenticate};
 use crate::store::Store;
-use crate::store::feed::{self, EventFilter};
+use crate::store::feed::{self, EventFilter, WatcherAccess};
 
 /// How long a watcher waits for a notification before reading the database anyway (a lost notification
 /// delays delivery by at most this much).
@@ -83,7 +85,8 @@ pub async fn watch(
         None => sequence(store, &campaign_id).await?,
     };
     drop(conn);
-    let receiver = feed_hub.subscribe(&campaign_id, head);
+    let actor_id = actor.as_ref().map(|call| call.actor_id.as_str());
+    let (receiver, subscription) = feed_hub.subscribe(&campaign_id, head, actor_id);
     let (tx, rx) = mpsc::channel(feed_hub.watcher_queue);
     let stream = Stream {
         store: store.clone(),
@@ -96,6 +99,7 @@ pub async fn watch(
         cursors,
         sent: head,
         tx,
+        _subscription: subscription,
     };
     Ok((rx, stream.run(receiver)))
 }
@@ -110,6 +114,7 @@ struct Stream {
     /// The last feed number handled (delivered, or filtered out).
     sent: i64,
     tx: mpsc::Sender<AppResult<Delivered>>,
+    _subscription: Subscription,
 }
 
 impl Stream {
@@ -130,6 +135,7 @@ impl Stream {
                 Err(_) => read_database = true,
                 Ok(Ok(batch)) => {
                     let fresh: Vec<AssignmentEvent> = batch
+                        .events
                         .iter()
                         .filter(|e| e.seq.is_some_and(|seq| seq > self.sent))
                         .cloned()
@@ -140,7 +146,7 @@ impl Stream {
                     if first != self.sent + 1 {
                         // A gap before the batch: fill it (and the batch) from the database.
                         read_database = true;
-                    } else if self.deliver(fresh).await.is_err() {
+                    } else if self.deliver(fresh, Some(&batch.access)).await.is_err() {
                         return;
                     }
                 }
@@ -184,7 +190,7 @@ impl Stream {
             if events.is_empty() {
                 return Ok(());
             }
-            self.deliver(events).await?;
+            self.deliver(events, None).await?;
             if !full {
                 return Ok(());
             }
@@ -196,8 +202,13 @@ impl Stream {
         Err(())
     }
 
-    /// Sends the events this watcher may and wants to see; every event moves `sent`.
-    async fn deliver(&mut self, events: Vec<AssignmentEvent>) -> Result<(), ()> {
+    /// Sends the events this watcher may and wants to see; every event moves `sent`. Who the watcher is
+    /// comes with a fan-out batch (`fanned`: read with it for every watcher) or is read here.
+    async fn deliver(
+        &mut self,
+        events: Vec<AssignmentEvent>,
+        fanned: Option<&HashMap<String, Option<WatcherAccess>>>,
+    ) -> Result<(), ()> {
         let Some(last) = events.last().and_then(|e| e.seq) else {
             return Ok(());
         };
@@ -205,25 +216,25 @@ impl Stream {
         // narrows the stream at once), admins everything, and a deactivated actor's stream ends.
         let organizer_view = match &self.actor {
             Some(call) => {
-                let mut conn = match self.store.acquire().await {
-                    Ok(conn) => conn,
-                    Err(err) => return self.fail(err).await,
+                let access = match fanned.and_then(|access| access.get(&call.actor_id)) {
+                    Some(access) => access.clone(),
+                    // Subscribed after the batch was read, or catching up.
+                    None => match self.read_access(call, &events).await {
+                        Ok(access) => access,
+                        Err(err) => return self.fail(err).await,
+                    },
                 };
-                let actor = match authenticate(&mut conn, call).await {
+                let user = access.as_ref().map(|a| a.user.to_ref());
+                let actor = match actor::authenticate(&self.campaign_id, &call.actor_id, user) {
                     Ok(actor) => actor,
                     Err(err) => return self.fail(err).await,
                 };
-                if actor.role == Role::Organizer {
-                    let ids: Vec<&str> = events
-                        .iter()
-                        .filter_map(|e| e.conversation_id.as_deref())
-                        .collect();
-                    match feed::viewable(&mut conn, &self.campaign_id, &actor.user_id, &ids).await {
-                        Ok(viewable) => Some((actor.user_id, viewable)),
-                        Err(err) => return self.fail(err).await,
+                match (actor.role, access) {
+                    (Role::Organizer, Some(access)) => {
+                        let viewable: HashSet<String> = access.viewable.into_iter().collect();
+                        Some((actor.user_id, viewable))
                     }
-                } else {
-                    None
+                    _ => None,
                 }
             }
             None => None,
@@ -246,6 +257,26 @@ impl Stream {
         }
         self.sent = self.sent.max(last);
         Ok(())
+    }
+
+    async fn read_access(
+        &self,
+        call: &ActorCall,
+        events: &[AssignmentEvent],
+    ) -> AppResult<Option<WatcherAccess>> {
+        let mut conn = self.store.acquire().await?;
+        let ids: Vec<&str> = events
+            .iter()
+            .filter_map(|e| e.conversation_id.as_deref())
+            .collect();
+        let rows = feed::watcher_access(
+            &mut conn,
+            &self.campaign_id,
+            &[call.actor_id.as_str()],
+            &ids,
+        )
+        .await?;
+        Ok(rows.into_iter().next())
     }
 
     fn wanted(&self, event: &AssignmentEvent) -> bool {
