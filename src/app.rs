@@ -152,7 +152,7 @@ impl App {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&health, ServingStatus::Serving).await;
-        let feed = Feed::new(store.clone());
+        let feed = Feed::new(store.clone(), config.feed_retention);
         let coalescer = Coalescer::new(
             store.clone(),
             feed.clone(),

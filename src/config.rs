@@ -82,6 +82,11 @@ pub struct Config {
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,
 
+    /// How far back a WatchAssignmentEvents cursor may resume, e.g. "7d": a cursor whose next event is
+    /// older is refused with OUT_OF_RANGE (re-sync: read the state, watch from now). History is kept.
+    #[arg(long, env = "FEED_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub feed_retention: Duration,
+
     /// File of calling services: one `name scope sha256-hex` (a bearer token's hash) or
     /// `name scope cert-sha256:hex` (a client certificate's fingerprint) per line; scope `system` or `user`.
     #[arg(long, env = "TOKENS_FILE")]

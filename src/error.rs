@@ -16,6 +16,7 @@ pub enum StatusCode {
     Unavailable,
     ResourceExhausted,
     DeadlineExceeded,
+    OutOfRange,
 }
 
 impl StatusCode {
@@ -32,6 +33,7 @@ impl StatusCode {
             StatusCode::Unavailable => "UNAVAILABLE",
             StatusCode::ResourceExhausted => "RESOURCE_EXHAUSTED",
             StatusCode::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            StatusCode::OutOfRange => "OUT_OF_RANGE",
         }
     }
 }
@@ -132,6 +134,8 @@ reasons! {
     ShuttingDown => "SHUTTING_DOWN", Unavailable;
     /// A WatchAssignmentEvents reader fell too far behind: resume from the last cursor it received.
     FeedReaderTooSlow => "FEED_READER_TOO_SLOW", ResourceExhausted;
+    /// A WatchAssignmentEvents cursor older than the feed's retention: re-read the state, watch from now.
+    FeedCursorExpired => "FEED_CURSOR_EXPIRED", OutOfRange;
     /// The server is at its limit of concurrent calls: retry with backoff.
     Overloaded => "OVERLOADED", ResourceExhausted;
     /// The campaign already has its limit of auto-assign triggers waiting: retry with backoff.

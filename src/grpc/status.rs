@@ -66,6 +66,7 @@ fn code(code: StatusCode) -> Code {
         StatusCode::Unavailable => Code::Unavailable,
         StatusCode::ResourceExhausted => Code::ResourceExhausted,
         StatusCode::DeadlineExceeded => Code::DeadlineExceeded,
+        StatusCode::OutOfRange => Code::OutOfRange,
     }
 }
 

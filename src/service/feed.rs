@@ -70,11 +70,16 @@ pub struct Feed {
     campaigns: Arc<Mutex<HashMap<String, Campaign>>>,
     fanout_batches: usize,
     watcher_queue: usize,
+    /// How far back a cursor may resume.
+    retention: Duration,
 }
 
 impl Feed {
-    pub fn new(store: Store) -> Self {
-        Self::with_buffers(store, FANOUT_BATCHES, WATCHER_QUEUE)
+    pub fn new(store: Store, retention: Duration) -> Self {
+        Self {
+            retention,
+            ..Self::with_buffers(store, FANOUT_BATCHES, WATCHER_QUEUE)
+        }
     }
 
     /// How far a watcher may fall behind: `fanout_batches` of the campaign's fan-out past a full queue of
@@ -85,6 +90,7 @@ impl Feed {
             campaigns: Arc::default(),
             fanout_batches,
             watcher_queue,
+            retention: Duration::from_secs(7 * 86_400),
         }
     }
 
@@ -230,6 +236,12 @@ impl Feed {
             campaign.fanned = campaign.fanned.max(fanned);
         }
         Ok(())
+    }
+
+    /// Whether an event that occurred at `at` is past the retention.
+    fn expired(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        chrono::Utc::now() - at
+            > chrono::Duration::from_std(self.retention).unwrap_or(chrono::Duration::MAX)
     }
 
     /// A receiver of the campaign's fan-out (starting after `head` if it is the first), for `actor_id`

@@ -68,6 +68,21 @@ pub async fn head(conn: &mut Conn, campaign_id: &str) -> AppResult<i64> {
     )
 }
 
+/// When the campaign's event numbered `seq` occurred (None: not numbered yet).
+pub async fn occurred_at(
+    conn: &mut Conn,
+    campaign_id: &str,
+    seq: i64,
+) -> AppResult<Option<chrono::DateTime<chrono::Utc>>> {
+    Ok(sqlx::query_scalar(
+        "SELECT occurred_at FROM assignment_events WHERE campaign_id = $1 AND seq = $2",
+    )
+    .bind(campaign_id)
+    .bind(seq)
+    .fetch_optional(conn)
+    .await?)
+}
+
 /// What a watcher asked to see.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {

@@ -459,3 +459,44 @@ async fn a_watcher_demoted_sees_only_what_they_may_view_and_deactivated_is_cut_o
     assert_eq!(ended.code(), refused.code());
     assert_eq!(ended.message(), refused.message());
 }
+
+#[tokio::test]
+async fn a_cursor_past_the_retention_is_out_of_range_and_says_how_to_resync() {
+    let app = TestApp::start_configured(&["--feed-retention", "1s"]).await;
+    app.admin("admin").await;
+    app.organizer("org1").await;
+    app.conversation("c1", &[]).await;
+    let mut stream = watch(&app, Some("admin"), "").await;
+    assign(&app, "c1", "org1").await;
+    let first = next_events(&mut stream, 1).await;
+    unassign(&app, "c1").await;
+    let second = next_events(&mut stream, 1).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // Resuming would replay the unassign, which is past the retention.
+    let err = app
+        .assignments()
+        .await
+        .watch_assignment_events(as_actor(
+            "admin",
+            pb::WatchAssignmentEventsRequest {
+                cursor: first[0].cursor.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("an expired cursor");
+    assert_eq!(err.code(), tonic::Code::OutOfRange);
+    assert_eq!(reason(&err), "FEED_CURSOR_EXPIRED");
+    assert!(
+        err.message().contains("watch from now"),
+        "{}",
+        err.message()
+    );
+    // Nothing after the newest cursor is missed, however old it is; and an empty cursor always works.
+    let mut resumed = watch(&app, Some("admin"), &second[0].cursor).await;
+    let mut fresh = watch(&app, Some("admin"), "").await;
+    assign(&app, "c1", "org1").await;
+    let third = next_events(&mut resumed, 1).await;
+    assert_eq!(next_events(&mut fresh, 1).await, third);
+}

@@ -80,6 +80,12 @@ pub async fn watch(
                     "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
                 ));
             }
+            // Resuming must not replay more than the retention: expired if it would start before it.
+            if let Some(next) = feed::occurred_at(&mut conn, &campaign_id, after + 1).await?
+                && feed_hub.expired(next)
+            {
+                return Err(cursor_expired(feed_hub.retention));
+            }
             after
         }
         None => sequence(store, &campaign_id).await?,
@@ -102,6 +108,17 @@ pub async fn watch(
         _subscription: subscription,
     };
     Ok((rx, stream.run(receiver)))
+}
+
+fn cursor_expired(retention: Duration) -> AppError {
+    AppError::new(
+        Reason::FeedCursorExpired,
+        format!(
+            "cursor is older than the feed's retention ({}s): re-sync by reading the current state \
+             (ListConversations), then watch from now with an empty cursor",
+            retention.as_secs()
+        ),
+    )
 }
 
 struct Stream {
