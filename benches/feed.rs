@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench feed`: one campaign (admin "admin", 10 organizers); writers assign fresh
 //! conversations through AssignConversation at a steady RATE (100 and 1,000 events/s) for FEED_SECONDS
-//! (default 5), while WATCHERS (10 and 100) WatchAssignmentEvents streams, as the admin, read every event.
+//! (default 5; FEED_RATES and FEED_WATCHERS pick other lists, e.g. "1000" and "0,10"), while WATCHERS (10 and 100) WatchAssignmentEvents streams, as the admin, read every event.
 //! Delivery latency is the watcher's clock at receipt minus the event's `occurred_at` (the start of the
 //! writing transaction; same machine, same clock), over every event at every watcher. Write latency is the
 //! AssignConversation call's, beside the same rate with no watcher. The baseline in the same run: plain
@@ -47,6 +47,14 @@ fn seconds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5)
+}
+
+/// A comma-separated list from the environment (FEED_RATES, FEED_WATCHERS), or `default`.
+fn list(name: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| default.to_vec())
 }
 
 fn micros_since(occurred_at: chrono::DateTime<chrono::Utc>) -> u64 {
@@ -237,6 +245,70 @@ async fn postgres_run(url: &str, store: &Store, rate: usize, listeners: usize) -
     }
 }
 
+/// Auto-assign calls through `callers` closed-loop callers for the run's seconds, while `watchers` streams
+/// read every event: (calls/s, sorted latencies in µs).
+async fn auto_assign_run(
+    addr: &str,
+    callers: usize,
+    watchers: usize,
+    tag: &str,
+) -> (f64, Vec<u64>) {
+    let mut readers = Vec::new();
+    for _ in 0..watchers {
+        let mut stream = AssignmentServiceClient::new(connect(addr).await)
+            .watch_assignment_events(with_campaign(
+                CAMPAIGN,
+                Some("admin"),
+                pb::WatchAssignmentEventsRequest::default(),
+            ))
+            .await
+            .expect("watch")
+            .into_inner();
+        readers.push(tokio::spawn(async move {
+            while let Ok(Some(_)) = stream.message().await {}
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(seconds());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for caller in 0..callers {
+        let mut client = AssignmentServiceClient::new(connect(addr).await);
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0;
+            while Instant::now() < deadline {
+                let conversation = format!("{tag}-{caller}-{i}");
+                let request = pb::AutoAssignConversationRequest {
+                    trigger_id: format!("trigger-{conversation}"),
+                    member_id: format!("member-{conversation}"),
+                    conversation_id: conversation,
+                    member_tags: vec![],
+                };
+                let sent = Instant::now();
+                client
+                    .auto_assign_conversation(with_campaign(CAMPAIGN, None, request))
+                    .await
+                    .expect("auto-assign");
+                latencies.push(sent.elapsed().as_micros() as u64);
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let rate = latencies.len() as f64 / started.elapsed().as_secs_f64();
+    for reader in readers {
+        reader.abort();
+    }
+    latencies.sort_unstable();
+    (rate, latencies)
+}
+
 fn print(runs: &[Run]) {
     println!(
         "| path | events/s asked | achieved | watchers | events | delivery p50 ms | delivery p99 ms | write p50 ms | write p99 ms |"
@@ -287,16 +359,40 @@ async fn main() {
     );
     let mut runs = Vec::new();
     let mut first = 0;
-    for rate in [100, 1000] {
-        for watchers in [0, 10, 100] {
+    for rate in list("FEED_RATES", &[100, 1000]) {
+        for watchers in list("FEED_WATCHERS", &[0, 10, 100]) {
             runs.push(service_run(&addr, &channel, &store, rate, watchers, first).await);
             first += rate * seconds() as usize;
         }
-        for listeners in [10, 100] {
+        for listeners in list("FEED_WATCHERS", &[10, 100])
+            .into_iter()
+            .filter(|&n| n > 0)
+        {
             runs.push(postgres_run(&url, &store, rate, listeners).await);
         }
     }
     print(&runs);
+
+    let callers = list("FEED_AUTO_CALLERS", &[8])[0];
+    println!(
+        "\nWhat watchers cost the writes: AutoAssignConversation, {callers} callers, {} s, beside the same \
+         with watchers reading every event\n",
+        seconds()
+    );
+    println!("| watchers | calls/s | p50 ms | p99 ms | x without watchers |");
+    println!("|---|---|---|---|---|");
+    let mut without = None;
+    for watchers in [0, 100] {
+        let (rate, latencies) =
+            auto_assign_run(&addr, callers, watchers, &format!("auto-{watchers}")).await;
+        let baseline = *without.get_or_insert(rate);
+        println!(
+            "| {watchers} | {rate:.0} | {:.2} | {:.2} | {:.2} |",
+            percentile_ms(&latencies, 0.50),
+            percentile_ms(&latencies, 0.99),
+            rate / baseline
+        );
+    }
     drop(store);
     bench_schema.drop_schema().await;
 }

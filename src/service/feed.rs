@@ -33,11 +33,16 @@ const FANOUT_BATCHES: usize = 64;
 const WATCHER_QUEUE: usize = 64;
 
 /// Numbers the campaign's committed events (see `store::feed::sequence`), in a transaction of its own.
+/// A transaction numbers at most `SEQUENCE_LIMIT` events; more are numbered in the next, at once.
 pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
-    let mut tx = store.begin().await?;
-    let (head, _) = feed::sequence(&mut tx, campaign_id).await?;
-    tx.commit().await?;
-    Ok(head)
+    loop {
+        let mut tx = store.begin().await?;
+        let (head, numbered) = feed::sequence(&mut tx, campaign_id).await?;
+        tx.commit().await?;
+        if numbered < feed::SEQUENCE_LIMIT {
+            return Ok(head);
+        }
+    }
 }
 
 /// Numbered events, fanned out per campaign, with what each of the replica's watching users may see of

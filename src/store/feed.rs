@@ -9,7 +9,7 @@ use crate::error::AppResult;
 pub const FEED_CHANNEL: &str = "assignment_feed";
 
 /// Events one sequencer run numbers at most; the rest wait for the next run.
-const SEQUENCE_LIMIT: i64 = 5000;
+pub const SEQUENCE_LIMIT: u64 = 1000;
 
 pub(super) const EVENT_COLUMNS: &str = "e.event_id, e.conversation_id, e.action, e.from_user_id, e.to_user_id, \
      e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq";
@@ -27,16 +27,27 @@ pub async fn sequence(conn: &mut Conn, campaign_id: &str) -> AppResult<(i64, u64
             .bind(campaign_id)
             .fetch_one(&mut *conn)
             .await?;
-    // A statement of its own, after the head is held: it sees everything committed before.
+    // Statements of their own, after the head is held: they see everything committed before. The ids
+    // are read first and numbered by their place in the list: a join of the table with its own unnumbered
+    // rows would leave the planner a shape (rescanning them per row) that goes quadratic on stale stats.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT event_id FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL \
+         ORDER BY event_id LIMIT $2",
+    )
+    .bind(campaign_id)
+    .bind(SEQUENCE_LIMIT as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    if ids.is_empty() {
+        return Ok((head, 0));
+    }
     let numbered = sqlx::query(
-        "UPDATE assignment_events e SET seq = $2 + p.rn \
-           FROM (SELECT event_id, row_number() OVER (ORDER BY event_id) AS rn FROM assignment_events \
-                  WHERE campaign_id = $1 AND seq IS NULL ORDER BY event_id LIMIT $3) AS p \
-          WHERE e.campaign_id = $1 AND e.event_id = p.event_id",
+        "UPDATE assignment_events SET seq = $2 + array_position($3::bigint[], event_id) \
+          WHERE campaign_id = $1 AND event_id = ANY($3) AND seq IS NULL",
     )
     .bind(campaign_id)
     .bind(head)
-    .bind(SEQUENCE_LIMIT)
+    .bind(&ids)
     .execute(&mut *conn)
     .await?
     .rows_affected();
