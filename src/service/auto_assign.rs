@@ -73,9 +73,6 @@ pub async fn auto_assign(
 /// to back (not one per event or sweep).
 const DRAIN_LIMIT: i64 = 256;
 
-/// Pending load changes past which a batch that read them folds them into the counts.
-const FOLD_LOADS_AFTER: u64 = 256;
-
 /// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
 /// campaign's auto-assign lock, reads the waiting conversations it drains first (if any may wait and
 /// auto-assignment is on) and every trigger's conversation (all locked) with their eligible organizers,
@@ -87,7 +84,7 @@ pub async fn run_batch(
     campaign_id: &str,
     triggers: &[Trigger],
 ) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
-    let mut tx = store.begin_replanned().await?;
+    let mut tx = store.begin().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
     let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
@@ -118,13 +115,7 @@ pub async fn run_batch(
         || reads.capacity_overrides
         || cursor.routing_mode == RoutingMode::Balanced;
     let loads = if enabled && loads_matter && !reads.states.is_empty() {
-        let (loads, pending) =
-            auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?;
-        // Folding writes; amortised over many changes it keeps the read short without a write per batch.
-        if pending >= FOLD_LOADS_AFTER {
-            auto_assign::fold_loads(&mut tx, campaign_id).await?;
-        }
-        Some(loads)
+        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?)
     } else {
         None
     };

@@ -45,6 +45,13 @@ pub struct TriggerReads {
     pub capacity_overrides: bool,
 }
 
+/// Auto-assignment runs its read and write statements thousands of times a minute while
+/// `auto_assign_triggers` grows from nothing: a generic plan cached while it was nearly empty (a sequential
+/// scan) would be kept as it grew, and every batch would slow down with it. So those two are sent unnamed
+/// (not persistent), which PostgreSQL plans afresh with the actual values every time; the batch's small
+/// keyed statements (lock, loads, positions) keep their cached plans, which hold at any size.
+const CACHED_PLAN: bool = false;
+
 /// Tags travel as one string per conversation; validated tags never contain this control character.
 const TAG_SEPARATOR: &str = "\u{1f}";
 
@@ -193,6 +200,7 @@ pub async fn read_triggers(
         .map(|t| t.conversation_id.as_str())
         .collect();
     let rows: Vec<TriggerRow> = sqlx::query_as(&sql)
+        .persistent(CACHED_PLAN)
         .bind(campaign_id)
         .bind(&trigger_ids)
         .bind(&conversation_ids)
@@ -224,22 +232,26 @@ fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
     Ok(reads)
 }
 
-/// The loads of the campaign's active, available organizers (open conversations and the capacity that
-/// applies), and how many load changes are pending (not folded into the counts yet; see the
-/// `organizer_loads` migration). Run it under the auto-assign lock, after [`read_triggers`] share-locked
-/// the organizers. Costs one row per organizer and one per pending change.
+/// The loads of the campaign's active, available organizers: open conversations and the capacity that
+/// applies. Run it under the auto-assign lock, after [`read_triggers`] share-locked the organizers: it
+/// also folds the campaign's pending load changes into its counts (see the `organizer_loads` migration),
+/// which only the lock's holder may do. Costs one row per organizer and one per change since the last fold.
 pub async fn loads(
     conn: &mut Conn,
     campaign_id: &str,
     default_capacity: i32,
-) -> AppResult<(HashMap<String, Load>, u64)> {
-    let rows: Vec<(String, Option<i32>, i64, i64)> = sqlx::query_as(
-        "WITH pending AS ( \
-           SELECT user_id, sum(delta)::integer AS delta, count(*) AS changes \
-             FROM organizer_load_changes WHERE campaign_id = $1 GROUP BY user_id \
+) -> AppResult<HashMap<String, Load>> {
+    let rows: Vec<(String, Option<i32>, i64)> = sqlx::query_as(
+        "WITH folded AS ( \
+           DELETE FROM organizer_load_changes WHERE campaign_id = $1 RETURNING user_id, delta \
+         ), pending AS ( \
+           SELECT user_id, sum(delta)::integer AS delta FROM folded GROUP BY user_id \
+         ), counted AS ( \
+           INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
+           SELECT $1, user_id, delta FROM pending \
+           ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
          ) \
-         SELECT u.user_id, u.capacity, (coalesce(l.open, 0) + coalesce(p.delta, 0))::bigint, \
-                (SELECT coalesce(sum(changes), 0) FROM pending)::bigint \
+         SELECT u.user_id, u.capacity, (coalesce(l.open, 0) + coalesce(p.delta, 0))::bigint \
          FROM users u \
          LEFT JOIN organizer_loads l ON l.campaign_id = u.campaign_id AND l.user_id = u.user_id \
          LEFT JOIN pending p ON p.user_id = u.user_id \
@@ -248,18 +260,16 @@ pub async fn loads(
     .bind(campaign_id)
     .fetch_all(conn)
     .await?;
-    let pending = rows.first().map_or(0, |row| row.3);
-    let loads = rows
+    Ok(rows
         .into_iter()
-        .map(|(user_id, capacity, open, _)| {
+        .map(|(user_id, capacity, open)| {
             let load = Load {
                 open: u32::try_from(open).unwrap_or(0),
                 capacity: effective_capacity(capacity, default_capacity),
             };
             (user_id, load)
         })
-        .collect();
-    Ok((loads, u64::try_from(pending).unwrap_or(0)))
+        .collect())
 }
 
 /// Folds a campaign's pending load changes into its counts, under the auto-assign lock the caller holds;
@@ -390,6 +400,7 @@ pub async fn write_plan(
          SELECT * FROM assigned"
     );
     let rows: Vec<Conversation> = sqlx::query_as(&sql)
+        .persistent(CACHED_PLAN)
         .bind(campaign_id)
         .bind(&assign_ids)
         .bind(&assignees)
