@@ -84,7 +84,7 @@ pub async fn run_batch(
     campaign_id: &str,
     triggers: &[Trigger],
 ) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
-    let mut tx = store.begin().await?;
+    let mut tx = store.begin_replanned().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
     let cursor = auto_assign::lock(&mut tx, campaign_id).await?;

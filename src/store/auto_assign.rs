@@ -45,13 +45,6 @@ pub struct TriggerReads {
     pub capacity_overrides: bool,
 }
 
-/// Auto-assignment runs its read and write statements thousands of times a minute while
-/// `auto_assign_triggers` grows from nothing: a generic plan cached while it was nearly empty (a sequential
-/// scan) would be kept as it grew, and every batch would slow down with it. So those two are sent unnamed
-/// (not persistent), which PostgreSQL plans afresh with the actual values every time; the batch's small
-/// keyed statements (lock, loads, positions) keep their cached plans, which hold at any size.
-const CACHED_PLAN: bool = false;
-
 /// Tags travel as one string per conversation; validated tags never contain this control character.
 const TAG_SEPARATOR: &str = "\u{1f}";
 
@@ -200,7 +193,6 @@ pub async fn read_triggers(
         .map(|t| t.conversation_id.as_str())
         .collect();
     let rows: Vec<TriggerRow> = sqlx::query_as(&sql)
-        .persistent(CACHED_PLAN)
         .bind(campaign_id)
         .bind(&trigger_ids)
         .bind(&conversation_ids)
@@ -400,7 +392,6 @@ pub async fn write_plan(
          SELECT * FROM assigned"
     );
     let rows: Vec<Conversation> = sqlx::query_as(&sql)
-        .persistent(CACHED_PLAN)
         .bind(campaign_id)
         .bind(&assign_ids)
         .bind(&assignees)

@@ -122,6 +122,19 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
+    /// Begins a transaction whose statements are planned for the tables as they are now. Auto-assignment runs
+    /// the same few statements thousands of times a minute while `auto_assign_triggers` grows from nothing:
+    /// a generic plan cached while it was nearly empty (a sequential scan) would be kept as it grew, and every
+    /// batch would slow down with it. Planning afresh costs less than that. The setting rides on the BEGIN
+    /// round trip and ends with the transaction. (Bulk batches keep cached plans: their index plans hold at
+    /// every size, and a fresh plan for a 500-row batch can pick a scan.)
+    pub async fn begin_replanned(&self) -> AppResult<Tx> {
+        Ok(self
+            .pool
+            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?)
+    }
+
     /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting
     /// together apply each migration exactly once.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
