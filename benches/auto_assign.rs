@@ -34,6 +34,55 @@ const AWAY: usize = 3;
 /// A default capacity no organizer reaches in a run: every batch reads the loads, none binds.
 const LOOSE_CAPACITY: i32 = 1_000_000;
 
+/// The campaign of the service's manual assignments, and pgbench's; each holds this many unassigned
+/// conversations, one per call.
+const MANUAL: &str = "manual";
+const PG_MANUAL: &str = "pgmanual";
+const MANUAL_CONVERSATIONS: usize = 100_000;
+
+/// `callers` tasks assign the next unassigned conversation of the manual campaign to an organizer (as the
+/// admin, round-robin over the organizers) for `duration`.
+async fn drive_manual(addr: &str, callers: usize, duration: Duration) -> Figures {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
+    let organizers = organizer_ids(ORGANIZERS);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = AssignmentServiceClient::new(connect(addr).await);
+        let next = next.clone();
+        let organizers = organizers.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                assert!(n <= MANUAL_CONVERSATIONS, "out of manual conversations");
+                let request = pb::AssignConversationRequest {
+                    conversation_id: format!("{MANUAL}-{n:07}"),
+                    assignee_id: organizers[n % ORGANIZERS].clone(),
+                    expected_version: None,
+                };
+                let sent = Instant::now();
+                client
+                    .assign_conversation(with_campaign(MANUAL, Some("admin"), request))
+                    .await
+                    .expect("assign");
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.unwrap());
+    }
+    Figures {
+        calls: latencies_us.len(),
+        seconds: start.elapsed().as_secs_f64(),
+        latencies_us,
+    }
+}
+
 /// The hot campaigns with routing in play: name, what the table calls it, and its settings.
 fn routing_campaigns() -> Vec<(&'static str, String, pb::UpdateInboxSettingsRequest)> {
     vec![
@@ -63,6 +112,33 @@ fn routing_campaigns() -> Vec<(&'static str, String, pb::UpdateInboxSettingsRequ
     ]
 }
 
+/// The issue's summary: each row's service figures beside the database-only figures of the same work.
+#[derive(Default)]
+struct Summary(Vec<(String, Figures, Figures)>);
+
+impl Summary {
+    fn add(&mut self, label: &str, service: Figures, database: Figures) {
+        self.0.push((label.to_owned(), service, database));
+    }
+
+    fn print(mut self) {
+        println!("\n| summary | service | database only | ratio |");
+        println!("|---|---|---|---|");
+        for (label, service, database) in &mut self.0 {
+            service.latencies_us.sort_unstable();
+            database.latencies_us.sort_unstable();
+            println!(
+                "| {label} | {:.0} calls/s (p50 {:.2} ms) | {:.0} tx/s (p50 {:.2} ms) | ratio={:.2} |",
+                service.rate(),
+                percentile_ms(&service.latencies_us, 0.50),
+                database.rate(),
+                percentile_ms(&database.latencies_us, 0.50),
+                service.rate() / database.rate()
+            );
+        }
+    }
+}
+
 struct Figures {
     calls: usize,
     seconds: f64,
@@ -75,7 +151,7 @@ impl Figures {
     }
 
     /// A table row; `baseline` is today's path's calls/s at the same callers.
-    fn row(mut self, what: &str, callers: usize, baseline: f64) -> String {
+    fn row(&mut self, what: &str, callers: usize, baseline: f64) -> String {
         self.latencies_us.sort_unstable();
         format!(
             "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
@@ -164,6 +240,25 @@ fn pgbench(
     clients: usize,
     duration: Duration,
 ) -> Figures {
+    pgbench_scripts(
+        target,
+        schema,
+        &[script.to_path_buf()],
+        &[("campaign", campaign)],
+        clients,
+        duration,
+    )
+}
+
+/// pgbench picking one of `scripts` at random for each transaction, with `defines` as `-D` variables.
+fn pgbench_scripts(
+    target: &[String],
+    schema: &str,
+    scripts: &[PathBuf],
+    defines: &[(&str, &str)],
+    clients: usize,
+    duration: Duration,
+) -> Figures {
     let bin = find_bin_dir().expect("PostgreSQL binaries for pgbench");
     let logs = tempdir_for("pgbench-logs");
     let output = Command::new(bin.join("pgbench"))
@@ -173,10 +268,16 @@ fn pgbench(
         .arg(format!("-c{clients}"))
         .arg(format!("-j{}", clients.min(2)))
         .arg(format!("-T{}", duration.as_secs()))
-        .arg("-D")
-        .arg(format!("campaign={campaign}"))
-        .arg("-f")
-        .arg(script)
+        .args(
+            defines
+                .iter()
+                .flat_map(|(k, v)| ["-D".to_string(), format!("{k}={v}")]),
+        )
+        .args(
+            scripts
+                .iter()
+                .flat_map(|s| ["-f".into(), s.display().to_string()]),
+        )
         .args(target)
         .output()
         .expect("run pgbench");
@@ -254,13 +355,65 @@ async fn main() {
             set_availability(&setup, campaign, organizer, pb::Availability::Away).await;
         }
     }
+    let pg_many: Vec<String> = (0..MANY_CAMPAIGNS)
+        .map(|i| format!("pgmany-{i:02}"))
+        .collect();
+    for campaign in pg_many.iter().chain(&many) {
+        if campaign.starts_with("pgmany") {
+            seed_campaign(&setup, campaign, ORGANIZERS).await;
+        }
+        // The issue's targets hold on the routing path: availability and capacity in play.
+        let settings = pb::UpdateInboxSettingsRequest {
+            default_capacity: Some(LOOSE_CAPACITY),
+            ..Default::default()
+        };
+        update_settings(&setup, campaign, settings).await;
+        for organizer in &organizer_ids(ORGANIZERS)[ORGANIZERS - AWAY..] {
+            set_availability(&setup, campaign, organizer, pb::Availability::Away).await;
+        }
+    }
+    for campaign in [MANUAL, PG_MANUAL] {
+        seed_campaign(&setup, campaign, ORGANIZERS).await;
+    }
     let seeded = Store::connect(&url, 1, Duration::from_secs(60))
         .await
         .unwrap();
-    sqlx::query("CREATE SEQUENCE pgbench_conversation_seq")
+    for sql in [
+        "CREATE SEQUENCE pgbench_conversation_seq",
+        "CREATE SEQUENCE pgbench_manual_seq",
+    ] {
+        sqlx::query(sql).execute(seeded.pool()).await.unwrap();
+    }
+    for campaign in [MANUAL, PG_MANUAL] {
+        sqlx::query(
+            "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+             SELECT $1, $1 || '-' || lpad(n::text, 7, '0'), 'member-' || n FROM generate_series(1, $2) AS n",
+        )
+        .bind(campaign)
+        .bind(MANUAL_CONVERSATIONS as i64)
         .execute(seeded.pool())
         .await
         .unwrap();
+    }
+    sqlx::query("ANALYZE").execute(seeded.pool()).await.unwrap();
+    let scripts_dir = tempdir_for("pgbench-scripts");
+    let template = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench/auto_assign_one_statement.sql"),
+    )
+    .unwrap();
+    let many_scripts: Vec<PathBuf> = pg_many
+        .iter()
+        .map(|campaign| {
+            let path = scripts_dir.join(format!("{campaign}.sql"));
+            std::fs::write(
+                &path,
+                template.replace(":campaign", &format!("'{campaign}'")),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    let mut summary = Summary::default();
 
     println!("AutoAssignConversation, {seconds} s per run, {ORGANIZERS} organizers per campaign\n");
     println!("| path | callers | calls | calls/s | p50 ms | p99 ms | x today's path |");
@@ -276,7 +429,7 @@ async fn main() {
     drive(&one_by_one, &["hot-single".to_string()], 4, warm_up, "warm").await;
     for callers in CALLERS {
         settle(&seeded).await;
-        let today = drive(&coalesced, &["hot".to_string()], callers, duration, "hot").await;
+        let mut today = drive(&coalesced, &["hot".to_string()], callers, duration, "hot").await;
         let baseline = today.rate();
         println!(
             "{}",
@@ -286,9 +439,10 @@ async fn main() {
                 baseline
             )
         );
+        let mut hot_routing = None;
         for (campaign, what, _) in &routing {
             settle(&seeded).await;
-            let row = drive(
+            let mut row = drive(
                 &coalesced,
                 &[campaign.to_string()],
                 callers,
@@ -297,9 +451,12 @@ async fn main() {
             )
             .await;
             println!("{}", row.row(what, callers, baseline));
+            if *campaign == "hot-capacity" {
+                hot_routing = Some(row);
+            }
         }
         settle(&seeded).await;
-        let row = drive(
+        let mut row = drive(
             &one_by_one,
             &["hot-single".to_string()],
             callers,
@@ -316,18 +473,20 @@ async fn main() {
             )
         );
         settle(&seeded).await;
-        let row = drive(&coalesced, &many, callers, duration, "many").await;
+        let mut many_row = drive(&coalesced, &many, callers, duration, "many").await;
         println!(
             "{}",
-            row.row(
-                &format!("service, {MANY_CAMPAIGNS} campaigns"),
+            many_row.row(
+                &format!(
+                    "service, {MANY_CAMPAIGNS} campaigns ({AWAY} AWAY, default_capacity {LOOSE_CAPACITY})"
+                ),
                 callers,
                 baseline
             )
         );
         settle(&seeded).await;
         let script = scripts.join("auto_assign_transaction.sql");
-        let row = pgbench(&pg_target, &schema, &script, "pg-tx", callers, duration);
+        let mut row = pgbench(&pg_target, &schema, &script, "pg-tx", callers, duration);
         println!(
             "{}",
             row.row(
@@ -338,16 +497,61 @@ async fn main() {
         );
         settle(&seeded).await;
         let script = scripts.join("auto_assign_one_statement.sql");
-        let row = pgbench(&pg_target, &schema, &script, "pg-one", callers, duration);
+        let mut pg_one = pgbench(&pg_target, &schema, &script, "pg-one", callers, duration);
         println!(
             "{}",
-            row.row(
+            pg_one.row(
                 "pgbench, one statement, one hot campaign",
                 callers,
                 baseline
             )
         );
+        settle(&seeded).await;
+        let mut pg_many =
+            pgbench_scripts(&pg_target, &schema, &many_scripts, &[], callers, duration);
+        println!(
+            "{}",
+            pg_many.row(
+                &format!("pgbench, one statement, a random one of {MANY_CAMPAIGNS} campaigns"),
+                callers,
+                baseline
+            )
+        );
+        summary.add(
+            &format!("auto-assign {MANY_CAMPAIGNS} campaigns c{callers}"),
+            many_row,
+            pg_many,
+        );
+        if callers >= 8 {
+            let hot = hot_routing.expect("the routing runs");
+            summary.add(&format!("auto-assign hot c{callers}"), hot, pg_one);
+        }
     }
+
+    // Manual assignment at 32 callers, beside pgbench's lock-update-event transaction.
+    let callers = 32;
+    settle(&seeded).await;
+    let mut manual = drive_manual(&coalesced, callers, duration).await;
+    println!(
+        "{}",
+        manual.row(
+            "service, AssignConversation (manual, admin)",
+            callers,
+            manual.rate()
+        )
+    );
+    settle(&seeded).await;
+    let script = scripts.join("manual_assign_transaction.sql");
+    let mut pg_manual = pgbench(&pg_target, &schema, &script, PG_MANUAL, callers, duration);
+    println!(
+        "{}",
+        pg_manual.row(
+            "pgbench, manual assign transaction (lock, update, event)",
+            callers,
+            manual.rate()
+        )
+    );
+    summary.add("manual assign c32", manual, pg_manual);
 
     // Exact fairness, whatever the load: per-organizer counts of each hot campaign differ by at most one
     // (over the organizers who were AVAILABLE, in the routing campaigns).
@@ -364,5 +568,7 @@ async fn main() {
         let (min, max) = assignment_spread(&seeded, campaign).await;
         println!("- {campaign}: per-organizer assignments between {min} and {max}");
     }
+    let _ = std::fs::remove_dir_all(&scripts_dir);
+    summary.print();
     bench_schema.drop_schema().await;
 }

@@ -2,7 +2,9 @@
 //! conversation at a time with AssignConversation; prints time and the server's peak memory.
 //!
 //! `cargo bench --bench bulk`. Uses DATABASE_URL when set, otherwise a private durable PostgreSQL under
-//! target/. BULK_SIZES (default "10000,100000") sets the selection sizes.
+//! target/. BULK_SIZES (default "10000,100000") sets the selection sizes. Each size is also done as one
+//! set-based statement straight on PostgreSQL, and the bench ends with the performance issue's summary rows
+//! (`bulk <size>`: service seconds, database-only seconds, `ratio=` database time / service time).
 
 mod common;
 
@@ -166,6 +168,34 @@ async fn one_by_one(channel: Channel, first: usize, count: usize) -> usize {
     done
 }
 
+/// The bulk's work as one set-based statement: conversations `first..first + size` assigned round-robin
+/// over the organizers, each with its history event. Returns how many it assigned.
+async fn set_based(store: &Store, first: usize, size: usize) -> u64 {
+    sqlx::query(
+        "WITH picked AS ( \
+           SELECT conversation_id, row_number() OVER (ORDER BY conversation_id) AS rn FROM conversations \
+            WHERE campaign_id = $1 AND conversation_id >= $2 AND conversation_id < $3 \
+         ), assigned AS ( \
+           UPDATE conversations c \
+              SET assignee_id = 'org-' || lpad(((p.rn - 1) % $4)::text, 2, '0'), assigned_at = now(), \
+                  assigned_by = 'admin', version = c.version + 1, updated_at = now() \
+             FROM picked p \
+            WHERE c.campaign_id = $1 AND c.conversation_id = p.conversation_id AND c.assignee_id IS NULL \
+           RETURNING c.conversation_id, c.assignee_id \
+         ) \
+         INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, actor_id, source) \
+         SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'admin', 'MANUAL' FROM assigned",
+    )
+    .bind(CAMPAIGN)
+    .bind(conversation_id(first))
+    .bind(conversation_id(first + size))
+    .bind(ORGANIZERS as i64)
+    .execute(store.pool())
+    .await
+    .unwrap()
+    .rows_affected()
+}
+
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("BULK_SIZES")
@@ -185,7 +215,7 @@ async fn main() {
         .unwrap();
     store.migrate().await.unwrap();
 
-    let total: usize = sizes.iter().sum::<usize>() * 2;
+    let total: usize = sizes.iter().sum::<usize>() * 3;
     {
         let setup = Server::start(&url).await;
         seed_campaign(&setup.channel().await.unwrap(), CAMPAIGN, ORGANIZERS).await;
@@ -208,12 +238,14 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|");
     let mut first = 0;
+    let mut summary = Vec::new();
     for &size in &sizes {
         let server = Server::start(&url).await;
         let at_start = server.memory_mib("VmRSS:");
         let started = Instant::now();
         let assigned = bulk_assign(server.channel().await.unwrap(), first, size).await;
         let seconds = started.elapsed().as_secs_f64();
+        let bulk_seconds = seconds;
         assert_eq!(assigned, size as i64, "every conversation assigned");
         println!(
             "| BulkAssign, {IDS_PER_MESSAGE} ids per message | {size} | {seconds:.1} | {:.0} | {at_start:.1} | {:.1} |",
@@ -235,6 +267,25 @@ async fn main() {
             server.memory_mib("VmHWM:")
         );
         first += size;
+
+        let started = Instant::now();
+        let done = set_based(&store, first, size).await;
+        let seconds = started.elapsed().as_secs_f64();
+        assert_eq!(done, size as u64);
+        println!(
+            "| set-based SQL straight on PostgreSQL, one statement | {size} | {seconds:.1} | {:.0} | - | - |",
+            size as f64 / seconds
+        );
+        first += size;
+        summary.push((size, bulk_seconds, seconds));
+    }
+    println!("\n| summary | service | database only | ratio |");
+    println!("|---|---|---|---|");
+    for (size, service, database) in summary {
+        println!(
+            "| bulk {size} | {service:.2} s | {database:.2} s | ratio={:.2} |",
+            database / service
+        );
     }
     let (min, max): (i64, i64) = sqlx::query_as(
         "SELECT min(n), max(n) FROM (SELECT count(*) AS n FROM assignment_events \
