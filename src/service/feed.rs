@@ -20,6 +20,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
 use crate::domain::model::AssignmentEvent;
+use crate::domain::paging::PageScope;
 use crate::error::AppResult;
 use crate::observability::FEED_LAG_SECONDS;
 use crate::store::feed::{self, EventFilter, WatcherAccess};
@@ -49,6 +50,8 @@ pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
 /// them: read once per batch for all of them, so watchers cost the database nothing each.
 pub(super) struct Fanout {
     events: Vec<AssignmentEvent>,
+    /// Each event's cursor, made once for every watcher.
+    cursors: Vec<String>,
     /// Every user watching when the batch was read: `None` if they are no longer in the directory.
     access: HashMap<String, Option<WatcherAccess>>,
 }
@@ -230,7 +233,16 @@ impl Feed {
                 metrics::histogram!(FEED_LAG_SECONDS).record(lag.max(0) as f64 / 1e6);
             }
             let access = access(&mut conn, campaign_id, &watching, &events).await?;
-            let _ = sender.send(Arc::new(Fanout { events, access }));
+            let scope = PageScope::feed(campaign_id);
+            let cursors = events
+                .iter()
+                .map(|e| scope.token(&e.seq.unwrap_or_default().to_string()))
+                .collect();
+            let _ = sender.send(Arc::new(Fanout {
+                events,
+                cursors,
+                access,
+            }));
         }
         if let Some(campaign) = self
             .campaigns

@@ -121,6 +121,13 @@ fn cursor_expired(retention: Duration) -> AppError {
     )
 }
 
+/// What a fan-out batch brings besides its events: who may see what, and each event's cursor.
+#[derive(Clone, Copy)]
+struct Fanned<'a> {
+    access: &'a HashMap<String, Option<WatcherAccess>>,
+    cursors: &'a [String],
+}
+
 struct Stream {
     store: Store,
     campaign_id: String,
@@ -151,20 +158,29 @@ impl Stream {
                 // Nothing heard for a while: read anyway.
                 Err(_) => read_database = true,
                 Ok(Ok(batch)) => {
-                    let fresh: Vec<AssignmentEvent> = batch
+                    // Numbers rise through a batch: what this watcher has not handled is a suffix.
+                    let Some(skip) = batch
                         .events
                         .iter()
-                        .filter(|e| e.seq.is_some_and(|seq| seq > self.sent))
-                        .cloned()
-                        .collect();
-                    let Some(first) = fresh.first().and_then(|e| e.seq) else {
+                        .position(|e| e.seq.is_some_and(|seq| seq > self.sent))
+                    else {
                         continue;
                     };
-                    if first != self.sent + 1 {
+                    if batch.events[skip].seq != Some(self.sent + 1) {
                         // A gap before the batch: fill it (and the batch) from the database.
                         read_database = true;
-                    } else if self.deliver(fresh, Some(&batch.access)).await.is_err() {
-                        return;
+                    } else {
+                        let fanned = Fanned {
+                            access: &batch.access,
+                            cursors: &batch.cursors[skip..],
+                        };
+                        if self
+                            .deliver(&batch.events[skip..], Some(fanned))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
                 }
                 Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
@@ -207,7 +223,7 @@ impl Stream {
             if events.is_empty() {
                 return Ok(());
             }
-            self.deliver(events, None).await?;
+            self.deliver(&events, None).await?;
             if !full {
                 return Ok(());
             }
@@ -220,11 +236,12 @@ impl Stream {
     }
 
     /// Sends the events this watcher may and wants to see; every event moves `sent`. Who the watcher is
-    /// comes with a fan-out batch (`fanned`: read with it for every watcher) or is read here.
+    /// and the events' cursors come with a fan-out batch (read and made once for every watcher) or are read
+    /// and made here.
     async fn deliver(
         &mut self,
-        events: Vec<AssignmentEvent>,
-        fanned: Option<&HashMap<String, Option<WatcherAccess>>>,
+        events: &[AssignmentEvent],
+        fanned: Option<Fanned<'_>>,
     ) -> Result<(), ()> {
         let Some(last) = events.last().and_then(|e| e.seq) else {
             return Ok(());
@@ -233,10 +250,10 @@ impl Stream {
         // narrows the stream at once), admins everything, and a deactivated actor's stream ends.
         let organizer_view = match &self.actor {
             Some(call) => {
-                let access = match fanned.and_then(|access| access.get(&call.actor_id)) {
+                let access = match fanned.and_then(|f| f.access.get(&call.actor_id)) {
                     Some(access) => access.clone(),
                     // Subscribed after the batch was read, or catching up.
-                    None => match self.read_access(call, &events).await {
+                    None => match self.read_access(call, events).await {
                         Ok(access) => access,
                         Err(err) => return self.fail(err).await,
                     },
@@ -256,7 +273,7 @@ impl Stream {
             }
             None => None,
         };
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
             let seq = event.seq.unwrap_or_default();
             let allowed = match (&organizer_view, &event.conversation_id) {
                 (None, _) => true,
@@ -264,9 +281,16 @@ impl Stream {
                 // Availability: an organizer sees their own.
                 (Some((organizer, _)), None) => event.user_id.as_ref() == Some(organizer),
             };
-            if allowed && self.wanted(&event) {
-                let cursor = self.cursors.token(&seq.to_string());
-                if self.tx.send(Ok(Delivered { event, cursor })).await.is_err() {
+            if allowed && self.wanted(event) {
+                let cursor = match fanned {
+                    Some(fanned) => fanned.cursors[i].clone(),
+                    None => self.cursors.token(&seq.to_string()),
+                };
+                let delivered = Delivered {
+                    event: event.clone(),
+                    cursor,
+                };
+                if self.tx.send(Ok(delivered)).await.is_err() {
                     return Err(());
                 }
             }
