@@ -14,6 +14,7 @@ mod feed;
 mod fresh_facts;
 mod harness;
 mod limits;
+mod operability;
 mod paging;
 mod production;
 mod protocol;
