@@ -33,11 +33,12 @@ async fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(config.log_format);
+    let telemetry = telemetry::init(config.log_format);
     let served = match app::build(&config).await {
         Ok(app) => app.serve(app::shutdown_signal()).await,
         Err(message) => Err(message),
     };
+    telemetry.shutdown();
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -61,6 +61,7 @@ impl CallRecord {
             ("method", method.to_owned()),
             ("code", format!("{code:?}")),
         ];
+        self.span.record("code", format!("{code:?}").as_str());
         metrics::counter!(CALLS, &labels).increment(1);
         metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
         let _entered = self.span.enter();

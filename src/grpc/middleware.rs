@@ -23,6 +23,7 @@ use crate::auth::{Caller, Callers, Scope, certificate_fingerprint, is_public, is
 use crate::domain::validate;
 use crate::error::Reason;
 use crate::observability::SHED_CALLS;
+use crate::telemetry;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -253,12 +254,20 @@ where
         let id = request_id(request.headers());
         let span = tracing::info_span!(
             "grpc",
+            otel.name = %path,
+            otel.kind = "server",
             method = %path,
             request_id = %id,
             caller = Empty,
             campaign = Empty,
             actor = Empty,
+            code = Empty,
+            trace_id = Empty,
         );
+        // Continue the caller's trace (W3C traceparent), and put its id on every log line of the call.
+        if let Some(trace_id) = telemetry::continue_trace(&span, request.headers()) {
+            span.record("trace_id", trace_id.as_str());
+        }
         let started = Instant::now();
         let record_span = span.clone();
         let future = async move {

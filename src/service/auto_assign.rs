@@ -13,6 +13,8 @@ pub use waiting::{list_waiting, sweep};
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::domain::actor::require_admin;
 use std::collections::HashMap;
 
@@ -84,11 +86,25 @@ pub async fn run_batch(
     campaign_id: &str,
     triggers: &[Trigger],
 ) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
+    let transaction = tracing::info_span!("db.transaction", lock_wait_ms = tracing::field::Empty);
+    run_batch_in(store, campaign_id, triggers, &transaction)
+        .instrument(transaction.clone())
+        .await
+}
+
+async fn run_batch_in(
+    store: &Store,
+    campaign_id: &str,
+    triggers: &[Trigger],
+    transaction: &tracing::Span,
+) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
     let mut tx = store.begin_replanned().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
     let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
-    metrics::histogram!(LOCK_WAIT_SECONDS).record(waiting.elapsed().as_secs_f64());
+    let lock_wait = waiting.elapsed().as_secs_f64();
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
+    transaction.record("lock_wait_ms", lock_wait * 1e3);
     metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
     let enabled = cursor.auto_assign_enabled;
     let drain = if enabled && cursor.has_waiting {

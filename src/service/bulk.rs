@@ -137,6 +137,7 @@ impl BulkRun {
 
     /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction; returns one
     /// decision per id, in the order sent. Malformed ids are refused one by one and never stop the others.
+    #[tracing::instrument(name = "bulk.chunk", skip_all, fields(size = ids.len()))]
     pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
         debug_assert!(ids.len() <= BATCH_SIZE);
         type Positioned<'a> = Vec<(usize, &'a String)>;

@@ -24,4 +24,5 @@ mod routing;
 mod server;
 mod snapshot;
 mod tls;
+mod traces;
 mod waiting;

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use tracing::Instrument;
+
 use super::{AutoAssigned, run_batch};
 use crate::domain::auto_assign::Trigger;
 use crate::error::{AppError, AppResult, Reason};
@@ -28,6 +30,8 @@ type Reply = oneshot::Sender<AppResult<AutoAssigned>>;
 struct Pending {
     trigger: Trigger,
     reply: Reply,
+    /// The call's span: the batch's span is a child of the first, and follows from the others.
+    span: tracing::Span,
 }
 
 /// A campaign's triggers waiting for its next batch, and whether a drain of its waiting conversations was
@@ -68,7 +72,11 @@ impl Coalescer {
     /// Runs one trigger, batched with whatever else of its campaign is waiting.
     pub async fn submit(&self, campaign_id: &str, trigger: Trigger) -> AppResult<AutoAssigned> {
         let (reply, answer) = oneshot::channel();
-        let pending = Pending { trigger, reply };
+        let pending = Pending {
+            trigger,
+            reply,
+            span: tracing::Span::current(),
+        };
         let start_worker = {
             let mut queues = self.queues.lock().expect("queue lock");
             match queues.get_mut(campaign_id) {
@@ -186,10 +194,14 @@ impl Coalescer {
                     "dropped triggers whose callers gave up"
                 );
             }
+            let span = batch_span(&campaign_id, &batch);
             let (triggers, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
             tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
-            match run_batch(&self.store, &campaign_id, &triggers).await {
+            match run_batch(&self.store, &campaign_id, &triggers)
+                .instrument(span)
+                .await
+            {
                 Ok((results, drain_again)) => {
                     self.feed.wake(&campaign_id);
                     // A long queue drains batch after batch, not one batch per event or sweep.
@@ -249,4 +261,20 @@ impl Drop for DrainGuard<'_> {
             queues.remove(self.campaign_id);
         }
     }
+}
+
+/// The span of one auto-assign batch: under the first trigger's call (a drain has none), following from
+/// the other calls it serves.
+fn batch_span(campaign_id: &str, batch: &[Pending]) -> tracing::Span {
+    let parent = batch.first().and_then(|p| p.span.id());
+    let span = tracing::info_span!(
+        parent: parent,
+        "auto_assign.batch",
+        campaign = campaign_id,
+        size = batch.len()
+    );
+    for pending in batch.iter().skip(1) {
+        span.follows_from(&pending.span);
+    }
+    span
 }
