@@ -16,6 +16,7 @@ use crate::store::{Conn, Store};
 
 /// AssignConversation, UnassignConversation and ReassignConversation: the rules of `request` applied to
 /// the conversation as it is under its row lock; `expected_version` makes it a compare-and-set.
+#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
 pub async fn change_assignee(
     store: &Store,
     call: &ActorCall,
@@ -72,6 +73,7 @@ pub async fn change_assignee(
 }
 
 /// ResolveConversation and ReopenConversation: the status changes, the assignee never does.
+#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
 pub async fn change_status(
     store: &Store,
     call: &ActorCall,
@@ -112,13 +114,19 @@ pub async fn change_status(
     Ok(result)
 }
 
-/// Locks the conversation first: every change of one conversation queues here.
+/// Locks the conversation first: every change of one conversation queues here (the wait is recorded on
+/// the transaction's span).
 async fn lock(
     conn: &mut Conn,
     call: &ActorCall,
     conversation_id: &str,
 ) -> AppResult<Option<Locked>> {
-    conversations::lock(conn, &call.campaign_id, conversation_id, &call.actor_id).await
+    let waiting = std::time::Instant::now();
+    let locked =
+        conversations::lock(conn, &call.campaign_id, conversation_id, &call.actor_id).await;
+    let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
+    tracing::Span::current().record("lock_wait_ms", waited_ms);
+    locked
 }
 
 fn situation<'a>(actor: &Actor, locked: &'a Locked, conversation_id: &'a str) -> Situation<'a> {

@@ -103,7 +103,8 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut client = AssignmentServiceClient::new(channel.expect("the server accepts connections"));
+    let client_channel = channel.expect("the server accepts connections");
+    let mut client = AssignmentServiceClient::new(client_channel.clone());
 
     let trigger = pb::AutoAssignConversationRequest {
         conversation_id: "c1".into(),
@@ -115,6 +116,35 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
         .auto_assign_conversation(with_traceparent(system(CAMPAIGN, trigger)))
         .await
         .expect("auto-assign");
+    // A manual assignment: its transaction records how long it waited for the conversation's lock.
+    let mut directory =
+        assignment_service::pb::directory_service_client::DirectoryServiceClient::new(
+            client_channel.clone(),
+        );
+    for (user_id, role) in [("admin", pb::Role::Admin), ("org1", pb::Role::Organizer)] {
+        directory
+            .upsert_user(system(
+                CAMPAIGN,
+                pb::UpsertUserRequest {
+                    user_id: user_id.into(),
+                    role: role.into(),
+                    display_name: String::new(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .assign_conversation(with_traceparent(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c1".into(),
+                assignee_id: "org1".into(),
+                expected_version: None,
+            },
+        )))
+        .await
+        .expect("assign");
     // A refused call logs at info: its line carries the trace id.
     let refused = client
         .get_conversation(with_traceparent(as_actor(
@@ -131,7 +161,8 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
     for _ in 0..200 {
         spans = collector.0.lock().unwrap().clone();
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-        if names.contains(&method) && names.contains(&"db.transaction") {
+        let transactions = names.iter().filter(|n| **n == "db.transaction").count();
+        if names.contains(&method) && transactions >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,6 +199,13 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
         attribute(transaction, "lock_wait_ms").is_some(),
         "the lock wait is recorded: {transaction:?}"
     );
+    let assign = named("/assignment.v1.AssignmentService/AssignConversation");
+    let assign_transaction = ours
+        .iter()
+        .find(|s| s.name == "db.transaction" && s.parent_span_id == assign.span_id)
+        .expect("the assignment's transaction span");
+    assert!(attribute(assign_transaction, "lock_wait_ms").is_some());
+    assert_eq!(attribute(assign, "actor").as_deref(), Some("admin"));
     let failed: Vec<&str> = log.lines().filter(|l| l.contains("call failed")).collect();
     assert!(
         !failed.is_empty() && failed.iter().all(|l| l.contains(TRACE_ID)),
