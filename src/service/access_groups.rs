@@ -33,6 +33,7 @@ pub struct EligibleGroup {
 }
 
 /// CreateAccessGroup: admins.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn create(
     store: &Store,
     call: &ActorCall,
@@ -138,6 +139,7 @@ pub async fn list(
 }
 
 /// UpdateAccessGroup: admins; a new scope replaces the old one whole.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn update(
     store: &Store,
     call: &ActorCall,
@@ -179,6 +181,7 @@ pub async fn update(
 }
 
 /// DeleteAccessGroup: admins.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> AppResult<()> {
     let id = group_id(access_group_id)?;
     let mut tx = store.begin().await?;
@@ -192,6 +195,7 @@ pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> A
 
 /// AddOrganizers (`add`) and RemoveOrganizers: admins. Removing needs no directory check, so a departed
 /// user can always be removed.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn change_members(
     store: &Store,
     call: &ActorCall,

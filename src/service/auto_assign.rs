@@ -253,6 +253,7 @@ pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<I
 }
 
 /// UpdateInboxSettings: admins; fields left unset keep their value.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn update_settings(
     store: &Store,
     call: &ActorCall,

@@ -10,6 +10,7 @@ use crate::store::{Store, inbox_settings, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn set_availability(
     store: &Store,
     setter: &Caller,

@@ -12,6 +12,7 @@ use crate::service::{ActorCall, authenticate, lock_actor};
 use crate::store::{Store, conversations, inbox_settings, preview, users};
 
 /// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
+#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn set_capacity(
     store: &Store,
     call: &ActorCall,
