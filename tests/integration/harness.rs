@@ -398,6 +398,21 @@ impl TestApp {
         .unwrap()
     }
 
+    /// Sets `user`'s availability as a system caller (the presence tracker).
+    pub async fn set_availability(&self, user: &str, availability: pb::Availability) {
+        self.assignments()
+            .await
+            .set_availability(system(
+                CAMPAIGN,
+                pb::SetAvailabilityRequest {
+                    user_id: user.into(),
+                    availability: availability.into(),
+                },
+            ))
+            .await
+            .unwrap();
+    }
+
     /// How many rows `table` holds.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
@@ -513,4 +528,35 @@ pub fn assert_same_as_missing(
         })
     };
     assert_eq!(info(hidden), info(missing), "the error details differ");
+}
+
+/// The real server binary on a fresh schema, listening on `addr`, with JSON logs at info on a piped stderr,
+/// `args` added and `envs` set; returns it once it accepts connections, with a channel to it.
+pub async fn spawn_binary(
+    addr: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> (std::process::Child, Channel) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assignment-service"));
+    child
+        .args(["--database-url", &fresh_schema_url().await])
+        .args(["--listen-addr", addr, "--metrics-addr", "127.0.0.1:0"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in envs {
+        child.env(name, value);
+    }
+    let mut child = child.spawn().expect("start the server binary");
+    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
+    for _ in 0..250 {
+        if let Ok(connected) = endpoint.connect().await {
+            return (child, connected);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the server binary never accepted connections");
 }

@@ -170,31 +170,23 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn sigterm_with_an_idle_stream_open_exits_after_the_drain_timeout() {
-    use std::process::{Command, Stdio};
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_assignment-service"))
-        .args(["--database-url", &fresh_schema_url().await])
-        .args(["--listen-addr", &addr, "--metrics-addr", "127.0.0.1:0"])
-        .args(["--drain-timeout", "1s", "--stream-idle-timeout", "60s"])
-        .args(["--max-concurrent-calls", "1"])
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
-    let mut channel = None;
-    for _ in 0..250 {
-        if let Ok(connected) = endpoint.connect().await {
-            channel = Some(connected);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let channel = channel.expect("the server accepts connections");
+    let (mut child, channel) = spawn_binary(
+        &addr,
+        &[
+            "--drain-timeout",
+            "1s",
+            "--stream-idle-timeout",
+            "60s",
+            "--max-concurrent-calls",
+            "1",
+        ],
+        &[],
+    )
+    .await;
     assignment_service::pb::directory_service_client::DirectoryServiceClient::new(channel.clone())
         .upsert_user(system(
             CAMPAIGN,

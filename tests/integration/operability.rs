@@ -31,20 +31,6 @@ fn exported(body: &str, name: &str) -> bool {
     })
 }
 
-async fn set_availability(app: &TestApp, user: &str, availability: pb::Availability) {
-    app.assignments()
-        .await
-        .set_availability(system(
-            CAMPAIGN,
-            pb::SetAvailabilityRequest {
-                user_id: user.into(),
-                availability: availability.into(),
-            },
-        ))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     let app = TestApp::start_configured(&["--waiting-sweep-interval", "100ms"]).await;
@@ -72,7 +58,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         .into_inner();
 
     // Auto-assignment queues a conversation while nobody is there, and drains it when org1 comes back.
-    set_availability(&app, "org1", pb::Availability::Away).await;
+    app.set_availability("org1", pb::Availability::Away).await;
     let queued = app
         .assignments()
         .await
@@ -90,7 +76,8 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         .into_inner();
     assert_eq!(queued.outcome(), pb::AutoAssignOutcome::Queued);
     tokio::time::sleep(Duration::from_millis(300)).await; // the sweep publishes the queue's gauges
-    set_availability(&app, "org1", pb::Availability::Available).await;
+    app.set_availability("org1", pb::Availability::Available)
+        .await;
     let mut drained = false;
     for _ in 0..100 {
         if app.stored("c1").await.0.as_deref() == Some("org1") {

@@ -1,7 +1,6 @@
 //! OpenTelemetry: the real binary, with the standard OTEL_* variables, exports a call's spans to an OTLP
 //! collector, continuing the caller's trace, and logs the trace id.
 
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tonic::transport::Channel;
 
 use crate::harness::*;
 
@@ -84,26 +82,11 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_assignment-service"))
-        .args(["--database-url", &fresh_schema_url().await])
-        .args(["--listen-addr", &addr, "--metrics-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the server binary");
-    let endpoint = Channel::from_shared(format!("http://{addr}")).unwrap();
-    let mut channel = None;
-    for _ in 0..250 {
-        if let Ok(connected) = endpoint.connect().await {
-            channel = Some(connected);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let client_channel = channel.expect("the server accepts connections");
+    let envs = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}")),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_string()),
+    ];
+    let (mut child, client_channel) = spawn_binary(&addr, &[], &envs).await;
     let mut client = AssignmentServiceClient::new(client_channel.clone());
 
     let trigger = pb::AutoAssignConversationRequest {

@@ -15,7 +15,7 @@ async fn campaign(organizers: &[&str], settings: pb::UpdateInboxSettingsRequest)
     app.admin("admin").await;
     for org in organizers {
         app.organizer(org).await;
-        set_availability(&app, org, pb::Availability::Away).await;
+        app.set_availability(org, pb::Availability::Away).await;
     }
     app.group("admin", "Everyone", organizers, true, scope_all())
         .await;
@@ -28,20 +28,6 @@ async fn campaign(organizers: &[&str], settings: pb::UpdateInboxSettingsRequest)
     )
     .await;
     app
-}
-
-async fn set_availability(app: &TestApp, user: &str, availability: pb::Availability) {
-    app.assignments()
-        .await
-        .set_availability(system(
-            CAMPAIGN,
-            pb::SetAvailabilityRequest {
-                user_id: user.into(),
-                availability: availability.into(),
-            },
-        ))
-        .await
-        .unwrap();
 }
 
 /// The flow builder's trigger for a new conversation (trigger and member ids derived from it).
@@ -179,7 +165,8 @@ async fn the_queue_drains_oldest_first_holds_while_off_and_loses_what_is_assigne
         ))
         .await
         .unwrap();
-    set_availability(&app, "org-a", pb::Availability::Available).await;
+    app.set_availability("org-a", pb::Availability::Available)
+        .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(waiting(&app).await, vec!["c1", "c4", "c5"]);
     // Switched on, it drains oldest first.
@@ -257,7 +244,8 @@ async fn a_drain_from_two_replicas_at_once_assigns_each_waiting_conversation_onc
             .await
             .unwrap();
     }
-    set_availability(&app, "o2", pb::Availability::Available).await;
+    app.set_availability("o2", pb::Availability::Available)
+        .await;
     let queued: Vec<String> = (0..50).map(|i| format!("c{i:02}")).collect();
     for id in &queued {
         assert_eq!(
@@ -266,7 +254,7 @@ async fn a_drain_from_two_replicas_at_once_assigns_each_waiting_conversation_onc
         );
     }
     let (on_one, on_two) = tokio::join!(
-        set_availability(&app, "o1", pb::Availability::Available),
+        app.set_availability("o1", pb::Availability::Available),
         async {
             other
                 .assignments()
@@ -338,7 +326,7 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
     )
     .await;
     for org in ORGS {
-        set_availability(&app, org, pb::Availability::Available).await;
+        app.set_availability(org, pb::Availability::Available).await;
     }
     let replicas = [app.replica().await, app.replica().await];
     let mut tasks = Vec::new();
@@ -480,8 +468,10 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
         },
     )
     .await;
-    set_availability(&app, "o1", pb::Availability::Available).await;
-    set_availability(&app, "o2", pb::Availability::Available).await;
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
+    app.set_availability("o2", pb::Availability::Available)
+        .await;
     for id in ["c1", "c2", "c3", "c4"] {
         assert_eq!(
             trigger(&app, id).await.outcome(),
@@ -501,7 +491,7 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
         ))
         .await
         .unwrap();
-    set_availability(&app, "o1", pb::Availability::Away).await;
+    app.set_availability("o1", pb::Availability::Away).await;
     // c1 went back to the queue and on to o2, the one available; history says why.
     until_waiting(&app, 0).await;
     for _ in 0..200 {
@@ -530,7 +520,7 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
         },
     )
     .await;
-    set_availability(&app, "o2", pb::Availability::Offline).await;
+    app.set_availability("o2", pb::Availability::Offline).await;
     assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
     assert_eq!(app.count("waiting_conversations").await, 0);
 }
@@ -543,7 +533,7 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
     let app = TestApp::start_configured(&["--waiting-sweep-interval", "1h"]).await;
     app.admin("admin").await;
     app.organizer("o1").await;
-    set_availability(&app, "o1", pb::Availability::Away).await;
+    app.set_availability("o1", pb::Availability::Away).await;
     app.group("admin", "Everyone", &["o1"], true, scope_all())
         .await;
     app.update_settings(
@@ -577,7 +567,8 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
         .await
         .unwrap();
 
-    set_availability(&app, "o1", pb::Availability::Available).await;
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
     until_waiting(&app, 0).await;
     let assigned = auto_assigned_in_order(&app).await;
     assert_eq!(assigned.len() as i64, QUEUED);

@@ -114,9 +114,9 @@ fn cursor_expired(retention: Duration) -> AppError {
     AppError::new(
         Reason::FeedCursorExpired,
         format!(
-            "cursor is older than the feed's retention ({}s): re-sync by reading the current state \
+            "cursor is older than the feed's retention ({}): re-sync by reading the current state \
              (ListConversations), then watch from now with an empty cursor",
-            retention.as_secs()
+            as_written(retention)
         ),
     )
 }
@@ -126,6 +126,15 @@ fn cursor_expired(retention: Duration) -> AppError {
 struct Fanned<'a> {
     access: &'a HashMap<String, Option<WatcherAccess>>,
     cursors: &'a [String],
+}
+
+/// A duration as FEED_RETENTION takes it: "7d", "12h", "90s".
+fn as_written(retention: Duration) -> String {
+    match retention.as_secs() {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3_600 && s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s => format!("{s}s"),
+    }
 }
 
 struct Stream {
