@@ -7,7 +7,8 @@
 //! trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction and its best
 //! one-statement form against the same database. Every row also says how it compares with today's path
 //! (one hot campaign, round-robin, no capacity) at the same callers. Uses DATABASE_URL when set, otherwise
-//! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length.
+//! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length; BENCH_CALLERS
+//! (default `1,8,32`) the caller counts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -442,7 +443,16 @@ async fn main() {
         drive(&coalesced, &[campaign.to_string()], 4, warm_up, "warm").await;
     }
     drive(&one_by_one, &["hot-single".to_string()], 4, warm_up, "warm").await;
-    for callers in CALLERS {
+    // BENCH_CALLERS (e.g. "1" or "8,32") runs only those caller counts; the summary then has only their rows.
+    let callers_list: Vec<usize> = std::env::var("BENCH_CALLERS")
+        .ok()
+        .map(|list| {
+            list.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|| CALLERS.to_vec());
+    for callers in callers_list {
         settle(&seeded).await;
         let mut today = drive(&coalesced, &["hot".to_string()], callers, duration, "hot").await;
         let baseline = today.rate();

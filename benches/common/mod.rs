@@ -53,11 +53,22 @@ impl BenchSchema {
         Self { admin, name, url }
     }
 
+    /// Drops the schema. The bench's servers still run their sweeps against it, so a deadlock with one of
+    /// them is retried.
     pub async fn drop_schema(self) {
-        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
-            .execute(self.admin.pool())
-            .await
-            .unwrap();
+        for attempt in 1.. {
+            let dropped = sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name))
+                .execute(self.admin.pool())
+                .await;
+            match dropped {
+                Ok(_) => return,
+                Err(err) if attempt < 5 => {
+                    eprintln!("dropping schema {}: {err}; retrying", self.name);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("dropping schema {}: {err}", self.name),
+            }
+        }
     }
 }
 

@@ -98,7 +98,7 @@ async fn run_batch_in(
     triggers: &[Trigger],
     transaction: &tracing::Span,
 ) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
-    let mut tx = store.begin_replanned().await?;
+    let mut tx = store.begin_batch().await?;
     auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
     let waiting = Instant::now();
     let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
@@ -112,32 +112,22 @@ async fn run_batch_in(
     } else {
         0
     };
-    let from_any_path = cursor.rotation_start == RotationStart::LastAssigned;
-    let reads = auto_assign::read_triggers(
-        &mut tx,
-        campaign_id,
-        triggers,
+    let scope = auto_assign::ReadScope {
         enabled,
-        from_any_path,
+        last_assigned: cursor.rotation_start == RotationStart::LastAssigned,
         drain,
-    )
-    .await?;
+        default_capacity: cursor.default_capacity,
+        balanced: cursor.routing_mode == RoutingMode::Balanced,
+    };
+    // Loads (capacity or balance in play) are read, and folded, by the same statement.
+    let mut reads = auto_assign::read_triggers(&mut tx, campaign_id, triggers, scope).await?;
     let start = match cursor.rotation_start {
         RotationStart::LastAssigned => reads.last_assigned.as_deref(),
         RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
     };
-    // Loads cost a read of the organizers' counts: only when capacity or balance is in play.
-    let loads_matter = cursor.default_capacity > 0
-        || reads.capacity_overrides
-        || cursor.routing_mode == RoutingMode::Balanced;
-    let loads = if enabled && loads_matter && !reads.states.is_empty() {
-        Some(auto_assign::loads(&mut tx, campaign_id, cursor.default_capacity).await?)
-    } else {
-        None
-    };
     let routing = Routing {
         mode: cursor.routing_mode,
-        loads,
+        loads: reads.loads.take(),
     };
     let plan = plan_batch(enabled, start, routing, &reads.states);
     let request_ids: Vec<Option<&str>> = reads

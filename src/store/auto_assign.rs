@@ -41,8 +41,42 @@ pub struct TriggerReads {
     pub waiting_since: Vec<Option<DateTime<Utc>>>,
     /// The organizer most recently assigned a conversation by any path.
     pub last_assigned: Option<String>,
-    /// Whether any organizer has a capacity of their own.
-    pub capacity_overrides: bool,
+    /// The loads of the campaign's active, available organizers, when capacity or balance is in play.
+    pub loads: Option<HashMap<String, Load>>,
+}
+
+/// What a batch reads besides its triggers' conversations.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadScope {
+    /// Auto-assignment is on: read who is eligible (and loads, when they matter).
+    pub enabled: bool,
+    /// Read the organizer most recently assigned by any path.
+    pub last_assigned: bool,
+    /// How many waiting conversations to drain first (0: none).
+    pub drain: i64,
+    /// The campaign's default capacity (0 = unlimited).
+    pub default_capacity: i32,
+    /// Balanced routing: loads matter even without capacities.
+    pub balanced: bool,
+}
+
+/// Folds the campaign's (`$1`) pending load changes into its organizers' counts when `{wanted}` holds; `pending`
+/// is what was folded, per organizer. Only the holder of the campaign's auto-assign lock may run it: a load
+/// is the folded count plus the pending changes, read in one snapshot, and only lock holders fold, so no
+/// change is counted twice or missed (see the `organizer_loads` migration).
+fn fold_ctes(wanted: &str) -> String {
+    format!(
+        "folded AS ( \
+           DELETE FROM organizer_load_changes WHERE campaign_id = $1 AND {wanted} \
+           RETURNING user_id, delta \
+         ), pending AS ( \
+           SELECT user_id, sum(delta)::integer AS delta FROM folded GROUP BY user_id \
+         ), counted AS ( \
+           INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
+           SELECT $1, user_id, delta FROM pending \
+           ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
+         )"
+    )
 }
 
 /// Tags travel as one string per conversation; validated tags never contain this control character.
@@ -139,25 +173,36 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
 }
 
 /// Locks the batch's conversations (in byte order of id, as every multi-row locker does, so they never
-/// deadlock) and reads each with its trigger record and, when `enabled`, its eligible organizers (active
-/// organizers an access group lets reply, sorted by id). The campaign's organizers are share-locked as they
-/// are read: their role and active flag cannot change until the batch commits. Run it after [`lock`], so a
-/// batch waiting for the campaign's lock holds nothing else. Triggers whose conversation does not exist
-/// are left out; the rest come back in batch order.
+/// deadlock) and reads each with its trigger record and, when auto-assignment is on, its eligible organizers
+/// (active organizers an access group lets reply, sorted by id). The campaign's organizers are share-locked
+/// as they are read: their role and active flag cannot change until the batch commits. When capacity or
+/// balance is in play, folds the campaign's pending load changes and reads the organizers' loads in the same
+/// statement. Run it after [`lock`], so a batch waiting for the campaign's lock holds nothing else. Triggers
+/// whose conversation does not exist are left out; the rest come back in batch order.
 /// With `drain` > 0, also the first `drain` waiting conversations, locked in the same statement (one lock
 /// order for all of a batch's conversations, so it never deadlocks with a bulk batch).
 pub async fn read_triggers(
     conn: &mut Conn,
     campaign_id: &str,
     triggers: &[Trigger],
-    enabled: bool,
-    read_last_assigned: bool,
-    drain: i64,
+    scope: ReadScope,
 ) -> AppResult<TriggerReads> {
+    // Each row is reached by its whole key, one lookup per item (a LATERAL subquery cannot become a scan of
+    // the campaign with a filter): the plan is kept (see `Store::begin_batch`), so its work must stay bounded
+    // by the batch at any table size. The items are sorted first, so the conversations are locked in id order.
     let sql = format!(
         "WITH organizers AS MATERIALIZED ( \
            SELECT u.user_id, u.active, u.availability, u.capacity FROM users u \
             WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
+         ), wanted AS MATERIALIZED ( \
+           SELECT $4 AND ($7 OR EXISTS (SELECT 1 FROM organizers WHERE capacity IS NOT NULL)) AS loads \
+         ), {}, loads AS ( \
+           SELECT o.user_id, o.capacity, coalesce(l.open, 0)::bigint + coalesce(p.delta, 0) AS open \
+             FROM organizers o \
+             LEFT JOIN LATERAL (SELECT l.open FROM organizer_loads l \
+                                 WHERE l.campaign_id = $1 AND l.user_id = o.user_id) AS l ON true \
+             LEFT JOIN pending p ON p.user_id = o.user_id \
+            WHERE o.active AND o.availability = 'AVAILABLE' \
          ), items AS ( \
            SELECT i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position, \
                   NULL::timestamptz AS waiting_since \
@@ -175,16 +220,25 @@ pub async fn read_triggers(
                                          ORDER BY o.user_id COLLATE \"C\") \
                      ELSE '{{}}'::text[] END AS eligible, \
                 (SELECT e.to_user_id FROM assignment_events e \
-                   JOIN users a ON a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id \
                   WHERE $5 AND e.campaign_id = $1 AND e.action IN ('ASSIGN', 'REASSIGN') \
-                    AND a.role = 'ORGANIZER' \
+                    AND (SELECT a.role FROM users a \
+                          WHERE a.campaign_id = $1 AND a.user_id = e.to_user_id) = 'ORGANIZER' \
                   ORDER BY e.event_id DESC LIMIT 1) AS last_assigned, \
-                EXISTS (SELECT 1 FROM organizers o WHERE o.capacity IS NOT NULL) AS capacity_overrides \
-         FROM items i \
-         JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
-         LEFT JOIN auto_assign_triggers t ON t.campaign_id = $1 AND t.trigger_id = i.trigger_id \
-         ORDER BY c.conversation_id COLLATE \"C\" \
-         FOR UPDATE OF c",
+                (SELECT array_agg(user_id ORDER BY user_id) FROM loads \
+                  WHERE (SELECT loads FROM wanted)) AS load_users, \
+                (SELECT array_agg(capacity ORDER BY user_id) FROM loads \
+                  WHERE (SELECT loads FROM wanted)) AS load_capacities, \
+                (SELECT array_agg(open ORDER BY user_id) FROM loads \
+                  WHERE (SELECT loads FROM wanted)) AS load_open, \
+                (SELECT loads FROM wanted) AS loads_read \
+         FROM (SELECT * FROM items ORDER BY conversation_id COLLATE \"C\", ord) AS i \
+         CROSS JOIN LATERAL ( \
+           SELECT * FROM conversations c \
+            WHERE c.campaign_id = $1 AND c.conversation_id = i.conversation_id FOR UPDATE) AS c \
+         LEFT JOIN LATERAL ( \
+           SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t \
+            WHERE t.campaign_id = $1 AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true",
+        fold_ctes("(SELECT loads FROM wanted)"),
         grant_exists("o.user_id", "can_reply"),
     );
     let trigger_ids: Vec<&str> = triggers.iter().map(|t| t.trigger_id.as_str()).collect();
@@ -196,22 +250,38 @@ pub async fn read_triggers(
         .bind(campaign_id)
         .bind(&trigger_ids)
         .bind(&conversation_ids)
-        .bind(enabled)
-        .bind(read_last_assigned)
-        .bind(drain)
+        .bind(scope.enabled)
+        .bind(scope.last_assigned)
+        .bind(scope.drain)
+        .bind(scope.default_capacity > 0 || scope.balanced)
         .fetch_all(conn)
         .await?;
     let mut rows = rows;
     // Waiting conversations first, in queue order; then the triggers in batch order.
     rows.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
-    reads_from(rows)
+    reads_from(rows, scope.default_capacity)
 }
 
-fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
+fn reads_from(rows: Vec<TriggerRow>, default_capacity: i32) -> AppResult<TriggerReads> {
     let mut reads = TriggerReads::default();
     if let Some(row) = rows.first() {
         reads.last_assigned = row.last_assigned.clone();
-        reads.capacity_overrides = row.capacity_overrides;
+        if row.loads_read {
+            let users = row.load_users.iter().flatten();
+            let capacities = row.load_capacities.iter().flatten();
+            let open = row.load_open.iter().flatten();
+            let loads = users
+                .zip(capacities)
+                .zip(open)
+                .map(|((user_id, capacity), open)| {
+                    let load = Load {
+                        open: u32::try_from(*open).unwrap_or(0),
+                        capacity: effective_capacity(*capacity, default_capacity),
+                    };
+                    (user_id.clone(), load)
+                });
+            reads.loads = Some(loads.collect());
+        }
     }
     for row in rows {
         reads.waiting_since.push(row.waiting_since);
@@ -224,49 +294,14 @@ fn reads_from(rows: Vec<TriggerRow>) -> AppResult<TriggerReads> {
     Ok(reads)
 }
 
-/// The loads of the campaign's active, available organizers: open conversations and the capacity that
-/// applies. Run it under the auto-assign lock, after [`read_triggers`] share-locked the organizers: it
-/// also folds the campaign's pending load changes into its counts (see the `organizer_loads` migration),
-/// which only the lock's holder may do. Costs one row per organizer and one per change since the last fold.
-pub async fn loads(
-    conn: &mut Conn,
-    campaign_id: &str,
-    default_capacity: i32,
-) -> AppResult<HashMap<String, Load>> {
-    // A function keeping its own cached plan (see its migration): planning it every batch costs time.
-    let rows: Vec<(String, Option<i32>, i64)> =
-        sqlx::query_as("SELECT user_id, capacity, open FROM fold_and_read_loads($1)")
-            .bind(campaign_id)
-            .fetch_all(conn)
-            .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(user_id, capacity, open)| {
-            let load = Load {
-                open: u32::try_from(open).unwrap_or(0),
-                capacity: effective_capacity(capacity, default_capacity),
-            };
-            (user_id, load)
-        })
-        .collect())
-}
-
 /// Folds a campaign's pending load changes into its counts, under the auto-assign lock the caller holds;
 /// for campaigns whose batches do not read loads. Returns how many changes it folded.
 pub async fn fold_loads(conn: &mut Conn, campaign_id: &str) -> AppResult<u64> {
-    let folded: i64 = sqlx::query_scalar(
-        "WITH folded AS ( \
-           DELETE FROM organizer_load_changes WHERE campaign_id = $1 RETURNING user_id, delta \
-         ), counted AS ( \
-           INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
-           SELECT $1, user_id, sum(delta)::integer FROM folded GROUP BY user_id \
-           ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
-         ) \
-         SELECT count(*) FROM folded",
-    )
-    .bind(campaign_id)
-    .fetch_one(conn)
-    .await?;
+    let sql = format!("WITH {} SELECT count(*) FROM folded", fold_ctes("true"));
+    let folded: i64 = sqlx::query_scalar(&sql)
+        .bind(campaign_id)
+        .fetch_one(conn)
+        .await?;
     Ok(u64::try_from(folded).unwrap_or(0))
 }
 
@@ -286,7 +321,8 @@ pub struct WaitingAfter {
     pub has_waiting: bool,
 }
 
-/// Writes a planned batch in one statement: assignments with their `auto` history events (drained
+/// Writes a planned batch in one statement (rows to change are found by their whole key, one lookup each,
+/// and changed by their row id: the kept plan stays bounded by the batch; see `read_triggers`): assignments with their `auto` history events (drained
 /// conversations leave the queue), the cursor, the trigger records, newly waiting conversations (at the
 /// back of the queue, in batch order) and the campaign's waiting flag. `states[i]` pairs with
 /// `plan.verdicts[i]` and `request_ids[i]`. Returns the conversations it assigned, by id.
@@ -338,8 +374,12 @@ pub async fn write_plan(
            UPDATE conversations c \
               SET assignee_id = a.assignee_id, assigned_at = now(), assigned_by = NULL, \
                   version = c.version + 1, updated_at = now() \
-             FROM unnest($2::text[], $3::text[]) AS a(conversation_id, assignee_id) \
-            WHERE c.campaign_id = $1 AND c.conversation_id = a.conversation_id AND c.assignee_id IS NULL \
+             FROM (SELECT a.assignee_id, x.row_id \
+                     FROM unnest($2::text[], $3::text[]) AS a(conversation_id, assignee_id) \
+                    CROSS JOIN LATERAL (SELECT ctid AS row_id FROM conversations \
+                                         WHERE campaign_id = $1 AND conversation_id = a.conversation_id \
+                                         LIMIT 1) AS x) AS a \
+            WHERE c.ctid = a.row_id AND c.assignee_id IS NULL \
            RETURNING {COLUMNS} \
          ), events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id) \
@@ -349,8 +389,11 @@ pub async fn write_plan(
              JOIN assigned ON assigned.conversation_id = a.conversation_id \
             ORDER BY a.ord \
          ), drained AS ( \
-           DELETE FROM waiting_conversations w USING assigned \
-            WHERE w.campaign_id = $1 AND w.conversation_id = assigned.conversation_id \
+           DELETE FROM waiting_conversations w \
+            USING assigned CROSS JOIN LATERAL ( \
+                    SELECT ctid AS row_id FROM waiting_conversations \
+                     WHERE campaign_id = $1 AND conversation_id = assigned.conversation_id LIMIT 1) AS x \
+            WHERE w.ctid = x.row_id \
            RETURNING w.conversation_id \
          ), drained_events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, source) \
@@ -413,7 +456,10 @@ struct TriggerRow {
     recorded_conversation: Option<String>,
     eligible: Vec<String>,
     last_assigned: Option<String>,
-    capacity_overrides: bool,
+    load_users: Option<Vec<String>>,
+    load_capacities: Option<Vec<Option<i32>>>,
+    load_open: Option<Vec<i64>>,
+    loads_read: bool,
 }
 
 impl TriggerRow {

@@ -122,16 +122,23 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
-    /// Begins a transaction whose statements are planned for the tables as they are now. Auto-assignment runs
-    /// the same few statements thousands of times a minute while `auto_assign_triggers` grows from nothing:
-    /// a generic plan cached while it was nearly empty (a sequential scan) would be kept as it grew, and every
-    /// batch would slow down with it. Planning afresh costs less than that. The setting rides on the BEGIN
-    /// round trip and ends with the transaction. (Bulk batches keep cached plans: their index plans hold at
-    /// every size, and a fresh plan for a 500-row batch can pick a scan.)
-    pub async fn begin_replanned(&self) -> AppResult<Tx> {
+    /// Begins an auto-assign batch's transaction. Auto-assignment runs the same few statements thousands of
+    /// times a minute: planning them afresh each time would cost more than running them, so their plans are
+    /// made once per connection and kept (`force_generic_plan`). A kept plan must not scan what grows: the
+    /// batch's statements reach each row by its key, one lookup per item, and with sequential and bitmap
+    /// scans, avoidable sorts, hash and merge joins off, the planner is left with those lookups. (A plan made
+    /// while a table was nearly empty may pick a wider index on a tie; autovacuum's next analyze of the
+    /// table, due every 10% of growth, makes the next execution plan it again.) JIT is off: the disabled
+    /// paths' costs would otherwise pass its threshold, and compiling costs far more than these statements.
+    /// The settings ride on the BEGIN round trip and end with the transaction.
+    pub async fn begin_batch(&self) -> AppResult<Tx> {
         Ok(self
             .pool
-            .begin_with("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan")
+            .begin_with(
+                "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
+                 SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
+                 SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off",
+            )
             .await?)
     }
 

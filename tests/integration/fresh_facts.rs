@@ -228,7 +228,14 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         member_tags: vec![],
         request_id: None,
     };
-    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], true, true, 0)
+    let scope = auto_assign::ReadScope {
+        enabled: true,
+        last_assigned: true,
+        drain: 0,
+        default_capacity: 0,
+        balanced: false,
+    };
+    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], scope)
         .await
         .unwrap();
     assert!(!cursor.auto_assign_enabled);
