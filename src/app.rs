@@ -158,6 +158,7 @@ impl App {
             feed.clone(),
             config.auto_assign_max_batch,
             config.auto_assign_max_queue,
+            config.auto_assign_concurrency,
         );
         let background = [
             tokio::spawn(watch_database(

@@ -62,10 +62,17 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
-    /// Most auto-assign triggers of one campaign coalesced into one transaction (1 = no coalescing).
+    /// Most auto-assign triggers coalesced into one transaction, of one campaign or several (1 = no
+    /// coalescing).
     #[arg(long, env = "AUTO_ASSIGN_MAX_BATCH", default_value_t = 256,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub auto_assign_max_batch: usize,
+
+    /// Most auto-assign batches this replica runs at once. Fewer means larger batches (less work per
+    /// trigger); more means less waiting while another batch holds the database.
+    #[arg(long, env = "AUTO_ASSIGN_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub auto_assign_concurrency: usize,
 
     /// Most auto-assign triggers of one campaign waiting for its next batch; more are refused with
     /// RESOURCE_EXHAUSTED (AUTO_ASSIGN_QUEUE_FULL).

@@ -29,7 +29,7 @@ use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
-use crate::store::{self, Store, auto_assign, inbox_settings};
+use crate::store::{self, Store, auto_assign, feed, inbox_settings};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
 #[derive(Debug, Clone, Default)]
@@ -75,79 +75,176 @@ pub async fn auto_assign(
 /// to back (not one per event or sweep).
 const DRAIN_LIMIT: i64 = 256;
 
-/// Decides a batch of one campaign's triggers in one transaction: creates unknown conversations, takes the
-/// campaign's auto-assign lock, reads the waiting conversations it drains first (if any may wait and
-/// auto-assignment is on) and every trigger's conversation (all locked) with their eligible organizers,
-/// plans the batch, and writes it in one statement. A batch without triggers only drains. Returns each
-/// trigger's answer, in batch order, and whether to drain again: the batch read as many waiting
-/// conversations as it may and placed some, so more may wait that someone can take.
-pub async fn run_batch(
-    store: &Store,
-    campaign_id: &str,
-    triggers: &[Trigger],
-) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
+/// One campaign's triggers in a batch (none: the batch only drains its waiting conversations).
+#[derive(Debug, Clone)]
+pub struct CampaignBatch {
+    pub campaign_id: String,
+    pub triggers: Vec<Trigger>,
+}
+
+/// What a batch did for one campaign: each trigger's answer, in order, and whether to drain again (the
+/// batch read as many waiting conversations as it may and placed some, so more may wait that someone can
+/// take).
+#[derive(Debug)]
+pub struct CampaignOutcome {
+    pub replies: Vec<AppResult<AutoAssigned>>,
+    pub drain_again: bool,
+    /// The batch numbered all of the campaign's events; if not, the feed's sequencer numbers the rest.
+    pub numbered: bool,
+}
+
+/// Decides a batch of triggers of one or several campaigns in one transaction: creates unknown
+/// conversations, takes the campaigns' auto-assign locks (in a fixed order), reads for each campaign the
+/// waiting conversations it drains first (if any may wait and auto-assignment is on) and every trigger's
+/// conversation (all locked) with their eligible organizers, plans each campaign's part on its own, and
+/// writes them all in one statement. Each campaign's part is decided exactly as if it were a batch of its
+/// own. Returns one outcome per part, in order.
+pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<CampaignOutcome>> {
     let transaction = tracing::info_span!("db.transaction", lock_wait_ms = tracing::field::Empty);
-    run_batch_in(store, campaign_id, triggers, &transaction)
+    run_batch_in(store, parts, &transaction)
         .instrument(transaction.clone())
         .await
 }
 
+/// One campaign's part, as read and planned.
+struct Planned {
+    cursor: auto_assign::Cursor,
+    drain: i64,
+    reads: auto_assign::TriggerReads,
+    plan: BatchPlan,
+}
+
 async fn run_batch_in(
     store: &Store,
-    campaign_id: &str,
-    triggers: &[Trigger],
+    parts: &[CampaignBatch],
     transaction: &tracing::Span,
-) -> AppResult<(Vec<AppResult<AutoAssigned>>, bool)> {
+) -> AppResult<Vec<CampaignOutcome>> {
+    let campaigns: Vec<auto_assign::CampaignTriggers> = parts
+        .iter()
+        .map(|part| auto_assign::CampaignTriggers {
+            campaign_id: &part.campaign_id,
+            triggers: &part.triggers,
+        })
+        .collect();
     let mut tx = store.begin_batch().await?;
-    auto_assign::create_missing_conversations(&mut tx, campaign_id, triggers).await?;
+    auto_assign::create_missing_conversations(&mut tx, &campaigns).await?;
     let waiting = Instant::now();
-    let cursor = auto_assign::lock(&mut tx, campaign_id).await?;
+    let ids: Vec<&str> = campaigns.iter().map(|part| part.campaign_id).collect();
+    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids).await?;
     let lock_wait = waiting.elapsed().as_secs_f64();
     metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
     transaction.record("lock_wait_ms", lock_wait * 1e3);
-    metrics::histogram!(AUTO_ASSIGN_BATCH).record(triggers.len() as f64);
-    let enabled = cursor.auto_assign_enabled;
-    let drain = if enabled && cursor.has_waiting {
-        DRAIN_LIMIT
-    } else {
-        0
-    };
-    let scope = auto_assign::ReadScope {
-        enabled,
-        last_assigned: cursor.rotation_start == RotationStart::LastAssigned,
-        drain,
-        default_capacity: cursor.default_capacity,
-        balanced: cursor.routing_mode == RoutingMode::Balanced,
-    };
+    let size: usize = parts.iter().map(|part| part.triggers.len()).sum();
+    metrics::histogram!(AUTO_ASSIGN_BATCH).record(size as f64);
+
+    let mut reading = Vec::with_capacity(parts.len());
+    for part in &campaigns {
+        let cursor = cursors
+            .remove(part.campaign_id)
+            .ok_or_else(|| unlocked(part.campaign_id))?;
+        let drain = if cursor.auto_assign_enabled && cursor.has_waiting {
+            DRAIN_LIMIT
+        } else {
+            0
+        };
+        let scope = auto_assign::ReadScope {
+            enabled: cursor.auto_assign_enabled,
+            last_assigned: cursor.rotation_start == RotationStart::LastAssigned,
+            drain,
+            default_capacity: cursor.default_capacity,
+            balanced: cursor.routing_mode == RoutingMode::Balanced,
+        };
+        reading.push((cursor, drain, scope));
+    }
     // Loads (capacity or balance in play) are read, and folded, by the same statement.
-    let mut reads = auto_assign::read_triggers(&mut tx, campaign_id, triggers, scope).await?;
-    let start = match cursor.rotation_start {
-        RotationStart::LastAssigned => reads.last_assigned.as_deref(),
-        RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
-    };
-    let routing = Routing {
-        mode: cursor.routing_mode,
-        loads: reads.loads.take(),
-    };
-    let plan = plan_batch(enabled, start, routing, &reads.states);
-    let request_ids: Vec<Option<&str>> = reads
-        .indexes
+    let read_parts: Vec<_> = campaigns
         .iter()
-        .map(|index| index.and_then(|i| triggers[i].request_id.as_deref()))
+        .zip(&reading)
+        .map(|(part, (_, _, scope))| (*part, *scope))
         .collect();
-    let waiting_after = waiting_after(&cursor, &reads, &plan, drain);
-    let last = cursor.last_auto_assignee_id.as_deref();
-    let assigned = auto_assign::write_plan(
-        &mut tx,
-        campaign_id,
-        &reads.states,
-        &request_ids,
-        &plan,
-        last,
-        waiting_after,
-    )
-    .await?;
-    let queued: Vec<&str> = reads
+    let all_reads = auto_assign::read_triggers(&mut tx, &read_parts).await?;
+    let planned: Vec<Planned> = reading
+        .into_iter()
+        .zip(all_reads)
+        .map(|((cursor, drain, _), mut reads)| {
+            let start = match cursor.rotation_start {
+                RotationStart::LastAssigned => reads.last_assigned.as_deref(),
+                RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
+            };
+            let routing = Routing {
+                mode: cursor.routing_mode,
+                loads: reads.loads.take(),
+            };
+            let plan = plan_batch(cursor.auto_assign_enabled, start, routing, &reads.states);
+            Planned {
+                cursor,
+                drain,
+                reads,
+                plan,
+            }
+        })
+        .collect();
+    let request_ids: Vec<Vec<Option<&str>>> = planned
+        .iter()
+        .zip(parts)
+        .map(|(planned, part)| {
+            planned
+                .reads
+                .indexes
+                .iter()
+                .map(|index| index.and_then(|i| part.triggers[i].request_id.as_deref()))
+                .collect()
+        })
+        .collect();
+    let writes: Vec<auto_assign::CampaignWrite> = planned
+        .iter()
+        .zip(parts)
+        .zip(&request_ids)
+        .map(
+            |((planned, part), request_ids)| auto_assign::CampaignWrite {
+                campaign_id: &part.campaign_id,
+                states: &planned.reads.states,
+                request_ids,
+                plan: &planned.plan,
+                old_cursor: planned.cursor.last_auto_assignee_id.as_deref(),
+                waiting: waiting_after(
+                    &planned.cursor,
+                    &planned.reads,
+                    &planned.plan,
+                    planned.drain,
+                ),
+            },
+        )
+        .collect();
+    let assigned = auto_assign::write_plan(&mut tx, &writes).await?;
+    let mut positions = Vec::with_capacity(parts.len());
+    for (planned, part) in planned.iter().zip(parts) {
+        let queued = queued_triggers(&planned.reads, &planned.plan);
+        positions.push(if queued.is_empty() {
+            HashMap::new()
+        } else {
+            store::waiting::positions(&mut tx, &part.campaign_id, &queued).await?
+        });
+    }
+    // The batch numbers its campaigns' events itself: no sequencer transaction per campaign after it.
+    let unfinished = feed::sequence_campaigns(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok(planned
+        .into_iter()
+        .zip(assigned)
+        .zip(positions)
+        .zip(parts)
+        .map(|(((planned, assigned), positions), part)| {
+            let mut outcome = answer(planned, &assigned, &positions, &part.triggers);
+            outcome.numbered = !unfinished.contains(&part.campaign_id);
+            outcome
+        })
+        .collect())
+}
+
+/// The conversations of the part's triggers that it queued.
+fn queued_triggers<'a>(reads: &'a auto_assign::TriggerReads, plan: &BatchPlan) -> Vec<&'a str> {
+    reads
         .states
         .iter()
         .zip(&plan.verdicts)
@@ -156,13 +253,19 @@ async fn run_batch_in(
                 && matches!(verdict, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued)
         })
         .map(|(state, _)| state.conversation_id.as_str())
-        .collect();
-    let positions = if queued.is_empty() {
-        HashMap::new()
-    } else {
-        store::waiting::positions(&mut tx, campaign_id, &queued).await?
-    };
-    tx.commit().await?;
+        .collect()
+}
+
+/// One campaign's answers, after its batch committed; records what its drain did.
+fn answer(
+    planned: Planned,
+    assigned: &HashMap<String, Conversation>,
+    positions: &HashMap<String, i64>,
+    triggers: &[Trigger],
+) -> CampaignOutcome {
+    let Planned {
+        drain, reads, plan, ..
+    } = planned;
     let now = chrono::Utc::now();
     let mut drained = 0;
     for (state, since) in reads.states[..reads.waiting]
@@ -208,7 +311,18 @@ async fn run_batch_in(
             }
         };
     }
-    Ok((replies, drain_again))
+    CampaignOutcome {
+        replies,
+        drain_again,
+        numbered: true,
+    }
+}
+
+/// `lock_campaigns` returns every campaign it was given: only a broken database could leave one out.
+fn unlocked(campaign_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!("campaign {campaign_id:?} was not locked by its batch").into(),
+    ))
 }
 
 /// Whether conversations may still wait after the batch: some were queued by it, or some it read stayed,

@@ -125,7 +125,7 @@ impl Feed {
             if let Some((from, campaign_id)) = notification.payload().split_once('/')
                 && from == schema
             {
-                self.run(campaign_id, false);
+                self.fan_out(campaign_id);
             }
         }
     }
@@ -145,6 +145,22 @@ impl Feed {
     /// After a commit that wrote events of the campaign: numbers them and fans them out. Returns at once.
     pub fn wake(&self, campaign_id: &str) {
         self.run(campaign_id, true);
+    }
+
+    /// After a commit that numbered events of the campaign itself (an auto-assign batch): fans them out to
+    /// this replica's watchers, if it has any. Returns at once.
+    pub fn fan_out(&self, campaign_id: &str) {
+        if self.has_watchers(campaign_id) {
+            self.run(campaign_id, false);
+        }
+    }
+
+    fn has_watchers(&self, campaign_id: &str) -> bool {
+        let campaigns = self.campaigns.lock().expect("feed lock");
+        campaigns
+            .get(campaign_id)
+            .and_then(|campaign| campaign.sender.as_ref())
+            .is_some_and(|sender| sender.receiver_count() > 0)
     }
 
     /// One run per campaign at a time; wake-ups meanwhile make it run once more.

@@ -60,20 +60,27 @@ pub struct ReadScope {
     pub balanced: bool,
 }
 
-/// Folds the campaign's (`$1`) pending load changes into its organizers' counts when `{wanted}` holds; `pending`
-/// is what was folded, per organizer. Only the holder of the campaign's auto-assign lock may run it: a load
+/// One campaign's triggers in a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignTriggers<'a> {
+    pub campaign_id: &'a str,
+    pub triggers: &'a [Trigger],
+}
+
+/// Folds the pending load changes of the campaigns named by `{campaigns}` (an array) into their organizers'
+/// counts; `folded` is what was folded, and `pending` its sum per organizer. Only the holder of a campaign's auto-assign lock may fold it: a load
 /// is the folded count plus the pending changes, read in one snapshot, and only lock holders fold, so no
 /// change is counted twice or missed (see the `organizer_loads` migration).
-fn fold_ctes(wanted: &str) -> String {
+fn fold_ctes(campaigns: &str) -> String {
     format!(
         "folded AS ( \
-           DELETE FROM organizer_load_changes WHERE campaign_id = $1 AND {wanted} \
-           RETURNING user_id, delta \
+           DELETE FROM organizer_load_changes WHERE campaign_id = ANY({campaigns}) \
+           RETURNING campaign_id, user_id, delta \
          ), pending AS ( \
-           SELECT user_id, sum(delta)::integer AS delta FROM folded GROUP BY user_id \
+           SELECT campaign_id, user_id, sum(delta)::integer AS delta FROM folded GROUP BY campaign_id, user_id \
          ), counted AS ( \
            INSERT INTO organizer_loads AS l (campaign_id, user_id, open) \
-           SELECT $1, user_id, delta FROM pending \
+           SELECT campaign_id, user_id, delta FROM pending \
            ON CONFLICT (campaign_id, user_id) DO UPDATE SET open = l.open + excluded.open \
          )"
     )
@@ -103,35 +110,44 @@ pub async fn prune_triggers(conn: &mut Conn, retention: std::time::Duration) -> 
     }
 }
 
-/// Creates the conversations named with member data that do not exist yet, in id order so that concurrent
-/// batches take their locks in the same order. Run it before [`lock`], so it never lengthens the lock.
+/// Creates the conversations named with member data that do not exist yet, for every campaign of the batch,
+/// in (campaign, id) order so that concurrent batches take their locks in the same order. Run it before
+/// [`lock_campaigns`], so it never lengthens the locks.
 pub async fn create_missing_conversations(
     conn: &mut Conn,
-    campaign_id: &str,
-    triggers: &[Trigger],
+    parts: &[CampaignTriggers<'_>],
 ) -> AppResult<()> {
-    let mut creates: Vec<&Trigger> = triggers.iter().filter(|t| t.member_id.is_some()).collect();
+    let mut creates: Vec<(&str, &Trigger)> = parts
+        .iter()
+        .flat_map(|part| part.triggers.iter().map(move |t| (part.campaign_id, t)))
+        .filter(|(_, t)| t.member_id.is_some())
+        .collect();
     if creates.is_empty() {
         return Ok(());
     }
-    creates.sort_by(|a, b| a.conversation_id.cmp(&b.conversation_id));
-    creates.dedup_by(|a, b| a.conversation_id == b.conversation_id);
-    let ids: Vec<&str> = creates.iter().map(|t| t.conversation_id.as_str()).collect();
+    creates.sort_by(|a, b| (a.0, &a.1.conversation_id).cmp(&(b.0, &b.1.conversation_id)));
+    creates.dedup_by(|a, b| a.0 == b.0 && a.1.conversation_id == b.1.conversation_id);
+    let campaigns: Vec<&str> = creates.iter().map(|(c, _)| *c).collect();
+    let ids: Vec<&str> = creates
+        .iter()
+        .map(|(_, t)| t.conversation_id.as_str())
+        .collect();
     let members: Vec<&str> = creates
         .iter()
-        .map(|t| t.member_id.as_deref().unwrap_or_default())
+        .map(|(_, t)| t.member_id.as_deref().unwrap_or_default())
         .collect();
     let tags: Vec<String> = creates
         .iter()
-        .map(|t| t.member_tags.join(TAG_SEPARATOR))
+        .map(|(_, t)| t.member_tags.join(TAG_SEPARATOR))
         .collect();
     sqlx::query(
         "INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags) \
-         SELECT $1, i.conversation_id, i.member_id, string_to_array(i.tags, $5) \
-         FROM unnest($2::text[], $3::text[], $4::text[]) AS i(conversation_id, member_id, tags) \
+         SELECT i.campaign_id, i.conversation_id, i.member_id, string_to_array(i.tags, $5) \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+              AS i(campaign_id, conversation_id, member_id, tags) \
          ON CONFLICT (campaign_id, conversation_id) DO NOTHING",
     )
-    .bind(campaign_id)
+    .bind(&campaigns)
     .bind(&ids)
     .bind(&members)
     .bind(&tags)
@@ -141,125 +157,213 @@ pub async fn create_missing_conversations(
     Ok(())
 }
 
-/// Takes the campaign's auto-assign lock (`SELECT … FOR UPDATE` of its settings row): from here to the
-/// end of the transaction every other batch of the campaign waits. The campaign's organizers are
-/// share-locked with it, so eligibility (role, active) is decided on facts no one can change until the
-/// batch commits. A campaign never configured gets its row (auto-assignment off), so that even its triggers
-/// serialise: a redelivery racing an admin switching auto-assignment on must see one history.
+/// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    const LOCK: &str = "SELECT auto_assign_enabled, has_waiting, last_auto_assignee_id, default_capacity, \
-                               routing_mode, rotation_start \
-                        FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE";
-    let cursor = match sqlx::query_as(LOCK)
-        .bind(campaign_id)
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        Some(cursor) => cursor,
-        None => {
-            sqlx::query(
-                "INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING",
-            )
-            .bind(campaign_id)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query_as(LOCK)
-                .bind(campaign_id)
-                .fetch_one(&mut *conn)
-                .await?
-        }
-    };
-    Ok(cursor)
+    let mut cursors = lock_campaigns(conn, &[campaign_id]).await?;
+    cursors
+        .remove(campaign_id)
+        .ok_or_else(|| missing_settings(campaign_id))
 }
 
-/// Locks the batch's conversations (in byte order of id, as every multi-row locker does, so they never
-/// deadlock) and reads each with its trigger record and, when auto-assignment is on, its eligible organizers
-/// (active organizers an access group lets reply, sorted by id). The campaign's organizers are share-locked
-/// as they are read: their role and active flag cannot change until the batch commits. When capacity or
-/// balance is in play, folds the campaign's pending load changes and reads the organizers' loads in the same
-/// statement. Run it after [`lock`], so a batch waiting for the campaign's lock holds nothing else. Triggers
-/// whose conversation does not exist are left out; the rest come back in batch order.
-/// With `drain` > 0, also the first `drain` waiting conversations, locked in the same statement (one lock
-/// order for all of a batch's conversations, so it never deadlocks with a bulk batch).
+/// Takes the auto-assign locks of `campaign_ids` (`SELECT … FOR UPDATE` of their settings rows, in byte order
+/// of id, as every batch does, so batches of several campaigns never deadlock): from here to the end of the
+/// transaction every other batch of these campaigns waits. A campaign never configured gets its row
+/// (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
+/// auto-assignment on must see one history.
+pub async fn lock_campaigns(
+    conn: &mut Conn,
+    campaign_ids: &[&str],
+) -> AppResult<HashMap<String, Cursor>> {
+    const COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
+                           default_capacity, routing_mode, rotation_start";
+    // Rows this statement creates are not in its own snapshot: locked by the next one (first use only).
+    let ensure_and_lock = format!(
+        "WITH created AS ( \
+           INSERT INTO inbox_settings (campaign_id) \
+           SELECT k FROM unnest($1::text[]) AS k \
+            WHERE NOT EXISTS (SELECT 1 FROM inbox_settings s WHERE s.campaign_id = k) \
+           ON CONFLICT DO NOTHING \
+         ) \
+         SELECT {COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
+          ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
+    );
+    let lock = format!(
+        "SELECT {COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
+          ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
+    );
+    let mut rows: Vec<CursorRow> = sqlx::query_as(&ensure_and_lock)
+        .bind(campaign_ids)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() < campaign_ids.len() {
+        rows = sqlx::query_as(&lock)
+            .bind(campaign_ids)
+            .fetch_all(&mut *conn)
+            .await?;
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.campaign_id, row.cursor))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct CursorRow {
+    campaign_id: String,
+    #[sqlx(flatten)]
+    cursor: Cursor,
+}
+
+/// `lock_campaigns` makes every row it locks: only a broken database could leave one out.
+fn missing_settings(campaign_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!("no inbox_settings row for campaign {campaign_id:?} after creating it").into(),
+    ))
+}
+
+/// Locks the batch's conversations (in byte order of campaign, then id, as every multi-row locker does, so
+/// they never deadlock) and reads each with its trigger record and, when its campaign's auto-assignment is
+/// on, its eligible organizers (active organizers an access group lets reply, sorted by id). The campaigns'
+/// organizers are share-locked as they are read: their role and active flag cannot change until the batch
+/// commits. Where capacity or balance is in play, folds the campaign's pending load changes and reads the
+/// organizers' loads in the same statement. Run it after [`lock_campaigns`], so a batch waiting for a
+/// campaign's lock holds nothing else. With a scope's `drain` > 0, also the campaign's first `drain` waiting
+/// conversations, locked in the same statement (one lock order for all of a batch's conversations, so it
+/// never deadlocks with a bulk batch). Returns one [`TriggerReads`] per part, in order; triggers whose
+/// conversation does not exist are left out.
 pub async fn read_triggers(
     conn: &mut Conn,
-    campaign_id: &str,
-    triggers: &[Trigger],
-    scope: ReadScope,
-) -> AppResult<TriggerReads> {
+    parts: &[(CampaignTriggers<'_>, ReadScope)],
+) -> AppResult<Vec<TriggerReads>> {
     // Each row is reached by its whole key, one lookup per item (a LATERAL subquery cannot become a scan of
-    // the campaign with a filter): the plan is kept (see `Store::begin_batch`), so its work must stay bounded
-    // by the batch at any table size. The items are sorted first, so the conversations are locked in id order.
+    // the campaign with a filter), or by its campaign: the plan is kept (see `Store::begin_batch`), so its
+    // work must stay bounded by the batch at any table size. The items are sorted first, and every other
+    // relation is LATERAL to them, so the conversations are locked in that order.
     let sql = format!(
-        "WITH organizers AS MATERIALIZED ( \
-           SELECT u.user_id, u.active, u.availability, u.capacity FROM users u \
-            WHERE u.campaign_id = $1 AND u.role = 'ORGANIZER' FOR SHARE \
+        "WITH k AS MATERIALIZED ( \
+           SELECT * FROM unnest($1::text[], $2::bool[], $3::bool[], $4::int8[], $5::bool[]) \
+                  AS k(campaign_id, enabled, last_assigned, drain, loads_matter) \
+         ), organizers AS MATERIALIZED ( \
+           SELECT u.campaign_id, u.user_id, u.active, u.availability, u.capacity FROM users u \
+            WHERE u.campaign_id = ANY($1) AND u.role = 'ORGANIZER' FOR SHARE \
          ), wanted AS MATERIALIZED ( \
-           SELECT $4 AND ($7 OR EXISTS (SELECT 1 FROM organizers WHERE capacity IS NOT NULL)) AS loads \
-         ), {}, loads AS ( \
-           SELECT o.user_id, o.capacity, coalesce(l.open, 0)::bigint + coalesce(p.delta, 0) AS open \
-             FROM organizers o \
-             LEFT JOIN LATERAL (SELECT l.open FROM organizer_loads l \
-                                 WHERE l.campaign_id = $1 AND l.user_id = o.user_id) AS l ON true \
-             LEFT JOIN pending p ON p.user_id = o.user_id \
-            WHERE o.active AND o.availability = 'AVAILABLE' \
+           SELECT k.campaign_id, k.enabled, k.last_assigned, \
+                  k.enabled AND (k.loads_matter OR EXISTS ( \
+                    SELECT 1 FROM organizers o \
+                     WHERE o.campaign_id = k.campaign_id AND o.capacity IS NOT NULL)) AS loads \
+             FROM k \
+         ), {}, facts AS MATERIALIZED ( \
+           SELECT w.campaign_id, w.enabled, w.loads AS loads_read, \
+                  (SELECT e.to_user_id FROM assignment_events e \
+                    WHERE w.last_assigned AND e.campaign_id = w.campaign_id \
+                      AND e.action IN ('ASSIGN', 'REASSIGN') \
+                      AND (SELECT a.role FROM users a \
+                            WHERE a.campaign_id = w.campaign_id AND a.user_id = e.to_user_id) = 'ORGANIZER' \
+                    ORDER BY e.event_id DESC LIMIT 1) AS last_assigned, \
+                  l.users AS load_users, l.capacities AS load_capacities, l.open AS load_open \
+             FROM wanted w \
+             LEFT JOIN LATERAL ( \
+               SELECT array_agg(o.user_id ORDER BY o.user_id) AS users, \
+                      array_agg(o.capacity ORDER BY o.user_id) AS capacities, \
+                      array_agg(coalesce(l.open, 0)::bigint + coalesce(p.delta, 0) ORDER BY o.user_id) AS open \
+                 FROM (SELECT * FROM organizers o \
+                        WHERE w.loads AND o.campaign_id = w.campaign_id AND o.active \
+                          AND o.availability = 'AVAILABLE') AS o \
+                 LEFT JOIN LATERAL (SELECT l.open FROM organizer_loads l \
+                                     WHERE l.campaign_id = o.campaign_id AND l.user_id = o.user_id) AS l ON true \
+                 LEFT JOIN (SELECT user_id, delta FROM pending WHERE campaign_id = w.campaign_id) AS p \
+                        ON p.user_id = o.user_id) AS l ON true \
          ), items AS ( \
-           SELECT i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position, \
+           SELECT i.campaign_id, i.ord, i.trigger_id, i.conversation_id, NULL::bigint AS position, \
                   NULL::timestamptz AS waiting_since \
-             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS i(trigger_id, conversation_id, ord) \
+             FROM unnest($6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
+                  AS i(campaign_id, trigger_id, conversation_id, ord) \
            UNION ALL \
-           SELECT NULL, NULL, w.conversation_id, w.position, w.waiting_since FROM ( \
-             SELECT conversation_id, position, waiting_since FROM waiting_conversations \
-              WHERE campaign_id = $1 ORDER BY position LIMIT $6) AS w \
+           SELECT k.campaign_id, NULL, NULL, w.conversation_id, w.position, w.waiting_since \
+             FROM k CROSS JOIN LATERAL ( \
+               SELECT conversation_id, position, waiting_since FROM waiting_conversations \
+                WHERE campaign_id = k.campaign_id ORDER BY position LIMIT k.drain) AS w \
          ) \
-         SELECT i.ord, i.trigger_id, i.position, i.waiting_since, {COLUMNS}, \
+         SELECT i.campaign_id AS batch_campaign, i.ord, i.trigger_id, i.position, i.waiting_since, {COLUMNS}, \
                 t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
-                CASE WHEN $4 THEN ARRAY(SELECT o.user_id FROM organizers o \
-                                         WHERE o.active AND o.availability = 'AVAILABLE' AND {} \
-                                         ORDER BY o.user_id COLLATE \"C\") \
+                CASE WHEN f.enabled THEN ARRAY(SELECT o.user_id FROM organizers o \
+                                                WHERE o.campaign_id = c.campaign_id AND o.active \
+                                                  AND o.availability = 'AVAILABLE' AND {} \
+                                                ORDER BY o.user_id COLLATE \"C\") \
                      ELSE '{{}}'::text[] END AS eligible, \
-                (SELECT e.to_user_id FROM assignment_events e \
-                  WHERE $5 AND e.campaign_id = $1 AND e.action IN ('ASSIGN', 'REASSIGN') \
-                    AND (SELECT a.role FROM users a \
-                          WHERE a.campaign_id = $1 AND a.user_id = e.to_user_id) = 'ORGANIZER' \
-                  ORDER BY e.event_id DESC LIMIT 1) AS last_assigned, \
-                (SELECT array_agg(user_id ORDER BY user_id) FROM loads \
-                  WHERE (SELECT loads FROM wanted)) AS load_users, \
-                (SELECT array_agg(capacity ORDER BY user_id) FROM loads \
-                  WHERE (SELECT loads FROM wanted)) AS load_capacities, \
-                (SELECT array_agg(open ORDER BY user_id) FROM loads \
-                  WHERE (SELECT loads FROM wanted)) AS load_open, \
-                (SELECT loads FROM wanted) AS loads_read \
-         FROM (SELECT * FROM items ORDER BY conversation_id COLLATE \"C\", ord) AS i \
+                f.last_assigned, f.load_users, f.load_capacities, f.load_open, f.loads_read \
+         FROM (SELECT * FROM items \
+                ORDER BY campaign_id COLLATE \"C\", conversation_id COLLATE \"C\", ord) AS i \
          CROSS JOIN LATERAL ( \
            SELECT * FROM conversations c \
-            WHERE c.campaign_id = $1 AND c.conversation_id = i.conversation_id FOR UPDATE) AS c \
+            WHERE c.campaign_id = i.campaign_id AND c.conversation_id = i.conversation_id FOR UPDATE) AS c \
+         CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = i.campaign_id) AS f \
          LEFT JOIN LATERAL ( \
            SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t \
-            WHERE t.campaign_id = $1 AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true",
-        fold_ctes("(SELECT loads FROM wanted)"),
+            WHERE t.campaign_id = i.campaign_id AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true",
+        fold_ctes("ARRAY(SELECT campaign_id FROM wanted WHERE loads)"),
         grant_exists("o.user_id", "can_reply"),
     );
-    let trigger_ids: Vec<&str> = triggers.iter().map(|t| t.trigger_id.as_str()).collect();
-    let conversation_ids: Vec<&str> = triggers
+    let campaigns: Vec<&str> = parts.iter().map(|(part, _)| part.campaign_id).collect();
+    let enabled: Vec<bool> = parts.iter().map(|(_, scope)| scope.enabled).collect();
+    let last_assigned: Vec<bool> = parts.iter().map(|(_, scope)| scope.last_assigned).collect();
+    let drain: Vec<i64> = parts.iter().map(|(_, scope)| scope.drain).collect();
+    let loads_matter: Vec<bool> = parts
         .iter()
-        .map(|t| t.conversation_id.as_str())
+        .map(|(_, scope)| scope.default_capacity > 0 || scope.balanced)
         .collect();
+    let mut item_campaigns = Vec::new();
+    let mut trigger_ids = Vec::new();
+    let mut conversation_ids = Vec::new();
+    for (part, _) in parts {
+        for trigger in part.triggers {
+            item_campaigns.push(part.campaign_id);
+            trigger_ids.push(trigger.trigger_id.as_str());
+            conversation_ids.push(trigger.conversation_id.as_str());
+        }
+    }
     let rows: Vec<TriggerRow> = sqlx::query_as(&sql)
-        .bind(campaign_id)
+        .bind(&campaigns)
+        .bind(&enabled)
+        .bind(&last_assigned)
+        .bind(&drain)
+        .bind(&loads_matter)
+        .bind(&item_campaigns)
         .bind(&trigger_ids)
         .bind(&conversation_ids)
-        .bind(scope.enabled)
-        .bind(scope.last_assigned)
-        .bind(scope.drain)
-        .bind(scope.default_capacity > 0 || scope.balanced)
         .fetch_all(conn)
         .await?;
-    let mut rows = rows;
-    // Waiting conversations first, in queue order; then the triggers in batch order.
-    rows.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
-    reads_from(rows, scope.default_capacity)
+    // Items are numbered across the batch: a part's triggers start after the earlier parts'.
+    let mut first_ord = HashMap::new();
+    let mut next = 1;
+    for (part, _) in parts {
+        first_ord.insert(part.campaign_id, next);
+        next += part.triggers.len() as i64;
+    }
+    let mut by_campaign: HashMap<String, Vec<TriggerRow>> = HashMap::new();
+    for mut row in rows {
+        if let Some(ord) = row.ord.as_mut() {
+            *ord -= first_ord
+                .get(row.batch_campaign.as_str())
+                .copied()
+                .unwrap_or(1)
+                - 1;
+        }
+        by_campaign
+            .entry(row.batch_campaign.clone())
+            .or_default()
+            .push(row);
+    }
+    parts
+        .iter()
+        .map(|(part, scope)| {
+            let mut rows = by_campaign.remove(part.campaign_id).unwrap_or_default();
+            // Waiting conversations first, in queue order; then the triggers in batch order.
+            rows.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
+            reads_from(rows, scope.default_capacity)
+        })
+        .collect()
 }
 
 fn reads_from(rows: Vec<TriggerRow>, default_capacity: i32) -> AppResult<TriggerReads> {
@@ -297,7 +401,10 @@ fn reads_from(rows: Vec<TriggerRow>, default_capacity: i32) -> AppResult<Trigger
 /// Folds a campaign's pending load changes into its counts, under the auto-assign lock the caller holds;
 /// for campaigns whose batches do not read loads. Returns how many changes it folded.
 pub async fn fold_loads(conn: &mut Conn, campaign_id: &str) -> AppResult<u64> {
-    let sql = format!("WITH {} SELECT count(*) FROM folded", fold_ctes("true"));
+    let sql = format!(
+        "WITH {} SELECT count(*) FROM folded",
+        fold_ctes("ARRAY[$1::text]")
+    );
     let folded: i64 = sqlx::query_scalar(&sql)
         .bind(campaign_id)
         .fetch_one(conn)
@@ -321,53 +428,113 @@ pub struct WaitingAfter {
     pub has_waiting: bool,
 }
 
-/// Writes a planned batch in one statement (rows to change are found by their whole key, one lookup each,
-/// and changed by their row id: the kept plan stays bounded by the batch; see `read_triggers`): assignments with their `auto` history events (drained
-/// conversations leave the queue), the cursor, the trigger records, newly waiting conversations (at the
-/// back of the queue, in batch order) and the campaign's waiting flag. `states[i]` pairs with
-/// `plan.verdicts[i]` and `request_ids[i]`. Returns the conversations it assigned, by id.
-pub async fn write_plan(
-    conn: &mut Conn,
-    campaign_id: &str,
-    states: &[TriggerState],
-    request_ids: &[Option<&str>],
-    plan: &BatchPlan,
-    old_cursor: Option<&str>,
-    waiting: WaitingAfter,
-) -> AppResult<HashMap<String, Conversation>> {
-    let mut assign_ids = Vec::new();
-    let mut assignees = Vec::new();
-    let mut assign_request_ids = Vec::new();
-    let mut record = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut queued: Vec<&str> = Vec::new();
-    let mut queued_request_ids: Vec<Option<&str>> = Vec::new();
-    for ((state, verdict), request_id) in states.iter().zip(&plan.verdicts).zip(request_ids) {
-        let Verdict::Decided(decision) = verdict else {
-            continue;
-        };
-        if let Some(user) = decision.assigns() {
-            assign_ids.push(state.conversation_id.as_str());
-            assignees.push(user);
-            assign_request_ids.push(*request_id);
-        }
-        let Some(trigger_id) = &state.trigger_id else {
-            continue;
-        };
-        if !decision.duplicate {
-            record.0.push(trigger_id.as_str());
-            record.1.push(state.conversation_id.as_str());
-            record.2.push(decision.outcome.kind());
-            record.3.push(decision.outcome.assignee());
-            if decision.outcome == AutoOutcome::Queued {
-                queued.push(state.conversation_id.as_str());
-                queued_request_ids.push(*request_id);
+/// One campaign's planned part of a batch: `states[i]` pairs with `plan.verdicts[i]` and `request_ids[i]`.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignWrite<'a> {
+    pub campaign_id: &'a str,
+    pub states: &'a [TriggerState],
+    pub request_ids: &'a [Option<&'a str>],
+    pub plan: &'a BatchPlan,
+    /// The campaign's cursor before the batch.
+    pub old_cursor: Option<&'a str>,
+    pub waiting: WaitingAfter,
+}
+
+/// The columns of [`write_plan`]'s one statement, campaign by campaign.
+#[derive(Default)]
+struct WriteColumns<'a> {
+    assign_campaigns: Vec<&'a str>,
+    assign_conversations: Vec<&'a str>,
+    assignees: Vec<&'a str>,
+    assign_request_ids: Vec<Option<&'a str>>,
+    record_campaigns: Vec<&'a str>,
+    record_triggers: Vec<&'a str>,
+    record_conversations: Vec<&'a str>,
+    record_outcomes: Vec<OutcomeKind>,
+    record_assignees: Vec<Option<&'a str>>,
+    queued_campaigns: Vec<&'a str>,
+    queued_conversations: Vec<&'a str>,
+    queued_request_ids: Vec<Option<&'a str>>,
+    moved_campaigns: Vec<&'a str>,
+    moved_cursors: Vec<Option<&'a str>>,
+    moved_flags: Vec<Option<bool>>,
+}
+
+impl<'a> WriteColumns<'a> {
+    fn add(&mut self, part: &CampaignWrite<'a>) {
+        let campaign = part.campaign_id;
+        for ((state, verdict), request_id) in part
+            .states
+            .iter()
+            .zip(&part.plan.verdicts)
+            .zip(part.request_ids)
+        {
+            let Verdict::Decided(decision) = verdict else {
+                continue;
+            };
+            if let Some(user) = decision.assigns() {
+                self.assign_campaigns.push(campaign);
+                self.assign_conversations
+                    .push(state.conversation_id.as_str());
+                self.assignees.push(user);
+                self.assign_request_ids.push(*request_id);
+            }
+            let Some(trigger_id) = &state.trigger_id else {
+                continue;
+            };
+            if !decision.duplicate {
+                self.record_campaigns.push(campaign);
+                self.record_triggers.push(trigger_id.as_str());
+                self.record_conversations
+                    .push(state.conversation_id.as_str());
+                self.record_outcomes.push(decision.outcome.kind());
+                self.record_assignees.push(decision.outcome.assignee());
+                if decision.outcome == AutoOutcome::Queued {
+                    self.queued_campaigns.push(campaign);
+                    self.queued_conversations
+                        .push(state.conversation_id.as_str());
+                    self.queued_request_ids.push(*request_id);
+                }
             }
         }
+        let cursor = part
+            .plan
+            .cursor
+            .as_deref()
+            .filter(|c| Some(*c) != part.old_cursor);
+        let waiting = part.waiting;
+        let flag = (waiting.has_waiting != waiting.was).then_some(waiting.has_waiting);
+        if cursor.is_some() || flag.is_some() {
+            self.moved_campaigns.push(campaign);
+            self.moved_cursors.push(cursor);
+            self.moved_flags.push(flag);
+        }
     }
-    let cursor = plan.cursor.as_deref().filter(|c| Some(*c) != old_cursor);
-    let flag = (waiting.has_waiting != waiting.was).then_some(waiting.has_waiting);
-    if assign_ids.is_empty() && record.0.is_empty() && cursor.is_none() && flag.is_none() {
-        return Ok(HashMap::new());
+
+    fn is_empty(&self) -> bool {
+        self.assign_campaigns.is_empty()
+            && self.record_campaigns.is_empty()
+            && self.moved_campaigns.is_empty()
+    }
+}
+
+/// Writes a planned batch, every campaign's part, in one statement: assignments with their `auto` history
+/// events (drained conversations leave the queue), the cursors, the trigger records, newly waiting
+/// conversations (at the back of their queue, in batch order) and the campaigns' waiting flags. Rows to
+/// change are found by their whole key, one lookup each, and changed by their row id, so the kept plan
+/// stays bounded by the batch (see [`read_triggers`]). Returns the conversations it assigned, by id, one
+/// map per part, in order.
+pub async fn write_plan(
+    conn: &mut Conn,
+    parts: &[CampaignWrite<'_>],
+) -> AppResult<Vec<HashMap<String, Conversation>>> {
+    let mut columns = WriteColumns::default();
+    for part in parts {
+        columns.add(part);
+    }
+    let mut assigned: Vec<HashMap<String, Conversation>> = vec![HashMap::new(); parts.len()];
+    if columns.is_empty() {
+        return Ok(assigned);
     }
     let sql = format!(
         "WITH assigned AS ( \
@@ -375,75 +542,100 @@ pub async fn write_plan(
               SET assignee_id = a.assignee_id, assigned_at = now(), assigned_by = NULL, \
                   version = c.version + 1, updated_at = now() \
              FROM (SELECT a.assignee_id, x.row_id \
-                     FROM unnest($2::text[], $3::text[]) AS a(conversation_id, assignee_id) \
+                     FROM unnest($1::text[], $2::text[], $3::text[]) AS a(campaign_id, conversation_id, assignee_id) \
                     CROSS JOIN LATERAL (SELECT ctid AS row_id FROM conversations \
-                                         WHERE campaign_id = $1 AND conversation_id = a.conversation_id \
+                                         WHERE campaign_id = a.campaign_id AND conversation_id = a.conversation_id \
                                          LIMIT 1) AS x) AS a \
             WHERE c.ctid = a.row_id AND c.assignee_id IS NULL \
-           RETURNING {COLUMNS} \
+           RETURNING c.campaign_id, {COLUMNS} \
          ), events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id) \
-           SELECT $1, a.conversation_id, 'ASSIGN', a.assignee_id, 'AUTO', a.request_id \
-             FROM unnest($2::text[], $3::text[], $9::text[]) \
-                  WITH ORDINALITY AS a(conversation_id, assignee_id, request_id, ord) \
-             JOIN assigned ON assigned.conversation_id = a.conversation_id \
+           SELECT a.campaign_id, a.conversation_id, 'ASSIGN', a.assignee_id, 'AUTO', a.request_id \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord) \
+             JOIN assigned ON assigned.campaign_id = a.campaign_id \
+                          AND assigned.conversation_id = a.conversation_id \
             ORDER BY a.ord \
          ), drained AS ( \
            DELETE FROM waiting_conversations w \
             USING assigned CROSS JOIN LATERAL ( \
                     SELECT ctid AS row_id FROM waiting_conversations \
-                     WHERE campaign_id = $1 AND conversation_id = assigned.conversation_id LIMIT 1) AS x \
+                     WHERE campaign_id = assigned.campaign_id \
+                       AND conversation_id = assigned.conversation_id LIMIT 1) AS x \
             WHERE w.ctid = x.row_id \
-           RETURNING w.conversation_id \
+           RETURNING w.campaign_id, w.conversation_id \
          ), drained_events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, source) \
-           SELECT $1, conversation_id, 'LEFT_QUEUE', 'AUTO' FROM drained \
+           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', 'AUTO' FROM drained \
          ), enqueued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT $1, q.conversation_id, nextval('waiting_position') FROM ( \
-             SELECT conversation_id FROM unnest($10::text[]) WITH ORDINALITY AS u(conversation_id, ord) \
+           SELECT q.campaign_id, q.conversation_id, nextval('waiting_position') FROM ( \
+             SELECT campaign_id, conversation_id \
+               FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS u(campaign_id, conversation_id, ord) \
               ORDER BY ord) AS q \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
-           RETURNING conversation_id \
+           RETURNING campaign_id, conversation_id \
          ), queued_events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, source, request_id) \
-           SELECT $1, q.conversation_id, 'QUEUED', 'AUTO', q.request_id \
-             FROM unnest($10::text[], $12::text[]) AS q(conversation_id, request_id) \
-             JOIN enqueued ON enqueued.conversation_id = q.conversation_id \
+           SELECT q.campaign_id, q.conversation_id, 'QUEUED', 'AUTO', q.request_id \
+             FROM unnest($10::text[], $11::text[], $12::text[]) AS q(campaign_id, conversation_id, request_id) \
+             JOIN enqueued ON enqueued.campaign_id = q.campaign_id \
+                          AND enqueued.conversation_id = q.conversation_id \
          ), moved AS ( \
-           UPDATE inbox_settings SET last_auto_assignee_id = coalesce($4, last_auto_assignee_id), \
-                                     has_waiting = coalesce($11, has_waiting) \
-            WHERE campaign_id = $1 AND ($4::text IS NOT NULL OR $11::boolean IS NOT NULL) \
+           UPDATE inbox_settings s \
+              SET last_auto_assignee_id = coalesce(m.cursor, s.last_auto_assignee_id), \
+                  has_waiting = coalesce(m.flag, s.has_waiting) \
+             FROM unnest($13::text[], $14::text[], $15::bool[]) AS m(campaign_id, cursor, flag) \
+            WHERE s.campaign_id = ANY($13) AND s.campaign_id = m.campaign_id \
          ), recorded AS ( \
            INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id) \
-           SELECT $1, r.* FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) AS r \
+           SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
            ON CONFLICT (campaign_id, trigger_id) DO NOTHING \
          ) \
          SELECT * FROM assigned"
     );
-    let rows: Vec<Conversation> = sqlx::query_as(&sql)
-        .bind(campaign_id)
-        .bind(&assign_ids)
-        .bind(&assignees)
-        .bind(cursor)
-        .bind(&record.0)
-        .bind(&record.1)
-        .bind(&record.2)
-        .bind(&record.3)
-        .bind(&assign_request_ids)
-        .bind(&queued)
-        .bind(flag)
-        .bind(&queued_request_ids)
+    let rows: Vec<AssignedRow> = sqlx::query_as(&sql)
+        .bind(&columns.assign_campaigns)
+        .bind(&columns.assign_conversations)
+        .bind(&columns.assignees)
+        .bind(&columns.assign_request_ids)
+        .bind(&columns.record_campaigns)
+        .bind(&columns.record_triggers)
+        .bind(&columns.record_conversations)
+        .bind(&columns.record_outcomes)
+        .bind(&columns.record_assignees)
+        .bind(&columns.queued_campaigns)
+        .bind(&columns.queued_conversations)
+        .bind(&columns.queued_request_ids)
+        .bind(&columns.moved_campaigns)
+        .bind(&columns.moved_cursors)
+        .bind(&columns.moved_flags)
         .fetch_all(conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.conversation_id.clone(), row))
-        .collect())
+    let index: HashMap<&str, usize> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| (part.campaign_id, i))
+        .collect();
+    for row in rows {
+        if let Some(&i) = index.get(row.campaign_id.as_str()) {
+            let conversation = row.conversation;
+            assigned[i].insert(conversation.conversation_id.clone(), conversation);
+        }
+    }
+    Ok(assigned)
+}
+
+#[derive(sqlx::FromRow)]
+struct AssignedRow {
+    campaign_id: String,
+    #[sqlx(flatten)]
+    conversation: Conversation,
 }
 
 #[derive(sqlx::FromRow)]
 struct TriggerRow {
+    batch_campaign: String,
     /// `None` for a waiting conversation.
     ord: Option<i64>,
     trigger_id: Option<String>,

@@ -235,9 +235,14 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         default_capacity: 0,
         balanced: false,
     };
-    let reads = auto_assign::read_triggers(&mut tx, CAMPAIGN, &[trigger], scope)
+    let part = auto_assign::CampaignTriggers {
+        campaign_id: CAMPAIGN,
+        triggers: &[trigger],
+    };
+    let reads = auto_assign::read_triggers(&mut tx, &[(part, scope)])
         .await
-        .unwrap();
+        .unwrap()
+        .remove(0);
     assert!(!cursor.auto_assign_enabled);
     assert_eq!(reads.states[0].eligible, vec!["org1", "org2"]);
     assert!(user_update_waits(&app, "org1").await);

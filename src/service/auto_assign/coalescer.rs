@@ -1,10 +1,12 @@
-//! Coalesces concurrent auto-assign triggers of one campaign into one locked transaction.
+//! Coalesces concurrent auto-assign triggers into few locked transactions.
 //!
-//! Every trigger of a campaign must pass through the campaign's auto-assign lock, so one transaction per trigger
-//! caps a hot campaign at one lock hold (several round trips and a commit) per trigger. Here, triggers that
-//! arrive while a campaign's batch is running queue up, and the next batch takes them all under a single
-//! lock hold. Each caller still gets its own answer, and since a batch is decided as if its triggers had
-//! come one by one, fairness stays exact. Different campaigns run concurrently and never wait on each other.
+//! Every trigger of a campaign must pass through the campaign's auto-assign lock, so one transaction per
+//! trigger caps a hot campaign at one lock hold (several round trips and a commit) per trigger, and many
+//! quiet campaigns at one transaction each per trigger. Here, triggers wait in their campaign's queue while
+//! the replica's batches are running; the next batch takes the waiting triggers of several campaigns (each
+//! campaign in at most one running batch) and decides them in one transaction, taking the campaigns' locks in
+//! a fixed order. Each caller still gets its own answer, and since each campaign's part is decided as if its
+//! triggers had come one by one, fairness stays exact. At most `concurrency` batches run at once.
 //!
 //! A campaign's queue is bounded (past the bound a trigger is refused with AUTO_ASSIGN_QUEUE_FULL), and
 //! triggers whose callers gave up waiting (deadline, cancel) are dropped before their batch runs: nobody
@@ -17,7 +19,7 @@ use tokio::sync::oneshot;
 
 use tracing::Instrument;
 
-use super::{AutoAssigned, run_batch};
+use super::{AutoAssigned, CampaignBatch, run_batch};
 use crate::domain::auto_assign::Trigger;
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::DRAINS;
@@ -35,41 +37,93 @@ struct Pending {
 }
 
 /// A campaign's triggers waiting for its next batch, and whether a drain of its waiting conversations was
-/// asked for (a batch without triggers).
+/// asked for (a batch part without triggers).
 #[derive(Default)]
 struct CampaignQueue {
     pending: VecDeque<Pending>,
     drain: bool,
+    /// A running batch holds this campaign: its next part waits for that batch to end.
+    running: bool,
+    /// The campaign is in `State::ready`.
+    ready: bool,
 }
 
-type Queues = Mutex<HashMap<String, CampaignQueue>>;
+impl CampaignQueue {
+    fn has_work(&self) -> bool {
+        !self.pending.is_empty() || self.drain
+    }
+}
+
+/// A campaign has an entry while it has work or a running batch.
+#[derive(Default)]
+struct State {
+    campaigns: HashMap<String, CampaignQueue>,
+    /// Campaigns with work and no running batch, oldest first.
+    ready: VecDeque<String>,
+    /// Batch runners alive.
+    runners: usize,
+}
+
+impl State {
+    /// Puts the campaign in line for the next batch if it has work and no running batch; forgets it if it
+    /// has neither.
+    fn settle(&mut self, campaign_id: &str) {
+        let Some(queue) = self.campaigns.get_mut(campaign_id) else {
+            return;
+        };
+        if queue.running || queue.ready {
+            return;
+        }
+        if queue.has_work() {
+            queue.ready = true;
+            self.ready.push_back(campaign_id.to_owned());
+        } else {
+            self.campaigns.remove(campaign_id);
+        }
+    }
+}
+
+/// One campaign's part of a batch being run: its triggers' replies and spans.
+struct Part {
+    campaign_id: String,
+    triggers: Vec<Trigger>,
+    replies: Vec<Reply>,
+    spans: Vec<tracing::Span>,
+}
 
 /// Cheap to clone; clones share the queues.
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
-    /// Told after each batch: its history is numbered and fanned out.
+    /// Told after each batch: its history is fanned out (and numbered, if the batch left some).
     feed: Feed,
     max_batch: usize,
     max_queue: usize,
-    /// A campaign has an entry exactly while a worker is draining its queue.
-    queues: Arc<Queues>,
+    concurrency: usize,
+    state: Arc<Mutex<State>>,
 }
 
 impl Coalescer {
     /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_queue` triggers of a
-    /// campaign wait for its next batch.
-    pub fn new(store: Store, feed: Feed, max_batch: usize, max_queue: usize) -> Self {
+    /// campaign wait for its next batch, and at most `concurrency` batches run at once.
+    pub fn new(
+        store: Store,
+        feed: Feed,
+        max_batch: usize,
+        max_queue: usize,
+        concurrency: usize,
+    ) -> Self {
         Self {
             store,
             feed,
             max_batch: max_batch.max(1),
             max_queue: max_queue.max(1),
-            queues: Arc::default(),
+            concurrency: concurrency.max(1),
+            state: Arc::default(),
         }
     }
 
-    /// Runs one trigger, batched with whatever else of its campaign is waiting.
+    /// Runs one trigger, batched with whatever else is waiting.
     pub async fn submit(&self, campaign_id: &str, trigger: Trigger) -> AppResult<AutoAssigned> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -77,60 +131,34 @@ impl Coalescer {
             reply,
             span: tracing::Span::current(),
         };
-        let start_worker = {
-            let mut queues = self.queues.lock().expect("queue lock");
-            match queues.get_mut(campaign_id) {
-                Some(queue) => {
-                    if queue.pending.len() >= self.max_queue {
-                        // Callers that gave up free their places first.
-                        queue.pending.retain(|p| !p.reply.is_closed());
-                    }
-                    if queue.pending.len() >= self.max_queue {
-                        return Err(queue_full(self.max_queue));
-                    }
-                    queue.pending.push_back(pending);
-                    false
-                }
-                None => {
-                    let queue = CampaignQueue {
-                        pending: VecDeque::from([pending]),
-                        drain: false,
-                    };
-                    queues.insert(campaign_id.to_owned(), queue);
-                    true
-                }
+        {
+            let mut state = self.state.lock().expect("coalescer state");
+            let queue = state.campaigns.entry(campaign_id.to_owned()).or_default();
+            if queue.pending.len() >= self.max_queue {
+                // Callers that gave up free their places first.
+                queue.pending.retain(|p| !p.reply.is_closed());
             }
-        };
-        if start_worker {
-            // A task of its own: a caller that goes away must not cancel a batch other callers wait on.
-            tokio::spawn(self.clone().drain(campaign_id.to_owned()));
+            if queue.pending.len() >= self.max_queue {
+                return Err(queue_full(self.max_queue));
+            }
+            queue.pending.push_back(pending);
+            state.settle(campaign_id);
+            self.start_runner(&mut state);
         }
         answer.await.unwrap_or_else(|_| Err(batch_failed()))
     }
 
-    /// Asks for the campaign's waiting conversations to be drained by its next batch (a batch of its own if
+    /// Asks for the campaign's waiting conversations to be drained by its next batch (a part of its own if
     /// no trigger is waiting). Returns at once.
     pub fn drain_waiting(&self, campaign_id: &str) {
-        let start_worker = {
-            let mut queues = self.queues.lock().expect("queue lock");
-            match queues.get_mut(campaign_id) {
-                Some(queue) => {
-                    queue.drain = true;
-                    false
-                }
-                None => {
-                    let queue = CampaignQueue {
-                        pending: VecDeque::new(),
-                        drain: true,
-                    };
-                    queues.insert(campaign_id.to_owned(), queue);
-                    true
-                }
-            }
-        };
-        if start_worker {
-            tokio::spawn(self.clone().drain(campaign_id.to_owned()));
-        }
+        let mut state = self.state.lock().expect("coalescer state");
+        state
+            .campaigns
+            .entry(campaign_id.to_owned())
+            .or_default()
+            .drain = true;
+        state.settle(campaign_id);
+        self.start_runner(&mut state);
     }
 
     /// After a change that may have freed an organizer (an unassign, a resolve, availability, capacity,
@@ -155,75 +183,145 @@ impl Coalescer {
         });
     }
 
-    /// Takes batches off the campaign's queue until it is empty.
-    async fn drain(self, campaign_id: String) {
-        let mut guard = DrainGuard {
-            queues: &self.queues,
-            campaign_id: &campaign_id,
-            done: false,
+    /// Starts a batch runner if work is ready and fewer than `concurrency` run.
+    fn start_runner(&self, state: &mut State) {
+        if !state.ready.is_empty() && state.runners < self.concurrency {
+            state.runners += 1;
+            // A task of its own: a caller that goes away must not cancel a batch other callers wait on.
+            tokio::spawn(self.clone().run());
+        }
+    }
+
+    /// Takes the next batch: the ready campaigns' waiting triggers, oldest campaign first, up to
+    /// `max_batch` triggers (a drain-only part counts as none). Marks its campaigns running.
+    fn take_batch(&self, state: &mut State) -> Vec<Part> {
+        let (mut parts, mut size, mut abandoned) = (Vec::new(), 0, 0);
+        while size < self.max_batch
+            && let Some(campaign_id) = state.ready.pop_front()
+        {
+            let Some(queue) = state.campaigns.get_mut(&campaign_id) else {
+                continue;
+            };
+            queue.ready = false;
+            let mut part = Part {
+                campaign_id: campaign_id.clone(),
+                triggers: Vec::new(),
+                replies: Vec::new(),
+                spans: Vec::new(),
+            };
+            while size < self.max_batch
+                && let Some(pending) = queue.pending.pop_front()
+            {
+                if pending.reply.is_closed() {
+                    abandoned += 1;
+                    continue;
+                }
+                size += 1;
+                part.triggers.push(pending.trigger);
+                part.replies.push(pending.reply);
+                part.spans.push(pending.span);
+            }
+            // Every part drains first, so a drain asked for is done by this one.
+            let drain = std::mem::take(&mut queue.drain);
+            if part.triggers.is_empty() && !drain {
+                state.settle(&campaign_id);
+                continue;
+            }
+            queue.running = true;
+            parts.push(part);
+        }
+        if abandoned > 0 {
+            tracing::debug!(abandoned, "dropped triggers whose callers gave up");
+        }
+        parts
+    }
+
+    /// Runs batches until no campaign is ready.
+    async fn run(self) {
+        let mut guard = RunnerGuard {
+            state: &self.state,
+            campaigns: Vec::new(),
         };
         loop {
-            let (batch, abandoned) = {
-                let mut queues = self.queues.lock().expect("queue lock");
-                let queue = queues
-                    .get_mut(&campaign_id)
-                    .expect("a draining campaign has a queue");
-                let (mut batch, mut abandoned) = (Vec::new(), 0);
-                while batch.len() < self.max_batch
-                    && let Some(pending) = queue.pending.pop_front()
-                {
-                    if pending.reply.is_closed() {
-                        abandoned += 1;
-                    } else {
-                        batch.push(pending);
-                    }
-                }
-                // Every batch drains first, so a drain asked for is done by this one.
-                let drain = std::mem::take(&mut queue.drain);
-                if batch.is_empty() && !drain {
-                    queues.remove(&campaign_id);
-                    guard.done = true;
+            let parts = {
+                let mut state = self.state.lock().expect("coalescer state");
+                let parts = self.take_batch(&mut state);
+                if parts.is_empty() {
+                    state.runners -= 1;
+                    guard.campaigns.clear();
+                    std::mem::forget(guard);
                     return;
                 }
-                (batch, abandoned)
+                guard.campaigns = parts.iter().map(|p| p.campaign_id.clone()).collect();
+                parts
             };
-            if abandoned > 0 {
-                tracing::debug!(
-                    campaign_id,
-                    abandoned,
-                    "dropped triggers whose callers gave up"
-                );
-            }
-            let span = batch_span(&campaign_id, &batch);
-            let (triggers, replies): (Vec<_>, Vec<_>) =
-                batch.into_iter().map(|p| (p.trigger, p.reply)).unzip();
-            tracing::debug!(campaign_id, size = triggers.len(), "auto-assign batch");
-            match run_batch(&self.store, &campaign_id, &triggers)
-                .instrument(span)
-                .await
+            let span = batch_span(&parts);
+            let batch: Vec<CampaignBatch> = parts
+                .iter()
+                .map(|part| CampaignBatch {
+                    campaign_id: part.campaign_id.clone(),
+                    triggers: part.triggers.clone(),
+                })
+                .collect();
+            tracing::debug!(campaigns = batch.len(), "auto-assign batch");
+            let outcome = run_batch(&self.store, &batch).instrument(span).await;
+            let drain_again: Vec<bool> = match &outcome {
+                Ok(outcomes) => outcomes.iter().map(|o| o.drain_again).collect(),
+                Err(_) => vec![false; parts.len()],
+            };
             {
-                Ok((results, drain_again)) => {
-                    self.feed.wake(&campaign_id);
-                    // A long queue drains batch after batch, not one batch per event or sweep.
-                    if drain_again {
-                        let mut queues = self.queues.lock().expect("queue lock");
-                        if let Some(queue) = queues.get_mut(&campaign_id) {
-                            queue.drain = true;
-                        }
+                let mut state = self.state.lock().expect("coalescer state");
+                for (part, again) in parts.iter().zip(&drain_again) {
+                    if let Some(queue) = state.campaigns.get_mut(&part.campaign_id) {
+                        queue.running = false;
+                        // A long queue drains batch after batch, not one batch per event or sweep.
+                        queue.drain |= *again;
                     }
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(result);
+                    state.settle(&part.campaign_id);
+                }
+                guard.campaigns.clear();
+            }
+            match outcome {
+                Ok(outcomes) => {
+                    for (part, outcome) in parts.into_iter().zip(outcomes) {
+                        if outcome.numbered {
+                            self.feed.fan_out(&part.campaign_id);
+                        } else {
+                            self.feed.wake(&part.campaign_id);
+                        }
+                        for (reply, result) in part.replies.into_iter().zip(outcome.replies) {
+                            let _ = reply.send(result);
+                        }
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(campaign_id, error = %err, "auto-assign batch failed");
+                    tracing::warn!(error = %err, "auto-assign batch failed");
                     let mut err = Some(err);
-                    for reply in replies {
+                    for reply in parts.into_iter().flat_map(|part| part.replies) {
                         // The first caller gets the error itself; the others learn their batch failed.
                         let _ = reply.send(Err(err.take().unwrap_or_else(batch_failed)));
                     }
                 }
             }
+        }
+    }
+}
+
+/// If a runner dies mid-batch, forget its campaigns' queues so their next triggers start afresh (dropping
+/// the queued replies tells their callers the batch failed), and count the runner gone.
+struct RunnerGuard<'a> {
+    state: &'a Mutex<State>,
+    campaigns: Vec<String>,
+}
+
+impl Drop for RunnerGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.state.lock() {
+            for campaign_id in &self.campaigns {
+                state.campaigns.remove(campaign_id);
+            }
+            state.ready.retain(|c| !self.campaigns.contains(c));
+            state.runners = state.runners.saturating_sub(1);
         }
     }
 }
@@ -245,36 +343,20 @@ fn queue_full(max_queue: usize) -> AppError {
     )
 }
 
-/// If a worker dies mid-drain, forget its queue so the next trigger starts a fresh worker; dropping the
-/// queued replies tells their callers the batch failed.
-struct DrainGuard<'a> {
-    queues: &'a Queues,
-    campaign_id: &'a str,
-    done: bool,
-}
-
-impl Drop for DrainGuard<'_> {
-    fn drop(&mut self) {
-        if !self.done
-            && let Ok(mut queues) = self.queues.lock()
-        {
-            queues.remove(self.campaign_id);
-        }
-    }
-}
-
 /// The span of one auto-assign batch: under the first trigger's call (a drain has none), following from
 /// the other calls it serves.
-fn batch_span(campaign_id: &str, batch: &[Pending]) -> tracing::Span {
-    let parent = batch.first().and_then(|p| p.span.id());
+fn batch_span(parts: &[Part]) -> tracing::Span {
+    let mut spans = parts.iter().flat_map(|part| &part.spans);
+    let parent = spans.next().and_then(|span| span.id());
+    let campaigns: Vec<&str> = parts.iter().map(|p| p.campaign_id.as_str()).collect();
     let span = tracing::info_span!(
         parent: parent,
         "auto_assign.batch",
-        campaign = campaign_id,
-        size = batch.len()
+        campaign = campaigns.join(",").as_str(),
+        size = parts.iter().map(|p| p.triggers.len()).sum::<usize>()
     );
-    for pending in batch.iter().skip(1) {
-        span.follows_from(&pending.span);
+    for pending in spans {
+        span.follows_from(pending);
     }
     span
 }
