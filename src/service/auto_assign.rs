@@ -127,10 +127,10 @@ async fn run_batch_in(
         })
         .collect();
     let mut tx = store.begin_batch().await?;
-    auto_assign::create_missing_conversations(&mut tx, &campaigns).await?;
     let waiting = Instant::now();
     let ids: Vec<&str> = campaigns.iter().map(|part| part.campaign_id).collect();
-    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids).await?;
+    // Creates the conversations the triggers bring first, then locks.
+    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids, &campaigns).await?;
     let lock_wait = waiting.elapsed().as_secs_f64();
     metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
     transaction.record("lock_wait_ms", lock_wait * 1e3);
@@ -216,7 +216,7 @@ async fn run_batch_in(
             },
         )
         .collect();
-    let assigned = auto_assign::write_plan(&mut tx, &writes).await?;
+    let written = auto_assign::write_plan(&mut tx, &writes).await?;
     let mut positions = Vec::with_capacity(parts.len());
     for (planned, part) in planned.iter().zip(parts) {
         let queued = queued_triggers(&planned.reads, &planned.plan);
@@ -227,11 +227,15 @@ async fn run_batch_in(
         });
     }
     // The batch numbers its campaigns' events itself: no sequencer transaction per campaign after it.
-    let unfinished = feed::sequence_campaigns(&mut tx, &ids).await?;
+    let unfinished = if written.heads_locked {
+        feed::number_locked(&mut tx, &ids).await?
+    } else {
+        Vec::new()
+    };
     tx.commit().await?;
     Ok(planned
         .into_iter()
-        .zip(assigned)
+        .zip(written.assigned)
         .zip(positions)
         .zip(parts)
         .map(|(((planned, assigned), positions), part)| {

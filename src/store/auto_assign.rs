@@ -110,24 +110,36 @@ pub async fn prune_triggers(conn: &mut Conn, retention: std::time::Duration) -> 
     }
 }
 
-/// Creates the conversations named with member data that do not exist yet, for every campaign of the batch,
-/// in (campaign, id) order so that concurrent batches take their locks in the same order. Run it before
-/// [`lock_campaigns`], so it never lengthens the locks.
-pub async fn create_missing_conversations(
+/// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
+pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
+    let mut cursors = lock_campaigns(conn, &[campaign_id], &[]).await?;
+    cursors
+        .remove(campaign_id)
+        .ok_or_else(|| missing_settings(campaign_id))
+}
+
+/// Takes the auto-assign locks of `campaign_ids` (`SELECT … FOR UPDATE` of their settings rows, in byte order
+/// of id, as every batch does, so batches of several campaigns never deadlock): from here to the end of the
+/// transaction every other batch of these campaigns waits. A campaign never configured gets its row
+/// (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
+/// auto-assignment on must see one history. First, in the same statement, creates the conversations the
+/// parts' triggers name with member data that do not exist yet (in (campaign, id) order, so concurrent
+/// batches wait on each other's in one order), before any lock is taken.
+pub async fn lock_campaigns(
     conn: &mut Conn,
+    campaign_ids: &[&str],
     parts: &[CampaignTriggers<'_>],
-) -> AppResult<()> {
+) -> AppResult<HashMap<String, Cursor>> {
+    const COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
+                           default_capacity, routing_mode, rotation_start";
     let mut creates: Vec<(&str, &Trigger)> = parts
         .iter()
         .flat_map(|part| part.triggers.iter().map(move |t| (part.campaign_id, t)))
         .filter(|(_, t)| t.member_id.is_some())
         .collect();
-    if creates.is_empty() {
-        return Ok(());
-    }
     creates.sort_by(|a, b| (a.0, &a.1.conversation_id).cmp(&(b.0, &b.1.conversation_id)));
     creates.dedup_by(|a, b| a.0 == b.0 && a.1.conversation_id == b.1.conversation_id);
-    let campaigns: Vec<&str> = creates.iter().map(|(c, _)| *c).collect();
+    let create_campaigns: Vec<&str> = creates.iter().map(|(c, _)| *c).collect();
     let ids: Vec<&str> = creates
         .iter()
         .map(|(_, t)| t.conversation_id.as_str())
@@ -140,59 +152,39 @@ pub async fn create_missing_conversations(
         .iter()
         .map(|(_, t)| t.member_tags.join(TAG_SEPARATOR))
         .collect();
-    sqlx::query(
-        "INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags) \
-         SELECT i.campaign_id, i.conversation_id, i.member_id, string_to_array(i.tags, $5) \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-              AS i(campaign_id, conversation_id, member_id, tags) \
-         ON CONFLICT (campaign_id, conversation_id) DO NOTHING",
-    )
-    .bind(&campaigns)
-    .bind(&ids)
-    .bind(&members)
-    .bind(&tags)
-    .bind(TAG_SEPARATOR)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
-pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    let mut cursors = lock_campaigns(conn, &[campaign_id]).await?;
-    cursors
-        .remove(campaign_id)
-        .ok_or_else(|| missing_settings(campaign_id))
-}
-
-/// Takes the auto-assign locks of `campaign_ids` (`SELECT … FOR UPDATE` of their settings rows, in byte order
-/// of id, as every batch does, so batches of several campaigns never deadlock): from here to the end of the
-/// transaction every other batch of these campaigns waits. A campaign never configured gets its row
-/// (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
-/// auto-assignment on must see one history.
-pub async fn lock_campaigns(
-    conn: &mut Conn,
-    campaign_ids: &[&str],
-) -> AppResult<HashMap<String, Cursor>> {
-    const COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
-                           default_capacity, routing_mode, rotation_start";
+    // The inserts are an InitPlan of the lock's condition: they finish before the first row is locked.
     // Rows this statement creates are not in its own snapshot: locked by the next one (first use only).
-    let ensure_and_lock = format!(
-        "WITH created AS ( \
+    let create_and_lock = format!(
+        "WITH conversations_created AS ( \
+           INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags) \
+           SELECT i.campaign_id, i.conversation_id, i.member_id, string_to_array(i.tags, $6) \
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) \
+                  AS i(campaign_id, conversation_id, member_id, tags) \
+           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+           RETURNING 1 \
+         ), settings_created AS ( \
            INSERT INTO inbox_settings (campaign_id) \
            SELECT k FROM unnest($1::text[]) AS k \
             WHERE NOT EXISTS (SELECT 1 FROM inbox_settings s WHERE s.campaign_id = k) \
            ON CONFLICT DO NOTHING \
+           RETURNING 1 \
          ) \
-         SELECT {COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
+         SELECT {COLUMNS} FROM inbox_settings \
+          WHERE campaign_id = ANY($1) \
+            AND (SELECT count(*) FROM conversations_created) + (SELECT count(*) FROM settings_created) >= 0 \
           ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
     );
     let lock = format!(
         "SELECT {COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
           ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
     );
-    let mut rows: Vec<CursorRow> = sqlx::query_as(&ensure_and_lock)
+    let mut rows: Vec<CursorRow> = sqlx::query_as(&create_and_lock)
         .bind(campaign_ids)
+        .bind(&create_campaigns)
+        .bind(&ids)
+        .bind(&members)
+        .bind(&tags)
+        .bind(TAG_SEPARATOR)
         .fetch_all(&mut *conn)
         .await?;
     if rows.len() < campaign_ids.len() {
@@ -522,20 +514,22 @@ impl<'a> WriteColumns<'a> {
 /// events (drained conversations leave the queue), the cursors, the trigger records, newly waiting
 /// conversations (at the back of their queue, in batch order) and the campaigns' waiting flags. Rows to
 /// change are found by their whole key, one lookup each, and changed by their row id, so the kept plan
-/// stays bounded by the batch (see [`read_triggers`]). Returns the conversations it assigned, by id, one
-/// map per part, in order.
-pub async fn write_plan(
-    conn: &mut Conn,
-    parts: &[CampaignWrite<'_>],
-) -> AppResult<Vec<HashMap<String, Conversation>>> {
+/// stays bounded by the batch (see [`read_triggers`]). If it writes, it also locks its campaigns' feed heads
+/// (in id order), so that the batch can number its events before it commits.
+pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResult<Written> {
     let mut columns = WriteColumns::default();
     for part in parts {
         columns.add(part);
     }
     let mut assigned: Vec<HashMap<String, Conversation>> = vec![HashMap::new(); parts.len()];
     if columns.is_empty() {
-        return Ok(assigned);
+        return Ok(Written {
+            assigned,
+            heads_locked: false,
+        });
     }
+    let mut heads: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
+    heads.sort_unstable();
     let sql = format!(
         "WITH assigned AS ( \
            UPDATE conversations c \
@@ -591,6 +585,10 @@ pub async fn write_plan(
            INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id) \
            SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
            ON CONFLICT (campaign_id, trigger_id) DO NOTHING \
+         ), heads AS ( \
+           INSERT INTO feed_heads AS f (campaign_id) \
+           SELECT campaign_id FROM unnest($16::text[]) WITH ORDINALITY AS k(campaign_id, ord) ORDER BY ord \
+           ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq \
          ) \
          SELECT * FROM assigned"
     );
@@ -610,6 +608,7 @@ pub async fn write_plan(
         .bind(&columns.moved_campaigns)
         .bind(&columns.moved_cursors)
         .bind(&columns.moved_flags)
+        .bind(&heads)
         .fetch_all(conn)
         .await?;
     let index: HashMap<&str, usize> = parts
@@ -623,7 +622,19 @@ pub async fn write_plan(
             assigned[i].insert(conversation.conversation_id.clone(), conversation);
         }
     }
-    Ok(assigned)
+    Ok(Written {
+        assigned,
+        heads_locked: true,
+    })
+}
+
+/// What [`write_plan`] did.
+#[derive(Debug)]
+pub struct Written {
+    /// The conversations it assigned, by id, one map per part, in order.
+    pub assigned: Vec<HashMap<String, Conversation>>,
+    /// It wrote, and locked its campaigns' feed heads: [`super::feed::number_locked`] may number their events.
+    pub heads_locked: bool,
 }
 
 #[derive(sqlx::FromRow)]

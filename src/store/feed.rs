@@ -68,35 +68,23 @@ pub async fn sequence(conn: &mut Conn, campaign_id: &str) -> AppResult<(i64, u64
     Ok((head, numbered))
 }
 
-/// Numbers, inside an auto-assign batch's transaction (after its writes), the unnumbered events of its
-/// campaigns (its own among them), up to `SEQUENCE_LIMIT` each, and moves their heads; returns the campaigns
-/// that have more left for the sequencer. The heads stay locked until the batch commits, so numbers stay
-/// dense and visible in order, as with [`sequence`]: a batch needs no sequencer transaction of its own.
-/// The heads are locked (in id order, as every batch does) by one statement, and the events numbered by the
-/// next, so that it sees everything committed before the locks were had. Rows are found by key per campaign
-/// and changed by row id: the plan is kept (see `Store::begin_batch`).
-pub async fn sequence_campaigns(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<String>> {
-    let mut campaigns: Vec<&str> = campaign_ids.to_vec();
-    campaigns.sort_unstable();
-    let heads: Vec<(String, i64)> = sqlx::query_as(
-        "INSERT INTO feed_heads AS f (campaign_id) \
-         SELECT campaign_id FROM unnest($1::text[]) WITH ORDINALITY AS k(campaign_id, ord) ORDER BY ord \
-         ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq \
-         RETURNING campaign_id, last_seq",
-    )
-    .bind(&campaigns)
-    .fetch_all(&mut *conn)
-    .await?;
-    let (campaigns, heads): (Vec<String>, Vec<i64>) = heads.into_iter().unzip();
+/// Numbers, inside an auto-assign batch's transaction, the unnumbered events of its campaigns (its own among
+/// them), up to `SEQUENCE_LIMIT` each, and moves their heads; returns the campaigns that have more left for
+/// the sequencer. The batch's write locked the heads (see `auto_assign::write_plan`) and they stay locked
+/// until it commits, so numbers stay dense and visible in order, as with [`sequence`], and this statement,
+/// begun after the locks were had, sees everything committed before. Rows are found by key per campaign and
+/// changed by row id: the plan is kept (see `Store::begin_batch`).
+pub async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<String>> {
     let full: Vec<String> = sqlx::query_scalar(
         "WITH heads AS MATERIALIZED ( \
-           SELECT * FROM unnest($1::text[], $2::int8[]) AS h(campaign_id, head) \
+           SELECT k.campaign_id, f.last_seq AS head FROM unnest($1::text[]) AS k(campaign_id) \
+           CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
          ), ids AS MATERIALIZED ( \
            SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
            CROSS JOIN LATERAL ( \
              SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
                SELECT ctid, event_id FROM assignment_events \
-                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT $3) AS u) AS x \
+                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT $2) AS u) AS x \
          ), numbered AS ( \
            UPDATE assignment_events e SET seq = i.seq FROM ids i WHERE e.ctid = i.row_id \
            RETURNING e.campaign_id \
@@ -107,13 +95,12 @@ pub async fn sequence_campaigns(conn: &mut Conn, campaign_ids: &[&str]) -> AppRe
              FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
             WHERE f.campaign_id = ANY($1) AND f.campaign_id = c.campaign_id \
          ), notified AS MATERIALIZED ( \
-           SELECT c.campaign_id, c.numbered, pg_notify($4, current_schema() || '/' || c.campaign_id) \
+           SELECT c.campaign_id, c.numbered, pg_notify($3, current_schema() || '/' || c.campaign_id) \
              FROM counts c \
          ) \
-         SELECT campaign_id FROM notified WHERE numbered >= $3",
+         SELECT campaign_id FROM notified WHERE numbered >= $2",
     )
-    .bind(&campaigns)
-    .bind(&heads)
+    .bind(campaign_ids)
     .bind(SEQUENCE_LIMIT as i64)
     .bind(FEED_CHANNEL)
     .fetch_all(conn)
