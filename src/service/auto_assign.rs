@@ -126,7 +126,7 @@ async fn run_batch_in(
             triggers: &part.triggers,
         })
         .collect();
-    let mut tx = store.begin_batch().await?;
+    let mut tx = store.begin_keyed().await?;
     let waiting = Instant::now();
     let ids: Vec<&str> = campaigns.iter().map(|part| part.campaign_id).collect();
     // Creates the conversations the triggers bring first, then locks.
@@ -227,8 +227,13 @@ async fn run_batch_in(
         });
     }
     // The batch numbers its campaigns' events itself: no sequencer transaction per campaign after it.
-    let unfinished = if written.heads_locked {
-        feed::number_locked(&mut tx, &ids).await?
+    let unfinished: Vec<String> = if written.heads_locked {
+        let numbered = feed::number_locked(&mut tx, &ids).await?;
+        numbered
+            .into_iter()
+            .filter(|n| n.numbered >= feed::SEQUENCE_LIMIT)
+            .map(|n| n.campaign_id)
+            .collect()
     } else {
         Vec::new()
     };

@@ -37,7 +37,7 @@ const WATCHER_QUEUE: usize = 64;
 /// A transaction numbers at most `SEQUENCE_LIMIT` events; more are numbered in the next, at once.
 pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
     loop {
-        let mut tx = store.begin().await?;
+        let mut tx = store.begin_keyed().await?;
         let (head, numbered) = feed::sequence(&mut tx, campaign_id).await?;
         tx.commit().await?;
         if numbered < feed::SEQUENCE_LIMIT {

@@ -228,7 +228,7 @@ pub async fn read_triggers(
     parts: &[(CampaignTriggers<'_>, ReadScope)],
 ) -> AppResult<Vec<TriggerReads>> {
     // Each row is reached by its whole key, one lookup per item (a LATERAL subquery cannot become a scan of
-    // the campaign with a filter), or by its campaign: the plan is kept (see `Store::begin_batch`), so its
+    // the campaign with a filter), or by its campaign: the plan is kept (see `Store::begin_keyed`), so its
     // work must stay bounded by the batch at any table size. The items are sorted first, and every other
     // relation is LATERAL to them, so the conversations are locked in that order.
     let sql = format!(

@@ -15,67 +15,43 @@ pub(super) const EVENT_COLUMNS: &str = "e.event_id, e.conversation_id, e.action,
      e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq";
 
 /// Numbers the campaign's committed, unnumbered events after its head, in event-id order, and moves the
-/// head; returns the new head and how many were numbered. Run in a transaction of its own: the head row
-/// stays locked until it commits, so numbers are dense and visible in order.
+/// head; returns the new head and how many were numbered. Run in a transaction of its own
+/// (`Store::begin_keyed`): the head row stays locked until it commits, so numbers are dense and visible in
+/// order.
 pub async fn sequence(conn: &mut Conn, campaign_id: &str) -> AppResult<(i64, u64)> {
-    sqlx::query("INSERT INTO feed_heads (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(campaign_id)
-        .execute(&mut *conn)
-        .await?;
-    let head: i64 =
-        sqlx::query_scalar("SELECT last_seq FROM feed_heads WHERE campaign_id = $1 FOR UPDATE")
-            .bind(campaign_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    // Statements of their own, after the head is held: they see everything committed before. The ids
-    // are read first and numbered by their place in the list: a join of the table with its own unnumbered
-    // rows would leave the planner a shape (rescanning them per row) that goes quadratic on stale stats.
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "SELECT event_id FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL \
-         ORDER BY event_id LIMIT $2",
+    // Locks the head (making it on first use); the numbering is a statement of its own, begun after the
+    // lock was had, so it sees everything committed before.
+    let head: i64 = sqlx::query_scalar(
+        "INSERT INTO feed_heads AS f (campaign_id) VALUES ($1) \
+         ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq RETURNING last_seq",
     )
     .bind(campaign_id)
-    .bind(SEQUENCE_LIMIT as i64)
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    if ids.is_empty() {
-        return Ok((head, 0));
-    }
-    let numbered = sqlx::query(
-        "UPDATE assignment_events SET seq = $2 + array_position($3::bigint[], event_id) \
-          WHERE campaign_id = $1 AND event_id = ANY($3) AND seq IS NULL",
-    )
-    .bind(campaign_id)
-    .bind(head)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if numbered == 0 {
-        return Ok((head, 0));
-    }
-    let head = head + numbered as i64;
-    // The other replicas hear of it when this commits, and fan the new events out to their watchers.
-    sqlx::query(
-        "WITH moved AS (UPDATE feed_heads SET last_seq = $2 WHERE campaign_id = $1) \
-         SELECT pg_notify($3, current_schema() || '/' || $1)",
-    )
-    .bind(campaign_id)
-    .bind(head)
-    .bind(FEED_CHANNEL)
-    .execute(conn)
-    .await?;
-    Ok((head, numbered))
+    let numbered = number_locked(conn, &[campaign_id]).await?;
+    Ok(numbered
+        .into_iter()
+        .next()
+        .map_or((head, 0), |n| (n.head, n.numbered)))
 }
 
-/// Numbers, inside an auto-assign batch's transaction, the unnumbered events of its campaigns (its own among
-/// them), up to `SEQUENCE_LIMIT` each, and moves their heads; returns the campaigns that have more left for
-/// the sequencer. The batch's write locked the heads (see `auto_assign::write_plan`) and they stay locked
-/// until it commits, so numbers stay dense and visible in order, as with [`sequence`], and this statement,
-/// begun after the locks were had, sees everything committed before. Rows are found by key per campaign and
-/// changed by row id: the plan is kept (see `Store::begin_batch`).
-pub async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<String>> {
-    let full: Vec<String> = sqlx::query_scalar(
+/// A campaign's events numbered by [`number_locked`].
+#[derive(Debug, Clone)]
+pub struct Numbered {
+    pub campaign_id: String,
+    /// The head after numbering.
+    pub head: i64,
+    pub numbered: u64,
+}
+
+/// Numbers the unnumbered events of campaigns whose feed heads the transaction holds locked (the sequencer's,
+/// or an auto-assign batch's: its write locks them, see `auto_assign::write_plan`), up to `SEQUENCE_LIMIT`
+/// each in event-id order, and moves their heads; returns the campaigns it numbered events of. The heads stay
+/// locked until the transaction commits, so numbers are dense and visible in order; run it as a statement
+/// begun after the locks were had, so it sees everything committed before. Rows are found by key per
+/// campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded.
+pub async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "WITH heads AS MATERIALIZED ( \
            SELECT k.campaign_id, f.last_seq AS head FROM unnest($1::text[]) AS k(campaign_id) \
            CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
@@ -95,17 +71,25 @@ pub async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<
              FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
             WHERE f.campaign_id = ANY($1) AND f.campaign_id = c.campaign_id \
          ), notified AS MATERIALIZED ( \
-           SELECT c.campaign_id, c.numbered, pg_notify($3, current_schema() || '/' || c.campaign_id) \
-             FROM counts c \
+           SELECT c.campaign_id, h.head + c.numbered AS head, c.numbered, \
+                  pg_notify($3, current_schema() || '/' || c.campaign_id) \
+             FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
          ) \
-         SELECT campaign_id FROM notified WHERE numbered >= $2",
+         SELECT campaign_id, head, numbered FROM notified",
     )
     .bind(campaign_ids)
     .bind(SEQUENCE_LIMIT as i64)
     .bind(FEED_CHANNEL)
     .fetch_all(conn)
     .await?;
-    Ok(full)
+    Ok(rows
+        .into_iter()
+        .map(|(campaign_id, head, numbered)| Numbered {
+            campaign_id,
+            head,
+            numbered: u64::try_from(numbered).unwrap_or(0),
+        })
+        .collect())
 }
 
 /// The campaign's head: the number of its newest numbered event (0 before any).

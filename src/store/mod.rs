@@ -122,16 +122,17 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
-    /// Begins an auto-assign batch's transaction. Auto-assignment runs the same few statements thousands of
-    /// times a minute: planning them afresh each time would cost more than running them, so their plans are
-    /// made once per connection and kept (`force_generic_plan`). A kept plan must not scan what grows: the
-    /// batch's statements reach each row by its key, one lookup per item, and with sequential and bitmap
-    /// scans, avoidable sorts, hash and merge joins off, the planner is left with those lookups. (A plan made
-    /// while a table was nearly empty may pick a wider index on a tie; autovacuum's next analyze of the
-    /// table, due every 10% of growth, makes the next execution plan it again.) JIT is off: the disabled
-    /// paths' costs would otherwise pass its threshold, and compiling costs far more than these statements.
-    /// The settings ride on the BEGIN round trip and end with the transaction.
-    pub async fn begin_batch(&self) -> AppResult<Tx> {
+    /// Begins a transaction of statements that reach every row by its key: an auto-assign batch's, or the
+    /// feed sequencer's. They run thousands of times a minute: planning them afresh each time would cost
+    /// more than running them, so their plans are made once per connection and kept (`force_generic_plan`).
+    /// A kept plan must not scan what grows: these statements reach each row by its key, one lookup per
+    /// item, and with sequential and bitmap scans, avoidable sorts, hash and merge joins off, the planner is
+    /// left with those lookups (and row-id joins stay TID scans). A plan made while a table was nearly empty
+    /// may pick a wider index on a tie; autovacuum's next analyze of the table, due every 10% of growth,
+    /// makes the next execution plan it again. JIT is off: the disabled paths' costs would pass its
+    /// threshold, and compiling costs far more than these statements. The settings ride on the BEGIN round
+    /// trip and end with the transaction.
+    pub async fn begin_keyed(&self) -> AppResult<Tx> {
         Ok(self
             .pool
             .begin_with(
