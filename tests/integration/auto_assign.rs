@@ -553,3 +553,136 @@ async fn trigger_records_are_pruned_after_their_retention() {
         "pruning never touches assignments"
     );
 }
+
+/// Admin "admin" and organizers org-a..c who may reply to everything in `campaign`, auto-assignment on.
+async fn seed_campaign(app: &TestApp, campaign: &str) {
+    let mut directory = app.directory().await;
+    let users = std::iter::once(("admin", pb::Role::Admin))
+        .chain(ORGANIZERS.iter().map(|org| (*org, pb::Role::Organizer)));
+    for (user_id, role) in users {
+        let user = pb::UpsertUserRequest {
+            user_id: user_id.into(),
+            role: role.into(),
+            display_name: String::new(),
+        };
+        directory
+            .upsert_user(system(campaign, user))
+            .await
+            .expect("upsert user");
+    }
+    let group = pb::CreateAccessGroupRequest {
+        name: "Inbox team".into(),
+        permissions: Some(pb::AccessGroupPermissions {
+            view: true,
+            reply: true,
+        }),
+        scope: Some(scope_all()),
+        organizer_ids: ORGANIZERS.iter().map(|o| o.to_string()).collect(),
+    };
+    app.groups()
+        .await
+        .create_access_group(as_actor_in(campaign, "admin", group))
+        .await
+        .expect("create access group");
+    let settings = pb::UpdateInboxSettingsRequest {
+        auto_assign_enabled: Some(true),
+        ..Default::default()
+    };
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor_in(campaign, "admin", settings))
+        .await
+        .expect("switch auto-assignment on");
+}
+
+#[tokio::test]
+async fn batches_spanning_campaigns_keep_every_campaign_exact_across_replicas() {
+    const CAMPAIGNS: usize = 6;
+    const CALLS_PER_CAMPAIGN: usize = 60;
+    // One batch at a time per replica, so concurrent triggers of different campaigns share transactions.
+    let app = TestApp::start_configured(&["--auto-assign-concurrency", "1"]).await;
+    let campaigns: Vec<String> = (0..CAMPAIGNS).map(|i| format!("multi-{i}")).collect();
+    for campaign in &campaigns {
+        seed_campaign(&app, campaign).await;
+    }
+    let replicas = [app.replica().await, app.replica().await];
+    let channels = [
+        app.channel().await,
+        replicas[0].channel().await,
+        replicas[1].channel().await,
+    ];
+    let calls: Vec<_> = (0..CAMPAIGNS * CALLS_PER_CAMPAIGN)
+        .map(|i| {
+            let campaign = campaigns[i % CAMPAIGNS].clone();
+            let mut client = AssignmentServiceClient::new(channels[i % 3].clone());
+            tokio::spawn(async move {
+                let conversation = format!("conv-{i:04}");
+                let request = trigger(&conversation, &format!("trigger-{i}"));
+                client
+                    .auto_assign_conversation(system(&campaign, request))
+                    .await
+                    .map(|r| (campaign, conversation, r.into_inner()))
+            })
+        })
+        .collect();
+    let mut told: HashMap<(String, String), String> = HashMap::new();
+    for call in calls {
+        let (campaign, conversation, reply) = call.await.unwrap().expect("every trigger succeeds");
+        assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Assigned);
+        told.insert((campaign, conversation), reply.assignee_id.unwrap());
+    }
+
+    // Batches did span campaigns: a trigger record's `received_at` is its transaction's start (`now()`).
+    let spanning: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT 1 FROM auto_assign_triggers \
+          GROUP BY received_at HAVING count(DISTINCT campaign_id) > 1) AS shared",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert!(spanning > 0, "no batch held triggers of two campaigns");
+
+    for campaign in &campaigns {
+        // In commit order, each campaign's assignments follow its own rotation exactly, once each, and
+        // its history is its state.
+        let events: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT conversation_id, to_user_id, seq FROM assignment_events \
+              WHERE campaign_id = $1 AND source = 'AUTO' ORDER BY event_id",
+        )
+        .bind(campaign)
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(events.len(), CALLS_PER_CAMPAIGN, "{campaign}");
+        for (i, (conversation, assignee, _)) in events.iter().enumerate() {
+            assert_eq!(
+                assignee,
+                ORGANIZERS[i % ORGANIZERS.len()],
+                "{campaign}: event {i} broke the rotation"
+            );
+            let key = (campaign.clone(), conversation.clone());
+            assert_eq!(told.get(&key), Some(assignee), "{campaign}: caller told");
+        }
+        let stored: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT conversation_id, assignee_id FROM conversations WHERE campaign_id = $1",
+        )
+        .bind(campaign)
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        assert_eq!(stored.len(), CALLS_PER_CAMPAIGN);
+        for (conversation, assignee) in stored {
+            assert_eq!(
+                told.get(&(campaign.clone(), conversation)),
+                assignee.as_ref(),
+                "{campaign}: state = history"
+            );
+        }
+        // The batches numbered their own events before committing, in commit order.
+        let numbers: Vec<Option<i64>> = events.iter().map(|(_, _, seq)| *seq).collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0].is_some() && w[0] < w[1]),
+            "{campaign}: feed numbers {numbers:?}"
+        );
+    }
+}
