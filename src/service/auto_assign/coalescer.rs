@@ -243,7 +243,7 @@ impl Coalescer {
             campaigns: Vec::new(),
         };
         loop {
-            let parts = {
+            let mut parts = {
                 let mut state = self.state.lock().expect("coalescer state");
                 let parts = self.take_batch(&mut state);
                 if parts.is_empty() {
@@ -257,10 +257,10 @@ impl Coalescer {
             };
             let span = batch_span(&parts);
             let batch: Vec<CampaignBatch> = parts
-                .iter()
+                .iter_mut()
                 .map(|part| CampaignBatch {
                     campaign_id: part.campaign_id.clone(),
-                    triggers: part.triggers.clone(),
+                    triggers: std::mem::take(&mut part.triggers),
                 })
                 .collect();
             tracing::debug!(campaigns = batch.len(), "auto-assign batch");
