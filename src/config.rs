@@ -70,7 +70,7 @@ pub struct Config {
 
     /// Most auto-assign batches this replica runs at once. Fewer means larger batches (less work per
     /// trigger); more means less waiting while another batch holds the database.
-    #[arg(long, env = "AUTO_ASSIGN_CONCURRENCY", default_value_t = 4,
+    #[arg(long, env = "AUTO_ASSIGN_CONCURRENCY", default_value_t = 2,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub auto_assign_concurrency: usize,
 
