@@ -73,15 +73,7 @@ async fn drive_manual(addr: &str, callers: usize, duration: Duration) -> Figures
             latencies
         }));
     }
-    let mut latencies_us = Vec::new();
-    for task in tasks {
-        latencies_us.extend(task.await.unwrap());
-    }
-    Figures {
-        calls: latencies_us.len(),
-        seconds: start.elapsed().as_secs_f64(),
-        latencies_us,
-    }
+    Figures::collect(tasks, start).await
 }
 
 /// The hot campaigns with routing in play: name, what the table calls it, and its settings.
@@ -158,6 +150,19 @@ struct Figures {
 }
 
 impl Figures {
+    /// Waits for the callers' tasks (each returns its calls' latencies) started at `start`.
+    async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>, start: Instant) -> Self {
+        let mut latencies_us = Vec::new();
+        for task in tasks {
+            latencies_us.extend(task.await.unwrap());
+        }
+        Figures {
+            calls: latencies_us.len(),
+            seconds: start.elapsed().as_secs_f64(),
+            latencies_us,
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.calls as f64 / self.seconds
     }
@@ -231,15 +236,7 @@ async fn drive(
             latencies
         }));
     }
-    let mut latencies_us = Vec::new();
-    for task in tasks {
-        latencies_us.extend(task.await.unwrap());
-    }
-    Figures {
-        calls: latencies_us.len(),
-        seconds: start.elapsed().as_secs_f64(),
-        latencies_us,
-    }
+    Figures::collect(tasks, start).await
 }
 
 /// pgbench with `script` at `clients` for `duration`; latencies from its per-transaction log. `target` is

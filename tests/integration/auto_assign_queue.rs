@@ -16,14 +16,7 @@ async fn campaign(flags: &[&str]) -> TestApp {
     app.organizer("org-a").await;
     app.group("admin", "Inbox team", &["org-a"], true, scope_all())
         .await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            auto_assign_enabled: Some(true),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.enable_auto_assign().await;
     app
 }
 

@@ -276,14 +276,7 @@ async fn an_event_committed_late_with_an_early_id_is_seen_once() {
 #[tokio::test]
 async fn watchers_on_three_replicas_receive_the_same_history() {
     let app = campaign().await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            auto_assign_enabled: Some(true),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.enable_auto_assign().await;
     let replicas = [app.replica().await, app.replica().await];
     let mut watchers = vec![
         watch(&app, None, "").await,

@@ -100,14 +100,7 @@ async fn a_target_deactivated_while_the_reassign_waits_is_refused() {
 #[tokio::test]
 async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is_skipped() {
     let app = campaign().await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            auto_assign_enabled: Some(true),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.enable_auto_assign().await;
     let (held, pid) = app
         .hold_locks("SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE")
         .await;

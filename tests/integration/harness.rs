@@ -284,6 +284,15 @@ impl TestApp {
             .unwrap();
     }
 
+    /// Switches auto-assignment on, as admin "admin".
+    pub async fn enable_auto_assign(&self) {
+        let settings = pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(true),
+            ..Default::default()
+        };
+        self.update_settings("admin", settings).await;
+    }
+
     pub async fn admin(&self, user_id: &str) {
         self.user(user_id, pb::Role::Admin).await;
     }

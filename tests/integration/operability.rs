@@ -38,14 +38,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
     app.organizer("org1").await;
     app.group("admin", "Everyone", &["org1"], true, scope_all())
         .await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            auto_assign_enabled: Some(true),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.enable_auto_assign().await;
     let mut watch = app
         .assignments()
         .await

@@ -536,14 +536,7 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
     app.set_availability("o1", pb::Availability::Away).await;
     app.group("admin", "Everyone", &["o1"], true, scope_all())
         .await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            auto_assign_enabled: Some(true),
-            ..Default::default()
-        },
-    )
-    .await;
+    app.enable_auto_assign().await;
     // The queue filled set-based, as QUEUED triggers would leave it.
     sqlx::query(
         "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
