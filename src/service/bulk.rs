@@ -135,8 +135,9 @@ impl BulkRun {
         })
     }
 
-    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction; returns one
-    /// decision per id, in the order sent. Malformed ids are refused one by one and never stop the others.
+    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction with kept plans
+    /// (`Store::begin_keyed`: a plan that scanned the campaign's conversations per batch grew with the
+    /// campaign, not the batch); returns one decision per id, in the order sent. Malformed ids are refused one by one and never stop the others.
     #[tracing::instrument(name = "bulk.chunk", skip_all, fields(size = ids.len()))]
     pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
         debug_assert!(ids.len() <= BATCH_SIZE);
@@ -147,7 +148,7 @@ impl BulkRun {
             .partition(|(_, id)| validate::id("conversation_id", id).is_ok());
         let valid_ids: Vec<String> = valid.iter().map(|(_, id)| (*id).clone()).collect();
 
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_keyed().await?;
         let items = bulk::lock_batch(
             &mut tx,
             &self.call.campaign_id,

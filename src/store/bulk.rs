@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
-use super::{Conn, grant_exists};
+use super::{Conn, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
 use crate::error::AppResult;
@@ -18,7 +18,9 @@ struct ItemRead {
 }
 
 /// Locks the batch's conversations (in byte order of id, so lockers never deadlock) and reads what the
-/// rules need of each. `items[i]` is `None` when `ids[i]` does not exist.
+/// rules need of each. `items[i]` is `None` when `ids[i]` does not exist. Runs in a `begin_keyed`
+/// transaction: each conversation is reached by its key, and the targets' reply grants are read once for
+/// the batch, then matched against each conversation's scope (not looked up per target and row).
 pub async fn lock_batch(
     conn: &mut Conn,
     campaign_id: &str,
@@ -27,14 +29,21 @@ pub async fn lock_batch(
     target_ids: &[String],
 ) -> AppResult<Vec<Option<ItemState>>> {
     let sql = format!(
-        "SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_group_view, \
-                ARRAY(SELECT t FROM unnest($4::text[]) AS t WHERE {}) AS targets_with_access \
+        "WITH target_grants AS MATERIALIZED ( \
+           SELECT m.user_id, g.campaign_id, g.access_group_id, g.scope_all, g.scope_tags \
+             FROM unnest($4::text[]) AS t(user_id) \
+             JOIN access_group_organizers m ON m.campaign_id = $1 AND m.user_id = t.user_id \
+             JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id \
+            WHERE g.can_reply \
+         ) \
+         SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_group_view, \
+                ARRAY(SELECT DISTINCT tg.user_id FROM target_grants tg WHERE {}) AS targets_with_access \
          FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
          ORDER BY c.conversation_id COLLATE \"C\" \
          FOR UPDATE OF c",
         grant_exists("$3", "can_view"),
-        grant_exists("t", "can_reply"),
+        scope_covers("tg", "c"),
     );
     let reads: Vec<ItemRead> = sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -87,7 +96,8 @@ pub struct BulkChange<'a> {
 }
 
 /// Writes a batch's changes with their `bulk` history events and, for grants, the grant group's members
-/// and conversations, in one statement.
+/// and conversations, in one statement (in the batch's `begin_keyed` transaction: rows are changed by key,
+/// and a waiting conversation is found by its key, never by scanning the campaign's queue).
 pub async fn write_decisions(
     conn: &mut Conn,
     change: BulkChange<'_>,
@@ -154,9 +164,11 @@ pub async fn write_decisions(
            SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL \
            ON CONFLICT DO NOTHING \
          ), left_queue AS ( \
-           DELETE FROM waiting_conversations w USING changed \
-            WHERE w.campaign_id = $1 AND w.conversation_id = changed.conversation_id \
-              AND changed.assignee_id IS NOT NULL \
+           DELETE FROM waiting_conversations w \
+            USING changed CROSS JOIN LATERAL ( \
+                    SELECT ctid AS row_id FROM waiting_conversations \
+                     WHERE campaign_id = $1 AND conversation_id = changed.conversation_id LIMIT 1) AS x \
+            WHERE changed.assignee_id IS NOT NULL AND w.ctid = x.row_id \
            RETURNING w.conversation_id \
          ), left_events AS ( \
            INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \

@@ -122,8 +122,8 @@ impl Store {
         Ok(self.pool.acquire().await?)
     }
 
-    /// Begins a transaction of statements that reach every row by its key: an auto-assign batch's, or the
-    /// feed sequencer's. They run thousands of times a minute: planning them afresh each time would cost
+    /// Begins a transaction of statements that reach every row by its key: an auto-assign batch's, a bulk
+    /// batch's, or the feed sequencer's. They run thousands of times a minute: planning them afresh each time would cost
     /// more than running them, so their plans are made once per connection and kept (`force_generic_plan`).
     /// A kept plan must not scan what grows: these statements reach each row by its key, one lookup per
     /// item, and with sequential and bitmap scans, avoidable sorts, hash and merge joins off, the planner is

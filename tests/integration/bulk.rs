@@ -896,3 +896,139 @@ async fn the_open_counts_capacity_reads_follow_every_kind_of_change() {
     let (kept, counted) = routing_loads(&app).await;
     assert_eq!(kept, counted, "folded");
 }
+
+#[tokio::test]
+async fn each_target_gets_exactly_what_its_groups_scopes_cover() {
+    let app = campaign(0).await;
+    app.conversation("vip-1", &["vip"]).await;
+    app.conversation("listed-1", &[]).await;
+    app.conversation("plain-1", &[]).await;
+    for org in ["tagged", "listed", "viewer"] {
+        app.organizer(org).await;
+    }
+    app.group("admin", "VIPs", &["tagged"], true, scope_tags(&["vip"]))
+        .await;
+    app.group(
+        "admin",
+        "One conversation",
+        &["listed"],
+        true,
+        scope_conversations(&["listed-1"]),
+    )
+    .await;
+    app.group("admin", "Readers", &["viewer"], false, scope_all())
+        .await;
+    let all = vec!["vip-1".to_string(), "listed-1".into(), "plain-1".into()];
+    let outcomes = |items: Vec<pb::BulkItemResult>| -> Vec<(String, pb::BulkItemOutcome)> {
+        items
+            .iter()
+            .map(|i| (i.conversation_id.clone(), i.outcome()))
+            .collect()
+    };
+    use pb::BulkItemOutcome as O;
+
+    // View without reply covers nothing to assign.
+    let (items, _) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["viewer"]), vec![all.clone()]),
+    )
+    .await
+    .unwrap();
+    assert!(items.iter().all(|i| i.outcome() == O::Refused), "{items:?}");
+
+    let (items, _) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["listed"]), vec![all.clone()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes(items),
+        vec![
+            ("vip-1".into(), O::Refused),
+            ("listed-1".into(), O::Assigned),
+            ("plain-1".into(), O::Refused)
+        ]
+    );
+
+    let (items, _) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(
+            options(&["tagged"]),
+            vec![vec!["vip-1".into(), "plain-1".into()]],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes(items),
+        vec![
+            ("vip-1".into(), O::Assigned),
+            ("plain-1".into(), O::Refused)
+        ]
+    );
+    assert_eq!(app.stored("vip-1").await.0.as_deref(), Some("tagged"));
+    assert_eq!(app.stored("listed-1").await.0.as_deref(), Some("listed"));
+    assert_eq!(app.stored("plain-1").await.0, None);
+}
+
+#[tokio::test]
+async fn a_bulk_assignment_takes_conversations_out_of_the_waiting_queue() {
+    let app = campaign(0).await;
+    app.enable_auto_assign().await;
+    for org in ["o1", "o2", "o3"] {
+        app.set_availability(org, pb::Availability::Away).await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("w{i}");
+        let reply = app
+            .assignments()
+            .await
+            .auto_assign_conversation(system(
+                CAMPAIGN,
+                pb::AutoAssignConversationRequest {
+                    conversation_id: id.clone(),
+                    trigger_id: format!("t-{id}"),
+                    member_id: format!("m-{id}"),
+                    member_tags: vec![],
+                },
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Queued);
+        ids.push(id);
+    }
+    assert_eq!(app.count("waiting_conversations").await, 3);
+
+    let (items, _) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(options(&["o1"]), vec![ids[..2].to_vec()]),
+    )
+    .await
+    .unwrap();
+    assert!(
+        items
+            .iter()
+            .all(|i| i.outcome() == pb::BulkItemOutcome::Assigned)
+    );
+    assert_eq!(
+        app.count("waiting_conversations").await,
+        1,
+        "w2 still waits"
+    );
+    assert_eq!(
+        app.count(
+            "assignment_events WHERE action = 'LEFT_QUEUE' AND source = 'BULK' \
+             AND conversation_id IN ('w0', 'w1')"
+        )
+        .await,
+        2,
+        "each conversation taken from the queue has its LEFT_QUEUE event"
+    );
+}
