@@ -20,7 +20,8 @@ struct ItemRead {
 /// Locks the batch's conversations (in byte order of id, so lockers never deadlock) and reads what the
 /// rules need of each. `items[i]` is `None` when `ids[i]` does not exist. Runs in a `begin_keyed`
 /// transaction: each conversation is reached by its key, and the targets' reply grants are read once for
-/// the batch, then matched against each conversation's scope (not looked up per target and row).
+/// the batch, then matched against each conversation's scope (not looked up per target and row). A target
+/// in several covering groups is listed once per group: the rules only ask whether it is listed.
 pub async fn lock_batch(
     conn: &mut Conn,
     campaign_id: &str,
@@ -37,7 +38,7 @@ pub async fn lock_batch(
             WHERE g.can_reply \
          ) \
          SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_group_view, \
-                ARRAY(SELECT DISTINCT tg.user_id FROM target_grants tg WHERE {}) AS targets_with_access \
+                ARRAY(SELECT tg.user_id FROM target_grants tg WHERE {}) AS targets_with_access \
          FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
          JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
          ORDER BY c.conversation_id COLLATE \"C\" \
