@@ -10,10 +10,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::context::actor_call;
 use super::status::refusal;
 use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
-use crate::error::{AppError, Reason};
+use crate::error::{AppError, AppResult, Reason};
 use crate::pb;
 use crate::service::auto_assign::Coalescer;
-use crate::service::bulk::{BulkRun, OptionsRequest, batches, message_ids};
+use crate::service::bulk::{BulkRun, OptionsRequest, PreparedBatch, batches, message_ids};
 use crate::service::feed::Feed;
 use crate::store::Store;
 
@@ -101,9 +101,6 @@ fn idle_status(idle: Duration) -> Status {
     )
 }
 
-/// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
-/// the rest of the request stream is processed by a task feeding that stream. A stream that sends no
-/// message for `idle` is ended with DEADLINE_EXCEEDED (STREAM_IDLE).
 /// What follows each committed batch: the feed advances, and for unassign and reassign, which may free
 /// organizers, the coalescer drains the campaign's waiting conversations.
 pub(super) struct AfterBatch {
@@ -111,6 +108,31 @@ pub(super) struct AfterBatch {
     pub freed: Option<Coalescer>,
 }
 
+impl AfterBatch {
+    /// A written chunk's answer for the client: its decisions, counted into the run, once the feed and the
+    /// coalescer have been told of its commit; or the error that ends the stream.
+    fn answer<Resp: From<Outbound>>(
+        &self,
+        bulk: &mut BulkRun,
+        campaign_id: &str,
+        written: AppResult<Vec<ItemDecision>>,
+    ) -> Result<Resp, Status> {
+        let decisions = written?;
+        bulk.record(&decisions);
+        self.feed.wake(campaign_id);
+        if let Some(coalescer) = &self.freed {
+            coalescer.poke(campaign_id);
+        }
+        Ok(Outbound::Results(pb::BulkResults {
+            items: decisions.into_iter().map(item_result).collect(),
+        })
+        .into())
+    }
+}
+
+/// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
+/// the rest of the request stream is processed by a task feeding that stream. A stream that sends no
+/// message for `idle` is ended with DEADLINE_EXCEEDED (STREAM_IDLE).
 pub(super) async fn run<Req, Resp>(
     store: &Store,
     action: BulkAction,
@@ -203,24 +225,50 @@ where
                 continue;
             }
             // One transaction per chunk, and its results go out as soon as it commits: whatever happens
-            // later, what the client was told is exactly what was done.
-            for batch in batches(&ids) {
-                let result = match bulk.process(batch).await {
-                    Ok(decisions) => {
-                        after.feed.wake(&campaign_id);
-                        if let Some(coalescer) = &after.freed {
-                            coalescer.poke(&campaign_id);
-                        }
-                        Ok(Outbound::Results(pb::BulkResults {
-                            items: decisions.into_iter().map(item_result).collect(),
-                        })
-                        .into())
+            // later, what the client was told is exactly what was done. While one chunk writes and commits,
+            // the next is locked, read and decided on a connection of its own; chunks are written in order,
+            // and the message's last one is written before the next message is awaited (no transaction
+            // waits on the client).
+            let mut writing: Option<PreparedBatch> = None;
+            for batch in batches(&ids).map(Some).chain(std::iter::once(None)) {
+                let (written, prepared) = match (writing.take(), batch) {
+                    (Some(previous), Some(batch)) => {
+                        let (written, prepared) =
+                            tokio::join!(previous.write(), bulk.prepare(batch));
+                        (Some(written), Some(prepared))
                     }
-                    Err(err) => Err(Status::from(err)),
+                    (Some(previous), None) => (Some(previous.write().await), None),
+                    (None, Some(batch)) => (None, Some(bulk.prepare(batch).await)),
+                    (None, None) => (None, None),
                 };
-                let failed = result.is_err();
-                if tx.send(result).await.is_err() || failed {
-                    return;
+                let mut prepared = prepared;
+                if let Some(written) = written {
+                    let mut answers = vec![after.answer(&mut bulk, &campaign_id, written)];
+                    // The reader is behind: commit the chunk prepared meanwhile before waiting on them, so
+                    // that no row lock waits on the client.
+                    if answers[0].is_ok()
+                        && tx.capacity() == 0
+                        && matches!(prepared, Some(Ok(_)))
+                        && let Some(Ok(next)) = prepared.take()
+                    {
+                        let written = next.write().await;
+                        answers.push(after.answer(&mut bulk, &campaign_id, written));
+                    }
+                    for answer in answers {
+                        // A failed write ends the stream; a chunk prepared beside it rolls back unanswered.
+                        let failed = answer.is_err();
+                        if tx.send(answer).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                }
+                match prepared {
+                    Some(Ok(prepared)) => writing = Some(prepared),
+                    Some(Err(err)) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        return;
+                    }
+                    None => {}
                 }
             }
         }

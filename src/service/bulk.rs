@@ -14,7 +14,7 @@ use crate::error::{AppError, AppResult, Reason};
 use crate::observability::BULK_ITEMS;
 use crate::service::{ActorCall, authenticate};
 use crate::store::bulk::BulkChange;
-use crate::store::{Conn, Store, access_groups, bulk, users};
+use crate::store::{Conn, Store, Tx, access_groups, bulk, users};
 
 /// Conversations per transaction: large enough for set-based SQL to pay off, small enough to keep row
 /// locks short.
@@ -60,6 +60,9 @@ pub fn batches(ids: &[String]) -> std::slice::Chunks<'_, String> {
 struct GrantGroup {
     id: Uuid,
     name: String,
+    /// A batch that creates it has been prepared (it is written before any later batch).
+    claimed: bool,
+    /// That batch committed.
     created: bool,
 }
 
@@ -116,6 +119,7 @@ impl BulkRun {
                 Some(GrantGroup {
                     id: Uuid::new_v4(),
                     name: name.clone(),
+                    claimed: false,
                     created: false,
                 })
             }
@@ -135,11 +139,23 @@ impl BulkRun {
         })
     }
 
-    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction with kept plans
-    /// (`Store::begin_keyed`: a plan that scanned the campaign's conversations per batch grew with the
-    /// campaign, not the batch); returns one decision per id, in the order sent. Malformed ids are refused one by one and never stop the others.
-    #[tracing::instrument(name = "bulk.chunk", skip_all, fields(size = ids.len()))]
+    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction: [`Self::prepare`],
+    /// [`PreparedBatch::write`], [`Self::record`]. Returns one decision per id, in the order sent.
     pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
+        let decisions = self.prepare(ids).await?.write().await?;
+        self.record(&decisions);
+        Ok(decisions)
+    }
+
+    /// Begins one batch's transaction (at most [`BATCH_SIZE`] ids) with kept plans (`Store::begin_keyed`: a
+    /// plan that scanned the campaign's conversations per batch grew with the campaign, not the batch),
+    /// locks and reads its conversations and the directory, and decides every id, carrying the round-robin
+    /// turns and the ids answered on to the next batch. Nothing is written yet: the batch holds its row locks
+    /// until [`PreparedBatch::write`], and the next batch may be prepared meanwhile (its rows are others',
+    /// or wait for this one's commit), as long as batches are written in the order prepared. Malformed ids
+    /// are refused one by one and never stop the others.
+    #[tracing::instrument(name = "bulk.chunk", skip_all, fields(size = ids.len()))]
+    pub async fn prepare(&mut self, ids: &[String]) -> AppResult<PreparedBatch> {
         debug_assert!(ids.len() <= BATCH_SIZE);
         type Positioned<'a> = Vec<(usize, &'a String)>;
         let (valid, malformed): (Positioned, Positioned) = ids
@@ -167,47 +183,46 @@ impl BulkRun {
             &valid_ids,
             &items,
         );
-        let grant_group = match &self.grant_group {
+        let mut create_group = None;
+        let grant_group = match self.grant_group.as_mut() {
             Some(group) if planned.iter().any(|d| d.grant) => {
-                if !group.created {
-                    bulk::create_grant_group(
-                        &mut tx,
-                        &self.call.campaign_id,
-                        group.id,
-                        &group.name,
-                    )
-                    .await?;
+                if !group.claimed {
+                    group.claimed = true;
+                    create_group = Some(group.name.clone());
                 }
                 Some(group.id)
             }
             _ => None,
         };
-        let change = BulkChange {
-            campaign_id: &self.call.campaign_id,
-            actor_id: &self.actor.user_id,
-            request_id: self.call.request_id.as_deref(),
+        Ok(PreparedBatch {
+            tx,
+            campaign_id: self.call.campaign_id.clone(),
+            actor_id: self.actor.user_id.clone(),
+            request_id: self.call.request_id.clone(),
             grant_group,
-        };
-        bulk::write_decisions(&mut tx, change, &planned).await?;
-        tx.commit().await?;
-        if let (Some(group), Some(_)) = (self.grant_group.as_mut(), grant_group) {
+            create_group,
+            planned,
+            valid: valid.into_iter().map(|(index, _)| index).collect(),
+            malformed: malformed
+                .into_iter()
+                .map(|(index, id)| (index, id.clone()))
+                .collect(),
+            len: ids.len(),
+        })
+    }
+
+    /// Counts a written batch's decisions into the run's tally and metrics.
+    pub fn record(&mut self, decisions: &[ItemDecision]) {
+        if let Some(group) = self.grant_group.as_mut()
+            && decisions.iter().any(|d| d.grant)
+        {
             group.created = true;
         }
-
-        let mut merged: Vec<Option<ItemDecision>> = vec![None; ids.len()];
-        for ((index, _), decision) in valid.iter().zip(planned) {
-            merged[*index] = Some(decision);
-        }
-        for (index, id) in malformed {
-            merged[index] = Some(ItemDecision::malformed(id));
-        }
-        let decisions: Vec<ItemDecision> = merged.into_iter().flatten().collect();
-        for decision in &decisions {
+        for decision in decisions {
             self.tally.record(decision);
             metrics::counter!(BULK_ITEMS, "action" => self.action.name(), "outcome" => decision.outcome.name())
                 .increment(1);
         }
-        Ok(decisions)
     }
 
     /// In each batch's transaction, after its conversations are locked, the actor and the targets are read
@@ -244,6 +259,53 @@ impl BulkRun {
             .as_ref()
             .filter(|g| g.created)
             .map(|g| g.id)
+    }
+}
+
+/// A batch locked, read and decided by [`BulkRun::prepare`], not yet written: its transaction holds the
+/// batch's row locks and share locks on the actor and the targets.
+pub struct PreparedBatch {
+    tx: Tx,
+    campaign_id: String,
+    actor_id: String,
+    request_id: Option<String>,
+    /// The grant group that records permissions given by this batch's grants.
+    grant_group: Option<Uuid>,
+    /// The name of the grant group, when this batch creates it.
+    create_group: Option<String>,
+    /// One decision per valid id, in the order sent.
+    planned: Vec<ItemDecision>,
+    /// Where each valid id stood in the batch.
+    valid: Vec<usize>,
+    malformed: Vec<(usize, String)>,
+    len: usize,
+}
+
+impl PreparedBatch {
+    /// Writes the batch's changes and commits; returns one decision per id, in the order sent. Count them
+    /// with [`BulkRun::record`].
+    #[tracing::instrument(name = "bulk.write", skip_all, fields(size = self.len))]
+    pub async fn write(mut self) -> AppResult<Vec<ItemDecision>> {
+        if let (Some(id), Some(name)) = (self.grant_group, &self.create_group) {
+            bulk::create_grant_group(&mut self.tx, &self.campaign_id, id, name).await?;
+        }
+        let change = BulkChange {
+            campaign_id: &self.campaign_id,
+            actor_id: &self.actor_id,
+            request_id: self.request_id.as_deref(),
+            grant_group: self.grant_group,
+        };
+        bulk::write_decisions(&mut self.tx, change, &self.planned).await?;
+        self.tx.commit().await?;
+
+        let mut merged: Vec<Option<ItemDecision>> = vec![None; self.len];
+        for (index, decision) in self.valid.into_iter().zip(self.planned) {
+            merged[index] = Some(decision);
+        }
+        for (index, id) in self.malformed {
+            merged[index] = Some(ItemDecision::malformed(&id));
+        }
+        Ok(merged.into_iter().flatten().collect())
     }
 }
 

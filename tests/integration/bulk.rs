@@ -1032,3 +1032,132 @@ async fn a_bulk_assignment_takes_conversations_out_of_the_waiting_queue() {
         "each conversation taken from the queue has its LEFT_QUEUE event"
     );
 }
+
+#[tokio::test]
+async fn the_chunks_of_one_large_message_are_written_in_order_while_the_next_is_prepared() {
+    let app = campaign(1100).await;
+    // Three chunks (500, 500, 103): a repeat across chunks, a malformed id in the second, and a target
+    // whose grants the first chunk's new group records and the later chunks extend.
+    let mut ids: Vec<String> = (0..1100).map(conv).collect();
+    ids.insert(700, conv(5));
+    ids.insert(800, "bad id".into());
+    ids.push(conv(1099));
+    ids.push(conv(0));
+    let mut grant = options(&["o1", "lone"]);
+    grant.grant_access = true;
+    grant.new_access_group_name = "Lone's share".into();
+    let (items, summary) = bulk_assign(
+        &mut app.assignments().await,
+        "admin",
+        assign_stream(grant, vec![ids.clone()]),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(items.len(), ids.len(), "one result per id sent");
+    use pb::BulkItemOutcome as O;
+    let mut turn = 0;
+    for (item, id) in items.iter().zip(&ids) {
+        assert_eq!(&item.conversation_id, id, "results come in the order sent");
+        match id.as_str() {
+            "bad id" => assert_eq!(item.outcome(), O::Refused),
+            _ if item.outcome() == O::Unchanged => {}
+            _ => {
+                assert_eq!(item.outcome(), O::Assigned, "{id}");
+                let expected = ["o1", "lone"][turn % 2];
+                assert_eq!(item.assignee_id.as_deref(), Some(expected), "{id}");
+                assert_eq!(item.access_granted, expected == "lone", "{id}");
+                assert_eq!(app.stored(id).await.0.as_deref(), Some(expected));
+                turn += 1;
+            }
+        }
+    }
+    let duplicates: Vec<usize> = (0..ids.len())
+        .filter(|&i| items[i].outcome() == O::Unchanged)
+        .collect();
+    assert_eq!(
+        duplicates,
+        vec![700, 1102, 1103],
+        "repeats are answered once"
+    );
+    assert_eq!((summary.assigned, turn), (1100, 1100));
+    assert_eq!(summary.per_assignee["o1"], 550);
+    assert_eq!(summary.per_assignee["lone"], 550);
+    assert_eq!(
+        app.count("assignment_events WHERE source = 'BULK'").await,
+        1100,
+        "one event per assignment, none for repeats"
+    );
+    assert_eq!(app.count("access_groups").await, 2, "one group was created");
+    assert_eq!(
+        app.count("access_group_conversations").await,
+        550,
+        "it covers every conversation granted to lone, from every chunk"
+    );
+    assert!(summary.created_access_group_id.is_some());
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_behind_holds_no_row_lock() {
+    let app = campaign(0).await;
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+         SELECT $1, 'slow-' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(0, 4999) AS n",
+    )
+    .bind(CAMPAIGN)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let ids: Vec<String> = (0..5000).map(|n| format!("slow-{n:04}")).collect();
+    // A client whose receive window holds about one message of results.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut responses = AssignmentServiceClient::new(channel)
+        .bulk_assign(as_actor(
+            "admin",
+            tokio_stream::iter(assign_stream(options(&["o1", "o2"]), vec![ids])),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Nobody reads: the stream stops once the window and the server's short queue are full.
+    let assigned = || async {
+        app.count("conversations WHERE assignee_id IS NOT NULL")
+            .await
+    };
+    let mut stalled_at = assigned().await;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = assigned().await;
+        if now == stalled_at {
+            break;
+        }
+        stalled_at = now;
+    }
+    assert!(stalled_at < 5000, "the stream waits for its reader");
+    let locked =
+        sqlx::query("SELECT 1 FROM conversations WHERE campaign_id = $1 FOR UPDATE NOWAIT")
+            .bind(CAMPAIGN)
+            .fetch_all(app.store.pool())
+            .await;
+    assert!(
+        locked.is_ok(),
+        "a stream waiting on its reader holds no conversation locked: {locked:?}"
+    );
+
+    let mut answered = 0;
+    while let Some(message) = responses.next().await {
+        if let Some(pb::bulk_assign_response::Payload::Results(results)) = message.unwrap().payload
+        {
+            answered += results.items.len();
+        }
+    }
+    assert_eq!(answered, 5000);
+    assert_eq!(assigned().await, 5000);
+}
