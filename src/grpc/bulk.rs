@@ -13,9 +13,13 @@ use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
 use crate::error::{AppError, AppResult, Reason};
 use crate::pb;
 use crate::service::auto_assign::Coalescer;
-use crate::service::bulk::{BulkRun, OptionsRequest, PreparedBatch, batches, message_ids};
+use crate::service::bulk::{BulkRun, OptionsRequest, message_ids};
 use crate::service::feed::Feed;
 use crate::store::Store;
+
+mod pipeline;
+
+use pipeline::Pipeline;
 
 pub type BulkStream<T> = ReceiverStream<Result<T, Status>>;
 
@@ -175,105 +179,20 @@ where
             .into());
         }
     };
-    let mut bulk = BulkRun::start(store.clone(), call, action, options).await?;
+    let bulk = BulkRun::start(store.clone(), call, action, options).await?;
 
     // A short queue: a slow reader slows the processing instead of growing the server's memory.
     let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(2);
-    tokio::spawn(async move {
-        let mut next = Some(first_ids);
-        loop {
-            let ids = match next.take() {
-                Some(ids) => ids,
-                None => match tokio::select! {
-                    // Nobody reads the results any more (the client left, or shutdown cut the call).
-                    () = tx.closed() => return,
-                    next = tokio::time::timeout(idle, inbound.message()) => next,
-                } {
-                    Err(_) => {
-                        let _ = tx.send(Err(idle_status(idle))).await;
-                        return;
-                    }
-                    Ok(Ok(Some(message))) => match message.into() {
-                        Inbound::Conversations(ids) => match message_ids(ids) {
-                            Ok(ids) => ids,
-                            Err(err) => {
-                                let _ = tx.send(Err(err.into())).await;
-                                return;
-                            }
-                        },
-                        Inbound::Options(_) => {
-                            let err = AppError::invalid(
-                                "options",
-                                "options may only be sent in the first message",
-                            );
-                            let _ = tx.send(Err(err.into())).await;
-                            return;
-                        }
-                        Inbound::Empty => continue,
-                    },
-                    Ok(Ok(None)) => break,
-                    // A message that is not valid protobuf: tell the client, who is still there.
-                    Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
-                    }
-                    // The client went away or broke the stream: every committed batch stays committed.
-                    Ok(Err(_)) => return,
-                },
-            };
-            if ids.is_empty() {
-                continue;
-            }
-            // One transaction per chunk, and its results go out as soon as it commits: whatever happens
-            // later, what the client was told is exactly what was done. While one chunk writes and commits,
-            // the next is locked, read and decided on a connection of its own; chunks are written in order,
-            // and the message's last one is written before the next message is awaited (no transaction
-            // waits on the client).
-            let mut writing: Option<PreparedBatch> = None;
-            for batch in batches(&ids).map(Some).chain(std::iter::once(None)) {
-                let (written, prepared) = match (writing.take(), batch) {
-                    (Some(previous), Some(batch)) => {
-                        let (written, prepared) =
-                            tokio::join!(previous.write(), bulk.prepare(batch));
-                        (Some(written), Some(prepared))
-                    }
-                    (Some(previous), None) => (Some(previous.write().await), None),
-                    (None, Some(batch)) => (None, Some(bulk.prepare(batch).await)),
-                    (None, None) => (None, None),
-                };
-                let mut prepared = prepared;
-                if let Some(written) = written {
-                    let mut answers = vec![after.answer(&mut bulk, &campaign_id, written)];
-                    // The reader is behind: commit the chunk prepared meanwhile before waiting on them, so
-                    // that no row lock waits on the client.
-                    if answers[0].is_ok()
-                        && tx.capacity() == 0
-                        && matches!(prepared, Some(Ok(_)))
-                        && let Some(Ok(next)) = prepared.take()
-                    {
-                        let written = next.write().await;
-                        answers.push(after.answer(&mut bulk, &campaign_id, written));
-                    }
-                    for answer in answers {
-                        // A failed write ends the stream; a chunk prepared beside it rolls back unanswered.
-                        let failed = answer.is_err();
-                        if tx.send(answer).await.is_err() || failed {
-                            return;
-                        }
-                    }
-                }
-                match prepared {
-                    Some(Ok(prepared)) => writing = Some(prepared),
-                    Some(Err(err)) => {
-                        let _ = tx.send(Err(err.into())).await;
-                        return;
-                    }
-                    None => {}
-                }
-            }
-        }
-        let _ = tx.send(Ok(Outbound::Summary(summary(&bulk)).into())).await;
-    });
+    let pipeline = Pipeline {
+        bulk,
+        after,
+        campaign_id,
+        inbound,
+        idle,
+        tx,
+        writing: None,
+    };
+    tokio::spawn(pipeline.run(first_ids));
     Ok(Response::new(ReceiverStream::new(rx)))
 }
 

@@ -141,11 +141,21 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
 
     let method = "/assignment.v1.AssignmentService/AutoAssignConversation";
     let mut spans = Vec::new();
-    for _ in 0..200 {
+    // Every span the assertions read, in the caller's trace (exported in batches, on a busy machine late).
+    let wanted = [
+        method,
+        "auto_assign.batch",
+        "/assignment.v1.AssignmentService/AssignConversation",
+    ];
+    for _ in 0..600 {
         spans = collector.0.lock().unwrap().clone();
-        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
-        let transactions = names.iter().filter(|n| **n == "db.transaction").count();
-        if names.contains(&method) && transactions >= 2 {
+        let ours: Vec<&str> = spans
+            .iter()
+            .filter(|s| s.trace_id == hex(TRACE_ID))
+            .map(|s| s.name.as_str())
+            .collect();
+        let transactions = ours.iter().filter(|n| **n == "db.transaction").count();
+        if wanted.iter().all(|name| ours.contains(name)) && transactions >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
