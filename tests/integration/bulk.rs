@@ -919,52 +919,40 @@ async fn each_target_gets_exactly_what_its_groups_scopes_cover() {
     app.group("admin", "Readers", &["viewer"], false, scope_all())
         .await;
     let all = vec!["vip-1".to_string(), "listed-1".into(), "plain-1".into()];
-    let outcomes = |items: Vec<pb::BulkItemResult>| -> Vec<(String, pb::BulkItemOutcome)> {
-        items
-            .iter()
-            .map(|i| (i.conversation_id.clone(), i.outcome()))
-            .collect()
-    };
     use pb::BulkItemOutcome as O;
+    let assign_to = |target: &'static str, ids: Vec<String>| {
+        let app = &app;
+        async move {
+            let (items, _) = bulk_assign(
+                &mut app.assignments().await,
+                "admin",
+                assign_stream(options(&[target]), vec![ids]),
+            )
+            .await
+            .unwrap();
+            items
+                .iter()
+                .map(|i| (i.conversation_id.clone(), i.outcome()))
+                .collect::<Vec<_>>()
+        }
+    };
 
     // View without reply covers nothing to assign.
-    let (items, _) = bulk_assign(
-        &mut app.assignments().await,
-        "admin",
-        assign_stream(options(&["viewer"]), vec![all.clone()]),
-    )
-    .await
-    .unwrap();
-    assert!(items.iter().all(|i| i.outcome() == O::Refused), "{items:?}");
-
-    let (items, _) = bulk_assign(
-        &mut app.assignments().await,
-        "admin",
-        assign_stream(options(&["listed"]), vec![all.clone()]),
-    )
-    .await
-    .unwrap();
+    let outcomes = assign_to("viewer", all.clone()).await;
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == O::Refused),
+        "{outcomes:?}"
+    );
     assert_eq!(
-        outcomes(items),
+        assign_to("listed", all.clone()).await,
         vec![
             ("vip-1".into(), O::Refused),
             ("listed-1".into(), O::Assigned),
             ("plain-1".into(), O::Refused)
         ]
     );
-
-    let (items, _) = bulk_assign(
-        &mut app.assignments().await,
-        "admin",
-        assign_stream(
-            options(&["tagged"]),
-            vec![vec!["vip-1".into(), "plain-1".into()]],
-        ),
-    )
-    .await
-    .unwrap();
     assert_eq!(
-        outcomes(items),
+        assign_to("tagged", vec!["vip-1".into(), "plain-1".into()]).await,
         vec![
             ("vip-1".into(), O::Assigned),
             ("plain-1".into(), O::Refused)
@@ -985,21 +973,7 @@ async fn a_bulk_assignment_takes_conversations_out_of_the_waiting_queue() {
     let mut ids = Vec::new();
     for i in 0..3 {
         let id = format!("w{i}");
-        let reply = app
-            .assignments()
-            .await
-            .auto_assign_conversation(system(
-                CAMPAIGN,
-                pb::AutoAssignConversationRequest {
-                    conversation_id: id.clone(),
-                    trigger_id: format!("t-{id}"),
-                    member_id: format!("m-{id}"),
-                    member_tags: vec![],
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
+        let reply = app.auto_assign(&id).await;
         assert_eq!(reply.outcome(), pb::AutoAssignOutcome::Queued);
         ids.push(id);
     }

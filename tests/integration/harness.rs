@@ -422,6 +422,17 @@ impl TestApp {
             .unwrap();
     }
 
+    /// The flow builder's trigger for a new conversation of the campaign (trigger and member ids derived
+    /// from it), and the service's answer.
+    pub async fn auto_assign(&self, conversation: &str) -> pb::AutoAssignConversationResponse {
+        self.assignments()
+            .await
+            .auto_assign_conversation(system(CAMPAIGN, auto_assign_request(conversation)))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// How many rows `table` holds.
     pub async fn count(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
@@ -440,6 +451,16 @@ impl Drop for TestApp {
 }
 
 /// A request acting as `actor` in the default campaign.
+/// The flow builder's trigger for a new conversation (trigger and member ids derived from it).
+pub fn auto_assign_request(conversation: &str) -> pb::AutoAssignConversationRequest {
+    pb::AutoAssignConversationRequest {
+        conversation_id: conversation.into(),
+        trigger_id: format!("t-{conversation}"),
+        member_id: format!("m-{conversation}"),
+        member_tags: vec![],
+    }
+}
+
 pub fn as_actor<T>(actor: &str, message: T) -> Request<T> {
     as_actor_in(CAMPAIGN, actor, message)
 }

@@ -29,21 +29,7 @@ async fn campaign(settings: pb::UpdateInboxSettingsRequest) -> TestApp {
 
 /// Auto-assigns a new conversation: its outcome and assignee.
 async fn route(app: &TestApp, conversation: &str) -> (pb::AutoAssignOutcome, Option<String>) {
-    let reply = app
-        .assignments()
-        .await
-        .auto_assign_conversation(system(
-            CAMPAIGN,
-            pb::AutoAssignConversationRequest {
-                conversation_id: conversation.into(),
-                trigger_id: format!("t-{conversation}"),
-                member_id: format!("m-{conversation}"),
-                member_tags: vec![],
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner();
+    let reply = app.auto_assign(conversation).await;
     (reply.outcome(), reply.assignee_id)
 }
 

@@ -30,26 +30,12 @@ async fn campaign(organizers: &[&str], settings: pb::UpdateInboxSettingsRequest)
     app
 }
 
-/// The flow builder's trigger for a new conversation (trigger and member ids derived from it).
 fn trigger_request(conversation: &str) -> tonic::Request<pb::AutoAssignConversationRequest> {
-    system(
-        CAMPAIGN,
-        pb::AutoAssignConversationRequest {
-            conversation_id: conversation.into(),
-            trigger_id: format!("t-{conversation}"),
-            member_id: format!("m-{conversation}"),
-            member_tags: vec![],
-        },
-    )
+    system(CAMPAIGN, auto_assign_request(conversation))
 }
 
 async fn trigger(app: &TestApp, conversation: &str) -> pb::AutoAssignConversationResponse {
-    app.assignments()
-        .await
-        .auto_assign_conversation(trigger_request(conversation))
-        .await
-        .unwrap()
-        .into_inner()
+    app.auto_assign(conversation).await
 }
 
 async fn waiting(app: &TestApp) -> Vec<String> {
