@@ -1135,3 +1135,98 @@ async fn a_reader_that_falls_behind_holds_no_row_lock() {
     assert_eq!(answered, 5000);
     assert_eq!(assigned().await, 5000);
 }
+
+#[tokio::test]
+async fn overlapping_streams_on_two_replicas_assign_each_conversation_once() {
+    let app = campaign(0).await;
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+         SELECT $1, 'x-' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(0, 2399) AS n",
+    )
+    .bind(CAMPAIGN)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    let id = |n: usize| format!("x-{n:04}");
+    let replicas = [app.replica().await, app.replica().await];
+    // Two streams of pipelined chunks over a shared middle (600..1800), in opposite orders, each in
+    // messages of 700 ids (a chunk boundary inside each message).
+    let first: Vec<String> = (0..1800).map(id).collect();
+    let second: Vec<String> = (600..2400).rev().map(id).collect();
+    let streams = [
+        (&replicas[0], options(&["o1", "o2"]), first),
+        (&replicas[1], options(&["o3"]), second),
+    ]
+    .map(|(replica, options, ids)| {
+        let messages = ids.chunks(700).map(<[String]>::to_vec).collect();
+        let request = assign_stream(options, messages);
+        async move {
+            bulk_assign(&mut replica.assignments().await, "admin", request)
+                .await
+                .unwrap()
+        }
+    });
+    let [(first_items, first_summary), (second_items, second_summary)] =
+        futures_util::future::join_all(streams)
+            .await
+            .try_into()
+            .unwrap();
+
+    assert_eq!(first_items.len() + second_items.len(), 3600);
+    assert_eq!(
+        first_summary.assigned + second_summary.assigned,
+        2400,
+        "every conversation assigned by exactly one stream"
+    );
+    let stored: HashMap<String, String> = sqlx::query_as(
+        "SELECT conversation_id, assignee_id FROM conversations WHERE campaign_id = $1",
+    )
+    .bind(CAMPAIGN)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut told = HashMap::new();
+    for item in first_items.iter().chain(&second_items) {
+        match item.outcome() {
+            pb::BulkItemOutcome::Assigned => {
+                let to = item.assignee_id.clone().unwrap();
+                assert_eq!(
+                    stored[&item.conversation_id], to,
+                    "what was said is what was done"
+                );
+                assert!(
+                    told.insert(item.conversation_id.clone(), to).is_none(),
+                    "{} assigned twice",
+                    item.conversation_id
+                );
+            }
+            outcome => {
+                assert_eq!(outcome, pb::BulkItemOutcome::Refused);
+                assert_eq!(item.reason, "ALREADY_ASSIGNED");
+            }
+        }
+    }
+    assert_eq!(told.len(), 2400);
+    let events: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, to_user_id FROM assignment_events \
+         WHERE campaign_id = $1 AND source = 'BULK' AND action = 'ASSIGN'",
+    )
+    .bind(CAMPAIGN)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 2400, "one event per assignment");
+    for (conversation, to) in events {
+        assert_eq!(stored[&conversation], to, "history matches state");
+    }
+    // The first stream's turns alternate over o1 and o2, whatever the other took.
+    let first_turns: Vec<&str> = first_items
+        .iter()
+        .filter_map(|i| i.assignee_id.as_deref())
+        .collect();
+    for (turn, assignee) in first_turns.iter().enumerate() {
+        assert_eq!(*assignee, ["o1", "o2"][turn % 2]);
+    }
+}
