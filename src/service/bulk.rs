@@ -49,7 +49,7 @@ pub fn message_ids(ids: Vec<String>) -> AppResult<Vec<String>> {
     Ok(ids)
 }
 
-/// A message's ids cut into the batches [`BulkRun::process`] takes, one transaction each.
+/// A message's ids cut into the chunks [`BulkRun::prepare`] takes, one transaction each.
 pub fn batches(ids: &[String]) -> std::slice::Chunks<'_, String> {
     ids.chunks(BATCH_SIZE)
 }
@@ -137,14 +137,6 @@ impl BulkRun {
             state: StreamState::default(),
             tally: Tally::default(),
         })
-    }
-
-    /// Processes one batch (at most [`BATCH_SIZE`] ids, see [`batches`]) in one transaction: [`Self::prepare`],
-    /// [`PreparedBatch::write`], [`Self::record`]. Returns one decision per id, in the order sent.
-    pub async fn process(&mut self, ids: &[String]) -> AppResult<Vec<ItemDecision>> {
-        let decisions = self.prepare(ids).await?.write().await?;
-        self.record(&decisions);
-        Ok(decisions)
     }
 
     /// Begins one batch's transaction (at most [`BATCH_SIZE`] ids) with kept plans (`Store::begin_keyed`: a
