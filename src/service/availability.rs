@@ -37,6 +37,18 @@ pub async fn set_availability(
     let wanted = availability.expect("checked above");
 
     let mut tx = store.begin().await?;
+    // Going away may return the user's conversations to the queue. Auto-assign batches take the campaign's
+    // lock, then conversations, then share-lock the organizers; single changes take a conversation, then
+    // its users. So the campaign's lock comes first here, then the conversations, then the user: no cycle.
+    let settings = if wanted == Availability::Available {
+        None
+    } else {
+        inbox_settings::lock(&mut tx, setter.campaign_id()).await?
+    };
+    let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
+    if returns {
+        waiting::lock_returnable(&mut tx, setter.campaign_id(), &target_id).await?;
+    }
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
     let actor = match setter {
         Caller::Actor(call) => {
@@ -71,9 +83,7 @@ pub async fn set_availability(
     )
     .await?;
     // Going away with RETURN_TO_QUEUE: their open conversations go to the front of the queue, for others.
-    let settings = inbox_settings::get(&mut tx, setter.campaign_id()).await?;
-    let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
-    if returns && wanted != Availability::Available && user.role == Role::Organizer {
+    if returns && user.role == Role::Organizer {
         waiting::return_to_queue(
             &mut tx,
             setter.campaign_id(),

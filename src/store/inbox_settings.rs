@@ -16,6 +16,16 @@ pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSe
         .await?)
 }
 
+/// The settings, locked `FOR UPDATE`: this is the campaign's auto-assign lock, which auto-assign batches
+/// take first; a change that may move conversations in and out of the queue takes it first too.
+pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
+    let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .fetch_optional(conn)
+        .await?)
+}
+
 /// Applies the fields `change` sets, creating the campaign's row if it has none.
 pub async fn update(
     conn: &mut Conn,

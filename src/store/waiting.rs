@@ -87,6 +87,21 @@ pub async fn positions(
     Ok(rows.into_iter().collect())
 }
 
+/// Locks `user_id`'s open conversations (in byte order of id, as every locker of several does), before the
+/// user's own row is locked: changes of one conversation lock it before its users, so this order never
+/// waits on them in a cycle. [`return_to_queue`] then returns them.
+pub async fn lock_returnable(conn: &mut Conn, campaign_id: &str, user_id: &str) -> AppResult<()> {
+    sqlx::query(
+        "SELECT 1 FROM conversations WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
+         ORDER BY conversation_id COLLATE \"C\" FOR UPDATE",
+    )
+    .bind(campaign_id)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Puts an organizer's open conversations back: unassigned (with `auto` UNASSIGN events that say why) and
 /// at the front of the queue, in one statement. Returns their ids.
 pub async fn return_to_queue(

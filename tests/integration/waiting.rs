@@ -558,3 +558,70 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
         "oldest first"
     );
 }
+
+/// An organizer going away while an auto-assign batch runs: the batch holds the campaign's lock and waits to
+/// share-lock the organizers, SetAvailability holds the organizer and must return their conversations (and
+/// flag the queue on the campaign's row). Both take the campaign's lock first, so neither waits on the other
+/// in a cycle: both succeed, no deadlock is detected and nothing is retried.
+#[tokio::test]
+async fn going_away_while_a_batch_runs_waits_for_it_instead_of_deadlocking() {
+    let app = campaign(
+        &["o1", "o2"],
+        pb::UpdateInboxSettingsRequest {
+            on_unavailable: pb::OnUnavailable::ReturnToQueue.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
+    assert_eq!(
+        trigger(&app, "c1").await.outcome(),
+        pb::AutoAssignOutcome::Assigned
+    );
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
+
+    // Something else holds o1's conversation for a moment: going away waits for it, at the step where it
+    // returns o1's conversations.
+    let (held, holder) = app
+        .hold_locks("SELECT 1 FROM conversations WHERE campaign_id = $1 AND conversation_id = 'c1' FOR UPDATE")
+        .await;
+    let away = {
+        let channel = app.channel().await;
+        tokio::spawn(async move {
+            pb::assignment_service_client::AssignmentServiceClient::new(channel)
+                .set_availability(system(
+                    CAMPAIGN,
+                    pb::SetAvailabilityRequest {
+                        user_id: "o1".into(),
+                        availability: pb::Availability::Away.into(),
+                    },
+                ))
+                .await
+        })
+    };
+    app.until_blocked_by(holder).await;
+    // A trigger meanwhile: its batch takes the campaign's lock (or waits for it) and reads the organizers.
+    let next = {
+        let channel = app.channel().await;
+        tokio::spawn(async move {
+            pb::assignment_service_client::AssignmentServiceClient::new(channel)
+                .auto_assign_conversation(system(CAMPAIGN, auto_assign_request("c2")))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    held.rollback().await.unwrap();
+
+    let away = away.await.unwrap().expect("going away succeeds");
+    assert!(away.into_inner().changed);
+    let next = next
+        .await
+        .unwrap()
+        .expect("the trigger succeeds")
+        .into_inner();
+    // The batch waited for the campaign's lock, so it saw o1 away, like everyone else: nobody is available.
+    assert_eq!(next.outcome(), pb::AutoAssignOutcome::Queued);
+    assert_eq!(app.stored("c1").await.0, None, "c1 went back to the queue");
+    assert_eq!(waiting(&app).await, ["c1", "c2"], "c1 at the front");
+}
