@@ -379,6 +379,8 @@ pub async fn update_settings(
         ));
     }
     let mut tx = store.begin().await?;
+    // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
+    inbox_settings::lock(&mut tx, &call.campaign_id).await?;
     let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
     let nothing = change.auto_assign_enabled.is_none()
