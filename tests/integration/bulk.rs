@@ -26,6 +26,21 @@ async fn campaign(conversations: usize) -> TestApp {
     app
 }
 
+/// `count` conversations `{prefix}-0000`, `{prefix}-0001`, ... straight into the table: many, fast (the
+/// directory sync is not what these tests exercise).
+async fn seed_conversations(app: &TestApp, prefix: &str, count: i64) {
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+         SELECT $1, $2 || '-' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(0, $3 - 1) AS n",
+    )
+    .bind(CAMPAIGN)
+    .bind(prefix)
+    .bind(count)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+}
+
 fn conv(i: usize) -> String {
     format!("c{i:03}")
 }
@@ -1074,14 +1089,7 @@ async fn the_chunks_of_one_large_message_are_written_in_order_while_the_next_is_
 #[tokio::test]
 async fn a_reader_that_falls_behind_holds_no_row_lock() {
     let app = campaign(0).await;
-    sqlx::query(
-        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
-         SELECT $1, 'slow-' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(0, 4999) AS n",
-    )
-    .bind(CAMPAIGN)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
+    seed_conversations(&app, "slow", 5000).await;
     let ids: Vec<String> = (0..5000).map(|n| format!("slow-{n:04}")).collect();
     // A client whose receive window holds about one message of results.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
@@ -1139,14 +1147,7 @@ async fn a_reader_that_falls_behind_holds_no_row_lock() {
 #[tokio::test]
 async fn overlapping_streams_on_two_replicas_assign_each_conversation_once() {
     let app = campaign(0).await;
-    sqlx::query(
-        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
-         SELECT $1, 'x-' || lpad(n::text, 4, '0'), 'm' || n FROM generate_series(0, 2399) AS n",
-    )
-    .bind(CAMPAIGN)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
+    seed_conversations(&app, "x", 2400).await;
     let id = |n: usize| format!("x-{n:04}");
     let replicas = [app.replica().await, app.replica().await];
     // Two streams of pipelined chunks over a shared middle (600..1800), in opposite orders, each in

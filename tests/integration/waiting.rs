@@ -444,8 +444,8 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
     }
 }
 
-#[tokio::test]
-async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_of_the_queue() {
+/// Organizers o1 (AVAILABLE) and o2 (AWAY); going away returns conversations to the queue.
+async fn returning_campaign() -> TestApp {
     let app = campaign(
         &["o1", "o2"],
         pb::UpdateInboxSettingsRequest {
@@ -456,6 +456,12 @@ async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_o
     .await;
     app.set_availability("o1", pb::Availability::Available)
         .await;
+    app
+}
+
+#[tokio::test]
+async fn an_organizer_going_away_returns_their_open_conversations_to_the_front_of_the_queue() {
+    let app = returning_campaign().await;
     app.set_availability("o2", pb::Availability::Available)
         .await;
     for id in ["c1", "c2", "c3", "c4"] {
@@ -565,16 +571,7 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
 /// in a cycle: both succeed, no deadlock is detected and nothing is retried.
 #[tokio::test]
 async fn going_away_while_a_batch_runs_waits_for_it_instead_of_deadlocking() {
-    let app = campaign(
-        &["o1", "o2"],
-        pb::UpdateInboxSettingsRequest {
-            on_unavailable: pb::OnUnavailable::ReturnToQueue.into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    app.set_availability("o1", pb::Availability::Available)
-        .await;
+    let app = returning_campaign().await;
     assert_eq!(
         trigger(&app, "c1").await.outcome(),
         pb::AutoAssignOutcome::Assigned
