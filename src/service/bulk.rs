@@ -1,7 +1,8 @@
 //! Bulk assign, unassign and reassign (BulkAssign, BulkUnassign, BulkReassign): targets resolved up front,
 //! then batch after batch, each one transaction committed whole, with the round-robin turns, the ids
-//! answered and the tally carried across batches. A run holds one batch, counters bounded by the targets,
-//! and the distinct ids it answered (so that a repeat is answered once).
+//! answered and the tally carried across batches. A run holds at most two batches (one writing, the next
+//! prepared), counters bounded by the targets, and the distinct ids it answered (so that a repeat is
+//! answered once).
 
 use uuid::Uuid;
 
