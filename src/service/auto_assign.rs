@@ -29,7 +29,7 @@ use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
 use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
-use crate::store::{self, Store, auto_assign, feed, inbox_settings};
+use crate::store::{self, Store, auto_assign, inbox_settings};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
 #[derive(Debug, Clone, Default)]
@@ -129,8 +129,9 @@ async fn run_batch_in(
     let mut tx = store.begin_keyed().await?;
     let waiting = Instant::now();
     let ids: Vec<&str> = campaigns.iter().map(|part| part.campaign_id).collect();
-    // Creates the conversations the triggers bring first, then locks.
-    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids, &campaigns).await?;
+    // Creates the conversations the triggers bring first, then locks; the feed heads too, so the write can
+    // number the campaigns' events (no sequencer transaction per campaign after the batch).
+    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids, &campaigns, true).await?;
     let lock_wait = waiting.elapsed().as_secs_f64();
     metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
     transaction.record("lock_wait_ms", lock_wait * 1e3);
@@ -226,26 +227,15 @@ async fn run_batch_in(
             store::waiting::positions(&mut tx, &part.campaign_id, &queued).await?
         });
     }
-    // The batch numbers its campaigns' events itself: no sequencer transaction per campaign after it.
-    let unfinished: Vec<String> = if written.heads_locked {
-        let numbered = feed::number_locked(&mut tx, &ids).await?;
-        numbered
-            .into_iter()
-            .filter(|n| n.numbered >= feed::SEQUENCE_LIMIT)
-            .map(|n| n.campaign_id)
-            .collect()
-    } else {
-        Vec::new()
-    };
     tx.commit().await?;
     Ok(planned
         .into_iter()
-        .zip(written.assigned)
+        .zip(&written.assigned)
         .zip(positions)
         .zip(parts)
         .map(|(((planned, assigned), positions), part)| {
-            let mut outcome = answer(planned, &assigned, &positions, &part.triggers);
-            outcome.numbered = !unfinished.contains(&part.campaign_id);
+            let mut outcome = answer(planned, assigned, &positions, &part.triggers);
+            outcome.numbered = !written.unfinished.contains(&part.campaign_id);
             outcome
         })
         .collect())

@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
 use super::conversations::COLUMNS;
+use super::feed::{FEED_CHANNEL, SEQUENCE_LIMIT};
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Load, OutcomeKind, RecordedTrigger, RotationStart, RoutingMode,
@@ -112,7 +116,7 @@ pub async fn prune_triggers(conn: &mut Conn, retention: std::time::Duration) -> 
 
 /// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    let mut cursors = lock_campaigns(conn, &[campaign_id], &[]).await?;
+    let mut cursors = lock_campaigns(conn, &[campaign_id], &[], false).await?;
     cursors
         .remove(campaign_id)
         .ok_or_else(|| missing_settings(campaign_id))
@@ -124,11 +128,14 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
 /// (auto-assignment off), so that even its triggers serialise: a redelivery racing an admin switching
 /// auto-assignment on must see one history. First, in the same statement, creates the conversations the
 /// parts' triggers name with member data that do not exist yet (in (campaign, id) order, so concurrent
-/// batches wait on each other's in one order), before any lock is taken.
+/// batches wait on each other's in one order), before any lock is taken. With `feed_heads`, after the
+/// settings rows it also locks the campaigns' feed heads (making them on first use), in the same order, so
+/// that the batch's write can number the campaigns' events (see [`write_plan`]).
 pub async fn lock_campaigns(
     conn: &mut Conn,
     campaign_ids: &[&str],
     parts: &[CampaignTriggers<'_>],
+    feed_heads: bool,
 ) -> AppResult<HashMap<String, Cursor>> {
     const COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
                            default_capacity, routing_mode, rotation_start";
@@ -152,8 +159,16 @@ pub async fn lock_campaigns(
         .iter()
         .map(|(_, t)| t.member_tags.join(TAG_SEPARATOR))
         .collect();
+    let mut heads: Vec<&str> = if feed_heads {
+        campaign_ids.to_vec()
+    } else {
+        Vec::new()
+    };
+    heads.sort_unstable();
     // The inserts are an InitPlan of the lock's condition: they finish before the first row is locked.
     // Rows this statement creates are not in its own snapshot: locked by the next one (first use only).
+    // The feed heads are a data-modifying CTE that nothing reads: PostgreSQL runs it after the main query,
+    // so once the settings rows are locked.
     let create_and_lock = format!(
         "WITH conversations_created AS ( \
            INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags) \
@@ -168,6 +183,10 @@ pub async fn lock_campaigns(
             WHERE NOT EXISTS (SELECT 1 FROM inbox_settings s WHERE s.campaign_id = k) \
            ON CONFLICT DO NOTHING \
            RETURNING 1 \
+         ), heads_locked AS ( \
+           INSERT INTO feed_heads AS f (campaign_id) \
+           SELECT campaign_id FROM unnest($7::text[]) WITH ORDINALITY AS k(campaign_id, ord) ORDER BY ord \
+           ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq \
          ) \
          SELECT {COLUMNS} FROM inbox_settings \
           WHERE campaign_id = ANY($1) \
@@ -185,6 +204,7 @@ pub async fn lock_campaigns(
         .bind(&members)
         .bind(&tags)
         .bind(TAG_SEPARATOR)
+        .bind(&heads)
         .fetch_all(&mut *conn)
         .await?;
     if rows.len() < campaign_ids.len() {
@@ -514,22 +534,28 @@ impl<'a> WriteColumns<'a> {
 /// events (drained conversations leave the queue), the cursors, the trigger records, newly waiting
 /// conversations (at the back of their queue, in batch order) and the campaigns' waiting flags. Rows to
 /// change are found by their whole key, one lookup each, and changed by their row id, so the kept plan
-/// stays bounded by the batch (see [`read_triggers`]). If it writes, it also locks its campaigns' feed heads
-/// (in id order), so that the batch can number its events before it commits.
+/// stays bounded by the batch (see [`read_triggers`]).
+///
+/// It also numbers the campaigns' events for the feed, whose heads [`lock_campaigns`] locked: first the
+/// events others committed unnumbered (up to `SEQUENCE_LIMIT` per campaign, in event-id order; this
+/// statement began after the heads were locked, so it sees every one committed before), then its own, and
+/// moves the heads. If a campaign had `SEQUENCE_LIMIT` or more unnumbered, its own events stay unnumbered
+/// too, and the campaign is returned as unfinished: the sequencer numbers the rest.
 pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResult<Written> {
     let mut columns = WriteColumns::default();
     for part in parts {
         columns.add(part);
     }
-    let mut assigned: Vec<HashMap<String, Conversation>> = vec![HashMap::new(); parts.len()];
+    let mut written = Written {
+        assigned: vec![HashMap::new(); parts.len()],
+        unfinished: Vec::new(),
+    };
     if columns.is_empty() {
-        return Ok(Written {
-            assigned,
-            heads_locked: false,
-        });
+        return Ok(written);
     }
-    let mut heads: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
-    heads.sort_unstable();
+    let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
+    // Own events are numbered per campaign in batch order: a drained conversation's LEFT_QUEUE, then its
+    // ASSIGN; the QUEUED ones after the assignments.
     let sql = format!(
         "WITH assigned AS ( \
            UPDATE conversations c \
@@ -542,14 +568,6 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
                                          LIMIT 1) AS x) AS a \
             WHERE c.ctid = a.row_id AND c.assignee_id IS NULL \
            RETURNING c.campaign_id, {COLUMNS} \
-         ), events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id) \
-           SELECT a.campaign_id, a.conversation_id, 'ASSIGN', a.assignee_id, 'AUTO', a.request_id \
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord) \
-             JOIN assigned ON assigned.campaign_id = a.campaign_id \
-                          AND assigned.conversation_id = a.conversation_id \
-            ORDER BY a.ord \
          ), drained AS ( \
            DELETE FROM waiting_conversations w \
             USING assigned CROSS JOIN LATERAL ( \
@@ -558,9 +576,6 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
                        AND conversation_id = assigned.conversation_id LIMIT 1) AS x \
             WHERE w.ctid = x.row_id \
            RETURNING w.campaign_id, w.conversation_id \
-         ), drained_events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, source) \
-           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', 'AUTO' FROM drained \
          ), enqueued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT q.campaign_id, q.conversation_id, nextval('waiting_position') FROM ( \
@@ -569,12 +584,6 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
               ORDER BY ord) AS q \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING campaign_id, conversation_id \
-         ), queued_events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, source, request_id) \
-           SELECT q.campaign_id, q.conversation_id, 'QUEUED', 'AUTO', q.request_id \
-             FROM unnest($10::text[], $11::text[], $12::text[]) AS q(campaign_id, conversation_id, request_id) \
-             JOIN enqueued ON enqueued.campaign_id = q.campaign_id \
-                          AND enqueued.conversation_id = q.conversation_id \
          ), moved AS ( \
            UPDATE inbox_settings s \
               SET last_auto_assignee_id = coalesce(m.cursor, s.last_auto_assignee_id), \
@@ -585,14 +594,62 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
            INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id) \
            SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
            ON CONFLICT (campaign_id, trigger_id) DO NOTHING \
-         ), heads AS ( \
-           INSERT INTO feed_heads AS f (campaign_id) \
-           SELECT campaign_id FROM unnest($16::text[]) WITH ORDINALITY AS k(campaign_id, ord) ORDER BY ord \
-           ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq \
+         ), heads AS MATERIALIZED ( \
+           SELECT k.campaign_id, f.last_seq AS head FROM unnest($16::text[]) AS k(campaign_id) \
+           CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
+         ), backlog AS MATERIALIZED ( \
+           SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
+           CROSS JOIN LATERAL ( \
+             SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
+               SELECT ctid, event_id FROM assignment_events \
+                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT $17) AS u) AS x \
+         ), backlog_numbered AS ( \
+           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
+         ), starts AS MATERIALIZED ( \
+           SELECT h.campaign_id, h.head, b.n AS backlog FROM heads h \
+           CROSS JOIN LATERAL (SELECT count(*) AS n FROM backlog WHERE backlog.campaign_id = h.campaign_id) AS b \
+         ), assignments AS MATERIALIZED ( \
+           SELECT a.campaign_id, a.conversation_id, a.assignee_id, a.request_id, a.ord \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord) \
+             JOIN assigned ON assigned.campaign_id = a.campaign_id \
+                          AND assigned.conversation_id = a.conversation_id \
+         ), own AS MATERIALIZED ( \
+           SELECT a.campaign_id, a.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS to_user_id, \
+                  NULL::text AS request_id, 0 AS part, a.ord, 0 AS step \
+             FROM assignments a JOIN drained d ON d.campaign_id = a.campaign_id \
+                                             AND d.conversation_id = a.conversation_id \
+           UNION ALL \
+           SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1 FROM assignments \
+           UNION ALL \
+           SELECT q.campaign_id, q.conversation_id, 'QUEUED', NULL, q.request_id, 1, q.ord, 0 \
+             FROM unnest($10::text[], $11::text[], $12::text[]) \
+                  WITH ORDINALITY AS q(campaign_id, conversation_id, request_id, ord) \
+             JOIN enqueued ON enqueued.campaign_id = q.campaign_id \
+                          AND enqueued.conversation_id = q.conversation_id \
+         ), events AS ( \
+           INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id, seq) \
+           SELECT o.campaign_id, o.conversation_id, o.action, o.to_user_id, 'AUTO', o.request_id, \
+                  CASE WHEN s.backlog < $17 THEN s.head + s.backlog + row_number() OVER ( \
+                    PARTITION BY o.campaign_id ORDER BY o.part, o.ord, o.step) END \
+             FROM own o JOIN starts s ON s.campaign_id = o.campaign_id \
+            ORDER BY o.campaign_id, o.part, o.ord, o.step \
+         ), counts AS MATERIALIZED ( \
+           SELECT s.campaign_id, s.head, s.backlog >= $17 AS unfinished, \
+                  s.head + s.backlog + CASE WHEN s.backlog < $17 THEN o.n ELSE 0 END AS new_head \
+             FROM starts s \
+            CROSS JOIN LATERAL (SELECT count(*) AS n FROM own WHERE own.campaign_id = s.campaign_id) AS o \
+         ), moved_heads AS ( \
+           UPDATE feed_heads f SET last_seq = c.new_head FROM counts c \
+            WHERE f.campaign_id = ANY($16) AND f.campaign_id = c.campaign_id AND c.new_head > c.head \
+         ), notified AS MATERIALIZED ( \
+           SELECT pg_notify($18, current_schema() || '/' || campaign_id) FROM counts WHERE new_head > head \
          ) \
-         SELECT * FROM assigned"
+         SELECT c.campaign_id AS batch_campaign, c.unfinished, a.* \
+           FROM counts c LEFT JOIN assigned a ON a.campaign_id = c.campaign_id \
+          WHERE (SELECT count(*) FROM notified) >= 0"
     );
-    let rows: Vec<AssignedRow> = sqlx::query_as(&sql)
+    let rows: Vec<PgRow> = sqlx::query(&sql)
         .bind(&columns.assign_campaigns)
         .bind(&columns.assign_conversations)
         .bind(&columns.assignees)
@@ -608,24 +665,30 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
         .bind(&columns.moved_campaigns)
         .bind(&columns.moved_cursors)
         .bind(&columns.moved_flags)
-        .bind(&heads)
+        .bind(&campaigns)
+        .bind(SEQUENCE_LIMIT as i64)
+        .bind(FEED_CHANNEL)
         .fetch_all(conn)
         .await?;
-    let index: HashMap<&str, usize> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, part)| (part.campaign_id, i))
-        .collect();
+    let index: HashMap<&str, usize> = campaigns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     for row in rows {
-        if let Some(&i) = index.get(row.campaign_id.as_str()) {
-            let conversation = row.conversation;
-            assigned[i].insert(conversation.conversation_id.clone(), conversation);
+        let campaign: String = row.try_get("batch_campaign")?;
+        let Some(&i) = index.get(campaign.as_str()) else {
+            continue;
+        };
+        if row.try_get("unfinished")? && !written.unfinished.contains(&campaign) {
+            written.unfinished.push(campaign.clone());
+        }
+        // A campaign that assigned nothing comes as one row without a conversation.
+        if row
+            .try_get::<Option<String>, _>("conversation_id")?
+            .is_some()
+        {
+            let conversation = Conversation::from_row(&row)?;
+            written.assigned[i].insert(conversation.conversation_id.clone(), conversation);
         }
     }
-    Ok(Written {
-        assigned,
-        heads_locked: true,
-    })
+    Ok(written)
 }
 
 /// What [`write_plan`] did.
@@ -633,15 +696,8 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
 pub struct Written {
     /// The conversations it assigned, by id, one map per part, in order.
     pub assigned: Vec<HashMap<String, Conversation>>,
-    /// It wrote, and locked its campaigns' feed heads: [`super::feed::number_locked`] may number their events.
-    pub heads_locked: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct AssignedRow {
-    campaign_id: String,
-    #[sqlx(flatten)]
-    conversation: Conversation,
+    /// Campaigns with more unnumbered events than one write numbers: the sequencer numbers the rest.
+    pub unfinished: Vec<String>,
 }
 
 #[derive(sqlx::FromRow)]

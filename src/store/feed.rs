@@ -44,13 +44,13 @@ pub struct Numbered {
     pub numbered: u64,
 }
 
-/// Numbers the unnumbered events of campaigns whose feed heads the transaction holds locked (the sequencer's,
-/// or an auto-assign batch's: its write locks them, see `auto_assign::write_plan`), up to `SEQUENCE_LIMIT`
-/// each in event-id order, and moves their heads; returns the campaigns it numbered events of. The heads stay
-/// locked until the transaction commits, so numbers are dense and visible in order; run it as a statement
-/// begun after the locks were had, so it sees everything committed before. Rows are found by key per
-/// campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded.
-pub async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
+/// Numbers the unnumbered events of campaigns whose feed heads the transaction holds locked, up to
+/// `SEQUENCE_LIMIT` each in event-id order, and moves their heads; returns the campaigns it numbered events
+/// of. The heads stay locked until the transaction commits, so numbers are dense and visible in order; run
+/// it as a statement begun after the locks were had, so it sees everything committed before. Rows are found
+/// by key per campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded. An
+/// auto-assign batch numbers its campaigns' events in its write instead (`auto_assign::write_plan`).
+async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "WITH heads AS MATERIALIZED ( \
            SELECT k.campaign_id, f.last_seq AS head FROM unnest($1::text[]) AS k(campaign_id) \

@@ -493,3 +493,110 @@ async fn a_cursor_past_the_retention_is_out_of_range_and_says_how_to_resync() {
     let third = next_events(&mut resumed, 1).await;
     assert_eq!(next_events(&mut fresh, 1).await, third);
 }
+
+/// A campaign with auto-assignment on whose sweep never runs in a test: only the service's own writes
+/// number events.
+async fn auto_campaign() -> TestApp {
+    let app = TestApp::start_configured(&["--waiting-sweep-interval", "1h"]).await;
+    app.admin("admin").await;
+    app.organizer("org1").await;
+    app.group("admin", "Everyone", &["org1"], true, scope_all())
+        .await;
+    app.enable_auto_assign().await;
+    app.conversation("c2", &[]).await;
+    app
+}
+
+/// Commits `n` events for c2 with no feed number, as a replica that died before numbering leaves them;
+/// returns their ids.
+async fn unnumbered_events(app: &TestApp, n: i64) -> Vec<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
+         SELECT $1, 'c2', 'ASSIGN', 'org1', 'MANUAL' FROM generate_series(1, $2) RETURNING event_id",
+    )
+    .bind(CAMPAIGN)
+    .bind(n)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+}
+
+/// Every event's feed number by event id, in feed order; `None` for those not numbered yet.
+async fn feed_numbers(app: &TestApp) -> Vec<(i64, Option<i64>)> {
+    sqlx::query_as("SELECT event_id, seq FROM assignment_events ORDER BY seq NULLS LAST, event_id")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn head(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT last_seq FROM feed_heads")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap()
+}
+
+async fn auto_assigned_event(app: &TestApp, conversation: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT event_id FROM assignment_events WHERE conversation_id = $1 AND source = 'AUTO'",
+    )
+    .bind(conversation)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+}
+
+/// An auto-assign batch numbers, in its own transaction, the events others left unnumbered and then its
+/// own: by the time the flow builder has its answer, the feed and the history show both, in that order.
+#[tokio::test]
+async fn an_auto_assign_batch_numbers_events_left_behind_before_its_own() {
+    let app = auto_campaign().await;
+    let late = unnumbered_events(&app, 2).await;
+    let answer = app.auto_assign("c9").await;
+    assert_eq!(
+        answer.conversation.unwrap().assignee_id.as_deref(),
+        Some("org1")
+    );
+    let own = auto_assigned_event(&app, "c9").await;
+    let numbers = feed_numbers(&app).await;
+    assert!(
+        numbers.iter().all(|(_, seq)| seq.is_some()),
+        "everything committed is numbered when the call returns: {numbers:?}"
+    );
+    let order: Vec<i64> = numbers.iter().map(|(id, _)| *id).collect();
+    assert_eq!(&order[order.len() - 3..], &[late[0], late[1], own]);
+    let seqs: Vec<i64> = numbers.iter().filter_map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "dense");
+    assert_eq!(head(&app).await, seqs.len() as i64);
+    let listed = history(&app).await;
+    assert_eq!(ids(&listed), order, "the history pages in feed order");
+}
+
+/// More events left unnumbered than one transaction numbers: the batch numbers the oldest, leaves its own
+/// for after the rest, and the sequencer finishes at once (this campaign's sweep never runs).
+#[tokio::test]
+async fn a_backlog_longer_than_a_batch_numbers_is_finished_after_it_in_order() {
+    let app = auto_campaign().await;
+    let late = unnumbered_events(&app, 1500).await;
+    app.auto_assign("c9").await;
+    let own = auto_assigned_event(&app, "c9").await;
+    let mut numbers = feed_numbers(&app).await;
+    for _ in 0..100 {
+        if numbers.iter().all(|(_, seq)| seq.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        numbers = feed_numbers(&app).await;
+    }
+    let seqs: Vec<i64> = numbers
+        .iter()
+        .map(|(_, seq)| seq.expect("numbered"))
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "dense");
+    let order: Vec<i64> = numbers.iter().map(|(id, _)| *id).collect();
+    let mut expected = late.clone();
+    expected.sort_unstable();
+    expected.push(own);
+    assert_eq!(&order[order.len() - expected.len()..], expected.as_slice());
+    assert_eq!(head(&app).await, seqs.len() as i64);
+}
