@@ -7,10 +7,12 @@ use crate::domain::access::may_view;
 use crate::domain::assignment::{
     AssigneeRequest, Plan, Situation, plan_assignee_change, plan_status_change,
 };
-use crate::domain::model::{Actor, AssignmentSource, Changed, Conversation, ConversationStatus};
+use crate::domain::model::{
+    Actor, AssignmentSource, Changed, Conversation, ConversationStatus, UserRef,
+};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
-use crate::service::{ActorCall, lock_actor};
+use crate::service::{ActorCall, lock_conversation_and_actor};
 use crate::store::conversations::{self, AssigneeChange, Locked};
 use crate::store::{Conn, Store};
 
@@ -32,9 +34,8 @@ pub async fn change_assignee(
     violations.finish()?;
 
     let mut tx = store.begin().await?;
-    let locked = lock(&mut tx, call, conversation_id).await?;
     let others: Vec<&str> = request.target_id().into_iter().collect();
-    let (actor, users) = lock_actor(&mut tx, call, &others).await?;
+    let (locked, actor, users) = lock(&mut tx, call, conversation_id, &others).await?;
     let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
     let target = request
         .target_id()
@@ -82,8 +83,7 @@ pub async fn change_status(
 ) -> AppResult<Changed<Conversation>> {
     validate::id("conversation_id", conversation_id)?;
     let mut tx = store.begin().await?;
-    let locked = lock(&mut tx, call, conversation_id).await?;
-    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+    let (locked, actor, _) = lock(&mut tx, call, conversation_id, &[]).await?;
     let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
     let changes = plan_status_change(
         &actor,
@@ -114,16 +114,16 @@ pub async fn change_status(
     Ok(result)
 }
 
-/// Locks the conversation first: every change of one conversation queues here (the wait is recorded on
-/// the transaction's span).
+/// Locks the conversation first (every change of one conversation queues here; the wait is recorded on the
+/// transaction's span), then share-locks the actor and `others`.
 async fn lock(
     conn: &mut Conn,
     call: &ActorCall,
     conversation_id: &str,
-) -> AppResult<Option<Locked>> {
+    others: &[&str],
+) -> AppResult<(Option<Locked>, Actor, Vec<UserRef>)> {
     let waiting = std::time::Instant::now();
-    let locked =
-        conversations::lock(conn, &call.campaign_id, conversation_id, &call.actor_id).await;
+    let locked = lock_conversation_and_actor(conn, call, conversation_id, others).await;
     let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
     tracing::Span::current().record("lock_wait_ms", waited_ms);
     locked

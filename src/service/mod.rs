@@ -12,9 +12,10 @@ pub mod directory;
 pub mod feed;
 
 use crate::domain::actor;
-use crate::domain::model::{Actor, UserRef};
+use crate::domain::model::{Actor, User, UserRef};
 use crate::error::AppResult;
-use crate::store::{Conn, users};
+use crate::store::conversations::{Locked, LockedWithUsers};
+use crate::store::{self, Conn, users};
 
 /// A call made for a user of a campaign: who claims to act, where, and the call's request id. The claim
 /// is checked against the directory by [`authenticate`].
@@ -73,13 +74,48 @@ pub async fn lock_actor(
     call: &ActorCall,
     others: &[&str],
 ) -> AppResult<(Actor, Vec<UserRef>)> {
+    let users = users::lock_many(conn, &call.campaign_id, &actor_and(call, others)).await?;
+    actor_among(call, &users, others)
+}
+
+/// The ids a change locks: the actor's, then `others`.
+fn actor_and<'a>(call: &'a ActorCall, others: &[&'a str]) -> Vec<&'a str> {
     let mut ids = vec![call.actor_id.as_str()];
     ids.extend_from_slice(others);
-    let users = users::lock_many(conn, &call.campaign_id, &ids).await?;
+    ids
+}
+
+/// The actor (refused when unknown or inactive) and those of `others` found among `users`.
+fn actor_among(
+    call: &ActorCall,
+    users: &[User],
+    others: &[&str],
+) -> AppResult<(Actor, Vec<UserRef>)> {
     let find = |id: &str| users.iter().find(|u| u.user_id == id).map(|u| u.to_ref());
     let actor = actor::authenticate(&call.campaign_id, &call.actor_id, find(&call.actor_id))?;
     let others = others.iter().filter_map(|id| find(id)).collect();
     Ok((actor, others))
+}
+
+/// For a change of one conversation: locks it, then the actor and the other users it names (see
+/// [`lock_actor`]), in one statement. Returns the conversation (`None`: it does not exist), the actor and
+/// those of `others` that exist.
+pub async fn lock_conversation_and_actor(
+    conn: &mut Conn,
+    call: &ActorCall,
+    conversation_id: &str,
+    others: &[&str],
+) -> AppResult<(Option<Locked>, Actor, Vec<UserRef>)> {
+    let LockedWithUsers { locked, users } = store::conversations::lock_with_users(
+        conn,
+        &call.campaign_id,
+        conversation_id,
+        &call.actor_id,
+        &actor_and(call, others),
+    )
+    .await?;
+    let (actor, others) = actor_among(call, &users, others)?;
+    Ok((locked, actor, others))
 }
 
 /// One page of a list, and the token of the next (empty on the last page).

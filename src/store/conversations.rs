@@ -1,9 +1,15 @@
 //! Conversations: upsert, read as one user sees them, lock for a change, and write a change with its
 //! history event.
 
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
 use super::{Conn, grant_exists};
 use crate::domain::access::GroupGrants;
-use crate::domain::model::{AssignmentAction, AssignmentSource, Conversation, ConversationStatus};
+use crate::domain::model::{
+    AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
+};
 use crate::error::AppResult;
 
 pub(super) const COLUMNS: &str = "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, \
@@ -174,6 +180,102 @@ pub async fn lock(
             reply: row.group_reply,
         },
     }))
+}
+
+/// A conversation locked for a change, with the users its decision reads.
+#[derive(Debug, Clone)]
+pub struct LockedWithUsers {
+    /// `None` when the conversation does not exist.
+    pub locked: Option<Locked>,
+    /// Those of the users asked for that exist, share-locked.
+    pub users: Vec<User>,
+}
+
+/// [`lock`], then `FOR SHARE` locks on `user_ids` (the actor and whoever the change names), in one
+/// statement and in the lock order (conversation, then users in byte order of id): a concurrent change of
+/// their role or active flag waits for this transaction, and one that committed first is what this reads
+/// (a row lock reads the newest version, even one committed while the statement waited for the
+/// conversation).
+pub async fn lock_with_users(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: &str,
+    actor_id: &str,
+    user_ids: &[&str],
+) -> AppResult<LockedWithUsers> {
+    // The users' scan is gated on an InitPlan over the conversation's lock: it starts once that is had.
+    let sql = format!(
+        "WITH locked AS MATERIALIZED ( \
+           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
+             FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
+              FOR UPDATE OF c \
+         ), people AS MATERIALIZED ( \
+           SELECT u.user_id, u.role, u.display_name, u.active, u.updated_at AS user_updated_at, \
+                  u.availability, u.capacity \
+             FROM users u WHERE u.campaign_id = $1 AND u.user_id = ANY($4) \
+              AND (SELECT count(*) FROM locked) >= 0 \
+            ORDER BY u.user_id COLLATE \"C\" FOR SHARE OF u \
+         ) \
+         SELECT l.*, p.* FROM (VALUES (1)) AS one(x) \
+           LEFT JOIN locked l ON true LEFT JOIN people p ON true",
+        grant_exists("$3", "can_view"),
+        grant_exists("$3", "can_reply"),
+    );
+    let rows: Vec<PgRow> = sqlx::query(&sql)
+        .bind(campaign_id)
+        .bind(conversation_id)
+        .bind(actor_id)
+        .bind(user_ids)
+        .fetch_all(conn)
+        .await?;
+    let mut locked = None;
+    let mut users = Vec::with_capacity(rows.len());
+    for row in rows {
+        if locked.is_none()
+            && row
+                .try_get::<Option<String>, _>("conversation_id")?
+                .is_some()
+        {
+            let viewed = ViewedRow::from_row(&row)?;
+            locked = Some(Locked {
+                conversation: viewed.conversation,
+                actor_grants: GroupGrants {
+                    view: viewed.group_view,
+                    reply: viewed.group_reply,
+                },
+            });
+        }
+        if row.try_get::<Option<String>, _>("user_id")?.is_some() {
+            users.push(LockedUser::from_row(&row)?.into());
+        }
+    }
+    Ok(LockedWithUsers { locked, users })
+}
+
+/// A user as [`lock_with_users`] returns them (`updated_at` is the conversation's there).
+#[derive(sqlx::FromRow)]
+struct LockedUser {
+    user_id: String,
+    role: Role,
+    display_name: String,
+    active: bool,
+    user_updated_at: DateTime<Utc>,
+    availability: Availability,
+    capacity: Option<i32>,
+}
+
+impl From<LockedUser> for User {
+    fn from(row: LockedUser) -> Self {
+        User {
+            user_id: row.user_id,
+            role: row.role,
+            display_name: row.display_name,
+            active: row.active,
+            updated_at: row.user_updated_at,
+            availability: row.availability,
+            capacity: row.capacity,
+        }
+    }
 }
 
 /// Sets the assignee of a locked conversation and records the history event, in one statement.
