@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic::transport::{Server, ServerTlsConfig};
@@ -216,7 +217,7 @@ impl App {
                 AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), coalescer.clone()))
                     .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
                 shutdown.await;
                 tracing::info!(
                     drain_timeout = ?config.drain_timeout,
@@ -347,4 +348,19 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// Accepted connections with Nagle's algorithm off, as gRPC's own servers do: an answer's frames must not
+/// wait for the caller to acknowledge the ones before. `serve_with_incoming` leaves the sockets as given.
+fn nodelay(
+    incoming: TcpListenerStream,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    incoming.map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(err) = stream.set_nodelay(true) {
+                // Only slower: the connection still serves.
+                tracing::debug!(error = %err, "could not turn Nagle's algorithm off");
+            }
+        })
+    })
 }
