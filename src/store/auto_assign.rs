@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::conversations::COLUMNS;
-use super::feed::{FEED_CHANNEL, SEQUENCE_LIMIT};
+use super::feed::{FEED_CHANNEL, SEQUENCE_LIMIT, backlog_ctes};
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Load, OutcomeKind, RecordedTrigger, RotationStart, RoutingMode,
@@ -556,6 +556,7 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
     let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
     // Own events are numbered per campaign in batch order: a drained conversation's LEFT_QUEUE, then its
     // ASSIGN; the QUEUED ones after the assignments.
+    let backlog = backlog_ctes("$16", "$17");
     let sql = format!(
         "WITH assigned AS ( \
            UPDATE conversations c \
@@ -594,16 +595,7 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
            INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id) \
            SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) \
            ON CONFLICT (campaign_id, trigger_id) DO NOTHING \
-         ), heads AS MATERIALIZED ( \
-           SELECT k.campaign_id, f.last_seq AS head FROM unnest($16::text[]) AS k(campaign_id) \
-           CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
-         ), backlog AS MATERIALIZED ( \
-           SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
-           CROSS JOIN LATERAL ( \
-             SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
-               SELECT ctid, event_id FROM assignment_events \
-                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT $17) AS u) AS x \
-         ), backlog_numbered AS ( \
+         ), {backlog}, backlog_numbered AS ( \
            UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
          ), starts AS MATERIALIZED ( \
            SELECT h.campaign_id, h.head, b.n AS backlog FROM heads h \

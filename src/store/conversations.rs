@@ -152,36 +152,6 @@ pub async fn list(
         .await?)
 }
 
-/// Locks a conversation for a change (`FOR UPDATE`: racing changes serialise here, and the second reads
-/// the first one's result) and reads what `actor_id`'s groups grant on it. `None` when it does not exist.
-pub async fn lock(
-    conn: &mut Conn,
-    campaign_id: &str,
-    conversation_id: &str,
-    actor_id: &str,
-) -> AppResult<Option<Locked>> {
-    let sql = format!(
-        "SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
-         FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
-         FOR UPDATE OF c",
-        grant_exists("$3", "can_view"),
-        grant_exists("$3", "can_reply"),
-    );
-    let row: Option<ViewedRow> = sqlx::query_as(&sql)
-        .bind(campaign_id)
-        .bind(conversation_id)
-        .bind(actor_id)
-        .fetch_optional(conn)
-        .await?;
-    Ok(row.map(|row| Locked {
-        conversation: row.conversation,
-        actor_grants: GroupGrants {
-            view: row.group_view,
-            reply: row.group_reply,
-        },
-    }))
-}
-
 /// A conversation locked for a change, with the users its decision reads.
 #[derive(Debug, Clone)]
 pub struct LockedWithUsers {
@@ -191,11 +161,12 @@ pub struct LockedWithUsers {
     pub users: Vec<User>,
 }
 
-/// [`lock`], then `FOR SHARE` locks on `user_ids` (the actor and whoever the change names), in one
-/// statement and in the lock order (conversation, then users in byte order of id): a concurrent change of
-/// their role or active flag waits for this transaction, and one that committed first is what this reads
-/// (a row lock reads the newest version, even one committed while the statement waited for the
-/// conversation).
+/// Locks a conversation for a change (`FOR UPDATE`: racing changes serialise here, and the second reads
+/// the first one's result) with what `actor_id`'s groups grant on it, then takes `FOR SHARE` locks on
+/// `user_ids` (the actor and whoever the change names), in one statement and in the lock order
+/// (conversation, then users in byte order of id): a concurrent change of their role or active flag waits
+/// for this transaction, and one that committed first is what this reads (a row lock reads the newest
+/// version, even one committed while the statement waited for the conversation).
 pub async fn lock_with_users(
     conn: &mut Conn,
     campaign_id: &str,

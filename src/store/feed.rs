@@ -51,18 +51,9 @@ pub struct Numbered {
 /// by key per campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded. An
 /// auto-assign batch numbers its campaigns' events in its write instead (`auto_assign::write_plan`).
 async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "WITH heads AS MATERIALIZED ( \
-           SELECT k.campaign_id, f.last_seq AS head FROM unnest($1::text[]) AS k(campaign_id) \
-           CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
-         ), ids AS MATERIALIZED ( \
-           SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
-           CROSS JOIN LATERAL ( \
-             SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
-               SELECT ctid, event_id FROM assignment_events \
-                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT $2) AS u) AS x \
-         ), numbered AS ( \
-           UPDATE assignment_events e SET seq = i.seq FROM ids i WHERE e.ctid = i.row_id \
+    let sql = format!(
+        "WITH {}, numbered AS ( \
+           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
            RETURNING e.campaign_id \
          ), counts AS MATERIALIZED ( \
            SELECT campaign_id, count(*) AS numbered FROM numbered GROUP BY campaign_id \
@@ -76,12 +67,14 @@ async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<
              FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
          ) \
          SELECT campaign_id, head, numbered FROM notified",
-    )
-    .bind(campaign_ids)
-    .bind(SEQUENCE_LIMIT as i64)
-    .bind(FEED_CHANNEL)
-    .fetch_all(conn)
-    .await?;
+        backlog_ctes("$1", "$2"),
+    );
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(&sql)
+        .bind(campaign_ids)
+        .bind(SEQUENCE_LIMIT as i64)
+        .bind(FEED_CHANNEL)
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(campaign_id, head, numbered)| Numbered {
@@ -90,6 +83,25 @@ async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<
             numbered: u64::try_from(numbered).unwrap_or(0),
         })
         .collect())
+}
+
+/// The CTEs `heads` (`campaign_id`, `head`: each locked head's number) and `backlog` (`campaign_id`, `seq`,
+/// `row_id`: the campaigns' committed, unnumbered events, at most `limit` each, numbered after the head in
+/// event-id order), for the campaigns of the text array parameter `campaigns`. Events are found through the
+/// index of unnumbered events and changed by row id, so a kept plan stays bounded.
+pub(super) fn backlog_ctes(campaigns: &str, limit: &str) -> String {
+    format!(
+        "heads AS MATERIALIZED ( \
+           SELECT k.campaign_id, f.last_seq AS head FROM unnest({campaigns}::text[]) AS k(campaign_id) \
+           CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f \
+         ), backlog AS MATERIALIZED ( \
+           SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
+           CROSS JOIN LATERAL ( \
+             SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
+               SELECT ctid, event_id FROM assignment_events \
+                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT {limit}) AS u) AS x \
+         )"
+    )
 }
 
 /// The campaign's head: the number of its newest numbered event (0 before any).
