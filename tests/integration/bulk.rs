@@ -1113,13 +1113,17 @@ async fn a_reader_that_falls_behind_holds_no_row_lock() {
         app.count("conversations WHERE assignee_id IS NOT NULL")
             .await
     };
+    // Stalled: no progress for 1.2 s (a busy machine may take a few hundred ms over one chunk).
     let mut stalled_at = assigned().await;
-    loop {
+    let mut quiet_checks = 0;
+    while quiet_checks < 4 {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let now = assigned().await;
-        if now == stalled_at {
-            break;
-        }
+        quiet_checks = if now == stalled_at {
+            quiet_checks + 1
+        } else {
+            0
+        };
         stalled_at = now;
     }
     assert!(stalled_at < 5000, "the stream waits for its reader");
