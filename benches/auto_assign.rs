@@ -39,6 +39,8 @@ const LOOSE_CAPACITY: i32 = 1_000_000;
 /// conversations, one per call.
 const MANUAL: &str = "manual";
 const PG_MANUAL: &str = "pgmanual";
+/// pgbench running the service's own manual-assign statements (see [`service_manual_script`]).
+const PG_SERVICE_MANUAL: &str = "pgservice";
 const MANUAL_CONVERSATIONS: usize = 100_000;
 
 /// `callers` tasks assign the next unassigned conversation of the manual campaign to an organizer (as the
@@ -74,6 +76,51 @@ async fn drive_manual(addr: &str, callers: usize, duration: Duration) -> Figures
         }));
     }
     Figures::collect(tasks, start).await
+}
+
+/// A pgbench script running the transaction the service runs for AssignConversation, with the service's
+/// own two statements (built by the same functions the service calls): lock the conversation with the
+/// actor's grants and share-lock the actor and the target, then update it, write its event and take it
+/// out of the waiting queue. It leaves out only what the service does outside PostgreSQL (gRPC, deciding)
+/// and its feed's numbering, so it tells how much of the gap to pgbench's plain transaction is the SQL
+/// that the product's rules need, and how much the service's own process.
+fn service_manual_script() -> String {
+    use assignment_service::store::conversations::{lock_with_users_sql, set_assignee_sql};
+    // Each statement's parameters as pgbench variables, the highest first ($1 must not eat $10's digits).
+    let bind = |sql: String, params: &[(&str, &str)]| {
+        params
+            .iter()
+            .fold(sql, |sql, (param, value)| sql.replace(param, value))
+    };
+    let lock = bind(
+        lock_with_users_sql(),
+        &[
+            ("$4", "ARRAY['admin', :org]::text[]"),
+            ("$3", "'admin'"),
+            ("$2", ":id"),
+            ("$1", ":campaign"),
+        ],
+    );
+    let write = bind(
+        set_assignee_sql(),
+        &[
+            ("$8", "NULL::text"),
+            ("$7", "'MANUAL'"),
+            ("$6", "NULL::text"),
+            ("$5", "'ASSIGN'"),
+            ("$4", "'admin'"),
+            ("$3", ":org"),
+            ("$2", ":id"),
+            ("$1", ":campaign"),
+        ],
+    );
+    format!(
+        "\\set organizer random(0, {})\n\
+         SELECT '{PG_SERVICE_MANUAL}-' || lpad(nextval('pgbench_service_seq')::text, 7, '0') AS id, \
+                'org-' || lpad(:organizer::text, 2, '0') AS org \\gset\n\
+         BEGIN;\n{lock};\n{write};\nCOMMIT;\n",
+        ORGANIZERS - 1
+    )
 }
 
 /// The hot campaigns with routing in play: name, what the table calls it, and its settings.
@@ -381,7 +428,7 @@ async fn main() {
             set_availability(&setup, campaign, organizer, pb::Availability::Away).await;
         }
     }
-    for campaign in [MANUAL, PG_MANUAL] {
+    for campaign in [MANUAL, PG_MANUAL, PG_SERVICE_MANUAL] {
         seed_campaign(&setup, campaign, ORGANIZERS).await;
     }
     let seeded = Store::connect(&url, 1, Duration::from_secs(60))
@@ -390,10 +437,11 @@ async fn main() {
     for sql in [
         "CREATE SEQUENCE pgbench_conversation_seq",
         "CREATE SEQUENCE pgbench_manual_seq",
+        "CREATE SEQUENCE pgbench_service_seq",
     ] {
         sqlx::query(sql).execute(seeded.pool()).await.unwrap();
     }
-    for campaign in [MANUAL, PG_MANUAL] {
+    for campaign in [MANUAL, PG_MANUAL, PG_SERVICE_MANUAL] {
         sqlx::query(
             "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
              SELECT $1, $1 || '-' || lpad(n::text, 7, '0'), 'member-' || n FROM generate_series(1, $2) AS n",
@@ -572,6 +620,31 @@ async fn main() {
             callers,
             manual.rate()
         )
+    );
+    settle(&seeded).await;
+    let script = scripts_dir.join("service_manual_statements.sql");
+    std::fs::write(&script, service_manual_script()).unwrap();
+    let mut pg_service = pgbench(
+        &pg_target,
+        &schema,
+        &script,
+        PG_SERVICE_MANUAL,
+        callers,
+        duration,
+    );
+    println!(
+        "{}",
+        pg_service.row(
+            "pgbench, the service's own manual statements (lock with grants and users, write with queue clean-up)",
+            callers,
+            manual.rate()
+        )
+    );
+    println!(
+        "\nManual assignment at {callers} callers: the service's statements alone run at {:.2} of pgbench's \
+         plain transaction; the service at {:.2} of its own statements.",
+        pg_service.rate() / pg_manual.rate(),
+        manual.rate() / pg_service.rate()
     );
     summary.add("manual assign c32", manual, pg_manual);
 

@@ -174,25 +174,7 @@ pub async fn lock_with_users(
     actor_id: &str,
     user_ids: &[&str],
 ) -> AppResult<LockedWithUsers> {
-    // The users' scan is gated on an InitPlan over the conversation's lock: it starts once that is had.
-    let sql = format!(
-        "WITH locked AS MATERIALIZED ( \
-           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
-             FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
-              FOR UPDATE OF c \
-         ), people AS MATERIALIZED ( \
-           SELECT u.user_id, u.role, u.display_name, u.active, u.updated_at AS user_updated_at, \
-                  u.availability, u.capacity \
-             FROM users u WHERE u.campaign_id = $1 AND u.user_id = ANY($4) \
-              AND (SELECT count(*) FROM locked) >= 0 \
-            ORDER BY u.user_id COLLATE \"C\" FOR SHARE OF u \
-         ) \
-         SELECT l.*, p.* FROM (VALUES (1)) AS one(x) \
-           LEFT JOIN locked l ON true LEFT JOIN people p ON true",
-        grant_exists("$3", "can_view"),
-        grant_exists("$3", "can_reply"),
-    );
-    let rows: Vec<PgRow> = sqlx::query(&sql)
+    let rows: Vec<PgRow> = sqlx::query(&lock_with_users_sql())
         .bind(campaign_id)
         .bind(conversation_id)
         .bind(actor_id)
@@ -223,6 +205,30 @@ pub async fn lock_with_users(
     Ok(LockedWithUsers { locked, users })
 }
 
+/// [`lock_with_users`]'s statement: $1 campaign, $2 conversation, $3 actor, $4 the users to share-lock.
+/// Public so that the auto-assign benchmark runs the very same statement under pgbench.
+#[doc(hidden)]
+pub fn lock_with_users_sql() -> String {
+    // The users' scan is gated on an InitPlan over the conversation's lock: it starts once that is had.
+    format!(
+        "WITH locked AS MATERIALIZED ( \
+           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
+             FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
+              FOR UPDATE OF c \
+         ), people AS MATERIALIZED ( \
+           SELECT u.user_id, u.role, u.display_name, u.active, u.updated_at AS user_updated_at, \
+                  u.availability, u.capacity \
+             FROM users u WHERE u.campaign_id = $1 AND u.user_id = ANY($4) \
+              AND (SELECT count(*) FROM locked) >= 0 \
+            ORDER BY u.user_id COLLATE \"C\" FOR SHARE OF u \
+         ) \
+         SELECT l.*, p.* FROM (VALUES (1)) AS one(x) \
+           LEFT JOIN locked l ON true LEFT JOIN people p ON true",
+        grant_exists("$3", "can_view"),
+        grant_exists("$3", "can_reply"),
+    )
+}
+
 /// A user as [`lock_with_users`] returns them (`updated_at` is the conversation's there).
 #[derive(sqlx::FromRow)]
 struct LockedUser {
@@ -251,7 +257,25 @@ impl From<LockedUser> for User {
 
 /// Sets the assignee of a locked conversation and records the history event, in one statement.
 pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppResult<Conversation> {
-    let sql = format!(
+    Ok(sqlx::query_as(&set_assignee_sql())
+        .bind(change.campaign_id)
+        .bind(change.conversation_id)
+        .bind(change.to)
+        .bind(change.actor_id)
+        .bind(change.action)
+        .bind(change.from)
+        .bind(change.source)
+        .bind(change.request_id)
+        .fetch_one(conn)
+        .await?)
+}
+
+/// [`set_assignee`]'s statement: $1 campaign, $2 conversation, $3 new assignee (NULL: none), $4 actor,
+/// $5 action, $6 previous assignee, $7 source, $8 request id. Public so that the auto-assign benchmark runs
+/// the very same statement under pgbench.
+#[doc(hidden)]
+pub fn set_assignee_sql() -> String {
+    format!(
         "WITH updated AS ( \
            UPDATE conversations c \
               SET assignee_id = $3::text, \
@@ -274,18 +298,7 @@ pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppRes
            SELECT campaign_id, conversation_id, 'LEFT_QUEUE', $4::text, $7, $8 FROM left_queue \
          ) \
          SELECT {COLUMNS} FROM updated c"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(change.campaign_id)
-        .bind(change.conversation_id)
-        .bind(change.to)
-        .bind(change.actor_id)
-        .bind(change.action)
-        .bind(change.from)
-        .bind(change.source)
-        .bind(change.request_id)
-        .fetch_one(conn)
-        .await?)
+    )
 }
 
 /// Sets the status of a locked conversation and records a RESOLVE or REOPEN event; a resolved conversation
