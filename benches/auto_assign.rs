@@ -214,6 +214,11 @@ impl Figures {
         self.calls as f64 / self.seconds
     }
 
+    fn p50_ms(&mut self) -> f64 {
+        self.latencies_us.sort_unstable();
+        percentile_ms(&self.latencies_us, 0.50)
+    }
+
     /// A table row; `baseline` is today's path's calls/s at the same callers.
     fn row(&mut self, what: &str, callers: usize, baseline: f64) -> String {
         self.latencies_us.sort_unstable();
@@ -359,6 +364,40 @@ fn pgbench_scripts(
     }
 }
 
+/// `template` with `:campaign` bound to each of `campaigns`, written to `dir` (pgbench picks one script at
+/// random per transaction: a random campaign).
+fn per_campaign_scripts(
+    template: &str,
+    campaigns: &[String],
+    dir: &Path,
+    kind: &str,
+) -> Vec<PathBuf> {
+    campaigns
+        .iter()
+        .map(|campaign| {
+            let path = dir.join(format!("{campaign}-{kind}.sql"));
+            std::fs::write(
+                &path,
+                template.replace(":campaign", &format!("'{campaign}'")),
+            )
+            .unwrap();
+            path
+        })
+        .collect()
+}
+
+/// What pgbench's own statement-by-statement transaction (the shape any service that decides between a read
+/// and a write must have) reaches against its one statement, over the same campaigns.
+fn floor_line(callers: usize, transaction: &mut Figures, one_statement: &mut Figures) -> String {
+    let (tx_p50, one_p50) = (transaction.p50_ms(), one_statement.p50_ms());
+    format!(
+        "pgbench's per-trigger transaction over {MANY_CAMPAIGNS} campaigns, c{callers}: {:.2} of its one \
+         statement's rate, p50 {:.2} times its one statement's.",
+        transaction.rate() / one_statement.rate(),
+        tx_p50 / one_p50
+    )
+}
+
 fn tempdir_for(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("assignment-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -462,19 +501,19 @@ async fn main() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench/auto_assign_one_statement.sql"),
     )
     .unwrap();
-    let many_scripts: Vec<PathBuf> = pg_many
-        .iter()
-        .map(|campaign| {
-            let path = scripts_dir.join(format!("{campaign}.sql"));
-            std::fs::write(
-                &path,
-                template.replace(":campaign", &format!("'{campaign}'")),
-            )
-            .unwrap();
-            path
-        })
-        .collect();
+    let many_scripts = per_campaign_scripts(&template, &pg_many, &scripts_dir, "one");
+    let many_tx_scripts = per_campaign_scripts(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("benches/pgbench/auto_assign_transaction.sql"),
+        )
+        .unwrap(),
+        &pg_many,
+        &scripts_dir,
+        "tx",
+    );
     let mut summary = Summary::default();
+    let mut floors = Vec::new();
 
     println!("AutoAssignConversation, {seconds} s per run, {ORGANIZERS} organizers per campaign\n");
     println!("| path | callers | calls | calls/s | p50 ms | p99 ms | x today's path |");
@@ -587,6 +626,26 @@ async fn main() {
                 baseline
             )
         );
+        settle(&seeded).await;
+        let mut pg_many_tx = pgbench_scripts(
+            &pg_target,
+            &schema,
+            &many_tx_scripts,
+            &[],
+            callers,
+            duration,
+        );
+        println!(
+            "{}",
+            pg_many_tx.row(
+                &format!(
+                    "pgbench, per-trigger transaction, a random one of {MANY_CAMPAIGNS} campaigns"
+                ),
+                callers,
+                baseline
+            )
+        );
+        floors.push(floor_line(callers, &mut pg_many_tx, &mut pg_many));
         summary.add(
             &format!("auto-assign {MANY_CAMPAIGNS} campaigns c{callers}"),
             many_row,
@@ -640,8 +699,12 @@ async fn main() {
             manual.rate()
         )
     );
+    println!();
+    for floor in floors {
+        println!("{floor}");
+    }
     println!(
-        "\nManual assignment at {callers} callers: the service's statements alone run at {:.2} of pgbench's \
+        "Manual assignment at {callers} callers: the service's statements alone run at {:.2} of pgbench's \
          plain transaction; the service at {:.2} of its own statements.",
         pg_service.rate() / pg_manual.rate(),
         manual.rate() / pg_service.rate()
