@@ -314,17 +314,21 @@ fn keep(
     let _ = child.wait();
 }
 
-/// The server writes "ready" into postmaster.pid once it accepts connections.
+/// The server writes its pid, and "ready" once it accepts connections, into postmaster.pid. The pid must be
+/// our child's: a server already running on the data directory has a ready pid file too, and our child then
+/// exits (the directory is locked), which must not read as ready.
 fn wait_until_ready(child: &mut Child, pid_file: &Path) -> Result<(), Startup> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = child.id().to_string();
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return Err(Startup::Exited);
         }
-        if let Ok(contents) = fs::read_to_string(pid_file)
-            && contents.lines().nth(7).map(str::trim) == Some("ready")
-        {
-            return Ok(());
+        if let Ok(contents) = fs::read_to_string(pid_file) {
+            let mut lines = contents.lines().map(str::trim);
+            if lines.next() == Some(pid.as_str()) && lines.nth(6) == Some("ready") {
+                return Ok(());
+            }
         }
         thread::sleep(Duration::from_millis(50));
     }

@@ -63,6 +63,21 @@ async fn outlives_the_thread_that_started_it_keeps_data_and_stops_on_drop() {
 
     // Initialised once: a second start reuses the data directory.
     let again = tokio::task::spawn_blocking(start).await.unwrap();
+
+    // While it runs, a second server on the same directory is refused, not taken for the running one.
+    let second = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, THROWAWAY_SETTINGS))
+            .await
+            .unwrap()
+    };
+    let refused = second.err().expect("a second server on a directory in use");
+    assert!(
+        refused
+            .to_string()
+            .contains("another server may be using this data directory"),
+        "{refused}"
+    );
     let mut conn = sqlx::PgConnection::connect(&again.url("postgres"))
         .await
         .unwrap();
