@@ -71,7 +71,9 @@ async fn outlives_the_thread_that_started_it_keeps_data_and_stops_on_drop() {
             .await
             .unwrap()
     };
-    let refused = second.err().expect("a second server on a directory in use");
+    let Err(refused) = second else {
+        panic!("a second server started on a directory in use");
+    };
     assert!(
         refused
             .to_string()
