@@ -5,7 +5,10 @@
 //! with routing in play (3 of the 10 organizers AWAY; a default capacity of 1,000,000 that never binds but
 //! makes every batch read the organizers' loads; balanced mode), the service with one transaction per
 //! trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction and its best
-//! one-statement form against the same database. Every row also says how it compares with today's path
+//! one-statement form against the same database (on the hot campaign and over 32 campaigns; what the
+//! transaction reaches against the one statement is printed after the table). Manual AssignConversation at
+//! 32 callers runs beside pgbench's plain lock-update-event transaction and beside pgbench running the
+//! service's own two statements for it. Every row also says how it compares with today's path
 //! (one hot campaign, round-robin, no capacity) at the same callers. Uses DATABASE_URL when set, otherwise
 //! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length; BENCH_CALLERS
 //! (default `1,8,32`) the caller counts.
