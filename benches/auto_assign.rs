@@ -8,8 +8,12 @@
 //! one-statement form against the same database (on the hot campaign and over 32 campaigns; what the
 //! transaction reaches against the one statement is printed after the table). Manual AssignConversation at
 //! 32 callers runs beside pgbench's plain lock-update-event transaction and beside pgbench running the
-//! service's own two statements for it. Every row also says how it compares with today's path
-//! (one hot campaign, round-robin, no capacity) at the same callers. Uses DATABASE_URL when set, otherwise
+//! service's own two statements for it; grpc.health.v1 Check at each caller count gives the gRPC transport's
+//! own floor (no database). Every row also says how it compares with today's path (one hot campaign,
+//! round-robin, no capacity) at the same callers, and where the CPU went: the load generator's process per
+//! call (for the service's rows, the bench process: the server and its callers; for pgbench's, pgbench),
+//! PostgreSQL's processes per call (on the private cluster only; background work such as autovacuum counts
+//! too), and the share of the machine's cores that were busy. Uses DATABASE_URL when set, otherwise
 //! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length; BENCH_CALLERS
 //! (default `1,8,32`) the caller counts.
 
@@ -22,9 +26,12 @@ use assignment_service::pb;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::store::Store;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
 
 mod common;
 
+use common::cpu::{CpuSample, CpuUse};
 use common::{
     BenchSchema, assignment_spread, connect, database, organizer_ids, percentile_ms, seed_campaign,
     set_availability, settle, start_server, update_settings, with_campaign,
@@ -51,6 +58,7 @@ const MANUAL_CONVERSATIONS: usize = 100_000;
 async fn drive_manual(addr: &str, callers: usize, duration: Duration) -> Figures {
     let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let organizers = organizer_ids(ORGANIZERS);
+    let cpu = CpuSample::now();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -78,7 +86,32 @@ async fn drive_manual(addr: &str, callers: usize, duration: Duration) -> Figures
             latencies
         }));
     }
-    Figures::collect(tasks, start).await
+    Figures::collect(tasks, start, cpu).await
+}
+
+/// `callers` tasks call grpc.health.v1 Check for `duration`: a call that reaches no database, so the
+/// gRPC transport's own latency and CPU (client and server) on this machine.
+async fn drive_health(addr: &str, callers: usize, duration: Duration) -> Figures {
+    let cpu = CpuSample::now();
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = HealthClient::new(connect(addr).await);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                client
+                    .check(HealthCheckRequest::default())
+                    .await
+                    .expect("health check");
+                latencies.push(sent.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    Figures::collect(tasks, start, cpu).await
 }
 
 /// A pgbench script running the transaction the service runs for AssignConversation, with the service's
@@ -197,11 +230,17 @@ struct Figures {
     calls: usize,
     seconds: f64,
     latencies_us: Vec<u64>,
+    cpu: CpuUse,
 }
 
 impl Figures {
-    /// Waits for the callers' tasks (each returns its calls' latencies) started at `start`.
-    async fn collect(tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>, start: Instant) -> Self {
+    /// Waits for the callers' tasks (each returns its calls' latencies) started at `start`, with the CPU
+    /// counters as they were before the callers connected.
+    async fn collect(
+        tasks: Vec<tokio::task::JoinHandle<Vec<u64>>>,
+        start: Instant,
+        cpu: CpuSample,
+    ) -> Self {
         let mut latencies_us = Vec::new();
         for task in tasks {
             latencies_us.extend(task.await.unwrap());
@@ -209,6 +248,7 @@ impl Figures {
         Figures {
             calls: latencies_us.len(),
             seconds: start.elapsed().as_secs_f64(),
+            cpu: cpu.until_now(latencies_us.len(), false),
             latencies_us,
         }
     }
@@ -225,13 +265,19 @@ impl Figures {
     /// A table row; `baseline` is today's path's calls/s at the same callers.
     fn row(&mut self, what: &str, callers: usize, baseline: f64) -> String {
         self.latencies_us.sort_unstable();
+        let postgres = self
+            .cpu
+            .postgres_ms
+            .map_or("n/a".to_string(), |ms| format!("{ms:.3}"));
         format!(
-            "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            "| {what} | {callers} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {postgres} | {:.0}% |",
             self.calls,
             self.rate(),
             percentile_ms(&self.latencies_us, 0.50),
             percentile_ms(&self.latencies_us, 0.99),
-            self.rate() / baseline
+            self.rate() / baseline,
+            self.cpu.client_ms,
+            self.cpu.busy * 100.0
         )
     }
 }
@@ -245,6 +291,7 @@ async fn drive(
     duration: Duration,
     tag: &str,
 ) -> Figures {
+    let cpu = CpuSample::now();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -291,7 +338,7 @@ async fn drive(
             latencies
         }));
     }
-    Figures::collect(tasks, start).await
+    Figures::collect(tasks, start, cpu).await
 }
 
 /// pgbench with `script` at `clients` for `duration`; latencies from its per-transaction log. `target` is
@@ -325,6 +372,7 @@ fn pgbench_scripts(
 ) -> Figures {
     let bin = find_bin_dir().expect("PostgreSQL binaries for pgbench");
     let logs = tempdir_for("pgbench-logs");
+    let cpu = CpuSample::now();
     let output = Command::new(bin.join("pgbench"))
         .env("PGOPTIONS", format!("-c search_path={schema}"))
         .args(["-n", "-M", "prepared", "--log"])
@@ -363,6 +411,7 @@ fn pgbench_scripts(
     Figures {
         calls: latencies_us.len(),
         seconds: duration.as_secs_f64(),
+        cpu: cpu.until_now(latencies_us.len(), true),
         latencies_us,
     }
 }
@@ -519,8 +568,11 @@ async fn main() {
     let mut floors = Vec::new();
 
     println!("AutoAssignConversation, {seconds} s per run, {ORGANIZERS} organizers per campaign\n");
-    println!("| path | callers | calls | calls/s | p50 ms | p99 ms | x today's path |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| path | callers | calls | calls/s | p50 ms | p99 ms | x today's path | client CPU ms/call | \
+         PostgreSQL CPU ms/call | machine busy |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench");
     // Warm both servers (connections, prepared statements) so the first measured run is not penalised; the
     // hot campaigns compared with each other start about as large.
@@ -649,6 +701,15 @@ async fn main() {
             )
         );
         floors.push(floor_line(callers, &mut pg_many_tx, &mut pg_many));
+        let mut transport = drive_health(&coalesced, callers, duration).await;
+        println!(
+            "{}",
+            transport.row(
+                "service, grpc.health.v1 Check (no database: the transport's floor)",
+                callers,
+                baseline
+            )
+        );
         summary.add(
             &format!("auto-assign {MANY_CAMPAIGNS} campaigns c{callers}"),
             many_row,

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod cpu;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ pub fn database() -> (String, Option<EmbeddedPostgres>) {
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-postgres");
             let cluster = EmbeddedPostgres::start(&dir, &[("max_connections", "300")])
                 .expect("embedded PostgreSQL");
+            cpu::watch_postgres(cluster.data_dir());
             (cluster.url("postgres"), Some(cluster))
         }
     }
