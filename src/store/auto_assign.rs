@@ -168,7 +168,8 @@ pub async fn lock_campaigns(
     // The inserts are an InitPlan of the lock's condition: they finish before the first row is locked.
     // Rows this statement creates are not in its own snapshot: locked by the next one (first use only).
     // The feed heads are a data-modifying CTE that nothing reads: PostgreSQL runs it after the main query,
-    // so once the settings rows are locked.
+    // so once the settings rows are locked. `DO UPDATE … WHERE false` locks an existing head without writing
+    // a new version of it: the batch's write moves the head, and a batch that numbers nothing leaves it.
     let create_and_lock = format!(
         "WITH conversations_created AS ( \
            INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags) \
@@ -186,7 +187,7 @@ pub async fn lock_campaigns(
          ), heads_locked AS ( \
            INSERT INTO feed_heads AS f (campaign_id) \
            SELECT campaign_id FROM unnest($7::text[]) WITH ORDINALITY AS k(campaign_id, ord) ORDER BY ord \
-           ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq \
+           ON CONFLICT (campaign_id) DO UPDATE SET last_seq = f.last_seq WHERE false \
          ) \
          SELECT {COLUMNS} FROM inbox_settings \
           WHERE campaign_id = ANY($1) \
