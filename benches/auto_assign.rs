@@ -6,7 +6,8 @@
 //! makes every batch read the organizers' loads; balanced mode), the service with one transaction per
 //! trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction and its best
 //! one-statement form against the same database (on the hot campaign and over 32 campaigns; what the
-//! transaction reaches against the one statement is printed after the table). Manual AssignConversation at
+//! transaction reaches against the one statement, as written and with its round trips pipelined into two,
+//! is printed after the table). Manual AssignConversation at
 //! 32 callers runs beside pgbench's plain lock-update-event transaction and beside pgbench running the
 //! service's own two statements for it; grpc.health.v1 Check at each caller count gives the gRPC transport's
 //! own floor (no database). Every row also says how it compares with today's path (one hot campaign,
@@ -439,14 +440,23 @@ fn per_campaign_scripts(
 }
 
 /// What pgbench's own statement-by-statement transaction (the shape any service that decides between a read
-/// and a write must have) reaches against its one statement, over the same campaigns.
-fn floor_line(callers: usize, transaction: &mut Figures, one_statement: &mut Figures) -> String {
-    let (tx_p50, one_p50) = (transaction.p50_ms(), one_statement.p50_ms());
+/// and a write must have), and the same with its round trips pipelined into two, reach against its one
+/// statement, over the same campaigns.
+fn floor_line(
+    callers: usize,
+    transaction: &mut Figures,
+    pipelined: &mut Figures,
+    one_statement: &mut Figures,
+) -> String {
+    let one_p50 = one_statement.p50_ms();
     format!(
         "pgbench's per-trigger transaction over {MANY_CAMPAIGNS} campaigns, c{callers}: {:.2} of its one \
-         statement's rate, p50 {:.2} times its one statement's.",
+         statement's rate, p50 {:.2} times its one statement's; pipelined into two round trips, {:.2} of the \
+         rate, p50 {:.2} times.",
         transaction.rate() / one_statement.rate(),
-        tx_p50 / one_p50
+        transaction.p50_ms() / one_p50,
+        pipelined.rate() / one_statement.rate(),
+        pipelined.p50_ms() / one_p50,
     )
 }
 
@@ -563,6 +573,15 @@ async fn main() {
         &pg_many,
         &scripts_dir,
         "tx",
+    );
+    let many_pipelined_scripts = per_campaign_scripts(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/pgbench/auto_assign_pipelined.sql"),
+        )
+        .unwrap(),
+        &pg_many,
+        &scripts_dir,
+        "pipelined",
     );
     let mut summary = Summary::default();
     let mut floors = Vec::new();
@@ -700,7 +719,32 @@ async fn main() {
                 baseline
             )
         );
-        floors.push(floor_line(callers, &mut pg_many_tx, &mut pg_many));
+        settle(&seeded).await;
+        let mut pg_many_pipelined = pgbench_scripts(
+            &pg_target,
+            &schema,
+            &many_pipelined_scripts,
+            &[],
+            callers,
+            duration,
+        );
+        println!(
+            "{}",
+            pg_many_pipelined.row(
+                &format!(
+                    "pgbench, per-trigger transaction in two pipelined round trips, a random one of \
+                     {MANY_CAMPAIGNS} campaigns"
+                ),
+                callers,
+                baseline
+            )
+        );
+        floors.push(floor_line(
+            callers,
+            &mut pg_many_tx,
+            &mut pg_many_pipelined,
+            &mut pg_many,
+        ));
         let mut transport = drive_health(&coalesced, callers, duration).await;
         println!(
             "{}",

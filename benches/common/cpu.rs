@@ -98,23 +98,31 @@ fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     )
 }
 
-/// The postmaster's CPU, its reaped children's (backends that exited) and its live children's.
+/// The postmaster's CPU, its reaped children's (backends that exited) and its live children's. A child
+/// reaped during the scan would be in neither count, so the scan is repeated until the reaped count held
+/// still across it.
 fn postgres_cpu(postmaster: u32) -> Option<Duration> {
     // Fields from 3: state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
     let at = |fields: &[u64], n: usize| fields.get(n - 3).copied().unwrap_or(0);
-    let own = stat_fields(postmaster)?;
-    let mut jiffies = at(&own, 14) + at(&own, 15) + at(&own, 16) + at(&own, 17);
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        if let Some(fields) = stat_fields(pid)
-            && at(&fields, 4) == u64::from(postmaster)
-        {
-            jiffies += at(&fields, 14) + at(&fields, 15);
+    let reaped = |fields: &[u64]| at(fields, 16) + at(fields, 17);
+    for _ in 0..10 {
+        let own = stat_fields(postmaster)?;
+        let mut jiffies = at(&own, 14) + at(&own, 15) + reaped(&own);
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
+            if let Some(fields) = stat_fields(pid)
+                && at(&fields, 4) == u64::from(postmaster)
+            {
+                jiffies += at(&fields, 14) + at(&fields, 15);
+            }
+        }
+        if reaped(&stat_fields(postmaster)?) == reaped(&own) {
+            return Some(Duration::from_secs_f64(jiffies as f64 / ticks()));
         }
     }
-    Some(Duration::from_secs_f64(jiffies as f64 / ticks()))
+    None
 }
 
 /// Busy and total jiffies of all cores, from /proc/stat.

@@ -1,0 +1,59 @@
+-- The per-trigger transaction of auto_assign_transaction.sql, its round trips pipelined: begin, create, lock and
+-- read in one, write and commit in a second. That is the fewest round trips a service that decides between its
+-- read and its write can make, with a driver that pipelines (sqlx cannot). The conversation id is random rather
+-- than drawn from a sequence, which would take a round trip of its own.
+-- Variables: campaign (pgbench -D campaign=...). Run with -M prepared or extended and
+-- PGOPTIONS='-c search_path=<schema>'.
+\set member random(1, 1000000)
+\set n random(1, 1000000000000)
+\startpipeline
+BEGIN;
+INSERT INTO conversations (campaign_id, conversation_id, member_id, member_tags)
+VALUES (:campaign, 'pgb-pl-' || :n::text, 'member-' || :member::text, '{}') ON CONFLICT DO NOTHING;
+SELECT auto_assign_enabled, last_auto_assignee_id FROM inbox_settings WHERE campaign_id = :campaign FOR UPDATE;
+SELECT c.assignee_id, t.outcome,
+       ARRAY(SELECT u.user_id FROM users u
+              WHERE u.campaign_id = c.campaign_id AND u.role = 'ORGANIZER' AND u.active
+                AND EXISTS (SELECT 1 FROM access_group_organizers m
+                              JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id
+                             WHERE m.campaign_id = c.campaign_id AND m.user_id = u.user_id AND g.can_reply
+                               AND (g.scope_all OR g.scope_tags && c.member_tags
+                                    OR EXISTS (SELECT 1 FROM access_group_conversations x
+                                                WHERE x.campaign_id = g.campaign_id AND x.access_group_id = g.access_group_id
+                                                  AND x.conversation_id = c.conversation_id)))
+              ORDER BY u.user_id COLLATE "C") AS eligible
+  FROM conversations c
+  LEFT JOIN auto_assign_triggers t ON t.campaign_id = c.campaign_id AND t.trigger_id = 'trigger-pl-' || :n::text
+ WHERE c.campaign_id = :campaign AND c.conversation_id = 'pgb-pl-' || :n::text
+   FOR UPDATE OF c;
+\endpipeline
+\startpipeline
+WITH settings AS (SELECT last_auto_assignee_id AS last FROM inbox_settings WHERE campaign_id = :campaign),
+     eligible AS (
+       SELECT u.user_id COLLATE "C" AS user_id FROM users u JOIN conversations c
+           ON c.campaign_id = u.campaign_id AND c.conversation_id = 'pgb-pl-' || :n::text
+        WHERE u.campaign_id = :campaign AND u.role = 'ORGANIZER' AND u.active
+          AND EXISTS (SELECT 1 FROM access_group_organizers m
+                        JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id
+                       WHERE m.campaign_id = u.campaign_id AND m.user_id = u.user_id AND g.can_reply
+                         AND (g.scope_all OR g.scope_tags && c.member_tags))),
+     pick AS (SELECT COALESCE((SELECT min(e.user_id) FROM eligible e, settings s WHERE e.user_id > s.last),
+                              (SELECT min(user_id) FROM eligible)) AS user_id),
+     assigned AS (
+       UPDATE conversations c SET assignee_id = pick.user_id, assigned_at = now(), version = c.version + 1,
+              updated_at = now()
+         FROM pick
+        WHERE c.campaign_id = :campaign AND c.conversation_id = 'pgb-pl-' || :n::text AND c.assignee_id IS NULL
+          AND pick.user_id IS NOT NULL
+       RETURNING c.conversation_id, c.assignee_id),
+     events AS (
+       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source)
+       SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM assigned),
+     moved AS (
+       UPDATE inbox_settings s SET last_auto_assignee_id = assigned.assignee_id FROM assigned
+        WHERE s.campaign_id = :campaign)
+INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id)
+SELECT :campaign, 'trigger-pl-' || :n::text, conversation_id, 'ASSIGNED', assignee_id FROM assigned
+ON CONFLICT DO NOTHING;
+COMMIT;
+\endpipeline
