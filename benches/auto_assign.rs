@@ -7,16 +7,15 @@
 //! trigger (`--auto-assign-max-batch 1`), and pgbench running the per-trigger transaction and its best
 //! one-statement form against the same database (on the hot campaign and over 32 campaigns; what the
 //! transaction reaches against the one statement, as written and with its round trips pipelined into two,
-//! is printed after the table). Manual AssignConversation at
-//! 32 callers runs beside pgbench's plain lock-update-event transaction and beside pgbench running the
-//! service's own two statements for it; grpc.health.v1 Check at each caller count gives the gRPC transport's
-//! own floor (no database). Every row also says how it compares with today's path (one hot campaign,
-//! round-robin, no capacity) at the same callers, and where the CPU went: the load generator's process per
-//! call (for the service's rows, the bench process: the server and its callers; for pgbench's, pgbench),
-//! PostgreSQL's processes per call (on the private cluster only; background work such as autovacuum counts
-//! too), and the share of the machine's cores that were busy. Uses DATABASE_URL when set, otherwise
-//! a private, durable PostgreSQL under target/. BENCH_SECONDS (default 5) sets each run's length; BENCH_CALLERS
-//! (default `1,8,32`) the caller counts.
+//! is printed after the table). Manual AssignConversation at 32 callers runs beside pgbench's plain
+//! lock-update-event transaction and beside pgbench running the service's own two statements for it;
+//! grpc.health.v1 Check at each caller count gives the gRPC transport's own floor (no database). Every row
+//! also says how it compares with today's path (one hot campaign, round-robin, no capacity) at the same
+//! callers, and where the CPU went: the load generator's process per call (for the service's rows, the bench
+//! process: the server and its callers; for pgbench's, pgbench), PostgreSQL's processes per call (on the
+//! private cluster only; background work such as autovacuum counts too), and the share of the machine's
+//! cores that were busy. Uses DATABASE_URL when set, otherwise a private, durable PostgreSQL under target/.
+//! BENCH_SECONDS (default 5) sets each run's length; BENCH_CALLERS (default `1,8,32`) the caller counts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
