@@ -31,7 +31,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 mod common;
 
-use common::cpu::{CpuSample, CpuUse};
+use common::cpu::{Client, CpuSample, CpuUse};
 use common::{
     BenchSchema, assignment_spread, connect, database, organizer_ids, percentile_ms, seed_campaign,
     set_availability, settle, start_server, update_settings, with_campaign,
@@ -248,7 +248,7 @@ impl Figures {
         Figures {
             calls: latencies_us.len(),
             seconds: start.elapsed().as_secs_f64(),
-            cpu: cpu.until_now(latencies_us.len(), false),
+            cpu: cpu.until_now(latencies_us.len(), Client::ThisProcess),
             latencies_us,
         }
     }
@@ -411,7 +411,7 @@ fn pgbench_scripts(
     Figures {
         calls: latencies_us.len(),
         seconds: duration.as_secs_f64(),
-        cpu: cpu.until_now(latencies_us.len(), true),
+        cpu: cpu.until_now(latencies_us.len(), Client::WaitedChildren),
         latencies_us,
     }
 }

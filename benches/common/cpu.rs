@@ -27,6 +27,15 @@ pub struct CpuSample {
     machine: (u64, u64),
 }
 
+/// Which process generated a run's load.
+#[derive(Clone, Copy)]
+pub enum Client {
+    /// The bench process itself: the service and its in-process callers.
+    ThisProcess,
+    /// The child processes the bench waited for since the sample: pgbench.
+    WaitedChildren,
+}
+
 /// What a run used, per call (or per pgbench transaction).
 #[derive(Clone, Copy, Default)]
 pub struct CpuUse {
@@ -48,14 +57,13 @@ impl CpuSample {
         }
     }
 
-    /// Use since `self`, over `calls`; `child` counts the waited-for children (pgbench) as the client.
-    pub fn until_now(&self, calls: usize, child: bool) -> CpuUse {
+    /// Use since `self`, over `calls`, with `client` as the load generator.
+    pub fn until_now(&self, calls: usize, client: Client) -> CpuUse {
         let now = Self::now();
         let per_call = |d: Duration| d.as_secs_f64() * 1e3 / calls.max(1) as f64;
-        let client = if child {
-            now.children.saturating_sub(self.children)
-        } else {
-            now.own.saturating_sub(self.own)
+        let client = match client {
+            Client::ThisProcess => now.own.saturating_sub(self.own),
+            Client::WaitedChildren => now.children.saturating_sub(self.children),
         };
         let postgres = match (self.postgres, now.postgres) {
             (Some(before), Some(after)) => Some(per_call(after.saturating_sub(before))),
