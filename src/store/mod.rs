@@ -12,6 +12,7 @@ pub mod feed;
 pub mod history;
 pub mod inbox_settings;
 pub mod preview;
+mod transaction;
 pub mod users;
 pub mod waiting;
 
@@ -23,10 +24,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::error::AppResult;
+pub use transaction::Tx;
 
 /// A connection to run queries on: a transaction (`&mut *tx`) or a pooled connection.
 pub type Conn = sqlx::PgConnection;
-pub type Tx = sqlx::Transaction<'static, Postgres>;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -112,9 +113,9 @@ impl Store {
         &self.pool
     }
 
-    /// Begins a transaction.
+    /// Begins a transaction. It is cancellation-safe: see [`Tx`].
     pub async fn begin(&self) -> AppResult<Tx> {
-        Ok(self.pool.begin().await?)
+        Ok(Tx::begin(self.pool.acquire().await?, "BEGIN").await?)
     }
 
     /// A pooled connection, for reads that need no transaction.
@@ -133,14 +134,10 @@ impl Store {
     /// threshold, and compiling costs far more than these statements. The settings ride on the BEGIN round
     /// trip and end with the transaction.
     pub async fn begin_keyed(&self) -> AppResult<Tx> {
-        Ok(self
-            .pool
-            .begin_with(
-                "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off; \
-                 SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
-                 SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off",
-            )
-            .await?)
+        const BEGIN_KEYED: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+             SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
+             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off";
+        Ok(Tx::begin(self.pool.acquire().await?, BEGIN_KEYED).await?)
     }
 
     /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting

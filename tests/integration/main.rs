@@ -7,6 +7,7 @@ mod auto_assign;
 mod auto_assign_queue;
 mod bad_input;
 mod bulk;
+mod cancellation;
 mod contract;
 mod directory;
 mod embedded;

@@ -1,0 +1,440 @@
+//! Calls cut off at random points (a client's deadline, a client that gives up) leave nothing behind: no
+//! session idle in a transaction, no later call running inside a cancelled call's transaction, and every
+//! call's effect all or nothing.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use assignment_service::pb;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tonic::{Code, Request, Status};
+
+use crate::harness::{
+    CAMPAIGN, TestApp, as_actor, auto_assign_request, config, fresh_schema_url, scope_all, system,
+};
+
+const ORGANIZERS: [&str; 4] = ["o1", "o2", "o3", "o4"];
+const CONVERSATIONS: usize = 24;
+
+/// A small deterministic generator (SplitMix64), so a failing run can be repeated from its seed.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[self.below(from.len() as u64) as usize]
+    }
+}
+
+/// How a call of the storm is cut off.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The client's deadline (`grpc-timeout`): the server drops the call when it passes.
+    Deadline(Duration),
+    /// The client gives up and resets the stream.
+    ClientGivesUp(Duration),
+    /// Not cut off.
+    Never,
+}
+
+/// What one call of the storm did.
+struct Outcome {
+    request_id: String,
+    conversation: Option<String>,
+    /// `Ok(changed)` or the status code.
+    result: Result<bool, Code>,
+}
+
+fn conversation_id(n: u64) -> String {
+    format!("c{n:02}")
+}
+
+/// `request` with its request id and, when cut by a deadline, that deadline.
+fn prepared<T>(mut request: Request<T>, request_id: &str, cut: Cut) -> Request<T> {
+    request
+        .metadata_mut()
+        .insert("x-request-id", request_id.parse().unwrap());
+    if let Cut::Deadline(deadline) = cut {
+        request.set_timeout(deadline);
+    }
+    request
+}
+
+/// One call of a writing RPC, chosen by `dice`, with its request id and cut.
+async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
+    let request_id = format!("storm-{n}");
+    let conversation = conversation_id(dice.below(CONVERSATIONS as u64));
+    let organizer = dice.pick(&ORGANIZERS);
+    let id = request_id.clone();
+    macro_rules! prepare {
+        ($request:expr) => {
+            prepared($request, &id, cut)
+        };
+    }
+    let mut assignments = app.assignments().await;
+    let kind = dice.below(11);
+    let conversation_of = |kind| (kind <= 5).then(|| conversation.clone());
+    let conversation_for_call = conversation.clone();
+    let future = async move {
+        let conversation = conversation_for_call;
+        let changed = |r: Result<tonic::Response<bool>, Status>| r.map(|r| r.into_inner());
+        match kind {
+            0 => changed(
+                assignments
+                    .assign_conversation(prepare!(as_actor(
+                        "admin",
+                        pb::AssignConversationRequest {
+                            conversation_id: conversation,
+                            assignee_id: organizer.into(),
+                            expected_version: None,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            1 => changed(
+                assignments
+                    .unassign_conversation(prepare!(as_actor(
+                        "admin",
+                        pb::UnassignConversationRequest {
+                            conversation_id: conversation,
+                            expected_version: None,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            2 => changed(
+                assignments
+                    .reassign_conversation(prepare!(as_actor(
+                        "admin",
+                        pb::ReassignConversationRequest {
+                            conversation_id: conversation,
+                            assignee_id: organizer.into(),
+                            expected_version: None,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            3 => changed(
+                assignments
+                    .resolve_conversation(prepare!(as_actor(
+                        organizer,
+                        pb::ResolveConversationRequest {
+                            conversation_id: conversation,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            4 => changed(
+                assignments
+                    .reopen_conversation(prepare!(as_actor(
+                        "admin",
+                        pb::ReopenConversationRequest {
+                            conversation_id: conversation,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            5 => changed(
+                // An organizer takes it for themselves.
+                assignments
+                    .assign_conversation(prepare!(as_actor(
+                        organizer,
+                        pb::AssignConversationRequest {
+                            conversation_id: conversation,
+                            assignee_id: organizer.into(),
+                            expected_version: None,
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            6 => changed(
+                assignments
+                    .auto_assign_conversation(prepare!(system(
+                        CAMPAIGN,
+                        auto_assign_request(&format!("new-{n}")),
+                    )))
+                    .await
+                    .map(|r| r.map(|_| true)),
+            ),
+            7 => changed(
+                assignments
+                    .set_availability(prepare!(system(
+                        CAMPAIGN,
+                        pb::SetAvailabilityRequest {
+                            user_id: organizer.into(),
+                            availability: if n.is_multiple_of(2) {
+                                pb::Availability::Away
+                            } else {
+                                pb::Availability::Available
+                            }
+                            .into(),
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|r| r.changed)),
+            ),
+            8 => changed(
+                assignments
+                    .set_capacity(prepare!(as_actor(
+                        "admin",
+                        pb::SetCapacityRequest {
+                            user_id: organizer.into(),
+                            capacity: Some((n % 5) as i32),
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|_| true)),
+            ),
+            9 => changed(
+                assignments
+                    .update_inbox_settings(prepare!(as_actor(
+                        "admin",
+                        pb::UpdateInboxSettingsRequest {
+                            auto_assign_enabled: Some(!n.is_multiple_of(3)),
+                            ..Default::default()
+                        },
+                    )))
+                    .await
+                    .map(|r| r.map(|_| true)),
+            ),
+            _ => {
+                // A bulk stream: options, then one batch of three conversations.
+                let messages = vec![
+                    pb::BulkAssignRequest {
+                        payload: Some(pb::bulk_assign_request::Payload::Options(
+                            pb::BulkAssignOptions {
+                                assignee_ids: ORGANIZERS.iter().map(|o| o.to_string()).collect(),
+                                ..Default::default()
+                            },
+                        )),
+                    },
+                    pb::BulkAssignRequest {
+                        payload: Some(pb::bulk_assign_request::Payload::Conversations(
+                            pb::ConversationBatch {
+                                conversation_ids: (0..3)
+                                    .map(|k| conversation_id((n as u64 + k) % CONVERSATIONS as u64))
+                                    .collect(),
+                            },
+                        )),
+                    },
+                ];
+                let request = prepare!(as_actor("admin", tokio_stream::iter(messages)));
+                match assignments.bulk_assign(request).await {
+                    Ok(response) => {
+                        let mut stream = response.into_inner();
+                        let mut last = Ok(true);
+                        while let Some(message) = stream.next().await {
+                            if let Err(status) = message {
+                                last = Err(status);
+                                break;
+                            }
+                        }
+                        last
+                    }
+                    Err(status) => Err(status),
+                }
+            }
+        }
+    };
+    let result = match cut {
+        Cut::ClientGivesUp(after) => match tokio::time::timeout(after, future).await {
+            Ok(result) => result,
+            Err(_) => Err(Status::cancelled("the client gave up")),
+        },
+        Cut::Deadline(_) | Cut::Never => future.await,
+    };
+    Outcome {
+        request_id,
+        conversation: conversation_of(kind),
+        result: result.map_err(|status| status.code()),
+    }
+}
+
+/// Log output of this test's thread (the server runs on it too: a current-thread runtime).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The states of this server's database sessions, waiting up to a few seconds for them to settle.
+async fn settled_sessions(app: &TestApp, application_name: &str) -> Vec<(i32, String)> {
+    let mut sessions = Vec::new();
+    for _ in 0..100 {
+        sessions = sqlx::query_as::<_, (i32, String)>(
+            "SELECT pid, coalesce(state, '') FROM pg_stat_activity \
+              WHERE application_name = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(application_name)
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if sessions.iter().all(|(_, state)| state == "idle") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sessions
+}
+
+#[tokio::test]
+async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_written_change() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _capture = tracing::subscriber::set_default(subscriber);
+
+    // The harness's small pool (8): cancelled calls' connections are soon handed to others.
+    let application_name = format!("cancel-{}", uuid::Uuid::new_v4().simple());
+    let url = format!(
+        "{}&application_name={application_name}",
+        fresh_schema_url().await
+    );
+    let app = TestApp::start_with(&config(&url, &[])).await;
+    app.admin("admin").await;
+    for organizer in ORGANIZERS {
+        app.organizer(organizer).await;
+    }
+    app.group("admin", "everyone", &ORGANIZERS, true, scope_all())
+        .await;
+    for n in 0..CONVERSATIONS as u64 {
+        app.conversation(&conversation_id(n), &[]).await;
+    }
+    app.enable_auto_assign().await;
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    let mut dice = Dice(seed);
+    let mut outcomes = Vec::new();
+    let mut running = FuturesUnordered::new();
+    // Thousands of calls, 12 at a time, most cut off somewhere between 0 and 8 ms.
+    for n in 0..2400 {
+        let cut = match dice.below(3) {
+            0 => Cut::Deadline(Duration::from_micros(500 + dice.below(7500))),
+            1 => Cut::ClientGivesUp(Duration::from_micros(dice.below(8000))),
+            _ => Cut::Never,
+        };
+        let call_dice = Dice(dice.below(u64::MAX));
+        let app = &app;
+        running.push(Box::pin(async move {
+            let mut call_dice = call_dice;
+            call(app, &mut call_dice, n, cut).await
+        }));
+        if running.len() >= 12 {
+            outcomes.push(running.next().await.unwrap());
+        }
+    }
+    while let Some(outcome) = running.next().await {
+        outcomes.push(outcome);
+    }
+    drop(running);
+
+    // Every session of the server is idle again: none was left inside a transaction.
+    let sessions = settled_sessions(&app, &application_name).await;
+    assert!(!sessions.is_empty(), "the server's sessions are visible");
+    let stuck: Vec<_> = sessions.iter().filter(|(_, s)| s != "idle").collect();
+    assert!(
+        stuck.is_empty(),
+        "sessions left in a transaction: {stuck:?}"
+    );
+
+    // Calls made after the storm run in transactions of their own and all get a real answer.
+    for n in 100_000..100_200 {
+        let mut dice = Dice(n as u64);
+        let outcome = call(&app, &mut dice, n, Cut::Never).await;
+        if let Err(code) = outcome.result {
+            assert!(
+                !matches!(
+                    code,
+                    Code::Unavailable | Code::Internal | Code::Cancelled | Code::DeadlineExceeded
+                ),
+                "a call after the storm failed with {code:?}"
+            );
+        }
+    }
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !logged.contains("transaction in progress"),
+        "a call ran inside another call's transaction, or ended one that was not its own:\n{logged}"
+    );
+
+    // All or nothing: each conversation's history replays to its row, and each call's change is there
+    // exactly when the call said so (or when it was cut off and may have been applied).
+    let events: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT conversation_id, action, to_user_id, request_id FROM assignment_events \
+          WHERE campaign_id = $1 AND conversation_id IS NOT NULL ORDER BY event_id",
+    )
+    .bind(CAMPAIGN)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let mut replayed: HashMap<&str, (Option<&str>, &str)> = HashMap::new();
+    for (conversation, action, to, _) in &events {
+        let state = replayed.entry(conversation).or_insert((None, "OPEN"));
+        match action.as_str() {
+            "RESOLVE" => state.1 = "RESOLVED",
+            "REOPEN" => state.1 = "OPEN",
+            "QUEUED" | "LEFT_QUEUE" => {}
+            _ => state.0 = to.as_deref(),
+        }
+    }
+    for (conversation, (assignee, status)) in &replayed {
+        let (stored_assignee, stored_status, _) = app.stored(conversation).await;
+        assert_eq!(
+            (stored_assignee.as_deref(), stored_status.as_str()),
+            (*assignee, *status),
+            "{conversation}: its history does not replay to its row"
+        );
+    }
+    for outcome in &outcomes {
+        let Some(conversation) = &outcome.conversation else {
+            continue;
+        };
+        let written = events
+            .iter()
+            .any(|(c, _, _, r)| c == conversation && r.as_deref() == Some(&outcome.request_id));
+        match outcome.result {
+            Ok(changed) => assert_eq!(
+                written, changed,
+                "{}: answered changed={changed}",
+                outcome.request_id
+            ),
+            Err(Code::Cancelled | Code::DeadlineExceeded) => {}
+            Err(code) => assert!(
+                !written,
+                "{}: refused with {code:?} but written",
+                outcome.request_id
+            ),
+        }
+    }
+}
