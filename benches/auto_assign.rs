@@ -131,6 +131,7 @@ fn service_manual_script() -> String {
     let lock = bind(
         lock_with_users_sql(),
         &[
+            ("$5", "NULL::text"),
             ("$4", "ARRAY['admin', :org]::text[]"),
             ("$3", "'admin'"),
             ("$2", ":id"),

@@ -4,7 +4,7 @@
 use tonic::Request;
 use tonic::metadata::MetadataMap;
 
-use super::middleware::{CallerIdentity, RequestId};
+use super::middleware::{CallerIdentity, REQUEST_ID_HEADER, RequestId};
 use crate::auth::Scope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
@@ -37,6 +37,7 @@ pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
         campaign_id,
         actor_id,
         request_id: request_id(request),
+        idempotency_key: idempotency_key(request),
     })
 }
 
@@ -83,6 +84,13 @@ fn request_id<T>(request: &Request<T>) -> Option<String> {
         .extensions()
         .get::<RequestId>()
         .map(|id| id.0.clone())
+}
+
+/// The request id when the caller sent it: the middleware kept the header's value rather than generating
+/// one (a malformed header is replaced, so it keys nothing).
+fn idempotency_key<T>(request: &Request<T>) -> Option<String> {
+    let sent = request.metadata().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    request_id(request).filter(|kept| kept == sent)
 }
 
 fn header(metadata: &MetadataMap, name: &str) -> AppResult<Option<String>> {

@@ -37,16 +37,15 @@ pub async fn change_assignee(
     let others: Vec<&str> = request.target_id().into_iter().collect();
     let (locked, actor, users) = lock(&mut tx, call, conversation_id, &others).await?;
     let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
+    let situation = situation(&actor, &locked, conversation_id);
+    if let Some(retried) = already_applied(&locked, &situation) {
+        tx.commit().await?;
+        return Ok(retried);
+    }
     let target = request
         .target_id()
         .and_then(|id| users.iter().find(|u| u.user_id == id));
-    let plan = plan_assignee_change(
-        &actor,
-        &situation(&actor, &locked, conversation_id),
-        request,
-        target,
-        expected_version,
-    )?;
+    let plan = plan_assignee_change(&actor, &situation, request, target, expected_version)?;
     let result = match plan {
         Plan::Unchanged => Changed {
             value: locked.conversation,
@@ -85,12 +84,12 @@ pub async fn change_status(
     let mut tx = store.begin().await?;
     let (locked, actor, _) = lock(&mut tx, call, conversation_id, &[]).await?;
     let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
-    let changes = plan_status_change(
-        &actor,
-        &situation(&actor, &locked, conversation_id),
-        locked.conversation.status,
-        wanted,
-    )?;
+    let situation = situation(&actor, &locked, conversation_id);
+    if let Some(retried) = already_applied(&locked, &situation) {
+        tx.commit().await?;
+        return Ok(retried);
+    }
+    let changes = plan_status_change(&actor, &situation, locked.conversation.status, wanted)?;
     let result = if changes {
         Changed {
             value: conversations::set_status(
@@ -127,6 +126,16 @@ async fn lock(
     let waited_ms = waiting.elapsed().as_secs_f64() * 1e3;
     tracing::Span::current().record("lock_wait_ms", waited_ms);
     locked
+}
+
+/// A retry of a call that already changed this conversation (same `x-request-id`, same actor): it is
+/// answered as the first call was (`changed`), with the conversation as it is now, and changes nothing
+/// again. Only for an actor who may still see the conversation; others are answered as for any change.
+fn already_applied(locked: &Locked, situation: &Situation<'_>) -> Option<Changed<Conversation>> {
+    (locked.already_applied && situation.actor_can_view).then(|| Changed {
+        value: locked.conversation.clone(),
+        changed: true,
+    })
 }
 
 fn situation<'a>(actor: &Actor, locked: &'a Locked, conversation_id: &'a str) -> Situation<'a> {

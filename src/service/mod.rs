@@ -24,6 +24,8 @@ pub struct ActorCall {
     pub campaign_id: String,
     pub actor_id: String,
     pub request_id: Option<String>,
+    /// The request id when the caller sent it (not generated): a retry with it changes nothing twice.
+    pub idempotency_key: Option<String>,
 }
 
 /// A call made by a system (a system of record, the flow builder) for a campaign.
@@ -112,6 +114,7 @@ pub async fn lock_conversation_and_actor(
         conversation_id,
         &call.actor_id,
         &actor_and(call, others),
+        call.idempotency_key.as_deref(),
     )
     .await?;
     let (actor, others) = actor_among(call, &users, others)?;

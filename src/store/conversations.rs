@@ -27,6 +27,8 @@ pub struct Viewed {
 pub struct Locked {
     pub conversation: Conversation,
     pub actor_grants: GroupGrants,
+    /// The actor already changed it in a call with this idempotency key (see [`lock_with_users`]).
+    pub already_applied: bool,
 }
 
 /// What ListConversations narrows to.
@@ -167,18 +169,23 @@ pub struct LockedWithUsers {
 /// (conversation, then users in byte order of id): a concurrent change of their role or active flag waits
 /// for this transaction, and one that committed first is what this reads (a row lock reads the newest
 /// version, even one committed while the statement waited for the conversation).
+///
+/// With an `idempotency_key` (the `x-request-id` a caller sent), it also says whether the actor already
+/// changed this conversation in a call with that key: a history event with that request id and actor.
 pub async fn lock_with_users(
     conn: &mut Conn,
     campaign_id: &str,
     conversation_id: &str,
     actor_id: &str,
     user_ids: &[&str],
+    idempotency_key: Option<&str>,
 ) -> AppResult<LockedWithUsers> {
     let rows: Vec<PgRow> = sqlx::query(&lock_with_users_sql())
-        .bind(campaign_id)
-        .bind(conversation_id)
-        .bind(actor_id)
-        .bind(user_ids)
+        .bind(campaign_id) // $1
+        .bind(conversation_id) // $2
+        .bind(actor_id) // $3
+        .bind(user_ids) // $4
+        .bind(idempotency_key) // $5
         .fetch_all(conn)
         .await?;
     let mut locked = None;
@@ -196,6 +203,7 @@ pub async fn lock_with_users(
                     view: viewed.group_view,
                     reply: viewed.group_reply,
                 },
+                already_applied: row.try_get("already_applied")?,
             });
         }
         if row.try_get::<Option<String>, _>("user_id")?.is_some() {
@@ -205,14 +213,19 @@ pub async fn lock_with_users(
     Ok(LockedWithUsers { locked, users })
 }
 
-/// [`lock_with_users`]'s statement: $1 campaign, $2 conversation, $3 actor, $4 the users to share-lock.
+/// [`lock_with_users`]'s statement: $1 campaign, $2 conversation, $3 actor, $4 the users to share-lock,
+/// $5 the idempotency key (NULL: none).
 /// Public so that the auto-assign benchmark runs the very same statement under pgbench.
 #[doc(hidden)]
 pub fn lock_with_users_sql() -> String {
     // The users' scan is gated on an InitPlan over the conversation's lock: it starts once that is had.
     format!(
         "WITH locked AS MATERIALIZED ( \
-           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
+           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply, \
+                  ($5::text IS NOT NULL AND EXISTS ( \
+                     SELECT 1 FROM assignment_events e \
+                      WHERE e.campaign_id = c.campaign_id AND e.conversation_id = c.conversation_id \
+                        AND e.request_id = $5 AND e.actor_id = $3)) AS already_applied \
              FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
               FOR UPDATE OF c \
          ), people AS MATERIALIZED ( \

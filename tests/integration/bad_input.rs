@@ -289,7 +289,7 @@ fn check(expect: Expect, answer: &Answer) -> Result<(), String> {
 /// An admin, an organizer in a group that may view and reply to everything, and conversations c1
 /// (assigned to the organizer) and c2; returns the server and the group's id.
 async fn seeded() -> (TestApp, String) {
-    let app = TestApp::start().await;
+    let app = TestApp::start_configured(&NO_SWEEP).await;
     app.admin("admin").await;
     app.organizer("org").await;
     let group = app

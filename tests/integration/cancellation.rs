@@ -438,3 +438,155 @@ async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_wr
         }
     }
 }
+
+fn with_request_id<T>(request_id: &str, request: Request<T>) -> Request<T> {
+    prepared(request, request_id, Cut::Never)
+}
+
+fn assign(conversation: &str, assignee: &str) -> pb::AssignConversationRequest {
+    pb::AssignConversationRequest {
+        conversation_id: conversation.into(),
+        assignee_id: assignee.into(),
+        expected_version: None,
+    }
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_request_id_learns_the_outcome_and_changes_nothing_twice() {
+    let app = TestApp::start().await;
+    app.admin("admin").await;
+    app.admin("admin2").await;
+    app.organizer("o1").await;
+    app.group("admin", "everyone", &["o1"], true, scope_all())
+        .await;
+    app.conversation("c1", &[]).await;
+    let mut client = app.assignments().await;
+
+    // Cut off by its deadline until one is cut before answering, then retried with the same id: the
+    // retry tells whether the first went through, and the change is made once.
+    let mut cut = 0;
+    for attempt in 0..200 {
+        let request_id = format!("assign-{attempt}");
+        let mut request = with_request_id(&request_id, as_actor("admin", assign("c1", "o1")));
+        request.set_timeout(Duration::from_micros(200 + attempt * 20));
+        let first = client.assign_conversation(request).await;
+        let retried = client
+            .assign_conversation(with_request_id(
+                &request_id,
+                as_actor("admin", assign("c1", "o1")),
+            ))
+            .await
+            .expect("the retry is answered")
+            .into_inner();
+        let history = app.history("c1").await;
+        let made: Vec<_> = history
+            .iter()
+            .filter(|e| e.request_id == request_id)
+            .collect();
+        assert_eq!(made.len(), 1, "the change is made exactly once");
+        assert!(retried.changed, "the retry says the change was made");
+        assert_eq!(
+            retried.conversation.unwrap().assignee_id.as_deref(),
+            Some("o1")
+        );
+        if first.is_err() {
+            cut += 1;
+        }
+        client
+            .unassign_conversation(as_actor(
+                "admin",
+                pb::UnassignConversationRequest {
+                    conversation_id: "c1".into(),
+                    expected_version: None,
+                },
+            ))
+            .await
+            .unwrap();
+        if cut >= 3 {
+            break;
+        }
+    }
+    assert!(
+        cut > 0,
+        "some first attempts were cut off by their deadline"
+    );
+
+    // A retry after someone else changed the conversation undoes nothing.
+    client
+        .assign_conversation(with_request_id(
+            "r-1",
+            as_actor("admin", assign("c1", "o1")),
+        ))
+        .await
+        .unwrap();
+    client
+        .unassign_conversation(as_actor(
+            "admin2",
+            pb::UnassignConversationRequest {
+                conversation_id: "c1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    let retried = client
+        .assign_conversation(with_request_id(
+            "r-1",
+            as_actor("admin", assign("c1", "o1")),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retried.changed);
+    assert_eq!(
+        retried.conversation.unwrap().assignee_id,
+        None,
+        "answered with the conversation as it is now"
+    );
+    assert_eq!(app.stored("c1").await.0, None, "the retry changed nothing");
+
+    // Resolve, reopen by another admin, then the resolve retried: it stays open.
+    let resolve = |id: &str| {
+        with_request_id(
+            id,
+            as_actor(
+                "admin",
+                pb::ResolveConversationRequest {
+                    conversation_id: "c1".into(),
+                },
+            ),
+        )
+    };
+    client.resolve_conversation(resolve("r-2")).await.unwrap();
+    client
+        .reopen_conversation(as_actor(
+            "admin2",
+            pb::ReopenConversationRequest {
+                conversation_id: "c1".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        client
+            .resolve_conversation(resolve("r-2"))
+            .await
+            .unwrap()
+            .into_inner()
+            .changed
+    );
+    assert_eq!(app.stored("c1").await.1, "OPEN");
+
+    // The key is the caller's and the actor's: another actor with the same id, or a call without one,
+    // is a new change.
+    let other = client
+        .assign_conversation(with_request_id(
+            "r-1",
+            as_actor("admin2", assign("c1", "o1")),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(other.changed);
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
+}

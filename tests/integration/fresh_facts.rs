@@ -194,6 +194,7 @@ async fn a_change_holds_its_actor_and_target_until_it_commits() {
         campaign_id: CAMPAIGN.into(),
         actor_id: "admin".into(),
         request_id: None,
+        idempotency_key: None,
     };
     let (actor, others) = lock_actor(&mut tx, &call, &["org2"]).await.unwrap();
     assert!(actor.is_admin());

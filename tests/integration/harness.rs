@@ -128,6 +128,10 @@ pub struct TestApp {
 
 pub const CAMPAIGN: &str = "camp-1";
 
+/// Flags for a server whose database is compared before and after each call: the periodic sweep (which
+/// folds organizers' load changes into their counts) must not write in between.
+pub const NO_SWEEP: [&str; 2] = ["--waiting-sweep-interval", "24h"];
+
 /// The configuration a test server runs with: ephemeral ports, `database_url`, and `flags` on top.
 pub fn config(database_url: &str, flags: &[&str]) -> Config {
     let mut args = vec![

@@ -7,7 +7,7 @@ use tonic::transport::Channel;
 use super::calls::{Caller, Subject, VIEWABLE_TAG, call};
 use super::judge::same_as_missing;
 use super::{Cell, Expect, OTHER_CAMPAIGN, Row, SYSTEM_TOKEN, USER_TOKEN, USERS, is_system, rpcs};
-use crate::harness::{CAMPAIGN, TestApp};
+use crate::harness::{CAMPAIGN, NO_SWEEP, TestApp};
 use crate::snapshot::Snapshot;
 
 /// A server with the users, an access group letting `org-view` view conversations tagged
@@ -22,11 +22,13 @@ impl Fixture {
     pub async fn start(with_tokens: bool) -> Self {
         let app = if with_tokens {
             let tokens = tokens_file();
-            let app = TestApp::start_configured(&["--tokens-file", &tokens]).await;
+            let mut flags = vec!["--tokens-file", &tokens];
+            flags.extend(NO_SWEEP);
+            let app = TestApp::start_configured(&flags).await;
             let _ = std::fs::remove_file(tokens);
             app
         } else {
-            TestApp::start().await
+            TestApp::start_configured(&NO_SWEEP).await
         };
         let channel = app.channel().await;
         let setup = Caller {
