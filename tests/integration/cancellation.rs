@@ -71,7 +71,7 @@ fn prepared<T>(mut request: Request<T>, request_id: &str, cut: Cut) -> Request<T
 }
 
 /// One call of a writing RPC, chosen by `dice`, with its request id and cut.
-async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
+async fn call(app: &TestApp, extra_group: &str, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
     let request_id = format!("storm-{n}");
     let conversation = conversation_id(dice.below(CONVERSATIONS as u64));
     let organizer = dice.pick(&ORGANIZERS);
@@ -82,7 +82,10 @@ async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
         };
     }
     let mut assignments = app.assignments().await;
-    let kind = dice.below(11);
+    let mut groups = app.groups().await;
+    let mut directory = app.directory().await;
+    let extra_group = extra_group.to_owned();
+    let kind = dice.below(20);
     let conversation_of = |kind| (kind <= 5).then(|| conversation.clone());
     let conversation_for_call = conversation.clone();
     let future = async move {
@@ -213,6 +216,142 @@ async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
                     .await
                     .map(|r| r.map(|_| true)),
             ),
+            11 => {
+                let request = pb::BulkUnassignRequest {
+                    conversations: Some(pb::ConversationBatch {
+                        conversation_ids: three_from(n),
+                    }),
+                };
+                let request = prepare!(as_actor("admin", tokio_stream::iter(vec![request])));
+                match assignments.bulk_unassign(request).await {
+                    Ok(response) => drained(response.into_inner()).await,
+                    Err(status) => Err(status),
+                }
+            }
+            12 => {
+                let messages = vec![
+                    pb::BulkReassignRequest {
+                        payload: Some(pb::bulk_reassign_request::Payload::Options(
+                            pb::BulkAssignOptions {
+                                assignee_ids: vec![organizer.into()],
+                                ..Default::default()
+                            },
+                        )),
+                    },
+                    pb::BulkReassignRequest {
+                        payload: Some(pb::bulk_reassign_request::Payload::Conversations(
+                            pb::ConversationBatch {
+                                conversation_ids: three_from(n),
+                            },
+                        )),
+                    },
+                ];
+                let request = prepare!(as_actor("admin", tokio_stream::iter(messages)));
+                match assignments.bulk_reassign(request).await {
+                    Ok(response) => drained(response.into_inner()).await,
+                    Err(status) => Err(status),
+                }
+            }
+            13 => {
+                let organizer_ids = vec![organizer.to_owned()];
+                if n.is_multiple_of(2) {
+                    groups
+                        .add_organizers(prepare!(as_actor(
+                            "admin",
+                            pb::AddOrganizersRequest {
+                                access_group_id: extra_group,
+                                organizer_ids,
+                            },
+                        )))
+                        .await
+                        .map(|_| true)
+                } else {
+                    groups
+                        .remove_organizers(prepare!(as_actor(
+                            "admin",
+                            pb::RemoveOrganizersRequest {
+                                access_group_id: extra_group,
+                                organizer_ids,
+                            },
+                        )))
+                        .await
+                        .map(|_| true)
+                }
+            }
+            14 => groups
+                .update_access_group(prepare!(as_actor(
+                    "admin",
+                    pb::UpdateAccessGroupRequest {
+                        access_group_id: extra_group,
+                        name: Some(format!("extra-{n}")),
+                        ..Default::default()
+                    },
+                )))
+                .await
+                .map(|_| true),
+            15 => {
+                let created = groups
+                    .create_access_group(prepare!(as_actor(
+                        "admin",
+                        pb::CreateAccessGroupRequest {
+                            name: format!("g-{n}"),
+                            permissions: Some(pb::AccessGroupPermissions {
+                                view: true,
+                                reply: false,
+                            }),
+                            scope: Some(scope_all()),
+                            organizer_ids: vec![organizer.into()],
+                        },
+                    )))
+                    .await;
+                match created {
+                    Ok(created) => groups
+                        .delete_access_group(prepare!(as_actor(
+                            "admin",
+                            pb::DeleteAccessGroupRequest {
+                                access_group_id: created
+                                    .into_inner()
+                                    .access_group
+                                    .unwrap()
+                                    .access_group_id,
+                            },
+                        )))
+                        .await
+                        .map(|_| true),
+                    Err(status) => Err(status),
+                }
+            }
+            16 => directory
+                .upsert_user(prepare!(system(
+                    CAMPAIGN,
+                    pb::UpsertUserRequest {
+                        user_id: format!("u{}", n % 8),
+                        role: pb::Role::Organizer.into(),
+                        display_name: format!("User {n}"),
+                    },
+                )))
+                .await
+                .map(|_| true),
+            17 => directory
+                .deactivate_user(prepare!(system(
+                    CAMPAIGN,
+                    pb::DeactivateUserRequest {
+                        user_id: format!("u{}", n % 8),
+                    },
+                )))
+                .await
+                .map(|_| true),
+            18 => directory
+                .upsert_conversation(prepare!(system(
+                    CAMPAIGN,
+                    pb::UpsertConversationRequest {
+                        conversation_id: conversation,
+                        member_id: format!("member-{n}"),
+                        member_tags: vec![format!("tag-{}", n % 3)],
+                    },
+                )))
+                .await
+                .map(|_| true),
             _ => {
                 // A bulk stream: options, then one batch of three conversations.
                 let messages = vec![
@@ -227,26 +366,14 @@ async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
                     pb::BulkAssignRequest {
                         payload: Some(pb::bulk_assign_request::Payload::Conversations(
                             pb::ConversationBatch {
-                                conversation_ids: (0..3)
-                                    .map(|k| conversation_id((n as u64 + k) % CONVERSATIONS as u64))
-                                    .collect(),
+                                conversation_ids: three_from(n),
                             },
                         )),
                     },
                 ];
                 let request = prepare!(as_actor("admin", tokio_stream::iter(messages)));
                 match assignments.bulk_assign(request).await {
-                    Ok(response) => {
-                        let mut stream = response.into_inner();
-                        let mut last = Ok(true);
-                        while let Some(message) = stream.next().await {
-                            if let Err(status) = message {
-                                last = Err(status);
-                                break;
-                            }
-                        }
-                        last
-                    }
+                    Ok(response) => drained(response.into_inner()).await,
                     Err(status) => Err(status),
                 }
             }
@@ -264,6 +391,21 @@ async fn call(app: &TestApp, dice: &mut Dice, n: usize, cut: Cut) -> Outcome {
         conversation: conversation_of(kind),
         result: result.map_err(|status| status.code()),
     }
+}
+
+/// Three conversations from the `n`-th on, for a bulk call.
+fn three_from(n: usize) -> Vec<String> {
+    (0..3)
+        .map(|k| conversation_id((n as u64 + k) % CONVERSATIONS as u64))
+        .collect()
+}
+
+/// Reads a bulk stream to its end: `Ok(true)` when it ended without an error.
+async fn drained<T>(mut stream: tonic::Streaming<T>) -> Result<bool, Status> {
+    while let Some(message) = stream.next().await {
+        message?;
+    }
+    Ok(true)
 }
 
 /// Log output of this test's thread (the server runs on it too: a current-thread runtime).
@@ -324,6 +466,10 @@ async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_wr
     }
     app.group("admin", "everyone", &ORGANIZERS, true, scope_all())
         .await;
+    let extra_group = app
+        .group("admin", "extra", &[], true, scope_all())
+        .await
+        .access_group_id;
     for n in 0..CONVERSATIONS as u64 {
         app.conversation(&conversation_id(n), &[]).await;
     }
@@ -345,10 +491,10 @@ async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_wr
             _ => Cut::Never,
         };
         let call_dice = Dice(dice.below(u64::MAX));
-        let app = &app;
+        let (app, extra_group) = (&app, &extra_group);
         running.push(Box::pin(async move {
             let mut call_dice = call_dice;
-            call(app, &mut call_dice, n, cut).await
+            call(app, extra_group, &mut call_dice, n, cut).await
         }));
         if running.len() >= 12 {
             outcomes.push(running.next().await.unwrap());
@@ -371,7 +517,7 @@ async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_wr
     // Calls made after the storm run in transactions of their own and all get a real answer.
     for n in 100_000..100_200 {
         let mut dice = Dice(n as u64);
-        let outcome = call(&app, &mut dice, n, Cut::Never).await;
+        let outcome = call(&app, &extra_group, &mut dice, n, Cut::Never).await;
         if let Err(code) = outcome.result {
             assert!(
                 !matches!(
