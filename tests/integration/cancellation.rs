@@ -504,6 +504,21 @@ async fn calls_cut_off_at_random_points_leave_no_transaction_open_and_no_half_wr
         outcomes.push(outcome);
     }
     drop(running);
+    // Cut off or answered by the rules: never a broken connection or a server fault.
+    let broken: Vec<_> = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o.result,
+                Err(Code::Internal | Code::Unknown | Code::Unavailable)
+            )
+        })
+        .map(|o| (&o.request_id, o.result))
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "calls failed for the server's sake: {broken:?}"
+    );
 
     // Every session of the server is idle again: none was left inside a transaction.
     let sessions = settled_sessions(&app, &application_name).await;
