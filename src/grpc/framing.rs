@@ -226,7 +226,9 @@ mod tests {
                 .read(chunk)
                 .map_err(|(at, status)| (at, status.code()))?;
         }
-        framing.finish().map_err(|status| (usize::MAX, status.code()))?;
+        framing
+            .finish()
+            .map_err(|status| (usize::MAX, status.code()))?;
         Ok(framing.messages)
     }
 
@@ -247,7 +249,10 @@ mod tests {
         let body = [first.clone(), message(b"d")].concat();
         let invalid = tonic::Code::InvalidArgument;
         assert_eq!(read_all(true, &[&body]), Err((first.len(), invalid)));
-        assert_eq!(read_all(true, &[&first, &body[first.len()..]]), Err((0, invalid)));
+        assert_eq!(
+            read_all(true, &[&first, &body[first.len()..]]),
+            Err((0, invalid))
+        );
     }
 
     #[test]

@@ -87,7 +87,9 @@ impl Cell {
             OrganizerWithoutView => Some("org-none"),
             ViewOnlyOrganizer | OrganizerOnAnothers => Some("org-view"),
             NoToken | WrongToken | UserTokenOnSystemRpc | ValidToken | Control => Some("admin"),
-            DuplicateToken | DuplicateCampaign | DuplicateActor | DuplicateRequestId => Some("admin"),
+            DuplicateToken | DuplicateCampaign | DuplicateActor | DuplicateRequestId => {
+                Some("admin")
+            }
         }
     }
 

@@ -264,7 +264,8 @@ fn check(expect: Expect, answer: &Answer) -> Result<(), String> {
                 .map(|r| r.status_code().as_str())
                 .expect("a reason of the one list");
             let got = reason(status);
-            if got != wanted || format!("{:?}", status.code()).to_uppercase() != code.replace('_', "")
+            if got != wanted
+                || format!("{:?}", status.code()).to_uppercase() != code.replace('_', "")
             {
                 return Err(format!(
                     "expected {code} {wanted}, got {:?} {got} ({:?})",

@@ -38,14 +38,26 @@ mod tests {
         ] {
             assert_eq!(normal_form(look_alike), plain, "{look_alike:?}");
         }
-        assert_eq!(normal_form("ﬁeld team"), "field team", "ligatures are split");
+        assert_eq!(
+            normal_form("ﬁeld team"),
+            "field team",
+            "ligatures are split"
+        );
         assert_eq!(normal_form("Cafe\u{301}"), "Café", "composed");
         assert_eq!(normal_form("Café"), "Café");
     }
 
     #[test]
     fn the_normal_form_is_stable() {
-        for value in ["Team\u{00A0}A", "Ｔｅａｍ", "a \u{2028} b", "ﬃ", "Ⅻ", "①", "Café"] {
+        for value in [
+            "Team\u{00A0}A",
+            "Ｔｅａｍ",
+            "a \u{2028} b",
+            "ﬃ",
+            "Ⅻ",
+            "①",
+            "Café",
+        ] {
             let once = normal_form(value);
             assert_eq!(normal_form(&once), once, "{value:?}");
         }
@@ -55,6 +67,10 @@ mod tests {
     fn case_and_distinct_letters_are_kept() {
         // Case is compared by the database (names are unique ignoring case), not folded here.
         assert_eq!(normal_form("TEAM a"), "TEAM a");
-        assert_ne!(normal_form("Team A"), normal_form("Team Β"), "Latin B and Greek Beta differ");
+        assert_ne!(
+            normal_form("Team A"),
+            normal_form("Team Β"),
+            "Latin B and Greek Beta differ"
+        );
     }
 }

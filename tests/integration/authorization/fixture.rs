@@ -25,8 +25,9 @@ impl Fixture {
         let quiet = ["--waiting-sweep-interval", "1h"];
         let app = if with_tokens {
             let tokens = tokens_file();
-            let app = TestApp::start_configured(&[&quiet[..], &["--tokens-file", &tokens]].concat())
-                .await;
+            let app =
+                TestApp::start_configured(&[&quiet[..], &["--tokens-file", &tokens]].concat())
+                    .await;
             let _ = std::fs::remove_file(tokens);
             app
         } else {
