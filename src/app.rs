@@ -19,6 +19,7 @@ use crate::auth::{Callers, check_exposure};
 use crate::config::Config;
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::grpc::middleware::{CallLayer, Phase};
+use crate::grpc::reflection;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
 use crate::observability::{serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
@@ -197,9 +198,13 @@ impl App {
                 phase_rx,
             ))
             .add_service(health_service)
-            .add_service(reflection().build_v1().expect("valid descriptors"))
+            .add_service(reflection::v1::serve(
+                reflection().build_v1().expect("valid descriptors"),
+            ))
             // grpcurl 1.8 and other older clients speak only v1alpha.
-            .add_service(reflection().build_v1alpha().expect("valid descriptors"))
+            .add_service(reflection::v1alpha::serve(
+                reflection().build_v1alpha().expect("valid descriptors"),
+            ))
             .add_service(
                 DirectoryServiceServer::new(DirectoryApi::new(store.clone(), coalescer.clone()))
                     .max_decoding_message_size(max),

@@ -70,7 +70,7 @@ macro_rules! reasons {
 }
 
 reasons! {
-    /// No `x-actor-id` header on a call that acts for a user.
+    /// No `x-actor-id` header, or an empty one, on a call that acts for a user.
     ActorMissing => "ACTOR_MISSING", Unauthenticated;
     /// `x-actor-id` names nobody in the campaign's directory.
     ActorUnknown => "ACTOR_UNKNOWN", Unauthenticated;
@@ -110,7 +110,8 @@ reasons! {
     OrganizerNotFound => "ORGANIZER_NOT_FOUND", NotFound;
     /// The access group does not exist in the campaign.
     AccessGroupNotFound => "ACCESS_GROUP_NOT_FOUND", NotFound;
-    /// Another access group has this name (ignoring case).
+    /// Another access group has this name (ignoring case; names are compared in normal form, so look-alikes
+    /// are the same name).
     AccessGroupNameTaken => "ACCESS_GROUP_NAME_TAKEN", AlreadyExists;
     /// The conversation is already assigned to someone else.
     AlreadyAssigned => "ALREADY_ASSIGNED", FailedPrecondition;
@@ -146,6 +147,14 @@ reasons! {
     InvalidConversationId => "INVALID_CONVERSATION_ID", InvalidArgument;
     /// A conversation id listed again in one bulk stream: answered at its first listing (bulk items only).
     DuplicateInStream => "DUPLICATE_IN_STREAM", InvalidArgument;
+    /// A header that says who is calling or for what (`authorization`, `x-campaign-id`, `x-actor-id`,
+    /// `x-request-id`) was sent more than once.
+    DuplicateHeader => "DUPLICATE_HEADER", InvalidArgument;
+    /// The request's `content-type` is not gRPC's (answered with HTTP 415).
+    UnsupportedContentType => "UNSUPPORTED_CONTENT_TYPE", InvalidArgument;
+    /// The request body is not gRPC framing the RPC accepts: a unary request without exactly one message,
+    /// a message cut short, or a compressed flag other than 0 or 1.
+    MalformedFraming => "MALFORMED_FRAMING", InvalidArgument;
 }
 
 impl fmt::Display for Reason {

@@ -2,6 +2,10 @@
 
 use crate::error::{AppError, AppResult, FieldViolation};
 
+mod normal_form;
+
+pub use normal_form::normal_form;
+
 /// Ids of campaigns, users, members and conversations are opaque strings owned by the systems of record.
 pub const MAX_ID_LEN: usize = 128;
 pub const MAX_DISPLAY_NAME_LEN: usize = 200;
@@ -121,9 +125,15 @@ pub fn distinct_id_list(field: &str, values: &[String], max: usize) -> AppResult
     Ok(ids)
 }
 
-/// Human-readable text: at most `max` characters, no control, bidi or invisible characters, trimmed.
+/// Text people tell apart by eye (group names, tags), in its [`normal_form`]: at most `max` characters,
+/// no control, bidi or invisible characters.
 pub fn text(field: &str, value: &str, max: usize, required: bool) -> AppResult<String> {
-    checked_text(field, value, max, required, false)
+    // Refused characters are found before whitespace is folded: a tab is a control, not a space.
+    let composed = normal_form::compose(value);
+    let checked = checked_text(field, &composed, usize::MAX, required, false)?;
+    let normal = normal_form::fold_whitespace(&checked);
+    check_length(field, &normal, max)?;
+    Ok(normal)
 }
 
 /// A person's display name: like [`text`], but joiners (U+200C, U+200D) are allowed.
@@ -142,13 +152,7 @@ fn checked_text(
     if required && trimmed.is_empty() {
         return Err(AppError::invalid(field, format!("{field} is required")));
     }
-    let chars = trimmed.chars().count();
-    if chars > max {
-        return Err(AppError::invalid(
-            field,
-            format!("{field} is {chars} characters long; at most {max} are allowed"),
-        ));
-    }
+    check_length(field, trimmed, max)?;
     if let Some((c, kind)) = trimmed
         .chars()
         .find_map(|c| refused_char(c, allow_joiners).map(|k| (c, k)))
@@ -162,6 +166,17 @@ fn checked_text(
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+fn check_length(field: &str, value: &str, max: usize) -> AppResult<()> {
+    let chars = value.chars().count();
+    if chars > max {
+        return Err(AppError::invalid(
+            field,
+            format!("{field} is {chars} characters long; at most {max} are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 /// Why `c` may not appear in a name or tag, if it may not. Bidi controls can make text display as
@@ -186,7 +201,8 @@ fn refused_char(c: char, allow_joiners: bool) -> Option<&'static str> {
     }
 }
 
-/// Member tags: each 1 to 64 characters, at most 100, duplicates dropped, sorted for stable storage.
+/// Member tags: each 1 to 64 characters in normal form, at most 100, duplicates (after normalization)
+/// dropped, sorted for stable storage.
 pub fn tags(field: &str, values: &[String]) -> AppResult<Vec<String>> {
     if values.len() > MAX_TAGS {
         return Err(AppError::invalid(

@@ -19,7 +19,7 @@ pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
     // Both headers are checked before either is refused, so one answer names every bad header.
     let mut violations = Violations::default();
     let campaign_id = violations.check(campaign_id(metadata));
-    let actor_id = violations.check(header(metadata, ACTOR_HEADER));
+    let actor_id = violations.check(actor_header(metadata));
     if let Some(actor_id) = &actor_id {
         violations.check(validate::id(ACTOR_HEADER, actor_id));
     }
@@ -28,7 +28,8 @@ pub fn actor_call<T>(request: &Request<T>) -> AppResult<ActorCall> {
         AppError::new(
             Reason::ActorMissing,
             format!(
-                "the {ACTOR_HEADER} metadata header is required: set it to the acting user's id"
+                "the {ACTOR_HEADER} metadata header is required (and may not be empty): set it to \
+                 the acting user's id"
             ),
         )
     })?;
@@ -56,7 +57,8 @@ pub fn caller<T>(request: &Request<T>) -> AppResult<Caller> {
         .extensions()
         .get::<CallerIdentity>()
         .is_some_and(|identity| identity.scope == Scope::User);
-    if request.metadata().contains_key(ACTOR_HEADER) || user_scoped {
+    let acting = matches!(actor_header(request.metadata()), Ok(Some(_)) | Err(_));
+    if acting || user_scoped {
         Ok(Caller::Actor(actor_call(request)?))
     } else {
         Ok(Caller::System(system_call(request)?))
@@ -76,6 +78,11 @@ fn campaign_id(metadata: &MetadataMap) -> AppResult<String> {
     validate::id(CAMPAIGN_HEADER, &value)?;
     tracing::Span::current().record("campaign", value.as_str());
     Ok(value)
+}
+
+/// `x-actor-id`; an empty (or blank) one is no actor, exactly as a missing one.
+fn actor_header(metadata: &MetadataMap) -> AppResult<Option<String>> {
+    Ok(header(metadata, ACTOR_HEADER)?.filter(|actor| !actor.is_empty()))
 }
 
 /// The id the middleware gave this call.
@@ -135,6 +142,16 @@ mod tests {
             actor_call(&request).unwrap_err().reason(),
             Some(Reason::ActorMissing)
         );
+        for empty in ["", "  "] {
+            request
+                .metadata_mut()
+                .insert(ACTOR_HEADER, empty.parse().unwrap());
+            assert_eq!(
+                actor_call(&request).unwrap_err().reason(),
+                Some(Reason::ActorMissing),
+                "{empty:?} is no actor"
+            );
+        }
         request
             .metadata_mut()
             .insert(ACTOR_HEADER, "ana".parse().unwrap());

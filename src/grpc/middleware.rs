@@ -1,7 +1,8 @@
-//! Every call passes through here before any handler: a request id, caller authentication and scope, the
-//! concurrency limit with load shedding, refusal and cancellation at shutdown, one tracing span, and the
-//! call metrics.
+//! Every call passes through here before any handler: the request's protocol (content type, no repeated
+//! identity headers, the body's framing), a request id, caller authentication and scope, the concurrency
+//! limit with load shedding, refusal and cancellation at shutdown, one tracing span, and the call metrics.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::call_body::{CallBody, CallRecord, cancelled_status, status_code};
+use super::framing::{FramedBody, single_message_methods};
+use super::protocol;
 use super::status::refusal;
 use crate::auth::{Caller, Callers, Scope, certificate_fingerprint, is_public, is_system_rpc};
 use crate::domain::validate;
@@ -53,6 +56,8 @@ struct Policy {
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
     phase: watch::Receiver<Phase>,
+    /// The paths of the RPCs whose request is one message.
+    single_message: HashSet<String>,
 }
 
 /// Resolves once running calls are to be cancelled; never if the server goes away first.
@@ -73,6 +78,10 @@ impl CallLayer {
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 max_in_flight,
                 phase,
+                single_message: single_message_methods(&[
+                    crate::pb::FILE_DESCRIPTOR_SET,
+                    tonic_health::pb::FILE_DESCRIPTOR_SET,
+                ]),
             }),
         }
     }
@@ -99,6 +108,8 @@ pub struct CallService<S> {
 struct Refused {
     status: Status,
     shed: bool,
+    /// Not a gRPC request at all: answered with HTTP 415.
+    not_grpc: bool,
 }
 
 impl From<Status> for Refused {
@@ -106,7 +117,18 @@ impl From<Status> for Refused {
         Self {
             status,
             shed: false,
+            not_grpc: false,
         }
+    }
+}
+
+impl Refused {
+    fn into_response(self) -> Response<Body> {
+        let mut response = self.status.into_http::<Body>();
+        if self.not_grpc {
+            *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        }
+        response
     }
 }
 
@@ -118,6 +140,12 @@ impl Policy {
         headers: &HeaderMap,
         extensions: &Extensions,
     ) -> Result<(Option<CallerIdentity>, Option<OwnedSemaphorePermit>), Refused> {
+        protocol::content_type(headers).map_err(|status| Refused {
+            not_grpc: true,
+            ..status.into()
+        })?;
+        // Before authentication: with two tokens, which one authenticated would be a guess.
+        protocol::single_headers(headers)?;
         if is_public(path) {
             // Health answers while draining, so probes see NOT_SERVING.
             return Ok((None, None));
@@ -141,6 +169,7 @@ impl Policy {
                     ),
                 ),
                 shed: true,
+                not_grpc: false,
             }
         })?;
         Ok((identity, Some(permit)))
@@ -273,13 +302,18 @@ where
         let future = async move {
             let admitted = policy.admit(&path, request.headers(), request.extensions());
             let (mut response, permit, shed, cancelled) = match admitted {
-                Err(Refused { status, shed }) => (status.into_http::<Body>(), None, shed, None),
+                Err(refused) => {
+                    let shed = refused.shed;
+                    (refused.into_response(), None, shed, None)
+                }
                 Ok((identity, permit)) => {
                     if let Some(identity) = identity {
                         tracing::Span::current().record("caller", identity.name.as_str());
                         request.extensions_mut().insert(identity);
                     }
                     request.extensions_mut().insert(RequestId(id.clone()));
+                    let single = policy.single_message.contains(&path);
+                    let request = request.map(|body| Body::new(FramedBody::new(body, single)));
                     let mut cancelled = policy.cancelled();
                     let response = tokio::select! {
                         response = inner.call(request) => response?,
@@ -323,8 +357,11 @@ mod tests {
             in_flight: Arc::new(Semaphore::new(1)),
             max_in_flight: 1,
             phase: receiver,
+            single_message: HashSet::new(),
         };
-        let (headers, extensions) = (HeaderMap::new(), Extensions::new());
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        let extensions = Extensions::new();
         let admit = |path: &str| policy.admit(path, &headers, &extensions);
         let call = "/assignment.v1.AssignmentService/GetConversation";
         let _held = admit(call).ok().expect("the one slot");

@@ -11,7 +11,10 @@ pub mod context;
 mod convert;
 mod directory;
 mod feed;
+mod framing;
 pub mod middleware;
+mod protocol;
+pub(crate) mod reflection;
 mod status;
 
 pub use access_groups::AccessGroupApi;

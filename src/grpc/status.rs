@@ -41,6 +41,16 @@ pub fn refusal(reason: Reason, message: impl Into<String>) -> Status {
     refusal_with(reason, message.into(), Facts::new())
 }
 
+/// A refusal about one request header: its reason's code and `ErrorInfo` (the header in its metadata), and
+/// a `BadRequest` violation naming the header, as every other bad header gets.
+pub fn header_refusal(reason: Reason, header: &str, message: impl Into<String>) -> Status {
+    let message = message.into();
+    let metadata = HashMap::from([("header".to_owned(), header.to_owned())]);
+    let mut details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, metadata);
+    details.add_bad_request_violation(header, message.clone());
+    Status::with_error_details(code(reason.status_code()), message, details)
+}
+
 /// [`refusal`], with the facts the message names as `ErrorInfo.metadata`.
 fn refusal_with(reason: Reason, message: String, facts: Facts) -> Status {
     let metadata: HashMap<String, String> = facts
@@ -165,6 +175,18 @@ mod tests {
         let details = status.get_error_details();
         let violation = &details.bad_request().unwrap().field_violations[0];
         assert_eq!(violation.field, "conversation_id");
+    }
+
+    #[test]
+    fn header_refusals_carry_the_reason_and_name_the_header() {
+        let status = header_refusal(Reason::DuplicateHeader, "x-actor-id", "twice");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = status.get_error_details();
+        let info = details.error_info().unwrap();
+        assert_eq!(info.reason, "DUPLICATE_HEADER");
+        assert_eq!(info.metadata["header"], "x-actor-id");
+        let violation = &details.bad_request().unwrap().field_violations[0];
+        assert_eq!(violation.field, "x-actor-id");
     }
 
     #[test]

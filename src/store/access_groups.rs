@@ -172,10 +172,11 @@ pub async fn change_members(
     Ok(row)
 }
 
-/// Whether a group of this name (ignoring case) exists.
+/// Whether a group of this name (in normal form, ignoring case: the unique index's key) exists.
 pub async fn is_name_taken(conn: &mut Conn, campaign_id: &str, name: &str) -> AppResult<bool> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM access_groups WHERE campaign_id = $1 AND lower(name) = lower($2))",
+        "SELECT EXISTS (SELECT 1 FROM access_groups \
+         WHERE campaign_id = $1 AND lower(normal_text(name)) = lower(normal_text($2)))",
     )
     .bind(campaign_id)
     .bind(name)

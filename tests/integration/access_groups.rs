@@ -545,3 +545,152 @@ async fn an_organizer_holding_a_conversation_may_view_it_without_a_group() {
     );
     assert_eq!(reason(&hidden), "CONVERSATION_NOT_FOUND");
 }
+
+/// Names that look the same are the same name: a no-break space, full-width letters or doubled spaces are
+/// refused as taken, on create, rename and bulk's new group, and names are kept in their normal form. The
+/// database holds the rule too, for any writer.
+#[tokio::test]
+async fn look_alike_group_names_are_refused_as_taken() {
+    let app = campaign().await;
+    let team = app.group("admin", "Team A", &[], false, scope_all()).await;
+    let mut client = app.groups().await;
+    let create = |name: &str| pb::CreateAccessGroupRequest {
+        name: name.into(),
+        permissions: Some(pb::AccessGroupPermissions {
+            view: true,
+            reply: false,
+        }),
+        scope: Some(scope_all()),
+        organizer_ids: vec![],
+    };
+    for look_alike in ["Team\u{00A0}A", "Ｔｅａｍ Ａ", "team  a", "Team\u{3000}A "] {
+        let status = expect_code(
+            client
+                .create_access_group(as_actor("admin", create(look_alike)))
+                .await,
+            Code::AlreadyExists,
+        );
+        assert_eq!(reason(&status), "ACCESS_GROUP_NAME_TAKEN", "{look_alike:?}");
+    }
+    // Renaming another group to a look-alike is refused the same way.
+    let other = app.group("admin", "Team B", &[], false, scope_all()).await;
+    let status = expect_code(
+        client
+            .update_access_group(as_actor(
+                "admin",
+                pb::UpdateAccessGroupRequest {
+                    access_group_id: other.access_group_id.clone(),
+                    name: Some("Team\u{00A0}A".into()),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        Code::AlreadyExists,
+    );
+    assert_eq!(reason(&status), "ACCESS_GROUP_NAME_TAKEN");
+    // So is a bulk assignment's new group.
+    let bulk = pb::BulkAssignRequest {
+        payload: Some(pb::bulk_assign_request::Payload::Options(
+            pb::BulkAssignOptions {
+                assignee_ids: vec!["org1".into()],
+                grant_access: true,
+                new_access_group_name: "Ｔｅａｍ\u{00A0}A".into(),
+                ..Default::default()
+            },
+        )),
+    };
+    let status = expect_code(
+        app.assignments()
+            .await
+            .bulk_assign(as_actor("admin", tokio_stream::iter([bulk])))
+            .await,
+        Code::AlreadyExists,
+    );
+    assert_eq!(reason(&status), "ACCESS_GROUP_NAME_TAKEN");
+    assert_eq!(app.count("access_groups").await, 2);
+
+    // A new name is stored in its normal form.
+    let created = client
+        .create_access_group(as_actor("admin", create("Ｆｉｅｌｄ\u{00A0}\u{00A0}team ")))
+        .await
+        .unwrap()
+        .into_inner()
+        .access_group
+        .unwrap();
+    assert_eq!(created.name, "Field team");
+    assert_eq!(team.name, "Team A");
+
+    // The database refuses a look-alike written by anyone.
+    let inserted = sqlx::query(
+        "INSERT INTO access_groups (campaign_id, access_group_id, name, can_view, can_reply) \
+         VALUES ($1, gen_random_uuid(), $2, true, false)",
+    )
+    .bind(CAMPAIGN)
+    .bind("team\u{00A0}a")
+    .execute(app.store.pool())
+    .await;
+    let err = inserted.expect_err("the unique index refuses a look-alike");
+    assert!(
+        matches!(&err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505")),
+        "{err:?}"
+    );
+}
+
+/// Tags are kept in normal form on both sides, so a scope's full-width tag grants what it looks like.
+#[tokio::test]
+async fn look_alike_tags_are_the_same_tag() {
+    let app = campaign().await;
+    app.conversation("c-nbsp", &["field\u{00A0}team"]).await;
+    app.group(
+        "admin",
+        "Volunteers",
+        &["org1"],
+        false,
+        scope_tags(&["ｖｏｌｕｎｔｅｅｒ"]),
+    )
+    .await;
+    app.group(
+        "admin",
+        "Field",
+        &["org2"],
+        false,
+        scope_tags(&["field team"]),
+    )
+    .await;
+    assert!(access(&app, "org1", "c-vol").await.can_view);
+    assert!(!access(&app, "org1", "c-don").await.can_view);
+    assert!(access(&app, "org2", "c-nbsp").await.can_view);
+    let tags: Vec<String> = sqlx::query_scalar(
+        "SELECT member_tags FROM conversations WHERE campaign_id = $1 AND conversation_id = 'c-nbsp'",
+    )
+    .bind(CAMPAIGN)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(tags, vec!["field team"]);
+}
+
+/// The database's normal form (`normal_text`, behind the unique index) is the service's.
+#[tokio::test]
+async fn the_database_and_the_service_agree_on_the_normal_form() {
+    let app = TestApp::start().await;
+    for value in [
+        "Team\u{00A0}A",
+        "Ｔｅａｍ Ａ",
+        " a \u{2028}\u{3000} b\t",
+        "ﬁeld ① Ⅻ",
+        "Cafe\u{301}",
+        "x\u{1680}y\u{205F}z\u{0085}w",
+    ] {
+        let database: String = sqlx::query_scalar("SELECT normal_text($1)")
+            .bind(value)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            database,
+            assignment_service::domain::validate::normal_form(value),
+            "{value:?}"
+        );
+    }
+}

@@ -55,6 +55,13 @@ enum Cell {
     OrganizerOnAnothers,
     /// Control: an active admin on user RPCs, the system on system RPCs.
     Control,
+    /// A valid token, then the other scope's: which one authenticated would be a guess.
+    DuplicateToken,
+    /// This campaign, then another.
+    DuplicateCampaign,
+    /// `x-actor-id: admin`, then an organizer without access: the first must not silently win.
+    DuplicateActor,
+    DuplicateRequestId,
 }
 
 impl Cell {
@@ -65,6 +72,7 @@ impl Cell {
             UserTokenOnSystemRpc => system_rpc,
             NoActor | ActorOfAnotherCampaign | UnknownActor | InactiveActor => !system_rpc,
             OrganizerWithoutView | ViewOnlyOrganizer | OrganizerOnAnothers => !system_rpc,
+            DuplicateToken | DuplicateCampaign | DuplicateActor | DuplicateRequestId => true,
         }
     }
 
@@ -79,21 +87,42 @@ impl Cell {
             OrganizerWithoutView => Some("org-none"),
             ViewOnlyOrganizer | OrganizerOnAnothers => Some("org-view"),
             NoToken | WrongToken | UserTokenOnSystemRpc | ValidToken | Control => Some("admin"),
+            DuplicateToken | DuplicateCampaign | DuplicateActor | DuplicateRequestId => {
+                Some("admin")
+            }
         }
     }
 
     fn caller(self, system_rpc: bool) -> Caller {
+        use Cell::*;
+        let (valid, other) = match system_rpc {
+            true => (SYSTEM_TOKEN, USER_TOKEN),
+            false => (USER_TOKEN, SYSTEM_TOKEN),
+        };
         let token = match self {
-            Cell::WrongToken => Some("not-the-token"),
-            Cell::UserTokenOnSystemRpc => Some(USER_TOKEN),
-            Cell::ValidToken if system_rpc => Some(SYSTEM_TOKEN),
-            Cell::ValidToken => Some(USER_TOKEN),
+            WrongToken => Some("not-the-token"),
+            UserTokenOnSystemRpc => Some(USER_TOKEN),
+            ValidToken | DuplicateToken | DuplicateCampaign | DuplicateActor
+            | DuplicateRequestId => Some(valid),
+            _ => None,
+        };
+        let twice = |name, first: &str, second: &str| Some((name, [first.into(), second.into()]));
+        let repeated = match self {
+            DuplicateToken => twice(
+                "authorization",
+                &format!("Bearer {valid}"),
+                &format!("Bearer {other}"),
+            ),
+            DuplicateCampaign => twice("x-campaign-id", CAMPAIGN, OTHER_CAMPAIGN),
+            DuplicateActor => twice("x-actor-id", "admin", "org-none"),
+            DuplicateRequestId => twice("x-request-id", "request-1", "request-2"),
             _ => None,
         };
         Caller {
             campaign: CAMPAIGN,
             actor: self.actor().filter(|_| !system_rpc).map(str::to_owned),
             token: token.map(str::to_owned),
+            repeated,
         }
     }
 
@@ -254,6 +283,34 @@ const ORGANIZER_TABLE: &[Row] = &[
     ("UpsertUser", SYSTEM), ("DeactivateUser", SYSTEM), ("UpsertConversation", SYSTEM),
 ];
 
+const DUPLICATE_CELLS: [Cell; 4] = [
+    Cell::DuplicateToken,
+    Cell::DuplicateCampaign,
+    Cell::DuplicateActor,
+    Cell::DuplicateRequestId,
+];
+const DUPLICATE: Expect = Expect::Refused(Code::InvalidArgument, "DUPLICATE_HEADER");
+const DUPLICATES: [Expect; 4] = [DUPLICATE; 4];
+#[rustfmt::skip]
+const DUPLICATE_TABLE: &[Row] = &[
+    ("AssignConversation", DUPLICATES), ("UnassignConversation", DUPLICATES),
+    ("ReassignConversation", DUPLICATES), ("GetConversation", DUPLICATES),
+    ("ListConversations", DUPLICATES), ("ResolveConversation", DUPLICATES),
+    ("ReopenConversation", DUPLICATES), ("CheckReplyPermission", DUPLICATES),
+    ("ListAssignmentHistory", DUPLICATES), ("AutoAssignConversation", DUPLICATES),
+    ("GetInboxSettings", DUPLICATES), ("UpdateInboxSettings", DUPLICATES),
+    ("SetAvailability", DUPLICATES), ("SetCapacity", DUPLICATES),
+    ("PreviewAutoAssign", DUPLICATES), ("ListWaitingConversations", DUPLICATES),
+    ("WatchAssignmentEvents", DUPLICATES), ("BulkAssign", DUPLICATES),
+    ("BulkUnassign", DUPLICATES), ("BulkReassign", DUPLICATES),
+    ("CreateAccessGroup", DUPLICATES), ("GetAccessGroup", DUPLICATES),
+    ("ListAccessGroups", DUPLICATES), ("UpdateAccessGroup", DUPLICATES),
+    ("DeleteAccessGroup", DUPLICATES), ("AddOrganizers", DUPLICATES),
+    ("RemoveOrganizers", DUPLICATES), ("CheckAccess", DUPLICATES),
+    ("ListEligibleAssignees", DUPLICATES), ("UpsertUser", DUPLICATES),
+    ("DeactivateUser", DUPLICATES), ("UpsertConversation", DUPLICATES),
+];
+
 /// Every RPC of package assignment.v1, as (service, method), from the compiled descriptors.
 fn rpcs() -> Vec<(String, String)> {
     let set = prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).unwrap();
@@ -300,6 +357,16 @@ async fn matrix_actor_cells() {
     let ran = fixture.run(ACTOR_CELLS, ACTOR_TABLE).await;
     let (all, system) = rpc_counts();
     assert_eq!(ran, 4 * (all - system), "every applicable cell ran");
+}
+
+/// A header that says who calls, where or as which call, sent twice, is refused naming it, on every RPC,
+/// before authentication: with two values, the first would win, and a proxy checking the other is fooled.
+#[tokio::test]
+async fn matrix_duplicate_header_cells() {
+    let fixture = Fixture::start(true).await;
+    let ran = fixture.run(DUPLICATE_CELLS, DUPLICATE_TABLE).await;
+    let (all, _) = rpc_counts();
+    assert_eq!(ran, 4 * all, "every applicable cell ran");
 }
 
 #[tokio::test]

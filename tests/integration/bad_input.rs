@@ -8,6 +8,7 @@ mod cases;
 mod raw;
 mod requests;
 
+use assignment_service::error::Reason;
 use assignment_service::pb;
 use assignment_service::pb::access_group_service_client::AccessGroupServiceClient;
 use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
@@ -62,6 +63,9 @@ pub enum Expect {
     ItemsRefused(&'static str),
     /// This status code.
     Code(Code),
+    /// This `ErrorInfo.reason`, with its status code; for INVALID_ARGUMENT, a BadRequest naming exactly
+    /// these fields too.
+    Refused(&'static str, &'static [&'static str]),
 }
 
 pub struct Case {
@@ -70,6 +74,8 @@ pub struct Case {
     pub expect: Expect,
     /// Metadata headers; `None` leaves the header out.
     headers: Vec<(&'static str, Option<Vec<u8>>)>,
+    /// Second values of headers, sent after the first.
+    again: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Case {
@@ -82,7 +88,14 @@ impl Case {
                 ("x-campaign-id", Some(CAMPAIGN.as_bytes().to_vec())),
                 ("x-actor-id", Some(b"admin".to_vec())),
             ],
+            again: Vec::new(),
         }
+    }
+
+    /// Sends `name` a second time, with this value, after its first.
+    pub fn again(mut self, name: &'static str, value: &[u8]) -> Self {
+        self.again.push((name, value.to_vec()));
+        self
     }
 
     /// Sends `name` with this value instead.
@@ -107,6 +120,10 @@ impl Case {
                     .unwrap_or_else(|e| panic!("{}: header {name} cannot be sent: {e}", self.name));
                 request.metadata_mut().insert(*name, value);
             }
+        }
+        for (name, value) in &self.again {
+            let value = AsciiMetadataValue::try_from(value.as_slice()).unwrap();
+            request.metadata_mut().append(*name, value);
         }
         request
     }
@@ -240,6 +257,27 @@ async fn send(channel: &Channel, case: &Case) -> Answer {
 /// Whether the answer is what the case expects.
 fn check(expect: Expect, answer: &Answer) -> Result<(), String> {
     match (expect, answer) {
+        (Expect::Refused(wanted, fields), Err(status)) => {
+            let code = Reason::ALL
+                .iter()
+                .find(|r| r.as_str() == wanted)
+                .map(|r| r.status_code().as_str())
+                .expect("a reason of the one list");
+            let got = reason(status);
+            if got != wanted
+                || format!("{:?}", status.code()).to_uppercase() != code.replace('_', "")
+            {
+                return Err(format!(
+                    "expected {code} {wanted}, got {:?} {got} ({:?})",
+                    status.code(),
+                    status.message()
+                ));
+            }
+            match fields {
+                [] => Ok(()),
+                fields => check(Expect::Invalid(fields), answer),
+            }
+        }
         (Expect::Invalid(fields), Err(status)) if status.code() == Code::InvalidArgument => {
             let details = status.get_error_details();
             let Some(bad_request) = details.bad_request() else {

@@ -1,4 +1,6 @@
 //! Requests that are not valid protobuf, sent as raw gRPC frames: INVALID_ARGUMENT, and nothing written.
+//! Requests that are not gRPC at all or not framed as gRPC, sent as raw HTTP/2 requests: refused before
+//! any RPC reads them. Bulk messages over the size limit after the first.
 
 use assignment_service::pb;
 use http::uri::PathAndQuery;
@@ -197,4 +199,178 @@ async fn a_bulk_message_that_is_not_valid_protobuf_ends_the_stream_with_invalid_
     );
     assert_eq!(assigned(&app).await, 1);
     assert_eq!(app.stored("c2").await.0, None);
+}
+
+/// A later message over `--max-message-bytes` ends the stream with OUT_OF_RANGE, after the answers to every
+/// message before it; what those answers say was done stays done.
+#[tokio::test]
+async fn a_later_bulk_message_over_the_size_limit_ends_the_stream_with_out_of_range() {
+    let app = campaign().await;
+    let oversized = batch_message(&["c".repeat(1_000).as_str(); 5_000]);
+    assert!(oversized.len() > 4 * 1024 * 1024, "over the default limit");
+    let (replies, status) = bulk_assign_raw(
+        &app,
+        vec![options_message(), batch_message(&["c1"]), oversized],
+    )
+    .await;
+    let status = expect_code(
+        Err::<(), _>(status.expect("the stream ends with an error, not OK")),
+        Code::OutOfRange,
+    );
+    assert!(status.message().contains("too large"), "{status:?}");
+    let results: Vec<_> = replies
+        .iter()
+        .filter_map(|reply| match &reply.payload {
+            Some(pb::bulk_assign_response::Payload::Results(results)) => Some(&results.items),
+            _ => None,
+        })
+        .flatten()
+        .map(|item| (item.outcome(), item.conversation_id.as_str()))
+        .collect();
+    assert_eq!(results, vec![(pb::BulkItemOutcome::Assigned, "c1")]);
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("admin"));
+    assert_eq!(assigned(&app).await, 1);
+}
+
+/// A raw HTTP/2 request to `path` with this content type and body (and extra headers); its answer's HTTP
+/// status, its gRPC status (from the headers, or the trailers), once the whole answer is read.
+async fn http_request(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    headers: &[(&'static str, &str)],
+    body: Vec<u8>,
+) -> (http::StatusCode, tonic::Status) {
+    use http_body::Body as _;
+    use tower::ServiceExt;
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{}{path}", app.addr))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .header("x-campaign-id", CAMPAIGN);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(tonic::body::Body::new(one_chunk(body)))
+        .unwrap();
+    let response = app
+        .channel()
+        .await
+        .oneshot(request)
+        .await
+        .expect("an answer");
+    let http_status = response.status();
+    let mut grpc_status = tonic::Status::from_header_map(response.headers());
+    let mut body = response.into_body();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Ok(trailers) = frame.expect("the answer arrives").into_trailers() {
+            grpc_status = grpc_status.or_else(|| tonic::Status::from_header_map(&trailers));
+        }
+    }
+    (http_status, grpc_status.expect("a grpc-status"))
+}
+
+/// One chunk of bytes as a request body.
+fn one_chunk(
+    bytes: Vec<u8>,
+) -> impl http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> {
+    struct Once(Option<bytes::Bytes>);
+    impl http_body::Body for Once {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+        }
+    }
+    Once(Some(bytes.into()))
+}
+
+/// `message` with gRPC's 5-byte prefix (not compressed).
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut out = vec![0];
+    out.extend((message.len() as u32).to_be_bytes());
+    out.extend(message);
+    out
+}
+
+const UPSERT_USER: &str = "/assignment.v1.DirectoryService/UpsertUser";
+
+#[tokio::test]
+async fn a_request_that_is_not_grpc_is_refused_with_http_415_and_writes_nothing() {
+    let app = TestApp::start().await;
+    let body = grpc_frame(&ana().encode_to_vec());
+    for content_type in [
+        "application/json",
+        "text/plain",
+        "application/grpc-web",
+        "application/grpc+json",
+    ] {
+        let (http_status, status) =
+            http_request(&app, UPSERT_USER, content_type, &[], body.clone()).await;
+        assert_eq!(
+            http_status,
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{content_type}: {status:?}"
+        );
+        assert_eq!(reason(&status), "UNSUPPORTED_CONTENT_TYPE");
+        assert!(status.message().contains(content_type), "{status:?}");
+    }
+    // Health too is gRPC only.
+    let (http_status, _) = http_request(
+        &app,
+        "/grpc.health.v1.Health/Check",
+        "application/json",
+        &[],
+        grpc_frame(&[]),
+    )
+    .await;
+    assert_eq!(http_status, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(app.count("users").await, 0);
+
+    // The same request as gRPC is served.
+    for content_type in ["application/grpc", "application/grpc+proto; charset=utf-8"] {
+        let (http_status, status) =
+            http_request(&app, UPSERT_USER, content_type, &[], body.clone()).await;
+        assert_eq!(http_status, http::StatusCode::OK);
+        assert_eq!(status.code(), Code::Ok, "{content_type}: {status:?}");
+    }
+    assert_eq!(app.count("users").await, 1);
+}
+
+/// Framing tonic would answer INTERNAL (the client's mistake, yet "blame the server"): INVALID_ARGUMENT
+/// (MALFORMED_FRAMING), and nothing written.
+#[tokio::test]
+async fn a_body_not_framed_as_grpc_is_invalid_argument_and_writes_nothing() {
+    let app = TestApp::start().await;
+    let whole = grpc_frame(&ana().encode_to_vec());
+    let mut flagged = whole.clone();
+    flagged[0] = 7;
+    let bodies = [
+        ("cut short", whole[..whole.len() - 2].to_vec()),
+        ("only part of the prefix", whole[..3].to_vec()),
+        ("compressed flag 7", flagged),
+        ("no message", Vec::new()),
+        ("two messages", [whole.clone(), whole.clone()].concat()),
+    ];
+    for (what, body) in bodies {
+        let (_, status) = http_request(&app, UPSERT_USER, "application/grpc", &[], body).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert_eq!(reason(&status), "MALFORMED_FRAMING", "{what}: {status:?}");
+    }
+    assert_eq!(app.count("users").await, 0);
+    let (_, status) = http_request(&app, UPSERT_USER, "application/grpc", &[], whole).await;
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert_eq!(app.count("users").await, 1);
 }

@@ -94,6 +94,93 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
     ));
 }
 
+/// Reflection answers what it does not know in the stream (an ErrorResponse, NOT_FOUND) and goes on
+/// answering, as grpc-go does, in both versions of the protocol.
+#[tokio::test]
+async fn reflection_answers_unknown_symbols_in_the_stream_and_goes_on() {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest as V1Request;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse as V1Response;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest as AlphaRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse as AlphaResponse;
+    let app = TestApp::start().await;
+    let channel = app.channel().await;
+
+    let requests = [
+        V1Request::FileContainingSymbol("assignment.v1.NoSuchService".into()),
+        V1Request::FileByFilename("no/such.proto".into()),
+        V1Request::FileContainingSymbol("assignment.v1.AssignmentService".into()),
+        V1Request::ListServices(String::new()),
+    ]
+    .map(
+        |request| tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        },
+    );
+    let mut v1 = tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+        channel.clone(),
+    );
+    let mut stream = v1
+        .server_reflection_info(tokio_stream::iter(requests.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(reply) = stream.message().await.expect("the stream is not ended") {
+        answers.push(reply);
+    }
+    assert_eq!(answers.len(), 4, "every request answered: {answers:?}");
+    for (answer, request) in answers.iter().zip(&requests) {
+        assert_eq!(answer.original_request.as_ref(), Some(request));
+    }
+    for unknown in &answers[..2] {
+        let Some(V1Response::ErrorResponse(error)) = &unknown.message_response else {
+            panic!("an ErrorResponse: {unknown:?}");
+        };
+        assert_eq!(error.error_code, Code::NotFound as i32, "{error:?}");
+        assert!(!error.error_message.is_empty());
+    }
+    assert!(matches!(
+        answers[2].message_response,
+        Some(V1Response::FileDescriptorResponse(_))
+    ));
+    assert!(matches!(
+        answers[3].message_response,
+        Some(V1Response::ListServicesResponse(_))
+    ));
+
+    let requests = [
+        AlphaRequest::FileContainingSymbol("NoSuchSymbol".into()),
+        AlphaRequest::ListServices(String::new()),
+    ]
+    .map(
+        |request| tonic_reflection::pb::v1alpha::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        },
+    );
+    let mut v1alpha =
+        tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient::new(
+            channel,
+        );
+    let mut stream = v1alpha
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().expect("an answer");
+    let Some(AlphaResponse::ErrorResponse(error)) = first.message_response else {
+        panic!("an ErrorResponse: {first:?}");
+    };
+    assert_eq!(error.error_code, Code::NotFound as i32);
+    let second = stream.message().await.unwrap().expect("a second answer");
+    assert!(matches!(
+        second.message_response,
+        Some(AlphaResponse::ListServicesResponse(_))
+    ));
+    assert!(stream.message().await.unwrap().is_none());
+}
+
 #[tokio::test]
 async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
     let proxy = DatabaseProxy::start(&fresh_schema_url().await).await;

@@ -35,20 +35,24 @@ proptest! {
     }
 
     #[test]
-    fn text_accepts_exactly_trimmed_bounded_text_without_refused_characters(
+    fn text_accepts_exactly_bounded_text_without_refused_characters_in_normal_form(
         value in text_like(),
         max in 0usize..30,
         required in any::<bool>(),
     ) {
-        let trimmed = value.trim();
+        let composed = normal_form::compose(&value);
+        let trimmed = composed.trim();
+        let normal = normal_form(&value);
         let expected = !(required && trimmed.is_empty())
-            && trimmed.chars().count() <= max
+            && normal.chars().count() <= max
             && trimmed.chars().all(|c| refused_char(c, false).is_none());
         match text("field", &value, max, required) {
             Ok(out) => {
                 prop_assert!(expected);
-                prop_assert_eq!(out.as_str(), trimmed);
+                prop_assert_eq!(&out, &normal);
                 prop_assert!(out.chars().all(|c| !c.is_control() && refused_char(c, false).is_none()));
+                // What is stored is accepted again unchanged.
+                prop_assert_eq!(text("field", &out, max, required).ok(), Some(out.clone()));
             }
             Err(err) => {
                 prop_assert!(!expected);

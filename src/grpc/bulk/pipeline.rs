@@ -121,12 +121,10 @@ where
                 Inbound::Empty => Next::Nothing,
             },
             Ok(None) => Next::End,
-            // A message that is not valid protobuf: tell the client, who is still there.
-            Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                Next::Stop(Some(status))
-            }
-            // The client went away or broke the stream: every committed chunk stays committed.
-            Err(_) => Next::Stop(None),
+            // A message that is not valid protobuf or badly framed (INVALID_ARGUMENT), one over the size
+            // limit (OUT_OF_RANGE), a broken stream: the client is told why the stream ends, after the
+            // answers to everything before. (A client that went away reads as the end, or hears nothing.)
+            Err(status) => Next::Stop(Some(status)),
         }
     }
 

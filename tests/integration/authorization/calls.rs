@@ -20,12 +20,14 @@ pub const REMOVED: &str = "org-view";
 /// The user DeactivateUser deactivates.
 pub const DEACTIVATED: &str = "deactivate-me";
 
-/// A call's metadata: the campaign, the acting user and the bearer token, each when present.
+/// A call's metadata: the campaign, the acting user and the bearer token, each when present; and a header
+/// sent with these two values instead.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub campaign: &'static str,
     pub actor: Option<String>,
     pub token: Option<String>,
+    pub repeated: Option<(&'static str, [String; 2])>,
 }
 
 impl Caller {
@@ -38,6 +40,12 @@ impl Caller {
         }
         if let Some(token) = &self.token {
             metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        if let Some((name, values)) = &self.repeated {
+            metadata.remove(*name);
+            for value in values {
+                metadata.append(*name, value.parse().unwrap());
+            }
         }
         request
     }

@@ -35,6 +35,7 @@ impl Fixture {
             campaign: CAMPAIGN,
             actor: Some("admin".into()),
             token: with_tokens.then(|| SYSTEM_TOKEN.to_owned()),
+            repeated: None,
         };
         let fixture = Self {
             app,

@@ -3,7 +3,7 @@
 
 use tonic::Code;
 
-use super::Expect::{Code as Status, ItemsRefused};
+use super::Expect::{Code as Status, ItemsRefused, Refused};
 use super::requests::*;
 use super::{Case, raw};
 
@@ -59,6 +59,8 @@ pub fn cases(g: &str) -> Vec<Case> {
         bad("auto-assign: empty trigger id", auto("c1", "", "m", vec![]), &["trigger_id"]),
         bad("auto-assign: every field bad", auto("", "t 1", "é", strings(&[""])), &["conversation_id", "trigger_id", "member_id", "member_tags[0]"]),
         Case::new("upsert conversation: a message over the size limit", conversation("c9", "m", huge_tags), Status(Code::OutOfRange)),
+        Case::new("bulk unassign: a later message over the size limit", bulk_unassign(vec![Some(strings(&["c404"])), Some(vec!["c".repeat(50_000); 100])]), Status(Code::OutOfRange)),
+        Case::new("bulk assign: a later message over the size limit", bulk_assign(vec![to(&["admin"]), Msg::Batch(strings(&["c404"])), Msg::Batch(vec!["c".repeat(50_000); 100])]), Status(Code::OutOfRange)),
         // Access groups: scope, permissions, names, UUIDs, lists.
         bad("create group: no scope", create("G", perms(true, false), None, vec![]), &["scope"]),
         bad("create group: empty scope", create("G", perms(true, false), Some(Default::default()), vec![]), &["scope"]),
@@ -120,13 +122,34 @@ pub fn cases(g: &str) -> Vec<Case> {
         bad("non-ASCII x-actor-id", get("c1"), &[ACTOR]).header(ACTOR, "adminé".as_bytes()),
         bad("x-actor-id with a space", get("c1"), &[ACTOR]).header(ACTOR, b"ad min"),
         bad("129-character x-actor-id", get("c1"), &[ACTOR]).header(ACTOR, long().as_bytes()),
-        bad("empty x-actor-id", get("c1"), &[ACTOR]).header(ACTOR, b""),
+        Case::new("empty x-actor-id: as if missing", get("c1"), Refused("ACTOR_MISSING", &[])).header(ACTOR, b""),
+        Case::new("blank x-actor-id: as if missing", get("c1"), Refused("ACTOR_MISSING", &[])).header(ACTOR, b"  "),
+        Case::new("bulk assign with an empty x-actor-id", bulk_assign(vec![to(&["admin"])]), Refused("ACTOR_MISSING", &[])).header(ACTOR, b""),
+        // A header that says who calls, sent twice: the first value would win.
+        twice("x-actor-id twice, the admin first", get("c1"), ACTOR).again(ACTOR, b"org"),
+        twice("x-actor-id twice, the same value", assign("c2", "admin"), ACTOR).again(ACTOR, b"admin"),
+        twice("x-campaign-id twice", get("c1"), CAMPAIGN).again(CAMPAIGN, b"camp-2"),
+        twice("authorization twice", get("c1"), "authorization").header("authorization", b"Bearer a").again("authorization", b"Bearer b"),
+        twice("x-request-id twice", assign("c2", "admin"), "x-request-id").header("x-request-id", b"r-1").again("x-request-id", b"r-2"),
+        twice("bulk assign with x-actor-id twice", bulk_assign(vec![to(&["admin"]), Msg::Batch(strings(&["c2"]))]), ACTOR).again(ACTOR, b"org"),
+        twice("system RPC with x-campaign-id twice", user("u9", ROLE, "U"), CAMPAIGN).without(ACTOR).again(CAMPAIGN, b"camp-2"),
         bad("system RPC without x-campaign-id", user("u9", ROLE, "U"), &[CAMPAIGN]).without(CAMPAIGN),
         bad("bulk assign with a non-ASCII x-campaign-id", bulk_assign(vec![to(&["admin"])]), &[CAMPAIGN]).header(CAMPAIGN, &[0xff]),
         bad("bulk unassign with a non-ASCII x-actor-id", bulk_unassign(vec![Some(strings(&["c1"]))]), &[ACTOR]).header(ACTOR, &[0xe9]),
     ];
     cases.extend(raw::controls());
     cases
+}
+
+/// A header sent twice: DUPLICATE_HEADER, its BadRequest naming the header.
+fn twice(name: &'static str, request: super::Req, header: &'static str) -> Case {
+    let fields: &'static [&'static str] = match header {
+        ACTOR => &[ACTOR],
+        CAMPAIGN => &[CAMPAIGN],
+        "authorization" => &["authorization"],
+        _ => &["x-request-id"],
+    };
+    Case::new(name, request, Refused("DUPLICATE_HEADER", fields))
 }
 
 /// Requests with several bad body fields where the server names only the first (see the test running it).

@@ -1,7 +1,9 @@
 //! A raw gRPC client, whose codec sends message bytes exactly as given, and the malformed protobuf frames
 //! sent with it.
 
+use assignment_service::pb;
 use http::uri::PathAndQuery;
+use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -102,7 +104,49 @@ pub fn frames() -> Vec<Case> {
             Req::RawStream(BULK_UNASSIGN, vec![vec![0x0a, 0x03, 0x0a, 0x01, 0xff]]),
             Expect::Code(Code::InvalidArgument),
         ),
+        // A unary RPC takes exactly one message: a second is not dropped, none is not INTERNAL.
+        framing(
+            "raw: a unary read with two messages",
+            GET,
+            vec![get_message("c1"), get_message("c2")],
+        ),
+        framing(
+            "raw: a unary write with two messages",
+            ASSIGN,
+            vec![assign_message("admin"), assign_message("org")],
+        ),
+        framing("raw: a unary request with no message", GET, vec![]),
+        framing(
+            "raw: a unary request with an empty message and another",
+            GET,
+            vec![vec![], get_message("c1")],
+        ),
     ]
+}
+
+fn framing(name: &'static str, path: &'static str, messages: Vec<Vec<u8>>) -> Case {
+    Case::new(
+        name,
+        Req::RawStream(path, messages),
+        Expect::Refused("MALFORMED_FRAMING", &[]),
+    )
+}
+
+fn get_message(id: &str) -> Vec<u8> {
+    pb::GetConversationRequest {
+        conversation_id: id.into(),
+    }
+    .encode_to_vec()
+}
+
+/// Assigns c2, which is unassigned, to `assignee`.
+fn assign_message(assignee: &str) -> Vec<u8> {
+    pb::AssignConversationRequest {
+        conversation_id: "c2".into(),
+        assignee_id: assignee.into(),
+        expected_version: None,
+    }
+    .encode_to_vec()
 }
 
 /// Well-formed raw frames: they show the raw client reaches the handlers (these pass today).
