@@ -20,13 +20,18 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start(with_tokens: bool) -> Self {
+        // No periodic sweep: it folds load changes (and locks settings rows) in the background, which a
+        // slow machine lets land between a refused cell's two snapshots.
+        const NO_SWEEP: [&str; 2] = ["--waiting-sweep-interval", "1h"];
         let app = if with_tokens {
             let tokens = tokens_file();
-            let app = TestApp::start_configured(&["--tokens-file", &tokens]).await;
+            let app =
+                TestApp::start_configured(&[&NO_SWEEP[..], &["--tokens-file", &tokens]].concat())
+                    .await;
             let _ = std::fs::remove_file(tokens);
             app
         } else {
-            TestApp::start().await
+            TestApp::start_configured(&NO_SWEEP).await
         };
         let channel = app.channel().await;
         let setup = Caller {
