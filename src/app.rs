@@ -106,6 +106,11 @@ pub async fn build(config: &Config) -> Result<App, String> {
         .migrate()
         .await
         .map_err(|e| format!("cannot apply database migrations: {e}"))?;
+    // Read now, so no call waits for it.
+    store
+        .opaque_secret()
+        .await
+        .map_err(|e| format!("cannot read the opaque ids' secret: {e}"))?;
     Ok(App {
         config: config.clone(),
         callers,

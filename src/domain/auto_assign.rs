@@ -29,9 +29,10 @@ pub struct InboxSettings {
 pub struct WaitingConversation {
     #[sqlx(flatten)]
     pub conversation: crate::domain::model::Conversation,
-    /// Its place in the queue: 1 = the next to be assigned.
+    /// Its place among the waiting conversations the viewer may see: 1 = the first of them to be assigned.
     pub rank: i64,
-    /// Its queue key (the page-token key; negative for conversations returned to the front).
+    /// Its queue key (one sequence across campaigns, so never shown; page tokens carry it opaque; negative
+    /// for conversations returned to the front).
     pub position: i64,
     pub waiting_since: DateTime<Utc>,
 }

@@ -121,10 +121,11 @@ pub struct Conversation {
     pub updated_at: DateTime<Utc>,
 }
 
-/// One change of a conversation's assignee (or of a user's availability), as history records it.
+/// One change of a conversation's assignee (or of a user's availability), as history records it. Its row
+/// id (`event_id` in the table) counts every campaign's events and is never shown: clients get an id made
+/// from its feed number (`domain::opaque`).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AssignmentEvent {
-    pub event_id: i64,
     /// `None` for availability changes.
     pub conversation_id: Option<String>,
     pub action: AssignmentAction,

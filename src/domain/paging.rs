@@ -3,13 +3,16 @@
 //! A token carries the list it pages, fingerprints of the campaign and of the filter it was issued for,
 //! the last key of the previous page, and a checksum. Tokens are not secret and not signed: a client can
 //! forge one, so decoding checks everything and validates the key as strictly as the list's own ids, and a
-//! forged key can at worst start a page at another position the caller may see anyway.
+//! forged key can at worst start a page at another position the caller may see anyway. Keys that would
+//! count what the caller may not see (feed numbers, queue keys) travel in their opaque form
+//! (`domain::opaque`): a client can neither read a count from them nor forge a place by its number.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::domain::model::ConversationStatus;
+use crate::domain::opaque::CampaignIds;
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
 
@@ -28,8 +31,6 @@ pub fn page_size(requested: i32) -> AppResult<i64> {
     }
 }
 
-/// The layout version; a token of another version is refused like a malformed one.
-const VERSION: u8 = 1;
 /// Bytes of each fingerprint and of the checksum: enough to catch any mistake, short enough to stay small.
 const DIGEST_LEN: usize = 8;
 /// version, list, campaign fingerprint, filter fingerprint.
@@ -58,6 +59,16 @@ impl List {
         List::Feed,
     ];
 
+    /// The layout version of the list's tokens; a token of another version is refused like a malformed
+    /// one. Version 2 carries the feed's and the queue's keys opaque (version 1 had them in clear, so a
+    /// client could count, and forge a place by its number); the other lists' keys did not change.
+    fn version(self) -> u8 {
+        match self {
+            List::Conversations | List::AccessGroups => 1,
+            List::AssignmentHistory | List::WaitingConversations | List::Feed => 2,
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             List::Conversations => 1,
@@ -84,11 +95,12 @@ impl List {
     pub fn is_valid_key(self, key: &str) -> bool {
         match self {
             List::Conversations => validate::id("page_token", key).is_ok(),
-            // Event ids, in the one form `i64::to_string` writes, so a key decodes to one position only.
+            // Event ids (`CampaignIds::event_id`), in the one form `i64::to_string` writes, so a key
+            // decodes to one position only.
             List::AssignmentHistory | List::Feed => key
                 .parse::<i64>()
                 .is_ok_and(|id| id >= 0 && id.to_string() == key),
-            // Queue positions: negative at the front.
+            // Queue keys in their opaque form (`CampaignIds::queue_token_key`): any i64.
             List::WaitingConversations => key
                 .parse::<i64>()
                 .is_ok_and(|position| position.to_string() == key),
@@ -186,7 +198,7 @@ impl PageScope {
     /// The token of the page after the one ending at `last_key`.
     pub fn token(&self, last_key: &str) -> String {
         let mut bytes = Vec::with_capacity(HEADER_LEN + last_key.len() + DIGEST_LEN);
-        bytes.push(VERSION);
+        bytes.push(self.list.version());
         bytes.push(self.list.tag());
         bytes.extend_from_slice(&self.campaign);
         bytes.extend_from_slice(&self.filter);
@@ -201,8 +213,6 @@ impl PageScope {
         if token.is_empty() {
             return Ok(None);
         }
-        let malformed =
-            || invalid("is not a token this service issued (it is malformed or truncated)");
         if token.len() > MAX_TOKEN_CHARS {
             return Err(malformed());
         }
@@ -211,12 +221,12 @@ impl PageScope {
             return Err(malformed());
         }
         let (body, sum) = bytes.split_at(bytes.len() - DIGEST_LEN);
-        if checksum(body) != sum || body[0] != VERSION {
+        if checksum(body) != sum {
             return Err(malformed());
         }
         let list = List::ALL
             .into_iter()
-            .find(|list| list.tag() == body[1])
+            .find(|list| list.tag() == body[1] && list.version() == body[0])
             .ok_or_else(malformed)?;
         if list != self.list {
             return Err(invalid(&format!(
@@ -238,24 +248,41 @@ impl PageScope {
         Ok(Some(key.to_owned()))
     }
 
-    /// [`Self::after`] for ListAssignmentHistory, whose keys are event ids.
-    pub fn after_event(&self, token: &str) -> AppResult<Option<i64>> {
-        // The key was checked to be an event id, so this parse cannot fail; map it rather than panic.
+    /// A number key of the previous page (an event id, a queue key in its opaque form).
+    fn after_number(&self, token: &str) -> AppResult<Option<i64>> {
+        // The key was checked to be a number, so this parse cannot fail; map it rather than panic.
         self.after(token)?
-            .map(|key| {
-                key.parse::<i64>().map_err(|_| {
-                    invalid("is not a token this service issued (it is malformed or truncated)")
-                })
-            })
+            .map(|key| key.parse::<i64>().map_err(|_| malformed()))
             .transpose()
+    }
+
+    /// The token (or feed cursor) after the campaign's event of public id `event_id`
+    /// ([`CampaignIds::event_id`]).
+    pub fn event_token(&self, event_id: i64) -> String {
+        self.token(&event_id.to_string())
+    }
+
+    /// The feed number of the event a ListAssignmentHistory token or feed cursor was issued after, or
+    /// `None` for the first page. A key no event id of the campaign maps to is malformed.
+    pub fn after_event(&self, ids: &CampaignIds, token: &str) -> AppResult<Option<i64>> {
+        self.after_number(token)?
+            .map(|id| ids.seq(id).ok_or_else(malformed))
+            .transpose()
+    }
+
+    /// The token of the page after the one ending at queue key `position`.
+    pub fn queue_token(&self, ids: &CampaignIds, position: i64) -> String {
+        self.token(&ids.queue_token_key(position).to_string())
+    }
+
+    /// The last queue key of the previous page, or `None` for the first page.
+    pub fn after_position(&self, ids: &CampaignIds, token: &str) -> AppResult<Option<i64>> {
+        Ok(self.after_number(token)?.map(|key| ids.queue_position(key)))
     }
 }
 
-impl PageScope {
-    /// The last queue position of the previous page, or `None` for the first page.
-    pub fn after_position(&self, token: &str) -> AppResult<Option<i64>> {
-        self.after_event(token)
-    }
+fn malformed() -> AppError {
+    invalid("is not a token this service issued (it is malformed or truncated)")
 }
 
 fn invalid(problem: &str) -> AppError {

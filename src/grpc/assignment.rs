@@ -11,7 +11,6 @@ use super::{auto_assign, convert};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
 use crate::domain::model::ConversationStatus;
-use crate::domain::paging::PageScope;
 use crate::pb::{self, assignment_service_server::AssignmentService};
 use crate::service::assignment::{change_assignee, change_status};
 use crate::service::auto_assign::Coalescer;
@@ -233,16 +232,8 @@ impl AssignmentService for AssignmentApi {
             &req.page_token,
         )
         .await?;
-        let cursors = PageScope::feed(&call.campaign_id);
         Ok(Response::new(pb::ListAssignmentHistoryResponse {
-            events: page
-                .items
-                .into_iter()
-                .map(|event| {
-                    let cursor = cursors.token(&event.seq.unwrap_or_default().to_string());
-                    convert::event(event, cursor)
-                })
-                .collect(),
+            events: page.items.into_iter().map(convert::event).collect(),
             next_page_token: page.next_page_token,
         }))
     }

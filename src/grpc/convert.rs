@@ -10,11 +10,11 @@ use crate::domain::auto_assign::{
     SettingsChange,
 };
 use crate::domain::model::{
-    AssignmentAction, AssignmentEvent, AssignmentSource, Availability, Conversation,
-    ConversationStatus, Role, User,
+    AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
 };
 use crate::pb;
 use crate::service::conversations::StatusFilter;
+use crate::service::feed::Delivered;
 
 pub fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -97,8 +97,9 @@ pub fn conversation(conversation: Conversation) -> pb::Conversation {
     }
 }
 
-/// An event with its feed cursor (see `domain::paging::PageScope::feed`).
-pub fn event(event: AssignmentEvent, cursor: String) -> pb::AssignmentEvent {
+/// An event with its public id and feed cursor (`service::feed::Place`).
+pub fn event(delivered: Delivered) -> pb::AssignmentEvent {
+    let Delivered { event, place } = delivered;
     let action = match event.action {
         AssignmentAction::Assign => pb::AssignmentAction::Assign,
         AssignmentAction::Unassign => pb::AssignmentAction::Unassign,
@@ -115,7 +116,7 @@ pub fn event(event: AssignmentEvent, cursor: String) -> pb::AssignmentEvent {
         AssignmentSource::Auto => pb::AssignmentSource::Auto,
     };
     pb::AssignmentEvent {
-        event_id: event.event_id,
+        event_id: place.event_id,
         conversation_id: event.conversation_id.unwrap_or_default(),
         action: action.into(),
         from_user_id: event.from_user_id,
@@ -126,7 +127,7 @@ pub fn event(event: AssignmentEvent, cursor: String) -> pb::AssignmentEvent {
         request_id: event.request_id.unwrap_or_default(),
         user_id: event.user_id.unwrap_or_default(),
         cause: event.cause.unwrap_or_default(),
-        cursor,
+        cursor: place.cursor,
         availability: event
             .availability
             .map_or(pb::Availability::Unspecified, availability_to_pb)

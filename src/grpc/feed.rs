@@ -34,7 +34,7 @@ pub(super) async fn watch(
     let stream = ReceiverStream::new(events).map(|delivered| {
         delivered
             .map(|d| pb::WatchAssignmentEventsResponse {
-                event: Some(convert::event(d.event, d.cursor)),
+                event: Some(convert::event(d)),
             })
             .map_err(Status::from)
     });

@@ -3,10 +3,12 @@
 
 use crate::domain::access::{ReplyDecision, may_view, reply_permission};
 use crate::domain::actor::{require_admin, require_self_or_admin};
-use crate::domain::model::{Actor, AssignmentEvent, Conversation, ConversationStatus, UserRef};
+use crate::domain::model::{Actor, Conversation, ConversationStatus, UserRef};
+use crate::domain::opaque::CampaignIds;
 use crate::domain::paging;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
+use crate::service::feed::{Delivered, Place};
 use crate::service::{ActorCall, Page, authenticate};
 use crate::store::conversations::{self, Filter, Viewed};
 use crate::store::{Conn, Store, history, users};
@@ -138,13 +140,14 @@ pub async fn history(
     conversation_id: &str,
     page_size: i32,
     page_token: &str,
-) -> AppResult<Page<AssignmentEvent>> {
+) -> AppResult<Page<Delivered>> {
     let mut violations = Violations::default();
     let conversation_id =
         violations.check(validate::optional_id("conversation_id", conversation_id));
     let limit = violations.check(paging::page_size(page_size));
     let pages = paging::PageScope::history(&call.campaign_id, conversation_id.as_deref());
-    let after = violations.check(pages.after_event(page_token));
+    let ids = CampaignIds::new(store.opaque_secret().await?, &call.campaign_id);
+    let after = violations.check(pages.after_event(&ids, page_token));
     violations.finish()?;
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
@@ -169,8 +172,18 @@ pub async fn history(
         limit + 1,
     )
     .await?;
-    Ok(Page::from_rows(rows, limit, |row| {
-        pages.token(&row.seq.unwrap_or_default().to_string())
+    // The page token and each event's cursor name an event by its public id: neither counts the events
+    // the caller may not see.
+    let cursors = paging::PageScope::feed(&call.campaign_id);
+    let events = rows
+        .into_iter()
+        .map(|event| {
+            let place = Place::of(&ids, &cursors, event.seq.unwrap_or_default());
+            Delivered { event, place }
+        })
+        .collect();
+    Ok(Page::from_rows(events, limit, |row| {
+        pages.event_token(row.place.event_id)
     }))
 }
 

@@ -10,7 +10,7 @@
 
 mod watch;
 
-pub use watch::{Delivered, WatchRequest, watch};
+pub use watch::{WatchRequest, watch};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +20,7 @@ use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
 
 use crate::domain::model::AssignmentEvent;
+use crate::domain::opaque::CampaignIds;
 use crate::domain::paging::PageScope;
 use crate::error::AppResult;
 use crate::observability::FEED_LAG_SECONDS;
@@ -46,12 +47,40 @@ pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
     }
 }
 
+/// An event as a client gets it: with its public id and its cursor, both opaque (`domain::opaque`).
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub event: AssignmentEvent,
+    pub place: Place,
+}
+
+/// Where an event is in its campaign's feed, as a client sees it: made from its feed number, but telling
+/// nothing about how many events (hidden, or of other campaigns) came before or between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// Unique in the campaign.
+    pub event_id: i64,
+    /// What WatchAssignmentEvents resumes after.
+    pub cursor: String,
+}
+
+impl Place {
+    /// The place of the campaign's event numbered `seq`; `cursors` is the campaign's feed scope.
+    pub(crate) fn of(ids: &CampaignIds, cursors: &PageScope, seq: i64) -> Self {
+        let event_id = ids.event_id(seq);
+        Self {
+            event_id,
+            cursor: cursors.event_token(event_id),
+        }
+    }
+}
+
 /// Numbered events, fanned out per campaign, with what each of the replica's watching users may see of
 /// them: read once per batch for all of them, so watchers cost the database nothing each.
 pub(super) struct Fanout {
     events: Vec<AssignmentEvent>,
-    /// Each event's cursor, made once for every watcher.
-    cursors: Vec<String>,
+    /// Each event's place, made once for every watcher.
+    places: Vec<Place>,
     /// Every user watching when the batch was read: `None` if they are no longer in the directory.
     access: HashMap<String, Option<WatcherAccess>>,
 }
@@ -227,6 +256,8 @@ impl Feed {
                 _ => return Ok(()),
             }
         };
+        let ids = CampaignIds::new(self.store.opaque_secret().await?, campaign_id);
+        let scope = PageScope::feed(campaign_id);
         let mut conn = self.store.acquire().await?;
         while fanned < head {
             let events = feed::after(
@@ -249,14 +280,13 @@ impl Feed {
                 metrics::histogram!(FEED_LAG_SECONDS).record(lag.max(0) as f64 / 1e6);
             }
             let access = access(&mut conn, campaign_id, &watching, &events).await?;
-            let scope = PageScope::feed(campaign_id);
-            let cursors = events
+            let places = events
                 .iter()
-                .map(|e| scope.token(&e.seq.unwrap_or_default().to_string()))
+                .map(|e| Place::of(&ids, &scope, e.seq.unwrap_or_default()))
                 .collect();
             let _ = sender.send(Arc::new(Fanout {
                 events,
-                cursors,
+                places,
                 access,
             }));
         }

@@ -11,7 +11,7 @@ pub const FEED_CHANNEL: &str = "assignment_feed";
 /// Events one sequencer run numbers at most; the rest wait for the next run.
 pub const SEQUENCE_LIMIT: u64 = 1000;
 
-pub(super) const EVENT_COLUMNS: &str = "e.event_id, e.conversation_id, e.action, e.from_user_id, e.to_user_id, \
+pub(super) const EVENT_COLUMNS: &str = "e.conversation_id, e.action, e.from_user_id, e.to_user_id, \
      e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq";
 
 /// Numbers the campaign's committed, unnumbered events after its head, in event-id order, and moves the

@@ -12,17 +12,20 @@ pub mod feed;
 pub mod history;
 pub mod inbox_settings;
 pub mod preview;
+pub mod secrets;
 mod transaction;
 pub mod users;
 pub mod waiting;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
+use crate::domain::opaque::Secret;
 use crate::error::AppResult;
 pub use transaction::Tx;
 
@@ -82,6 +85,8 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// The secret of opaque ids (`domain::opaque`), read once on first use: it never changes.
+    opaque_secret: Arc<tokio::sync::OnceCell<Secret>>,
 }
 
 impl Store {
@@ -106,11 +111,25 @@ impl Store {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            opaque_secret: Arc::default(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The secret every replica keys its opaque ids with (`domain::opaque`): read from the database on
+    /// first use, then kept.
+    pub async fn opaque_secret(&self) -> AppResult<&Secret> {
+        self.opaque_secret
+            .get_or_try_init(|| async {
+                let mut conn = self.acquire().await?;
+                secrets::opaque_ids(&mut conn).await
+            })
+            .await
     }
 
     /// Begins a transaction. It is cancellation-safe: see [`Tx`].

@@ -9,7 +9,8 @@ use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
 /// One page of the waiting queue in queue order, after queue key `after`; `visible_to` limits it to what
-/// that organizer may view (through a group, or because they hold it), `None` shows everything.
+/// that organizer may view (through a group, or because they hold it), `None` shows everything. Ranks
+/// count only what is shown: an organizer's rank 1 is the first waiting conversation they may view.
 pub async fn list(
     conn: &mut Conn,
     campaign_id: &str,
@@ -17,16 +18,16 @@ pub async fn list(
     after: Option<i64>,
     limit: i64,
 ) -> AppResult<Vec<WaitingConversation>> {
+    // Ranked after the visibility filter, in queue order; rows are pulled in that order and only up to the
+    // page's end, so a page costs what the conversations up to it cost.
     let sql = format!(
         "WITH ranked AS ( \
-           SELECT conversation_id, position, waiting_since, row_number() OVER (ORDER BY position) AS rank \
-             FROM waiting_conversations WHERE campaign_id = $1 \
+           SELECT {COLUMNS}, row_number() OVER (ORDER BY w.position) AS rank, w.position, w.waiting_since \
+             FROM waiting_conversations w \
+             JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = w.conversation_id \
+            WHERE w.campaign_id = $1 AND ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
          ) \
-         SELECT {COLUMNS}, r.rank, r.position, r.waiting_since \
-         FROM ranked r JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = r.conversation_id \
-         WHERE ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
-           AND ($3::bigint IS NULL OR r.position > $3) \
-         ORDER BY r.position LIMIT $4",
+         SELECT * FROM ranked WHERE ($3::bigint IS NULL OR position > $3) ORDER BY position LIMIT $4",
         grant_exists("$2", "can_view"),
     );
     Ok(sqlx::query_as(&sql)

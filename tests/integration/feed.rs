@@ -29,7 +29,7 @@ async fn campaign() -> TestApp {
     app
 }
 
-async fn watch(
+pub(crate) async fn watch(
     app: &TestApp,
     actor: Option<&str>,
     cursor: &str,
@@ -51,7 +51,7 @@ async fn watch(
 }
 
 /// The next `n` events of a watch, failing after 5 s.
-async fn next_events(
+pub(crate) async fn next_events(
     stream: &mut Streaming<pb::WatchAssignmentEventsResponse>,
     n: usize,
 ) -> Vec<pb::AssignmentEvent> {
@@ -68,12 +68,12 @@ async fn next_events(
 }
 
 /// Nothing more arrives within a short while.
-async fn quiet(stream: &mut Streaming<pb::WatchAssignmentEventsResponse>) {
+pub(crate) async fn quiet(stream: &mut Streaming<pb::WatchAssignmentEventsResponse>) {
     let more = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
     assert!(more.is_err(), "unexpected {more:?}");
 }
 
-async fn assign(app: &TestApp, conversation: &str, to: &str) {
+pub(crate) async fn assign(app: &TestApp, conversation: &str, to: &str) {
     app.assignments()
         .await
         .assign_conversation(as_actor(
@@ -88,7 +88,7 @@ async fn assign(app: &TestApp, conversation: &str, to: &str) {
         .unwrap();
 }
 
-async fn unassign(app: &TestApp, conversation: &str) {
+pub(crate) async fn unassign(app: &TestApp, conversation: &str) {
     app.assignments()
         .await
         .unassign_conversation(as_actor(
@@ -256,18 +256,24 @@ async fn an_event_committed_late_with_an_early_id_is_seen_once() {
     .unwrap();
     assign(&app, "c1", "org1").await;
     let first = next_events(&mut watcher, 1).await;
-    assert!(first[0].event_id > late_id, "B took its id after A");
+    assert_eq!(first[0].conversation_id, "c1");
+    let b_id: i64 =
+        sqlx::query_scalar("SELECT event_id FROM assignment_events WHERE conversation_id = 'c1'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert!(b_id > late_id, "B took its id after A");
     // A pager that read up to B now must still get A later.
     let before = history(&app).await;
     late.commit().await.unwrap();
     let second = next_events(&mut watcher, 1).await;
-    assert_eq!(second[0].event_id, late_id);
+    assert_eq!(second[0].conversation_id, "c2");
     quiet(&mut watcher).await;
     let after = history(&app).await;
-    assert_eq!(ids(&after), [ids(&before), vec![late_id]].concat());
+    assert_eq!(ids(&after), [ids(&before), ids(&second)].concat());
     // Resuming from B's cursor yields A, once.
     let mut resumed = watch(&app, None, &first[0].cursor).await;
-    assert_eq!(ids(&next_events(&mut resumed, 1).await), vec![late_id]);
+    assert_eq!(ids(&next_events(&mut resumed, 1).await), ids(&second));
     quiet(&mut resumed).await;
 }
 
@@ -391,7 +397,7 @@ async fn a_reader_too_far_behind_is_cut_off_and_resumes_from_its_last_cursor() {
         match tokio::time::timeout(Duration::from_secs(10), slow.recv()).await {
             Ok(Some(Ok(delivered))) => {
                 received += 1;
-                last_cursor = delivered.cursor;
+                last_cursor = delivered.place.cursor;
             }
             Ok(Some(Err(err))) => break err,
             Ok(None) => panic!("the stream ended without an error after {received} events"),
@@ -569,7 +575,18 @@ async fn an_auto_assign_batch_numbers_events_left_behind_before_its_own() {
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "dense");
     assert_eq!(head(&app).await, seqs.len() as i64);
     let listed = history(&app).await;
-    assert_eq!(ids(&listed), order, "the history pages in feed order");
+    assert_eq!(
+        ids(&listed),
+        public_ids(&app, &seqs).await,
+        "the history pages in feed order"
+    );
+}
+
+/// The ids clients see of the campaign's events numbered `seqs`.
+async fn public_ids(app: &TestApp, seqs: &[i64]) -> Vec<i64> {
+    use assignment_service::domain::opaque::CampaignIds;
+    let ids = CampaignIds::new(app.store.opaque_secret().await.unwrap(), CAMPAIGN);
+    seqs.iter().map(|seq| ids.event_id(*seq)).collect()
 }
 
 /// More events left unnumbered than one transaction numbers: the batch numbers the oldest, leaves its own

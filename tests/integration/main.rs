@@ -17,6 +17,7 @@ mod harness;
 mod limits;
 mod operability;
 mod paging;
+mod privacy;
 mod production;
 mod protocol;
 mod proxy;

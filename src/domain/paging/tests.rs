@@ -32,7 +32,10 @@ fn tokens_round_trip_and_an_empty_token_is_the_first_page() {
     let token = scope.token("c:42");
     assert_eq!(scope.after(&token).unwrap(), Some("c:42".into()));
     let history = PageScope::history("camp-1", None);
-    assert_eq!(history.after_event(&history.token("17")).unwrap(), Some(17));
+    assert_eq!(
+        history.after(&history.token("17")).unwrap(),
+        Some("17".into())
+    );
     let groups = PageScope::access_groups("camp-1", None);
     let key = "field team – north";
     assert_eq!(groups.after(&groups.token(key)).unwrap(), Some(key.into()));
@@ -82,7 +85,7 @@ fn forged_keys_that_the_list_could_not_hold_are_refused() {
         bytes.extend_from_slice(&sum);
         URL_SAFE_NO_PAD.encode(bytes)
     };
-    let forge = |scope: &PageScope, key: &[u8]| forge_version(VERSION, scope, key);
+    let forge = |scope: &PageScope, key: &[u8]| forge_version(scope.list.version(), scope, key);
     let conversations = PageScope::conversations("camp-1", None, false, None);
     let history = PageScope::history("camp-1", None);
     let groups = PageScope::access_groups("camp-1", None);
@@ -99,7 +102,7 @@ fn forged_keys_that_the_list_could_not_hold_are_refused() {
     for key in ["", "-1", "+1", "01", "1.0", "9223372036854775808", "x"] {
         assert!(
             history
-                .after_event(&forge(&history, key.as_bytes()))
+                .after_event(&ids(), &forge(&history, key.as_bytes()))
                 .is_err(),
             "{key:?}"
         );
@@ -110,8 +113,59 @@ fn forged_keys_that_the_list_could_not_hold_are_refused() {
             "{key:?}"
         );
     }
-    let future = forge_version(VERSION + 1, &conversations, b"c1");
+    let future = forge_version(conversations.list.version() + 1, &conversations, b"c1");
     assert!(message_of(conversations.after(&future).unwrap_err()).contains("malformed"));
+}
+
+fn ids() -> CampaignIds {
+    let secret = crate::domain::opaque::Secret::from_slice(&[9; 32]).unwrap();
+    CampaignIds::new(&secret, "camp-1")
+}
+
+#[test]
+fn feed_and_queue_keys_travel_opaque_and_round_trip() {
+    let ids = ids();
+    let history = PageScope::history("camp-1", None);
+    let token = history.event_token(ids.event_id(17));
+    assert_eq!(history.after_event(&ids, &token).unwrap(), Some(17));
+    let waiting = PageScope::waiting("camp-1", Some("org1"));
+    for position in [-5, 0, 42] {
+        let token = waiting.queue_token(&ids, position);
+        assert_eq!(
+            waiting.after_position(&ids, &token).unwrap(),
+            Some(position)
+        );
+    }
+    // An id past the range of event ids is no event of the campaign.
+    let past = history.event_token(1 << 62);
+    assert!(message_of(history.after_event(&ids, &past).unwrap_err()).contains("malformed"));
+}
+
+#[test]
+fn version_1_tokens_of_the_feed_and_the_queue_are_refused() {
+    // Version 1 carried the feed number in clear: accepting one would let a client resume at any number.
+    let v1 = |scope: &PageScope, key: &str| {
+        let mut bytes = vec![1, scope.list.tag()];
+        bytes.extend_from_slice(&scope.campaign);
+        bytes.extend_from_slice(&scope.filter);
+        bytes.extend_from_slice(key.as_bytes());
+        let sum = checksum(&bytes);
+        bytes.extend_from_slice(&sum);
+        URL_SAFE_NO_PAD.encode(bytes)
+    };
+    for scope in [
+        PageScope::feed("camp-1"),
+        PageScope::history("camp-1", None),
+        PageScope::waiting("camp-1", None),
+    ] {
+        assert!(message_of(scope.after(&v1(&scope, "3")).unwrap_err()).contains("malformed"));
+    }
+    // Lists whose keys did not change still take the tokens issued before.
+    let conversations = PageScope::conversations("camp-1", None, false, None);
+    assert_eq!(
+        conversations.after(&v1(&conversations, "c1")).unwrap(),
+        Some("c1".into())
+    );
 }
 
 #[test]
@@ -180,7 +234,10 @@ proptest! {
         let scope = scope_of(list, &campaign, &filter);
         prop_assert_eq!(scope.after(&scope.token(&key)).unwrap(), Some(key.clone()));
         if list == List::AssignmentHistory {
-            prop_assert_eq!(scope.after_event(&scope.token(&key)).unwrap(), key.parse().ok());
+            let id: i64 = key.parse().unwrap();
+            let decoded = scope.after_event(&ids(), &scope.token(&key));
+            // Every id in range is some event's; the rest are malformed.
+            prop_assert_eq!(decoded.is_ok(), id < 1 << 62);
         }
     }
 

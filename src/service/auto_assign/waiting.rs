@@ -1,6 +1,7 @@
 //! ListWaitingConversations, and the periodic safety sweep that drains what an event-driven drain missed.
 
 use crate::domain::auto_assign::WaitingConversation;
+use crate::domain::opaque::CampaignIds;
 use crate::domain::paging::{self, PageScope};
 use crate::domain::validate::Violations;
 use crate::error::AppResult;
@@ -10,7 +11,9 @@ use crate::store::{Store, waiting};
 
 use super::Coalescer;
 
-/// ListWaitingConversations: the queue in the order it drains; organizers see what they may view.
+/// ListWaitingConversations: the queue in the order it drains; organizers see what they may view, with
+/// positions counted among those alone (1 = the first they may view), so a hidden conversation waiting
+/// ahead moves nothing they see. Page tokens carry the queue key opaque (it counts every campaign's queue).
 pub async fn list_waiting(
     store: &Store,
     call: &ActorCall,
@@ -24,10 +27,11 @@ pub async fn list_waiting(
     let actor = authenticate(&mut conn, call).await?;
     let visible_to = (!actor.is_admin()).then_some(actor.user_id.as_str());
     let pages = PageScope::waiting(&call.campaign_id, visible_to);
-    let after = pages.after_position(page_token)?;
+    let ids = CampaignIds::new(store.opaque_secret().await?, &call.campaign_id);
+    let after = pages.after_position(&ids, page_token)?;
     let rows = waiting::list(&mut conn, &call.campaign_id, visible_to, after, limit + 1).await?;
     Ok(Page::from_rows(rows, limit, |row| {
-        pages.token(&row.position.to_string())
+        pages.queue_token(&ids, row.position)
     }))
 }
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::{Batch, Feed, READ_LIMIT, Subscription, sequence};
+use super::{Batch, Delivered, Feed, Place, READ_LIMIT, Subscription, sequence};
 use crate::domain::actor;
 use crate::domain::model::{AssignmentEvent, Role};
+use crate::domain::opaque::CampaignIds;
 use crate::domain::paging::PageScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
@@ -27,13 +28,6 @@ pub struct WatchRequest {
     pub assignee_id: String,
 }
 
-/// An event as delivered, with its opaque cursor.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    pub event: AssignmentEvent,
-    pub cursor: String,
-}
-
 /// WatchAssignmentEvents: validates, authenticates, and streams the feed into `out` until the receiver
 /// goes away (Ok) or the watcher falls too far behind (RESOURCE_EXHAUSTED, sent into `out`).
 pub async fn watch(
@@ -47,8 +41,9 @@ pub async fn watch(
 )> {
     let campaign_id = watcher.campaign_id().to_owned();
     let cursors = PageScope::feed(&campaign_id);
+    let ids = CampaignIds::new(store.opaque_secret().await?, &campaign_id);
     let mut violations = Violations::default();
-    let after = violations.check(cursors.after_event(&request.cursor).map_err(|_| {
+    let after = violations.check(cursors.after_event(&ids, &request.cursor).map_err(|_| {
         AppError::invalid(
             "cursor",
             "cursor is not one this campaign's feed issued; pass an event's cursor unchanged, or leave it \
@@ -103,6 +98,7 @@ pub async fn watch(
         },
         actor,
         cursors,
+        ids,
         sent: head,
         tx,
         _subscription: subscription,
@@ -121,11 +117,11 @@ fn cursor_expired(retention: Duration) -> AppError {
     )
 }
 
-/// What a fan-out batch brings besides its events: who may see what, and each event's cursor.
+/// What a fan-out batch brings besides its events: who may see what, and each event's place.
 #[derive(Clone, Copy)]
 struct Fanned<'a> {
     access: &'a HashMap<String, Option<WatcherAccess>>,
-    cursors: &'a [String],
+    places: &'a [Place],
 }
 
 /// A duration as FEED_RETENTION takes it: "7d", "12h", "90s".
@@ -144,6 +140,7 @@ struct Stream {
     /// The acting user watching (None: a system caller, who sees everything).
     actor: Option<ActorCall>,
     cursors: PageScope,
+    ids: CampaignIds,
     /// The last feed number handled (delivered, or filtered out).
     sent: i64,
     tx: mpsc::Sender<AppResult<Delivered>>,
@@ -181,7 +178,7 @@ impl Stream {
                     } else {
                         let fanned = Fanned {
                             access: &batch.access,
-                            cursors: &batch.cursors[skip..],
+                            places: &batch.places[skip..],
                         };
                         if self
                             .deliver(&batch.events[skip..], Some(fanned))
@@ -245,7 +242,7 @@ impl Stream {
     }
 
     /// Sends the events this watcher may and wants to see; every event moves `sent`. Who the watcher is
-    /// and the events' cursors come with a fan-out batch (read and made once for every watcher) or are read
+    /// and the events' places come with a fan-out batch (read and made once for every watcher) or are read
     /// and made here.
     async fn deliver(
         &mut self,
@@ -291,13 +288,13 @@ impl Stream {
                 (Some((organizer, _)), None) => event.user_id.as_ref() == Some(organizer),
             };
             if allowed && self.wanted(event) {
-                let cursor = match fanned {
-                    Some(fanned) => fanned.cursors[i].clone(),
-                    None => self.cursors.token(&seq.to_string()),
+                let place = match fanned {
+                    Some(fanned) => fanned.places[i].clone(),
+                    None => Place::of(&self.ids, &self.cursors, seq),
                 };
                 let delivered = Delivered {
                     event: event.clone(),
-                    cursor,
+                    place,
                 };
                 if self.tx.send(Ok(delivered)).await.is_err() {
                     return Err(());
