@@ -10,8 +10,10 @@ pub(crate) mod codec;
 pub mod context;
 mod convert;
 mod directory;
+mod fair_share;
 mod feed;
 pub mod middleware;
+mod request_read;
 mod status;
 
 pub use access_groups::AccessGroupApi;
