@@ -218,8 +218,11 @@ impl App {
                 .max_decoding_message_size(max),
             )
             .add_service(
-                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), coalescer.clone()))
-                    .max_decoding_message_size(max),
+                AccessGroupServiceServer::new(AccessGroupApi::new(
+                    store.clone(),
+                    coalescer.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(
                 crate::listener::incoming(listener, tls, config.handshake_timeout),
@@ -240,7 +243,9 @@ impl App {
             set_all(&health, ServingStatus::NotServing).await;
             match tokio::time::timeout(config.drain_timeout, drained.idle()).await {
                 Ok(()) => tracing::info!("in-flight calls finished: closing"),
-                Err(_) => tracing::warn!("drain timeout passed: cancelling the calls still running"),
+                Err(_) => {
+                    tracing::warn!("drain timeout passed: cancelling the calls still running")
+                }
             }
         };
         let result = tokio::select! {

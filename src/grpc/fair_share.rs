@@ -76,7 +76,11 @@ pub(super) struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let mut running = self.shares.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut running = self
+            .shares
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for key in &self.keys {
             if let Some(count) = running.get_mut(key) {
                 *count -= 1;

@@ -219,7 +219,8 @@ impl Policy {
     /// refusal names the share a caller can do something about).
     fn slot(&self, caller: &str, headers: &HeaderMap) -> Result<Slot, Refused> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let actor = header("x-actor-id").map(|actor| (header("x-campaign-id").unwrap_or(""), actor));
+        let actor =
+            header("x-actor-id").map(|actor| (header("x-campaign-id").unwrap_or(""), actor));
         let shares = self.shares.take(caller, actor).map_err(|full| {
             let status = AppError::new(Reason::FairShareExhausted, full.to_string())
                 .with("share", full.limit.label())
@@ -469,9 +470,8 @@ mod tests {
             headers.insert("x-actor-id", HeaderValue::from_str(actor).unwrap());
             headers
         };
-        let admit = |headers: &HeaderMap| {
-            policy.admit(CALL, headers, &extensions, &tracing::Span::none())
-        };
+        let admit =
+            |headers: &HeaderMap| policy.admit(CALL, headers, &extensions, &tracing::Span::none());
         let _held: Vec<_> = (0..2)
             .map(|_| admit(&as_actor("u1")).ok().expect("within the share"))
             .collect();
@@ -479,12 +479,24 @@ mod tests {
             panic!("the actor's share is full")
         };
         assert_eq!(refused.reason, Reason::FairShareExhausted);
-        assert!(refused.status.message().contains("share of 2"), "{}", refused.status.message());
+        assert!(
+            refused.status.message().contains("share of 2"),
+            "{}",
+            refused.status.message()
+        );
         let _third = admit(&as_actor("u2")).ok().expect("another actor");
         let Err(refused) = admit(&as_actor("u3")) else {
             panic!("the caller's share is full")
         };
-        assert!(refused.status.message().contains("share of 3"), "{}", refused.status.message());
-        assert_eq!(policy.in_flight.available_permits(), 7, "refusals hold no slot");
+        assert!(
+            refused.status.message().contains("share of 3"),
+            "{}",
+            refused.status.message()
+        );
+        assert_eq!(
+            policy.in_flight.available_permits(),
+            7,
+            "refusals hold no slot"
+        );
     }
 }

@@ -155,9 +155,7 @@ impl http_body::Body for BoundedRead {
                         Some(Ok(frame)) => match frame.data_ref() {
                             Some(data) => {
                                 this.first.advance(data);
-                                if this.first_only
-                                    && matches!(this.first, FirstMessage::Complete)
-                                {
+                                if this.first_only && matches!(this.first, FirstMessage::Complete) {
                                     this.arrived();
                                 }
                             }

@@ -74,9 +74,10 @@ fn unary_without_body(
     tokio::spawn(async move {
         let _open = tx;
         let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| Status::unknown(e.to_string()))?;
-        let path =
-            PathAndQuery::from_static("/assignment.v1.AssignmentService/GetInboxSettings");
+        grpc.ready()
+            .await
+            .map_err(|e| Status::unknown(e.to_string()))?;
+        let path = PathAndQuery::from_static("/assignment.v1.AssignmentService/GetInboxSettings");
         grpc.client_streaming(request, path, RawCodec)
             .await
             .map(|_| ())
@@ -270,7 +271,10 @@ async fn requests_that_do_not_arrive_in_time_are_ended_and_free_their_slots() {
         bulk_without_first_message(channel.clone(), None, "admin"),
         unary_without_body(channel.clone(), None, "admin"),
     ];
-    for (call, what) in silent.into_iter().zip(["the stream's first message", "whole request"]) {
+    for (call, what) in silent
+        .into_iter()
+        .zip(["the stream's first message", "whole request"])
+    {
         let status = tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .expect("ended by the server's read timeout, not the call timeout")

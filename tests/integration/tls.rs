@@ -335,5 +335,8 @@ async fn a_tls_key_that_does_not_match_its_certificate_is_refused_naming_both_fi
         .err()
         .expect("a key of another certificate is refused");
     assert!(err.contains("does not match"), "{err}");
-    assert!(err.contains(&cert) && err.contains(&key), "names both files: {err}");
+    assert!(
+        err.contains(&cert) && err.contains(&key),
+        "names both files: {err}"
+    );
 }
