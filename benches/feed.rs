@@ -343,7 +343,19 @@ async fn main() {
     let (server_url, _cluster) = database();
     let bench_schema = BenchSchema::create(&server_url, "bench_feed").await;
     let url = bench_schema.url.clone();
-    let addr = start_server(&url, &["--max-concurrent-calls", "1000"]).await;
+    // Every watcher and writer is one caller acting as one admin: the shares must not bind.
+    let addr = start_server(
+        &url,
+        &[
+            "--max-concurrent-calls",
+            "1000",
+            "--max-calls-per-caller",
+            "1000",
+            "--max-calls-per-actor",
+            "1000",
+        ],
+    )
+    .await;
     let channel = connect(&addr).await;
     let store = Store::connect(&url, 32, Duration::from_secs(60))
         .await

@@ -8,17 +8,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_rustls::TlsAcceptor;
 use tonic::server::NamedService;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::auth::{Callers, check_exposure};
 use crate::config::Config;
 use crate::embedded_pg::EmbeddedPostgres;
-use crate::grpc::middleware::{CallLayer, Phase};
+use crate::grpc::middleware::{CallLayer, Limits, Phase};
 use crate::grpc::reflection;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
 use crate::observability::{serve_metrics, watch_pool};
@@ -44,7 +43,7 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 pub struct App {
     config: Config,
     callers: Callers,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<TlsAcceptor>,
     listener: TcpListener,
     metrics_listener: TcpListener,
     store: Store,
@@ -60,7 +59,7 @@ pub async fn build(config: &Config) -> Result<App, String> {
         None => Callers::default(),
     };
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(crate::tls::server_config(
+        (Some(cert), Some(key)) => Some(crate::tls::server_acceptor(
             cert,
             key,
             config.tls_client_ca.as_deref(),
@@ -139,9 +138,11 @@ impl App {
         &self.store
     }
 
-    /// Serves until `shutdown` resolves; then health turns NOT_SERVING, new calls are refused and in-flight
-    /// calls may finish for up to the drain timeout, after which they are cancelled and this returns (at
-    /// most [`CANCEL_GRACE`] later). The database pool is closed and a private cluster stopped.
+    /// Serves until `shutdown` resolves; then the drain: health turns NOT_SERVING (and keeps answering, on
+    /// new connections too), new calls are refused with UNAVAILABLE, and in-flight calls may finish for up
+    /// to the drain timeout. Once they have (or it passed), the listener closes, calls still open are
+    /// cancelled and this returns (at most [`CANCEL_GRACE`] later). The database pool is closed and a
+    /// private cluster stopped.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
         let App {
             config,
@@ -167,11 +168,13 @@ impl App {
             config.auto_assign_max_queue,
             config.auto_assign_concurrency,
         );
+        let (phase, phase_rx) = watch::channel(Phase::Serving);
         let background = [
             tokio::spawn(watch_database(
                 store.clone(),
                 health.clone(),
                 config.health_check_interval,
+                phase_rx.clone(),
             )),
             tokio::spawn(prune_old_triggers(store.clone(), config.trigger_retention)),
             tokio::spawn(watch_pool(store.clone(), Duration::from_secs(5))),
@@ -185,23 +188,24 @@ impl App {
             tokio::spawn(feed.clone().listen()),
         ];
         let max = config.max_message_bytes;
-        let mut builder = Server::builder();
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
-        }
-        let (phase, phase_rx) = watch::channel(Phase::Serving);
-        let mut drain_started = phase_rx.clone();
-        let drain_health = health.clone();
-        let serve = builder
+        let calls = CallLayer::new(
+            callers,
+            Limits {
+                max_in_flight: config.max_concurrent_calls,
+                per_caller: config.max_calls_per_caller,
+                per_actor: config.max_calls_per_actor,
+                read_timeout: config.request_read_timeout,
+            },
+            phase_rx,
+        );
+        let drained = calls.clone();
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let serve = Server::builder()
             .timeout(config.call_timeout)
             // Pings find peers that vanished without closing (their streams would hold slots forever).
             .http2_keepalive_interval(Some(config.keepalive_interval))
             .http2_keepalive_timeout(Some(config.keepalive_timeout))
-            .layer(CallLayer::new(
-                callers,
-                config.max_concurrent_calls,
-                phase_rx,
-            ))
+            .layer(calls)
             .add_service(health_service)
             .add_service(reflection::v1::serve(
                 reflection().build_v1().expect("valid descriptors"),
@@ -224,30 +228,43 @@ impl App {
                 .max_decoding_message_size(max),
             )
             .add_service(
-                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), coalescer.clone()))
-                    .max_decoding_message_size(max),
+                AccessGroupServiceServer::new(AccessGroupApi::new(
+                    store.clone(),
+                    coalescer.clone(),
+                ))
+                .max_decoding_message_size(max),
             )
-            .serve_with_incoming_shutdown(nodelay(TcpListenerStream::new(listener)), async {
-                shutdown.await;
-                tracing::info!(
-                    drain_timeout = ?config.drain_timeout,
-                    "shutting down: health NOT_SERVING, refusing new calls, finishing in-flight calls"
-                );
-                phase.send_replace(Phase::Draining);
-                set_all(&drain_health, ServingStatus::NotServing).await;
-            });
-        let drain_expired = async {
-            let _ = drain_started.wait_for(|p| *p != Phase::Serving).await;
-            tokio::time::sleep(config.drain_timeout).await;
-        };
+            .serve_with_incoming_shutdown(
+                crate::listener::incoming(listener, tls, config.handshake_timeout),
+                async {
+                    let _ = closed.await;
+                },
+            );
         tokio::pin!(serve);
+        // The listener stays open through the drain, so probes on new connections see NOT_SERVING and
+        // new calls get UNAVAILABLE (retry elsewhere) rather than a refused connection.
+        let drain = async {
+            shutdown.await;
+            tracing::info!(
+                drain_timeout = ?config.drain_timeout,
+                "shutting down: health NOT_SERVING, refusing new calls, finishing in-flight calls"
+            );
+            phase.send_replace(Phase::Draining);
+            set_all(&health, ServingStatus::NotServing).await;
+            match tokio::time::timeout(config.drain_timeout, drained.idle()).await {
+                Ok(()) => tracing::info!("in-flight calls finished: closing"),
+                Err(_) => {
+                    tracing::warn!("drain timeout passed: cancelling the calls still running")
+                }
+            }
+        };
         let result = tokio::select! {
             result = &mut serve => result,
-            () = drain_expired => {
-                tracing::warn!("drain timeout passed: cancelling the calls still running");
+            () = drain => {
+                // Calls still open (past the drain timeout, or watching health) are ended with their
+                // status and their connections close; a peer that does not read is not waited for.
                 phase.send_replace(Phase::Cancelling);
-                // Cancelled calls send their status and their connections close; a peer that does not
-                // read is not waited for.
+                let _ = close.send(());
                 match tokio::time::timeout(CANCEL_GRACE, &mut serve).await {
                     Ok(result) => result,
                     Err(_) => {
@@ -282,8 +299,14 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reports NOT_SERVING while the database does not answer, SERVING again once it does.
-async fn watch_database(store: Store, health: HealthReporter, interval: Duration) {
+/// Reports NOT_SERVING while the database does not answer, SERVING again once it does (but never again
+/// once the server drains).
+async fn watch_database(
+    store: Store,
+    health: HealthReporter,
+    interval: Duration,
+    phase: watch::Receiver<Phase>,
+) {
     let mut ticker = tokio::time::interval(interval);
     let mut healthy = true;
     loop {
@@ -292,7 +315,7 @@ async fn watch_database(store: Store, health: HealthReporter, interval: Duration
             tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
             Ok(Ok(()))
         );
-        if ok != healthy {
+        if ok != healthy && *phase.borrow() == Phase::Serving {
             healthy = ok;
             if ok {
                 tracing::info!("database reachable again: SERVING");
@@ -358,19 +381,4 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
-}
-
-/// Accepted connections with Nagle's algorithm off, as gRPC's own servers do: an answer's frames must not
-/// wait for the caller to acknowledge the ones before. `serve_with_incoming` leaves the sockets as given.
-fn nodelay(
-    incoming: TcpListenerStream,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    incoming.map(|accepted| {
-        accepted.inspect(|stream| {
-            if let Err(err) = stream.set_nodelay(true) {
-                // Only slower: the connection still serves.
-                tracing::debug!(error = %err, "could not turn Nagle's algorithm off");
-            }
-        })
-    })
 }

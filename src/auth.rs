@@ -113,7 +113,17 @@ impl Callers {
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let callers = Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // An empty file would silently turn authentication off.
+        if callers.is_empty() {
+            return Err(format!(
+                "the tokens file {} names no caller: add a `name scope sha256-hex` line (or `name scope \
+                 cert-sha256:hex`) for each calling service (see README), or unset TOKENS_FILE to serve \
+                 without authentication",
+                path.display()
+            ));
+        }
+        Ok(callers)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -119,6 +119,29 @@ pub struct Config {
     #[arg(long, env = "MAX_CONCURRENT_CALLS", default_value_t = 512)]
     pub max_concurrent_calls: usize,
 
+    /// Calls (streams included) one calling service runs at once on this replica (its authenticated name;
+    /// without tokens, its address); more are refused with RESOURCE_EXHAUSTED (FAIR_SHARE_EXHAUSTED), so
+    /// one caller cannot take every slot.
+    #[arg(long, env = "MAX_CALLS_PER_CALLER", default_value_t = 128,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_calls_per_caller: usize,
+
+    /// Calls (streams included) one calling service runs at once for one actor (`x-actor-id` within a
+    /// campaign); more are refused with RESOURCE_EXHAUSTED (FAIR_SHARE_EXHAUSTED).
+    #[arg(long, env = "MAX_CALLS_PER_ACTOR", default_value_t = 32,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_calls_per_actor: usize,
+
+    /// How long a call's request may take to arrive once its headers have: a unary request's whole body, a
+    /// stream's first message, e.g. "5s". A slower one ends with DEADLINE_EXCEEDED (REQUEST_TOO_SLOW).
+    #[arg(long, env = "REQUEST_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub request_read_timeout: Duration,
+
+    /// A connection that has not completed its TLS handshake and sent the HTTP/2 preface this long after
+    /// it was accepted is closed, e.g. "10s".
+    #[arg(long, env = "HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// The longest a unary call may run, and a stream may take to send its first reply (a shorter
     /// grpc-timeout from the caller wins), e.g. "30s".
     #[arg(long, env = "CALL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]

@@ -139,8 +139,14 @@ reasons! {
     FeedCursorExpired => "FEED_CURSOR_EXPIRED", OutOfRange;
     /// The server is at its limit of concurrent calls: retry with backoff.
     Overloaded => "OVERLOADED", ResourceExhausted;
+    /// The calling service, or the actor it acts for, already runs its share of concurrent calls: retry
+    /// with backoff.
+    FairShareExhausted => "FAIR_SHARE_EXHAUSTED", ResourceExhausted;
     /// The campaign already has its limit of auto-assign triggers waiting: retry with backoff.
     AutoAssignQueueFull => "AUTO_ASSIGN_QUEUE_FULL", ResourceExhausted;
+    /// A unary request's body, or a stream's first message, did not arrive within the request read
+    /// timeout.
+    RequestTooSlow => "REQUEST_TOO_SLOW", DeadlineExceeded;
     /// A stream sent no request message for the stream idle timeout.
     StreamIdle => "STREAM_IDLE", DeadlineExceeded;
     /// A conversation id in a bulk stream is malformed (bulk items only).

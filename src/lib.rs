@@ -12,6 +12,7 @@ pub mod domain;
 pub mod embedded_pg;
 pub mod error;
 pub mod grpc;
+pub mod listener;
 pub mod observability;
 pub mod probe;
 pub mod service;

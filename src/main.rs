@@ -42,8 +42,8 @@ async fn main() -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
+            // Once, through the log (stderr), in the log's format.
             tracing::error!("{message}");
-            eprintln!("assignment-service: {message}");
             ExitCode::FAILURE
         }
     }

@@ -7,11 +7,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use tokio::sync::OwnedSemaphorePermit;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
-use super::middleware::Cancelled;
+use super::middleware::{Cancelled, Slot};
 use super::status::refusal;
 use crate::error::Reason;
 use crate::observability::{CALL_SECONDS, CALLS};
@@ -19,7 +18,7 @@ use crate::observability::{CALL_SECONDS, CALLS};
 pub(super) fn cancelled_status() -> Status {
     refusal(
         Reason::ShuttingDown,
-        "the server is shutting down and its drain timeout passed before this call ended; retry on \
+        "the server is shutting down and this call was still running when its drain ended; retry on \
          another replica",
     )
 }
@@ -31,7 +30,7 @@ pub(super) fn cancelled_status() -> Status {
 /// at shutdown, it ends the call with UNAVAILABLE (SHUTTING_DOWN) instead of waiting for it.
 pub(super) struct CallBody {
     body: Body,
-    _slot: Option<OwnedSemaphorePermit>,
+    _slot: Option<Slot>,
     finish: Option<CallRecord>,
     cancelled: Option<Cancelled>,
     /// Cut short at shutdown: its trailers went out, so it ends.
@@ -46,6 +45,8 @@ pub(super) struct CallRecord {
     pub(super) span: tracing::Span,
     /// Shed for load: only counted, so an overload does not flood the log.
     pub(super) shed: bool,
+    /// Why the middleware refused the call, if it did.
+    pub(super) reason: Option<Reason>,
 }
 
 impl CallRecord {
@@ -66,12 +67,14 @@ impl CallRecord {
         metrics::histogram!(CALL_SECONDS, &labels).record(elapsed.as_secs_f64());
         let _entered = self.span.enter();
         let elapsed_ms = elapsed.as_secs_f64() * 1e3;
+        // The span names the caller; a refusal names its reason.
+        let reason = self.reason.map(Reason::as_str);
         if code == Code::Ok {
             tracing::debug!(code = ?code, elapsed_ms, "call finished");
         } else if self.shed {
-            tracing::debug!(code = ?code, elapsed_ms, "call shed");
+            tracing::debug!(code = ?code, reason, elapsed_ms, "call shed");
         } else {
-            tracing::info!(code = ?code, elapsed_ms, "call failed");
+            tracing::info!(code = ?code, reason, elapsed_ms, "call failed");
         }
     }
 }
@@ -79,7 +82,7 @@ impl CallRecord {
 impl CallBody {
     pub(super) fn new(
         body: Body,
-        slot: Option<OwnedSemaphorePermit>,
+        slot: Option<Slot>,
         record: CallRecord,
         cancelled: Option<Cancelled>,
     ) -> Self {

@@ -1,30 +1,34 @@
 //! Every call passes through here before any handler: the request's protocol (content type, no repeated
-//! identity headers, the body's framing), a request id, caller authentication and scope, the concurrency
-//! limit with load shedding, refusal and cancellation at shutdown, one tracing span, and the call metrics.
+//! identity headers, the body's framing), a request id, caller authentication and scope, the
+//! concurrency limit and each caller's fair share of it (`fair_share`) with load shedding, the bound on
+//! receiving the request (`request_read`), refusal and cancellation at shutdown, one tracing span, and the
+//! call metrics.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tonic::Status;
 use tonic::body::Body;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::field::Empty;
 
 use super::call_body::{CallBody, CallRecord, cancelled_status, status_code};
+use super::fair_share::{Held, Limit, Shares};
 use super::framing::{FramedBody, single_message_methods};
 use super::protocol;
+use super::request_read::BoundedRead;
 use super::status::refusal;
 use crate::auth::{Caller, Callers, Scope, certificate_fingerprint, is_public, is_system_rpc};
 use crate::domain::validate;
-use crate::error::Reason;
+use crate::error::{AppError, Reason};
+use crate::listener::Peer;
 use crate::observability::SHED_CALLS;
 use crate::telemetry;
 
@@ -51,13 +55,31 @@ pub enum Phase {
     Cancelling,
 }
 
+/// The limits on what callers may hold: slots in all, per caller and per actor, and time to send a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Calls running at once, in all.
+    pub max_in_flight: usize,
+    pub per_caller: usize,
+    pub per_actor: usize,
+    /// How long a request's body (a stream's first message) may take once its headers are in.
+    pub read_timeout: Duration,
+}
+
 struct Policy {
     callers: Callers,
     in_flight: Arc<Semaphore>,
-    max_in_flight: usize,
+    limits: Limits,
+    shares: Arc<Shares>,
     phase: watch::Receiver<Phase>,
     /// The paths of the RPCs whose request is one message.
     single_message: HashSet<String>,
+}
+
+/// What an admitted call holds while it runs: a slot of the server's and its caller's and actor's shares.
+pub(super) struct Slot {
+    _server: OwnedSemaphorePermit,
+    _shares: Held,
 }
 
 /// Resolves once running calls are to be cancelled; never if the server goes away first.
@@ -69,20 +91,30 @@ pub struct CallLayer {
 }
 
 impl CallLayer {
-    /// `callers` empty means no authentication; at most `max_in_flight` calls run at once, the rest are
-    /// shed; `phase` says when to refuse new calls and when to cancel running ones.
-    pub fn new(callers: Callers, max_in_flight: usize, phase: watch::Receiver<Phase>) -> Self {
+    /// `callers` empty means no authentication; calls beyond `limits` are shed; `phase` says when to refuse
+    /// new calls and when to cancel running ones.
+    pub fn new(callers: Callers, limits: Limits, phase: watch::Receiver<Phase>) -> Self {
         Self {
             policy: Arc::new(Policy {
                 callers,
-                in_flight: Arc::new(Semaphore::new(max_in_flight)),
-                max_in_flight,
+                in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+                shares: Shares::new(limits.per_caller, limits.per_actor),
+                limits,
                 phase,
                 single_message: single_message_methods(&[
                     crate::pb::FILE_DESCRIPTOR_SET,
                     tonic_health::pb::FILE_DESCRIPTOR_SET,
                 ]),
             }),
+        }
+    }
+
+    /// Resolves once no call holds a slot (health and reflection hold none): the drain is over.
+    pub fn idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        let in_flight = self.policy.in_flight.clone();
+        let all = u32::try_from(self.policy.limits.max_in_flight).unwrap_or(u32::MAX);
+        async move {
+            let _all = in_flight.acquire_many(all).await;
         }
     }
 }
@@ -107,24 +139,37 @@ pub struct CallService<S> {
 /// Why a call was not admitted; shed calls are logged quietly (the shed counter has them).
 struct Refused {
     status: Status,
+    reason: Reason,
     shed: bool,
     /// Not a gRPC request at all: answered with HTTP 415.
     not_grpc: bool,
 }
 
-impl From<Status> for Refused {
-    fn from(status: Status) -> Self {
+impl Refused {
+    fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Self::from_status(refusal(reason, message), reason)
+    }
+
+    /// A refusal whose status is built already (with its field violations).
+    fn from_status(status: Status, reason: Reason) -> Self {
         Self {
             status,
+            reason,
             shed: false,
             not_grpc: false,
         }
     }
-}
 
-impl Refused {
-    fn into_response(self) -> Response<Body> {
-        let mut response = self.status.into_http::<Body>();
+    fn shed(limit: Limit, status: Status, reason: Reason) -> Self {
+        metrics::counter!(SHED_CALLS, "limit" => limit.label()).increment(1);
+        Self {
+            shed: true,
+            ..Self::from_status(status, reason)
+        }
+    }
+
+    fn to_response(&self) -> Response<Body> {
+        let mut response = self.status.clone().into_http::<Body>();
         if self.not_grpc {
             *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
         }
@@ -132,61 +177,116 @@ impl Refused {
     }
 }
 
+/// An admitted call: who calls, and the slot it holds (none for health and reflection).
+struct Admitted {
+    identity: Option<CallerIdentity>,
+    slot: Option<Slot>,
+}
+
+/// Who calls, for logs and shares: its name when authenticated, else its IP address (not the port: every
+/// connection of a host is the same caller).
+fn caller_label(identity: Option<&CallerIdentity>, extensions: &Extensions) -> String {
+    if let Some(identity) = identity {
+        return identity.name.clone();
+    }
+    match extensions.get::<Peer>().and_then(|peer| peer.addr) {
+        Some(addr) => format!("address {}", addr.ip()),
+        None => "unknown address".to_owned(),
+    }
+}
+
 impl Policy {
-    /// Authenticates and admits a call, or says why not.
+    /// Authenticates and admits a call, or says why not. The caller, once known, is recorded on `span`.
     fn admit(
         &self,
         path: &str,
         headers: &HeaderMap,
         extensions: &Extensions,
-    ) -> Result<(Option<CallerIdentity>, Option<OwnedSemaphorePermit>), Refused> {
+        span: &tracing::Span,
+    ) -> Result<Admitted, Refused> {
         protocol::content_type(headers).map_err(|status| Refused {
             not_grpc: true,
-            ..status.into()
+            ..Refused::from_status(status, Reason::UnsupportedContentType)
         })?;
         // Before authentication: with two tokens, which one authenticated would be a guess.
-        protocol::single_headers(headers)?;
+        protocol::single_headers(headers)
+            .map_err(|status| Refused::from_status(status, Reason::DuplicateHeader))?;
         if is_public(path) {
             // Health answers while draining, so probes see NOT_SERVING.
-            return Ok((None, None));
+            return Ok(Admitted {
+                identity: None,
+                slot: None,
+            });
         }
+        let identity = self.identify(headers, extensions);
+        let caller = caller_label(identity.as_ref().ok().and_then(Option::as_ref), extensions);
+        span.record("caller", caller.as_str());
         if *self.phase.borrow() != Phase::Serving {
-            return Err(refusal(
+            return Err(Refused::new(
                 Reason::ShuttingDown,
                 "the server is shutting down; retry on another replica",
-            )
-            .into());
+            ));
         }
-        let identity = self.identify(path, headers, extensions)?;
-        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            metrics::counter!(SHED_CALLS).increment(1);
-            Refused {
-                status: refusal(
-                    Reason::Overloaded,
-                    format!(
-                        "the server is at its limit of {} concurrent calls; retry with backoff",
-                        self.max_in_flight
-                    ),
+        let identity = identity?;
+        if let Some(identity) = &identity
+            && identity.scope == Scope::User
+            && is_system_rpc(path)
+        {
+            return Err(Refused::new(
+                Reason::SystemScopeRequired,
+                format!(
+                    "{path} needs a system-scoped caller; {:?} is user-scoped",
+                    identity.name
                 ),
-                shed: true,
-                not_grpc: false,
-            }
-        })?;
-        Ok((identity, Some(permit)))
+            ));
+        }
+        let slot = self.slot(&caller, headers)?;
+        Ok(Admitted {
+            identity,
+            slot: Some(slot),
+        })
     }
 
-    /// The caller by its bearer token or, without one, by its client certificate; then its scope.
+    /// A slot of the server's, of the caller's share and of its actor's (the narrower shares first, so the
+    /// refusal names the share a caller can do something about).
+    fn slot(&self, caller: &str, headers: &HeaderMap) -> Result<Slot, Refused> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let actor =
+            header("x-actor-id").map(|actor| (header("x-campaign-id").unwrap_or(""), actor));
+        let shares = self.shares.take(caller, actor).map_err(|full| {
+            let status = AppError::new(Reason::FairShareExhausted, full.to_string())
+                .with("share", full.limit.label())
+                .with("limit", full.size.to_string());
+            Refused::shed(full.limit, status.into(), Reason::FairShareExhausted)
+        })?;
+        let server = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            let status = refusal(
+                Reason::Overloaded,
+                format!(
+                    "the server is at its limit of {} concurrent calls (--max-concurrent-calls); retry \
+                     with backoff",
+                    self.limits.max_in_flight
+                ),
+            );
+            Refused::shed(Limit::Server, status, Reason::Overloaded)
+        })?;
+        Ok(Slot {
+            _server: server,
+            _shares: shares,
+        })
+    }
+
+    /// The caller by its bearer token or, without one, by its client certificate.
     fn identify(
         &self,
-        path: &str,
         headers: &HeaderMap,
         extensions: &Extensions,
-    ) -> Result<Option<CallerIdentity>, Status> {
+    ) -> Result<Option<CallerIdentity>, Refused> {
         if self.callers.is_empty() {
             return Ok(None);
         }
         let token_missing = || {
-            refusal(
+            Refused::new(
                 Reason::TokenMissing,
                 "send `authorization: Bearer <token>` with the token issued to your service",
             )
@@ -199,7 +299,7 @@ impl Policy {
                     .and_then(|v| v.strip_prefix("Bearer "))
                     .ok_or_else(token_missing)?;
                 self.callers.by_token(secret.trim()).ok_or_else(|| {
-                    refusal(
+                    Refused::new(
                         Reason::TokenInvalid,
                         "the bearer token is not valid for this service",
                     )
@@ -207,14 +307,14 @@ impl Policy {
             }
             None => {
                 let certificates = extensions
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .and_then(|info| info.peer_certs());
+                    .get::<Peer>()
+                    .and_then(|peer| peer.certificates.as_ref());
                 // The first certificate is the client's own; the rest is its chain.
-                let Some(leaf) = certificates.as_ref().and_then(|c| c.first()) else {
+                let Some(leaf) = certificates.and_then(|c| c.first()) else {
                     return Err(token_missing());
                 };
                 self.callers.by_certificate(leaf).ok_or_else(|| {
-                    refusal(
+                    Refused::new(
                         Reason::CertificateUnknown,
                         format!(
                             "no bearer token, and the client certificate (cert-sha256:{}) is not one \
@@ -226,15 +326,6 @@ impl Policy {
                 })?
             }
         };
-        if caller.scope == Scope::User && is_system_rpc(path) {
-            return Err(refusal(
-                Reason::SystemScopeRequired,
-                format!(
-                    "{path} needs a system-scoped caller; {:?} is user-scoped",
-                    caller.name
-                ),
-            ));
-        }
         Ok(Some(CallerIdentity {
             name: caller.name.clone(),
             scope: caller.scope,
@@ -300,27 +391,31 @@ where
         let started = Instant::now();
         let record_span = span.clone();
         let future = async move {
-            let admitted = policy.admit(&path, request.headers(), request.extensions());
-            let (mut response, permit, shed, cancelled) = match admitted {
-                Err(refused) => {
-                    let shed = refused.shed;
-                    (refused.into_response(), None, shed, None)
-                }
-                Ok((identity, permit)) => {
+            let admitted = policy.admit(
+                &path,
+                request.headers(),
+                request.extensions(),
+                &tracing::Span::current(),
+            );
+            let (mut response, slot, refused, cancelled) = match admitted {
+                Err(refused) => (refused.to_response(), None, Some(refused), None),
+                Ok(Admitted { identity, slot }) => {
                     if let Some(identity) = identity {
-                        tracing::Span::current().record("caller", identity.name.as_str());
                         request.extensions_mut().insert(identity);
                     }
                     request.extensions_mut().insert(RequestId(id.clone()));
+                    let timeout = policy.limits.read_timeout;
                     let single = policy.single_message.contains(&path);
-                    let request = request.map(|body| Body::new(FramedBody::new(body, single)));
+                    let request = request.map(|body| {
+                        BoundedRead::wrap(&path, Body::new(FramedBody::new(body, single)), timeout)
+                    });
                     let mut cancelled = policy.cancelled();
                     let response = tokio::select! {
                         response = inner.call(request) => response?,
                         // Dropping the handler rolls back its transaction.
                         () = &mut cancelled => cancelled_status().into_http::<Body>(),
                     };
-                    (response, permit, false, Some(cancelled))
+                    (response, slot, None, Some(cancelled))
                 }
             };
             if let Ok(value) = HeaderValue::from_str(&id) {
@@ -336,9 +431,10 @@ where
                 started,
                 code,
                 span: record_span,
-                shed,
+                shed: refused.as_ref().is_some_and(|r| r.shed),
+                reason: refused.map(|r| r.reason),
             };
-            Ok(response.map(|body| Body::new(CallBody::new(body, permit, record, cancelled))))
+            Ok(response.map(|body| Body::new(CallBody::new(body, slot, record, cancelled))))
         };
         Box::pin(future.instrument(span))
     }
@@ -349,34 +445,92 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    fn policy(limits: Limits, phase: watch::Receiver<Phase>) -> Policy {
+        Policy {
+            callers: Callers::default(),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            shares: Shares::new(limits.per_caller, limits.per_actor),
+            limits,
+            phase,
+            single_message: HashSet::new(),
+        }
+    }
+
+    fn limits(max_in_flight: usize, per_caller: usize, per_actor: usize) -> Limits {
+        Limits {
+            max_in_flight,
+            per_caller,
+            per_actor,
+            read_timeout: Duration::from_secs(5),
+        }
+    }
+
+    const CALL: &str = "/assignment.v1.AssignmentService/GetConversation";
+
     #[test]
     fn shed_calls_are_marked_and_draining_refuses_all_but_health() {
         let (phase, receiver) = watch::channel(Phase::Serving);
-        let policy = Policy {
-            callers: Callers::default(),
-            in_flight: Arc::new(Semaphore::new(1)),
-            max_in_flight: 1,
-            phase: receiver,
-            single_message: HashSet::new(),
-        };
+        let policy = policy(limits(1, 1, 1), receiver);
         let mut headers = HeaderMap::new();
         headers.insert("content-type", HeaderValue::from_static("application/grpc"));
         let extensions = Extensions::new();
-        let admit = |path: &str| policy.admit(path, &headers, &extensions);
-        let call = "/assignment.v1.AssignmentService/GetConversation";
-        let _held = admit(call).ok().expect("the one slot");
-        let Err(shed) = admit(call) else {
+        let admit = |path: &str| policy.admit(path, &headers, &extensions, &tracing::Span::none());
+        let _held = admit(CALL).ok().expect("the one slot");
+        let Err(shed) = admit(CALL) else {
             panic!("a second call is shed")
         };
         assert!(shed.shed);
         assert_eq!(shed.status.code(), Code::ResourceExhausted);
 
         phase.send_replace(Phase::Draining);
-        let Err(refused) = admit(call) else {
+        let Err(refused) = admit(CALL) else {
             panic!("no new calls while draining")
         };
         assert!(!refused.shed, "refusals at shutdown are not load shedding");
         assert_eq!(refused.status.code(), Code::Unavailable);
+        assert_eq!(refused.reason, Reason::ShuttingDown);
         assert!(admit("/grpc.health.v1.Health/Check").is_ok());
+    }
+
+    #[test]
+    fn a_full_share_is_refused_before_the_server_is_full() {
+        let (_phase, receiver) = watch::channel(Phase::Serving);
+        let policy = policy(limits(10, 3, 2), receiver);
+        let extensions = Extensions::new();
+        let as_actor = |actor: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+            headers.insert("x-campaign-id", HeaderValue::from_static("camp"));
+            headers.insert("x-actor-id", HeaderValue::from_str(actor).unwrap());
+            headers
+        };
+        let admit =
+            |headers: &HeaderMap| policy.admit(CALL, headers, &extensions, &tracing::Span::none());
+        let _held: Vec<_> = (0..2)
+            .map(|_| admit(&as_actor("u1")).ok().expect("within the share"))
+            .collect();
+        let Err(refused) = admit(&as_actor("u1")) else {
+            panic!("the actor's share is full")
+        };
+        assert_eq!(refused.reason, Reason::FairShareExhausted);
+        assert!(
+            refused.status.message().contains("share of 2"),
+            "{}",
+            refused.status.message()
+        );
+        let _third = admit(&as_actor("u2")).ok().expect("another actor");
+        let Err(refused) = admit(&as_actor("u3")) else {
+            panic!("the caller's share is full")
+        };
+        assert!(
+            refused.status.message().contains("share of 3"),
+            "{}",
+            refused.status.message()
+        );
+        assert_eq!(
+            policy.in_flight.available_permits(),
+            7,
+            "refusals hold no slot"
+        );
     }
 }

@@ -10,11 +10,13 @@ pub(crate) mod codec;
 pub mod context;
 mod convert;
 mod directory;
+mod fair_share;
 mod feed;
 mod framing;
 pub mod middleware;
 mod protocol;
 pub(crate) mod reflection;
+mod request_read;
 mod status;
 
 pub use access_groups::AccessGroupApi;

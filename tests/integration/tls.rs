@@ -273,3 +273,70 @@ async fn unsafe_caller_configurations_refuse_to_start() {
         .expect("a secret listed twice is refused");
     assert!(err.contains("same token"), "{err}");
 }
+
+#[tokio::test]
+async fn tls_connections_without_a_handshake_or_a_preface_are_closed_after_the_handshake_timeout() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
+
+    let (cert, key) = (path("server.pem"), path("server.key"));
+    let app = TestApp::start_configured(&[
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--handshake-timeout",
+        "300ms",
+    ])
+    .await;
+    let silent = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+
+    // A client that completes the TLS handshake, then says nothing.
+    let mut roots = RootCertStore::empty();
+    let ca = std::fs::read(fixture("ca.pem")).unwrap();
+    for certificate in tokio_rustls::rustls::pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let mut client = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let handshaken = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the TLS handshake");
+
+    use crate::connections::closed_within;
+    let within = std::time::Duration::from_secs(10);
+    assert!(
+        closed_within(silent, within).await,
+        "a connection with no TLS handshake is closed"
+    );
+    assert!(
+        closed_within(handshaken, within).await,
+        "a TLS connection that sends no HTTP/2 preface is closed"
+    );
+    tls_health(&app, false)
+        .await
+        .expect("TLS clients are served as before");
+}
+
+#[tokio::test]
+async fn a_tls_key_that_does_not_match_its_certificate_is_refused_naming_both_files() {
+    let url = fresh_schema_url().await;
+    let (cert, key) = (path("server.pem"), path("client.key"));
+    let err = app::build(&config(&url, &["--tls-cert", &cert, "--tls-key", &key]))
+        .await
+        .err()
+        .expect("a key of another certificate is refused");
+    assert!(err.contains("does not match"), "{err}");
+    assert!(
+        err.contains(&cert) && err.contains(&key),
+        "names both files: {err}"
+    );
+}
