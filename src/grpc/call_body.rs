@@ -70,6 +70,8 @@ impl CallRecord {
             tracing::debug!(code = ?code, elapsed_ms, "call finished");
         } else if self.shed {
             tracing::debug!(code = ?code, elapsed_ms, "call shed");
+        } else if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
+            tracing::error!(code = ?code, elapsed_ms, "call failed");
         } else {
             tracing::info!(code = ?code, elapsed_ms, "call failed");
         }

@@ -26,3 +26,4 @@ mod snapshot;
 mod tls;
 mod traces;
 mod waiting;
+mod watchers;
