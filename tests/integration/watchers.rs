@@ -22,7 +22,7 @@ const CHANNELS: usize = 10;
 fn watch_request(i: usize) -> tonic::Request<pb::WatchAssignmentEventsRequest> {
     let request = pb::WatchAssignmentEventsRequest::default();
     // Half watch as a user (authenticated, with what they may see read per batch), half as a system.
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         as_actor("admin", request)
     } else {
         system(CAMPAIGN, request)
