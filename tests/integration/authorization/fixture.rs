@@ -20,13 +20,17 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start(with_tokens: bool) -> Self {
+        // No periodic sweep during the cells: it folds organizers' load changes, which would show as a
+        // refused call's change between its snapshots.
+        let quiet = ["--waiting-sweep-interval", "1h"];
         let app = if with_tokens {
             let tokens = tokens_file();
-            let app = TestApp::start_configured(&["--tokens-file", &tokens]).await;
+            let app =
+                TestApp::start_configured(&[quiet[0], quiet[1], "--tokens-file", &tokens]).await;
             let _ = std::fs::remove_file(tokens);
             app
         } else {
-            TestApp::start().await
+            TestApp::start_configured(&quiet).await
         };
         let channel = app.channel().await;
         let setup = Caller {
