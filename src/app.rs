@@ -276,7 +276,8 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// How long the health check waits for the database to answer.
+/// How long the health check waits for the database to answer on its connection, before it tries a new
+/// one (`Store::check_database`).
 const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reports NOT_SERVING (and `db_up` 0) while the database does not answer the health check's own

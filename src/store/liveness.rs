@@ -43,6 +43,9 @@ pub(super) async fn connect(
 pub(super) struct Liveness {
     pub(super) address: String,
     options: PgConnectOptions,
+    /// How long a new connection may take (the pool's acquire timeout): longer, and the database is down,
+    /// since calls could not get one either.
+    connect_timeout: Duration,
     /// The health check's own connection; `None` after it broke, until the next check makes another.
     conn: Mutex<Option<PgConnection>>,
     up: AtomicBool,
@@ -52,10 +55,16 @@ pub(super) struct Liveness {
 }
 
 impl Liveness {
-    pub(super) fn new(address: String, options: PgConnectOptions, conn: PgConnection) -> Self {
+    pub(super) fn new(
+        address: String,
+        options: PgConnectOptions,
+        connect_timeout: Duration,
+        conn: PgConnection,
+    ) -> Self {
         Self {
             address,
             options,
+            connect_timeout,
             conn: Mutex::new(Some(conn)),
             up: AtomicBool::new(true),
             outage_at: AtomicU64::new(0),
@@ -67,8 +76,9 @@ impl Liveness {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Pings the database on the check's own connection, or on a new one if that fails (a connection the
-    /// server closed while the database is fine is not an outage); records the answer.
+    /// Pings the database on the check's own connection within `timeout`, or else makes a new one (a
+    /// connection the server closed, or a slow answer, is not an outage; no new connection is); records
+    /// the answer.
     pub(super) async fn check(&self, timeout: Duration) -> Result<(), String> {
         let mut conn = self.conn.lock().await;
         let mut answer = Err(String::new());
@@ -82,7 +92,7 @@ impl Liveness {
         if answer.is_err() {
             // A connection that failed is not trusted again: a new one proves the database answers.
             *conn = None;
-            answer = connect(&self.options, timeout)
+            answer = connect(&self.options, self.connect_timeout)
                 .await
                 .map(|open| *conn = Some(open));
         }

@@ -135,7 +135,12 @@ impl Store {
         let health = liveness::connect(&options, CONNECT_TIMEOUT)
             .await
             .map_err(&failed)?;
-        let liveness = Arc::new(Liveness::new(address.clone(), options.clone(), health));
+        let liveness = Arc::new(Liveness::new(
+            address.clone(),
+            options.clone(),
+            CONNECT_TIMEOUT,
+            health,
+        ));
         let fresh = liveness.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
