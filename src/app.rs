@@ -20,7 +20,7 @@ use crate::embedded_pg::EmbeddedPostgres;
 use crate::grpc::middleware::{CallLayer, Limits, Phase};
 use crate::grpc::reflection;
 use crate::grpc::{AccessGroupApi, AssignmentApi, DirectoryApi};
-use crate::observability::{serve_metrics, watch_pool};
+use crate::observability::{DATABASE_UP, serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
@@ -100,7 +100,7 @@ pub async fn build(config: &Config) -> Result<App, String> {
     };
     let store = Store::connect(&database_url, config.pool_size, config.statement_timeout)
         .await
-        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+        .map_err(|e| e.to_string())?;
     store
         .migrate()
         .await
@@ -160,7 +160,11 @@ impl App {
         );
         let (health, health_service) = tonic_health::server::health_reporter();
         set_all(&health, ServingStatus::Serving).await;
-        let feed = Feed::new(store.clone(), config.feed_retention);
+        let feed = Feed::new(
+            store.clone(),
+            config.feed_retention,
+            config.feed_read_concurrency,
+        );
         let coalescer = Coalescer::new(
             store.clone(),
             feed.clone(),
@@ -299,8 +303,13 @@ async fn set_all(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// Reports NOT_SERVING while the database does not answer, SERVING again once it does (but never again
-/// once the server drains).
+/// How long the health check waits for the database to answer on its connection, before it tries a new
+/// one (`Store::check_database`).
+const HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reports NOT_SERVING (and `db_up` 0) while the database does not answer the health check's own
+/// connection, SERVING again once it does (but never again once the server drains). A pool busy with
+/// calls is not an outage.
 async fn watch_database(
     store: Store,
     health: HealthReporter,
@@ -308,21 +317,30 @@ async fn watch_database(
     phase: watch::Receiver<Phase>,
 ) {
     let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     loop {
         ticker.tick().await;
-        let ok = matches!(
-            tokio::time::timeout(Duration::from_secs(2), store.ping()).await,
-            Ok(Ok(()))
-        );
-        if ok != healthy && *phase.borrow() == Phase::Serving {
-            healthy = ok;
-            if ok {
-                tracing::info!("database reachable again: SERVING");
-                set_all(&health, ServingStatus::Serving).await;
-            } else {
-                tracing::warn!("database unreachable: NOT_SERVING");
-                set_all(&health, ServingStatus::NotServing).await;
+        let answer = store.check_database(HEALTH_CHECK_TIMEOUT).await;
+        metrics::gauge!(DATABASE_UP).set(if answer.is_ok() { 1.0 } else { 0.0 });
+        if answer.is_ok() != healthy && *phase.borrow() == Phase::Serving {
+            healthy = answer.is_ok();
+            match answer {
+                Ok(()) => {
+                    tracing::info!(
+                        database = store.address(),
+                        "database reachable again: SERVING"
+                    );
+                    set_all(&health, ServingStatus::Serving).await;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        database = store.address(),
+                        error,
+                        "database unreachable: NOT_SERVING, calls refused at once until it answers"
+                    );
+                    set_all(&health, ServingStatus::NotServing).await;
+                }
             }
         }
     }

@@ -94,6 +94,13 @@ pub struct Config {
     #[arg(long, env = "FEED_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub feed_retention: Duration,
 
+    /// Most database reads this replica's WatchAssignmentEvents streams make at once (opening, catching
+    /// up); the rest wait their turn, so watchers hold at most this many of the pool's connections however
+    /// many there are. Live events reach them without a read of their own.
+    #[arg(long, env = "FEED_READ_CONCURRENCY", default_value_t = crate::service::feed::FEED_READS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub feed_read_concurrency: usize,
+
     /// File of calling services: one `name scope sha256-hex` (a bearer token's hash) or
     /// `name scope cert-sha256:hex` (a client certificate's fingerprint) per line; scope `system` or `user`.
     #[arg(long, env = "TOKENS_FILE")]

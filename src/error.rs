@@ -265,6 +265,18 @@ impl AppError {
         )
     }
 
+    /// While this replica's health check cannot reach the database: said at once, not after waiting for
+    /// a connection. `address` never holds the password.
+    pub fn database_unreachable(address: &str) -> Self {
+        Self::new(
+            Reason::DatabaseUnavailable,
+            format!(
+                "the database at {address} is unreachable from this replica (its health check fails); \
+                 retry with backoff, or on another replica"
+            ),
+        )
+    }
+
     pub fn user_not_found(user_id: &str) -> Self {
         Self::new(
             Reason::UserNotFound,

@@ -25,7 +25,7 @@ pub const DRAINS: &str = "auto_assign_drains_total";
 pub const WAITING_SECONDS: &str = "auto_assign_waiting_seconds";
 /// How long after its write (its transaction's start) an event reached this replica's watchers.
 pub const FEED_LAG_SECONDS: &str = "feed_delivery_lag_seconds";
-/// 1 while the database answers this replica, 0 while it does not (checked with the pool's gauges).
+/// 1 while the database answers this replica's health check (on its own connection), 0 while it does not.
 pub const DATABASE_UP: &str = "db_up";
 
 const SECONDS_BUCKETS: &[f64] = &[
@@ -62,15 +62,12 @@ pub async fn serve_metrics(listener: TcpListener) {
     }
 }
 
-/// Publishes the database pool's use, and whether the database answers, every `interval`.
+/// Publishes the database pool's use every `interval` (whether the database answers is the health
+/// check's: `app::watch_database`).
 pub async fn watch_pool(store: Store, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     loop {
         ticker.tick().await;
-        let answers = tokio::time::timeout(interval, sqlx::query("SELECT 1").execute(store.pool()))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        metrics::gauge!(DATABASE_UP).set(if answers { 1.0 } else { 0.0 });
         let pool = store.pool();
         let idle = pool.num_idle() as f64;
         let size = f64::from(pool.size());

@@ -73,6 +73,8 @@ impl CallRecord {
             tracing::debug!(code = ?code, elapsed_ms, "call finished");
         } else if self.shed {
             tracing::debug!(code = ?code, reason, elapsed_ms, "call shed");
+        } else if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
+            tracing::error!(code = ?code, reason, elapsed_ms, "call failed");
         } else {
             tracing::info!(code = ?code, reason, elapsed_ms, "call failed");
         }
@@ -132,6 +134,9 @@ impl http_body::Body for CallBody {
         if let Some(trailers) = self.cut_short(cx) {
             return Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))));
         }
+        // Inside the call's span: an error a stream meets later is recorded on its one log line.
+        let span = self.finish.as_ref().map(|record| record.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(frame) = &polled {
             let code = match frame {

@@ -382,6 +382,7 @@ where
             campaign = Empty,
             actor = Empty,
             code = Empty,
+            error = Empty,
             trace_id = Empty,
         );
         // Continue the caller's trace (W3C traceparent), and put its id on every log line of the call.

@@ -80,12 +80,12 @@ fn code(code: StatusCode) -> Code {
     }
 }
 
-/// Database trouble: transient faults are UNAVAILABLE or ABORTED (retry), anything else INTERNAL, logged
-/// here and never shown to the caller in full.
+/// Database trouble: transient faults are UNAVAILABLE or ABORTED (retry), anything else INTERNAL. The
+/// error itself is never shown to the caller; it goes on the call's log line (see [`note`]).
 fn database_status(err: sqlx::Error) -> Status {
     match store::fault(&err) {
         DatabaseFault::Unavailable => {
-            tracing::warn!(error = %err, "database unavailable");
+            note(&err);
             refusal(
                 Reason::DatabaseUnavailable,
                 "the database is unavailable right now; retry with backoff",
@@ -100,9 +100,20 @@ fn database_status(err: sqlx::Error) -> Status {
             "the change collided with a concurrent one; retry",
         ),
         DatabaseFault::Internal => {
-            tracing::error!(error = %err, "unexpected database error");
+            note(&err);
             Status::internal("internal error; the service logged the details")
         }
+    }
+}
+
+/// Puts a database error on the call's span, so the call's one `call failed` line carries it (one line
+/// per failure, not two). Outside a call's span (a stream's later message) it is logged here instead.
+fn note(err: &sqlx::Error) {
+    let span = tracing::Span::current();
+    if span.has_field("error") {
+        span.record("error", tracing::field::display(err));
+    } else {
+        tracing::warn!(error = %err, "database error");
     }
 }
 

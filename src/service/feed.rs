@@ -7,6 +7,9 @@
 //! A watcher first catches up from the database, then follows the fan-out, and reads
 //! the database again for anything the fan-out did not carry (a gap, a lost notification). A replica that
 //! dies between a commit and its sequencer leaves the numbering to the periodic sweep.
+//!
+//! Watching never takes the pool's connections from calls: the listener has a connection of its own, and
+//! watchers take turns at a small budget of reads (`FEED_READ_CONCURRENCY`), one connection at a time.
 
 mod watch;
 
@@ -16,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
-use tokio::sync::broadcast;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 
 use crate::domain::model::AssignmentEvent;
 use crate::domain::opaque::CampaignIds;
@@ -33,6 +35,8 @@ const READ_LIMIT: i64 = 500;
 const FANOUT_BATCHES: usize = 64;
 /// Events queued for one watcher's stream before it stops taking batches from the fan-out.
 const WATCHER_QUEUE: usize = 64;
+/// Database reads the replica's watchers make at once, unless configured (`FEED_READ_CONCURRENCY`).
+pub const FEED_READS: usize = 2;
 
 /// Numbers the campaign's committed events (see `store::feed::sequence`), in a transaction of its own.
 /// A transaction numbers at most `SEQUENCE_LIMIT` events; more are numbered in the next, at once.
@@ -109,12 +113,17 @@ pub struct Feed {
     watcher_queue: usize,
     /// How far back a cursor may resume.
     retention: Duration,
+    /// The watchers' own budget of database reads (starting, catching up): they take turns at it, so
+    /// however many watch, they hold at most this many of the pool's connections.
+    reads: Arc<Semaphore>,
 }
 
 impl Feed {
-    pub fn new(store: Store, retention: Duration) -> Self {
+    /// The feed hub; its watchers make at most `reads` database reads at once.
+    pub fn new(store: Store, retention: Duration, reads: usize) -> Self {
         Self {
             retention,
+            reads: Arc::new(Semaphore::new(reads.max(1))),
             ..Self::with_buffers(store, FANOUT_BATCHES, WATCHER_QUEUE)
         }
     }
@@ -128,7 +137,18 @@ impl Feed {
             fanout_batches,
             watcher_queue,
             retention: Duration::from_secs(7 * 86_400),
+            reads: Arc::new(Semaphore::new(FEED_READS)),
         }
+    }
+
+    /// A watcher's turn to read the database; others wait for it (FIFO), never the calls' share of the
+    /// pool.
+    async fn read_turn(&self) -> OwnedSemaphorePermit {
+        self.reads
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the watchers' read budget is never closed")
     }
 
     /// Listens for written events until the task is dropped, reconnecting after failures.
@@ -142,10 +162,10 @@ impl Feed {
     }
 
     async fn listen_once(&self) -> Result<(), sqlx::Error> {
+        let mut listener = self.store.listener().await?;
         let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(self.store.pool())
+            .fetch_one(&mut listener)
             .await?;
-        let mut listener = PgListener::connect_with(self.store.pool()).await?;
         listener.listen(feed::FEED_CHANNEL).await?;
         // Whatever was written while nobody listened.
         self.sweep().await;

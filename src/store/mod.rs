@@ -11,6 +11,7 @@ pub mod conversations;
 pub mod feed;
 pub mod history;
 pub mod inbox_settings;
+mod liveness;
 pub mod preview;
 pub mod secrets;
 mod transaction;
@@ -22,11 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
 
 use crate::domain::opaque::Secret;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
+use liveness::Liveness;
 pub use transaction::Tx;
 
 /// A connection to run queries on: a transaction (`&mut *tx`) or a pooled connection.
@@ -81,40 +83,127 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some(sqlstate::UNIQUE_VIOLATION))
 }
 
+/// How long a new connection may take: longer, and the database counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The database could not be reached at start-up: where it was looked for (never the password), and why.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to the database at {address}: {reason}")]
+pub struct ConnectError {
+    pub address: String,
+    pub reason: String,
+}
+
 /// The service's handle on its database. Cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     pool: PgPool,
     /// The secret of opaque ids (`domain::opaque`), read once on first use: it never changes.
     opaque_secret: Arc<tokio::sync::OnceCell<Secret>>,
+    liveness: Arc<Liveness>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("address", &self.liveness.address)
+            .field("pool", &self.pool)
+            .finish()
+    }
 }
 
 impl Store {
-    /// Opens the pool; the first connection is made here so a bad URL fails at start-up. Every statement is
-    /// cut off after `statement_timeout`, and a transaction left idle is ended, so nothing stuck can hold a
-    /// row lock (such as a campaign's auto-assign lock) for long.
+    /// Opens the health check's own connection, then the pool; a database that cannot be reached fails
+    /// here, naming its address and the error. Every statement is cut off after `statement_timeout`, and a
+    /// transaction left idle is ended, so nothing stuck can hold a row lock (such as a campaign's
+    /// auto-assign lock) for long.
     pub async fn connect(
         database_url: &str,
         max_connections: u32,
         statement_timeout: Duration,
-    ) -> Result<Self, sqlx::Error> {
+    ) -> Result<Self, ConnectError> {
         let millis = statement_timeout.as_millis().max(1).to_string();
-        let options = PgConnectOptions::from_str(database_url)?.options([
-            ("statement_timeout", millis.as_str()),
-            ("idle_in_transaction_session_timeout", millis.as_str()),
-        ]);
+        let options = PgConnectOptions::from_str(database_url)
+            .map_err(|err| ConnectError {
+                address: "(unparsable DATABASE_URL)".into(),
+                reason: err.to_string(),
+            })?
+            .options([
+                ("statement_timeout", millis.as_str()),
+                ("idle_in_transaction_session_timeout", millis.as_str()),
+            ]);
+        let address = liveness::address(&options);
+        let failed = |reason: String| ConnectError {
+            address: address.clone(),
+            reason,
+        };
+        let health = liveness::connect(&options, CONNECT_TIMEOUT)
+            .await
+            .map_err(&failed)?;
+        let liveness = Arc::new(Liveness::new(
+            address.clone(),
+            options.clone(),
+            CONNECT_TIMEOUT,
+            health,
+        ));
+        let fresh = liveness.clone();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(CONNECT_TIMEOUT)
             // No ping before every checkout: that is a round trip per transaction. A connection that died
-            // fails its first statement instead (UNAVAILABLE, retriable) and is dropped from the pool.
+            // fails its first statement instead (UNAVAILABLE, retriable) and is dropped from the pool; and
+            // those made before an outage the health check saw are dropped unused.
             .test_before_acquire(false)
+            .before_acquire(move |_, meta| {
+                let fresh = fresh.made_since_outage(meta.age);
+                Box::pin(async move { Ok(fresh) })
+            })
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|err| failed(err.to_string()))?;
         Ok(Self {
             pool,
+            liveness,
             opaque_secret: Arc::default(),
         })
+    }
+
+    /// Where the database is (`host:port` or its socket, database and user; never the password).
+    pub fn address(&self) -> &str {
+        &self.liveness.address
+    }
+
+    /// Checks that the database answers, on the health check's own connection (made again when it
+    /// breaks), never the pool's. Until a later check answers, calls fail at once with UNAVAILABLE.
+    pub async fn check_database(&self, timeout: Duration) -> Result<(), String> {
+        self.liveness.check(timeout).await
+    }
+
+    /// A LISTEN connection of its own, not one of the pool's (calls need those).
+    pub async fn listener(&self) -> Result<PgListener, sqlx::Error> {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        PgListener::connect_with(&own).await
+    }
+
+    /// Whether the database answered the last check.
+    pub fn database_up(&self) -> bool {
+        self.liveness.is_up()
+    }
+
+    /// Refuses at once while the last check found the database unreachable: waiting for the pool would
+    /// only spend the caller's deadline.
+    fn reachable(&self) -> AppResult<()> {
+        if self.liveness.is_up() {
+            Ok(())
+        } else {
+            Err(AppError::database_unreachable(&self.liveness.address))
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -134,11 +223,13 @@ impl Store {
 
     /// Begins a transaction. It is cancellation-safe: see [`Tx`].
     pub async fn begin(&self) -> AppResult<Tx> {
+        self.reachable()?;
         Ok(Tx::begin(self.pool.acquire().await?, "BEGIN").await?)
     }
 
     /// A pooled connection, for reads that need no transaction.
     pub async fn acquire(&self) -> AppResult<PoolConnection<Postgres>> {
+        self.reachable()?;
         Ok(self.pool.acquire().await?)
     }
 
@@ -153,6 +244,7 @@ impl Store {
     /// threshold, and compiling costs far more than these statements. The settings ride on the BEGIN round
     /// trip and end with the transaction.
     pub async fn begin_keyed(&self) -> AppResult<Tx> {
+        self.reachable()?;
         const BEGIN_KEYED: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
              SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
              SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off";
@@ -174,12 +266,6 @@ impl Store {
         let result = MIGRATOR.run(&mut conn).await;
         let _ = conn.close().await;
         result
-    }
-
-    /// A round trip to the database, for health reporting.
-    pub async fn ping(&self) -> AppResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
     }
 }
 

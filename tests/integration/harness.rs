@@ -132,7 +132,8 @@ pub const CAMPAIGN: &str = "camp-1";
 /// folds organizers' load changes into their counts) must not write in between.
 pub const NO_SWEEP: [&str; 2] = ["--waiting-sweep-interval", "24h"];
 
-/// The configuration a test server runs with: ephemeral ports, `database_url`, and `flags` on top.
+/// The configuration a test server runs with: ephemeral ports, `database_url`, a pool of 8 unless `flags`
+/// say otherwise, and `flags` on top.
 pub fn config(database_url: &str, flags: &[&str]) -> Config {
     let mut args = vec![
         "assignment-service",
@@ -140,11 +141,12 @@ pub fn config(database_url: &str, flags: &[&str]) -> Config {
         "127.0.0.1:0",
         "--metrics-addr",
         "127.0.0.1:0",
-        "--pool-size",
-        "8",
         "--database-url",
         database_url,
     ];
+    if !flags.contains(&"--pool-size") {
+        args.extend_from_slice(&["--pool-size", "8"]);
+    }
     args.extend_from_slice(flags);
     Config::try_parse_from(args).expect("valid test flags")
 }
@@ -564,6 +566,15 @@ pub fn assert_same_as_missing(
     assert_eq!(info(hidden), info(missing), "the error details differ");
 }
 
+/// A free port on loopback, for a server in another process.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// The real server binary on a fresh schema, listening on `addr`, with JSON logs at info on a piped stderr,
 /// `args` added and `envs` set; returns it once it accepts connections, with a channel to it.
 pub async fn spawn_binary(
@@ -571,9 +582,19 @@ pub async fn spawn_binary(
     args: &[&str],
     envs: &[(&str, String)],
 ) -> (std::process::Child, Channel) {
+    spawn_binary_on(&fresh_schema_url().await, addr, args, envs).await
+}
+
+/// [`spawn_binary`] on the database at `database_url`.
+pub async fn spawn_binary_on(
+    database_url: &str,
+    addr: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> (std::process::Child, Channel) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_assignment-service"));
     child
-        .args(["--database-url", &fresh_schema_url().await])
+        .args(["--database-url", database_url])
         .args(["--listen-addr", addr, "--metrics-addr", "127.0.0.1:0"])
         .args(args)
         .env("RUST_LOG", "info")

@@ -159,15 +159,6 @@ async fn shutdown_cancels_calls_still_open_after_the_drain_timeout() {
     );
 }
 
-/// A free port on loopback, for a server in another process.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigterm_with_an_idle_stream_open_exits_after_the_drain_timeout() {
     use tonic_health::pb::health_check_response::ServingStatus;

@@ -31,3 +31,4 @@ mod startup;
 mod tls;
 mod traces;
 mod waiting;
+mod watchers;

@@ -1,4 +1,6 @@
-//! A TCP proxy in front of PostgreSQL that a test can cut, to take the database away from a running server.
+//! A TCP proxy in front of PostgreSQL that a test can cut, to take the database away from a running server,
+//! and restore. While cut, its port still accepts connections but never answers (a host gone silent), and
+//! every connection through it is closed.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +14,10 @@ use tokio::sync::watch;
 pub struct DatabaseProxy {
     /// The database URL, pointed at the proxy.
     pub url: String,
-    stop: watch::Sender<bool>,
+    /// The proxy's `host:port`.
+    pub addr: SocketAddr,
+    /// Whether the proxy passes traffic (false: cut).
+    open: watch::Sender<bool>,
 }
 
 /// Where the proxied server listens: TCP, or a Unix socket (the private cluster).
@@ -55,54 +60,59 @@ impl DatabaseProxy {
                 (Target::Tcp(target), url)
             }
         };
-        let (stop, stopped) = watch::channel(false);
-        tokio::spawn(accept(listener, target, stopped));
-        Self { url, stop }
+        let (open, opened) = watch::channel(true);
+        tokio::spawn(accept(listener, target, opened));
+        Self { url, addr, open }
     }
 
-    /// Closes the proxy's port and every connection through it: the database is gone for its clients.
+    /// Closes every connection through the proxy, and leaves new ones unanswered: the database is gone
+    /// for its clients.
     pub fn cut(&self) {
-        let _ = self.stop.send(true);
+        self.open.send_replace(false);
+    }
+
+    /// Passes new connections through again: the database is back.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
     }
 }
 
-async fn accept(listener: TcpListener, target: Target, mut stopped: watch::Receiver<bool>) {
+async fn accept(listener: TcpListener, target: Target, open: watch::Receiver<bool>) {
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((inbound, _)) = accepted else { return };
-                let stopped = stopped.clone();
-                match &target {
-                    Target::Tcp(addr) => {
-                        let addr = addr.clone();
-                        tokio::spawn(async move {
-                            if let Ok(outbound) = TcpStream::connect(&addr).await {
-                                pipe(inbound, outbound, stopped).await;
-                            }
-                        });
+        let Ok((inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let mut open = open.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            if !*open.borrow_and_update() {
+                // Silent until restored, then closed: the client's connect never completes meanwhile.
+                let _ = open.wait_for(|open| *open).await;
+                return;
+            }
+            match target {
+                Target::Tcp(addr) => {
+                    if let Ok(outbound) = TcpStream::connect(&addr).await {
+                        pipe(inbound, outbound, open).await;
                     }
-                    Target::Socket(path) => {
-                        let path = path.clone();
-                        tokio::spawn(async move {
-                            if let Ok(outbound) = UnixStream::connect(&path).await {
-                                pipe(inbound, outbound, stopped).await;
-                            }
-                        });
+                }
+                Target::Socket(path) => {
+                    if let Ok(outbound) = UnixStream::connect(&path).await {
+                        pipe(inbound, outbound, open).await;
                     }
                 }
             }
-            _ = stopped.changed() => return,
-        }
+        });
     }
 }
 
 async fn pipe(
     mut inbound: TcpStream,
     mut outbound: impl AsyncRead + AsyncWrite + Unpin,
-    mut stopped: watch::Receiver<bool>,
+    mut open: watch::Receiver<bool>,
 ) {
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-        _ = stopped.changed() => {}
+        _ = open.wait_for(|open| !*open) => {}
     }
 }

@@ -189,16 +189,14 @@ async fn an_unreachable_database_is_not_serving_and_calls_are_unavailable() {
     assert_eq!(app.health("").await.unwrap(), ServingStatus::Serving);
 
     proxy.cut();
-    let mut status = ServingStatus::Serving;
-    for _ in 0..100 {
-        status = app.health("assignment.v1.AssignmentService").await.unwrap();
-        if status == ServingStatus::NotServing {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(status, ServingStatus::NotServing);
-    assert_eq!(app.health("").await.unwrap(), ServingStatus::NotServing);
+    assert_eq!(
+        health_becomes(&app, ServingStatus::NotServing).await,
+        ServingStatus::NotServing
+    );
+    assert_eq!(
+        app.health("assignment.v1.AssignmentService").await.unwrap(),
+        ServingStatus::NotServing
+    );
 
     let result = app
         .assignments()
@@ -224,5 +222,176 @@ async fn shutdown_drains_and_stops_serving() {
     assert!(
         endpoint.connect().await.is_err(),
         "the listener is closed after shutdown"
+    );
+}
+
+/// Health's answer once it is `wanted` (polled for 20 s at least: an unanswered check gives up after 2 s
+/// on its connection, then 5 s on a new one).
+async fn health_becomes(app: &TestApp, wanted: ServingStatus) -> ServingStatus {
+    let mut status = app.health("").await.unwrap();
+    for _ in 0..1000 {
+        if status == wanted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        status = app.health("").await.unwrap();
+    }
+    status
+}
+
+fn get_conversation(deadline: Duration) -> tonic::Request<pb::GetConversationRequest> {
+    let mut request = as_actor(
+        "admin",
+        pb::GetConversationRequest {
+            conversation_id: "c1".into(),
+        },
+    );
+    request.set_timeout(deadline);
+    request
+}
+
+/// A password the messages must never show (the test cluster trusts every connection, so it is ignored).
+const PASSWORD: &str = "pw-never-shown";
+
+#[tokio::test]
+async fn during_an_outage_calls_fail_at_once_naming_the_database_and_flow_again_after_it() {
+    let proxy = DatabaseProxy::start(&fresh_schema_url().await).await;
+    let url = proxy.url.replacen("@", &format!(":{PASSWORD}@"), 1);
+    assert!(url.contains(PASSWORD), "{url}");
+    let app = TestApp::start_with(&config(&url, &["--health-check-interval", "50ms"])).await;
+    app.admin("admin").await;
+    app.conversation("c1", &[]).await;
+
+    proxy.cut();
+    assert_eq!(
+        health_becomes(&app, ServingStatus::NotServing).await,
+        ServingStatus::NotServing
+    );
+    // A deadline shorter than the pool's acquire timeout (5 s): only an answer that does not wait for
+    // the pool is in time.
+    let mut client = app.assignments().await;
+    for _ in 0..3 {
+        let result = client
+            .get_conversation(get_conversation(Duration::from_secs(2)))
+            .await;
+        let status = expect_code(result, Code::Unavailable);
+        assert_eq!(reason(&status), "DATABASE_UNAVAILABLE");
+        assert!(
+            status.message().contains("unreachable")
+                && status.message().contains(&proxy.addr.to_string()),
+            "says the database is unreachable, and where: {status:?}"
+        );
+        assert!(!status.message().contains(PASSWORD), "{status:?}");
+    }
+    let write = client
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c1".into(),
+                assignee_id: "admin".into(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert_eq!(
+        reason(&expect_code(write, Code::Unavailable)),
+        "DATABASE_UNAVAILABLE"
+    );
+
+    proxy.restore();
+    assert_eq!(
+        health_becomes(&app, ServingStatus::Serving).await,
+        ServingStatus::Serving
+    );
+    // Connections made before the outage are not handed to calls: the first call after it answers.
+    let conversation = client
+        .get_conversation(get_conversation(Duration::from_secs(10)))
+        .await
+        .expect("calls flow again once the database answers")
+        .into_inner();
+    assert_eq!(conversation.conversation.unwrap().conversation_id, "c1");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_at_start_up_is_named_with_the_error() {
+    // A port nothing listens on.
+    let port = free_port();
+    let url = format!("postgres://app:{PASSWORD}@127.0.0.1:{port}/assign");
+    let message = match assignment_service::app::build(&config(&url, &[])).await {
+        Ok(_) => panic!("started without a database"),
+        Err(message) => message,
+    };
+    assert!(
+        message.contains(&format!("127.0.0.1:{port}")),
+        "names the address: {message}"
+    );
+    assert!(
+        message.to_lowercase().contains("refused"),
+        "gives the underlying error: {message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+}
+
+#[tokio::test]
+async fn a_calls_database_error_is_logged_once() {
+    let proxy = DatabaseProxy::start(&fresh_schema_url().await).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    // Health checks only at start, so the call meets the broken pool rather than a known outage.
+    let (mut child, channel) =
+        spawn_binary_on(&proxy.url, &addr, &["--health-check-interval", "1h"], &[]).await;
+    let mut directory =
+        assignment_service::pb::directory_service_client::DirectoryServiceClient::new(
+            channel.clone(),
+        );
+    directory
+        .upsert_user(system(
+            CAMPAIGN,
+            pb::UpsertUserRequest {
+                user_id: "admin".into(),
+                role: pb::Role::Admin.into(),
+                display_name: String::new(),
+            },
+        ))
+        .await
+        .unwrap();
+
+    proxy.cut();
+    let mut request = get_conversation(Duration::from_secs(30));
+    request
+        .metadata_mut()
+        .insert("x-request-id", "log-once-1".parse().unwrap());
+    let result =
+        assignment_service::pb::assignment_service_client::AssignmentServiceClient::new(channel)
+            .get_conversation(request)
+            .await;
+    assert_eq!(
+        reason(&expect_code(result, Code::Unavailable)),
+        "DATABASE_UNAVAILABLE"
+    );
+
+    // SAFETY: signalling our own child by pid.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    for _ in 0..500 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut log).unwrap();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("log-once-1"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the failed call:\n{log}");
+    assert!(
+        lines[0].contains("call failed") && lines[0].contains("\"error\""),
+        "the line carries the database error: {}",
+        lines[0]
     );
 }

@@ -57,40 +57,50 @@ pub async fn watch(
     ));
     let assignee_id = violations.check(validate::optional_id("assignee_id", &request.assignee_id));
     violations.finish()?;
-    let mut conn = store.acquire().await?;
-    // Refused at once if the actor cannot act; who they are is read again for every batch delivered.
-    let actor = match watcher {
-        Caller::Actor(call) => {
-            authenticate(&mut conn, &call).await?;
-            Some(call)
-        }
-        Caller::System(_) => None,
+    // The watchers' turn, not the calls' share of the pool: one connection at a time, never two.
+    let turn = feed_hub.read_turn().await;
+    let (actor, resumed) = {
+        let mut conn = store.acquire().await?;
+        // Refused at once if the actor cannot act; who they are is read again for every batch delivered.
+        let actor = match watcher {
+            Caller::Actor(call) => {
+                authenticate(&mut conn, &call).await?;
+                Some(call)
+            }
+            Caller::System(_) => None,
+        };
+        let resumed = match after {
+            Some(after) => {
+                let head = feed::head(&mut conn, &campaign_id).await?;
+                if after > head {
+                    return Err(AppError::invalid(
+                        "cursor",
+                        "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
+                    ));
+                }
+                // Resuming must not replay more than the retention: expired if it would start before it.
+                if let Some(next) = feed::occurred_at(&mut conn, &campaign_id, after + 1).await?
+                    && feed_hub.expired(next)
+                {
+                    return Err(cursor_expired(feed_hub.retention));
+                }
+                Some(after)
+            }
+            None => None,
+        };
+        (actor, resumed)
     };
-    let head = match after {
-        Some(after) => {
-            let head = feed::head(&mut conn, &campaign_id).await?;
-            if after > head {
-                return Err(AppError::invalid(
-                    "cursor",
-                    "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
-                ));
-            }
-            // Resuming must not replay more than the retention: expired if it would start before it.
-            if let Some(next) = feed::occurred_at(&mut conn, &campaign_id, after + 1).await?
-                && feed_hub.expired(next)
-            {
-                return Err(cursor_expired(feed_hub.retention));
-            }
-            after
-        }
+    let head = match resumed {
+        Some(after) => after,
         None => sequence(store, &campaign_id).await?,
     };
-    drop(conn);
+    drop(turn);
     let actor_id = actor.as_ref().map(|call| call.actor_id.as_str());
     let (receiver, subscription) = feed_hub.subscribe(&campaign_id, head, actor_id);
     let (tx, rx) = mpsc::channel(feed_hub.watcher_queue);
     let stream = Stream {
         store: store.clone(),
+        feed: feed_hub.clone(),
         campaign_id,
         filter: EventFilter {
             conversation_ids,
@@ -135,6 +145,8 @@ fn as_written(retention: Duration) -> String {
 
 struct Stream {
     store: Store,
+    /// For turns at the watchers' read budget.
+    feed: Feed,
     campaign_id: String,
     filter: EventFilter,
     /// The acting user watching (None: a system caller, who sees everything).
@@ -207,23 +219,17 @@ impl Stream {
     /// Reads the database until it has delivered everything numbered so far.
     async fn catch_up(&mut self) -> Result<(), ()> {
         loop {
-            let events = {
-                let mut conn = match self.store.acquire().await {
-                    Ok(conn) => conn,
-                    Err(err) => return self.fail(err).await,
+            let read = {
+                let _turn = tokio::select! {
+                    () = self.tx.closed() => return Err(()),
+                    turn = self.feed.read_turn() => turn,
                 };
-                match feed::after(
-                    &mut conn,
-                    &self.campaign_id,
-                    self.sent,
-                    &EventFilter::default(),
-                    READ_LIMIT,
-                )
-                .await
-                {
-                    Ok(events) => events,
-                    Err(err) => return self.fail(err).await,
-                }
+                self.read_after().await
+            };
+            // The turn is given back before anything is sent: a slow client never holds it.
+            let events = match read {
+                Ok(events) => events,
+                Err(err) => return self.fail(err).await,
             };
             let full = events.len() as i64 == READ_LIMIT;
             if events.is_empty() {
@@ -234,6 +240,19 @@ impl Stream {
                 return Ok(());
             }
         }
+    }
+
+    /// The campaign's events after `sent`, a page of them.
+    async fn read_after(&self) -> AppResult<Vec<AssignmentEvent>> {
+        let mut conn = self.store.acquire().await?;
+        feed::after(
+            &mut conn,
+            &self.campaign_id,
+            self.sent,
+            &EventFilter::default(),
+            READ_LIMIT,
+        )
+        .await
     }
 
     async fn fail(&self, err: AppError) -> Result<(), ()> {
@@ -311,6 +330,7 @@ impl Stream {
         call: &ActorCall,
         events: &[AssignmentEvent],
     ) -> AppResult<Option<WatcherAccess>> {
+        let _turn = self.feed.read_turn().await;
         let mut conn = self.store.acquire().await?;
         let ids: Vec<&str> = events
             .iter()
