@@ -348,11 +348,11 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let readme = include_str!("../README.md");
-        let example = readme
+        let doc = include_str!("../docs/calling-services.md");
+        let example = doc
             .split_once("# printf %s \"$TOKEN\" | sha256sum\n")
             .and_then(|(_, rest)| rest.split_once("```"))
-            .expect("README has the tokens file example")
+            .expect("docs/calling-services.md has the tokens file example")
             .0;
         let callers = Callers::parse(example).unwrap();
         assert!(callers.has_certificates() && callers.by_token("x").is_none());

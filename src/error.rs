@@ -20,7 +20,7 @@ pub enum StatusCode {
 }
 
 impl StatusCode {
-    /// The canonical gRPC name, as the README lists it.
+    /// The canonical gRPC name, as docs/errors.md lists it.
     pub fn as_str(self) -> &'static str {
         match self {
             StatusCode::InvalidArgument => "INVALID_ARGUMENT",
@@ -42,7 +42,7 @@ impl StatusCode {
 macro_rules! reasons {
     ($($(#[doc = $doc:literal])* $variant:ident => $name:literal, $code:ident;)+) => {
         /// Machine-readable reason codes, sent as `google.rpc.ErrorInfo.reason` (domain `assignment.v1`) and
-        /// as the `reason` of a refused bulk item. The README lists every one with its status code.
+        /// as the `reason` of a refused bulk item. docs/errors.md lists every one with its status code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum Reason {
             $($(#[doc = $doc])* $variant,)+
@@ -340,8 +340,8 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_every_reason_with_its_status_code() {
-        let readme = include_str!("../README.md");
+    fn the_error_doc_documents_every_reason_with_its_status_code() {
+        let doc = include_str!("../docs/errors.md");
         for reason in Reason::ALL {
             let row = format!(
                 "| `{}` | `{}` |",
@@ -349,14 +349,14 @@ mod tests {
                 reason.status_code().as_str()
             );
             assert!(
-                readme.contains(&row),
-                "README.md has no row starting {row:?}"
+                doc.contains(&row),
+                "docs/errors.md has no row starting {row:?}"
             );
         }
         // And its reason table documents no reason that does not exist.
-        let table = readme
+        let table = doc
             .split_once("| reason | status code | meaning |")
-            .expect("README.md has the reason table")
+            .expect("docs/errors.md has the reason table")
             .1;
         let rows = table
             .lines()
@@ -370,7 +370,7 @@ mod tests {
                 .unwrap_or("");
             assert!(
                 Reason::ALL.iter().any(|r| r.as_str() == name),
-                "README.md documents {name}, which is not a Reason"
+                "docs/errors.md documents {name}, which is not a Reason"
             );
         }
     }
