@@ -2,16 +2,29 @@
 
 use crate::domain::actor::require_self_or_admin;
 use crate::domain::auto_assign::OnUnavailable;
+use crate::domain::effects::Change;
 use crate::domain::model::{Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::{Caller, lock_actor};
+use crate::service::{AfterCommit, Caller, lock_actor};
 use crate::store::{Store, inbox_settings, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
-#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn set_availability(
+    store: &Store,
+    after: &AfterCommit,
+    setter: &Caller,
+    user_id: &str,
+    availability: Option<Availability>,
+) -> AppResult<Changed<User>> {
+    let done = availability_in_tx(store, setter, user_id, availability).await?;
+    after.committed(setter.campaign_id(), Change::AvailabilitySet);
+    Ok(done)
+}
+
+#[tracing::instrument(name = "db.transaction", skip_all)]
+async fn availability_in_tx(
     store: &Store,
     setter: &Caller,
     user_id: &str,
