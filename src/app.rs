@@ -24,8 +24,8 @@ use crate::observability::{DATABASE_UP, serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
-use crate::service::auto_assign::{Coalescer, prune_triggers};
 use crate::service::AfterCommit;
+use crate::service::auto_assign::{Coalescer, prune_triggers};
 use crate::service::feed::Feed;
 use crate::store::Store;
 
@@ -236,7 +236,7 @@ impl App {
             )
             .add_service(
                 AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), after.clone()))
-                .max_decoding_message_size(max),
+                    .max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(
                 crate::listener::incoming(listener, tls, config.handshake_timeout),

@@ -183,6 +183,8 @@ mod tests {
         assert!(may_free_organizer(Change::status(
             ConversationStatus::Resolved
         )));
-        assert!(!may_free_organizer(Change::status(ConversationStatus::Open)));
+        assert!(!may_free_organizer(Change::status(
+            ConversationStatus::Open
+        )));
     }
 }

@@ -104,7 +104,8 @@ pub(super) async fn set_availability(
     let setter = caller(&request)?;
     let req = request.into_inner();
     let availability = convert::availability_from_pb(req.availability);
-    let done = availability::set_availability(store, after, &setter, &req.user_id, availability).await?;
+    let done =
+        availability::set_availability(store, after, &setter, &req.user_id, availability).await?;
     Ok(Response::new(pb::SetAvailabilityResponse {
         user: Some(convert::user(done.value)),
         changed: done.changed,

@@ -29,9 +29,15 @@ impl DirectoryService for DirectoryApi {
         let call = system_call(&request)?;
         let req = request.into_inner();
         let role = convert::role_from_pb(req.role);
-        let (user, created) =
-            directory::upsert_user(&self.store, &self.after, &call, &req.user_id, role, &req.display_name)
-                .await?;
+        let (user, created) = directory::upsert_user(
+            &self.store,
+            &self.after,
+            &call,
+            &req.user_id,
+            role,
+            &req.display_name,
+        )
+        .await?;
         Ok(Response::new(pb::UpsertUserResponse {
             user: Some(convert::user(user)),
             created,

@@ -7,10 +7,10 @@ use crate::domain::access::may_view;
 use crate::domain::assignment::{
     AssigneeRequest, Plan, Situation, plan_assignee_change, plan_status_change,
 };
+use crate::domain::effects::Change;
 use crate::domain::model::{
     Actor, AssignmentSource, Changed, Conversation, ConversationStatus, UserRef,
 };
-use crate::domain::effects::Change;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, lock_conversation_and_actor};

@@ -30,7 +30,8 @@ pub async fn upsert_user(
     violations.finish()?;
     let role = role.expect("checked above");
     let mut conn = store.acquire().await?;
-    let upserted = users::upsert(&mut conn, &call.campaign_id, user_id, role, &display_name).await?;
+    let upserted =
+        users::upsert(&mut conn, &call.campaign_id, user_id, role, &display_name).await?;
     after.committed(&call.campaign_id, Change::UserSynced);
     Ok(upserted)
 }
