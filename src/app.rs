@@ -24,6 +24,7 @@ use crate::observability::{DATABASE_UP, serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::service::AfterCommit;
 use crate::service::auto_assign::{Coalescer, prune_triggers};
 use crate::service::feed::Feed;
 use crate::store::Store;
@@ -172,6 +173,7 @@ impl App {
             config.auto_assign_max_queue,
             config.auto_assign_concurrency,
         );
+        let after = AfterCommit::new(coalescer.clone(), feed.clone());
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let background = [
             tokio::spawn(watch_database(
@@ -219,7 +221,7 @@ impl App {
                 reflection().build_v1alpha().expect("valid descriptors"),
             ))
             .add_service(
-                DirectoryServiceServer::new(DirectoryApi::new(store.clone(), coalescer.clone()))
+                DirectoryServiceServer::new(DirectoryApi::new(store.clone(), after.clone()))
                     .max_decoding_message_size(max),
             )
             .add_service(
@@ -227,16 +229,14 @@ impl App {
                     store.clone(),
                     coalescer.clone(),
                     feed.clone(),
+                    after.clone(),
                     config.stream_idle_timeout,
                 ))
                 .max_decoding_message_size(max),
             )
             .add_service(
-                AccessGroupServiceServer::new(AccessGroupApi::new(
-                    store.clone(),
-                    coalescer.clone(),
-                ))
-                .max_decoding_message_size(max),
+                AccessGroupServiceServer::new(AccessGroupApi::new(store.clone(), after.clone()))
+                    .max_decoding_message_size(max),
             )
             .serve_with_incoming_shutdown(
                 crate::listener::incoming(listener, tls, config.handshake_timeout),

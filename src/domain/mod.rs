@@ -6,6 +6,7 @@ pub mod actor;
 pub mod assignment;
 pub mod auto_assign;
 pub mod bulk;
+pub mod effects;
 pub mod model;
 pub mod opaque;
 pub mod paging;

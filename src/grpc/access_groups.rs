@@ -5,19 +5,18 @@ use tonic::{Request, Response, Status};
 use super::context::actor_call;
 use super::convert;
 use crate::pb::{self, access_group_service_server::AccessGroupService};
-use crate::service::access_groups;
-use crate::service::auto_assign::Coalescer;
+use crate::service::{AfterCommit, access_groups};
 use crate::store::Store;
 
 pub struct AccessGroupApi {
     store: Store,
-    /// Drains waiting conversations after a change that may let someone reply to them.
-    coalescer: Coalescer,
+    /// Told by the use cases of what they changed.
+    after: AfterCommit,
 }
 
 impl AccessGroupApi {
-    pub fn new(store: Store, coalescer: Coalescer) -> Self {
-        Self { store, coalescer }
+    pub fn new(store: Store, after: AfterCommit) -> Self {
+        Self { store, after }
     }
 }
 
@@ -31,6 +30,7 @@ impl AccessGroupService for AccessGroupApi {
         let req = request.into_inner();
         let group = access_groups::create(
             &self.store,
+            &self.after,
             &call,
             &req.name,
             convert::permissions(req.permissions.unwrap_or_default()),
@@ -38,7 +38,6 @@ impl AccessGroupService for AccessGroupApi {
             &req.organizer_ids,
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::CreateAccessGroupResponse {
             access_group: Some(convert::access_group(group)),
         }))
@@ -84,6 +83,7 @@ impl AccessGroupService for AccessGroupApi {
         let req = request.into_inner();
         let group = access_groups::update(
             &self.store,
+            &self.after,
             &call,
             &req.access_group_id,
             req.name.as_deref(),
@@ -91,7 +91,6 @@ impl AccessGroupService for AccessGroupApi {
             req.scope.map(convert::scope),
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UpdateAccessGroupResponse {
             access_group: Some(convert::access_group(group)),
         }))
@@ -103,7 +102,7 @@ impl AccessGroupService for AccessGroupApi {
     ) -> Result<Response<pb::DeleteAccessGroupResponse>, Status> {
         let call = actor_call(&request)?;
         let id = request.into_inner().access_group_id;
-        access_groups::delete(&self.store, &call, &id).await?;
+        access_groups::delete(&self.store, &self.after, &call, &id).await?;
         Ok(Response::new(pb::DeleteAccessGroupResponse {}))
     }
 
@@ -115,13 +114,13 @@ impl AccessGroupService for AccessGroupApi {
         let req = request.into_inner();
         let group = access_groups::change_members(
             &self.store,
+            &self.after,
             &call,
             &req.access_group_id,
             &req.organizer_ids,
             true,
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::AddOrganizersResponse {
             access_group: Some(convert::access_group(group)),
         }))
@@ -135,6 +134,7 @@ impl AccessGroupService for AccessGroupApi {
         let req = request.into_inner();
         let group = access_groups::change_members(
             &self.store,
+            &self.after,
             &call,
             &req.access_group_id,
             &req.organizer_ids,

@@ -5,13 +5,14 @@ use std::time::Duration;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::bulk::{self, BulkStream};
-use super::context::{CAMPAIGN_HEADER, actor_call};
+use super::context::actor_call;
 use super::feed::{self, WatchStream};
 use super::{auto_assign, convert};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
 use crate::domain::model::ConversationStatus;
 use crate::pb::{self, assignment_service_server::AssignmentService};
+use crate::service::AfterCommit;
 use crate::service::assignment::{change_assignee, change_status};
 use crate::service::auto_assign::Coalescer;
 use crate::service::conversations::{self, ListRequest};
@@ -20,47 +21,32 @@ use crate::store::Store;
 
 pub struct AssignmentApi {
     store: Store,
+    /// Runs AutoAssignConversation's triggers in batches.
     coalescer: Coalescer,
+    /// The hub WatchAssignmentEvents subscribes to.
     feed: Feed,
+    /// Told by the use cases of what they changed.
+    after: AfterCommit,
     /// How long a bulk stream may go without a request message.
     stream_idle: Duration,
 }
 
 impl AssignmentApi {
-    pub fn new(store: Store, coalescer: Coalescer, feed: Feed, stream_idle: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        coalescer: Coalescer,
+        feed: Feed,
+        after: AfterCommit,
+        stream_idle: Duration,
+    ) -> Self {
         Self {
             store,
             coalescer,
             feed,
+            after,
             stream_idle,
         }
     }
-}
-
-impl AssignmentApi {
-    /// What follows each batch of a bulk stream; `frees`: it may free organizers.
-    fn after_batch(&self, frees: bool) -> bulk::AfterBatch {
-        bulk::AfterBatch {
-            feed: self.feed.clone(),
-            freed: frees.then(|| self.coalescer.clone()),
-        }
-    }
-
-    /// After a change that may have freed an organizer (and may have written history): the campaign's
-    /// waiting conversations are drained, and its feed advances.
-    fn freed<T>(&self, campaign: Option<String>, result: Result<T, Status>) -> Result<T, Status> {
-        if let (Ok(_), Some(campaign)) = (&result, campaign) {
-            self.coalescer.poke(&campaign);
-            self.feed.wake(&campaign);
-        }
-        result
-    }
-}
-
-/// The campaign a request names (checked by the call itself), for a drain after it succeeds.
-pub(super) fn campaign_of<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get(CAMPAIGN_HEADER)?.to_str().ok()?;
-    Some(value.trim().to_owned())
 }
 
 #[tonic::async_trait]
@@ -76,13 +62,13 @@ impl AssignmentService for AssignmentApi {
         };
         let done = change_assignee(
             &self.store,
+            &self.after,
             &call,
             &req.conversation_id,
             to,
             req.expected_version,
         )
         .await?;
-        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::AssignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -97,14 +83,13 @@ impl AssignmentService for AssignmentApi {
         let req = request.into_inner();
         let done = change_assignee(
             &self.store,
+            &self.after,
             &call,
             &req.conversation_id,
             AssigneeRequest::Unassign,
             req.expected_version,
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
-        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::UnassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -122,14 +107,13 @@ impl AssignmentService for AssignmentApi {
         };
         let done = change_assignee(
             &self.store,
+            &self.after,
             &call,
             &req.conversation_id,
             to,
             req.expected_version,
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
-        self.feed.wake(&call.campaign_id);
         Ok(Response::new(pb::ReassignConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -174,9 +158,8 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<pb::ResolveConversationResponse>, Status> {
         let call = actor_call(&request)?;
         let id = request.into_inner().conversation_id;
-        let done = change_status(&self.store, &call, &id, ConversationStatus::Resolved).await?;
-        self.coalescer.poke(&call.campaign_id);
-        self.feed.wake(&call.campaign_id);
+        let resolved = ConversationStatus::Resolved;
+        let done = change_status(&self.store, &self.after, &call, &id, resolved).await?;
         Ok(Response::new(pb::ResolveConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -189,8 +172,8 @@ impl AssignmentService for AssignmentApi {
     ) -> Result<Response<pb::ReopenConversationResponse>, Status> {
         let call = actor_call(&request)?;
         let id = request.into_inner().conversation_id;
-        let done = change_status(&self.store, &call, &id, ConversationStatus::Open).await?;
-        self.feed.wake(&call.campaign_id);
+        let open = ConversationStatus::Open;
+        let done = change_status(&self.store, &self.after, &call, &id, open).await?;
         Ok(Response::new(pb::ReopenConversationResponse {
             conversation: Some(convert::conversation(done.value)),
             changed: done.changed,
@@ -250,7 +233,7 @@ impl AssignmentService for AssignmentApi {
             &self.store,
             BulkAction::Assign,
             self.stream_idle,
-            self.after_batch(false),
+            self.after.clone(),
             request,
         )
         .await
@@ -264,7 +247,7 @@ impl AssignmentService for AssignmentApi {
             &self.store,
             BulkAction::Unassign,
             self.stream_idle,
-            self.after_batch(true),
+            self.after.clone(),
             request,
         )
         .await
@@ -278,7 +261,7 @@ impl AssignmentService for AssignmentApi {
             &self.store,
             BulkAction::Reassign,
             self.stream_idle,
-            self.after_batch(true),
+            self.after.clone(),
             request,
         )
         .await
@@ -302,33 +285,21 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<pb::UpdateInboxSettingsRequest>,
     ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
-        let campaign = campaign_of(&request);
-        self.freed(
-            campaign,
-            auto_assign::update_settings(&self.store, request).await,
-        )
+        auto_assign::update_settings(&self.store, &self.after, request).await
     }
 
     async fn set_availability(
         &self,
         request: Request<pb::SetAvailabilityRequest>,
     ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
-        let campaign = campaign_of(&request);
-        self.freed(
-            campaign,
-            auto_assign::set_availability(&self.store, request).await,
-        )
+        auto_assign::set_availability(&self.store, &self.after, request).await
     }
 
     async fn set_capacity(
         &self,
         request: Request<pb::SetCapacityRequest>,
     ) -> Result<Response<pb::SetCapacityResponse>, Status> {
-        let campaign = campaign_of(&request);
-        self.freed(
-            campaign,
-            auto_assign::set_capacity(&self.store, request).await,
-        )
+        auto_assign::set_capacity(&self.store, &self.after, request).await
     }
 
     type WatchAssignmentEventsStream = WatchStream;

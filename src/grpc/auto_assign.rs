@@ -7,7 +7,7 @@ use super::convert;
 use crate::error::AppError;
 use crate::pb;
 use crate::service::auto_assign::{self, Coalescer, TriggerRequest};
-use crate::service::availability;
+use crate::service::{AfterCommit, availability};
 use crate::store::Store;
 
 pub(super) async fn auto_assign(
@@ -47,12 +47,13 @@ pub(super) async fn get_settings(
 
 pub(super) async fn update_settings(
     store: &Store,
+    after: &AfterCommit,
     request: Request<pb::UpdateInboxSettingsRequest>,
 ) -> Result<Response<pb::UpdateInboxSettingsResponse>, Status> {
     let call = actor_call(&request)?;
     let change = convert::settings_change(request.get_ref())
         .map_err(|field| AppError::invalid(field, format!("{field} is not a known value")))?;
-    let settings = auto_assign::update_settings(store, &call, change).await?;
+    let settings = auto_assign::update_settings(store, after, &call, change).await?;
     Ok(Response::new(pb::UpdateInboxSettingsResponse {
         settings: Some(convert::inbox_settings(settings)),
     }))
@@ -60,11 +61,12 @@ pub(super) async fn update_settings(
 
 pub(super) async fn set_capacity(
     store: &Store,
+    after: &AfterCommit,
     request: Request<pb::SetCapacityRequest>,
 ) -> Result<Response<pb::SetCapacityResponse>, Status> {
     let call = actor_call(&request)?;
     let req = request.into_inner();
-    let user = auto_assign::set_capacity(store, &call, &req.user_id, req.capacity).await?;
+    let user = auto_assign::set_capacity(store, after, &call, &req.user_id, req.capacity).await?;
     Ok(Response::new(pb::SetCapacityResponse {
         user: Some(convert::user(user)),
     }))
@@ -96,12 +98,14 @@ pub(super) async fn preview(
 /// its actor: only a system caller may set anyone's availability without one.
 pub(super) async fn set_availability(
     store: &Store,
+    after: &AfterCommit,
     request: Request<pb::SetAvailabilityRequest>,
 ) -> Result<Response<pb::SetAvailabilityResponse>, Status> {
     let setter = caller(&request)?;
     let req = request.into_inner();
     let availability = convert::availability_from_pb(req.availability);
-    let done = availability::set_availability(store, &setter, &req.user_id, availability).await?;
+    let done =
+        availability::set_availability(store, after, &setter, &req.user_id, availability).await?;
     Ok(Response::new(pb::SetAvailabilityResponse {
         user: Some(convert::user(done.value)),
         changed: done.changed,

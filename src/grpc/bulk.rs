@@ -12,9 +12,8 @@ use super::status::refusal;
 use crate::domain::bulk::{BulkAction, ItemDecision, ItemOutcome};
 use crate::error::{AppError, AppResult, Reason};
 use crate::pb;
-use crate::service::auto_assign::Coalescer;
+use crate::service::AfterCommit;
 use crate::service::bulk::{BulkRun, OptionsRequest, message_ids};
-use crate::service::feed::Feed;
 use crate::store::Store;
 
 mod pipeline;
@@ -105,33 +104,18 @@ fn idle_status(idle: Duration) -> Status {
     )
 }
 
-/// What follows each committed batch: the feed advances, and for unassign and reassign, which may free
-/// organizers, the coalescer drains the campaign's waiting conversations.
-pub(super) struct AfterBatch {
-    pub feed: Feed,
-    pub freed: Option<Coalescer>,
-}
-
-impl AfterBatch {
-    /// A written chunk's answer for the client: its decisions, counted into the run, once the feed and the
-    /// coalescer have been told of its commit; or the error that ends the stream.
-    fn answer<Resp: From<Outbound>>(
-        &self,
-        bulk: &mut BulkRun,
-        campaign_id: &str,
-        written: AppResult<Vec<ItemDecision>>,
-    ) -> Result<Resp, Status> {
-        let decisions = written?;
-        bulk.record(&decisions);
-        self.feed.wake(campaign_id);
-        if let Some(coalescer) = &self.freed {
-            coalescer.poke(campaign_id);
-        }
-        Ok(Outbound::Results(pb::BulkResults {
-            items: decisions.into_iter().map(item_result).collect(),
-        })
-        .into())
-    }
+/// A written chunk's answer for the client: its decisions, counted into the run; or the error that ends the
+/// stream.
+fn answer<Resp: From<Outbound>>(
+    bulk: &mut BulkRun,
+    written: AppResult<Vec<ItemDecision>>,
+) -> Result<Resp, Status> {
+    let decisions = written?;
+    bulk.record(&decisions);
+    Ok(Outbound::Results(pb::BulkResults {
+        items: decisions.into_iter().map(item_result).collect(),
+    })
+    .into())
 }
 
 /// Reads the options (or, for unassign, the first batch), checks them, and returns the response stream;
@@ -141,7 +125,7 @@ pub(super) async fn run<Req, Resp>(
     store: &Store,
     action: BulkAction,
     idle: Duration,
-    after: AfterBatch,
+    after: AfterCommit,
     request: Request<Streaming<Req>>,
 ) -> Result<Response<BulkStream<Resp>>, Status>
 where
@@ -149,7 +133,6 @@ where
     Resp: From<Outbound> + Send + 'static,
 {
     let call = actor_call(&request)?;
-    let campaign_id = call.campaign_id.clone();
     let mut inbound = request.into_inner();
     let first = tokio::time::timeout(idle, inbound.message())
         .await
@@ -179,14 +162,12 @@ where
             .into());
         }
     };
-    let bulk = BulkRun::start(store.clone(), call, action, options).await?;
+    let bulk = BulkRun::start(store.clone(), after, call, action, options).await?;
 
     // A short queue: a slow reader slows the processing instead of growing the server's memory.
     let (tx, rx) = mpsc::channel::<Result<Resp, Status>>(2);
     let pipeline = Pipeline {
         bulk,
-        after,
-        campaign_id,
         inbound,
         idle,
         tx,

@@ -5,19 +5,18 @@ use tonic::{Request, Response, Status};
 use super::context::system_call;
 use super::convert;
 use crate::pb::{self, directory_service_server::DirectoryService};
-use crate::service::auto_assign::Coalescer;
-use crate::service::directory;
+use crate::service::{AfterCommit, directory};
 use crate::store::Store;
 
 pub struct DirectoryApi {
     store: Store,
-    /// Drains waiting conversations after a change that may let someone take them (a user back, new tags).
-    coalescer: Coalescer,
+    /// Told by the use cases of what they changed.
+    after: AfterCommit,
 }
 
 impl DirectoryApi {
-    pub fn new(store: Store, coalescer: Coalescer) -> Self {
-        Self { store, coalescer }
+    pub fn new(store: Store, after: AfterCommit) -> Self {
+        Self { store, after }
     }
 }
 
@@ -30,10 +29,15 @@ impl DirectoryService for DirectoryApi {
         let call = system_call(&request)?;
         let req = request.into_inner();
         let role = convert::role_from_pb(req.role);
-        let (user, created) =
-            directory::upsert_user(&self.store, &call, &req.user_id, role, &req.display_name)
-                .await?;
-        self.coalescer.poke(&call.campaign_id);
+        let (user, created) = directory::upsert_user(
+            &self.store,
+            &self.after,
+            &call,
+            &req.user_id,
+            role,
+            &req.display_name,
+        )
+        .await?;
         Ok(Response::new(pb::UpsertUserResponse {
             user: Some(convert::user(user)),
             created,
@@ -46,7 +50,7 @@ impl DirectoryService for DirectoryApi {
     ) -> Result<Response<pb::DeactivateUserResponse>, Status> {
         let call = system_call(&request)?;
         let user_id = request.into_inner().user_id;
-        let user = directory::deactivate_user(&self.store, &call, &user_id).await?;
+        let user = directory::deactivate_user(&self.store, &self.after, &call, &user_id).await?;
         Ok(Response::new(pb::DeactivateUserResponse {
             user: Some(convert::user(user)),
         }))
@@ -60,13 +64,13 @@ impl DirectoryService for DirectoryApi {
         let req = request.into_inner();
         let (conversation, created) = directory::upsert_conversation(
             &self.store,
+            &self.after,
             &call,
             &req.conversation_id,
             &req.member_id,
             &req.member_tags,
         )
         .await?;
-        self.coalescer.poke(&call.campaign_id);
         Ok(Response::new(pb::UpsertConversationResponse {
             conversation: Some(convert::conversation(conversation)),
             created,

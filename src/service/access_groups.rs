@@ -8,12 +8,13 @@ use crate::domain::access_group::{
     check_organizers, check_permissions, normalize_scope,
 };
 use crate::domain::actor::require_admin;
+use crate::domain::effects::Change;
 use crate::domain::model::{Actor, Role};
 use crate::domain::paging;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::conversations::{check_subject_request, subject_user, view, visible};
-use crate::service::{ActorCall, Page, authenticate, lock_actor};
+use crate::service::{ActorCall, AfterCommit, Page, authenticate, lock_actor};
 use crate::store::{Conn, Store, access_groups, conversations, users};
 
 /// What CheckAccess answers.
@@ -36,6 +37,7 @@ pub struct EligibleGroup {
 #[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn create(
     store: &Store,
+    after: &AfterCommit,
     call: &ActorCall,
     name: &str,
     permissions: Permissions,
@@ -69,6 +71,7 @@ pub async fn create(
     };
     let created = access_groups::create(&mut tx, &call.campaign_id, Uuid::new_v4(), &group).await?;
     tx.commit().await?;
+    after.committed(&call.campaign_id, Change::AccessGroupCreated);
     Ok(created)
 }
 
@@ -142,6 +145,7 @@ pub async fn list(
 #[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn update(
     store: &Store,
+    after: &AfterCommit,
     call: &ActorCall,
     access_group_id: &str,
     name: Option<&str>,
@@ -177,12 +181,18 @@ pub async fn update(
         .await?
         .ok_or_else(|| AppError::access_group_not_found(id))?;
     tx.commit().await?;
+    after.committed(&call.campaign_id, Change::AccessGroupUpdated);
     Ok(updated)
 }
 
 /// DeleteAccessGroup: admins.
 #[tracing::instrument(name = "db.transaction", skip_all)]
-pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> AppResult<()> {
+pub async fn delete(
+    store: &Store,
+    after: &AfterCommit,
+    call: &ActorCall,
+    access_group_id: &str,
+) -> AppResult<()> {
     let id = group_id(access_group_id)?;
     let mut tx = store.begin().await?;
     admin(&mut tx, call, "delete access groups").await?;
@@ -190,6 +200,7 @@ pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> A
         return Err(AppError::access_group_not_found(id));
     }
     tx.commit().await?;
+    after.committed(&call.campaign_id, Change::AccessGroupDeleted);
     Ok(())
 }
 
@@ -198,6 +209,7 @@ pub async fn delete(store: &Store, call: &ActorCall, access_group_id: &str) -> A
 #[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn change_members(
     store: &Store,
+    after: &AfterCommit,
     call: &ActorCall,
     access_group_id: &str,
     organizer_ids: &[String],
@@ -221,6 +233,12 @@ pub async fn change_members(
             .await?
             .ok_or_else(|| AppError::access_group_not_found(id))?;
     tx.commit().await?;
+    let change = if add {
+        Change::OrganizersAdded
+    } else {
+        Change::OrganizersRemoved
+    };
+    after.committed(&call.campaign_id, change);
     Ok(changed)
 }
 

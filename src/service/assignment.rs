@@ -7,19 +7,34 @@ use crate::domain::access::may_view;
 use crate::domain::assignment::{
     AssigneeRequest, Plan, Situation, plan_assignee_change, plan_status_change,
 };
+use crate::domain::effects::Change;
 use crate::domain::model::{
     Actor, AssignmentSource, Changed, Conversation, ConversationStatus, UserRef,
 };
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
-use crate::service::{ActorCall, lock_conversation_and_actor};
+use crate::service::{ActorCall, AfterCommit, lock_conversation_and_actor};
 use crate::store::conversations::{self, AssigneeChange, Locked};
 use crate::store::{Conn, Store};
 
 /// AssignConversation, UnassignConversation and ReassignConversation: the rules of `request` applied to
 /// the conversation as it is under its row lock; `expected_version` makes it a compare-and-set.
-#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
 pub async fn change_assignee(
+    store: &Store,
+    after: &AfterCommit,
+    call: &ActorCall,
+    conversation_id: &str,
+    request: AssigneeRequest<'_>,
+    expected_version: Option<i64>,
+) -> AppResult<Changed<Conversation>> {
+    let change = Change::from(request);
+    let done = assignee_in_tx(store, call, conversation_id, request, expected_version).await?;
+    after.committed(&call.campaign_id, change);
+    Ok(done)
+}
+
+#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
+async fn assignee_in_tx(
     store: &Store,
     call: &ActorCall,
     conversation_id: &str,
@@ -73,8 +88,20 @@ pub async fn change_assignee(
 }
 
 /// ResolveConversation and ReopenConversation: the status changes, the assignee never does.
-#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
 pub async fn change_status(
+    store: &Store,
+    after: &AfterCommit,
+    call: &ActorCall,
+    conversation_id: &str,
+    wanted: ConversationStatus,
+) -> AppResult<Changed<Conversation>> {
+    let done = status_in_tx(store, call, conversation_id, wanted).await?;
+    after.committed(&call.campaign_id, Change::status(wanted));
+    Ok(done)
+}
+
+#[tracing::instrument(name = "db.transaction", skip_all, fields(lock_wait_ms = tracing::field::Empty))]
+async fn status_in_tx(
     store: &Store,
     call: &ActorCall,
     conversation_id: &str,

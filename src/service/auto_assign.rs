@@ -22,13 +22,14 @@ use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Decision, InboxSettings, RotationStart, Routing, RoutingMode,
     SettingsChange, Trigger, Verdict, plan_batch,
 };
+use crate::domain::effects::Change;
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
-use crate::service::{ActorCall, SystemCall, authenticate, lock_actor};
+use crate::service::{ActorCall, AfterCommit, SystemCall, authenticate, lock_actor};
 use crate::store::{self, Store, auto_assign, inbox_settings};
 
 /// AutoAssignConversation's request, as the flow builder sent it.
@@ -359,6 +360,7 @@ pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<I
 #[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn update_settings(
     store: &Store,
+    after: &AfterCommit,
     call: &ActorCall,
     change: SettingsChange,
 ) -> AppResult<Option<InboxSettings>> {
@@ -384,6 +386,7 @@ pub async fn update_settings(
         Some(inbox_settings::update(&mut tx, &call.campaign_id, change, &actor.user_id).await?)
     };
     tx.commit().await?;
+    after.committed(&call.campaign_id, Change::SettingsUpdated);
     Ok(settings)
 }
 

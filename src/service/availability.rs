@@ -2,16 +2,29 @@
 
 use crate::domain::actor::require_self_or_admin;
 use crate::domain::auto_assign::OnUnavailable;
-use crate::domain::model::{Availability, Changed, Role, User};
+use crate::domain::effects::Change;
+use crate::domain::model::{Actor, Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
-use crate::service::{Caller, lock_actor};
-use crate::store::{Store, inbox_settings, users, waiting};
+use crate::service::{AfterCommit, Caller, lock_actor};
+use crate::store::{Conn, Store, inbox_settings, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
-#[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn set_availability(
+    store: &Store,
+    after: &AfterCommit,
+    setter: &Caller,
+    user_id: &str,
+    availability: Option<Availability>,
+) -> AppResult<Changed<User>> {
+    let done = availability_in_tx(store, setter, user_id, availability).await?;
+    after.committed(setter.campaign_id(), Change::AvailabilitySet);
+    Ok(done)
+}
+
+#[tracing::instrument(name = "db.transaction", skip_all)]
+async fn availability_in_tx(
     store: &Store,
     setter: &Caller,
     user_id: &str,
@@ -50,21 +63,7 @@ pub async fn set_availability(
         waiting::lock_returnable(&mut tx, setter.campaign_id(), &target_id).await?;
     }
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
-    let actor = match setter {
-        Caller::Actor(call) => {
-            let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
-            require_self_or_admin(&actor, &target_id).map_err(|_| {
-                AppError::new(
-                    Reason::AdminRequired,
-                    format!(
-                        "organizers can only set their own availability, not that of user {target_id:?}"
-                    ),
-                )
-            })?;
-            Some(actor)
-        }
-        Caller::System(_) => None,
-    };
+    let actor = lock_setter(&mut tx, setter, &target_id).await?;
     let target = target.ok_or_else(|| AppError::user_not_found(&target_id))?;
     if target.availability == wanted {
         return Ok(Changed {
@@ -98,4 +97,26 @@ pub async fn set_availability(
         value: user,
         changed: true,
     })
+}
+
+/// A user setting availability (share-locked; refused unless it is their own or they are an admin), or
+/// `None` for a system.
+async fn lock_setter(
+    conn: &mut Conn,
+    setter: &Caller,
+    target_id: &str,
+) -> AppResult<Option<Actor>> {
+    let Caller::Actor(call) = setter else {
+        return Ok(None);
+    };
+    let (actor, _) = lock_actor(conn, call, &[]).await?;
+    require_self_or_admin(&actor, target_id).map_err(|_| {
+        AppError::new(
+            Reason::AdminRequired,
+            format!(
+                "organizers can only set their own availability, not that of user {target_id:?}"
+            ),
+        )
+    })?;
+    Ok(Some(actor))
 }

@@ -9,11 +9,12 @@ use uuid::Uuid;
 use crate::domain::bulk::{
     BulkAction, BulkOptions, ItemDecision, StreamState, Tally, plan_batch, resolve_targets,
 };
+use crate::domain::effects::Change;
 use crate::domain::model::{Actor, UserRef};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::BULK_ITEMS;
-use crate::service::{ActorCall, authenticate};
+use crate::service::{ActorCall, AfterCommit, authenticate};
 use crate::store::bulk::BulkChange;
 use crate::store::{Conn, Store, Tx, access_groups, bulk, users};
 
@@ -69,6 +70,8 @@ struct GrantGroup {
 
 pub struct BulkRun {
     store: Store,
+    /// Told of each batch's commit.
+    after: AfterCommit,
     call: ActorCall,
     action: BulkAction,
     actor: Actor,
@@ -84,6 +87,7 @@ impl BulkRun {
     /// Checks the options against the directory; any problem fails the call before anything is written.
     pub async fn start(
         store: Store,
+        after: AfterCommit,
         call: ActorCall,
         action: BulkAction,
         request: OptionsRequest,
@@ -128,6 +132,7 @@ impl BulkRun {
         };
         Ok(Self {
             store,
+            after,
             call,
             action,
             actor,
@@ -189,6 +194,8 @@ impl BulkRun {
         };
         Ok(PreparedBatch {
             tx,
+            after: self.after.clone(),
+            change: self.action.into(),
             campaign_id: self.call.campaign_id.clone(),
             actor_id: self.actor.user_id.clone(),
             request_id: self.call.request_id.clone(),
@@ -259,6 +266,9 @@ impl BulkRun {
 /// batch's row locks and share locks on the actor and the targets.
 pub struct PreparedBatch {
     tx: Tx,
+    after: AfterCommit,
+    /// What each batch of the run changes, for what follows its commit.
+    change: Change,
     campaign_id: String,
     actor_id: String,
     request_id: Option<String>,
@@ -275,8 +285,8 @@ pub struct PreparedBatch {
 }
 
 impl PreparedBatch {
-    /// Writes the batch's changes and commits; returns one decision per id, in the order sent. Count them
-    /// with [`BulkRun::record`].
+    /// Writes the batch's changes, commits, and starts what follows the commit; returns one decision per
+    /// id, in the order sent. Count them with [`BulkRun::record`].
     #[tracing::instrument(name = "bulk.write", skip_all, fields(size = self.len))]
     pub async fn write(mut self) -> AppResult<Vec<ItemDecision>> {
         if let (Some(id), Some(name)) = (self.grant_group, &self.create_group) {
@@ -290,6 +300,7 @@ impl PreparedBatch {
         };
         bulk::write_decisions(&mut self.tx, change, &self.planned).await?;
         self.tx.commit().await?;
+        self.after.committed(&self.campaign_id, self.change);
 
         let mut merged: Vec<Option<ItemDecision>> = vec![None; self.len];
         for (index, decision) in self.valid.into_iter().zip(self.planned) {

@@ -1,8 +1,11 @@
 //! The use cases: one function per RPC, each reading top to bottom — validate, begin, lock and read
 //! (`store`), decide (`domain`), write (`store`), commit — and returning domain values. The gRPC layer
-//! decodes a request into plain arguments, calls one of these, and encodes what it returns.
+//! decodes a request into plain arguments, calls one of these, and encodes what it returns. A use case that
+//! changes something tells [`AfterCommit`] what it changed once it succeeded; the rule
+//! `domain::effects::after_commit` decides what follows (a drain of the waiting queue, a feed wake-up).
 
 pub mod access_groups;
+mod after_commit;
 pub mod assignment;
 pub mod auto_assign;
 pub mod availability;
@@ -10,6 +13,8 @@ pub mod bulk;
 pub mod conversations;
 pub mod directory;
 pub mod feed;
+
+pub use after_commit::AfterCommit;
 
 use crate::domain::actor;
 use crate::domain::model::{Actor, User, UserRef};

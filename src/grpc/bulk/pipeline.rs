@@ -12,14 +12,12 @@ use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
-use super::{AfterBatch, Inbound, Outbound, idle_status, summary};
+use super::{Inbound, Outbound, answer, idle_status, summary};
 use crate::error::AppError;
 use crate::service::bulk::{BulkRun, PreparedBatch, batches, message_ids};
 
 pub(super) struct Pipeline<Req, Resp> {
     pub bulk: BulkRun,
-    pub after: AfterBatch,
-    pub campaign_id: String,
     pub inbound: Streaming<Req>,
     pub idle: Duration,
     pub tx: mpsc::Sender<Result<Resp, Status>>,
@@ -143,10 +141,7 @@ where
         };
         let mut prepared = prepared;
         if let Some(written) = written {
-            let mut answers = vec![
-                self.after
-                    .answer(&mut self.bulk, &self.campaign_id, written),
-            ];
+            let mut answers = vec![answer(&mut self.bulk, written)];
             // The reader is behind: commit the chunk prepared meanwhile before waiting on them, so that
             // no row lock waits on the client.
             if answers[0].is_ok()
@@ -155,10 +150,7 @@ where
                 && let Some(Ok(next)) = prepared.take()
             {
                 let written = next.write().await;
-                answers.push(
-                    self.after
-                        .answer(&mut self.bulk, &self.campaign_id, written),
-                );
+                answers.push(answer(&mut self.bulk, written));
             }
             for answer in answers {
                 // A failed write ends the stream; a chunk prepared beside it rolls back unanswered.

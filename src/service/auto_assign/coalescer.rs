@@ -161,8 +161,8 @@ impl Coalescer {
         self.start_runner(&mut state);
     }
 
-    /// After a change that may have freed an organizer (an unassign, a resolve, availability, capacity,
-    /// access, settings): drains the campaign's waiting conversations if it may have any. Returns at once.
+    /// After a change that may have freed an organizer (`domain::effects::may_free_organizer`): drains the
+    /// campaign's waiting conversations if it may have any. Returns at once.
     pub fn poke(&self, campaign_id: &str) {
         let coalescer = self.clone();
         let campaign_id = campaign_id.to_owned();

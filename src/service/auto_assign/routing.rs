@@ -5,16 +5,18 @@ use crate::domain::auto_assign::{
     Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, RoutingMode,
     effective_capacity,
 };
+use crate::domain::effects::Change;
 use crate::domain::model::{Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
-use crate::service::{ActorCall, authenticate, lock_actor};
+use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
 use crate::store::{Store, conversations, inbox_settings, preview, users};
 
 /// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
 #[tracing::instrument(name = "db.transaction", skip_all)]
 pub async fn set_capacity(
     store: &Store,
+    after: &AfterCommit,
     call: &ActorCall,
     user_id: &str,
     capacity: Option<i32>,
@@ -43,6 +45,7 @@ pub async fn set_capacity(
     }
     let user = users::set_capacity(&mut tx, &call.campaign_id, user_id, capacity).await?;
     tx.commit().await?;
+    after.committed(&call.campaign_id, Change::CapacitySet);
     Ok(user)
 }
 
