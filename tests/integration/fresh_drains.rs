@@ -90,12 +90,7 @@ async fn a_waiting_conversation_resolved_while_its_drain_waits_for_it_is_not_ass
         (None, "RESOLVED"),
         "a resolved conversation is nobody's new work"
     );
-    let actions: Vec<_> = app
-        .history("c1")
-        .await
-        .iter()
-        .map(|e| e.action())
-        .collect();
+    let actions: Vec<_> = app.history("c1").await.iter().map(|e| e.action()).collect();
     use pb::AssignmentAction::*;
     assert_eq!(actions.len(), 3, "{actions:?}");
     for action in [Queued, Resolve, LeftQueue] {
@@ -149,13 +144,10 @@ async fn a_drains_read_leaves_out_what_left_the_queue_before_its_lock() {
         };
         let parts = [(part, scope)];
         // The read takes its snapshot while the change is uncommitted, then waits for c1's lock.
-        let (reads, committed) = tokio::join!(
-            auto_assign::read_triggers(&mut tx, &parts),
-            async {
-                app.until_blocked_by(pid).await;
-                held.commit().await
-            }
-        );
+        let (reads, committed) = tokio::join!(auto_assign::read_triggers(&mut tx, &parts), async {
+            app.until_blocked_by(pid).await;
+            held.commit().await
+        });
         committed.unwrap();
         let reads = reads.unwrap().remove(0);
         assert!(
