@@ -11,6 +11,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::model::{Conversation, ConversationStatus};
+
 /// A campaign's inbox settings: whether auto-assignment is on, and how it routes.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct InboxSettings {
@@ -156,6 +158,16 @@ pub struct TriggerState {
     /// Organizers who may take the conversation but for their load: active, available, and an access group
     /// lets them reply to it. Sorted by id.
     pub eligible: Vec<String>,
+}
+
+/// Whether a drain places a conversation it read in the waiting queue, judged on its row as locked (the
+/// newest version): it still waits (its queue row was still there once the row was locked), is open and
+/// unassigned. A change that committed after the drain read the queue (a resolve, an assignment, a resolve
+/// and a reopen) has taken it out of the queue.
+pub fn still_waits(queue_row_found: bool, conversation: &Conversation) -> bool {
+    queue_row_found
+        && conversation.status == ConversationStatus::Open
+        && conversation.assignee_id.is_none()
 }
 
 /// A trigger id's first delivery, as its record keeps it.

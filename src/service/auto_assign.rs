@@ -282,7 +282,9 @@ fn answer(
             metrics::histogram!(WAITING_SECONDS).record(waited);
         }
     }
-    let drain_again = drain > 0 && reads.waiting as i64 == drain && drained > 0;
+    // Progress is sure if some were placed, or some read had left the queue: the next read sees others.
+    let left = reads.queue_read - reads.waiting;
+    let drain_again = drain > 0 && reads.queue_read as i64 == drain && (drained > 0 || left > 0);
 
     let mut replies: Vec<AppResult<AutoAssigned>> = triggers
         .iter()
@@ -341,7 +343,7 @@ fn waiting_after(
         // Not drained (auto-assignment off, or nothing waits): the flag keeps its meaning.
         cursor.has_waiting || queued
     } else {
-        queued || reads.waiting as i64 == drain
+        queued || reads.queue_read as i64 == drain
     };
     auto_assign::WaitingAfter {
         was: cursor.has_waiting,

@@ -1,7 +1,7 @@
 //! Auto-assignment: inbox settings, the campaign's auto-assign lock (its settings row), the triggers of a
 //! batch with their conversations and eligible organizers, and the batch's writes in one statement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -13,7 +13,7 @@ use super::feed::{FEED_CHANNEL, SEQUENCE_LIMIT, backlog_ctes};
 use super::{Conn, grant_exists};
 use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Load, OutcomeKind, RecordedTrigger, RotationStart, RoutingMode,
-    Trigger, TriggerState, Verdict, effective_capacity,
+    Trigger, TriggerState, Verdict, effective_capacity, still_waits,
 };
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
@@ -39,8 +39,11 @@ pub struct TriggerReads {
     pub states: Vec<TriggerState>,
     pub indexes: Vec<Option<usize>>,
     pub conversations: Vec<Conversation>,
-    /// How many waiting conversations were read (at most the limit asked for); they come first.
+    /// How many waiting conversations are to be drained; they come first.
     pub waiting: usize,
+    /// How many rows of the queue were read (at most the limit asked for): also those that had left it by
+    /// the time their conversation was locked, which are not drained.
+    pub queue_read: usize,
     /// Since when each waiting conversation has waited (`None` for triggers).
     pub waiting_since: Vec<Option<DateTime<Utc>>>,
     /// The organizer most recently assigned a conversation by any path.
@@ -243,7 +246,8 @@ fn missing_settings(campaign_id: &str) -> AppError {
 /// campaign's lock holds nothing else. With a scope's `drain` > 0, also the campaign's first `drain` waiting
 /// conversations, locked in the same statement (one lock order for all of a batch's conversations, so it
 /// never deadlocks with a bulk batch). Returns one [`TriggerReads`] per part, in order; triggers whose
-/// conversation does not exist are left out.
+/// conversation does not exist are left out, and so are waiting conversations that left the queue after
+/// the statement's snapshot (see [`still_waits`]).
 pub async fn read_triggers(
     conn: &mut Conn,
     parts: &[(CampaignTriggers<'_>, ReadScope)],
@@ -251,7 +255,10 @@ pub async fn read_triggers(
     // Each row is reached by its whole key, one lookup per item (a LATERAL subquery cannot become a scan of
     // the campaign with a filter), or by its campaign: the plan is kept (see `Store::begin_keyed`), so its
     // work must stay bounded by the batch at any table size. The items are sorted first, and every other
-    // relation is LATERAL to them, so the conversations are locked in that order.
+    // relation is LATERAL to them, so the conversations are locked in that order. The queue was read in the
+    // statement's snapshot: a waiting conversation's queue row is locked again once its conversation is
+    // (whoever takes it out of the queue locks the conversation first and has committed by then), which
+    // finds the row gone if a resolve or an assignment deleted it meanwhile.
     let sql = format!(
         "WITH k AS MATERIALIZED ( \
            SELECT * FROM unnest($1::text[], $2::bool[], $3::bool[], $4::int8[], $5::bool[]) \
@@ -298,7 +305,7 @@ pub async fn read_triggers(
                 WHERE campaign_id = k.campaign_id ORDER BY position LIMIT k.drain) AS w \
          ) \
          SELECT i.campaign_id AS batch_campaign, i.ord, i.trigger_id, i.position, i.waiting_since, {COLUMNS}, \
-                t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
+                q.found IS NOT NULL AS queue_row_found, t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee, \
                 t.conversation_id AS recorded_conversation, \
                 CASE WHEN f.enabled THEN ARRAY(SELECT o.user_id FROM organizers o \
                                                 WHERE o.campaign_id = c.campaign_id AND o.active \
@@ -311,6 +318,10 @@ pub async fn read_triggers(
          CROSS JOIN LATERAL ( \
            SELECT * FROM conversations c \
             WHERE c.campaign_id = i.campaign_id AND c.conversation_id = i.conversation_id FOR UPDATE) AS c \
+         LEFT JOIN LATERAL ( \
+           SELECT true AS found FROM waiting_conversations w \
+            WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND w.conversation_id = i.conversation_id \
+              FOR KEY SHARE) AS q ON true \
          CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = i.campaign_id) AS f \
          LEFT JOIN LATERAL ( \
            SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t \
@@ -401,9 +412,16 @@ fn reads_from(rows: Vec<TriggerRow>, default_capacity: i32) -> AppResult<Trigger
         }
     }
     for row in rows {
+        let queued = row.ord.is_none();
+        if queued {
+            reads.queue_read += 1;
+            if !still_waits(row.queue_row_found, &row.conversation) {
+                continue;
+            }
+        }
         reads.waiting_since.push(row.waiting_since);
         let (index, state, conversation) = row.into_parts()?;
-        reads.waiting += usize::from(index.is_none());
+        reads.waiting += usize::from(queued);
         reads.states.push(state);
         reads.indexes.push(index);
         reads.conversations.push(conversation);
@@ -468,6 +486,8 @@ struct WriteColumns<'a> {
     queued_campaigns: Vec<&'a str>,
     queued_conversations: Vec<&'a str>,
     queued_request_ids: Vec<Option<&'a str>>,
+    /// One queue entry, one QUEUED event: a conversation two triggers queue is queued once, by the first.
+    queued_once: HashSet<(&'a str, &'a str)>,
     moved_campaigns: Vec<&'a str>,
     moved_cursors: Vec<Option<&'a str>>,
     moved_flags: Vec<Option<bool>>,
@@ -502,7 +522,9 @@ impl<'a> WriteColumns<'a> {
                     .push(state.conversation_id.as_str());
                 self.record_outcomes.push(decision.outcome.kind());
                 self.record_assignees.push(decision.outcome.assignee());
-                if decision.outcome == AutoOutcome::Queued {
+                if decision.outcome == AutoOutcome::Queued
+                    && self.queued_once.insert((campaign, &state.conversation_id))
+                {
                     self.queued_campaigns.push(campaign);
                     self.queued_conversations
                         .push(state.conversation_id.as_str());
@@ -703,6 +725,8 @@ struct TriggerRow {
     waiting_since: Option<DateTime<Utc>>,
     #[sqlx(flatten)]
     conversation: Conversation,
+    /// A waiting conversation's queue row, locked after the conversation: still there.
+    queue_row_found: bool,
     recorded_outcome: Option<OutcomeKind>,
     recorded_assignee: Option<String>,
     recorded_conversation: Option<String>,

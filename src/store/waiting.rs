@@ -104,7 +104,9 @@ pub async fn lock_returnable(conn: &mut Conn, campaign_id: &str, user_id: &str) 
 }
 
 /// Puts an organizer's open conversations back: unassigned (with `auto` UNASSIGN events that say why) and
-/// at the front of the queue, in one statement. Returns their ids.
+/// at the front of the queue, in one statement. Returns their ids. Each conversation's events are inserted
+/// in one ordered INSERT, so their ids (and so the feed) say UNASSIGN, then QUEUED: separate inserts in
+/// one statement run in no order PostgreSQL promises.
 pub async fn return_to_queue(
     conn: &mut Conn,
     campaign_id: &str,
@@ -122,19 +124,20 @@ pub async fn return_to_queue(
                   version = c.version + 1, updated_at = now() \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
            RETURNING c.conversation_id \
-         ), events AS ( \
-           INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, actor_id, source, request_id, cause) \
-           SELECT $1, conversation_id, 'UNASSIGN', $2, $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' FROM returned \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT $1, r.conversation_id, -nextval('waiting_position') \
              FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
-         ), queued_events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id, cause) \
-           SELECT $1, conversation_id, 'QUEUED', $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' FROM queued \
+         ), events AS ( \
+           INSERT INTO assignment_events \
+                  (campaign_id, conversation_id, action, from_user_id, actor_id, source, request_id, cause) \
+           SELECT $1, e.conversation_id, e.action, e.from_user_id, $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' \
+             FROM (SELECT conversation_id, 'UNASSIGN' AS action, $2 AS from_user_id, 0 AS step FROM returned \
+                   UNION ALL \
+                   SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
+            ORDER BY e.conversation_id, e.step \
          ), flagged AS ( \
            UPDATE inbox_settings SET has_waiting = true \
             WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \

@@ -283,3 +283,32 @@ fn outcomes_round_trip_through_the_database_form() {
     }
     assert_eq!(AutoOutcome::from_record(OutcomeKind::Assigned, None), None);
 }
+
+#[test]
+fn a_drain_places_only_what_still_waits_open_and_unassigned() {
+    use crate::domain::model::{Conversation, ConversationStatus};
+    let waiting = Conversation {
+        conversation_id: "c1".into(),
+        member_id: "m1".into(),
+        member_tags: vec![],
+        status: ConversationStatus::Open,
+        assignee_id: None,
+        assigned_at: None,
+        assigned_by: None,
+        version: 1,
+        updated_at: chrono::Utc::now(),
+    };
+    assert!(still_waits(true, &waiting));
+    // Resolved and reopened meanwhile: open and unassigned, but out of the queue.
+    assert!(!still_waits(false, &waiting));
+    let resolved = Conversation {
+        status: ConversationStatus::Resolved,
+        ..waiting.clone()
+    };
+    assert!(!still_waits(true, &resolved));
+    let assigned = Conversation {
+        assignee_id: Some("o1".into()),
+        ..waiting
+    };
+    assert!(!still_waits(true, &assigned));
+}
