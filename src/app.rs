@@ -14,7 +14,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::auth::{Callers, check_exposure};
+use crate::auth::{CallingServices, check_exposure};
 use crate::config::Config;
 use crate::embedded_pg::EmbeddedPostgres;
 use crate::grpc::middleware::{CallLayer, Limits, Phase};
@@ -43,7 +43,7 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
 /// A service ready to serve: listeners bound, database migrated.
 pub struct App {
     config: Config,
-    callers: Callers,
+    callers: CallingServices,
     tls: Option<TlsAcceptor>,
     listener: TcpListener,
     metrics_listener: TcpListener,
@@ -56,8 +56,8 @@ pub struct App {
 /// bad TLS files, an unsafe exposure or a taken port.
 pub async fn build(config: &Config) -> Result<App, String> {
     let callers = match &config.tokens_file {
-        Some(path) => Callers::load(path)?,
-        None => Callers::default(),
+        Some(path) => CallingServices::load(path)?,
+        None => CallingServices::default(),
     };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::server_acceptor(

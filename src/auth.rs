@@ -1,13 +1,13 @@
-//! Caller authentication: each calling service has a name, a scope, and a bearer token (stored only as its
+//! Authenticating calling services: each has a name, a scope, and a bearer token (stored only as its
 //! SHA-256) and/or a client certificate (pinned by the SHA-256 of its DER encoding, for mutual TLS).
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// What a caller may call.
+/// What a calling service may call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub enum CallerScope {
     /// Systems of record and the flow builder: directory sync, auto-assignment, and everything else.
     System,
     /// Acts for the user named in `x-actor-id`; cannot call system RPCs.
@@ -38,18 +38,19 @@ impl Credential {
     }
 }
 
+/// A service allowed to call (a line of the tokens file); who acts for whom is `service::Caller`.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct CallingService {
     /// Who calls, for logs (never the secret).
     pub name: String,
-    pub scope: Scope,
+    pub scope: CallerScope,
     credential: Credential,
 }
 
 /// The configured callers (the tokens file). Empty means authentication is off.
 #[derive(Debug, Clone, Default)]
-pub struct Callers {
-    entries: Vec<Caller>,
+pub struct CallingServices {
+    entries: Vec<CallingService>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -66,13 +67,13 @@ pub fn certificate_fingerprint(der: &[u8]) -> String {
     hex(&Sha256::digest(der))
 }
 
-impl Callers {
+impl CallingServices {
     /// Parses a tokens file: one `name scope sha256-hex` (a token) or `name scope cert-sha256:hex` (a client
     /// certificate) per line; `scope` is `system` or `user`; blank lines and `#` comments are ignored. A name
     /// has at most one token and one certificate, with one scope; a secret or certificate belongs to one
     /// caller.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut entries: Vec<(usize, Caller)> = Vec::new();
+        let mut entries: Vec<(usize, CallingService)> = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let number = number + 1;
             let line = line.trim();
@@ -138,17 +139,17 @@ impl Callers {
     }
 
     /// The caller whose token hash matches `secret`.
-    pub fn by_token(&self, secret: &str) -> Option<&Caller> {
+    pub fn by_token(&self, secret: &str) -> Option<&CallingService> {
         self.find(Credential::Token(Sha256::digest(secret.as_bytes()).into()))
     }
 
     /// The caller pinned to this DER certificate.
-    pub fn by_certificate(&self, der: &[u8]) -> Option<&Caller> {
+    pub fn by_certificate(&self, der: &[u8]) -> Option<&CallingService> {
         self.find(Credential::Certificate(Sha256::digest(der).into()))
     }
 
     /// Every entry is compared in full, so timing reveals nothing about a secret.
-    fn find(&self, wanted: Credential) -> Option<&Caller> {
+    fn find(&self, wanted: Credential) -> Option<&CallingService> {
         let mut found = None;
         for caller in &self.entries {
             let difference = caller
@@ -165,7 +166,7 @@ impl Callers {
     }
 }
 
-fn parse_line(line: &str) -> Result<Caller, String> {
+fn parse_line(line: &str) -> Result<CallingService, String> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let [name, scope, credential] = fields[..] else {
         return Err(format!(
@@ -174,8 +175,8 @@ fn parse_line(line: &str) -> Result<Caller, String> {
         ));
     };
     let scope = match scope {
-        "system" => Scope::System,
-        "user" => Scope::User,
+        "system" => CallerScope::System,
+        "user" => CallerScope::User,
         other => return Err(format!("scope {other:?} is not `system` or `user`")),
     };
     let credential = match credential.strip_prefix("cert-sha256:") {
@@ -190,7 +191,7 @@ fn parse_line(line: &str) -> Result<Caller, String> {
                 .ok_or("the hash must be 64 hex digits (sha256)")?,
         ),
     };
-    Ok(Caller {
+    Ok(CallingService {
         name: name.to_owned(),
         scope,
         credential,
@@ -226,7 +227,7 @@ pub fn is_public(path: &str) -> bool {
 /// the callers file to give each certificate a name and scope; certificate lines without mutual TLS could
 /// never match. Returns a warning to log, or the refusal.
 pub fn check_exposure(
-    callers: &Callers,
+    callers: &CallingServices,
     mutual_tls: bool,
     listen: std::net::SocketAddr,
     allow_unauthenticated: bool,
@@ -278,13 +279,13 @@ mod tests {
 
     #[test]
     fn tokens_authenticate_by_hash_with_their_scope() {
-        let callers = Callers::parse(&file()).unwrap();
+        let callers = CallingServices::parse(&file()).unwrap();
         let system = callers.by_token("s3cret-system").unwrap();
         assert_eq!(
             (system.name.as_str(), system.scope),
-            ("flow-builder", Scope::System)
+            ("flow-builder", CallerScope::System)
         );
-        assert_eq!(callers.by_token("s3cret-user").unwrap().scope, Scope::User);
+        assert_eq!(callers.by_token("s3cret-user").unwrap().scope, CallerScope::User);
         assert!(callers.by_token("wrong").is_none());
         assert!(callers.by_token("").is_none());
         assert!(!callers.has_certificates());
@@ -306,45 +307,45 @@ mod tests {
             "ingest system cert-sha256:{openssl_style}\nweb user cert-sha256:{}\n",
             certificate_fingerprint(b"other")
         );
-        let callers = Callers::parse(&text).unwrap();
+        let callers = CallingServices::parse(&text).unwrap();
         assert!(callers.has_certificates());
         let caller = callers.by_certificate(der).unwrap();
         assert_eq!(
             (caller.name.as_str(), caller.scope),
-            ("ingest", Scope::System)
+            ("ingest", CallerScope::System)
         );
-        assert_eq!(callers.by_certificate(b"other").unwrap().scope, Scope::User);
+        assert_eq!(callers.by_certificate(b"other").unwrap().scope, CallerScope::User);
         assert!(callers.by_certificate(b"unknown").is_none());
         // A token line and a certificate line never stand in for each other.
-        let token_line = Callers::parse(&format!("svc system {}", hash_token("abc"))).unwrap();
+        let token_line = CallingServices::parse(&format!("svc system {}", hash_token("abc"))).unwrap();
         assert!(token_line.by_certificate(b"abc").is_none());
     }
 
     #[test]
     fn malformed_files_say_which_line() {
-        assert!(Callers::parse("a system").unwrap_err().contains("line 1"));
-        assert!(Callers::parse("a admin 00").unwrap_err().contains("scope"));
-        assert!(Callers::parse("a user abc").unwrap_err().contains("64 hex"));
+        assert!(CallingServices::parse("a system").unwrap_err().contains("line 1"));
+        assert!(CallingServices::parse("a admin 00").unwrap_err().contains("scope"));
+        assert!(CallingServices::parse("a user abc").unwrap_err().contains("64 hex"));
         assert!(
-            Callers::parse("a user cert-sha256:abc")
+            CallingServices::parse("a user cert-sha256:abc")
                 .unwrap_err()
                 .contains("64 hex")
         );
         let (x, y) = (hash_token("x"), hash_token("y"));
         let twice = format!("a user {x}\na user {y}\n");
-        assert!(Callers::parse(&twice).unwrap_err().contains("twice"));
-        assert!(Callers::parse("\n# nothing\n").unwrap().is_empty());
+        assert!(CallingServices::parse(&twice).unwrap_err().contains("twice"));
+        assert!(CallingServices::parse("\n# nothing\n").unwrap().is_empty());
         // One name may have a token and a certificate, with one scope.
         let both = format!("a user {x}\na user cert-sha256:{y}\n");
-        assert!(Callers::parse(&both).is_ok());
+        assert!(CallingServices::parse(&both).is_ok());
         let scopes = format!("a user {x}\na system cert-sha256:{y}\n");
-        assert!(Callers::parse(&scopes).unwrap_err().contains("scope"));
+        assert!(CallingServices::parse(&scopes).unwrap_err().contains("scope"));
     }
 
     #[test]
     fn the_example_files_parse() {
         assert!(
-            !Callers::parse(include_str!("../deploy/tokens.example"))
+            !CallingServices::parse(include_str!("../deploy/tokens.example"))
                 .unwrap()
                 .is_empty()
         );
@@ -354,19 +355,19 @@ mod tests {
             .and_then(|(_, rest)| rest.split_once("```"))
             .expect("docs/calling-services.md has the tokens file example")
             .0;
-        let callers = Callers::parse(example).unwrap();
+        let callers = CallingServices::parse(example).unwrap();
         assert!(callers.has_certificates() && callers.by_token("x").is_none());
     }
 
     #[test]
     fn one_secret_belongs_to_one_caller() {
         let h = hash_token("shared");
-        let err = Callers::parse(&format!("a user {h}\nb system {h}\n")).unwrap_err();
+        let err = CallingServices::parse(&format!("a user {h}\nb system {h}\n")).unwrap_err();
         assert!(
             err.contains("line 2") && err.contains("same token"),
             "{err}"
         );
-        let err = Callers::parse(&format!("a user cert-sha256:{h}\nb user cert-sha256:{h}\n"))
+        let err = CallingServices::parse(&format!("a user cert-sha256:{h}\nb user cert-sha256:{h}\n"))
             .unwrap_err();
         assert!(err.contains("same certificate"), "{err}");
     }
@@ -389,7 +390,7 @@ mod tests {
 
     #[test]
     fn unauthenticated_serving_is_for_loopback_unless_allowed() {
-        let none = Callers::default();
+        let none = CallingServices::default();
         let loopback = "127.0.0.1:50051".parse().unwrap();
         let public = "0.0.0.0:50051".parse().unwrap();
         assert!(
@@ -403,7 +404,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        let some = Callers::parse(&format!("svc system {}", hash_token("t"))).unwrap();
+        let some = CallingServices::parse(&format!("svc system {}", hash_token("t"))).unwrap();
         assert_eq!(check_exposure(&some, false, public, false).unwrap(), None);
         assert_eq!(check_exposure(&some, true, public, false).unwrap(), None);
     }
@@ -411,12 +412,12 @@ mod tests {
     #[test]
     fn mutual_tls_needs_callers_and_certificate_lines_need_mutual_tls() {
         let loopback = "127.0.0.1:50051".parse().unwrap();
-        let none = Callers::default();
+        let none = CallingServices::default();
         for allow in [false, true] {
             let err = check_exposure(&none, true, loopback, allow).unwrap_err();
             assert!(err.contains("cert-sha256"), "{err}");
         }
-        let pinned = Callers::parse(&format!("svc user cert-sha256:{}", hash_token("c"))).unwrap();
+        let pinned = CallingServices::parse(&format!("svc user cert-sha256:{}", hash_token("c"))).unwrap();
         assert_eq!(
             check_exposure(&pinned, true, loopback, false).unwrap(),
             None

@@ -78,6 +78,7 @@ pub fn check_permissions(field: &str, permissions: Permissions) -> AppResult<()>
     Ok(())
 }
 
+/// Which conversations an access group covers (the proto's `AccessGroupScope`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupScope {
     pub all_conversations: bool,

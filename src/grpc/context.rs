@@ -5,7 +5,7 @@ use tonic::Request;
 use tonic::metadata::MetadataMap;
 
 use super::middleware::{CallerIdentity, REQUEST_ID_HEADER, RequestId};
-use crate::auth::Scope;
+use crate::auth::CallerScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, Caller, SystemCall};
@@ -56,7 +56,7 @@ pub fn caller<T>(request: &Request<T>) -> AppResult<Caller> {
     let user_scoped = request
         .extensions()
         .get::<CallerIdentity>()
-        .is_some_and(|identity| identity.scope == Scope::User);
+        .is_some_and(|identity| identity.scope == CallerScope::User);
     let acting = matches!(actor_header(request.metadata()), Ok(Some(_)) | Err(_));
     if acting || user_scoped {
         Ok(Caller::Actor(actor_call(request)?))

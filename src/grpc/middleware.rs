@@ -25,7 +25,7 @@ use super::framing::{FramedBody, single_message_methods};
 use super::protocol;
 use super::request_read::BoundedRead;
 use super::status::refusal;
-use crate::auth::{Caller, Callers, Scope, certificate_fingerprint, is_public, is_system_rpc};
+use crate::auth::{CallingService, CallingServices, CallerScope, certificate_fingerprint, is_public, is_system_rpc};
 use crate::domain::validate;
 use crate::error::{AppError, Reason};
 use crate::listener::Peer;
@@ -42,7 +42,7 @@ pub struct RequestId(pub String);
 #[derive(Debug, Clone)]
 pub struct CallerIdentity {
     pub name: String,
-    pub scope: Scope,
+    pub scope: CallerScope,
 }
 
 /// How far the server is into shutting down.
@@ -67,7 +67,7 @@ pub struct Limits {
 }
 
 struct Policy {
-    callers: Callers,
+    callers: CallingServices,
     in_flight: Arc<Semaphore>,
     limits: Limits,
     shares: Arc<Shares>,
@@ -93,7 +93,7 @@ pub struct CallLayer {
 impl CallLayer {
     /// `callers` empty means no authentication; calls beyond `limits` are shed; `phase` says when to refuse
     /// new calls and when to cancel running ones.
-    pub fn new(callers: Callers, limits: Limits, phase: watch::Receiver<Phase>) -> Self {
+    pub fn new(callers: CallingServices, limits: Limits, phase: watch::Receiver<Phase>) -> Self {
         Self {
             policy: Arc::new(Policy {
                 callers,
@@ -229,7 +229,7 @@ impl Policy {
         }
         let identity = identity?;
         if let Some(identity) = &identity
-            && identity.scope == Scope::User
+            && identity.scope == CallerScope::User
             && is_system_rpc(path)
         {
             return Err(Refused::new(
@@ -291,7 +291,7 @@ impl Policy {
                 "send `authorization: Bearer <token>` with the token issued to your service",
             )
         };
-        let caller: &Caller = match headers.get(http::header::AUTHORIZATION) {
+        let caller: &CallingService = match headers.get(http::header::AUTHORIZATION) {
             Some(value) => {
                 let secret = value
                     .to_str()
@@ -448,7 +448,7 @@ mod tests {
 
     fn policy(limits: Limits, phase: watch::Receiver<Phase>) -> Policy {
         Policy {
-            callers: Callers::default(),
+            callers: CallingServices::default(),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             shares: Shares::new(limits.per_caller, limits.per_actor),
             limits,

@@ -109,7 +109,7 @@ pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<
 
 /// One campaign's part, as read and planned.
 struct Planned {
-    cursor: auto_assign::Cursor,
+    settings: auto_assign::LockedSettings,
     drain: i64,
     reads: auto_assign::TriggerReads,
     plan: BatchPlan,
@@ -132,7 +132,7 @@ async fn run_batch_in(
     let ids: Vec<&str> = campaigns.iter().map(|part| part.campaign_id).collect();
     // Creates the conversations the triggers bring first, then locks; the feed heads too, so the write can
     // number the campaigns' events (no sequencer transaction per campaign after the batch).
-    let mut cursors = auto_assign::lock_campaigns(&mut tx, &ids, &campaigns, true).await?;
+    let mut locked = auto_assign::lock_campaigns(&mut tx, &ids, &campaigns, true).await?;
     let lock_wait = waiting.elapsed().as_secs_f64();
     metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
     transaction.record("lock_wait_ms", lock_wait * 1e3);
@@ -141,22 +141,22 @@ async fn run_batch_in(
 
     let mut reading = Vec::with_capacity(parts.len());
     for part in &campaigns {
-        let cursor = cursors
+        let settings = locked
             .remove(part.campaign_id)
             .ok_or_else(|| unlocked(part.campaign_id))?;
-        let drain = if cursor.auto_assign_enabled && cursor.has_waiting {
+        let drain = if settings.auto_assign_enabled && settings.has_waiting {
             DRAIN_LIMIT
         } else {
             0
         };
         let scope = auto_assign::ReadScope {
-            enabled: cursor.auto_assign_enabled,
-            last_assigned: cursor.rotation_start == RotationStart::LastAssigned,
+            enabled: settings.auto_assign_enabled,
+            last_assigned: settings.rotation_start == RotationStart::LastAssigned,
             drain,
-            default_capacity: cursor.default_capacity,
-            balanced: cursor.routing_mode == RoutingMode::Balanced,
+            default_capacity: settings.default_capacity,
+            balanced: settings.routing_mode == RoutingMode::Balanced,
         };
-        reading.push((cursor, drain, scope));
+        reading.push((settings, drain, scope));
     }
     // Loads (capacity or balance in play) are read, and folded, by the same statement.
     let read_parts: Vec<_> = campaigns
@@ -168,18 +168,18 @@ async fn run_batch_in(
     let planned: Vec<Planned> = reading
         .into_iter()
         .zip(all_reads)
-        .map(|((cursor, drain, _), mut reads)| {
-            let start = match cursor.rotation_start {
+        .map(|((settings, drain, _), mut reads)| {
+            let start = match settings.rotation_start {
                 RotationStart::LastAssigned => reads.last_assigned.as_deref(),
-                RotationStart::LastAutoAssigned => cursor.last_auto_assignee_id.as_deref(),
+                RotationStart::LastAutoAssigned => settings.last_auto_assignee_id.as_deref(),
             };
             let routing = Routing {
-                mode: cursor.routing_mode,
+                mode: settings.routing_mode,
                 loads: reads.loads.take(),
             };
-            let plan = plan_batch(cursor.auto_assign_enabled, start, routing, &reads.states);
+            let plan = plan_batch(settings.auto_assign_enabled, start, routing, &reads.states);
             Planned {
-                cursor,
+                settings,
                 drain,
                 reads,
                 plan,
@@ -208,9 +208,9 @@ async fn run_batch_in(
                 states: &planned.reads.states,
                 request_ids,
                 plan: &planned.plan,
-                old_cursor: planned.cursor.last_auto_assignee_id.as_deref(),
+                old_cursor: planned.settings.last_auto_assignee_id.as_deref(),
                 waiting: waiting_after(
-                    &planned.cursor,
+                    &planned.settings,
                     &planned.reads,
                     &planned.plan,
                     planned.drain,
@@ -330,7 +330,7 @@ fn unlocked(campaign_id: &str) -> AppError {
 /// Whether conversations may still wait after the batch: some were queued by it, or some it read stayed,
 /// or it read as many as it may and more may follow.
 fn waiting_after(
-    cursor: &auto_assign::Cursor,
+    settings: &auto_assign::LockedSettings,
     reads: &auto_assign::TriggerReads,
     plan: &BatchPlan,
     drain: i64,
@@ -341,12 +341,12 @@ fn waiting_after(
         .any(|v| matches!(v, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued));
     let has_waiting = if drain == 0 {
         // Not drained (auto-assignment off, or nothing waits): the flag keeps its meaning.
-        cursor.has_waiting || queued
+        settings.has_waiting || queued
     } else {
         queued || reads.queue_read as i64 == drain
     };
     auto_assign::WaitingAfter {
-        was: cursor.has_waiting,
+        was: settings.has_waiting,
         has_waiting,
     }
 }

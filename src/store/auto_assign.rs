@@ -18,9 +18,10 @@ use crate::domain::auto_assign::{
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
 
-/// The campaign's auto-assign lock, held until the transaction ends, and what it guards.
+/// The campaign's locked `inbox_settings` row: its auto-assign lock, held until the transaction ends, and
+/// what it guards (the settings a batch decides by, the round-robin cursor among them).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Cursor {
+pub struct LockedSettings {
     pub auto_assign_enabled: bool,
     /// Whether conversations may be waiting (see the `has_waiting` column).
     pub has_waiting: bool,
@@ -118,9 +119,9 @@ pub async fn prune_triggers(conn: &mut Conn, retention: std::time::Duration) -> 
 }
 
 /// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
-pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Cursor> {
-    let mut cursors = lock_campaigns(conn, &[campaign_id], &[], false).await?;
-    cursors
+pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<LockedSettings> {
+    let mut locked = lock_campaigns(conn, &[campaign_id], &[], false).await?;
+    locked
         .remove(campaign_id)
         .ok_or_else(|| missing_settings(campaign_id))
 }
@@ -139,7 +140,7 @@ pub async fn lock_campaigns(
     campaign_ids: &[&str],
     parts: &[CampaignTriggers<'_>],
     feed_heads: bool,
-) -> AppResult<HashMap<String, Cursor>> {
+) -> AppResult<HashMap<String, LockedSettings>> {
     const COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
                            default_capacity, routing_mode, rotation_start";
     let mut creates: Vec<(&str, &Trigger)> = parts
@@ -201,7 +202,7 @@ pub async fn lock_campaigns(
         "SELECT {COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
           ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
     );
-    let mut rows: Vec<CursorRow> = sqlx::query_as(&create_and_lock)
+    let mut rows: Vec<LockedSettingsRow> = sqlx::query_as(&create_and_lock)
         .bind(campaign_ids)
         .bind(&create_campaigns)
         .bind(&ids)
@@ -219,15 +220,15 @@ pub async fn lock_campaigns(
     }
     Ok(rows
         .into_iter()
-        .map(|row| (row.campaign_id, row.cursor))
+        .map(|row| (row.campaign_id, row.settings))
         .collect())
 }
 
 #[derive(sqlx::FromRow)]
-struct CursorRow {
+struct LockedSettingsRow {
     campaign_id: String,
     #[sqlx(flatten)]
-    cursor: Cursor,
+    settings: LockedSettings,
 }
 
 /// `lock_campaigns` makes every row it locks: only a broken database could leave one out.

@@ -2,15 +2,17 @@
 //!
 //! Every trigger of a campaign must pass through the campaign's auto-assign lock, so one transaction per
 //! trigger caps a hot campaign at one lock hold (several round trips and a commit) per trigger, and many
-//! quiet campaigns at one transaction each per trigger. Here, triggers wait in their campaign's queue while
-//! the replica's batches are running; the next batch takes the waiting triggers of several campaigns (each
+//! quiet campaigns at one transaction each per trigger. Here, triggers wait in their campaign's backlog while
+//! the replica's batches are running; the next batch takes the pending triggers of several campaigns (each
 //! campaign in at most one running batch) and decides them in one transaction, taking the campaigns' locks in
 //! a fixed order. Each caller still gets its own answer, and since each campaign's part is decided as if its
 //! triggers had come one by one, fairness stays exact. At most `concurrency` batches run at once.
 //!
-//! A campaign's queue is bounded (past the bound a trigger is refused with AUTO_ASSIGN_QUEUE_FULL), and
-//! triggers whose callers gave up waiting (deadline, cancel) are dropped before their batch runs: nobody
-//! would hear the answer, and a redelivery will be decided afresh.
+//! A campaign's backlog of triggers is bounded (past the bound a trigger is refused with
+//! AUTO_ASSIGN_QUEUE_FULL, the reason's name kept from before it was called a backlog), and triggers whose
+//! callers gave up waiting (deadline, cancel) are dropped before their batch runs: nobody would hear the
+//! answer, and a redelivery will be decided afresh. (The backlog holds triggers; the waiting queue,
+//! `waiting` in every layer, holds conversations nobody could take.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -39,7 +41,7 @@ struct Pending {
 /// A campaign's triggers waiting for its next batch, and whether a drain of its waiting conversations was
 /// asked for (a batch part without triggers).
 #[derive(Default)]
-struct CampaignQueue {
+struct CampaignBacklog {
     pending: VecDeque<Pending>,
     drain: bool,
     /// A running batch holds this campaign: its next part waits for that batch to end.
@@ -48,7 +50,7 @@ struct CampaignQueue {
     ready: bool,
 }
 
-impl CampaignQueue {
+impl CampaignBacklog {
     fn has_work(&self) -> bool {
         !self.pending.is_empty() || self.drain
     }
@@ -57,7 +59,7 @@ impl CampaignQueue {
 /// A campaign has an entry while it has work or a running batch.
 #[derive(Default)]
 struct State {
-    campaigns: HashMap<String, CampaignQueue>,
+    campaigns: HashMap<String, CampaignBacklog>,
     /// Campaigns with work and no running batch, oldest first.
     ready: VecDeque<String>,
     /// Batch runners alive.
@@ -68,14 +70,14 @@ impl State {
     /// Puts the campaign in line for the next batch if it has work and no running batch; forgets it if it
     /// has neither.
     fn settle(&mut self, campaign_id: &str) {
-        let Some(queue) = self.campaigns.get_mut(campaign_id) else {
+        let Some(backlog) = self.campaigns.get_mut(campaign_id) else {
             return;
         };
-        if queue.running || queue.ready {
+        if backlog.running || backlog.ready {
             return;
         }
-        if queue.has_work() {
-            queue.ready = true;
+        if backlog.has_work() {
+            backlog.ready = true;
             self.ready.push_back(campaign_id.to_owned());
         } else {
             self.campaigns.remove(campaign_id);
@@ -91,33 +93,33 @@ struct Part {
     spans: Vec<tracing::Span>,
 }
 
-/// Cheap to clone; clones share the queues.
+/// Cheap to clone; clones share the backlogs.
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
     /// Told after each batch: its history is fanned out (and numbered, if the batch left some).
     feed: Feed,
     max_batch: usize,
-    max_queue: usize,
+    max_backlog: usize,
     concurrency: usize,
     state: Arc<Mutex<State>>,
 }
 
 impl Coalescer {
-    /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_queue` triggers of a
+    /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_backlog` triggers of a
     /// campaign wait for its next batch, and at most `concurrency` batches run at once.
     pub fn new(
         store: Store,
         feed: Feed,
         max_batch: usize,
-        max_queue: usize,
+        max_backlog: usize,
         concurrency: usize,
     ) -> Self {
         Self {
             store,
             feed,
             max_batch: max_batch.max(1),
-            max_queue: max_queue.max(1),
+            max_backlog: max_backlog.max(1),
             concurrency: concurrency.max(1),
             state: Arc::default(),
         }
@@ -133,15 +135,15 @@ impl Coalescer {
         };
         {
             let mut state = self.state.lock().expect("coalescer state");
-            let queue = state.campaigns.entry(campaign_id.to_owned()).or_default();
-            if queue.pending.len() >= self.max_queue {
+            let backlog = state.campaigns.entry(campaign_id.to_owned()).or_default();
+            if backlog.pending.len() >= self.max_backlog {
                 // Callers that gave up free their places first.
-                queue.pending.retain(|p| !p.reply.is_closed());
+                backlog.pending.retain(|p| !p.reply.is_closed());
             }
-            if queue.pending.len() >= self.max_queue {
-                return Err(queue_full(self.max_queue));
+            if backlog.pending.len() >= self.max_backlog {
+                return Err(backlog_full(self.max_backlog));
             }
-            queue.pending.push_back(pending);
+            backlog.pending.push_back(pending);
             state.settle(campaign_id);
             self.start_runner(&mut state);
         }
@@ -199,10 +201,10 @@ impl Coalescer {
         while size < self.max_batch
             && let Some(campaign_id) = state.ready.pop_front()
         {
-            let Some(queue) = state.campaigns.get_mut(&campaign_id) else {
+            let Some(backlog) = state.campaigns.get_mut(&campaign_id) else {
                 continue;
             };
-            queue.ready = false;
+            backlog.ready = false;
             let mut part = Part {
                 campaign_id: campaign_id.clone(),
                 triggers: Vec::new(),
@@ -210,7 +212,7 @@ impl Coalescer {
                 spans: Vec::new(),
             };
             while size < self.max_batch
-                && let Some(pending) = queue.pending.pop_front()
+                && let Some(pending) = backlog.pending.pop_front()
             {
                 if pending.reply.is_closed() {
                     abandoned += 1;
@@ -222,12 +224,12 @@ impl Coalescer {
                 part.spans.push(pending.span);
             }
             // Every part drains first, so a drain asked for is done by this one.
-            let drain = std::mem::take(&mut queue.drain);
+            let drain = std::mem::take(&mut backlog.drain);
             if part.triggers.is_empty() && !drain {
                 state.settle(&campaign_id);
                 continue;
             }
-            queue.running = true;
+            backlog.running = true;
             parts.push(part);
         }
         if abandoned > 0 {
@@ -272,10 +274,10 @@ impl Coalescer {
             {
                 let mut state = self.state.lock().expect("coalescer state");
                 for (part, again) in parts.iter().zip(&drain_again) {
-                    if let Some(queue) = state.campaigns.get_mut(&part.campaign_id) {
-                        queue.running = false;
-                        // A long queue drains batch after batch, not one batch per event or sweep.
-                        queue.drain |= *again;
+                    if let Some(backlog) = state.campaigns.get_mut(&part.campaign_id) {
+                        backlog.running = false;
+                        // A long waiting queue drains batch after batch, not one batch per event or sweep.
+                        backlog.drain |= *again;
                     }
                     state.settle(&part.campaign_id);
                 }
@@ -307,8 +309,8 @@ impl Coalescer {
     }
 }
 
-/// If a runner dies mid-batch, forget its campaigns' queues so their next triggers start afresh (dropping
-/// the queued replies tells their callers the batch failed), and count the runner gone.
+/// If a runner dies mid-batch, forget its campaigns' backlogs so their next triggers start afresh (dropping
+/// the pending replies tells their callers the batch failed), and count the runner gone.
 struct RunnerGuard<'a> {
     state: &'a Mutex<State>,
     campaigns: Vec<String>,
@@ -334,11 +336,11 @@ fn batch_failed() -> AppError {
     )
 }
 
-fn queue_full(max_queue: usize) -> AppError {
+fn backlog_full(max_backlog: usize) -> AppError {
     AppError::new(
         Reason::AutoAssignQueueFull,
         format!(
-            "{max_queue} auto-assign triggers of this campaign are already waiting; retry with backoff"
+            "{max_backlog} auto-assign triggers of this campaign are already waiting; retry with backoff"
         ),
     )
 }
