@@ -1,6 +1,10 @@
 //! Reading conversations: one, a page, who may reply, and the assignment history. What an organizer may
 //! see is decided by `domain::access::may_view`, here and in every other use case.
 
+use std::time::Duration;
+
+use tokio::time::Instant;
+
 use crate::domain::access::{ReplyDecision, may_view, reply_permission};
 use crate::domain::actor::{require_admin, require_self_or_admin};
 use crate::domain::model::{Actor, Conversation, ConversationStatus, UserRef};
@@ -160,10 +164,9 @@ pub async fn history(
             "list the whole campaign's history; pass a conversation_id",
         )?,
     }
-    // Read your writes: events committed but not numbered yet are numbered first.
-    if history::has_unsequenced(&mut conn, &call.campaign_id).await? {
-        crate::service::feed::sequence(store, &call.campaign_id).await?;
-    }
+    // Read your writes, without writing: the history lists numbered events only, so it first waits for the
+    // sequencer its writers woke to number what they committed.
+    await_numbering(&mut conn, &call.campaign_id).await?;
     let rows = history::list(
         &mut conn,
         &call.campaign_id,
@@ -185,6 +188,30 @@ pub async fn history(
     Ok(Page::from_rows(events, limit, |row| {
         pages.event_token(row.place.event_id)
     }))
+}
+
+/// How long a history read waits for events committed before it to be numbered. Their writers woke the
+/// sequencer after committing, so this is milliseconds, unless a writer died before waking it: then the read
+/// gives up and lists what is numbered, and the periodic sweep numbers the rest.
+const NUMBERING_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits (reading only) until the campaign's events committed before now are numbered, at most
+/// [`NUMBERING_WAIT`]. A read never numbers events itself: numbering takes the feed head's lock, a write.
+async fn await_numbering(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
+    let Some(newest) = history::newest_unnumbered(conn, campaign_id).await? else {
+        return Ok(());
+    };
+    let deadline = Instant::now() + NUMBERING_WAIT;
+    let mut pause = Duration::from_millis(1);
+    while Instant::now() < deadline {
+        tokio::time::sleep(pause).await;
+        if history::numbered_through(conn, campaign_id, newest).await? {
+            return Ok(());
+        }
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+    tracing::debug!(campaign_id, "history lists events not numbered yet without them");
+    Ok(())
 }
 
 /// The conversation with what `user`'s groups grant on it; not found when `user` may not see it.

@@ -29,12 +29,24 @@ pub async fn list(
         .await?)
 }
 
-/// Whether the campaign has committed events not numbered yet.
-pub async fn has_unsequenced(conn: &mut Conn, campaign_id: &str) -> AppResult<bool> {
+/// The newest of the campaign's committed events not numbered yet (`None`: every one is numbered).
+pub async fn newest_unnumbered(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<i64>> {
     Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL)",
+        "SELECT max(event_id) FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL",
     )
     .bind(campaign_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Whether every committed event of the campaign up to `event_id` is numbered.
+pub async fn numbered_through(conn: &mut Conn, campaign_id: &str, event_id: i64) -> AppResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT NOT EXISTS (SELECT 1 FROM assignment_events \
+          WHERE campaign_id = $1 AND seq IS NULL AND event_id <= $2)",
+    )
+    .bind(campaign_id)
+    .bind(event_id)
     .fetch_one(conn)
     .await?)
 }

@@ -617,3 +617,34 @@ async fn a_backlog_longer_than_a_batch_numbers_is_finished_after_it_in_order() {
     assert_eq!(&order[order.len() - expected.len()..], expected.as_slice());
     assert_eq!(head(&app).await, seqs.len() as i64);
 }
+
+/// The campaign's feed heads, as (campaign, head) rows.
+async fn heads(app: &TestApp) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT campaign_id, last_seq FROM feed_heads ORDER BY campaign_id")
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap()
+}
+
+/// ListAssignmentHistory is a read: it numbers nothing, not even events a dead replica left unnumbered
+/// (the feed's heads and numbers stay as they were), yet lists a change committed just before it.
+#[tokio::test]
+async fn listing_the_history_writes_nothing_and_shows_what_was_just_committed() {
+    let app = auto_campaign().await;
+    let left = unnumbered_events(&app, 2).await;
+    let (numbers, heads_before) = (feed_numbers(&app).await, heads(&app).await);
+    history(&app).await;
+    assert_eq!(feed_numbers(&app).await, numbers, "the read numbered events");
+    assert_eq!(heads(&app).await, heads_before, "the read moved a feed head");
+
+    // The writer's own wake-up numbers what it committed (and what was left before it).
+    assign(&app, "c2", "org1").await;
+    let listed = history(&app).await;
+    let last = listed.last().expect("the assignment is listed");
+    assert_eq!(
+        (last.action(), last.actor_id.as_deref()),
+        (pb::AssignmentAction::Assign, Some("admin")),
+        "the change just committed is listed last"
+    );
+    assert_eq!(listed.len(), left.len() + 1, "{listed:?}");
+}
