@@ -285,7 +285,10 @@ mod tests {
             (system.name.as_str(), system.scope),
             ("flow-builder", CallerScope::System)
         );
-        assert_eq!(callers.by_token("s3cret-user").unwrap().scope, CallerScope::User);
+        assert_eq!(
+            callers.by_token("s3cret-user").unwrap().scope,
+            CallerScope::User
+        );
         assert!(callers.by_token("wrong").is_none());
         assert!(callers.by_token("").is_none());
         assert!(!callers.has_certificates());
@@ -314,18 +317,34 @@ mod tests {
             (caller.name.as_str(), caller.scope),
             ("ingest", CallerScope::System)
         );
-        assert_eq!(callers.by_certificate(b"other").unwrap().scope, CallerScope::User);
+        assert_eq!(
+            callers.by_certificate(b"other").unwrap().scope,
+            CallerScope::User
+        );
         assert!(callers.by_certificate(b"unknown").is_none());
         // A token line and a certificate line never stand in for each other.
-        let token_line = CallingServices::parse(&format!("svc system {}", hash_token("abc"))).unwrap();
+        let token_line =
+            CallingServices::parse(&format!("svc system {}", hash_token("abc"))).unwrap();
         assert!(token_line.by_certificate(b"abc").is_none());
     }
 
     #[test]
     fn malformed_files_say_which_line() {
-        assert!(CallingServices::parse("a system").unwrap_err().contains("line 1"));
-        assert!(CallingServices::parse("a admin 00").unwrap_err().contains("scope"));
-        assert!(CallingServices::parse("a user abc").unwrap_err().contains("64 hex"));
+        assert!(
+            CallingServices::parse("a system")
+                .unwrap_err()
+                .contains("line 1")
+        );
+        assert!(
+            CallingServices::parse("a admin 00")
+                .unwrap_err()
+                .contains("scope")
+        );
+        assert!(
+            CallingServices::parse("a user abc")
+                .unwrap_err()
+                .contains("64 hex")
+        );
         assert!(
             CallingServices::parse("a user cert-sha256:abc")
                 .unwrap_err()
@@ -333,13 +352,21 @@ mod tests {
         );
         let (x, y) = (hash_token("x"), hash_token("y"));
         let twice = format!("a user {x}\na user {y}\n");
-        assert!(CallingServices::parse(&twice).unwrap_err().contains("twice"));
+        assert!(
+            CallingServices::parse(&twice)
+                .unwrap_err()
+                .contains("twice")
+        );
         assert!(CallingServices::parse("\n# nothing\n").unwrap().is_empty());
         // One name may have a token and a certificate, with one scope.
         let both = format!("a user {x}\na user cert-sha256:{y}\n");
         assert!(CallingServices::parse(&both).is_ok());
         let scopes = format!("a user {x}\na system cert-sha256:{y}\n");
-        assert!(CallingServices::parse(&scopes).unwrap_err().contains("scope"));
+        assert!(
+            CallingServices::parse(&scopes)
+                .unwrap_err()
+                .contains("scope")
+        );
     }
 
     #[test]
@@ -367,8 +394,9 @@ mod tests {
             err.contains("line 2") && err.contains("same token"),
             "{err}"
         );
-        let err = CallingServices::parse(&format!("a user cert-sha256:{h}\nb user cert-sha256:{h}\n"))
-            .unwrap_err();
+        let err =
+            CallingServices::parse(&format!("a user cert-sha256:{h}\nb user cert-sha256:{h}\n"))
+                .unwrap_err();
         assert!(err.contains("same certificate"), "{err}");
     }
 
@@ -417,7 +445,8 @@ mod tests {
             let err = check_exposure(&none, true, loopback, allow).unwrap_err();
             assert!(err.contains("cert-sha256"), "{err}");
         }
-        let pinned = CallingServices::parse(&format!("svc user cert-sha256:{}", hash_token("c"))).unwrap();
+        let pinned =
+            CallingServices::parse(&format!("svc user cert-sha256:{}", hash_token("c"))).unwrap();
         assert_eq!(
             check_exposure(&pinned, true, loopback, false).unwrap(),
             None

@@ -25,7 +25,9 @@ use super::framing::{FramedBody, single_message_methods};
 use super::protocol;
 use super::request_read::BoundedRead;
 use super::status::refusal;
-use crate::auth::{CallingService, CallingServices, CallerScope, certificate_fingerprint, is_public, is_system_rpc};
+use crate::auth::{
+    CallerScope, CallingService, CallingServices, certificate_fingerprint, is_public, is_system_rpc,
+};
 use crate::domain::validate;
 use crate::error::{AppError, Reason};
 use crate::listener::Peer;

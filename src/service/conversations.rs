@@ -210,7 +210,10 @@ async fn await_numbering(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
         }
         pause = (pause * 2).min(Duration::from_millis(50));
     }
-    tracing::debug!(campaign_id, "history lists events not numbered yet without them");
+    tracing::debug!(
+        campaign_id,
+        "history lists events not numbered yet without them"
+    );
     Ok(())
 }
 

@@ -40,7 +40,11 @@ pub async fn newest_unnumbered(conn: &mut Conn, campaign_id: &str) -> AppResult<
 }
 
 /// Whether every committed event of the campaign up to `event_id` is numbered.
-pub async fn numbered_through(conn: &mut Conn, campaign_id: &str, event_id: i64) -> AppResult<bool> {
+pub async fn numbered_through(
+    conn: &mut Conn,
+    campaign_id: &str,
+    event_id: i64,
+) -> AppResult<bool> {
     Ok(sqlx::query_scalar(
         "SELECT NOT EXISTS (SELECT 1 FROM assignment_events \
           WHERE campaign_id = $1 AND seq IS NULL AND event_id <= $2)",

@@ -634,8 +634,16 @@ async fn listing_the_history_writes_nothing_and_shows_what_was_just_committed() 
     let left = unnumbered_events(&app, 2).await;
     let (numbers, heads_before) = (feed_numbers(&app).await, heads(&app).await);
     history(&app).await;
-    assert_eq!(feed_numbers(&app).await, numbers, "the read numbered events");
-    assert_eq!(heads(&app).await, heads_before, "the read moved a feed head");
+    assert_eq!(
+        feed_numbers(&app).await,
+        numbers,
+        "the read numbered events"
+    );
+    assert_eq!(
+        heads(&app).await,
+        heads_before,
+        "the read moved a feed head"
+    );
 
     // The writer's own wake-up numbers what it committed (and what was left before it).
     assign(&app, "c2", "org1").await;
