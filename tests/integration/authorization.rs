@@ -13,7 +13,7 @@ use assignment_service::pb::BulkItemOutcome::{
     Assigned, Reassigned, Refused, Unassigned, Unchanged,
 };
 use assignment_service::pb::ReplyPermissionReason as Why;
-use calls::{Caller, VIEWABLE_TAG};
+use calls::{CallMetadata, VIEWABLE_TAG};
 use fixture::Fixture;
 use prost::Message;
 use tonic::Code;
@@ -93,7 +93,7 @@ impl Cell {
         }
     }
 
-    fn caller(self, system_rpc: bool) -> Caller {
+    fn caller(self, system_rpc: bool) -> CallMetadata {
         use Cell::*;
         let (valid, other) = match system_rpc {
             true => (SYSTEM_TOKEN, USER_TOKEN),
@@ -118,7 +118,7 @@ impl Cell {
             DuplicateRequestId => twice("x-request-id", "request-1", "request-2"),
             _ => None,
         };
-        Caller {
+        CallMetadata {
             campaign: CAMPAIGN,
             actor: self.actor().filter(|_| !system_rpc).map(str::to_owned),
             token: token.map(str::to_owned),

@@ -23,14 +23,14 @@ pub const DEACTIVATED: &str = "deactivate-me";
 /// A call's metadata: the campaign, the acting user and the bearer token, each when present; and a header
 /// sent with these two values instead.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub struct CallMetadata {
     pub campaign: &'static str,
     pub actor: Option<String>,
     pub token: Option<String>,
     pub repeated: Option<(&'static str, [String; 2])>,
 }
 
-impl Caller {
+impl CallMetadata {
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         let metadata = request.metadata_mut();
@@ -125,7 +125,7 @@ fn view_only_tagged() -> (
 
 /// Makes the real call of `method` as `caller` about `s`. Streaming RPCs send their options (when they
 /// take any) and one batch holding the conversation.
-pub async fn call(channel: &Channel, method: &str, caller: &Caller, s: &Subject) -> Answer {
+pub async fn call(channel: &Channel, method: &str, caller: &CallMetadata, s: &Subject) -> Answer {
     let mut assignments = AssignmentServiceClient::new(channel.clone());
     let mut groups = AccessGroupServiceClient::new(channel.clone());
     let mut directory = DirectoryServiceClient::new(channel.clone());
@@ -443,7 +443,7 @@ pub async fn call(channel: &Channel, method: &str, caller: &Caller, s: &Subject)
 /// Every page of ListConversations.
 async fn list_conversations(
     client: &mut AssignmentServiceClient<Channel>,
-    caller: &Caller,
+    caller: &CallMetadata,
 ) -> Answer {
     let mut listed = Vec::new();
     let mut page_token = String::new();

@@ -4,7 +4,7 @@ use assignment_service::auth::hash_token;
 use assignment_service::pb;
 use tonic::transport::Channel;
 
-use super::calls::{Caller, Subject, VIEWABLE_TAG, call};
+use super::calls::{CallMetadata, Subject, VIEWABLE_TAG, call};
 use super::judge::same_as_missing;
 use super::{Cell, Expect, OTHER_CAMPAIGN, Row, SYSTEM_TOKEN, USER_TOKEN, USERS, is_system, rpcs};
 use crate::harness::{CAMPAIGN, NO_SWEEP, TestApp};
@@ -15,7 +15,7 @@ use crate::snapshot::Snapshot;
 pub struct Fixture {
     app: TestApp,
     channel: Channel,
-    setup: Caller,
+    setup: CallMetadata,
 }
 
 impl Fixture {
@@ -31,7 +31,7 @@ impl Fixture {
             TestApp::start_configured(&NO_SWEEP).await
         };
         let channel = app.channel().await;
-        let setup = Caller {
+        let setup = CallMetadata {
             campaign: CAMPAIGN,
             actor: Some("admin".into()),
             token: with_tokens.then(|| SYSTEM_TOKEN.to_owned()),
@@ -62,7 +62,7 @@ impl Fixture {
     }
 
     async fn upsert_user(&self, campaign: &'static str, user_id: &str, role: pb::Role) {
-        let caller = Caller {
+        let caller = CallMetadata {
             campaign,
             ..self.setup.clone()
         };
