@@ -106,7 +106,8 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
 
     // A bulk batch reaches its 20 conversations (and their queue entries) by key: the pages it reads, its
     // writes and their history included, grow with the batch (about 55 a conversation), not with the
-    // campaign's 100,000 conversations (a scan of the campaign reads thousands of pages, and hundreds a conversation when each lookup does).
+    // campaign's 100,000 conversations (a scan of the campaign reads thousands of pages, and hundreds a
+    // conversation when each lookup does).
     let batch = ids("imported", 1_000..1_020);
     let before = pages_touched(&app).await;
     bulk_assign(&app, &batch).await;
