@@ -4,7 +4,9 @@
 //! `cargo bench --bench bulk`. Uses DATABASE_URL when set, otherwise a private durable PostgreSQL under
 //! target/. BULK_SIZES (default "10000,100000") sets the selection sizes. Each size is also done as one
 //! set-based statement straight on PostgreSQL, and the bench ends with the performance issue's summary rows
-//! (`bulk <size>`: service seconds, database-only seconds, `ratio=` database time / service time).
+//! (`bulk <size>`: service seconds, database-only seconds, `ratio=` database time / service time), and a
+//! row for 100,000 conversations bulk-assigned right after their import into a campaign whose plans were
+//! made on a small table, with no ANALYZE in between.
 
 mod common;
 
@@ -196,6 +198,53 @@ async fn set_based(store: &Store, first: usize, size: usize) -> u64 {
     .rows_affected()
 }
 
+/// Conversations imported, and then bulk-assigned, after the plans were made on a small table.
+const STALE_IMPORT: usize = 100_000;
+/// Conversations of the small table the first bulk calls run on, and how many such calls.
+const SMALL: usize = 1_000;
+const SMALL_CALLS: usize = 4;
+
+/// Seconds to bulk-assign [`STALE_IMPORT`] conversations imported into a fresh campaign after a few small
+/// bulk calls, through the same server, with the statistics of the small table (no ANALYZE): the kept
+/// plans were made before the import.
+async fn bulk_after_import(server_url: &str) -> f64 {
+    let bench_schema = BenchSchema::create(server_url, "bench_bulk_stale").await;
+    let store = Store::connect(&bench_schema.url, 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let import = |first: usize, count: usize| {
+        sqlx::query(
+            "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+             SELECT $1, 'bulk-' || lpad(n::text, 7, '0'), 'member-' || n \
+               FROM generate_series($2, $2 + $3 - 1) AS n",
+        )
+        .bind(CAMPAIGN)
+        .bind(first as i64)
+        .bind(count as i64)
+    };
+    let server = Server::start(&bench_schema.url).await;
+    let channel = server.channel().await.unwrap();
+    seed_campaign(&channel, CAMPAIGN, ORGANIZERS).await;
+    import(0, SMALL).execute(store.pool()).await.unwrap();
+    let per_call = SMALL / SMALL_CALLS;
+    for call in 0..SMALL_CALLS {
+        bulk_assign(channel.clone(), call * per_call, per_call).await;
+    }
+    import(SMALL, STALE_IMPORT)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let assigned = bulk_assign(channel, SMALL, STALE_IMPORT).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert_eq!(assigned, STALE_IMPORT as i64, "every conversation assigned");
+    drop(server);
+    store.pool().close().await;
+    bench_schema.drop_schema().await;
+    seconds
+}
+
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::var("BULK_SIZES")
@@ -279,6 +328,7 @@ async fn main() {
         first += size;
         summary.push((size, bulk_seconds, seconds));
     }
+    let stale = bulk_after_import(&server_url).await;
     println!("\n| summary | service | database only | ratio |");
     println!("|---|---|---|---|");
     for (size, service, database) in summary {
@@ -287,6 +337,7 @@ async fn main() {
             database / service
         );
     }
+    println!("| bulk {STALE_IMPORT} after an import, no ANALYZE | {stale:.2} s | - | - |");
     let (min, max): (i64, i64) = sqlx::query_as(
         "SELECT min(n), max(n) FROM (SELECT count(*) AS n FROM assignment_events \
          WHERE source = 'BULK' GROUP BY to_user_id) counts",

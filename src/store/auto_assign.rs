@@ -10,7 +10,7 @@ use sqlx::{FromRow, Row};
 
 use super::conversations::COLUMNS;
 use super::feed::{FEED_CHANNEL, SEQUENCE_LIMIT, backlog_ctes};
-use super::{Conn, grant_exists};
+use super::{Conn, by_key, grant_exists};
 use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Load, OutcomeKind, RecordedTrigger, RotationStart, RoutingMode,
     Trigger, TriggerState, Verdict, effective_capacity, still_waits,
@@ -317,18 +317,18 @@ pub async fn read_triggers(
          FROM (SELECT * FROM items \
                 ORDER BY campaign_id COLLATE \"C\", conversation_id COLLATE \"C\", ord) AS i \
          CROSS JOIN LATERAL ( \
-           SELECT * FROM conversations c \
-            WHERE c.campaign_id = i.campaign_id AND c.conversation_id = i.conversation_id FOR UPDATE) AS c \
+           SELECT * FROM conversations c WHERE c.campaign_id = i.campaign_id AND {} FOR UPDATE) AS c \
          LEFT JOIN LATERAL ( \
            SELECT true AS found FROM waiting_conversations w \
-            WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND w.conversation_id = i.conversation_id \
-              FOR KEY SHARE) AS q ON true \
+            WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND {} FOR KEY SHARE) AS q ON true \
          CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = i.campaign_id) AS f \
          LEFT JOIN LATERAL ( \
            SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t \
             WHERE t.campaign_id = i.campaign_id AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true",
         fold_ctes("ARRAY(SELECT campaign_id FROM wanted WHERE loads)"),
         grant_exists("o.user_id", "can_reply"),
+        by_key("c", "i.conversation_id"),
+        by_key("w", "i.conversation_id"),
     );
     let campaigns: Vec<&str> = parts.iter().map(|(part, _)| part.campaign_id).collect();
     let enabled: Vec<bool> = parts.iter().map(|(_, scope)| scope.enabled).collect();
@@ -581,6 +581,8 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
     // Own events are numbered per campaign in batch order: a drained conversation's LEFT_QUEUE, then its
     // ASSIGN; the QUEUED ones after the assignments.
     let backlog = backlog_ctes("$16", "$17");
+    let assigned_key = by_key("k", "a.conversation_id");
+    let drained_key = by_key("q", "assigned.conversation_id");
     let sql = format!(
         "WITH assigned AS ( \
            UPDATE conversations c \
@@ -588,17 +590,15 @@ pub async fn write_plan(conn: &mut Conn, parts: &[CampaignWrite<'_>]) -> AppResu
                   version = c.version + 1, updated_at = now() \
              FROM (SELECT a.assignee_id, x.row_id \
                      FROM unnest($1::text[], $2::text[], $3::text[]) AS a(campaign_id, conversation_id, assignee_id) \
-                    CROSS JOIN LATERAL (SELECT ctid AS row_id FROM conversations \
-                                         WHERE campaign_id = a.campaign_id AND conversation_id = a.conversation_id \
-                                         LIMIT 1) AS x) AS a \
+                    CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k \
+                                         WHERE k.campaign_id = a.campaign_id AND {assigned_key} LIMIT 1) AS x) AS a \
             WHERE c.ctid = a.row_id AND c.assignee_id IS NULL \
            RETURNING c.campaign_id, {COLUMNS} \
          ), drained AS ( \
            DELETE FROM waiting_conversations w \
             USING assigned CROSS JOIN LATERAL ( \
-                    SELECT ctid AS row_id FROM waiting_conversations \
-                     WHERE campaign_id = assigned.campaign_id \
-                       AND conversation_id = assigned.conversation_id LIMIT 1) AS x \
+                    SELECT q.ctid AS row_id FROM waiting_conversations q \
+                     WHERE q.campaign_id = assigned.campaign_id AND {drained_key} LIMIT 1) AS x \
             WHERE w.ctid = x.row_id \
            RETURNING w.campaign_id, w.conversation_id \
          ), enqueued AS ( \

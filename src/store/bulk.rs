@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
-use super::{Conn, grant_exists, scope_covers};
+use super::{Conn, by_key, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
 use crate::error::AppResult;
@@ -19,7 +19,9 @@ struct ItemRead {
 
 /// Locks the batch's conversations (in byte order of id, so lockers never deadlock) and reads what the
 /// rules need of each. `items[i]` is `None` when `ids[i]` does not exist. Runs in a `begin_keyed`
-/// transaction: each conversation is reached by its key, and the targets' reply grants are read once for
+/// transaction: each conversation is reached by its key, one lookup per id (the ids are sorted first and
+/// the conversations are LATERAL to them, so they are locked in that order; a join instead let a plan kept
+/// from a small table scan the campaign for every id), and the targets' reply grants are read once for
 /// the batch, then matched against each conversation's scope (not looked up per target and row). A target
 /// in several covering groups is listed once per group: the rules only ask whether it is listed.
 pub async fn lock_batch(
@@ -39,12 +41,14 @@ pub async fn lock_batch(
          ) \
          SELECT i.ord, c.conversation_id, c.assignee_id, {} AS actor_group_view, \
                 ARRAY(SELECT tg.user_id FROM target_grants tg WHERE {}) AS targets_with_access \
-         FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
-         JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = i.conversation_id \
-         ORDER BY c.conversation_id COLLATE \"C\" \
-         FOR UPDATE OF c",
+         FROM (SELECT * FROM unnest($2::text[]) WITH ORDINALITY AS i(conversation_id, ord) \
+                ORDER BY i.conversation_id COLLATE \"C\", i.ord) AS i \
+         CROSS JOIN LATERAL ( \
+           SELECT * FROM conversations c WHERE c.campaign_id = $1 AND {} FOR UPDATE) AS c \
+         ORDER BY c.conversation_id COLLATE \"C\"",
         grant_exists("$3", "can_view"),
         scope_covers("tg", "c"),
+        by_key("c", "i.conversation_id"),
     );
     let reads: Vec<ItemRead> = sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -97,8 +101,9 @@ pub struct BulkChange<'a> {
 }
 
 /// Writes a batch's changes with their `bulk` history events and, for grants, the grant group's members
-/// and conversations, in one statement (in the batch's `begin_keyed` transaction: rows are changed by key,
-/// and a waiting conversation is found by its key, never by scanning the campaign's queue).
+/// and conversations, in one statement (in the batch's `begin_keyed` transaction: rows are found by key, one
+/// lookup per item, and changed by row id; a waiting conversation is found by its key, never by scanning the
+/// campaign's queue).
 pub async fn write_decisions(
     conn: &mut Conn,
     change: BulkChange<'_>,
@@ -143,15 +148,18 @@ pub async fn write_decisions(
     if changed.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    let sql = format!(
         "WITH changed AS ( \
            UPDATE conversations c \
               SET assignee_id = w.to_user, \
                   assigned_at = CASE WHEN w.to_user IS NULL THEN NULL ELSE now() END, \
                   assigned_by = CASE WHEN w.to_user IS NULL THEN NULL ELSE $2::text END, \
                   version = c.version + 1, updated_at = now() \
-             FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user) \
-            WHERE c.campaign_id = $1 AND c.conversation_id = w.conversation_id \
+             FROM (SELECT w.to_user, x.row_id \
+                     FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user) \
+                    CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c \
+                                         WHERE c.campaign_id = $1 AND {} LIMIT 1) AS x) AS w \
+            WHERE c.ctid = w.row_id \
            RETURNING c.conversation_id, c.assignee_id \
          ), events AS ( \
            INSERT INTO assignment_events \
@@ -167,8 +175,8 @@ pub async fn write_decisions(
          ), left_queue AS ( \
            DELETE FROM waiting_conversations w \
             USING changed CROSS JOIN LATERAL ( \
-                    SELECT ctid AS row_id FROM waiting_conversations \
-                     WHERE campaign_id = $1 AND conversation_id = changed.conversation_id LIMIT 1) AS x \
+                    SELECT q.ctid AS row_id FROM waiting_conversations q \
+                     WHERE q.campaign_id = $1 AND {} LIMIT 1) AS x \
             WHERE changed.assignee_id IS NOT NULL AND w.ctid = x.row_id \
            RETURNING w.conversation_id \
          ), left_events AS ( \
@@ -180,18 +188,21 @@ pub async fn write_decisions(
            ON CONFLICT DO NOTHING \
          ) \
          SELECT count(*) FROM changed",
-    )
-    .bind(campaign_id)
-    .bind(actor_id)
-    .bind(&changed)
-    .bind(&to)
-    .bind(&action)
-    .bind(&from)
-    .bind(group)
-    .bind(&granted_users)
-    .bind(&granted_conversations)
-    .bind(request_id)
-    .execute(conn)
-    .await?;
+        by_key("c", "w.conversation_id"),
+        by_key("q", "changed.conversation_id"),
+    );
+    sqlx::query(&sql)
+        .bind(campaign_id)
+        .bind(actor_id)
+        .bind(&changed)
+        .bind(&to)
+        .bind(&action)
+        .bind(&from)
+        .bind(group)
+        .bind(&granted_users)
+        .bind(&granted_conversations)
+        .bind(request_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }

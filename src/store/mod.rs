@@ -239,8 +239,10 @@ impl Store {
     /// A kept plan must not scan what grows: these statements reach each row by its key, one lookup per
     /// item, and with sequential and bitmap scans, avoidable sorts, hash and merge joins off, the planner is
     /// left with those lookups (and row-id joins stay TID scans). A plan made while a table was nearly empty
-    /// may pick a wider index on a tie; autovacuum's next analyze of the table, due every 10% of growth,
-    /// makes the next execution plan it again. JIT is off: the disabled paths' costs would pass its
+    /// is kept however the table grows (until an analyze, which may never come), so the lookups leave it no
+    /// choice: each item is LATERAL to its lookup (a join lets it scan the campaign and filter by id) and a
+    /// conversation is reached through its primary key ([`by_key`]; another index leading with the campaign
+    /// ties with it on an empty table). JIT is off: the disabled paths' costs would pass its
     /// threshold, and compiling costs far more than these statements. The settings ride on the BEGIN round
     /// trip and end with the transaction.
     pub async fn begin_keyed(&self) -> AppResult<Tx> {
@@ -267,6 +269,19 @@ impl Store {
         let _ = conn.close().await;
         result
     }
+}
+
+/// The condition and order that reach the one row of `alias` (`conversations` or `waiting_conversations`,
+/// whose campaign is matched beside it) with conversation id `id` through its primary key, whatever the
+/// statistics when a kept plan is made. With `conversation_id = id`, a plan made on a nearly empty table
+/// may as well take `conversations_by_assignee` (campaign, assignee, conversation), which reads every entry
+/// of the campaign per lookup; the range (the same single value) and its order need no sort only on the
+/// primary key, and sorts are off in `begin_keyed` transactions.
+fn by_key(alias: &str, id: &str) -> String {
+    format!(
+        "{alias}.conversation_id >= {id} AND {alias}.conversation_id <= {id} \
+         ORDER BY {alias}.conversation_id"
+    )
 }
 
 /// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation

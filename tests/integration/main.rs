@@ -18,6 +18,7 @@ mod fresh_drains;
 mod fresh_facts;
 mod harness;
 mod history_order;
+mod kept_plans;
 mod limits;
 mod operability;
 mod paging;

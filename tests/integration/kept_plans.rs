@@ -1,0 +1,132 @@
+//! Kept plans stay bounded whatever the statistics: the plans of a bulk batch and an auto-assign batch made
+//! while the tables were empty still reach each conversation by its key after the campaign grows to 100,000
+//! conversations, with no ANALYZE in between (the test cluster, like a busy database between autovacuum
+//! runs, never refreshes statistics by itself).
+
+use assignment_service::pb;
+use tokio_stream::StreamExt;
+
+use crate::harness::*;
+
+const GROWN: i64 = 100_000;
+
+/// One pooled connection: every call of the server, and every read of the test, runs on the backend that
+/// made (and keeps) the plans.
+async fn one_connection_campaign() -> TestApp {
+    let app = TestApp::start_configured(&["--pool-size", "1", NO_SWEEP[0], NO_SWEEP[1]]).await;
+    app.admin("admin").await;
+    for org in ["o1", "o2"] {
+        app.organizer(org).await;
+    }
+    app.group("admin", "Team", &["o1", "o2"], true, scope_all())
+        .await;
+    app.enable_auto_assign().await;
+    app
+}
+
+/// Bulk-assigns `ids` round robin to o1 and o2; every one is assigned.
+async fn bulk_assign(app: &TestApp, ids: &[String]) {
+    use pb::bulk_assign_request::Payload;
+    let messages = [
+        Payload::Options(pb::BulkAssignOptions {
+            assignee_ids: vec!["o1".into(), "o2".into()],
+            ..Default::default()
+        }),
+        Payload::Conversations(pb::ConversationBatch {
+            conversation_ids: ids.to_vec(),
+        }),
+    ]
+    .map(|payload| pb::BulkAssignRequest {
+        payload: Some(payload),
+    });
+    let mut stream = app
+        .assignments()
+        .await
+        .bulk_assign(as_actor("admin", tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut assigned = 0;
+    while let Some(message) = stream.next().await {
+        if let Some(pb::bulk_assign_response::Payload::Summary(summary)) = message.unwrap().payload
+        {
+            assigned = summary.assigned;
+        }
+    }
+    assert_eq!(assigned as usize, ids.len());
+}
+
+/// Pages of the schema's tables and indexes read so far (from the cache or the disk), as the one backend
+/// reports them once it flushed its counters: a scan of the campaign's rows, or of its index entries
+/// (an index whose leading column is the campaign but whose next one is not the conversation), reads
+/// hundreds of pages per lookup; a lookup by the whole key a few.
+async fn pages_touched(app: &TestApp) -> i64 {
+    // The backend flushes its counters when it goes idle after this statement, before answering it.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(COALESCE(heap_blks_read, 0) + COALESCE(heap_blks_hit, 0) \
+                             + COALESCE(idx_blks_read, 0) + COALESCE(idx_blks_hit, 0)), 0)::bigint \
+           FROM pg_statio_user_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+}
+
+fn ids(prefix: &str, range: std::ops::Range<i64>) -> Vec<String> {
+    range.map(|n| format!("{prefix}-{n:06}")).collect()
+}
+
+#[tokio::test]
+async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_without_analyze() {
+    let app = one_connection_campaign().await;
+    // The plans are made and kept while the tables are (nearly) empty.
+    for id in ["first-1", "first-2"] {
+        app.conversation(id, &[]).await;
+    }
+    bulk_assign(&app, &["first-1".into(), "first-2".into()]).await;
+    assert_eq!(
+        app.auto_assign("first-3").await.outcome(),
+        pb::AutoAssignOutcome::Assigned
+    );
+
+    // An import: the campaign grows to 100,000 conversations, the statistics stay those of the empty table.
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+         SELECT $1, 'imported-' || lpad(n::text, 6, '0'), 'm' || n FROM generate_series(0, $2 - 1) AS n",
+    )
+    .bind(CAMPAIGN)
+    .bind(GROWN)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+
+    // A bulk batch reaches its 20 conversations (and their queue entries) by key: the pages it reads, its
+    // writes and their history included, grow with the batch (about 55 a conversation), not with the
+    // campaign's 100,000 conversations (a scan of the campaign reads thousands of pages, and hundreds a
+    // conversation when each lookup does).
+    let batch = ids("imported", 1_000..1_020);
+    let before = pages_touched(&app).await;
+    bulk_assign(&app, &batch).await;
+    let bulk_pages = pages_touched(&app).await - before;
+    assert!(
+        bulk_pages < 100 * batch.len() as i64,
+        "a bulk batch of {} conversations touched {bulk_pages} pages",
+        batch.len()
+    );
+
+    // So does an auto-assign batch (about 90 pages for one trigger; 700 when a lookup scans the campaign).
+    let before = pages_touched(&app).await;
+    assert_eq!(
+        app.auto_assign("imported-002000").await.outcome(),
+        pb::AutoAssignOutcome::Assigned
+    );
+    let auto_pages = pages_touched(&app).await - before;
+    assert!(
+        auto_pages < 300,
+        "an auto-assign batch of one trigger touched {auto_pages} pages"
+    );
+}
