@@ -149,7 +149,7 @@ async fn run_batch_in(
         } else {
             0
         };
-        let scope = auto_assign::ReadScope {
+        let scope = auto_assign::BatchReads {
             enabled: settings.auto_assign_enabled,
             last_assigned: settings.rotation_start == RotationStart::LastAssigned,
             drain,

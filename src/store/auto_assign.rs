@@ -55,7 +55,7 @@ pub struct TriggerReads {
 
 /// What a batch reads besides its triggers' conversations.
 #[derive(Debug, Clone, Copy)]
-pub struct ReadScope {
+pub struct BatchReads {
     /// Auto-assignment is on: read who is eligible (and loads, when they matter).
     pub enabled: bool,
     /// Read the organizer most recently assigned by any path.
@@ -251,7 +251,7 @@ fn missing_settings(campaign_id: &str) -> AppError {
 /// the statement's snapshot (see [`still_waits`]).
 pub async fn read_triggers(
     conn: &mut Conn,
-    parts: &[(CampaignTriggers<'_>, ReadScope)],
+    parts: &[(CampaignTriggers<'_>, BatchReads)],
 ) -> AppResult<Vec<TriggerReads>> {
     // Each row is reached by its whole key, one lookup per item (a LATERAL subquery cannot become a scan of
     // the campaign with a filter), or by its campaign: the plan is kept (see `Store::begin_keyed`), so its

@@ -131,7 +131,7 @@ async fn a_drains_read_leaves_out_what_left_the_queue_before_its_lock() {
         let mut tx = app.store.begin_keyed().await.unwrap();
         let cursor = auto_assign::lock(&mut tx, CAMPAIGN).await.unwrap();
         assert!(cursor.has_waiting);
-        let scope = auto_assign::ReadScope {
+        let scope = auto_assign::BatchReads {
             enabled: true,
             last_assigned: false,
             drain: 10,

@@ -222,7 +222,7 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         member_tags: vec![],
         request_id: None,
     };
-    let scope = auto_assign::ReadScope {
+    let scope = auto_assign::BatchReads {
         enabled: true,
         last_assigned: true,
         drain: 0,
