@@ -215,32 +215,60 @@ impl Verdict {
     }
 }
 
-/// The verdicts for a batch of triggers in arrival order, and where the round-robin cursor ends.
+/// A batch as planned: each entry with its verdict, in the order given, and where the round-robin cursor
+/// ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchPlan {
-    pub verdicts: Vec<Verdict>,
+pub struct BatchPlan<E> {
+    pub entries: Vec<Planned<E>>,
     pub cursor: Option<String>,
 }
 
+/// One entry of a batch (whatever the caller carries beside its [`TriggerState`]) and its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned<E> {
+    pub entry: E,
+    pub verdict: Verdict,
+}
+
+impl<E> BatchPlan<E> {
+    /// The verdicts, in order.
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        self.entries.iter().map(|p| p.verdict.clone()).collect()
+    }
+
+    /// Whether some entry's answer is "queued" (a redelivery's too).
+    pub fn any_queued(&self) -> bool {
+        self.entries.iter().any(|p| p.verdict.is_queued())
+    }
+}
+
+impl Verdict {
+    /// Whether the answer is "queued" (a redelivery's too).
+    pub fn is_queued(&self) -> bool {
+        matches!(self, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued)
+    }
+}
+
 /// Decides a batch (waiting conversations being drained first, in queue order, then the new triggers) as
-/// if its triggers had arrived one at a time: a conversation nobody can take is queued; each assignment moves the cursor (and
-/// adds to the winner's load), a conversation assigned earlier in the batch counts as assigned, a trigger id
-/// seen before (in the database or earlier in the batch) for the same conversation repeats its first
-/// outcome, and one seen for another conversation is refused.
-pub fn plan_batch(
+/// if its triggers had arrived one at a time: a conversation nobody can take is queued; each assignment
+/// moves the cursor (and adds to the winner's load), a conversation assigned earlier in the batch counts as
+/// assigned, a trigger id seen before (in the database or earlier in the batch) for the same conversation
+/// repeats its first outcome, and one seen for another conversation is refused.
+pub fn plan_batch<E: std::borrow::Borrow<TriggerState>>(
     enabled: bool,
     cursor: Option<&str>,
     mut routing: Routing,
-    triggers: &[TriggerState],
-) -> BatchPlan {
+    entries: impl IntoIterator<Item = E>,
+) -> BatchPlan<E> {
     let mut cursor = cursor.map(str::to_owned);
-    let mut holders: HashMap<&str, String> = HashMap::new();
-    let mut seen: HashMap<&str, RecordedTrigger> = HashMap::new();
-    let mut verdicts = Vec::with_capacity(triggers.len());
-    for trigger in triggers {
+    let mut holders: HashMap<String, String> = HashMap::new();
+    let mut seen: HashMap<String, RecordedTrigger> = HashMap::new();
+    let mut planned = Vec::new();
+    for entry in entries {
+        let trigger: &TriggerState = entry.borrow();
         let earlier = trigger.trigger_id.as_deref().and_then(|id| seen.get(id));
-        if let Some(first) = trigger.recorded.as_ref().or(earlier) {
-            verdicts.push(if first.conversation_id == trigger.conversation_id {
+        let verdict = if let Some(first) = trigger.recorded.as_ref().or(earlier) {
+            if first.conversation_id == trigger.conversation_id {
                 Verdict::Decided(Decision {
                     outcome: first.outcome.clone(),
                     duplicate: true,
@@ -249,38 +277,42 @@ pub fn plan_batch(
                 Verdict::TriggerReused {
                     first_conversation: first.conversation_id.clone(),
                 }
-            });
-            continue;
-        }
-        let holder = holders
-            .get(trigger.conversation_id.as_str())
-            .cloned()
-            .or_else(|| trigger.current_assignee.clone());
-        let outcome = match holder {
-            Some(holder) => AutoOutcome::AlreadyAssigned(holder),
-            None if !enabled => AutoOutcome::Disabled,
-            None => match routing.pick(&trigger.eligible, cursor.as_deref()) {
-                Some(next) => {
-                    cursor = Some(next.to_owned());
-                    holders.insert(&trigger.conversation_id, next.to_owned());
-                    AutoOutcome::Assigned(next.to_owned())
-                }
-                None => AutoOutcome::Queued,
-            },
-        };
-        if let Some(trigger_id) = &trigger.trigger_id {
-            let first = RecordedTrigger {
-                conversation_id: trigger.conversation_id.clone(),
-                outcome: outcome.clone(),
+            }
+        } else {
+            let holder = holders
+                .get(&trigger.conversation_id)
+                .cloned()
+                .or_else(|| trigger.current_assignee.clone());
+            let outcome = match holder {
+                Some(holder) => AutoOutcome::AlreadyAssigned(holder),
+                None if !enabled => AutoOutcome::Disabled,
+                None => match routing.pick(&trigger.eligible, cursor.as_deref()) {
+                    Some(next) => {
+                        cursor = Some(next.to_owned());
+                        holders.insert(trigger.conversation_id.clone(), next.to_owned());
+                        AutoOutcome::Assigned(next.to_owned())
+                    }
+                    None => AutoOutcome::Queued,
+                },
             };
-            seen.insert(trigger_id, first);
-        }
-        verdicts.push(Verdict::Decided(Decision {
-            outcome,
-            duplicate: false,
-        }));
+            if let Some(trigger_id) = &trigger.trigger_id {
+                let first = RecordedTrigger {
+                    conversation_id: trigger.conversation_id.clone(),
+                    outcome: outcome.clone(),
+                };
+                seen.insert(trigger_id.clone(), first);
+            }
+            Verdict::Decided(Decision {
+                outcome,
+                duplicate: false,
+            })
+        };
+        planned.push(Planned { entry, verdict });
     }
-    BatchPlan { verdicts, cursor }
+    BatchPlan {
+        entries: planned,
+        cursor,
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,24 @@ pub(super) fn backlog_ctes(campaigns: &str, limit: &str) -> String {
     )
 }
 
+/// The organizer assigned last (ASSIGN or REASSIGN, by any path) in the feed order of the campaign given by
+/// the SQL expression `campaign`: events not numbered yet come after the numbered ones, in event-id order,
+/// the order they will be numbered in. Only organizers count. An auto-assign batch reads it after numbering
+/// nothing yet, in the statement that numbers what it saw, so "last" is last in the feed its replay reads.
+pub(super) fn last_assigned(campaign: &str) -> String {
+    let organizer = "(SELECT a.role FROM users a \
+                      WHERE a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id) = 'ORGANIZER'";
+    format!(
+        "coalesce( \
+           (SELECT e.to_user_id FROM assignment_events e \
+             WHERE e.campaign_id = {campaign} AND e.seq IS NULL AND e.action IN ('ASSIGN', 'REASSIGN') \
+               AND {organizer} ORDER BY e.event_id DESC LIMIT 1), \
+           (SELECT e.to_user_id FROM assignment_events e \
+             WHERE e.campaign_id = {campaign} AND e.seq IS NOT NULL AND e.action IN ('ASSIGN', 'REASSIGN') \
+               AND {organizer} ORDER BY e.seq DESC LIMIT 1))"
+    )
+}
+
 /// The campaign's head: the number of its newest numbered event (0 before any).
 pub async fn head(conn: &mut Conn, campaign_id: &str) -> AppResult<i64> {
     Ok(

@@ -72,18 +72,13 @@ pub async fn repliers(
     Ok(rows)
 }
 
-/// The organizer most recently assigned a conversation by any path.
+/// The organizer most recently assigned a conversation by any path, in feed order (the rotation's start).
 pub async fn last_assigned(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT e.to_user_id FROM assignment_events e \
-           JOIN users a ON a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id \
-          WHERE e.campaign_id = $1 AND e.action IN ('ASSIGN', 'REASSIGN') AND a.role = 'ORGANIZER' \
-          ORDER BY e.event_id DESC LIMIT 1",
-    )
-    .bind(campaign_id)
-    .fetch_optional(conn)
-    .await?
-    .flatten())
+    let sql = format!("SELECT {}", super::feed::last_assigned("$1"));
+    Ok(sqlx::query_scalar(&sql)
+        .bind(campaign_id) // $1 campaign_id
+        .fetch_one(conn)
+        .await?)
 }
 
 /// The organizer most recently auto-assigned a conversation.

@@ -144,18 +144,18 @@ async fn a_drains_read_leaves_out_what_left_the_queue_before_its_lock() {
         };
         let parts = [(part, scope)];
         // The read takes its snapshot while the change is uncommitted, then waits for c1's lock.
-        let (reads, committed) = tokio::join!(auto_assign::read_triggers(&mut tx, &parts), async {
+        let (reads, committed) = tokio::join!(auto_assign::read_batch(&mut tx, &parts), async {
             app.until_blocked_by(pid).await;
             held.commit().await
         });
         committed.unwrap();
         let reads = reads.unwrap().remove(0);
         assert!(
-            reads.states.is_empty(),
+            reads.entries.is_empty(),
             "reopened {reopened}: nothing to drain, read {:?}",
-            reads.states
+            reads.entries
         );
-        assert_eq!(reads.waiting, 0);
+        assert_eq!(reads.waiting(), 0);
         assert_eq!(reads.queue_read, 1, "the queue's row was read");
         tx.rollback().await.unwrap();
     }

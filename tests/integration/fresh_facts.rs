@@ -233,12 +233,12 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
         campaign_id: CAMPAIGN,
         triggers: &[trigger],
     };
-    let reads = auto_assign::read_triggers(&mut tx, &[(part, scope)])
+    let reads = auto_assign::read_batch(&mut tx, &[(part, scope)])
         .await
         .unwrap()
         .remove(0);
     assert!(!cursor.auto_assign_enabled);
-    assert_eq!(reads.states[0].eligible, vec!["org1", "org2"]);
+    assert_eq!(reads.entries[0].state.eligible, vec!["org1", "org2"]);
     assert!(user_update_waits(&app, "org1").await);
     assert!(user_update_waits(&app, "org2").await);
     assert!(

@@ -53,8 +53,8 @@ fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
     }
 }
 
-fn decisions(plan: &BatchPlan) -> Vec<Decision> {
-    plan.verdicts
+fn decisions<E>(plan: &BatchPlan<E>) -> Vec<Decision> {
+    plan.verdicts()
         .iter()
         .map(|v| match v {
             Verdict::Decided(decision) => decision.clone(),
@@ -63,7 +63,7 @@ fn decisions(plan: &BatchPlan) -> Vec<Decision> {
         .collect()
 }
 
-fn outcomes(plan: &BatchPlan) -> Vec<AutoOutcome> {
+fn outcomes<E>(plan: &BatchPlan<E>) -> Vec<AutoOutcome> {
     decisions(plan).into_iter().map(|d| d.outcome).collect()
 }
 
@@ -96,7 +96,7 @@ fn assigned_conversations_stay_put_and_do_not_move_the_cursor() {
         true,
         Some("a"),
         Routing::default(),
-        &[held, trigger("t2", "c2", &["a", "b"])],
+        [held, trigger("t2", "c2", &["a", "b"])],
     );
     assert_eq!(
         outcomes(&plan),
@@ -113,7 +113,7 @@ fn the_same_conversation_twice_in_a_batch_is_assigned_once() {
         true,
         None,
         Routing::default(),
-        &[
+        [
             trigger("t1", "c1", &["a", "b"]),
             trigger("t2", "c1", &["a", "b"]),
         ],
@@ -126,7 +126,7 @@ fn the_same_conversation_twice_in_a_batch_is_assigned_once() {
         ]
     );
     assert_eq!(
-        plan.verdicts
+        plan.verdicts()
             .iter()
             .filter(|v| v.assigns().is_some())
             .count(),
@@ -147,7 +147,7 @@ fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
         true,
         Some("b"),
         Routing::default(),
-        &[
+        [
             recorded,
             trigger("t2", "c2", &["a", "b"]),
             trigger("t2", "c2", &["a", "b"]),
@@ -171,7 +171,7 @@ fn redelivered_triggers_repeat_their_first_outcome_and_write_nothing() {
         ]
     );
     assert_eq!(
-        plan.verdicts
+        plan.verdicts()
             .iter()
             .filter(|v| v.assigns().is_some())
             .count(),
@@ -190,14 +190,14 @@ fn a_trigger_id_reused_for_another_conversation_is_refused_in_the_database_or_th
         true,
         None,
         Routing::default(),
-        &[
+        [
             recorded,
             trigger("t2", "c3", &["a", "b"]),
             trigger("t2", "c4", &["a", "b"]),
         ],
     );
     assert_eq!(
-        plan.verdicts,
+        plan.verdicts(),
         vec![
             Verdict::TriggerReused {
                 first_conversation: "c1".into()
@@ -220,7 +220,7 @@ fn nobody_eligible_or_switched_off_assigns_nothing() {
         true,
         Some("a"),
         Routing::default(),
-        &[trigger("t1", "c1", &[])],
+        [trigger("t1", "c1", &[])],
     );
     assert_eq!(outcomes(&plan), vec![AutoOutcome::Queued]);
     assert_eq!(plan.cursor.as_deref(), Some("a"));
@@ -228,7 +228,7 @@ fn nobody_eligible_or_switched_off_assigns_nothing() {
         false,
         Some("a"),
         Routing::default(),
-        &[trigger("t1", "c1", &["a", "b"])],
+        [trigger("t1", "c1", &["a", "b"])],
     );
     assert_eq!(outcomes(&plan), vec![AutoOutcome::Disabled]);
 }
@@ -246,7 +246,7 @@ fn waiting_conversations_drain_first_in_order_and_those_nobody_can_take_stay() {
         true,
         Some("a"),
         Routing::default(),
-        &[
+        [
             waiting("w1", &["a", "b"]),
             waiting("w2", &[]),
             waiting("w3", &["a", "b"]),

@@ -286,11 +286,8 @@ impl Coalescer {
             match outcome {
                 Ok(outcomes) => {
                     for (part, outcome) in parts.into_iter().zip(outcomes) {
-                        if outcome.numbered {
-                            self.feed.fan_out(&part.campaign_id);
-                        } else {
-                            self.feed.wake(&part.campaign_id);
-                        }
+                        // The batch numbered its campaign's events itself.
+                        self.feed.fan_out(&part.campaign_id);
                         for (reply, result) in part.replies.into_iter().zip(outcome.replies) {
                             let _ = reply.send(result);
                         }

@@ -1,53 +1,14 @@
-//! SetCapacity and PreviewAutoAssign: the organizers' limits, and who the next conversation would go to.
+//! PreviewAutoAssign: who the next conversation would go to, and why each user would not.
 
 use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{
     Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, RoutingMode,
     effective_capacity,
 };
-use crate::domain::effects::Change;
-use crate::domain::model::{Role, User};
-use crate::domain::validate::{self, Violations};
+use crate::domain::validate;
 use crate::error::{AppError, AppResult};
-use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
-use crate::store::{Store, conversations, inbox_settings, preview, users};
-
-/// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
-#[tracing::instrument(name = "db.transaction", skip_all)]
-pub async fn set_capacity(
-    store: &Store,
-    after: &AfterCommit,
-    call: &ActorCall,
-    user_id: &str,
-    capacity: Option<i32>,
-) -> AppResult<User> {
-    let mut violations = Violations::default();
-    violations.check(validate::id("user_id", user_id));
-    if capacity.is_some_and(|c| c < 0) {
-        violations.add(
-            "capacity",
-            "capacity must be 0 (unlimited) or more, or unset",
-        );
-    }
-    violations.finish()?;
-    let mut tx = store.begin().await?;
-    let target = users::lock(&mut tx, &call.campaign_id, user_id).await?;
-    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
-    require_admin(&actor, "set capacities")?;
-    let target = target.ok_or_else(|| AppError::user_not_found(user_id))?;
-    if target.role == Role::Admin {
-        return Err(AppError::invalid(
-            "user_id",
-            format!(
-                "user {user_id:?} is an admin; admins are never auto-assigned, so have no capacity"
-            ),
-        ));
-    }
-    let user = users::set_capacity(&mut tx, &call.campaign_id, user_id, capacity).await?;
-    tx.commit().await?;
-    after.committed(&call.campaign_id, Change::CapacitySet);
-    Ok(user)
-}
+use crate::service::{ActorCall, authenticate};
+use crate::store::{Store, conversations, inbox_settings, preview};
 
 /// What PreviewAutoAssign answers.
 #[derive(Debug, Clone)]

@@ -1,0 +1,323 @@
+//! One auto-assign batch, stage by stage: lock the campaigns, read (entries locked, then read fresh), plan
+//! (pure rules), write, answer. Each campaign's part is decided exactly as if it were a batch of its own.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::AutoAssigned;
+use crate::domain::auto_assign::{
+    BatchPlan, RotationStart, Routing, RoutingMode, Trigger, Verdict, plan_batch,
+};
+use crate::domain::model::Conversation;
+use crate::error::{AppError, AppResult, Reason};
+use crate::observability::{
+    AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
+};
+use crate::store::auto_assign::{
+    self, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
+    LockedSettings, WaitingAfter,
+};
+use crate::store::{self, Conn, Store};
+
+/// Most waiting conversations one batch tries to place; a longer queue drains over several batches, back
+/// to back (not one per event or sweep).
+const DRAIN_LIMIT: i64 = 256;
+
+/// One campaign's triggers in a batch (none: the batch only drains its waiting conversations).
+#[derive(Debug, Clone)]
+pub struct CampaignBatch {
+    pub campaign_id: String,
+    pub triggers: Vec<Trigger>,
+}
+
+/// What a batch did for one campaign: each trigger's answer, in order, and whether to drain again (the
+/// batch read as many waiting conversations as it may and placed some, so more may wait that someone can
+/// take).
+#[derive(Debug)]
+pub struct CampaignOutcome {
+    pub replies: Vec<AppResult<AutoAssigned>>,
+    pub drain_again: bool,
+}
+
+/// Decides a batch of triggers of one or several campaigns in one transaction: lock, read, plan, write,
+/// answer. Returns one outcome per part, in order.
+pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<CampaignOutcome>> {
+    let transaction = tracing::info_span!("db.transaction", lock_wait_ms = tracing::field::Empty);
+    async {
+        let mut tx = store.begin_keyed().await?;
+        let locked = lock(&mut tx, parts).await?;
+        let read = read(&mut tx, parts, locked).await?;
+        let planned: Vec<CampaignPlan> = read.into_iter().map(plan).collect();
+        let assigned = write(&mut tx, parts, &planned).await?;
+        let positions = queue_positions(&mut tx, parts, &planned).await?;
+        tx.commit().await?;
+        Ok(planned
+            .into_iter()
+            .zip(assigned)
+            .zip(positions)
+            .zip(parts)
+            .map(|(((planned, assigned), positions), part)| {
+                answer(planned, &assigned, &positions, &part.triggers)
+            })
+            .collect())
+    }
+    .instrument(transaction)
+    .await
+}
+
+/// Lock stage: creates the conversations the triggers bring, then takes the campaigns' auto-assign locks
+/// (in a fixed order) and their feed heads, so the batch numbers its campaigns' events itself. Returns each
+/// part's settings, in order.
+async fn lock(tx: &mut Conn, parts: &[CampaignBatch]) -> AppResult<Vec<LockedSettings>> {
+    let waiting = Instant::now();
+    let ids: Vec<&str> = parts.iter().map(|part| part.campaign_id.as_str()).collect();
+    let mut locked = auto_assign::lock_campaigns(tx, &ids, &triggers_of(parts), true).await?;
+    let lock_wait = waiting.elapsed().as_secs_f64();
+    metrics::histogram!(LOCK_WAIT_SECONDS).record(lock_wait);
+    tracing::Span::current().record("lock_wait_ms", lock_wait * 1e3);
+    let size: usize = parts.iter().map(|part| part.triggers.len()).sum();
+    metrics::histogram!(AUTO_ASSIGN_BATCH).record(size as f64);
+    ids.iter()
+        .map(|id| locked.remove(*id).ok_or_else(|| unlocked(id)))
+        .collect()
+}
+
+fn triggers_of(parts: &[CampaignBatch]) -> Vec<CampaignTriggers<'_>> {
+    parts
+        .iter()
+        .map(|part| CampaignTriggers {
+            campaign_id: &part.campaign_id,
+            triggers: &part.triggers,
+        })
+        .collect()
+}
+
+/// One campaign's part as read.
+struct CampaignRead {
+    settings: LockedSettings,
+    drain: i64,
+    reads: CampaignReads,
+}
+
+/// Read stage: locks each part's entries (waiting conversations it drains first, if any may wait and
+/// auto-assignment is on) and reads what it decides on, fresh; loads are read, and folded, where capacity
+/// or balance is in play.
+async fn read(
+    tx: &mut Conn,
+    parts: &[CampaignBatch],
+    locked: Vec<LockedSettings>,
+) -> AppResult<Vec<CampaignRead>> {
+    let to_read: Vec<(CampaignTriggers, BatchReads)> = triggers_of(parts)
+        .into_iter()
+        .zip(&locked)
+        .map(|(part, settings)| (part, batch_reads(settings)))
+        .collect();
+    let reads = auto_assign::read_batch(tx, &to_read).await?;
+    Ok(locked
+        .into_iter()
+        .zip(reads)
+        .map(|(settings, reads)| CampaignRead {
+            drain: batch_reads(&settings).drain,
+            settings,
+            reads,
+        })
+        .collect())
+}
+
+/// What a campaign's batch reads, by its settings.
+fn batch_reads(settings: &LockedSettings) -> BatchReads {
+    BatchReads {
+        enabled: settings.auto_assign_enabled,
+        last_assigned: settings.rotation_start == RotationStart::LastAssigned,
+        drain: if settings.auto_assign_enabled && settings.has_waiting {
+            DRAIN_LIMIT
+        } else {
+            0
+        },
+        default_capacity: settings.default_capacity,
+        balanced: settings.routing_mode == RoutingMode::Balanced,
+    }
+}
+
+/// One campaign's part as planned.
+struct CampaignPlan {
+    settings: LockedSettings,
+    drain: i64,
+    queue_read: usize,
+    plan: BatchPlan<Entry>,
+}
+
+/// Plan stage: the pure rules decide each entry in order.
+fn plan(read: CampaignRead) -> CampaignPlan {
+    let CampaignRead {
+        settings,
+        drain,
+        mut reads,
+    } = read;
+    let start = match settings.rotation_start {
+        RotationStart::LastAssigned => reads.last_assigned.as_deref(),
+        RotationStart::LastAutoAssigned => settings.last_auto_assignee_id.as_deref(),
+    };
+    let routing = Routing {
+        mode: settings.routing_mode,
+        loads: reads.loads.take(),
+    };
+    let plan = plan_batch(
+        settings.auto_assign_enabled,
+        start,
+        routing,
+        std::mem::take(&mut reads.entries),
+    );
+    CampaignPlan {
+        settings,
+        drain,
+        queue_read: reads.queue_read,
+        plan,
+    }
+}
+
+/// Write stage: every part in one statement. Returns the conversations each part assigned.
+async fn write(
+    tx: &mut Conn,
+    parts: &[CampaignBatch],
+    planned: &[CampaignPlan],
+) -> AppResult<Vec<HashMap<String, Conversation>>> {
+    let writes: Vec<CampaignWrite> = planned
+        .iter()
+        .zip(parts)
+        .map(|(planned, part)| CampaignWrite {
+            campaign_id: &part.campaign_id,
+            triggers: &part.triggers,
+            plan: &planned.plan,
+            old_cursor: planned.settings.last_auto_assignee_id.as_deref(),
+            waiting: waiting_after(planned),
+        })
+        .collect();
+    auto_assign::write_batch(tx, &writes).await
+}
+
+/// Whether conversations may still wait after the batch: some were queued by it, or it read as many as it
+/// may and more may follow.
+fn waiting_after(planned: &CampaignPlan) -> WaitingAfter {
+    let was = planned.settings.has_waiting;
+    let queued = planned.plan.any_queued();
+    let has_waiting = if planned.drain == 0 {
+        // Not drained (auto-assignment off, or nothing waits): the flag keeps its meaning.
+        was || queued
+    } else {
+        queued || planned.queue_read as i64 == planned.drain
+    };
+    WaitingAfter { was, has_waiting }
+}
+
+/// Where each part's queued triggers wait (1 = next), read in the batch's transaction.
+async fn queue_positions(
+    tx: &mut Conn,
+    parts: &[CampaignBatch],
+    planned: &[CampaignPlan],
+) -> AppResult<Vec<HashMap<String, i64>>> {
+    let mut positions = Vec::with_capacity(parts.len());
+    for (planned, part) in planned.iter().zip(parts) {
+        let queued: Vec<&str> = planned
+            .plan
+            .entries
+            .iter()
+            .filter(|p| p.entry.state.trigger_id.is_some() && p.verdict.is_queued())
+            .map(|p| p.entry.state.conversation_id.as_str())
+            .collect();
+        positions.push(if queued.is_empty() {
+            HashMap::new()
+        } else {
+            store::waiting::positions(tx, &part.campaign_id, &queued).await?
+        });
+    }
+    Ok(positions)
+}
+
+/// One campaign's answers, after its batch committed; records what its drain did.
+fn answer(
+    planned: CampaignPlan,
+    assigned: &HashMap<String, Conversation>,
+    positions: &HashMap<String, i64>,
+    triggers: &[Trigger],
+) -> CampaignOutcome {
+    let now = chrono::Utc::now();
+    let mut drained = 0;
+    let mut waiting = 0;
+    let mut replies: Vec<AppResult<AutoAssigned>> = triggers
+        .iter()
+        .map(|trigger| Err(unknown_conversation(&trigger.conversation_id)))
+        .collect();
+    for planned_entry in planned.plan.entries {
+        let Entry {
+            source,
+            conversation,
+            ..
+        } = planned_entry.entry;
+        let index = match source {
+            EntrySource::Waiting { since } => {
+                waiting += 1;
+                if assigned.contains_key(&conversation.conversation_id) {
+                    drained += 1;
+                    metrics::counter!(WAITING_DRAINED).increment(1);
+                    let waited = (now - since).num_milliseconds().max(0) as f64 / 1e3;
+                    metrics::histogram!(WAITING_SECONDS).record(waited);
+                }
+                continue;
+            }
+            EntrySource::Trigger { index } => index,
+        };
+        replies[index] = match planned_entry.verdict {
+            Verdict::Decided(decision) => Ok(AutoAssigned {
+                queue_position: positions.get(&conversation.conversation_id).copied(),
+                conversation: assigned
+                    .get(&conversation.conversation_id)
+                    .cloned()
+                    .unwrap_or(conversation),
+                decision,
+            }),
+            Verdict::TriggerReused { first_conversation } => {
+                Err(trigger_reused(&triggers[index], &first_conversation))
+            }
+        };
+    }
+    // Progress is sure if some were placed, or some read had left the queue: the next read sees others.
+    let left = planned.queue_read - waiting;
+    let drain_again = planned.drain > 0
+        && planned.queue_read as i64 == planned.drain
+        && (drained > 0 || left > 0);
+    CampaignOutcome {
+        replies,
+        drain_again,
+    }
+}
+
+/// `lock_campaigns` returns every campaign it was given: only a broken database could leave one out.
+fn unlocked(campaign_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!("campaign {campaign_id:?} was not locked by its batch").into(),
+    ))
+}
+
+fn unknown_conversation(conversation_id: &str) -> AppError {
+    AppError::new(
+        Reason::ConversationNotFound,
+        format!(
+            "conversation {conversation_id:?} does not exist in this campaign; pass member_id (and \
+             member_tags) so its first inbound message creates it"
+        ),
+    )
+}
+
+fn trigger_reused(trigger: &Trigger, first_conversation: &str) -> AppError {
+    AppError::new(
+        Reason::TriggerIdReused,
+        format!(
+            "trigger_id {:?} was first delivered for conversation {first_conversation:?}, not {:?}; \
+             give each inbound message its own trigger id",
+            trigger.trigger_id, trigger.conversation_id
+        ),
+    )
+}

@@ -1,0 +1,88 @@
+//! The inbox settings that switch auto-assignment on and steer it, and organizers' own capacities.
+
+use crate::domain::actor::require_admin;
+use crate::domain::auto_assign::{InboxSettings, SettingsChange};
+use crate::domain::effects::Change;
+use crate::domain::model::{Role, User};
+use crate::domain::validate::{self, Violations};
+use crate::error::{AppError, AppResult};
+use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
+use crate::store::{Store, inbox_settings, users};
+
+/// GetInboxSettings: any active user of the campaign.
+pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
+    let mut conn = store.acquire().await?;
+    authenticate(&mut conn, call).await?;
+    inbox_settings::get(&mut conn, &call.campaign_id).await
+}
+
+/// UpdateInboxSettings: admins; fields left unset keep their value.
+#[tracing::instrument(name = "db.transaction", skip_all)]
+pub async fn update_settings(
+    store: &Store,
+    after: &AfterCommit,
+    call: &ActorCall,
+    change: SettingsChange,
+) -> AppResult<Option<InboxSettings>> {
+    if change.default_capacity.is_some_and(|capacity| capacity < 0) {
+        return Err(AppError::invalid(
+            "default_capacity",
+            "default_capacity must be 0 (unlimited) or more",
+        ));
+    }
+    let mut tx = store.begin().await?;
+    // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
+    inbox_settings::lock(&mut tx, &call.campaign_id).await?;
+    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+    require_admin(&actor, "change inbox settings")?;
+    let nothing = change.auto_assign_enabled.is_none()
+        && change.default_capacity.is_none()
+        && change.routing_mode.is_none()
+        && change.rotation_start.is_none()
+        && change.on_unavailable.is_none();
+    let settings = if nothing {
+        inbox_settings::get(&mut tx, &call.campaign_id).await?
+    } else {
+        Some(inbox_settings::update(&mut tx, &call.campaign_id, change, &actor.user_id).await?)
+    };
+    tx.commit().await?;
+    after.committed(&call.campaign_id, Change::SettingsUpdated);
+    Ok(settings)
+}
+
+/// SetCapacity: admins set or clear an organizer's own capacity (`None`: the campaign default applies).
+#[tracing::instrument(name = "db.transaction", skip_all)]
+pub async fn set_capacity(
+    store: &Store,
+    after: &AfterCommit,
+    call: &ActorCall,
+    user_id: &str,
+    capacity: Option<i32>,
+) -> AppResult<User> {
+    let mut violations = Violations::default();
+    violations.check(validate::id("user_id", user_id));
+    if capacity.is_some_and(|c| c < 0) {
+        violations.add(
+            "capacity",
+            "capacity must be 0 (unlimited) or more, or unset",
+        );
+    }
+    violations.finish()?;
+    let mut tx = store.begin().await?;
+    let target = users::lock(&mut tx, &call.campaign_id, user_id).await?;
+    let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
+    require_admin(&actor, "set capacities")?;
+    let target = target.ok_or_else(|| AppError::user_not_found(user_id))?;
+    if target.role == Role::Admin {
+        return Err(AppError::invalid(
+            "user_id",
+            format!(
+                "user {user_id:?} is an admin; admins are never auto-assigned, so have no capacity"
+            ),
+        ));
+    }
+    let user = users::set_capacity(&mut tx, &call.campaign_id, user_id, capacity).await?;
+    tx.commit().await?;
+    after.committed(&call.campaign_id, Change::CapacitySet);
+    Ok(user)
+}

@@ -1,0 +1,175 @@
+//! The lock stage: a batch's campaigns (their settings rows, after creating what the triggers bring), then
+//! its entries' conversations and the campaigns' organizers.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use super::TAG_SEPARATOR;
+use crate::domain::auto_assign::{RotationStart, RoutingMode, Trigger};
+use crate::error::{AppError, AppResult};
+use crate::store::{Conn, by_key};
+
+/// The campaign's locked `inbox_settings` row: its auto-assign lock, held until the transaction ends, and
+/// what it guards (the settings a batch decides by, the round-robin cursor among them).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LockedSettings {
+    pub auto_assign_enabled: bool,
+    /// Whether conversations may be waiting (see the `has_waiting` column).
+    pub has_waiting: bool,
+    /// The organizer most recently auto-assigned.
+    pub last_auto_assignee_id: Option<String>,
+    pub default_capacity: i32,
+    pub routing_mode: RoutingMode,
+    pub rotation_start: RotationStart,
+}
+
+/// One campaign's triggers in a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignTriggers<'a> {
+    pub campaign_id: &'a str,
+    pub triggers: &'a [Trigger],
+}
+
+/// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
+pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<LockedSettings> {
+    let mut locked = lock_campaigns(conn, &[campaign_id], &[], false).await?;
+    locked
+        .remove(campaign_id)
+        .ok_or_else(|| missing_settings(campaign_id))
+}
+
+static LOCK_CAMPAIGNS: &str = include_str!("sql/lock_campaigns.sql");
+
+/// Takes the auto-assign locks of `campaign_ids` (their settings rows, in byte order of id, so batches of
+/// several campaigns never deadlock): from here to the end of the transaction every other batch of these
+/// campaigns waits. A campaign never configured gets its row. First, in the same statement, creates the
+/// conversations the parts' triggers name with member data. With `feed_heads`, it also locks the campaigns'
+/// feed heads, so the batch can number the campaigns' events (see `read_batch` and `write_batch`).
+pub async fn lock_campaigns(
+    conn: &mut Conn,
+    campaign_ids: &[&str],
+    parts: &[CampaignTriggers<'_>],
+    feed_heads: bool,
+) -> AppResult<HashMap<String, LockedSettings>> {
+    let created = NewConversations::from_parts(parts);
+    let mut heads: Vec<&str> = if feed_heads {
+        campaign_ids.to_vec()
+    } else {
+        Vec::new()
+    };
+    heads.sort_unstable();
+    let mut rows: Vec<LockedSettingsRow> = sqlx::query_as(LOCK_CAMPAIGNS)
+        .bind(campaign_ids) // $1 campaign_ids
+        .bind(&created.campaigns) // $2 new_campaigns
+        .bind(&created.ids) // $3 new_ids
+        .bind(&created.members) // $4 new_members
+        .bind(&created.tags) // $5 new_tags
+        .bind(TAG_SEPARATOR) // $6 tag_separator
+        .bind(&heads) // $7 feed_heads
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() < campaign_ids.len() {
+        // Settings rows made by that statement were not in its snapshot: lock them now (first use only).
+        rows = sqlx::query_as(
+            "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
+                    default_capacity, routing_mode, rotation_start \
+               FROM inbox_settings WHERE campaign_id = ANY($1) \
+              ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
+        )
+        .bind(campaign_ids) // $1 campaign_ids
+        .fetch_all(&mut *conn)
+        .await?;
+    }
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.campaign_id, row.settings))
+        .collect())
+}
+
+/// The columns of the conversations a batch's triggers may create, one row each, in (campaign, id) order.
+#[derive(Default)]
+struct NewConversations<'a> {
+    campaigns: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    members: Vec<&'a str>,
+    tags: Vec<String>,
+}
+
+impl<'a> NewConversations<'a> {
+    fn from_parts(parts: &[CampaignTriggers<'a>]) -> Self {
+        let mut creates: Vec<(&str, &Trigger)> = parts
+            .iter()
+            .flat_map(|part| part.triggers.iter().map(move |t| (part.campaign_id, t)))
+            .filter(|(_, t)| t.member_id.is_some())
+            .collect();
+        creates.sort_by(|a, b| (a.0, &a.1.conversation_id).cmp(&(b.0, &b.1.conversation_id)));
+        creates.dedup_by(|a, b| a.0 == b.0 && a.1.conversation_id == b.1.conversation_id);
+        let mut columns = Self::default();
+        for (campaign_id, trigger) in creates {
+            columns.campaigns.push(campaign_id);
+            columns.ids.push(&trigger.conversation_id);
+            columns
+                .members
+                .push(trigger.member_id.as_deref().unwrap_or_default());
+            columns.tags.push(trigger.member_tags.join(TAG_SEPARATOR));
+        }
+        columns
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LockedSettingsRow {
+    campaign_id: String,
+    #[sqlx(flatten)]
+    settings: LockedSettings,
+}
+
+/// `lock_campaigns` makes every row it locks: only a broken database could leave one out.
+fn missing_settings(campaign_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!("no inbox_settings row for campaign {campaign_id:?} after creating it").into(),
+    ))
+}
+
+/// One campaign's entries to lock: its triggers and how many waiting conversations it drains.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct EntriesToLock<'a> {
+    pub campaign_id: &'a str,
+    pub triggers: &'a [Trigger],
+    pub drain_limit: i64,
+}
+
+static LOCK_ENTRIES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        include_str!("sql/lock_entries.sql"),
+        conversation_by_key = by_key("c", "e.conversation_id"),
+    )
+});
+
+/// Locks the batch's conversations (its triggers' and the first `drain_limit` waiting ones of each
+/// campaign, in byte order of campaign, then id, as every multi-row locker does, so they never deadlock),
+/// then share-locks the campaigns' organizers. Run it after [`lock_campaigns`], so a batch waiting for a
+/// campaign's lock holds nothing else. Returns the waiting conversations it locked, `(campaign, id)`: the
+/// read decides on their rows as they are once locked.
+pub(super) async fn lock_entries(
+    conn: &mut Conn,
+    parts: &[EntriesToLock<'_>],
+) -> AppResult<Vec<(String, String)>> {
+    let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
+    let drain_limits: Vec<i64> = parts.iter().map(|part| part.drain_limit).collect();
+    let (trigger_campaigns, trigger_conversations): (Vec<&str>, Vec<&str>) = parts
+        .iter()
+        .flat_map(|part| {
+            part.triggers
+                .iter()
+                .map(|t| (part.campaign_id, t.conversation_id.as_str()))
+        })
+        .unzip();
+    Ok(sqlx::query_as(&LOCK_ENTRIES)
+        .bind(&campaigns) // $1 campaign_ids
+        .bind(&drain_limits) // $2 drain_limits
+        .bind(&trigger_campaigns) // $3 trigger_campaigns
+        .bind(&trigger_conversations) // $4 trigger_conversations
+        .fetch_all(conn)
+        .await?)
+}

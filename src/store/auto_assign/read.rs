@@ -1,0 +1,329 @@
+//! The read stage: a batch's entries locked, then everything it decides on read fresh, in one snapshot
+//! taken after every lock, and the feed numbers of what that snapshot saw.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
+use super::loads::fold_ctes;
+use super::lock::{CampaignTriggers, EntriesToLock, lock_entries};
+use crate::domain::auto_assign::{
+    AutoOutcome, Load, OutcomeKind, RecordedTrigger, TriggerState, effective_capacity, still_waits,
+};
+use crate::domain::model::Conversation;
+use crate::error::{AppError, AppResult};
+use crate::store::conversations::COLUMNS;
+use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
+use crate::store::{Conn, by_key, grant_exists};
+
+/// What a batch reads for one campaign besides its triggers' conversations.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchReads {
+    /// Auto-assignment is on: read who is eligible (and loads, when they matter).
+    pub enabled: bool,
+    /// Read the organizer most recently assigned by any path.
+    pub last_assigned: bool,
+    /// How many waiting conversations to drain first (0: none).
+    pub drain: i64,
+    /// The campaign's default capacity (0 = unlimited).
+    pub default_capacity: i32,
+    /// Balanced routing: loads matter even without capacities.
+    pub balanced: bool,
+}
+
+/// Where a batch entry comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySource {
+    /// The trigger at `index` of its campaign's part.
+    Trigger { index: usize },
+    /// A waiting conversation being drained, waiting since then.
+    Waiting { since: DateTime<Utc> },
+}
+
+/// One entry of a batch as read under its locks: a trigger's or a waiting conversation's.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub source: EntrySource,
+    pub state: TriggerState,
+    pub conversation: Conversation,
+}
+
+impl Borrow<TriggerState> for Entry {
+    fn borrow(&self) -> &TriggerState {
+        &self.state
+    }
+}
+
+/// What a batch read for one campaign.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignReads {
+    /// The waiting conversations it drains (queue order), then its triggers whose conversation exists (batch
+    /// order).
+    pub entries: Vec<Entry>,
+    /// How many waiting conversations were locked (at most the limit asked for): also those that had left
+    /// the queue by the time they were locked, which are not drained.
+    pub queue_read: usize,
+    /// The organizer assigned last by any path, in feed order.
+    pub last_assigned: Option<String>,
+    /// The loads of the campaign's active, available organizers, when capacity or balance is in play.
+    pub loads: Option<HashMap<String, Load>>,
+}
+
+impl CampaignReads {
+    /// How many waiting conversations it drains (they come first).
+    pub fn waiting(&self) -> usize {
+        self.entries
+            .iter()
+            .take_while(|e| matches!(e.source, EntrySource::Waiting { .. }))
+            .count()
+    }
+}
+
+static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        include_str!("sql/read_batch.sql"),
+        fold = fold_ctes("ARRAY(SELECT campaign_id FROM wanted WHERE loads)"),
+        backlog = backlog_ctes("$1", "NULL"),
+        last_assigned = last_assigned("w.campaign_id"),
+        conversation_columns = COLUMNS,
+        eligible = eligible("o"),
+        conversation_by_key = by_key("c", "i.conversation_id"),
+        queue_row_by_key = by_key("w", "i.conversation_id"),
+    )
+});
+
+/// Whether organizer `o` (a row of `users`) may be given the conversation aliased `c` but for their load:
+/// active, available, and an access group lets them reply to it. The preview explains the same rule.
+fn eligible(o: &str) -> String {
+    format!(
+        "{o}.active AND {o}.availability = 'AVAILABLE' AND {}",
+        grant_exists(&format!("{o}.user_id"), "can_reply")
+    )
+}
+
+/// Reads a batch under the campaigns' locks (see `lock_campaigns`, which must have locked their feed heads):
+/// locks its entries (the triggers' conversations and each campaign's first `drain` waiting ones), then, in
+/// a statement begun after every lock was had, reads each entry with its trigger record and, when its
+/// campaign's auto-assignment is on, its eligible organizers; the loads (folding the pending changes) and
+/// the last organizer assigned where they matter. That statement also numbers the campaigns' events
+/// committed unnumbered, everything the read saw, so they come before the batch's own in the feed.
+/// Returns one [`CampaignReads`] per part, in order; triggers whose conversation does not exist are left
+/// out, and so are waiting conversations that left the queue before they were locked (see [`still_waits`]).
+pub async fn read_batch(
+    conn: &mut Conn,
+    parts: &[(CampaignTriggers<'_>, BatchReads)],
+) -> AppResult<Vec<CampaignReads>> {
+    let to_lock: Vec<EntriesToLock> = parts
+        .iter()
+        .map(|(part, reads)| EntriesToLock {
+            campaign_id: part.campaign_id,
+            triggers: part.triggers,
+            drain_limit: reads.drain,
+        })
+        .collect();
+    let waiting = lock_entries(conn, &to_lock).await?;
+    let columns = ReadColumns::new(parts, &waiting);
+    let rows: Vec<PgRow> = sqlx::query(&READ_BATCH)
+        .bind(&columns.campaigns) // $1 campaign_ids
+        .bind(&columns.enabled) // $2 enabled
+        .bind(&columns.wants_last_assigned) // $3 wants_last_assigned
+        .bind(&columns.loads_matter) // $4 loads_matter
+        .bind(&columns.entry_campaigns) // $5 entry_campaigns
+        .bind(&columns.entry_ords) // $6 entry_ords
+        .bind(&columns.entry_trigger_ids) // $7 entry_trigger_ids
+        .bind(&columns.entry_conversations) // $8 entry_conversations
+        .bind(FEED_CHANNEL) // $9 feed_channel
+        .fetch_all(conn)
+        .await?;
+    let mut by_campaign: HashMap<String, Vec<PgRow>> = HashMap::new();
+    for row in rows {
+        let campaign: String = row.try_get("batch_campaign")?;
+        by_campaign.entry(campaign).or_default().push(row);
+    }
+    parts
+        .iter()
+        .map(|(part, reads)| {
+            let rows = by_campaign.remove(part.campaign_id).unwrap_or_default();
+            let locked = waiting
+                .iter()
+                .filter(|(c, _)| c == part.campaign_id)
+                .count();
+            campaign_reads(rows, locked, reads.default_capacity)
+        })
+        .collect()
+}
+
+/// The read statement's columns, built from the parts and the waiting conversations locked.
+struct ReadColumns<'a> {
+    campaigns: Vec<&'a str>,
+    enabled: Vec<bool>,
+    wants_last_assigned: Vec<bool>,
+    loads_matter: Vec<bool>,
+    entry_campaigns: Vec<&'a str>,
+    entry_ords: Vec<Option<i64>>,
+    entry_trigger_ids: Vec<Option<&'a str>>,
+    entry_conversations: Vec<&'a str>,
+}
+
+impl<'a> ReadColumns<'a> {
+    fn new(parts: &[(CampaignTriggers<'a>, BatchReads)], waiting: &'a [(String, String)]) -> Self {
+        let mut columns = ReadColumns {
+            campaigns: Vec::new(),
+            enabled: Vec::new(),
+            wants_last_assigned: Vec::new(),
+            loads_matter: Vec::new(),
+            entry_campaigns: Vec::new(),
+            entry_ords: Vec::new(),
+            entry_trigger_ids: Vec::new(),
+            entry_conversations: Vec::new(),
+        };
+        for (part, reads) in parts {
+            columns.campaigns.push(part.campaign_id);
+            columns.enabled.push(reads.enabled);
+            columns.wants_last_assigned.push(reads.last_assigned);
+            columns
+                .loads_matter
+                .push(reads.default_capacity > 0 || reads.balanced);
+            for (index, trigger) in part.triggers.iter().enumerate() {
+                columns.entry_campaigns.push(part.campaign_id);
+                columns.entry_ords.push(Some(index as i64));
+                columns.entry_trigger_ids.push(Some(&trigger.trigger_id));
+                columns.entry_conversations.push(&trigger.conversation_id);
+            }
+        }
+        for (campaign_id, conversation_id) in waiting {
+            columns.entry_campaigns.push(campaign_id);
+            columns.entry_ords.push(None);
+            columns.entry_trigger_ids.push(None);
+            columns.entry_conversations.push(conversation_id);
+        }
+        columns
+    }
+}
+
+/// One campaign's rows: its facts (on every row) and its entries, waiting conversations first in queue
+/// order, then triggers in batch order.
+fn campaign_reads(
+    rows: Vec<PgRow>,
+    queue_read: usize,
+    default_capacity: i32,
+) -> AppResult<CampaignReads> {
+    let mut reads = CampaignReads {
+        queue_read,
+        ..CampaignReads::default()
+    };
+    if let Some(row) = rows.first() {
+        reads.last_assigned = row.try_get("last_assigned")?;
+        if row.try_get("loads_read")? {
+            reads.loads = Some(loads(row, default_capacity)?);
+        }
+    }
+    let mut entries = Vec::with_capacity(rows.len());
+    for row in &rows {
+        // A campaign without entries comes as one row without a conversation.
+        if row
+            .try_get::<Option<String>, _>("conversation_id")?
+            .is_some()
+        {
+            entries.push(EntryRow::from_row(row)?);
+        }
+    }
+    entries.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
+    for row in entries {
+        if row.ord.is_none() && !still_waits(row.queue_row_found, &row.conversation) {
+            continue;
+        }
+        reads.entries.push(row.into_entry()?);
+    }
+    Ok(reads)
+}
+
+/// The loads of a campaign's active, available organizers, as its facts carry them.
+fn loads(row: &PgRow, default_capacity: i32) -> AppResult<HashMap<String, Load>> {
+    let users: Option<Vec<String>> = row.try_get("load_users")?;
+    let capacities: Option<Vec<Option<i32>>> = row.try_get("load_capacities")?;
+    let open: Option<Vec<i64>> = row.try_get("load_open")?;
+    let loads = users
+        .into_iter()
+        .flatten()
+        .zip(capacities.into_iter().flatten())
+        .zip(open.into_iter().flatten())
+        .map(|((user_id, capacity), open)| {
+            let load = Load {
+                open: u32::try_from(open).unwrap_or(0),
+                capacity: effective_capacity(capacity, default_capacity),
+            };
+            (user_id, load)
+        });
+    Ok(loads.collect())
+}
+
+/// One entry as read.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    /// The trigger's place in its part; `None` for a waiting conversation.
+    ord: Option<i64>,
+    trigger_id: Option<String>,
+    position: Option<i64>,
+    waiting_since: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    conversation: Conversation,
+    /// A waiting conversation's queue row is still there.
+    queue_row_found: bool,
+    recorded_outcome: Option<OutcomeKind>,
+    recorded_assignee: Option<String>,
+    recorded_conversation: Option<String>,
+    eligible: Vec<String>,
+}
+
+impl EntryRow {
+    fn into_entry(self) -> AppResult<Entry> {
+        let recorded = match (self.recorded_outcome, self.recorded_conversation) {
+            (Some(kind), Some(conversation_id)) => {
+                let outcome =
+                    AutoOutcome::from_record(kind, self.recorded_assignee).ok_or_else(|| {
+                        corrupt_record(self.trigger_id.as_deref().unwrap_or_default())
+                    })?;
+                Some(RecordedTrigger {
+                    conversation_id,
+                    outcome,
+                })
+            }
+            _ => None,
+        };
+        let source = match (self.ord, self.waiting_since) {
+            (Some(ord), _) => EntrySource::Trigger {
+                index: usize::try_from(ord).unwrap_or_default(),
+            },
+            (None, since) => EntrySource::Waiting {
+                since: since.unwrap_or_else(Utc::now),
+            },
+        };
+        let state = TriggerState {
+            trigger_id: self.trigger_id,
+            conversation_id: self.conversation.conversation_id.clone(),
+            current_assignee: self.conversation.assignee_id.clone(),
+            recorded,
+            eligible: self.eligible,
+        };
+        Ok(Entry {
+            source,
+            state,
+            conversation: self.conversation,
+        })
+    }
+}
+
+/// A trigger record that says "assigned" without naming to whom: only a broken write could leave one.
+fn corrupt_record(trigger_id: &str) -> AppError {
+    AppError::Database(sqlx::Error::Decode(
+        format!(
+            "auto_assign_triggers row {trigger_id:?} records an assignment without an assignee"
+        )
+        .into(),
+    ))
+}

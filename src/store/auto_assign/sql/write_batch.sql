@@ -1,0 +1,117 @@
+-- Writes a planned batch, every campaign's part, in one statement, and numbers its own events for the feed
+-- right after what its read numbered (the heads the read moved; both locked by the lock stage).
+-- Rows to change are found by their whole key, one lookup each, and changed by row id, so the kept plan
+-- stays bounded by the batch at any table size.
+--   $1  assign_campaigns      text[] | one row per conversation assigned, in plan order:
+--   $2  assign_conversations  text[] |   its campaign, id, new assignee and the trigger's request id
+--   $3  assignees             text[] |
+--   $4  assign_request_ids    text[] |
+--   $5  record_campaigns      text[] | one row per trigger delivered for the first time:
+--   $6  record_trigger_ids    text[] |   what it was for and what it did
+--   $7  record_conversations  text[] |
+--   $8  record_outcomes       text[] |
+--   $9  record_assignees      text[] |
+--   $10 queued_campaigns      text[] | one row per conversation the batch queues, in plan order,
+--   $11 queued_conversations  text[] |   with its trigger's request id
+--   $12 queued_request_ids    text[] |
+--   $13 moved_campaigns       text[] | one row per campaign whose cursor or waiting flag moves
+--   $14 moved_cursors         text[] |   (NULL: unchanged)
+--   $15 moved_flags           bool[] |
+--   $16 campaign_ids          text[]  every campaign of the batch
+--   $17 feed_channel          text    the channel NOTIFYed when a campaign's feed head moves
+WITH
+-- The assignments, each only if the conversation is still unassigned.
+assigned AS (
+  UPDATE conversations c
+     SET assignee_id = a.assignee_id, assigned_at = now(), assigned_by = NULL,
+         version = c.version + 1, updated_at = now()
+    FROM (SELECT a.assignee_id, x.row_id
+            FROM unnest($1::text[], $2::text[], $3::text[]) AS a(campaign_id, conversation_id, assignee_id)
+           CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
+                                WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
+   WHERE c.ctid = a.row_id AND c.assignee_id IS NULL
+  RETURNING c.campaign_id, {conversation_columns}
+),
+-- A conversation assigned leaves the waiting queue.
+drained AS (
+  DELETE FROM waiting_conversations w
+   USING assigned CROSS JOIN LATERAL (
+           SELECT q.ctid AS row_id FROM waiting_conversations q
+            WHERE q.campaign_id = assigned.campaign_id AND {drained_by_key} LIMIT 1) AS x
+   WHERE w.ctid = x.row_id
+  RETURNING w.campaign_id, w.conversation_id
+),
+-- Conversations nobody could take join the back of their queue, in plan order.
+enqueued AS (
+  INSERT INTO waiting_conversations (campaign_id, conversation_id, position)
+  SELECT q.campaign_id, q.conversation_id, nextval('waiting_position') FROM (
+    SELECT campaign_id, conversation_id
+      FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS u(campaign_id, conversation_id, ord)
+     ORDER BY ord) AS q
+  ON CONFLICT (campaign_id, conversation_id) DO NOTHING
+  RETURNING campaign_id, conversation_id
+),
+-- The campaigns' cursors and waiting flags.
+moved AS (
+  UPDATE inbox_settings s
+     SET last_auto_assignee_id = coalesce(m.cursor, s.last_auto_assignee_id),
+         has_waiting = coalesce(m.flag, s.has_waiting)
+    FROM unnest($13::text[], $14::text[], $15::bool[]) AS m(campaign_id, cursor, flag)
+   WHERE s.campaign_id = ANY($13) AND s.campaign_id = m.campaign_id
+),
+-- The trigger records: a redelivery repeats what they say.
+recorded AS (
+  INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id)
+  SELECT * FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+  ON CONFLICT (campaign_id, trigger_id) DO NOTHING
+),
+-- Each campaign's feed head, as the read left it.
+heads AS MATERIALIZED (
+  SELECT k.campaign_id, f.last_seq AS head FROM unnest($16::text[]) AS k(campaign_id)
+  CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f
+),
+-- The assignments that happened, in plan order.
+assignments AS MATERIALIZED (
+  SELECT a.campaign_id, a.conversation_id, a.assignee_id, a.request_id, a.ord
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord)
+    JOIN assigned ON assigned.campaign_id = a.campaign_id AND assigned.conversation_id = a.conversation_id
+),
+-- The batch's own events, in the order they are numbered: a drained conversation's LEFT_QUEUE, then its
+-- ASSIGN, in plan order; then the QUEUED ones.
+own AS MATERIALIZED (
+  SELECT a.campaign_id, a.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS to_user_id,
+         NULL::text AS request_id, 0 AS part, a.ord, 0 AS step
+    FROM assignments a JOIN drained d ON d.campaign_id = a.campaign_id AND d.conversation_id = a.conversation_id
+  UNION ALL
+  SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1 FROM assignments
+  UNION ALL
+  SELECT q.campaign_id, q.conversation_id, 'QUEUED', NULL, q.request_id, 1, q.ord, 0
+    FROM unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS q(campaign_id, conversation_id, request_id, ord)
+    JOIN enqueued ON enqueued.campaign_id = q.campaign_id AND enqueued.conversation_id = q.conversation_id
+),
+-- Their history, numbered right after the head.
+events AS (
+  INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id, seq)
+  SELECT o.campaign_id, o.conversation_id, o.action, o.to_user_id, 'AUTO', o.request_id,
+         h.head + row_number() OVER (PARTITION BY o.campaign_id ORDER BY o.part, o.ord, o.step)
+    FROM own o JOIN heads h ON h.campaign_id = o.campaign_id
+   ORDER BY o.campaign_id, o.part, o.ord, o.step
+),
+-- The heads move past them.
+counts AS MATERIALIZED (
+  SELECT h.campaign_id, h.head, h.head + o.n AS new_head FROM heads h
+   CROSS JOIN LATERAL (SELECT count(*) AS n FROM own WHERE own.campaign_id = h.campaign_id) AS o
+),
+moved_heads AS (
+  UPDATE feed_heads f SET last_seq = c.new_head FROM counts c
+   WHERE f.campaign_id = ANY($16) AND f.campaign_id = c.campaign_id AND c.new_head > c.head
+),
+-- Watchers learn of the new numbers at commit.
+notified AS MATERIALIZED (
+  SELECT pg_notify($17, current_schema() || '/' || campaign_id) FROM counts WHERE new_head > head
+)
+-- The conversations assigned, per campaign (a campaign that assigned nothing: one row without one).
+SELECT c.campaign_id AS batch_campaign, a.*
+  FROM counts c LEFT JOIN assigned a ON a.campaign_id = c.campaign_id
+ WHERE (SELECT count(*) FROM notified) >= 0

@@ -1,0 +1,183 @@
+//! The write stage: a planned batch, every campaign's part, in one statement, with its own feed numbers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Row};
+
+use super::read::{Entry, EntrySource};
+use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Trigger, Verdict};
+use crate::domain::model::Conversation;
+use crate::error::AppResult;
+use crate::store::conversations::COLUMNS;
+use crate::store::feed::FEED_CHANNEL;
+use crate::store::{Conn, by_key};
+
+/// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitingAfter {
+    pub was: bool,
+    pub has_waiting: bool,
+}
+
+/// One campaign's planned part of a batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CampaignWrite<'a> {
+    pub campaign_id: &'a str,
+    /// The part's triggers, as its entries' sources index them.
+    pub triggers: &'a [Trigger],
+    pub plan: &'a BatchPlan<Entry>,
+    /// The campaign's cursor before the batch.
+    pub old_cursor: Option<&'a str>,
+    pub waiting: WaitingAfter,
+}
+
+impl<'a> CampaignWrite<'a> {
+    /// The request id of the trigger an entry came from.
+    fn request_id(&self, entry: &Entry) -> Option<&'a str> {
+        match entry.source {
+            EntrySource::Trigger { index } => self.triggers.get(index)?.request_id.as_deref(),
+            EntrySource::Waiting { .. } => None,
+        }
+    }
+}
+
+static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        include_str!("sql/write_batch.sql"),
+        assigned_by_key = by_key("k", "a.conversation_id"),
+        drained_by_key = by_key("q", "assigned.conversation_id"),
+        conversation_columns = COLUMNS,
+    )
+});
+
+/// Writes a planned batch in one statement: assignments with their `auto` history events (drained
+/// conversations leave the queue), the cursors, the trigger records, newly waiting conversations (at the
+/// back of their queue, in plan order) and the campaigns' waiting flags; numbers the batch's own events
+/// after the heads its read moved, and moves them. Returns the conversations it assigned, by id, one map
+/// per part, in order.
+pub async fn write_batch(
+    conn: &mut Conn,
+    parts: &[CampaignWrite<'_>],
+) -> AppResult<Vec<HashMap<String, Conversation>>> {
+    let mut columns = WriteColumns::default();
+    for part in parts {
+        columns.add(part);
+    }
+    let mut assigned = vec![HashMap::new(); parts.len()];
+    if columns.is_empty() {
+        return Ok(assigned);
+    }
+    let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
+    let rows: Vec<PgRow> = sqlx::query(&WRITE_BATCH)
+        .bind(&columns.assign_campaigns) // $1 assign_campaigns
+        .bind(&columns.assign_conversations) // $2 assign_conversations
+        .bind(&columns.assignees) // $3 assignees
+        .bind(&columns.assign_request_ids) // $4 assign_request_ids
+        .bind(&columns.record_campaigns) // $5 record_campaigns
+        .bind(&columns.record_triggers) // $6 record_trigger_ids
+        .bind(&columns.record_conversations) // $7 record_conversations
+        .bind(&columns.record_outcomes) // $8 record_outcomes
+        .bind(&columns.record_assignees) // $9 record_assignees
+        .bind(&columns.queued_campaigns) // $10 queued_campaigns
+        .bind(&columns.queued_conversations) // $11 queued_conversations
+        .bind(&columns.queued_request_ids) // $12 queued_request_ids
+        .bind(&columns.moved_campaigns) // $13 moved_campaigns
+        .bind(&columns.moved_cursors) // $14 moved_cursors
+        .bind(&columns.moved_flags) // $15 moved_flags
+        .bind(&campaigns) // $16 campaign_ids
+        .bind(FEED_CHANNEL) // $17 feed_channel
+        .fetch_all(conn)
+        .await?;
+    let index: HashMap<&str, usize> = campaigns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
+    for row in rows {
+        let campaign: String = row.try_get("batch_campaign")?;
+        let Some(&i) = index.get(campaign.as_str()) else {
+            continue;
+        };
+        // A campaign that assigned nothing comes as one row without a conversation.
+        if row
+            .try_get::<Option<String>, _>("conversation_id")?
+            .is_some()
+        {
+            let conversation = Conversation::from_row(&row)?;
+            assigned[i].insert(conversation.conversation_id.clone(), conversation);
+        }
+    }
+    Ok(assigned)
+}
+
+/// The columns of [`write_batch`]'s statement, built from the planned entries, campaign by campaign.
+#[derive(Default)]
+struct WriteColumns<'a> {
+    assign_campaigns: Vec<&'a str>,
+    assign_conversations: Vec<&'a str>,
+    assignees: Vec<&'a str>,
+    assign_request_ids: Vec<Option<&'a str>>,
+    record_campaigns: Vec<&'a str>,
+    record_triggers: Vec<&'a str>,
+    record_conversations: Vec<&'a str>,
+    record_outcomes: Vec<OutcomeKind>,
+    record_assignees: Vec<Option<&'a str>>,
+    queued_campaigns: Vec<&'a str>,
+    queued_conversations: Vec<&'a str>,
+    queued_request_ids: Vec<Option<&'a str>>,
+    /// One queue entry, one QUEUED event: a conversation two triggers queue is queued once, by the first.
+    queued_once: HashSet<(&'a str, &'a str)>,
+    moved_campaigns: Vec<&'a str>,
+    moved_cursors: Vec<Option<&'a str>>,
+    moved_flags: Vec<Option<bool>>,
+}
+
+impl<'a> WriteColumns<'a> {
+    fn add(&mut self, part: &CampaignWrite<'a>) {
+        let campaign = part.campaign_id;
+        for planned in &part.plan.entries {
+            let Verdict::Decided(decision) = &planned.verdict else {
+                continue;
+            };
+            let state = &planned.entry.state;
+            let request_id = part.request_id(&planned.entry);
+            if let Some(user) = decision.assigns() {
+                self.assign_campaigns.push(campaign);
+                self.assign_conversations.push(&state.conversation_id);
+                self.assignees.push(user);
+                self.assign_request_ids.push(request_id);
+            }
+            let (Some(trigger_id), false) = (&state.trigger_id, decision.duplicate) else {
+                continue;
+            };
+            self.record_campaigns.push(campaign);
+            self.record_triggers.push(trigger_id);
+            self.record_conversations.push(&state.conversation_id);
+            self.record_outcomes.push(decision.outcome.kind());
+            self.record_assignees.push(decision.outcome.assignee());
+            if decision.outcome == AutoOutcome::Queued
+                && self.queued_once.insert((campaign, &state.conversation_id))
+            {
+                self.queued_campaigns.push(campaign);
+                self.queued_conversations.push(&state.conversation_id);
+                self.queued_request_ids.push(request_id);
+            }
+        }
+        let cursor = part
+            .plan
+            .cursor
+            .as_deref()
+            .filter(|c| Some(*c) != part.old_cursor);
+        let waiting = part.waiting;
+        let flag = (waiting.has_waiting != waiting.was).then_some(waiting.has_waiting);
+        if cursor.is_some() || flag.is_some() {
+            self.moved_campaigns.push(campaign);
+            self.moved_cursors.push(cursor);
+            self.moved_flags.push(flag);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.assign_campaigns.is_empty()
+            && self.record_campaigns.is_empty()
+            && self.moved_campaigns.is_empty()
+    }
+}
