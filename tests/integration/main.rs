@@ -6,6 +6,7 @@ mod authorization;
 mod auto_assign;
 mod auto_assign_queue;
 mod bad_input;
+mod batch_store;
 mod bulk;
 mod cancellation;
 mod connections;

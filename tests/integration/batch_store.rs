@@ -1,0 +1,272 @@
+//! The auto-assign batch's statements below gRPC, stage by stage on a fresh schema: what a batch's read
+//! saw is numbered before its own events and what committed after it after them, the rotation starts after
+//! the last assignment in feed order, and waiting conversations come first in queue order.
+
+use assignment_service::domain::auto_assign::{
+    AutoOutcome, Routing, RoutingMode, Trigger, Verdict, plan_batch,
+};
+use assignment_service::pb;
+use assignment_service::store::auto_assign::{
+    self, BatchReads, CampaignTriggers, CampaignWrite, EntrySource, WaitingAfter,
+};
+
+use crate::harness::*;
+
+/// Admin "admin", organizers o1 and o2 who may reply to everything, auto-assignment on.
+async fn campaign() -> TestApp {
+    let app = TestApp::start_configured(&NO_SWEEP).await;
+    app.admin("admin").await;
+    app.organizer("o1").await;
+    app.organizer("o2").await;
+    app.group("admin", "Everyone", &["o1", "o2"], true, scope_all())
+        .await;
+    app.enable_auto_assign().await;
+    app
+}
+
+fn trigger(conversation: &str) -> Trigger {
+    Trigger {
+        trigger_id: format!("t-{conversation}"),
+        conversation_id: conversation.into(),
+        member_id: Some(format!("m-{conversation}")),
+        member_tags: vec![],
+        request_id: None,
+    }
+}
+
+fn reads(drain: i64) -> BatchReads {
+    BatchReads {
+        enabled: true,
+        last_assigned: true,
+        drain,
+        default_capacity: 0,
+        balanced: false,
+    }
+}
+
+/// A batch of `triggers` of the campaign, stage by stage as `run_batch` runs it, with `between` run after
+/// its read and before its write (and committed by then). Returns the verdicts.
+async fn batch_with<F: std::future::Future<Output = ()>>(
+    app: &TestApp,
+    triggers: &[Trigger],
+    between: F,
+) -> Vec<Verdict> {
+    let mut tx = app.store.begin_keyed().await.unwrap();
+    let part = CampaignTriggers {
+        campaign_id: CAMPAIGN,
+        triggers,
+    };
+    let settings = auto_assign::lock_campaigns(&mut tx, &[CAMPAIGN], &[part], true)
+        .await
+        .unwrap()
+        .remove(CAMPAIGN)
+        .unwrap();
+    let to_read = BatchReads {
+        default_capacity: settings.default_capacity,
+        ..reads(0)
+    };
+    let mut read = auto_assign::read_batch(&mut tx, &[(part, to_read)])
+        .await
+        .unwrap()
+        .remove(0);
+    between.await;
+    let routing = Routing {
+        mode: RoutingMode::RoundRobin,
+        loads: read.loads.take(),
+    };
+    let plan = plan_batch(
+        true,
+        read.last_assigned.as_deref(),
+        routing,
+        std::mem::take(&mut read.entries),
+    );
+    let write = CampaignWrite {
+        campaign_id: CAMPAIGN,
+        triggers,
+        plan: &plan,
+        old_cursor: settings.last_auto_assignee_id.as_deref(),
+        waiting: WaitingAfter {
+            was: settings.has_waiting,
+            has_waiting: settings.has_waiting,
+        },
+    };
+    auto_assign::write_batch(&mut tx, &[write]).await.unwrap();
+    tx.commit().await.unwrap();
+    plan.verdicts()
+}
+
+/// The feed number of the conversation's only `action` event, once it has one.
+async fn seq_of(app: &TestApp, conversation: &str, action: &str) -> i64 {
+    for _ in 0..200 {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM assignment_events \
+              WHERE campaign_id = $1 AND conversation_id = $2 AND action = $3",
+        )
+        .bind(CAMPAIGN)
+        .bind(conversation)
+        .bind(action)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if let Some(seq) = seq {
+            return seq;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{conversation}'s {action} was never numbered");
+}
+
+async fn assign(app: &TestApp, conversation: &str, assignee: &str) {
+    app.assignments()
+        .await
+        .assign_conversation(as_actor(
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: conversation.into(),
+                assignee_id: assignee.into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+async fn resolve(app: &TestApp, conversation: &str) {
+    app.assignments()
+        .await
+        .resolve_conversation(as_actor(
+            "admin",
+            pb::ResolveConversationRequest {
+                conversation_id: conversation.into(),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_change_committed_after_a_batch_read_is_numbered_after_the_batch_own_events() {
+    let app = campaign().await;
+    app.conversation("c9", &[]).await;
+    assign(&app, "c9", "o1").await;
+    let verdicts = batch_with(&app, &[trigger("c1")], resolve(&app, "c9")).await;
+    assert_eq!(
+        verdicts[0].assigns(),
+        Some("o2"),
+        "the rotation went on after o1"
+    );
+    let assigned = seq_of(&app, "c1", "ASSIGN").await;
+    let resolved = seq_of(&app, "c9", "RESOLVE").await;
+    assert!(
+        resolved > assigned,
+        "the batch decided without the resolve, so the feed has it after the batch's ASSIGN \
+         (resolve {resolved}, assign {assigned})"
+    );
+}
+
+#[tokio::test]
+async fn a_change_committed_before_a_batch_read_is_numbered_before_and_decided_on() {
+    let app = campaign().await;
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            default_capacity: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    app.conversation("c8", &[]).await;
+    app.conversation("c9", &[]).await;
+    assign(&app, "c8", "o2").await;
+    assign(&app, "c9", "o1").await;
+    // Both are full; the resolve commits unnumbered while the batch waits for the campaign's lock.
+    let (held, _) = app
+        .hold_locks("SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE")
+        .await;
+    let triggers = [trigger("c1")];
+    let batch = batch_with(&app, &triggers, async {});
+    let freeing = async {
+        resolve(&app, "c9").await;
+        held.commit().await.unwrap();
+    };
+    let (verdicts, ()) = tokio::join!(batch, freeing);
+    assert_eq!(verdicts[0].assigns(), Some("o1"), "the resolve freed o1");
+    let resolved = seq_of(&app, "c9", "RESOLVE").await;
+    let assigned = seq_of(&app, "c1", "ASSIGN").await;
+    assert!(resolved < assigned, "resolve {resolved}, assign {assigned}");
+}
+
+#[tokio::test]
+async fn the_rotation_starts_after_the_last_assignment_in_feed_order_not_by_event_id() {
+    let app = campaign().await;
+    app.conversation("c7", &[]).await;
+    app.conversation("c8", &[]).await;
+    // An assignment to o2 takes its event id first but commits last, after one to o1 was numbered.
+    let (mut held, _) = app.hold_locks("SELECT 1").await;
+    sqlx::query(
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
+         VALUES ($1, 'c8', 'ASSIGN', 'o2', 'MANUAL')",
+    )
+    .bind(CAMPAIGN)
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    assign(&app, "c7", "o1").await;
+    seq_of(&app, "c7", "ASSIGN").await;
+    held.commit().await.unwrap();
+    let verdicts = batch_with(&app, &[trigger("c1")], async {}).await;
+    assert!(seq_of(&app, "c8", "ASSIGN").await > seq_of(&app, "c7", "ASSIGN").await);
+    assert_eq!(
+        verdicts[0].assigns(),
+        Some("o1"),
+        "o2's assignment is last in the feed, so o1 is next"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_reads_waiting_conversations_first_in_queue_order_then_its_triggers() {
+    let app = campaign().await;
+    for organizer in ["o1", "o2"] {
+        app.set_availability(organizer, pb::Availability::Away)
+            .await;
+    }
+    for conversation in ["w2", "w1", "w3"] {
+        let queued = app.auto_assign(conversation).await.outcome();
+        assert_eq!(queued, pb::AutoAssignOutcome::Queued);
+    }
+    let mut tx = app.store.begin_keyed().await.unwrap();
+    let triggers = [trigger("c1"), trigger("w1")];
+    let part = CampaignTriggers {
+        campaign_id: CAMPAIGN,
+        triggers: &triggers,
+    };
+    auto_assign::lock_campaigns(&mut tx, &[CAMPAIGN], &[part], true)
+        .await
+        .unwrap();
+    let read = auto_assign::read_batch(&mut tx, &[(part, reads(2))])
+        .await
+        .unwrap()
+        .remove(0);
+    let order: Vec<(&str, bool)> = read
+        .entries
+        .iter()
+        .map(|e| {
+            let waiting = matches!(e.source, EntrySource::Waiting { .. });
+            (e.state.conversation_id.as_str(), waiting)
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [("w2", true), ("w1", true), ("c1", false), ("w1", false)],
+        "the first two waiting in queue order, then the triggers in batch order"
+    );
+    assert_eq!((read.queue_read, read.waiting()), (2, 2));
+    assert!(read.entries.iter().all(|e| e.state.eligible.is_empty()));
+    let plan = plan_batch(true, None, Routing::default(), read.entries);
+    assert!(
+        plan.entries
+            .iter()
+            .all(|p| matches!(&p.verdict, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued))
+    );
+    tx.rollback().await.unwrap();
+}
