@@ -49,7 +49,7 @@ pub struct Numbered {
 /// of. The heads stay locked until the transaction commits, so numbers are dense and visible in order; run
 /// it as a statement begun after the locks were had, so it sees everything committed before. Rows are found
 /// by key per campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded. An
-/// auto-assign batch numbers its campaigns' events in its write instead (`auto_assign::write_plan`).
+/// auto-assign batch numbers its campaigns' events itself (`auto_assign::read_batch`, `write_batch`).
 async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
     let sql = format!(
         "WITH {}, numbered AS ( \

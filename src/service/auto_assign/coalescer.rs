@@ -97,7 +97,7 @@ struct Part {
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
-    /// Told after each batch: its history is fanned out (and numbered, if the batch left some).
+    /// Told after each batch: its history, numbered by the batch, is fanned out.
     feed: Feed,
     max_batch: usize,
     max_backlog: usize,
