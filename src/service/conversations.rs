@@ -166,7 +166,12 @@ pub async fn history(
     }
     // Read your writes, without writing: the history lists numbered events only, so it first waits for the
     // sequencer its writers woke to number what they committed.
-    await_numbering(&mut conn, &call.campaign_id).await?;
+    let newest = history::newest_unnumbered(&mut conn, &call.campaign_id).await?;
+    drop(conn);
+    if let Some(newest) = newest {
+        await_numbering(store, &call.campaign_id, newest).await?;
+    }
+    let mut conn = store.acquire().await?;
     let rows = history::list(
         &mut conn,
         &call.campaign_id,
@@ -195,17 +200,16 @@ pub async fn history(
 /// gives up and lists what is numbered, and the periodic sweep numbers the rest.
 const NUMBERING_WAIT: Duration = Duration::from_secs(1);
 
-/// Waits (reading only) until the campaign's events committed before now are numbered, at most
-/// [`NUMBERING_WAIT`]. A read never numbers events itself: numbering takes the feed head's lock, a write.
-async fn await_numbering(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
-    let Some(newest) = history::newest_unnumbered(conn, campaign_id).await? else {
-        return Ok(());
-    };
+/// Waits (reading only) until the campaign's events through `newest` (the newest unnumbered one when the
+/// call began) are numbered, at most [`NUMBERING_WAIT`], holding no connection between reads. A read never
+/// numbers events itself: numbering takes the feed head's lock, a write.
+async fn await_numbering(store: &Store, campaign_id: &str, newest: i64) -> AppResult<()> {
     let deadline = Instant::now() + NUMBERING_WAIT;
     let mut pause = Duration::from_millis(1);
     while Instant::now() < deadline {
         tokio::time::sleep(pause).await;
-        if history::numbered_through(conn, campaign_id, newest).await? {
+        let mut conn = store.acquire().await?;
+        if history::numbered_through(&mut conn, campaign_id, newest).await? {
             return Ok(());
         }
         pause = (pause * 2).min(Duration::from_millis(50));

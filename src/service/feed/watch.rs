@@ -14,7 +14,7 @@ use crate::domain::paging::PageScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, Caller, authenticate};
-use crate::store::Store;
+use crate::store::{Conn, Store};
 use crate::store::feed::{self, EventFilter, WatcherAccess};
 
 /// How long a watcher waits for a notification before reading the database anyway (a lost notification
@@ -69,25 +69,7 @@ pub async fn watch(
             }
             Caller::System(_) => None,
         };
-        let resumed = match after {
-            Some(after) => {
-                let head = feed::head(&mut conn, &campaign_id).await?;
-                if after > head {
-                    return Err(AppError::invalid(
-                        "cursor",
-                        "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
-                    ));
-                }
-                // Resuming must not replay more than the retention: expired if it would start before it.
-                if let Some(next) = feed::occurred_at(&mut conn, &campaign_id, after + 1).await?
-                    && feed_hub.expired(next)
-                {
-                    return Err(cursor_expired(feed_hub.retention));
-                }
-                Some(after)
-            }
-            None => None,
-        };
+        let resumed = check_resume(&mut conn, feed_hub, &campaign_id, after).await?;
         (actor, resumed)
     };
     let head = match resumed {
@@ -114,6 +96,32 @@ pub async fn watch(
         _subscription: subscription,
     };
     Ok((rx, stream.run(receiver)))
+}
+
+/// Where a watcher resuming after `after` starts: refused if the cursor is ahead of the feed, or if
+/// resuming would replay more than the retention.
+async fn check_resume(
+    conn: &mut Conn,
+    feed_hub: &Feed,
+    campaign_id: &str,
+    after: Option<i64>,
+) -> AppResult<Option<i64>> {
+    let Some(after) = after else {
+        return Ok(None);
+    };
+    let head = feed::head(conn, campaign_id).await?;
+    if after > head {
+        return Err(AppError::invalid(
+            "cursor",
+            "cursor is ahead of this campaign's feed; pass an event's cursor unchanged",
+        ));
+    }
+    if let Some(next) = feed::occurred_at(conn, campaign_id, after + 1).await?
+        && feed_hub.expired(next)
+    {
+        return Err(cursor_expired(feed_hub.retention));
+    }
+    Ok(Some(after))
 }
 
 fn cursor_expired(retention: Duration) -> AppError {
