@@ -14,6 +14,7 @@ mod directory;
 mod embedded;
 mod fairness;
 mod feed;
+mod feed_replay;
 mod fresh_drains;
 mod fresh_facts;
 mod harness;
