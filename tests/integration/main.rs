@@ -15,6 +15,7 @@ mod directory;
 mod embedded;
 mod fairness;
 mod feed;
+mod feed_replay;
 mod fresh_drains;
 mod fresh_facts;
 mod harness;

@@ -1,0 +1,643 @@
+//! The feed is a serialization of the campaign consistent with every routing decision. Auto-assign
+//! triggers, freeing changes (resolve, unassign, reassign), reopens and availability flips run at once on
+//! three replicas, with capacities tight enough that who has room keeps changing while batches decide.
+//! Replaying the feed in feed order from the known start, every auto assignment goes to whom the routing
+//! rules pick on the replayed state, every queued conversation had nobody to go to, drains take the
+//! queue in order, and the replay ends in the stored state.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use assignment_service::pb;
+use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::harness::*;
+use replay::{DEFAULT_CAPACITY, ORGANIZERS, Replay};
+
+/// Round robin (the default) in one campaign, balanced in the other; they share the replicas' batches.
+const CAMPAIGNS: [(&str, bool); 2] = [("replay-rr", false), ("replay-bal", true)];
+const WORKERS_PER_CAMPAIGN: usize = 12;
+const OPS_PER_WORKER: usize = 25;
+
+#[tokio::test]
+async fn replaying_the_feed_follows_every_routing_decision() {
+    let app = TestApp::start().await;
+    for (campaign, balanced) in CAMPAIGNS {
+        seed(&app, campaign, balanced).await;
+        assert_eq!(
+            counts(&app, campaign).await,
+            (0, 0),
+            "setup wrote no events"
+        );
+    }
+    let replicas = [app.replica().await, app.replica().await];
+    let channels = [
+        app.channel().await,
+        replicas[0].channel().await,
+        replicas[1].channel().await,
+    ];
+    // Watching from now, with no event yet, is watching the whole feed.
+    let mut feeds = Vec::new();
+    for (campaign, _) in CAMPAIGNS {
+        feeds.push(read_feed(channels[0].clone(), campaign).await);
+    }
+
+    let tally = Arc::new(Mutex::new(HashMap::<String, usize>::new()));
+    let mut workers = Vec::new();
+    for (c, (campaign, _)) in CAMPAIGNS.into_iter().enumerate() {
+        let known = Arc::new(Mutex::new(Vec::<String>::new()));
+        let created = Arc::new(AtomicUsize::new(0));
+        for w in 0..WORKERS_PER_CAMPAIGN {
+            let client = AssignmentServiceClient::new(channels[(w + c) % 3].clone());
+            let worker = Worker {
+                client,
+                campaign,
+                known: known.clone(),
+                created: created.clone(),
+                tally: tally.clone(),
+                rng: Rng(0x5eed + (c * 100 + w) as u64),
+            };
+            workers.push(tokio::spawn(worker.run()));
+        }
+    }
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    eprintln!("operations by outcome: {:?}", tally.lock().unwrap());
+
+    let mut failures = Vec::new();
+    for ((campaign, balanced), feed) in CAMPAIGNS.into_iter().zip(&mut feeds) {
+        // With auto-assignment off (it takes the campaign's lock: a running batch ends first) nothing more
+        // is written; then wait until every event is numbered and read them all in feed order.
+        set_enabled(&app, campaign, false).await;
+        let total = until_numbered(&app, campaign).await;
+        let mut replay = Replay::new(balanced);
+        for seq in 1..=total {
+            let event = tokio::time::timeout(Duration::from_secs(20), feed.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{campaign}: the feed delivered {} of {total}", seq - 1))
+                .expect("the feed reader runs");
+            replay.apply(seq, &event);
+        }
+        let mismatches = compare_with_stored(&app, campaign, &replay).await;
+        eprintln!(
+            "{campaign}: {total} events, {} auto assignments, {} deviations, {} state mismatches",
+            replay.auto_assignments,
+            replay.deviations.len(),
+            mismatches.len()
+        );
+        if !replay.deviations.is_empty() || !mismatches.is_empty() {
+            failures.push(format!(
+                "{campaign}: {} deviations from the routing rules, first: {:#?}\n\
+                 {} differences between the replay and the stored state, first: {:#?}",
+                replay.deviations.len(),
+                &replay.deviations[..replay.deviations.len().min(5)],
+                mismatches.len(),
+                &mismatches[..mismatches.len().min(5)]
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "the feed is not a serialization of the routing decisions:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The routing rules (docs/routing.md), replayed over the feed from the campaign's start: every organizer
+/// AVAILABLE, nothing open, an empty queue and no cursor.
+mod replay {
+    use std::collections::{BTreeMap, HashSet, VecDeque};
+
+    use assignment_service::pb;
+    use pb::AssignmentAction as Action;
+
+    /// In byte order, the round robin's order. All are active and may reply to every conversation.
+    pub const ORGANIZERS: [&str; 5] = ["org-a", "org-b", "org-c", "org-d", "org-e"];
+    /// The campaigns' `default_capacity`; org-c has its own, [`ORG_C_CAPACITY`].
+    pub const DEFAULT_CAPACITY: u32 = 2;
+    pub const ORG_C_CAPACITY: u32 = 3;
+
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Conversation {
+        pub open: bool,
+        pub assignee: Option<String>,
+    }
+
+    pub struct Replay {
+        balanced: bool,
+        pub conversations: BTreeMap<String, Conversation>,
+        /// Organizers not AVAILABLE.
+        pub away: HashSet<String>,
+        /// Waiting conversations, next to drain first.
+        pub queue: VecDeque<String>,
+        /// ROTATION_START_LAST_ASSIGNED: the organizer of the last ASSIGN or REASSIGN, by any path.
+        cursor: Option<String>,
+        /// The conversation an AUTO LEFT_QUEUE just took out of the queue; its ASSIGN follows.
+        drained: Option<String>,
+        auto_assigned: HashSet<String>,
+        pub auto_assignments: usize,
+        pub deviations: Vec<String>,
+    }
+
+    impl Replay {
+        pub fn new(balanced: bool) -> Self {
+            Self {
+                balanced,
+                conversations: BTreeMap::new(),
+                away: HashSet::new(),
+                queue: VecDeque::new(),
+                cursor: None,
+                drained: None,
+                auto_assigned: HashSet::new(),
+                auto_assignments: 0,
+                deviations: Vec::new(),
+            }
+        }
+
+        fn capacity(organizer: &str) -> u32 {
+            if organizer == "org-c" {
+                ORG_C_CAPACITY
+            } else {
+                DEFAULT_CAPACITY
+            }
+        }
+
+        /// Open conversations held: a resolved one does not count, a reopened one counts again (even
+        /// past capacity: a reopen is never refused).
+        pub fn open(&self, organizer: &str) -> u32 {
+            let held = |c: &&Conversation| c.open && c.assignee.as_deref() == Some(organizer);
+            self.conversations.values().filter(held).count() as u32
+        }
+
+        fn has_room(&self, organizer: &str) -> bool {
+            !self.away.contains(organizer) && self.open(organizer) < Self::capacity(organizer)
+        }
+
+        /// Who the rule gives the next conversation: among AVAILABLE organizers with room (balanced: those
+        /// of them with the fewest open), the first after the cursor in byte order, wrapping around.
+        fn pick(&self) -> Option<&'static str> {
+            let mut candidates: Vec<&'static str> = ORGANIZERS
+                .into_iter()
+                .filter(|o| self.has_room(o))
+                .collect();
+            if self.balanced {
+                let least = candidates.iter().map(|o| self.open(o)).min();
+                candidates.retain(|o| Some(self.open(o)) == least);
+            }
+            let after = self
+                .cursor
+                .as_deref()
+                .and_then(|c| candidates.iter().find(|o| **o > c));
+            after.or(candidates.first()).copied()
+        }
+
+        fn loads(&self) -> String {
+            let load = |o: &&str| {
+                let away = if self.away.contains(*o) { " away" } else { "" };
+                format!("{o} {}/{}{away}", self.open(o), Self::capacity(o))
+            };
+            ORGANIZERS.iter().map(load).collect::<Vec<_>>().join(", ")
+        }
+
+        fn deviate(&mut self, seq: usize, event: &pb::AssignmentEvent, what: String) {
+            let (id, action) = (&event.conversation_id, event.action().as_str_name());
+            let message = format!(
+                "event {seq} ({action} {id}): {what}; cursor {:?}; loads {}",
+                self.cursor,
+                self.loads()
+            );
+            self.deviations.push(message);
+        }
+
+        /// Applies the event at `seq` (1 = the feed's first), first checking an automatic decision against
+        /// the rule on the state before it.
+        pub fn apply(&mut self, seq: usize, event: &pb::AssignmentEvent) {
+            let id = event.conversation_id.clone();
+            let auto = event.source() == pb::AssignmentSource::Auto;
+            let to = event.to_user_id.clone();
+            // A trigger creates its conversation open and unassigned in the batch that decides it.
+            let fresh = Conversation {
+                open: true,
+                assignee: None,
+            };
+            match event.action() {
+                Action::AvailabilityChanged => {
+                    if event.availability() == pb::Availability::Available {
+                        self.away.remove(&event.user_id);
+                    } else {
+                        self.away.insert(event.user_id.clone());
+                    }
+                    return;
+                }
+                Action::Assign if auto => self.check_auto_assign(seq, event),
+                Action::Queued if auto && event.cause.is_empty() => {
+                    if let Some(next) = self.pick() {
+                        self.deviate(seq, event, format!("queued while {next} could take it"));
+                    }
+                }
+                Action::LeftQueue if auto && self.queue.front() != Some(&id) => {
+                    let head = self.queue.front().cloned();
+                    self.deviate(seq, event, format!("drained ahead of {head:?}"));
+                }
+                _ => {}
+            }
+            let conversation = self.conversations.entry(id.clone()).or_insert(fresh);
+            match event.action() {
+                Action::Assign | Action::Reassign => {
+                    conversation.assignee = to.clone();
+                    // Only organizers move the rotation.
+                    if let Some(to) = to.filter(|to| ORGANIZERS.contains(&to.as_str())) {
+                        self.cursor = Some(to);
+                    }
+                }
+                Action::Unassign => conversation.assignee = None,
+                Action::Resolve => conversation.open = false,
+                Action::Reopen => conversation.open = true,
+                Action::Queued if event.cause.is_empty() => self.queue.push_back(id),
+                Action::Queued => self.queue.push_front(id),
+                Action::LeftQueue => {
+                    self.queue.retain(|waiting| *waiting != id);
+                    if auto {
+                        self.drained = Some(id);
+                    }
+                }
+                other => self.deviate(seq, event, format!("unexpected action {other:?}")),
+            }
+        }
+
+        /// An AUTO ASSIGN: of an open, unassigned conversation never auto-assigned before, taken from the
+        /// queue's head or with nothing waiting, to whom the rule picks (who therefore had room).
+        fn check_auto_assign(&mut self, seq: usize, event: &pb::AssignmentEvent) {
+            self.auto_assignments += 1;
+            let id = &event.conversation_id;
+            let drained = self.drained.take().as_ref() == Some(id);
+            if let Some(held) = self.conversations.get(id).cloned() {
+                if !held.open {
+                    self.deviate(seq, event, "auto-assigned a resolved conversation".into());
+                }
+                if let Some(holder) = held.assignee {
+                    self.deviate(seq, event, format!("auto-assigned while {holder} held it"));
+                }
+            }
+            if !self.auto_assigned.insert(id.clone()) {
+                self.deviate(seq, event, "auto-assigned twice".into());
+            }
+            if !drained && !self.queue.is_empty() {
+                let waiting = self.queue.len();
+                self.deviate(
+                    seq,
+                    event,
+                    format!("jumped the queue ahead of {waiting} waiting"),
+                );
+            }
+            let got = event.to_user_id.as_deref().unwrap_or_default();
+            let expected = self.pick();
+            if expected != Some(got) {
+                let room = if self.has_room(got) {
+                    ""
+                } else {
+                    " (who had no room)"
+                };
+                self.deviate(
+                    seq,
+                    event,
+                    format!("expected {expected:?}, got {got}{room}"),
+                );
+            }
+        }
+    }
+}
+
+/// Admin "admin" and the organizers, who may reply to everything; capacities; auto-assignment on.
+async fn seed(app: &TestApp, campaign: &str, balanced: bool) {
+    let mut directory = app.directory().await;
+    let users = std::iter::once(("admin", pb::Role::Admin))
+        .chain(ORGANIZERS.iter().map(|o| (*o, pb::Role::Organizer)));
+    for (user_id, role) in users {
+        let user = pb::UpsertUserRequest {
+            user_id: user_id.into(),
+            role: role.into(),
+            display_name: String::new(),
+        };
+        directory.upsert_user(system(campaign, user)).await.unwrap();
+    }
+    let group = pb::CreateAccessGroupRequest {
+        name: "Everyone".into(),
+        permissions: Some(pb::AccessGroupPermissions {
+            view: true,
+            reply: true,
+        }),
+        scope: Some(scope_all()),
+        organizer_ids: ORGANIZERS.iter().map(|o| o.to_string()).collect(),
+    };
+    app.groups()
+        .await
+        .create_access_group(as_actor_in(campaign, "admin", group))
+        .await
+        .unwrap();
+    let mut client = app.assignments().await;
+    let mode = if balanced {
+        pb::RoutingMode::Balanced
+    } else {
+        pb::RoutingMode::RoundRobin
+    };
+    let settings = pb::UpdateInboxSettingsRequest {
+        default_capacity: Some(DEFAULT_CAPACITY as i32),
+        routing_mode: mode.into(),
+        ..Default::default()
+    };
+    client
+        .update_inbox_settings(as_actor_in(campaign, "admin", settings))
+        .await
+        .unwrap();
+    let capacity = pb::SetCapacityRequest {
+        user_id: "org-c".into(),
+        capacity: Some(replay::ORG_C_CAPACITY as i32),
+    };
+    client
+        .set_capacity(as_actor_in(campaign, "admin", capacity))
+        .await
+        .unwrap();
+    set_enabled(app, campaign, true).await;
+}
+
+async fn set_enabled(app: &TestApp, campaign: &str, on: bool) {
+    let settings = pb::UpdateInboxSettingsRequest {
+        auto_assign_enabled: Some(on),
+        ..Default::default()
+    };
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor_in(campaign, "admin", settings))
+        .await
+        .unwrap();
+}
+
+/// The campaign's events, and how many of them are not numbered yet.
+async fn counts(app: &TestApp, campaign: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE seq IS NULL) FROM assignment_events WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_one(app.store.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits until every event of the campaign is numbered (the writers' sequencer runs, or the sweep's).
+async fn until_numbered(app: &TestApp, campaign: &str) -> usize {
+    for _ in 0..300 {
+        let (total, unnumbered) = counts(app, campaign).await;
+        if unnumbered == 0 {
+            return total as usize;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{campaign}: events stayed unnumbered");
+}
+
+/// Reads the campaign's feed from now as the admin, resuming from the last cursor when cut off as too
+/// slow (the reader falls behind while the workload runs).
+async fn read_feed(
+    channel: Channel,
+    campaign: &'static str,
+) -> mpsc::UnboundedReceiver<pb::AssignmentEvent> {
+    let mut client = AssignmentServiceClient::new(channel);
+    let watch = |cursor: String| pb::WatchAssignmentEventsRequest {
+        cursor,
+        ..Default::default()
+    };
+    let request = as_actor_in(campaign, "admin", watch(String::new()));
+    let mut stream = client
+        .watch_assignment_events(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut cursor = String::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(message)) => {
+                    let event = message.event.unwrap();
+                    cursor = event.cursor.clone();
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+                Err(status) if status.code() == Code::ResourceExhausted && !cursor.is_empty() => {
+                    let request = as_actor_in(campaign, "admin", watch(cursor.clone()));
+                    stream = client
+                        .watch_assignment_events(request)
+                        .await
+                        .unwrap()
+                        .into_inner();
+                }
+                other => panic!("{campaign}: the feed ended: {other:?}"),
+            }
+        }
+    });
+    rx
+}
+
+/// Differences between the replay's end and what the database holds.
+async fn compare_with_stored(app: &TestApp, campaign: &str, replay: &Replay) -> Vec<String> {
+    let mut mismatches = Vec::new();
+    let stored: Vec<(String, Option<String>, String)> = sqlx::query_as(
+        "SELECT conversation_id, assignee_id, status FROM conversations WHERE campaign_id = $1",
+    )
+    .bind(campaign)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    if stored.len() != replay.conversations.len() {
+        let (held, replayed) = (stored.len(), replay.conversations.len());
+        mismatches.push(format!("{held} conversations stored, {replayed} replayed"));
+    }
+    for (id, assignee, status) in stored {
+        let stored = replay::Conversation {
+            open: status == "OPEN",
+            assignee,
+        };
+        let replayed = replay.conversations.get(&id);
+        if replayed != Some(&stored) {
+            mismatches.push(format!("{id}: stored {stored:?}, replayed {replayed:?}"));
+        }
+    }
+    let away: Vec<String> = sqlx::query_scalar(
+        "SELECT user_id FROM users WHERE campaign_id = $1 AND availability <> 'AVAILABLE' ORDER BY user_id",
+    )
+    .bind(campaign)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    let mut replayed_away: Vec<String> = replay.away.iter().cloned().collect();
+    replayed_away.sort();
+    if away != replayed_away {
+        mismatches.push(format!("away: stored {away:?}, replayed {replayed_away:?}"));
+    }
+    let waiting: VecDeque<String> = sqlx::query_scalar(
+        "SELECT conversation_id FROM waiting_conversations WHERE campaign_id = $1 ORDER BY position",
+    )
+    .bind(campaign)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap()
+    .into();
+    if waiting != replay.queue {
+        mismatches.push(format!(
+            "queue: stored {waiting:?}, replayed {:?}",
+            replay.queue
+        ));
+    }
+    mismatches
+}
+
+fn as_admin<T>(campaign: &str, message: T) -> tonic::Request<T> {
+    as_actor_in(campaign, "admin", message)
+}
+
+/// splitmix64: a seeded, dependency-free choice of operations.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// One of a campaign's concurrent callers: the flow builder, the admin or the presence tracker, at random.
+struct Worker {
+    client: AssignmentServiceClient<Channel>,
+    campaign: &'static str,
+    /// Conversations created so far (their trigger answered).
+    known: Arc<Mutex<Vec<String>>>,
+    created: Arc<AtomicUsize>,
+    tally: Arc<Mutex<HashMap<String, usize>>>,
+    rng: Rng,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        for _ in 0..OPS_PER_WORKER {
+            let (op, result) = self.step().await;
+            let outcome =
+                result.map_or_else(|status| format!("{:?}", status.code()), |()| "OK".into());
+            let broken = ["Internal", "Unknown"].contains(&outcome.as_str());
+            assert!(!broken, "{} {op}: {outcome}", self.campaign);
+            let mut tally = self.tally.lock().unwrap();
+            *tally.entry(format!("{op} {outcome}")).or_default() += 1;
+        }
+    }
+
+    /// A random conversation created so far.
+    fn some_conversation(&mut self) -> Option<String> {
+        let known = self.known.lock().unwrap().clone();
+        (!known.is_empty()).then(|| known[self.rng.below(known.len())].clone())
+    }
+
+    /// One operation, by the flow builder (40%), the admin (52%) or the presence tracker (8%).
+    async fn step(&mut self) -> (&'static str, Result<(), Status>) {
+        let (campaign, roll) = (self.campaign, self.rng.below(100));
+        let conversation_id = match self.some_conversation() {
+            Some(id) if roll >= 40 => id,
+            _ => return ("trigger", self.trigger().await),
+        };
+        let client = &mut self.client;
+        match roll {
+            40..60 => {
+                let request = pb::ResolveConversationRequest { conversation_id };
+                let result = client
+                    .resolve_conversation(as_admin(campaign, request))
+                    .await;
+                ("resolve", result.map(drop))
+            }
+            60..72 => {
+                let request = pb::UnassignConversationRequest {
+                    conversation_id,
+                    expected_version: None,
+                };
+                let result = client
+                    .unassign_conversation(as_admin(campaign, request))
+                    .await;
+                ("unassign", result.map(drop))
+            }
+            72..87 => {
+                let request = pb::ReopenConversationRequest { conversation_id };
+                let result = client
+                    .reopen_conversation(as_admin(campaign, request))
+                    .await;
+                ("reopen", result.map(drop))
+            }
+            87..92 => {
+                // Now and then to the admin, who does not move the rotation.
+                let to = ORGANIZERS.get(self.rng.below(6)).unwrap_or(&"admin");
+                let assignee_id = to.to_string();
+                let request = pb::ReassignConversationRequest {
+                    conversation_id,
+                    assignee_id,
+                    expected_version: None,
+                };
+                let result = client
+                    .reassign_conversation(as_admin(campaign, request))
+                    .await;
+                ("reassign", result.map(drop))
+            }
+            _ => {
+                let user_id = ORGANIZERS[self.rng.below(ORGANIZERS.len())].to_string();
+                let away = self.rng.below(10) < 4;
+                let availability = if away {
+                    pb::Availability::Away
+                } else {
+                    pb::Availability::Available
+                };
+                let request = pb::SetAvailabilityRequest {
+                    user_id,
+                    availability: availability.into(),
+                };
+                let result = client.set_availability(system(campaign, request)).await;
+                ("availability", result.map(drop))
+            }
+        }
+    }
+
+    /// The flow builder's trigger for a new conversation, retried while the service sheds load.
+    async fn trigger(&mut self) -> Result<(), Status> {
+        let id = format!("c{:04}", self.created.fetch_add(1, Ordering::SeqCst));
+        for _ in 0..50 {
+            let request = pb::AutoAssignConversationRequest {
+                conversation_id: id.clone(),
+                trigger_id: format!("t-{id}"),
+                member_id: format!("m-{id}"),
+                member_tags: vec![],
+            };
+            match self
+                .client
+                .auto_assign_conversation(system(self.campaign, request))
+                .await
+            {
+                Ok(_) => {
+                    self.known.lock().unwrap().push(id);
+                    return Ok(());
+                }
+                Err(status)
+                    if matches!(status.code(), Code::ResourceExhausted | Code::Unavailable) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(status) => return Err(status),
+            }
+        }
+        panic!("{}: the trigger for {id} was never taken", self.campaign);
+    }
+}
