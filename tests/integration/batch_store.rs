@@ -68,7 +68,8 @@ async fn batch_with<F: std::future::Future<Output = ()>>(
     let mut read = auto_assign::read_batch(&mut tx, &[(part, to_read)])
         .await
         .unwrap()
-        .remove(0);
+        .remove(CAMPAIGN)
+        .unwrap();
     between.await;
     let routing = Routing {
         mode: RoutingMode::RoundRobin,
@@ -246,7 +247,8 @@ async fn a_batch_reads_waiting_conversations_first_in_queue_order_then_its_trigg
     let read = auto_assign::read_batch(&mut tx, &[(part, reads(2))])
         .await
         .unwrap()
-        .remove(0);
+        .remove(CAMPAIGN)
+        .unwrap();
     let order: Vec<(&str, bool)> = read
         .entries
         .iter()

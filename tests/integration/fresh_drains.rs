@@ -149,7 +149,7 @@ async fn a_drains_read_leaves_out_what_left_the_queue_before_its_lock() {
             held.commit().await
         });
         committed.unwrap();
-        let reads = reads.unwrap().remove(0);
+        let reads = reads.unwrap().remove(CAMPAIGN).unwrap();
         assert!(
             reads.entries.is_empty(),
             "reopened {reopened}: nothing to drain, read {:?}",

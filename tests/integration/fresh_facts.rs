@@ -236,7 +236,8 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
     let reads = auto_assign::read_batch(&mut tx, &[(part, scope)])
         .await
         .unwrap()
-        .remove(0);
+        .remove(CAMPAIGN)
+        .unwrap();
     assert!(!cursor.auto_assign_enabled);
     assert_eq!(reads.entries[0].state.eligible, vec!["org1", "org2"]);
     assert!(user_update_waits(&app, "org1").await);

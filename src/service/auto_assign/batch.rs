@@ -10,13 +10,12 @@ use super::AutoAssigned;
 use crate::domain::auto_assign::{
     BatchPlan, RotationStart, Routing, RoutingMode, Trigger, Verdict, plan_batch,
 };
-use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
 use crate::store::auto_assign::{
-    self, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
+    self, Assigned, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
     LockedSettings, WaitingAfter,
 };
 use crate::store::{self, Conn, Store};
@@ -48,29 +47,26 @@ pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<
     async {
         let mut tx = store.begin_keyed().await?;
         let locked = lock(&mut tx, parts).await?;
-        let read = read(&mut tx, parts, locked).await?;
-        let planned: Vec<CampaignPlan> = read.into_iter().map(plan).collect();
-        let assigned = write(&mut tx, parts, &planned).await?;
-        let positions = queue_positions(&mut tx, parts, &planned).await?;
+        let read = read(&mut tx, locked).await?;
+        let planned: Vec<PlannedPart> = read.into_iter().map(plan).collect();
+        let written = write(&mut tx, planned).await?;
         tx.commit().await?;
-        Ok(planned
-            .into_iter()
-            .zip(assigned)
-            .zip(positions)
-            .zip(parts)
-            .map(|(((planned, assigned), positions), part)| {
-                answer(planned, &assigned, &positions, &part.triggers)
-            })
-            .collect())
+        Ok(written.into_iter().map(answer).collect())
     }
     .instrument(transaction)
     .await
 }
 
+/// One campaign's part, locked: its settings, and what its batch reads by them.
+struct LockedPart<'a> {
+    batch: &'a CampaignBatch,
+    settings: LockedSettings,
+    reads: BatchReads,
+}
+
 /// Lock stage: creates the conversations the triggers bring, then takes the campaigns' auto-assign locks
-/// (in a fixed order) and their feed heads, so the batch numbers its campaigns' events itself. Returns each
-/// part's settings, in order.
-async fn lock(tx: &mut Conn, parts: &[CampaignBatch]) -> AppResult<Vec<LockedSettings>> {
+/// (in a fixed order) and their feed heads, so the batch numbers its campaigns' events itself.
+async fn lock<'a>(tx: &mut Conn, parts: &'a [CampaignBatch]) -> AppResult<Vec<LockedPart<'a>>> {
     let waiting = Instant::now();
     let ids: Vec<&str> = parts.iter().map(|part| part.campaign_id.as_str()).collect();
     let mut locked = auto_assign::lock_campaigns(tx, &ids, &triggers_of(parts), true).await?;
@@ -79,54 +75,37 @@ async fn lock(tx: &mut Conn, parts: &[CampaignBatch]) -> AppResult<Vec<LockedSet
     tracing::Span::current().record("lock_wait_ms", lock_wait * 1e3);
     let size: usize = parts.iter().map(|part| part.triggers.len()).sum();
     metrics::histogram!(AUTO_ASSIGN_BATCH).record(size as f64);
-    ids.iter()
-        .map(|id| locked.remove(*id).ok_or_else(|| unlocked(id)))
+    parts
+        .iter()
+        .map(|batch| {
+            let settings = locked
+                .remove(&batch.campaign_id)
+                .ok_or_else(|| unlocked(&batch.campaign_id))?;
+            let reads = batch_reads(&settings);
+            Ok(LockedPart {
+                batch,
+                settings,
+                reads,
+            })
+        })
         .collect()
 }
 
 fn triggers_of(parts: &[CampaignBatch]) -> Vec<CampaignTriggers<'_>> {
-    parts
-        .iter()
-        .map(|part| CampaignTriggers {
-            campaign_id: &part.campaign_id,
-            triggers: &part.triggers,
-        })
-        .collect()
+    parts.iter().map(CampaignBatch::triggers).collect()
 }
 
-/// One campaign's part as read.
-struct CampaignRead {
-    settings: LockedSettings,
-    drain: i64,
-    reads: CampaignReads,
+impl CampaignBatch {
+    fn triggers(&self) -> CampaignTriggers<'_> {
+        CampaignTriggers {
+            campaign_id: &self.campaign_id,
+            triggers: &self.triggers,
+        }
+    }
 }
 
-/// Read stage: locks each part's entries (waiting conversations it drains first, if any may wait and
-/// auto-assignment is on) and reads what it decides on, fresh; loads are read, and folded, where capacity
-/// or balance is in play.
-async fn read(
-    tx: &mut Conn,
-    parts: &[CampaignBatch],
-    locked: Vec<LockedSettings>,
-) -> AppResult<Vec<CampaignRead>> {
-    let to_read: Vec<(CampaignTriggers, BatchReads)> = triggers_of(parts)
-        .into_iter()
-        .zip(&locked)
-        .map(|(part, settings)| (part, batch_reads(settings)))
-        .collect();
-    let reads = auto_assign::read_batch(tx, &to_read).await?;
-    Ok(locked
-        .into_iter()
-        .zip(reads)
-        .map(|(settings, reads)| CampaignRead {
-            drain: batch_reads(&settings).drain,
-            settings,
-            reads,
-        })
-        .collect())
-}
-
-/// What a campaign's batch reads, by its settings.
+/// What a campaign's batch reads, by its settings: the waiting conversations it drains first (if any may
+/// wait and auto-assignment is on), and loads where capacity or balance is in play.
 fn batch_reads(settings: &LockedSettings) -> BatchReads {
     BatchReads {
         enabled: settings.auto_assign_enabled,
@@ -141,8 +120,31 @@ fn batch_reads(settings: &LockedSettings) -> BatchReads {
     }
 }
 
-/// One campaign's part as planned.
-struct CampaignPlan {
+/// One campaign's part, read.
+struct ReadPart<'a> {
+    locked: LockedPart<'a>,
+    reads: CampaignReads,
+}
+
+/// Read stage: locks each part's entries and reads what it decides on, fresh (see `read_batch`).
+async fn read<'a>(tx: &mut Conn, locked: Vec<LockedPart<'a>>) -> AppResult<Vec<ReadPart<'a>>> {
+    let to_read: Vec<(CampaignTriggers, BatchReads)> = locked
+        .iter()
+        .map(|part| (part.batch.triggers(), part.reads))
+        .collect();
+    let mut reads = auto_assign::read_batch(tx, &to_read).await?;
+    Ok(locked
+        .into_iter()
+        .map(|locked| ReadPart {
+            reads: reads.remove(&locked.batch.campaign_id).unwrap_or_default(),
+            locked,
+        })
+        .collect())
+}
+
+/// One campaign's part, planned.
+struct PlannedPart<'a> {
+    batch: &'a CampaignBatch,
     settings: LockedSettings,
     drain: i64,
     queue_read: usize,
@@ -150,12 +152,9 @@ struct CampaignPlan {
 }
 
 /// Plan stage: the pure rules decide each entry in order.
-fn plan(read: CampaignRead) -> CampaignPlan {
-    let CampaignRead {
-        settings,
-        drain,
-        mut reads,
-    } = read;
+fn plan(read: ReadPart) -> PlannedPart {
+    let ReadPart { locked, mut reads } = read;
+    let settings = locked.settings;
     let start = match settings.rotation_start {
         RotationStart::LastAssigned => reads.last_assigned.as_deref(),
         RotationStart::LastAutoAssigned => settings.last_auto_assignee_id.as_deref(),
@@ -170,79 +169,87 @@ fn plan(read: CampaignRead) -> CampaignPlan {
         routing,
         std::mem::take(&mut reads.entries),
     );
-    CampaignPlan {
-        settings,
-        drain,
+    PlannedPart {
+        batch: locked.batch,
+        drain: locked.reads.drain,
         queue_read: reads.queue_read,
+        settings,
         plan,
     }
 }
 
-/// Write stage: every part in one statement. Returns the conversations each part assigned.
-async fn write(
+/// One campaign's part, written: the conversations it assigned, and where its queued triggers wait.
+struct WrittenPart<'a> {
+    planned: PlannedPart<'a>,
+    assigned: Assigned,
+    positions: HashMap<String, i64>,
+}
+
+/// Write stage: every part in one statement, then the queue positions of what it queued.
+async fn write<'a>(
     tx: &mut Conn,
-    parts: &[CampaignBatch],
-    planned: &[CampaignPlan],
-) -> AppResult<Vec<HashMap<String, Conversation>>> {
+    planned: Vec<PlannedPart<'a>>,
+) -> AppResult<Vec<WrittenPart<'a>>> {
     let writes: Vec<CampaignWrite> = planned
         .iter()
-        .zip(parts)
-        .map(|(planned, part)| CampaignWrite {
-            campaign_id: &part.campaign_id,
-            triggers: &part.triggers,
-            plan: &planned.plan,
-            old_cursor: planned.settings.last_auto_assignee_id.as_deref(),
-            waiting: waiting_after(planned),
+        .map(|part| CampaignWrite {
+            campaign_id: &part.batch.campaign_id,
+            triggers: &part.batch.triggers,
+            plan: &part.plan,
+            old_cursor: part.settings.last_auto_assignee_id.as_deref(),
+            waiting: waiting_after(part),
         })
         .collect();
-    auto_assign::write_batch(tx, &writes).await
+    let mut assigned = auto_assign::write_batch(tx, &writes).await?;
+    let mut written = Vec::with_capacity(planned.len());
+    for part in planned {
+        let positions = queue_positions(tx, &part).await?;
+        written.push(WrittenPart {
+            assigned: assigned.remove(&part.batch.campaign_id).unwrap_or_default(),
+            positions,
+            planned: part,
+        });
+    }
+    Ok(written)
 }
 
 /// Whether conversations may still wait after the batch: some were queued by it, or it read as many as it
 /// may and more may follow.
-fn waiting_after(planned: &CampaignPlan) -> WaitingAfter {
-    let was = planned.settings.has_waiting;
-    let queued = planned.plan.any_queued();
-    let has_waiting = if planned.drain == 0 {
+fn waiting_after(part: &PlannedPart) -> WaitingAfter {
+    let was = part.settings.has_waiting;
+    let queued = part.plan.any_queued();
+    let has_waiting = if part.drain == 0 {
         // Not drained (auto-assignment off, or nothing waits): the flag keeps its meaning.
         was || queued
     } else {
-        queued || planned.queue_read as i64 == planned.drain
+        queued || part.queue_read as i64 == part.drain
     };
     WaitingAfter { was, has_waiting }
 }
 
-/// Where each part's queued triggers wait (1 = next), read in the batch's transaction.
-async fn queue_positions(
-    tx: &mut Conn,
-    parts: &[CampaignBatch],
-    planned: &[CampaignPlan],
-) -> AppResult<Vec<HashMap<String, i64>>> {
-    let mut positions = Vec::with_capacity(parts.len());
-    for (planned, part) in planned.iter().zip(parts) {
-        let queued: Vec<&str> = planned
-            .plan
-            .entries
-            .iter()
-            .filter(|p| p.entry.state.trigger_id.is_some() && p.verdict.is_queued())
-            .map(|p| p.entry.state.conversation_id.as_str())
-            .collect();
-        positions.push(if queued.is_empty() {
-            HashMap::new()
-        } else {
-            store::waiting::positions(tx, &part.campaign_id, &queued).await?
-        });
+/// Where the part's queued triggers wait (1 = next), read in the batch's transaction.
+async fn queue_positions(tx: &mut Conn, part: &PlannedPart<'_>) -> AppResult<HashMap<String, i64>> {
+    let queued: Vec<&str> = part
+        .plan
+        .entries
+        .iter()
+        .filter(|p| p.entry.state.trigger_id.is_some() && p.verdict.is_queued())
+        .map(|p| p.entry.state.conversation_id.as_str())
+        .collect();
+    if queued.is_empty() {
+        return Ok(HashMap::new());
     }
-    Ok(positions)
+    store::waiting::positions(tx, &part.batch.campaign_id, &queued).await
 }
 
 /// One campaign's answers, after its batch committed; records what its drain did.
-fn answer(
-    planned: CampaignPlan,
-    assigned: &HashMap<String, Conversation>,
-    positions: &HashMap<String, i64>,
-    triggers: &[Trigger],
-) -> CampaignOutcome {
+fn answer(part: WrittenPart) -> CampaignOutcome {
+    let WrittenPart {
+        planned,
+        assigned,
+        positions,
+    } = part;
+    let triggers = &planned.batch.triggers;
     let now = chrono::Utc::now();
     let mut drained = 0;
     let mut waiting = 0;

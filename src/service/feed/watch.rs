@@ -14,8 +14,8 @@ use crate::domain::paging::PageScope;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{ActorCall, Caller, authenticate};
-use crate::store::{Conn, Store};
 use crate::store::feed::{self, EventFilter, WatcherAccess};
+use crate::store::{Conn, Store};
 
 /// How long a watcher waits for a notification before reading the database anyway (a lost notification
 /// delays delivery by at most this much).

@@ -111,12 +111,12 @@ fn eligible(o: &str) -> String {
 /// campaign's auto-assignment is on, its eligible organizers; the loads (folding the pending changes) and
 /// the last organizer assigned where they matter. That statement also numbers the campaigns' events
 /// committed unnumbered, everything the read saw, so they come before the batch's own in the feed.
-/// Returns one [`CampaignReads`] per part, in order; triggers whose conversation does not exist are left
+/// Returns each campaign's [`CampaignReads`], by campaign id; triggers whose conversation does not exist are left
 /// out, and so are waiting conversations that left the queue before they were locked (see [`still_waits`]).
 pub async fn read_batch(
     conn: &mut Conn,
     parts: &[(CampaignTriggers<'_>, BatchReads)],
-) -> AppResult<Vec<CampaignReads>> {
+) -> AppResult<HashMap<String, CampaignReads>> {
     let to_lock: Vec<EntriesToLock> = parts
         .iter()
         .map(|(part, reads)| EntriesToLock {
@@ -152,7 +152,8 @@ pub async fn read_batch(
                 .iter()
                 .filter(|(c, _)| c == part.campaign_id)
                 .count();
-            campaign_reads(rows, locked, reads.default_capacity)
+            let read = campaign_reads(rows, locked, reads.default_capacity)?;
+            Ok((part.campaign_id.to_owned(), read))
         })
         .collect()
 }

@@ -14,6 +14,9 @@ use crate::store::conversations::COLUMNS;
 use crate::store::feed::FEED_CHANNEL;
 use crate::store::{Conn, by_key};
 
+/// The conversations a campaign's part assigned, by id, as they are after the write.
+pub type Assigned = HashMap<String, Conversation>;
+
 /// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.
 #[derive(Debug, Clone, Copy)]
 pub struct WaitingAfter {
@@ -55,17 +58,19 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
 /// Writes a planned batch in one statement: assignments with their `auto` history events (drained
 /// conversations leave the queue), the cursors, the trigger records, newly waiting conversations (at the
 /// back of their queue, in plan order) and the campaigns' waiting flags; numbers the batch's own events
-/// after the heads its read moved, and moves them. Returns the conversations it assigned, by id, one map
-/// per part, in order.
+/// after the heads its read moved, and moves them. Returns the conversations it assigned, by campaign.
 pub async fn write_batch(
     conn: &mut Conn,
     parts: &[CampaignWrite<'_>],
-) -> AppResult<Vec<HashMap<String, Conversation>>> {
+) -> AppResult<HashMap<String, Assigned>> {
     let mut columns = WriteColumns::default();
     for part in parts {
         columns.add(part);
     }
-    let mut assigned = vec![HashMap::new(); parts.len()];
+    let mut assigned: HashMap<String, Assigned> = parts
+        .iter()
+        .map(|part| (part.campaign_id.to_owned(), Assigned::new()))
+        .collect();
     if columns.is_empty() {
         return Ok(assigned);
     }
@@ -90,10 +95,9 @@ pub async fn write_batch(
         .bind(FEED_CHANNEL) // $17 feed_channel
         .fetch_all(conn)
         .await?;
-    let index: HashMap<&str, usize> = campaigns.iter().enumerate().map(|(i, c)| (*c, i)).collect();
     for row in rows {
         let campaign: String = row.try_get("batch_campaign")?;
-        let Some(&i) = index.get(campaign.as_str()) else {
+        let Some(conversations) = assigned.get_mut(&campaign) else {
             continue;
         };
         // A campaign that assigned nothing comes as one row without a conversation.
@@ -102,7 +106,7 @@ pub async fn write_batch(
             .is_some()
         {
             let conversation = Conversation::from_row(&row)?;
-            assigned[i].insert(conversation.conversation_id.clone(), conversation);
+            conversations.insert(conversation.conversation_id.clone(), conversation);
         }
     }
     Ok(assigned)
