@@ -3,7 +3,7 @@
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
-use super::rules::{Event, leaves_queue};
+use super::rules::leaves_queue;
 use super::{Conn, by_key, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
@@ -149,17 +149,6 @@ pub async fn write_decisions(
     if changed.is_empty() {
         return Ok(());
     }
-    let events = Event {
-        conversation_id: "e.conversation_id",
-        from_user_id: "e.from_user",
-        to_user_id: "e.to_user",
-        ..Event::of("$1", "e.action", "$2", "'BULK'", "$10")
-    }
-    .insert(
-        "FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
-              WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord) \
-         ORDER BY e.ord",
-    );
     let sql = format!(
         "WITH changed AS ( \
            UPDATE conversations c \
@@ -173,21 +162,24 @@ pub async fn write_decisions(
                                          WHERE c.campaign_id = $1 AND {} LIMIT 1) AS x) AS w \
             WHERE c.ctid = w.row_id \
            RETURNING c.campaign_id, c.conversation_id, c.assignee_id \
-         ), events AS ({events}), members AS ( \
+         ), {}, members AS ( \
            INSERT INTO access_group_organizers (campaign_id, access_group_id, user_id) \
            SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL \
            ON CONFLICT DO NOTHING \
-         ), {}, scope AS ( \
+         ), scope AS ( \
            INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id) \
            SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL \
            ON CONFLICT DO NOTHING \
          ) \
          SELECT count(*) FROM changed",
         by_key("c", "w.conversation_id"),
-        // An assigned or reassigned conversation leaves the queue.
+        // An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.
         leaves_queue(
             "changed",
             "changed.assignee_id IS NOT NULL",
+            "SELECT $1, conversation_id, action, from_user, to_user, ord \
+               FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
+                    WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord)",
             "$2",
             "'BULK'",
             "$10"

@@ -6,7 +6,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::Conn;
-use super::rules::{Event, group_grant_columns, leaves_queue, may_view, viewer_row};
+use super::rules::{group_grant_columns, leaves_queue, may_view, viewer_row};
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
@@ -288,12 +288,6 @@ pub async fn set_assignee(conn: &mut Conn, change: AssigneeChange<'_>) -> AppRes
 /// the very same statement under pgbench.
 #[doc(hidden)]
 pub fn set_assignee_sql() -> String {
-    let event = Event {
-        conversation_id: "conversation_id",
-        from_user_id: "$6",
-        to_user_id: "$3::text",
-        ..Event::of("campaign_id", "$5", "$4::text", "$7", "$8")
-    };
     format!(
         "WITH updated AS ( \
            UPDATE conversations c \
@@ -303,11 +297,17 @@ pub fn set_assignee_sql() -> String {
                   version = c.version + 1, updated_at = now() \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
            RETURNING c.* \
-         ), event AS ({}), {} \
+         ), {} \
          SELECT {COLUMNS} FROM updated c",
-        event.insert("FROM updated"),
         // An assigned conversation leaves the queue.
-        leaves_queue("updated", "$3::text IS NOT NULL", "$4::text", "$7", "$8"),
+        leaves_queue(
+            "updated",
+            "$3::text IS NOT NULL",
+            "SELECT campaign_id, conversation_id, $5, $6, $3::text, 1 FROM updated",
+            "$4::text",
+            "$7",
+            "$8"
+        ),
     )
 }
 
@@ -325,20 +325,21 @@ pub async fn set_status(
         ConversationStatus::Resolved => AssignmentAction::Resolve,
         ConversationStatus::Open => AssignmentAction::Reopen,
     };
-    let event = Event {
-        conversation_id: "conversation_id",
-        from_user_id: "assignee_id",
-        to_user_id: "assignee_id",
-        ..Event::of("campaign_id", "$4", "$5", "'MANUAL'", "$6")
-    };
     let sql = format!(
         "WITH updated AS ( \
            UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now() \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING c.* \
-         ), event AS ({}), {} \
+         ), {} \
          SELECT {COLUMNS} FROM updated c",
-        event.insert("FROM updated"),
-        leaves_queue("updated", "$3 = 'RESOLVED'", "$5", "'MANUAL'", "$6"),
+        // A resolved conversation leaves the queue; the event names who holds it.
+        leaves_queue(
+            "updated",
+            "$3 = 'RESOLVED'",
+            "SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, 1 FROM updated",
+            "$5",
+            "'MANUAL'",
+            "$6"
+        ),
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)

@@ -176,22 +176,37 @@ pub(crate) fn leave_queue(changed: &str, when: &str) -> String {
     )
 }
 
-/// The CTEs `left_queue` ([`leave_queue`]) and `left_event`, which records a LEFT_QUEUE event for each
-/// conversation that left, made by `actor_id` from `source` with `request_id` (SQL expressions).
+/// The CTEs `left_queue` ([`leave_queue`] of `changed` where `when` holds) and `events`, which records in
+/// one ordered insert (separate inserts in one statement run in no order PostgreSQL promises) a LEFT_QUEUE
+/// event for each conversation that left the queue, then the change's own events: the rows of `changes`, a
+/// SELECT of `campaign_id, conversation_id, action, from_user_id, to_user_id, ord` (`ord` orders them). All
+/// are made by `actor_id` from `source` with `request_id` (SQL expressions). This is the order an
+/// auto-assign batch writes a drained conversation's events in: LEFT_QUEUE, then ASSIGN.
 pub(crate) fn leaves_queue(
     changed: &str,
     when: &str,
+    changes: &str,
     actor_id: &str,
     source: &str,
     request_id: &str,
 ) -> String {
-    let event = Event {
-        conversation_id: "conversation_id",
-        ..Event::of("campaign_id", "'LEFT_QUEUE'", actor_id, source, request_id)
+    let events = Event {
+        conversation_id: "e.conversation_id",
+        from_user_id: "e.from_user_id",
+        to_user_id: "e.to_user_id",
+        ..Event::of("e.campaign_id", "e.action", actor_id, source, request_id)
     };
     format!(
-        "left_queue AS ({}), left_event AS ({})",
+        "left_queue AS ({}), events AS ({})",
         leave_queue(changed, when),
-        event.insert("FROM left_queue")
+        events.insert(&format!(
+            "FROM (SELECT campaign_id, conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS from_user_id, \
+                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord FROM left_queue \
+                   UNION ALL \
+                   SELECT c.campaign_id, c.conversation_id, c.action, c.from_user_id, c.to_user_id, 1, c.ord \
+                     FROM ({changes}) AS c(campaign_id, conversation_id, action, from_user_id, to_user_id, \
+                                           ord)) AS e \
+             ORDER BY e.part, e.ord, e.conversation_id COLLATE \"C\""
+        ))
     )
 }
