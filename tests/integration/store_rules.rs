@@ -47,9 +47,18 @@ const USERS: &[(&str, &str, bool, &str, &[&str])] = &[
     ("o-offline", "ORGANIZER", true, "OFFLINE", &["reply-all"]),
 ];
 
-/// Access groups: (name, can_reply, scope_all, scope tags, listed conversations). All grant view (the
-/// schema holds `can_view OR NOT can_reply`: a group that lets reply lets view).
-const GROUPS: &[(&str, bool, bool, &[&str], &[&str])] = &[
+/// An access group: (name, can_reply, scope_all, scope tags, listed conversations).
+type Group = (
+    &'static str,
+    bool,
+    bool,
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
+/// The access groups. All grant view: the schema holds `can_view OR NOT can_reply` (a group that lets
+/// reply lets view), so "reply only" is no case.
+const GROUPS: &[Group] = &[
     ("view-all", false, true, &[], &[]),
     ("reply-all", true, true, &[], &[]),
     ("reply-vip", true, false, &["vip"], &[]),
@@ -485,7 +494,8 @@ async fn availability_and_return_to_queue_events_say_whose_and_why() {
             .await
             .unwrap();
     assert_eq!(returned, ["c-held-none", "c-held-off"].map(String::from));
-    let causes: Vec<(String, String, Option<String>, String, Option<String>)> = sqlx::query_as(
+    type Returned = (String, String, Option<String>, String, Option<String>);
+    let causes: Vec<Returned> = sqlx::query_as(
         "SELECT conversation_id, action, from_user_id, source, cause FROM assignment_events \
          WHERE conversation_id IS NOT NULL ORDER BY event_id",
     )
