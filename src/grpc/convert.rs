@@ -211,18 +211,23 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             default_capacity: settings.default_capacity,
             routing_mode: routing_mode_to_pb(settings.routing_mode).into(),
             rotation_start: rotation_start_to_pb(settings.rotation_start).into(),
-            on_unavailable: match settings.on_unavailable {
-                OnUnavailable::Keep => pb::OnUnavailable::Keep,
-                OnUnavailable::ReturnToQueue => pb::OnUnavailable::ReturnToQueue,
-            }
-            .into(),
+            on_unavailable: on_unavailable_to_pb(settings.on_unavailable).into(),
         },
+        // The domain's defaults, which a new settings row gets from its columns' defaults (checked by
+        // tests/integration/store_rules.rs); no `updated_at`: never set.
         None => pb::InboxSettings {
-            routing_mode: pb::RoutingMode::RoundRobin.into(),
-            rotation_start: pb::RotationStart::LastAssigned.into(),
-            on_unavailable: pb::OnUnavailable::Keep.into(),
+            routing_mode: routing_mode_to_pb(RoutingMode::default()).into(),
+            rotation_start: rotation_start_to_pb(RotationStart::default()).into(),
+            on_unavailable: on_unavailable_to_pb(OnUnavailable::default()).into(),
             ..pb::InboxSettings::default()
         },
+    }
+}
+
+fn on_unavailable_to_pb(on_unavailable: OnUnavailable) -> pb::OnUnavailable {
+    match on_unavailable {
+        OnUnavailable::Keep => pb::OnUnavailable::Keep,
+        OnUnavailable::ReturnToQueue => pb::OnUnavailable::ReturnToQueue,
     }
 }
 

@@ -3,6 +3,7 @@
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
+use super::rules::leaves_queue;
 use super::{Conn, by_key, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
@@ -160,28 +161,11 @@ pub async fn write_decisions(
                     CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c \
                                          WHERE c.campaign_id = $1 AND {} LIMIT 1) AS x) AS w \
             WHERE c.ctid = w.row_id \
-           RETURNING c.conversation_id, c.assignee_id \
-         ), events AS ( \
-           INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
-           SELECT $1, e.conversation_id, e.action, e.from_user, e.to_user, $2, 'BULK', $10 \
-             FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
-                  WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord) \
-            ORDER BY e.ord \
-         ), members AS ( \
+           RETURNING c.campaign_id, c.conversation_id, c.assignee_id \
+         ), {}, members AS ( \
            INSERT INTO access_group_organizers (campaign_id, access_group_id, user_id) \
            SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL \
            ON CONFLICT DO NOTHING \
-         ), left_queue AS ( \
-           DELETE FROM waiting_conversations w \
-            USING changed CROSS JOIN LATERAL ( \
-                    SELECT q.ctid AS row_id FROM waiting_conversations q \
-                     WHERE q.campaign_id = $1 AND {} LIMIT 1) AS x \
-            WHERE changed.assignee_id IS NOT NULL AND w.ctid = x.row_id \
-           RETURNING w.conversation_id \
-         ), left_events AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
-           SELECT $1, conversation_id, 'LEFT_QUEUE', $2, 'BULK', $10 FROM left_queue \
          ), scope AS ( \
            INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id) \
            SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL \
@@ -189,7 +173,17 @@ pub async fn write_decisions(
          ) \
          SELECT count(*) FROM changed",
         by_key("c", "w.conversation_id"),
-        by_key("q", "changed.conversation_id"),
+        // An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.
+        leaves_queue(
+            "changed",
+            "changed.assignee_id IS NOT NULL",
+            "SELECT $1, conversation_id, action, from_user, to_user, ord \
+               FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
+                    WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord)",
+            "$2",
+            "'BULK'",
+            "$10"
+        ),
     );
     sqlx::query(&sql)
         .bind(campaign_id)

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
-use super::{Conn, grant_exists};
+use super::Conn;
+use super::rules::{group_grant_columns, leaves_queue, may_view, viewer_row};
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
@@ -101,10 +102,9 @@ pub async fn view(
     viewer_id: &str,
 ) -> AppResult<Option<Viewed>> {
     let sql = format!(
-        "SELECT {COLUMNS}, {} AS group_view, {} AS group_reply \
+        "SELECT {COLUMNS}, {} \
          FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2",
-        grant_exists("$3", "can_view"),
-        grant_exists("$3", "can_reply"),
+        group_grant_columns("$3", "c"),
     );
     let row: Option<ViewedRow> = sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -121,8 +121,8 @@ pub async fn view(
     }))
 }
 
-/// One page of conversations ordered by id. `visible_to` limits the page to what that organizer can view
-/// (through a group, or because they hold it); `None` shows everything (admins).
+/// One page of conversations ordered by id. `visible_to` limits the page to what that user may view
+/// ([`may_view`]: through a group, or because they hold it); `None` shows everything (admins).
 pub async fn list(
     conn: &mut Conn,
     campaign_id: &str,
@@ -132,15 +132,16 @@ pub async fn list(
     limit: i64,
 ) -> AppResult<Vec<Conversation>> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM conversations c \
+        "SELECT {COLUMNS} FROM conversations c LEFT JOIN {} v ON true \
          WHERE c.campaign_id = $1 \
-           AND ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
+           AND ($2::text IS NULL OR {}) \
            AND ($3::text IS NULL OR c.assignee_id = $3) \
            AND (NOT $4 OR c.assignee_id IS NULL) \
            AND ($5::text IS NULL OR c.status = $5) \
            AND ($6::text IS NULL OR c.conversation_id > $6) \
          ORDER BY c.conversation_id LIMIT $7",
-        grant_exists("$2", "can_view"),
+        viewer_row("$1", "$2"),
+        may_view("v", "c"),
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -221,7 +222,7 @@ pub fn lock_with_users_sql() -> String {
     // The users' scan is gated on an InitPlan over the conversation's lock: it starts once that is had.
     format!(
         "WITH locked AS MATERIALIZED ( \
-           SELECT {COLUMNS}, {} AS group_view, {} AS group_reply, \
+           SELECT {COLUMNS}, {}, \
                   ($5::text IS NOT NULL AND EXISTS ( \
                      SELECT 1 FROM assignment_events e \
                       WHERE e.campaign_id = c.campaign_id AND e.conversation_id = c.conversation_id \
@@ -237,8 +238,7 @@ pub fn lock_with_users_sql() -> String {
          ) \
          SELECT l.*, p.* FROM (VALUES (1)) AS one(x) \
            LEFT JOIN locked l ON true LEFT JOIN people p ON true",
-        grant_exists("$3", "can_view"),
-        grant_exists("$3", "can_reply"),
+        group_grant_columns("$3", "c"),
     )
 }
 
@@ -297,20 +297,17 @@ pub fn set_assignee_sql() -> String {
                   version = c.version + 1, updated_at = now() \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
            RETURNING c.* \
-         ), event AS ( \
-           INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
-           SELECT campaign_id, conversation_id, $5, $6, $3::text, $4::text, $7, $8 FROM updated \
-         ), left_queue AS ( \
-           DELETE FROM waiting_conversations w USING updated \
-            WHERE $3::text IS NOT NULL AND w.campaign_id = updated.campaign_id \
-              AND w.conversation_id = updated.conversation_id \
-           RETURNING w.campaign_id, w.conversation_id \
-         ), left_event AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
-           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', $4::text, $7, $8 FROM left_queue \
-         ) \
-         SELECT {COLUMNS} FROM updated c"
+         ), {} \
+         SELECT {COLUMNS} FROM updated c",
+        // An assigned conversation leaves the queue.
+        leaves_queue(
+            "updated",
+            "$3::text IS NOT NULL",
+            "SELECT campaign_id, conversation_id, $5, $6, $3::text, 1 FROM updated",
+            "$4::text",
+            "$7",
+            "$8"
+        ),
     )
 }
 
@@ -332,20 +329,17 @@ pub async fn set_status(
         "WITH updated AS ( \
            UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now() \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING c.* \
-         ), event AS ( \
-           INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, to_user_id, actor_id, source, request_id) \
-           SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, $5, 'MANUAL', $6 FROM updated \
-         ), left_queue AS ( \
-           DELETE FROM waiting_conversations w USING updated \
-            WHERE $3 = 'RESOLVED' AND w.campaign_id = updated.campaign_id \
-              AND w.conversation_id = updated.conversation_id \
-           RETURNING w.campaign_id, w.conversation_id \
-         ), left_event AS ( \
-           INSERT INTO assignment_events (campaign_id, conversation_id, action, actor_id, source, request_id) \
-           SELECT campaign_id, conversation_id, 'LEFT_QUEUE', $5, 'MANUAL', $6 FROM left_queue \
-         ) \
-         SELECT {COLUMNS} FROM updated c"
+         ), {} \
+         SELECT {COLUMNS} FROM updated c",
+        // A resolved conversation leaves the queue; the event names who holds it.
+        leaves_queue(
+            "updated",
+            "$3 = 'RESOLVED'",
+            "SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, 1 FROM updated",
+            "$5",
+            "'MANUAL'",
+            "$6"
+        ),
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)

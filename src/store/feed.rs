@@ -1,7 +1,8 @@
 //! The feed's order: a sequencer numbers each campaign's committed events under the campaign's feed head,
 //! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
 
-use super::{Conn, grant_exists};
+use super::Conn;
+use super::rules::may_view;
 use crate::domain::model::{AssignmentEvent, User};
 use crate::error::AppResult;
 
@@ -182,8 +183,8 @@ pub async fn after(
         .await?)
 }
 
-/// A watching user as the directory knows them now, and, for an organizer, which of a batch's
-/// conversations they may view (a group lets them, or they hold it).
+/// A watching user as the directory knows them now, and which of a batch's conversations they may view
+/// (`may_view`: an active admin all of them; an active organizer those a group lets them view or they hold).
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WatcherAccess {
     #[sqlx(flatten)]
@@ -201,13 +202,10 @@ pub async fn watcher_access(
 ) -> AppResult<Vec<WatcherAccess>> {
     let sql = format!(
         "SELECT u.user_id, u.role, u.display_name, u.active, u.updated_at, u.availability, u.capacity, \
-                CASE WHEN u.role = 'ORGANIZER' THEN ARRAY( \
-                  SELECT c.conversation_id FROM conversations c \
-                   WHERE c.campaign_id = $1 AND c.conversation_id = ANY($3) \
-                     AND (c.assignee_id = u.user_id OR {})) \
-                ELSE '{{}}'::text[] END AS viewable \
+                ARRAY(SELECT c.conversation_id FROM conversations c \
+                       WHERE c.campaign_id = $1 AND c.conversation_id = ANY($3) AND {}) AS viewable \
          FROM users u WHERE u.campaign_id = $1 AND u.user_id = ANY($2)",
-        grant_exists("u.user_id", "can_view")
+        may_view("u", "c")
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)

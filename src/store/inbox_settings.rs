@@ -26,25 +26,28 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxS
         .await?)
 }
 
-/// Applies the fields `change` sets, creating the campaign's row if it has none.
+/// Applies the fields `change` sets, creating the campaign's row if it has none. A new row starts from the
+/// defaults of the table's columns (the migrations), as one an auto-assign batch creates: they are stated
+/// there and nowhere else in SQL (`tests/integration/store_rules.rs` checks the domain's agree).
 pub async fn update(
     conn: &mut Conn,
     campaign_id: &str,
     change: SettingsChange,
     updated_by: &str,
 ) -> AppResult<InboxSettings> {
+    sqlx::query("INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(campaign_id)
+        .execute(&mut *conn)
+        .await?;
     let sql = format!(
-        "INSERT INTO inbox_settings AS s (campaign_id, auto_assign_enabled, default_capacity, routing_mode, \
-                                           rotation_start, on_unavailable, updated_by) \
-         VALUES ($1, coalesce($2, false), coalesce($3, 0), coalesce($4, 'ROUND_ROBIN'), \
-                 coalesce($5, 'LAST_ASSIGNED'), coalesce($7, 'KEEP'), $6) \
-         ON CONFLICT (campaign_id) DO UPDATE \
-           SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \
-               default_capacity = coalesce($3, s.default_capacity), \
-               routing_mode = coalesce($4, s.routing_mode), \
-               rotation_start = coalesce($5, s.rotation_start), \
-               on_unavailable = coalesce($7, s.on_unavailable), \
-               updated_by = EXCLUDED.updated_by, updated_at = now() \
+        "UPDATE inbox_settings s \
+            SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \
+                default_capacity = coalesce($3, s.default_capacity), \
+                routing_mode = coalesce($4, s.routing_mode), \
+                rotation_start = coalesce($5, s.rotation_start), \
+                on_unavailable = coalesce($7, s.on_unavailable), \
+                updated_by = $6, updated_at = now() \
+          WHERE s.campaign_id = $1 \
          RETURNING {SETTINGS}"
     );
     Ok(sqlx::query_as(&sql)

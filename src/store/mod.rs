@@ -13,6 +13,7 @@ pub mod history;
 pub mod inbox_settings;
 mod liveness;
 pub mod preview;
+pub(crate) mod rules;
 pub mod secrets;
 mod transaction;
 pub mod users;
@@ -30,6 +31,8 @@ use crate::domain::opaque::Secret;
 use crate::error::{AppError, AppResult};
 use liveness::Liveness;
 pub use transaction::Tx;
+// The access rules' fragments, where the queries (and the auto-assign batch) have always found them.
+pub(crate) use rules::{grant_exists, scope_covers};
 
 /// A connection to run queries on: a transaction (`&mut *tx`) or a pooled connection.
 pub type Conn = sqlx::PgConnection;
@@ -281,27 +284,5 @@ fn by_key(alias: &str, id: &str) -> String {
     format!(
         "{alias}.conversation_id >= {id} AND {alias}.conversation_id <= {id} \
          ORDER BY {alias}.conversation_id"
-    )
-}
-
-/// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation
-/// aliased `c` has the user bound at `user_param` as a member.
-fn grant_exists(user_param: &str, permission: &str) -> String {
-    format!(
-        "EXISTS (SELECT 1 FROM access_group_organizers m \
-           JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id \
-          WHERE m.campaign_id = c.campaign_id AND m.user_id = {user_param} AND g.{permission} AND {})",
-        scope_covers("g", "c")
-    )
-}
-
-/// Whether the scope of access group `group` covers conversation `conv`: all conversations, a shared member
-/// tag, or an explicit listing.
-fn scope_covers(group: &str, conv: &str) -> String {
-    format!(
-        "({group}.scope_all OR {group}.scope_tags && {conv}.member_tags \
-          OR EXISTS (SELECT 1 FROM access_group_conversations x \
-                      WHERE x.campaign_id = {group}.campaign_id AND x.access_group_id = {group}.access_group_id \
-                        AND x.conversation_id = {conv}.conversation_id))"
     )
 }

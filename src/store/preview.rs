@@ -3,7 +3,8 @@
 
 use std::collections::HashMap;
 
-use super::{Conn, grant_exists};
+use super::Conn;
+use super::rules::{eligible as eligible_for, may_reply};
 use crate::domain::model::User;
 use crate::error::AppResult;
 
@@ -49,7 +50,7 @@ pub async fn repliers(
                 "SELECT u.user_id FROM users u \
                    JOIN conversations c ON c.campaign_id = u.campaign_id AND c.conversation_id = $2 \
                   WHERE u.campaign_id = $1 AND {}",
-                grant_exists("u.user_id", "can_reply")
+                may_reply("u.user_id", "c")
             );
             sqlx::query_scalar(&sql)
                 .bind(campaign_id)
@@ -70,6 +71,26 @@ pub async fn repliers(
         }
     };
     Ok(rows)
+}
+
+/// The users auto-assignment may give the conversation to, capacity aside ([`eligible_for`], the rule a
+/// batch applies), sorted by id: the preview's candidates whose only reason, if any, is `AtCapacity`.
+pub async fn eligible(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: &str,
+) -> AppResult<Vec<String>> {
+    let sql = format!(
+        "SELECT u.user_id FROM users u \
+           JOIN conversations c ON c.campaign_id = u.campaign_id AND c.conversation_id = $2 \
+          WHERE u.campaign_id = $1 AND {} ORDER BY u.user_id COLLATE \"C\"",
+        eligible_for("u", "c")
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(campaign_id)
+        .bind(conversation_id)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The organizer most recently assigned a conversation by any path, in feed order (the rotation's start).

@@ -1,6 +1,7 @@
 //! The campaign directory's users.
 
 use super::Conn;
+use super::rules::Event;
 use crate::domain::model::{Availability, Role, User};
 use crate::error::AppResult;
 
@@ -118,15 +119,24 @@ pub async fn set_availability(
     actor_id: Option<&str>,
     request_id: Option<&str>,
 ) -> AppResult<User> {
+    let event = Event {
+        user_id: "user_id",
+        availability: "availability",
+        ..Event::of(
+            "campaign_id",
+            "'AVAILABILITY_CHANGED'",
+            "$4",
+            "'MANUAL'",
+            "$5",
+        )
+    };
     let sql = format!(
         "WITH updated AS ( \
            UPDATE users SET availability = $3, updated_at = now() \
             WHERE campaign_id = $1 AND user_id = $2 RETURNING * \
-         ), event AS ( \
-           INSERT INTO assignment_events (campaign_id, action, user_id, availability, actor_id, source, request_id) \
-           SELECT campaign_id, 'AVAILABILITY_CHANGED', user_id, availability, $4, 'MANUAL', $5 FROM updated \
-         ) \
-         SELECT {COLUMNS} FROM updated"
+         ), event AS ({}) \
+         SELECT {COLUMNS} FROM updated",
+        event.insert("FROM updated")
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 
+use super::Conn;
 use super::conversations::COLUMNS;
-use super::{Conn, grant_exists};
+use super::rules::{Event, may_view, viewer_row};
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
 /// One page of the waiting queue in queue order, after queue key `after`; `visible_to` limits it to what
-/// that organizer may view (through a group, or because they hold it), `None` shows everything. Ranks
+/// that user may view ([`may_view`]: through a group, or because they hold it), `None` shows everything. Ranks
 /// count only what is shown: an organizer's rank 1 is the first waiting conversation they may view.
 pub async fn list(
     conn: &mut Conn,
@@ -25,10 +26,12 @@ pub async fn list(
            SELECT {COLUMNS}, row_number() OVER (ORDER BY w.position) AS rank, w.position, w.waiting_since \
              FROM waiting_conversations w \
              JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = w.conversation_id \
-            WHERE w.campaign_id = $1 AND ($2::text IS NULL OR c.assignee_id = $2 OR {}) \
+             LEFT JOIN {} v ON true \
+            WHERE w.campaign_id = $1 AND ($2::text IS NULL OR {}) \
          ) \
          SELECT * FROM ranked WHERE ($3::bigint IS NULL OR position > $3) ORDER BY position LIMIT $4",
-        grant_exists("$2", "can_view"),
+        viewer_row("$1", "$2"),
+        may_view("v", "c"),
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -114,7 +117,20 @@ pub async fn return_to_queue(
     actor_id: Option<&str>,
     request_id: Option<&str>,
 ) -> AppResult<Vec<String>> {
-    Ok(sqlx::query_scalar(
+    // Each conversation's UNASSIGN (step 0), then its QUEUED (step 1) if it was not waiting already.
+    let events = Event {
+        conversation_id: "e.conversation_id",
+        from_user_id: "e.from_user_id",
+        cause: "'RETURNED_TO_QUEUE'",
+        ..Event::of("$1", "e.action", "$3", "'AUTO'", "$4")
+    }
+    .insert(
+        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, $2 AS from_user_id, 0 AS step FROM returned \
+               UNION ALL \
+               SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
+         ORDER BY e.conversation_id, e.step",
+    );
+    let sql = format!(
         "WITH held AS ( \
            SELECT conversation_id FROM conversations \
             WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
@@ -130,24 +146,17 @@ pub async fn return_to_queue(
              FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
-         ), events AS ( \
-           INSERT INTO assignment_events \
-                  (campaign_id, conversation_id, action, from_user_id, actor_id, source, request_id, cause) \
-           SELECT $1, e.conversation_id, e.action, e.from_user_id, $3, 'AUTO', $4, 'RETURNED_TO_QUEUE' \
-             FROM (SELECT conversation_id, 'UNASSIGN' AS action, $2 AS from_user_id, 0 AS step FROM returned \
-                   UNION ALL \
-                   SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
-            ORDER BY e.conversation_id, e.step \
-         ), flagged AS ( \
+         ), events AS ({events}), flagged AS ( \
            UPDATE inbox_settings SET has_waiting = true \
             WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \
          ) \
-         SELECT conversation_id FROM returned ORDER BY conversation_id",
-    )
-    .bind(campaign_id)
-    .bind(user_id)
-    .bind(actor_id)
-    .bind(request_id)
-    .fetch_all(conn)
-    .await?)
+         SELECT conversation_id FROM returned ORDER BY conversation_id"
+    );
+    Ok(sqlx::query_scalar(&sql)
+        .bind(campaign_id)
+        .bind(user_id)
+        .bind(actor_id)
+        .bind(request_id)
+        .fetch_all(conn)
+        .await?)
 }

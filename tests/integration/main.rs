@@ -33,6 +33,7 @@ mod routing;
 mod server;
 mod snapshot;
 mod startup;
+mod store_rules;
 mod tls;
 mod traces;
 mod waiting;

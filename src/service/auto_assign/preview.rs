@@ -2,8 +2,7 @@
 
 use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{
-    Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, RoutingMode,
-    effective_capacity,
+    Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, effective_capacity,
 };
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
@@ -74,7 +73,7 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
         mode: settings
             .as_ref()
             .map(|s| s.routing_mode)
-            .unwrap_or(RoutingMode::RoundRobin),
+            .unwrap_or_default(),
         loads: Some(
             candidates
                 .iter()

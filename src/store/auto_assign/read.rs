@@ -18,7 +18,8 @@ use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
 use crate::store::conversations::COLUMNS;
 use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
-use crate::store::{Conn, by_key, grant_exists};
+use crate::store::rules::eligible;
+use crate::store::{Conn, by_key};
 
 /// What a batch reads for one campaign besides its triggers' conversations.
 #[derive(Debug, Clone, Copy)]
@@ -90,20 +91,11 @@ static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
         backlog = backlog_ctes("$1", "NULL"),
         last_assigned = last_assigned("w.campaign_id"),
         conversation_columns = COLUMNS,
-        eligible = eligible("o"),
+        eligible = eligible("o", "c"),
         conversation_by_key = by_key("c", "i.conversation_id"),
         queue_row_by_key = by_key("w", "i.conversation_id"),
     )
 });
-
-/// Whether organizer `o` (a row of `users`) may be given the conversation aliased `c` but for their load:
-/// active, available, and an access group lets them reply to it. The preview explains the same rule.
-fn eligible(o: &str) -> String {
-    format!(
-        "{o}.active AND {o}.availability = 'AVAILABLE' AND {}",
-        grant_exists(&format!("{o}.user_id"), "can_reply")
-    )
-}
 
 /// Reads a batch under the campaigns' locks (see `lock_campaigns`, which must have locked their feed heads):
 /// locks its entries (the triggers' conversations and each campaign's first `drain` waiting ones), then, in

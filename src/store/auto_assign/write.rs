@@ -12,6 +12,7 @@ use crate::domain::model::Conversation;
 use crate::error::AppResult;
 use crate::store::conversations::COLUMNS;
 use crate::store::feed::FEED_CHANNEL;
+use crate::store::rules::{Event, leave_queue};
 use crate::store::{Conn, by_key};
 
 /// The conversations a campaign's part assigned, by id, as they are after the write.
@@ -50,10 +51,30 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         include_str!("sql/write_batch.sql"),
         assigned_by_key = by_key("k", "a.conversation_id"),
-        drained_by_key = by_key("q", "assigned.conversation_id"),
+        leave_queue = leave_queue("assigned", "true"),
+        insert_events = own_events().insert(
+            "FROM own o JOIN heads h ON h.campaign_id = o.campaign_id \
+             ORDER BY o.campaign_id, o.part, o.ord, o.step"
+        ),
         conversation_columns = COLUMNS,
     )
 });
+
+/// The batch's own events (`own o`), numbered in order right after their campaign's head (`heads h`).
+fn own_events() -> Event<'static> {
+    Event {
+        conversation_id: "o.conversation_id",
+        to_user_id: "o.to_user_id",
+        seq: "h.head + row_number() OVER (PARTITION BY o.campaign_id ORDER BY o.part, o.ord, o.step)",
+        ..Event::of(
+            "o.campaign_id",
+            "o.action",
+            "NULL",
+            "'AUTO'",
+            "o.request_id",
+        )
+    }
+}
 
 /// Writes a planned batch in one statement: assignments with their `auto` history events (drained
 /// conversations leave the queue), the cursors, the trigger records, newly waiting conversations (at the

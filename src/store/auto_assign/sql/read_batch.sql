@@ -18,7 +18,7 @@ k AS MATERIALIZED (
 ),
 -- The campaigns' organizers (share-locked by the lock stage).
 organizers AS MATERIALIZED (
-  SELECT u.campaign_id, u.user_id, u.active, u.availability, u.capacity FROM users u
+  SELECT u.campaign_id, u.user_id, u.role, u.active, u.availability, u.capacity FROM users u
    WHERE u.campaign_id = ANY($1) AND u.role = 'ORGANIZER'
 ),
 -- Loads are read where capacity or balance is in play: a default capacity, balance, or someone's own.

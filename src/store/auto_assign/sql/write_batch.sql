@@ -33,14 +33,7 @@ assigned AS (
   RETURNING c.campaign_id, {conversation_columns}
 ),
 -- A conversation assigned leaves the waiting queue.
-drained AS (
-  DELETE FROM waiting_conversations w
-   USING assigned CROSS JOIN LATERAL (
-           SELECT q.ctid AS row_id FROM waiting_conversations q
-            WHERE q.campaign_id = assigned.campaign_id AND {drained_by_key} LIMIT 1) AS x
-   WHERE w.ctid = x.row_id
-  RETURNING w.campaign_id, w.conversation_id
-),
+drained AS ({leave_queue}),
 -- Conversations nobody could take join the back of their queue, in plan order.
 enqueued AS (
   INSERT INTO waiting_conversations (campaign_id, conversation_id, position)
@@ -91,13 +84,7 @@ own AS MATERIALIZED (
     JOIN enqueued ON enqueued.campaign_id = q.campaign_id AND enqueued.conversation_id = q.conversation_id
 ),
 -- Their history, numbered right after the head.
-events AS (
-  INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, request_id, seq)
-  SELECT o.campaign_id, o.conversation_id, o.action, o.to_user_id, 'AUTO', o.request_id,
-         h.head + row_number() OVER (PARTITION BY o.campaign_id ORDER BY o.part, o.ord, o.step)
-    FROM own o JOIN heads h ON h.campaign_id = o.campaign_id
-   ORDER BY o.campaign_id, o.part, o.ord, o.step
-),
+events AS ({insert_events}),
 -- The heads move past them.
 counts AS MATERIALIZED (
   SELECT h.campaign_id, h.head, h.head + o.n AS new_head FROM heads h

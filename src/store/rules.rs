@@ -1,0 +1,212 @@
+//! The service's rules where SQL must apply them, each spelled once, as fragments the queries splice in.
+//! Each fragment is the SQL form of a rule decided in `domain`; `tests/integration/store_rules.rs` checks
+//! them against the Rust rules case by case.
+//!
+//! A fragment names the relations it reads by alias: the caller passes the aliases (and bind parameters) of
+//! its statement, so a fragment never assumes a query's shape.
+
+use super::by_key;
+
+/// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation
+/// aliased `conv` has the user `user` (an expression: a bind parameter or a column) as a member.
+pub(crate) fn group_grants(user: &str, permission: &str, conv: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM access_group_organizers m \
+           JOIN access_groups g ON g.campaign_id = m.campaign_id AND g.access_group_id = m.access_group_id \
+          WHERE m.campaign_id = {conv}.campaign_id AND m.user_id = {user} AND g.{permission} AND {})",
+        scope_covers("g", conv)
+    )
+}
+
+/// [`group_grants`] on the conversation aliased `c`.
+pub(crate) fn grant_exists(user: &str, permission: &str) -> String {
+    group_grants(user, permission, "c")
+}
+
+/// Whether the scope of access group `group` covers conversation `conv`: all conversations, a shared member
+/// tag, or an explicit listing.
+pub(crate) fn scope_covers(group: &str, conv: &str) -> String {
+    format!(
+        "({group}.scope_all OR {group}.scope_tags && {conv}.member_tags \
+          OR EXISTS (SELECT 1 FROM access_group_conversations x \
+                      WHERE x.campaign_id = {group}.campaign_id AND x.access_group_id = {group}.access_group_id \
+                        AND x.conversation_id = {conv}.conversation_id))"
+    )
+}
+
+/// The columns `group_view, group_reply`: what `user`'s access groups grant on the conversation aliased
+/// `conv` (`domain::access::GroupGrants`), for the Rust rules to decide with (`may_view`, replying).
+pub(crate) fn group_grant_columns(user: &str, conv: &str) -> String {
+    format!(
+        "{} AS group_view, {} AS group_reply",
+        group_grants(user, "can_view", conv),
+        group_grants(user, "can_reply", conv)
+    )
+}
+
+/// Whether the user row aliased `viewer` (a `users` row: `user_id`, `role`, `active`; all NULL when there is
+/// no such user, which sees nothing) may see the conversation aliased `conv`. The SQL form of
+/// `domain::access::may_view`, in its words: an active admin sees every conversation; an active organizer
+/// sees the conversations an access group lets them view, and the ones assigned to them. A group that
+/// grants reply but not view shows nothing.
+pub(crate) fn may_view(viewer: &str, conv: &str) -> String {
+    format!(
+        "coalesce({viewer}.active AND ({viewer}.role = 'ADMIN' OR {conv}.assignee_id = {viewer}.user_id \
+                   OR {}), false)",
+        group_grants(&format!("{viewer}.user_id"), "can_view", conv)
+    )
+}
+
+/// The user `user` (a bind parameter) of the conversation aliased `conv`'s campaign, as a relation of at
+/// most one row to join as [`may_view`]'s `viewer`: `LEFT JOIN {viewer_row(..)} v ON true`.
+pub(crate) fn viewer_row(campaign: &str, user: &str) -> String {
+    format!(
+        "(SELECT user_id, role, active FROM users WHERE campaign_id = {campaign} AND user_id = {user})"
+    )
+}
+
+/// Whether auto-assignment may give the conversation aliased `conv` to the user row aliased `user` (a
+/// `users` row: `user_id`, `role`, `active`, `availability`), capacity aside: an active organizer,
+/// AVAILABLE, whom an access group lets reply to it. The SQL form of `domain::auto_assign::Candidate::reasons`
+/// being empty but for `AtCapacity` (loads are counted apart: `organizer_loads`).
+pub(crate) fn eligible(user: &str, conv: &str) -> String {
+    format!(
+        "({user}.role = 'ORGANIZER' AND {user}.active AND {user}.availability = 'AVAILABLE' AND {})",
+        may_reply(&format!("{user}.user_id"), conv)
+    )
+}
+
+/// Whether an access group lets `user` (an expression) reply to the conversation aliased `conv`: the
+/// `may_reply` of the preview's candidates, the group part of [`eligible`].
+pub(crate) fn may_reply(user: &str, conv: &str) -> String {
+    group_grants(user, "can_reply", conv)
+}
+
+/// One history event's columns, each an SQL expression over the statement's row source; `NULL` where a
+/// kind of event has no value. Every `INSERT INTO assignment_events` is built from one of these
+/// ([`Event::insert`]), so the columns an event has, and what an unset one holds, are written here once;
+/// `event_id` and `occurred_at` are the table's own defaults.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Event<'a> {
+    pub campaign_id: &'a str,
+    pub conversation_id: &'a str,
+    pub action: &'a str,
+    pub from_user_id: &'a str,
+    pub to_user_id: &'a str,
+    pub actor_id: &'a str,
+    /// `'MANUAL'`, `'BULK'` or `'AUTO'`.
+    pub source: &'a str,
+    pub request_id: &'a str,
+    /// Availability events: whose availability changed, and to what.
+    pub user_id: &'a str,
+    pub availability: &'a str,
+    /// Why an automatic change happened, when it was not a trigger (e.g. `'RETURNED_TO_QUEUE'`).
+    pub cause: &'a str,
+    /// Its feed number, for a writer that numbers its own events (an auto-assign batch); NULL: the
+    /// sequencer numbers it after the commit.
+    pub seq: &'a str,
+}
+
+impl<'a> Event<'a> {
+    /// An event with every optional column NULL; set the ones a kind of event has.
+    pub(crate) const fn of(
+        campaign_id: &'a str,
+        action: &'a str,
+        actor_id: &'a str,
+        source: &'a str,
+        request_id: &'a str,
+    ) -> Self {
+        Event {
+            campaign_id,
+            conversation_id: "NULL",
+            action,
+            from_user_id: "NULL",
+            to_user_id: "NULL",
+            actor_id,
+            source,
+            request_id,
+            user_id: "NULL",
+            availability: "NULL",
+            cause: "NULL",
+            seq: "NULL",
+        }
+    }
+
+    /// `INSERT INTO assignment_events (…) SELECT <these expressions> {rows}`: `rows` is the rest of the
+    /// SELECT, from its `FROM` on (`"FROM updated"`, `"FROM x ORDER BY …"`: ids follow that order).
+    pub(crate) fn insert(&self, rows: &str) -> String {
+        let Event {
+            campaign_id,
+            conversation_id,
+            action,
+            from_user_id,
+            to_user_id,
+            actor_id,
+            source,
+            request_id,
+            user_id,
+            availability,
+            cause,
+            seq,
+        } = self;
+        format!(
+            "INSERT INTO assignment_events (campaign_id, conversation_id, action, from_user_id, to_user_id, \
+                    actor_id, source, request_id, user_id, availability, cause, seq) \
+             SELECT {campaign_id}, {conversation_id}, {action}, {from_user_id}, {to_user_id}, {actor_id}, \
+                    {source}, {request_id}, {user_id}, {availability}, {cause}, {seq} {rows}"
+        )
+    }
+}
+
+/// A CTE body that takes the conversations of the relation `changed` (`campaign_id`, `conversation_id`)
+/// out of the waiting queue where `when` holds (an expression over `changed`), returning the
+/// `campaign_id, conversation_id` of those that were waiting: what "a conversation leaves the queue" does
+/// to the queue. Each queue row is found by its key and deleted by row id, so a kept plan stays bounded
+/// (`Store::begin_keyed`). Whoever takes a conversation out of the queue holds its row lock (`changed`
+/// comes from an UPDATE of it). Most callers want [`leaves_queue`], which records it too.
+pub(crate) fn leave_queue(changed: &str, when: &str) -> String {
+    format!(
+        "DELETE FROM waiting_conversations w \
+          USING {changed} CROSS JOIN LATERAL ( \
+                  SELECT q.ctid AS row_id FROM waiting_conversations q \
+                   WHERE q.campaign_id = {changed}.campaign_id AND {} LIMIT 1) AS x \
+          WHERE {when} AND w.ctid = x.row_id \
+         RETURNING w.campaign_id, w.conversation_id",
+        by_key("q", &format!("{changed}.conversation_id"))
+    )
+}
+
+/// The CTEs `left_queue` ([`leave_queue`] of `changed` where `when` holds) and `events`, which records in
+/// one ordered insert (separate inserts in one statement run in no order PostgreSQL promises) a LEFT_QUEUE
+/// event for each conversation that left the queue, then the change's own events: the rows of `changes`, a
+/// SELECT of `campaign_id, conversation_id, action, from_user_id, to_user_id, ord` (`ord` orders them). All
+/// are made by `actor_id` from `source` with `request_id` (SQL expressions). This is the order an
+/// auto-assign batch writes a drained conversation's events in: LEFT_QUEUE, then ASSIGN.
+pub(crate) fn leaves_queue(
+    changed: &str,
+    when: &str,
+    changes: &str,
+    actor_id: &str,
+    source: &str,
+    request_id: &str,
+) -> String {
+    let events = Event {
+        conversation_id: "e.conversation_id",
+        from_user_id: "e.from_user_id",
+        to_user_id: "e.to_user_id",
+        ..Event::of("e.campaign_id", "e.action", actor_id, source, request_id)
+    };
+    format!(
+        "left_queue AS ({}), events AS ({})",
+        leave_queue(changed, when),
+        events.insert(&format!(
+            "FROM (SELECT campaign_id, conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS from_user_id, \
+                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord FROM left_queue \
+                   UNION ALL \
+                   SELECT c.campaign_id, c.conversation_id, c.action, c.from_user_id, c.to_user_id, 1, c.ord \
+                     FROM ({changes}) AS c(campaign_id, conversation_id, action, from_user_id, to_user_id, \
+                                           ord)) AS e \
+             ORDER BY e.part, e.ord, e.conversation_id COLLATE \"C\""
+        ))
+    )
+}
