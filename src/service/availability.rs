@@ -7,7 +7,7 @@ use crate::domain::model::{Actor, Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{AfterCommit, Caller, lock_actor};
-use crate::store::{Conn, Store, inbox_settings, users, waiting};
+use crate::store::{Conn, Store, auto_assign, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
@@ -56,7 +56,7 @@ async fn availability_in_tx(
     let settings = if wanted == Availability::Available {
         None
     } else {
-        inbox_settings::lock(&mut tx, setter.campaign_id()).await?
+        Some(auto_assign::lock(&mut tx, setter.campaign_id()).await?)
     };
     let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
     if returns {

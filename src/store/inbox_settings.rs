@@ -1,5 +1,5 @@
 //! A campaign's inbox settings: auto-assignment on or off, and how it routes. (The same row is the
-//! campaign's auto-assign lock: see `store::auto_assign::lock`.)
+//! campaign's auto-assign lock, taken only by `store::auto_assign::lock`.)
 
 use super::Conn;
 use crate::domain::auto_assign::{InboxSettings, SettingsChange};
@@ -16,29 +16,16 @@ pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSe
         .await?)
 }
 
-/// The settings, locked `FOR UPDATE`: this is the campaign's auto-assign lock, which auto-assign batches
-/// take first; a change that may move conversations in and out of the queue takes it first too.
-pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
-    let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE");
-    Ok(sqlx::query_as(&sql)
-        .bind(campaign_id)
-        .fetch_optional(conn)
-        .await?)
-}
-
-/// Applies the fields `change` sets, creating the campaign's row if it has none. A new row starts from the
-/// defaults of the table's columns (the migrations), as one an auto-assign batch creates: they are stated
-/// there and nowhere else in SQL (`tests/integration/store_rules.rs` checks the domain's agree).
+/// Applies the fields `change` sets to the campaign's row, which the caller holds locked
+/// (`store::auto_assign::lock` made it if the campaign had none). A new row starts from the defaults of the
+/// table's columns (the migrations): they are stated there and nowhere else in SQL
+/// (`tests/integration/store_rules.rs` checks the domain's agree).
 pub async fn update(
     conn: &mut Conn,
     campaign_id: &str,
     change: SettingsChange,
     updated_by: &str,
 ) -> AppResult<InboxSettings> {
-    sqlx::query("INSERT INTO inbox_settings (campaign_id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(campaign_id)
-        .execute(&mut *conn)
-        .await?;
     let sql = format!(
         "UPDATE inbox_settings s \
             SET auto_assign_enabled = coalesce($2, s.auto_assign_enabled), \

@@ -298,6 +298,12 @@ async fn eligibility_in_sql_agrees_with_the_previews_reasons() {
 async fn a_new_settings_row_has_the_domains_defaults() {
     let store = fresh_store().await;
     let mut conn = store.pool().acquire().await.unwrap();
+    // The campaign's lock makes its row, as every writer of the settings takes it first.
+    let locked = assignment_service::store::auto_assign::lock(&mut conn, CAMPAIGN)
+        .await
+        .unwrap();
+    assert!(!locked.auto_assign_enabled);
+    assert_eq!(locked.on_unavailable, OnUnavailable::default());
     let change = SettingsChange {
         auto_assign_enabled: Some(true),
         ..SettingsChange::default()
@@ -326,6 +332,9 @@ async fn a_new_settings_row_has_the_domains_defaults() {
         default_capacity: Some(2),
         ..SettingsChange::default()
     };
+    assignment_service::store::auto_assign::lock(&mut conn, "camp-2")
+        .await
+        .unwrap();
     let off = inbox_settings::update(&mut conn, "camp-2", other, "admin")
         .await
         .unwrap();

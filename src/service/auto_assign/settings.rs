@@ -7,7 +7,7 @@ use crate::domain::model::{Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
-use crate::store::{Store, inbox_settings, users};
+use crate::store::{Store, auto_assign, inbox_settings, users};
 
 /// GetInboxSettings: any active user of the campaign.
 pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
@@ -32,7 +32,7 @@ pub async fn update_settings(
     }
     let mut tx = store.begin().await?;
     // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
-    inbox_settings::lock(&mut tx, &call.campaign_id).await?;
+    auto_assign::lock(&mut tx, &call.campaign_id).await?;
     let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
     let nothing = change.auto_assign_enabled.is_none()

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use super::TAG_SEPARATOR;
-use crate::domain::auto_assign::{RotationStart, RoutingMode, Trigger};
+use crate::domain::auto_assign::{OnUnavailable, RotationStart, RoutingMode, Trigger};
 use crate::error::{AppError, AppResult};
 use crate::store::{Conn, by_key};
 
@@ -21,6 +21,8 @@ pub struct LockedSettings {
     pub default_capacity: i32,
     pub routing_mode: RoutingMode,
     pub rotation_start: RotationStart,
+    /// What becomes of an organizer's conversations when they go away.
+    pub on_unavailable: OnUnavailable,
 }
 
 /// One campaign's triggers in a batch.
@@ -30,7 +32,8 @@ pub struct CampaignTriggers<'a> {
     pub triggers: &'a [Trigger],
 }
 
-/// Takes the campaign's auto-assign lock; see [`lock_campaigns`].
+/// Takes the campaign's auto-assign lock, the one way every use case takes it (a batch takes several
+/// campaigns' at once, the same way: [`lock_campaigns`]), making its settings row on first use.
 pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<LockedSettings> {
     let mut locked = lock_campaigns(conn, &[campaign_id], &[], false).await?;
     locked
@@ -72,7 +75,7 @@ pub async fn lock_campaigns(
         // Settings rows made by that statement were not in its snapshot: lock them now (first use only).
         rows = sqlx::query_as(
             "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
-                    default_capacity, routing_mode, rotation_start \
+                    default_capacity, routing_mode, rotation_start, on_unavailable \
                FROM inbox_settings WHERE campaign_id = ANY($1) \
               ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
         )
