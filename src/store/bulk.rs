@@ -1,5 +1,7 @@
 //! Bulk actions: one batch of a stream in one transaction, in a few set-based statements.
 
+use std::sync::LazyLock;
+
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
@@ -101,80 +103,87 @@ pub struct BulkChange<'a> {
     pub grant_group: Option<Uuid>,
 }
 
-/// Writes a batch's changes with their `bulk` history events and, for grants, the grant group's members
-/// and conversations, in one statement (in the batch's `begin_keyed` transaction: rows are found by key, one
-/// lookup per item, and changed by row id; a waiting conversation is found by its key, never by scanning the
-/// campaign's queue).
-pub async fn write_decisions(
-    conn: &mut Conn,
-    change: BulkChange<'_>,
-    decisions: &[ItemDecision],
-) -> AppResult<()> {
-    let BulkChange {
-        campaign_id,
-        actor_id,
-        request_id,
-        grant_group: group,
-    } = change;
-    let mut changed: Vec<&str> = Vec::new();
-    let mut to: Vec<Option<&str>> = Vec::new();
-    let mut action: Vec<AssignmentAction> = Vec::new();
-    let mut from: Vec<Option<&str>> = Vec::new();
-    let mut granted_users: Vec<&str> = Vec::new();
-    let mut granted_conversations: Vec<&str> = Vec::new();
-    for decision in decisions {
-        let (act, old, new) = match &decision.outcome {
-            ItemOutcome::Assigned { to } => (AssignmentAction::Assign, None, Some(to.as_str())),
-            ItemOutcome::Reassigned { from, to } => (
-                AssignmentAction::Reassign,
-                Some(from.as_str()),
-                Some(to.as_str()),
-            ),
-            ItemOutcome::Unassigned { from } => {
-                (AssignmentAction::Unassign, Some(from.as_str()), None)
+/// The columns of [`write_decisions`]'s statement: one row per change, in batch order, and the grants.
+#[derive(Default)]
+struct ChangeColumns<'a> {
+    conversations: Vec<&'a str>,
+    to: Vec<Option<&'a str>>,
+    actions: Vec<AssignmentAction>,
+    from: Vec<Option<&'a str>>,
+    granted_users: Vec<&'a str>,
+    granted_conversations: Vec<&'a str>,
+}
+
+impl<'a> ChangeColumns<'a> {
+    fn from_decisions(decisions: &'a [ItemDecision]) -> Self {
+        let mut columns = Self::default();
+        for decision in decisions {
+            let (action, old, new) = match &decision.outcome {
+                ItemOutcome::Assigned { to } => (AssignmentAction::Assign, None, Some(to.as_str())),
+                ItemOutcome::Reassigned { from, to } => (
+                    AssignmentAction::Reassign,
+                    Some(from.as_str()),
+                    Some(to.as_str()),
+                ),
+                ItemOutcome::Unassigned { from } => {
+                    (AssignmentAction::Unassign, Some(from.as_str()), None)
+                }
+                _ => continue,
+            };
+            columns.conversations.push(&decision.conversation_id);
+            columns.actions.push(action);
+            columns.from.push(old);
+            columns.to.push(new);
+            if decision.grant
+                && let Some(user) = new
+            {
+                columns.granted_users.push(user);
+                columns
+                    .granted_conversations
+                    .push(&decision.conversation_id);
             }
-            _ => continue,
-        };
-        changed.push(&decision.conversation_id);
-        action.push(act);
-        from.push(old);
-        to.push(new);
-        if decision.grant
-            && let Some(user) = new
-        {
-            granted_users.push(user);
-            granted_conversations.push(&decision.conversation_id);
         }
+        columns
     }
-    if changed.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "WITH changed AS ( \
-           UPDATE conversations c \
-              SET assignee_id = w.to_user, \
-                  assigned_at = CASE WHEN w.to_user IS NULL THEN NULL ELSE now() END, \
-                  assigned_by = CASE WHEN w.to_user IS NULL THEN NULL ELSE $2::text END, \
-                  version = c.version + 1, updated_at = now() \
-             FROM (SELECT w.to_user, x.row_id \
-                     FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user) \
-                    CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c \
-                                         WHERE c.campaign_id = $1 AND {} LIMIT 1) AS x) AS w \
-            WHERE c.ctid = w.row_id \
-           RETURNING c.campaign_id, c.conversation_id, c.assignee_id \
-         ), {}, members AS ( \
-           INSERT INTO access_group_organizers (campaign_id, access_group_id, user_id) \
-           SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL \
-           ON CONFLICT DO NOTHING \
-         ), scope AS ( \
-           INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id) \
-           SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL \
-           ON CONFLICT DO NOTHING \
-         ) \
-         SELECT count(*) FROM changed",
-        by_key("c", "w.conversation_id"),
-        // An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.
-        leaves_queue(
+}
+
+/// [`write_decisions`]'s statement.
+///   $1 campaign_id  $2 actor_id  $3 conversations  $4 to_users  $5 actions  $6 from_users
+///   $7 grant_group  $8 granted_users  $9 granted_conversations  $10 request_id
+static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"WITH
+        -- The changes, each conversation found by its key and changed by row id.
+        changed AS (
+          UPDATE conversations c
+             SET assignee_id = w.to_user,
+                 assigned_at = CASE WHEN w.to_user IS NULL THEN NULL ELSE now() END,
+                 assigned_by = CASE WHEN w.to_user IS NULL THEN NULL ELSE $2::text END,
+                 version = c.version + 1, updated_at = now()
+            FROM (SELECT w.to_user, x.row_id
+                    FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user)
+                   CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c
+                                        WHERE c.campaign_id = $1 AND {conversation_by_key} LIMIT 1) AS x) AS w
+           WHERE c.ctid = w.row_id
+          RETURNING c.campaign_id, c.conversation_id, c.assignee_id
+        ),
+        -- An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.
+        {leaves_queue},
+        -- A grant makes its targets members of the grant group...
+        members AS (
+          INSERT INTO access_group_organizers (campaign_id, access_group_id, user_id)
+          SELECT DISTINCT $1, $7::uuid, u FROM unnest($8::text[]) AS u WHERE $7::uuid IS NOT NULL
+          ON CONFLICT DO NOTHING
+        ),
+        -- ...and lists the conversations it was given for.
+        scope AS (
+          INSERT INTO access_group_conversations (campaign_id, access_group_id, conversation_id)
+          SELECT DISTINCT $1, $7::uuid, x FROM unnest($9::text[]) AS x WHERE $7::uuid IS NOT NULL
+          ON CONFLICT DO NOTHING
+        )
+        SELECT count(*) FROM changed"#,
+        conversation_by_key = by_key("c", "w.conversation_id"),
+        leaves_queue = leaves_queue(
             "changed",
             "changed.assignee_id IS NOT NULL",
             "SELECT $1, conversation_id, action, from_user, to_user, ord \
@@ -184,18 +193,33 @@ pub async fn write_decisions(
             "'BULK'",
             "$10"
         ),
-    );
-    sqlx::query(&sql)
-        .bind(campaign_id)
-        .bind(actor_id)
-        .bind(&changed)
-        .bind(&to)
-        .bind(&action)
-        .bind(&from)
-        .bind(group)
-        .bind(&granted_users)
-        .bind(&granted_conversations)
-        .bind(request_id)
+    )
+});
+
+/// Writes a batch's changes with their `bulk` history events and, for grants, the grant group's members
+/// and conversations, in one statement (in the batch's `begin_keyed` transaction: rows are found by key, one
+/// lookup per item, and changed by row id; a waiting conversation is found by its key, never by scanning the
+/// campaign's queue).
+pub async fn write_decisions(
+    conn: &mut Conn,
+    change: BulkChange<'_>,
+    decisions: &[ItemDecision],
+) -> AppResult<()> {
+    let columns = ChangeColumns::from_decisions(decisions);
+    if columns.conversations.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&WRITE_DECISIONS)
+        .bind(change.campaign_id) // $1 campaign_id
+        .bind(change.actor_id) // $2 actor_id
+        .bind(&columns.conversations) // $3 conversations
+        .bind(&columns.to) // $4 to_users
+        .bind(&columns.actions) // $5 actions
+        .bind(&columns.from) // $6 from_users
+        .bind(change.grant_group) // $7 grant_group
+        .bind(&columns.granted_users) // $8 granted_users
+        .bind(&columns.granted_conversations) // $9 granted_conversations
+        .bind(change.request_id) // $10 request_id
         .execute(conn)
         .await?;
     Ok(())
