@@ -358,18 +358,7 @@ async fn unknown_conversations_are_created_from_member_data() {
 
 async fn assign_manually(app: &TestApp, conversation: &str, to: &str) {
     app.conversation(conversation, &[]).await;
-    app.assignments()
-        .await
-        .assign_conversation(as_actor(
-            "admin",
-            pb::AssignConversationRequest {
-                conversation_id: conversation.into(),
-                assignee_id: to.into(),
-                expected_version: None,
-            },
-        ))
-        .await
-        .unwrap();
+    app.assign_as_admin(conversation, to).await;
 }
 
 /// The help article: round-robin "starting with the last organizer to be assigned a member conversation",
@@ -556,34 +545,7 @@ async fn trigger_records_are_pruned_after_their_retention() {
 
 /// Admin "admin" and organizers org-a..c who may reply to everything in `campaign`, auto-assignment on.
 async fn seed_campaign(app: &TestApp, campaign: &str) {
-    let mut directory = app.directory().await;
-    let users = std::iter::once(("admin", pb::Role::Admin))
-        .chain(ORGANIZERS.iter().map(|org| (*org, pb::Role::Organizer)));
-    for (user_id, role) in users {
-        let user = pb::UpsertUserRequest {
-            user_id: user_id.into(),
-            role: role.into(),
-            display_name: String::new(),
-        };
-        directory
-            .upsert_user(system(campaign, user))
-            .await
-            .expect("upsert user");
-    }
-    let group = pb::CreateAccessGroupRequest {
-        name: "Inbox team".into(),
-        permissions: Some(pb::AccessGroupPermissions {
-            view: true,
-            reply: true,
-        }),
-        scope: Some(scope_all()),
-        organizer_ids: ORGANIZERS.iter().map(|o| o.to_string()).collect(),
-    };
-    app.groups()
-        .await
-        .create_access_group(as_actor_in(campaign, "admin", group))
-        .await
-        .expect("create access group");
+    app.team_in(campaign, &ORGANIZERS).await;
     let settings = pb::UpdateInboxSettingsRequest {
         auto_assign_enabled: Some(true),
         ..Default::default()

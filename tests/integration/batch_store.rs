@@ -117,40 +117,12 @@ async fn seq_of(app: &TestApp, conversation: &str, action: &str) -> i64 {
     panic!("{conversation}'s {action} was never numbered");
 }
 
-async fn assign(app: &TestApp, conversation: &str, assignee: &str) {
-    app.assignments()
-        .await
-        .assign_conversation(as_actor(
-            "admin",
-            pb::AssignConversationRequest {
-                conversation_id: conversation.into(),
-                assignee_id: assignee.into(),
-                expected_version: None,
-            },
-        ))
-        .await
-        .unwrap();
-}
-
-async fn resolve(app: &TestApp, conversation: &str) {
-    app.assignments()
-        .await
-        .resolve_conversation(as_actor(
-            "admin",
-            pb::ResolveConversationRequest {
-                conversation_id: conversation.into(),
-            },
-        ))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn a_change_committed_after_a_batch_read_is_numbered_after_the_batch_own_events() {
     let app = campaign().await;
     app.conversation("c9", &[]).await;
-    assign(&app, "c9", "o1").await;
-    let verdicts = batch_with(&app, &[trigger("c1")], resolve(&app, "c9")).await;
+    app.assign_as_admin("c9", "o1").await;
+    let verdicts = batch_with(&app, &[trigger("c1")], app.resolve_as_admin("c9")).await;
     assert_eq!(
         verdicts[0].assigns(),
         Some("o2"),
@@ -178,8 +150,8 @@ async fn a_change_committed_before_a_batch_read_is_numbered_before_and_decided_o
     .await;
     app.conversation("c8", &[]).await;
     app.conversation("c9", &[]).await;
-    assign(&app, "c8", "o2").await;
-    assign(&app, "c9", "o1").await;
+    app.assign_as_admin("c8", "o2").await;
+    app.assign_as_admin("c9", "o1").await;
     // Both are full; the resolve commits unnumbered while the batch waits for the campaign's lock.
     let (held, _) = app
         .hold_locks("SELECT 1 FROM inbox_settings WHERE campaign_id = $1 FOR UPDATE")
@@ -187,7 +159,7 @@ async fn a_change_committed_before_a_batch_read_is_numbered_before_and_decided_o
     let triggers = [trigger("c1")];
     let batch = batch_with(&app, &triggers, async {});
     let freeing = async {
-        resolve(&app, "c9").await;
+        app.resolve_as_admin("c9").await;
         held.commit().await.unwrap();
     };
     let (verdicts, ()) = tokio::join!(batch, freeing);
@@ -212,7 +184,7 @@ async fn the_rotation_starts_after_the_last_assignment_in_feed_order_not_by_even
     .execute(&mut *held)
     .await
     .unwrap();
-    assign(&app, "c7", "o1").await;
+    app.assign_as_admin("c7", "o1").await;
     seq_of(&app, "c7", "ASSIGN").await;
     held.commit().await.unwrap();
     let verdicts = batch_with(&app, &[trigger("c1")], async {}).await;

@@ -170,21 +170,6 @@ async fn bulk_events(app: &TestApp) -> Vec<(String, String, Option<String>)> {
         .unwrap()
 }
 
-async fn assign_one(app: &TestApp, conversation: &str, assignee: &str) {
-    app.assignments()
-        .await
-        .assign_conversation(as_actor(
-            "admin",
-            pb::AssignConversationRequest {
-                conversation_id: conversation.into(),
-                assignee_id: assignee.into(),
-                expected_version: None,
-            },
-        ))
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn many_conversations_spread_round_robin_evenly_in_the_order_sent() {
     let app = campaign(100).await;
@@ -224,7 +209,7 @@ async fn many_conversations_spread_round_robin_evenly_in_the_order_sent() {
 #[tokio::test]
 async fn refusals_and_unknown_conversations_never_stop_the_others() {
     let app = campaign(4).await;
-    assign_one(&app, "c001", "o2").await;
+    app.assign_as_admin("c001", "o2").await;
     let ids = vec![conv(0), conv(1), "missing".into(), "bad id".into(), conv(2)];
     let (items, summary) = bulk_assign(
         &mut app.assignments().await,
@@ -268,7 +253,7 @@ async fn organizers_bulk_assign_only_to_themselves() {
         scope_conversations(&["c000", "c001", "c002"]),
     )
     .await;
-    assign_one(&app, "c001", "o2").await;
+    app.assign_as_admin("c001", "o2").await;
     let mut client = app.assignments().await;
 
     for targets in [vec!["lone", "o2"], vec!["admin"], vec!["o2"]] {
@@ -550,7 +535,7 @@ async fn a_message_over_the_size_limit_ends_the_stream_with_invalid_argument() {
 async fn bulk_unassign_admins_everything_organizers_their_own() {
     let app = campaign(4).await;
     for (i, who) in ["o1", "o2", "o1"].iter().enumerate() {
-        assign_one(&app, &conv(i), who).await;
+        app.assign_as_admin(&conv(i), who).await;
     }
     let mut client = app.assignments().await;
     let ids: Vec<String> = (0..4).map(conv).collect();
@@ -579,8 +564,8 @@ async fn bulk_unassign_admins_everything_organizers_their_own() {
 #[tokio::test]
 async fn bulk_reassign_is_for_admins_and_moves_assigned_conversations() {
     let app = campaign(3).await;
-    assign_one(&app, "c000", "o1").await;
-    assign_one(&app, "c001", "o1").await;
+    app.assign_as_admin("c000", "o1").await;
+    app.assign_as_admin("c001", "o1").await;
     let mut client = app.assignments().await;
     let ids: Vec<String> = (0..3).map(conv).collect();
     let status = expect_code(
@@ -842,7 +827,7 @@ async fn the_open_counts_capacity_reads_follow_every_kind_of_change() {
     )
     .await
     .unwrap();
-    assign_one(&app, &conv(30), "o1").await;
+    app.assign_as_admin(&conv(30), "o1").await;
     client
         .reassign_conversation(as_actor(
             "admin",

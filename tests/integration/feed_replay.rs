@@ -113,31 +113,7 @@ mod replay;
 
 /// Admin "admin" and the organizers, who may reply to everything; capacities; auto-assignment on.
 async fn seed(app: &TestApp, campaign: &str, balanced: bool) {
-    let mut directory = app.directory().await;
-    let users = std::iter::once(("admin", pb::Role::Admin))
-        .chain(ORGANIZERS.iter().map(|o| (*o, pb::Role::Organizer)));
-    for (user_id, role) in users {
-        let user = pb::UpsertUserRequest {
-            user_id: user_id.into(),
-            role: role.into(),
-            display_name: String::new(),
-        };
-        directory.upsert_user(system(campaign, user)).await.unwrap();
-    }
-    let group = pb::CreateAccessGroupRequest {
-        name: "Everyone".into(),
-        permissions: Some(pb::AccessGroupPermissions {
-            view: true,
-            reply: true,
-        }),
-        scope: Some(scope_all()),
-        organizer_ids: ORGANIZERS.iter().map(|o| o.to_string()).collect(),
-    };
-    app.groups()
-        .await
-        .create_access_group(as_actor_in(campaign, "admin", group))
-        .await
-        .unwrap();
+    app.team_in(campaign, &ORGANIZERS).await;
     let mut client = app.assignments().await;
     let mode = if balanced {
         pb::RoutingMode::Balanced

@@ -374,6 +374,69 @@ impl TestApp {
             .unwrap()
     }
 
+    /// In `campaign`: admin "admin" and `organizers`, who may view and reply to every conversation through
+    /// one access group.
+    pub async fn team_in(&self, campaign: &str, organizers: &[&str]) {
+        let mut directory = self.directory().await;
+        let users = std::iter::once(("admin", pb::Role::Admin))
+            .chain(organizers.iter().map(|o| (*o, pb::Role::Organizer)));
+        for (user_id, role) in users {
+            let user = pb::UpsertUserRequest {
+                user_id: user_id.into(),
+                role: role.into(),
+                display_name: String::new(),
+            };
+            directory
+                .upsert_user(system(campaign, user))
+                .await
+                .expect("upsert user");
+        }
+        let group = pb::CreateAccessGroupRequest {
+            name: "Everyone".into(),
+            permissions: Some(pb::AccessGroupPermissions {
+                view: true,
+                reply: true,
+            }),
+            scope: Some(scope_all()),
+            organizer_ids: organizers.iter().map(|o| o.to_string()).collect(),
+        };
+        self.groups()
+            .await
+            .create_access_group(as_actor_in(campaign, "admin", group))
+            .await
+            .expect("create access group");
+    }
+
+    /// The admin "admin" assigns the conversation to `assignee`.
+    pub async fn assign_as_admin(&self, conversation: &str, assignee: &str) {
+        self.assignments()
+            .await
+            .assign_conversation(as_actor(
+                "admin",
+                pb::AssignConversationRequest {
+                    conversation_id: conversation.into(),
+                    assignee_id: assignee.into(),
+                    expected_version: None,
+                },
+            ))
+            .await
+            .expect("assign");
+    }
+
+    /// The admin "admin" resolves the conversation.
+    pub async fn resolve_as_admin(&self, conversation: &str) {
+        self.assignments()
+            .await
+            .resolve_conversation(as_actor(
+                "admin",
+                pb::ResolveConversationRequest {
+                    conversation_id: conversation.into(),
+                },
+            ))
+            .await
+            .expect("resolve");
+    }
+
     /// The health service's answer for `service` ("" = the whole server).
     pub async fn health(&self, service: &str) -> Result<ServingStatus, Status> {
         HealthClient::new(self.channel().await)
