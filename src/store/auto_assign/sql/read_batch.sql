@@ -70,31 +70,35 @@ facts AS MATERIALIZED (
 entries AS MATERIALIZED (
   SELECT * FROM unnest($5::text[], $6::int8[], $7::text[], $8::text[])
          AS i(campaign_id, ord, trigger_id, conversation_id)
+),
+-- Each entry with its conversation, its queue row (a waiting conversation's, if still there), its trigger's
+-- record and who is eligible for it: computed once, here.
+read_entries AS MATERIALIZED (
+  SELECT i.campaign_id AS entry_campaign, i.ord, i.trigger_id, q.position, q.waiting_since,
+         q.position IS NOT NULL AS queue_row_found, {conversation_columns},
+         t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee,
+         t.conversation_id AS recorded_conversation,
+         CASE WHEN ks.enabled THEN ARRAY(
+           SELECT o.user_id FROM organizers o
+            WHERE o.campaign_id = c.campaign_id AND {eligible}
+            ORDER BY o.user_id COLLATE "C")
+         ELSE ARRAY[]::text[] END AS eligible
+    FROM entries i
+   CROSS JOIN LATERAL (SELECT k.enabled FROM k WHERE k.campaign_id = i.campaign_id) AS ks
+   CROSS JOIN LATERAL (
+     SELECT * FROM conversations c WHERE c.campaign_id = i.campaign_id AND {conversation_by_key}) AS c
+    LEFT JOIN LATERAL (
+     SELECT w.position, w.waiting_since FROM waiting_conversations w
+      WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND {queue_row_by_key}) AS q ON true
+    LEFT JOIN LATERAL (
+     SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t
+      WHERE t.campaign_id = i.campaign_id AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true
 )
--- One row per campaign and entry (a campaign without entries: one row without one), each entry with its
--- conversation, its queue row (a waiting conversation's, if still there), its trigger's record, and who
--- is eligible for it.
-SELECT f.campaign_id AS batch_campaign, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
+-- One row per campaign and entry (a campaign without entries: one row without one, so the notifications
+-- are sent whatever is left), with the campaign's facts.
+SELECT k.campaign_id AS batch_campaign, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
        f.loads_read, e.*
-  FROM facts f
-  LEFT JOIN LATERAL (
-    SELECT i.ord, i.trigger_id, q.position, q.waiting_since, q.position IS NOT NULL AS queue_row_found,
-           {conversation_columns},
-           t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee,
-           t.conversation_id AS recorded_conversation,
-           CASE WHEN f.enabled THEN ARRAY(
-             SELECT o.user_id FROM organizers o
-              WHERE o.campaign_id = c.campaign_id AND {eligible}
-              ORDER BY o.user_id COLLATE "C")
-           ELSE ARRAY[]::text[] END AS eligible
-      FROM entries i
-     CROSS JOIN LATERAL (
-       SELECT * FROM conversations c WHERE c.campaign_id = i.campaign_id AND {conversation_by_key}) AS c
-      LEFT JOIN LATERAL (
-       SELECT w.position, w.waiting_since FROM waiting_conversations w
-        WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND {queue_row_by_key}) AS q ON true
-      LEFT JOIN LATERAL (
-       SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t
-        WHERE t.campaign_id = i.campaign_id AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true
-     WHERE i.campaign_id = f.campaign_id) AS e ON true
+  FROM k
+ CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = k.campaign_id) AS f
+  LEFT JOIN read_entries e ON e.entry_campaign = k.campaign_id
  WHERE (SELECT count(*) FROM notified) >= 0
