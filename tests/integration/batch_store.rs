@@ -5,10 +5,12 @@
 use assignment_service::domain::auto_assign::{
     AutoOutcome, Routing, RoutingMode, Trigger, Verdict, plan_batch,
 };
+use assignment_service::domain::model::{AssignmentAction, AssignmentSource};
 use assignment_service::pb;
 use assignment_service::store::auto_assign::{
     self, BatchReads, CampaignTriggers, CampaignWrite, EntrySource, WaitingAfter,
 };
+use assignment_service::store::conversations::{self, AssigneeChange};
 
 use crate::harness::*;
 
@@ -243,4 +245,61 @@ async fn a_batch_reads_waiting_conversations_first_in_queue_order_then_its_trigg
             .all(|p| matches!(&p.verdict, Verdict::Decided(d) if d.outcome == AutoOutcome::Queued))
     );
     tx.rollback().await.unwrap();
+}
+
+/// The conversation's history actions, in feed order, once `n` are numbered.
+async fn feed_actions(app: &TestApp, conversation: &str, n: usize) -> Vec<String> {
+    for _ in 0..200 {
+        let actions: Vec<String> = sqlx::query_scalar(
+            "SELECT action FROM assignment_events \
+              WHERE campaign_id = $1 AND conversation_id = $2 AND seq IS NOT NULL ORDER BY seq",
+        )
+        .bind(CAMPAIGN)
+        .bind(conversation)
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if actions.len() >= n {
+            return actions;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("fewer than {n} of {conversation}'s events were ever numbered");
+}
+
+#[tokio::test]
+async fn a_change_a_batch_sees_through_its_lock_comes_before_the_batch_in_the_feed() {
+    let app = campaign().await;
+    app.conversation("c1", &[]).await;
+    app.assign_as_admin("c1", "o1").await;
+    // An unassign of c1 commits after the batch's read took its snapshot, while the read waits for c1.
+    let (mut held, pid) = app.hold_locks("SELECT 1").await;
+    let unassign = AssigneeChange {
+        campaign_id: CAMPAIGN,
+        conversation_id: "c1",
+        action: AssignmentAction::Unassign,
+        from: Some("o1"),
+        to: None,
+        actor_id: "admin",
+        source: AssignmentSource::Manual,
+        request_id: None,
+    };
+    conversations::set_assignee(&mut held, unassign)
+        .await
+        .unwrap();
+    let triggers = [Trigger {
+        member_id: None,
+        ..trigger("c1")
+    }];
+    let commit = async {
+        app.until_blocked_by(pid).await;
+        held.commit().await.unwrap();
+    };
+    let (verdicts, ()) = tokio::join!(batch_with(&app, &triggers, async {}), commit);
+    assert!(verdicts[0].assigns().is_some(), "{verdicts:?}");
+    assert_eq!(
+        feed_actions(&app, "c1", 3).await,
+        ["ASSIGN", "UNASSIGN", "ASSIGN"],
+        "the batch assigned c1 because it saw the unassign: the feed has them in that order"
+    );
 }

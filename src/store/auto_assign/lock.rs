@@ -1,13 +1,12 @@
-//! The lock stage: a batch's campaigns (their settings rows, after creating what the triggers bring), then
-//! its entries' conversations and the campaigns' organizers.
+//! The lock stage: a batch's campaigns, their settings rows, after creating what the triggers bring (its
+//! entries' conversations and the campaigns' organizers are locked by the read: `read_batch`).
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
 
 use super::TAG_SEPARATOR;
 use crate::domain::auto_assign::{OnUnavailable, RotationStart, RoutingMode, Trigger};
 use crate::error::{AppError, AppResult};
-use crate::store::{Conn, by_key};
+use crate::store::Conn;
 
 /// The campaign's locked `inbox_settings` row: its auto-assign lock, held until the transaction ends, and
 /// what it guards (the settings a batch decides by, the round-robin cursor among them).
@@ -132,47 +131,4 @@ fn missing_settings(campaign_id: &str) -> AppError {
     AppError::Database(sqlx::Error::Decode(
         format!("no inbox_settings row for campaign {campaign_id:?} after creating it").into(),
     ))
-}
-
-/// One campaign's entries to lock: its triggers and how many waiting conversations it drains.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct EntriesToLock<'a> {
-    pub campaign_id: &'a str,
-    pub triggers: &'a [Trigger],
-    pub drain_limit: i64,
-}
-
-static LOCK_ENTRIES: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        include_str!("sql/lock_entries.sql"),
-        conversation_by_key = by_key("c", "e.conversation_id"),
-    )
-});
-
-/// Locks the batch's conversations (its triggers' and the first `drain_limit` waiting ones of each
-/// campaign, in byte order of campaign, then id, as every multi-row locker does, so they never deadlock),
-/// then share-locks the campaigns' organizers. Run it after [`lock_campaigns`], so a batch waiting for a
-/// campaign's lock holds nothing else. Returns the waiting conversations it locked, `(campaign, id)`: the
-/// read decides on their rows as they are once locked.
-pub(super) async fn lock_entries(
-    conn: &mut Conn,
-    parts: &[EntriesToLock<'_>],
-) -> AppResult<Vec<(String, String)>> {
-    let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
-    let drain_limits: Vec<i64> = parts.iter().map(|part| part.drain_limit).collect();
-    let (trigger_campaigns, trigger_conversations): (Vec<&str>, Vec<&str>) = parts
-        .iter()
-        .flat_map(|part| {
-            part.triggers
-                .iter()
-                .map(|t| (part.campaign_id, t.conversation_id.as_str()))
-        })
-        .unzip();
-    Ok(sqlx::query_as(&LOCK_ENTRIES)
-        .bind(&campaigns) // $1 campaign_ids
-        .bind(&drain_limits) // $2 drain_limits
-        .bind(&trigger_campaigns) // $3 trigger_campaigns
-        .bind(&trigger_conversations) // $4 trigger_conversations
-        .fetch_all(conn)
-        .await?)
 }

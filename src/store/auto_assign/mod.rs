@@ -1,7 +1,8 @@
 //! Auto-assignment's store, one file per stage of a batch: [`lock`] takes the campaigns' auto-assign locks
-//! (their settings rows) and then the batch's conversations, [`read`] reads what the batch decides on once
-//! everything is locked (and numbers for the feed what it saw), [`write`] writes the planned batch in one
-//! statement; [`loads`] folds organizers' load changes and [`retention`] forgets old trigger ids.
+//! (their settings rows), [`read`] locks the batch's conversations and organizers and reads what the batch
+//! decides on, as one snapshot after those locks shows it (and numbers for the feed what it saw),
+//! [`write`] writes the planned batch in one statement; [`loads`] folds organizers' load changes and
+//! [`retention`] forgets old trigger ids.
 //!
 //! The big statements live in `sql/*.sql`, a comment per CTE and every bind labelled at the top.
 

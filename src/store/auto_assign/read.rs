@@ -1,5 +1,6 @@
-//! The read stage: a batch's entries locked, then everything it decides on read fresh, in one snapshot
-//! taken after every lock, and the feed numbers of what that snapshot saw.
+//! The read stage: a batch's entries and organizers locked, and everything it decides on read in one
+//! statement (again, if a commit slipped in between its snapshot and its locks), with the feed numbers of
+//! what that snapshot saw.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::loads::fold_ctes;
-use super::lock::{CampaignTriggers, EntriesToLock, lock_entries};
+use super::lock::CampaignTriggers;
 use crate::domain::auto_assign::{
     AutoOutcome, Load, OutcomeKind, RecordedTrigger, TriggerState, effective_capacity, still_waits,
 };
@@ -92,88 +93,121 @@ static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
         last_assigned = last_assigned("w.campaign_id"),
         conversation_columns = COLUMNS,
         eligible = eligible("o", "c"),
-        conversation_by_key = by_key("c", "i.conversation_id"),
-        queue_row_by_key = by_key("w", "i.conversation_id"),
+        snapshot_by_key = by_key("s", "e.conversation_id"),
+        conversation_by_key = by_key("c", "e.conversation_id"),
+        queue_row_by_key = by_key("w", "e.conversation_id"),
     )
 });
 
-/// Reads a batch under the campaigns' locks (see `lock_campaigns`, which must have locked their feed heads):
-/// locks its entries (the triggers' conversations and each campaign's first `drain` waiting ones), then, in
-/// a statement begun after every lock was had, reads each entry with its trigger record and, when its
-/// campaign's auto-assignment is on, its eligible organizers; the loads (folding the pending changes) and
-/// the last organizer assigned where they matter. That statement also numbers the campaigns' events
-/// committed unnumbered, everything the read saw, so they come before the batch's own in the feed.
-/// Returns each campaign's [`CampaignReads`], by campaign id; triggers whose conversation does not exist are left
-/// out, and so are waiting conversations that left the queue before they were locked (see [`still_waits`]).
+/// Reads a batch under the campaigns' locks (see `lock_campaigns`, which must have locked their feed heads).
+/// In one statement: locks its entries (the triggers' conversations and each campaign's first `drain`
+/// waiting ones, in one order), then share-locks the campaigns' organizers, and reads each entry with its
+/// trigger record and, when its campaign's auto-assignment is on, its eligible organizers; the loads
+/// (folding the pending changes) and the last organizer assigned where they matter. It numbers the
+/// campaigns' events committed unnumbered, everything the read saw, so they come before the batch's own in
+/// the feed. If a commit changed a row between the statement's snapshot and its lock, it reads again, the
+/// same entries, holding every lock: what a batch decides on is what one snapshot shows, after its locks.
+/// Returns each campaign's [`CampaignReads`], by campaign id; triggers whose conversation does not exist are
+/// left out, and so are waiting conversations that left the queue before they were locked (see
+/// [`still_waits`]).
 pub async fn read_batch(
     conn: &mut Conn,
     parts: &[(CampaignTriggers<'_>, BatchReads)],
 ) -> AppResult<HashMap<String, CampaignReads>> {
-    let to_lock: Vec<EntriesToLock> = parts
-        .iter()
-        .map(|(part, reads)| EntriesToLock {
-            campaign_id: part.campaign_id,
-            triggers: part.triggers,
-            drain_limit: reads.drain,
-        })
-        .collect();
-    let waiting = lock_entries(conn, &to_lock).await?;
-    let columns = ReadColumns::new(parts, &waiting);
-    let rows: Vec<PgRow> = sqlx::query(&READ_BATCH)
-        .bind(&columns.campaigns) // $1 campaign_ids
-        .bind(&columns.enabled) // $2 enabled
-        .bind(&columns.wants_last_assigned) // $3 wants_last_assigned
-        .bind(&columns.loads_matter) // $4 loads_matter
-        .bind(&columns.entry_campaigns) // $5 entry_campaigns
-        .bind(&columns.entry_ords) // $6 entry_ords
-        .bind(&columns.entry_trigger_ids) // $7 entry_trigger_ids
-        .bind(&columns.entry_conversations) // $8 entry_conversations
-        .bind(FEED_CHANNEL) // $9 feed_channel
-        .fetch_all(conn)
-        .await?;
+    let mut rows = read_rows(conn, &ReadColumns::new(parts, None)).await?;
+    if rows.iter().any(|row| row.changed) {
+        // The same entries again (the waiting ones by name, not from the queue's head): all locked now.
+        let waiting: Vec<(String, String)> =
+            rows.iter().filter_map(|row| row.waiting_entry()).collect();
+        rows = read_rows(conn, &ReadColumns::new(parts, Some(&waiting))).await?;
+    }
     let mut by_campaign: HashMap<String, Vec<PgRow>> = HashMap::new();
     for row in rows {
-        let campaign: String = row.try_get("batch_campaign")?;
-        by_campaign.entry(campaign).or_default().push(row);
+        by_campaign
+            .entry(row.campaign_id)
+            .or_default()
+            .push(row.row);
     }
     parts
         .iter()
         .map(|(part, reads)| {
             let rows = by_campaign.remove(part.campaign_id).unwrap_or_default();
-            let locked = waiting
-                .iter()
-                .filter(|(c, _)| c == part.campaign_id)
-                .count();
-            let read = campaign_reads(rows, locked, reads.default_capacity)?;
+            let read = campaign_reads(rows, reads.default_capacity)?;
             Ok((part.campaign_id.to_owned(), read))
         })
         .collect()
 }
 
-/// The read statement's columns, built from the parts and the waiting conversations locked.
+/// One row of the read: a campaign's, with or without an entry.
+struct ReadRow {
+    campaign_id: String,
+    /// A row the read locked had changed since its snapshot (the same on every row).
+    changed: bool,
+    row: PgRow,
+}
+
+impl ReadRow {
+    /// `(campaign, conversation)` if the row is a waiting conversation's.
+    fn waiting_entry(&self) -> Option<(String, String)> {
+        let ord: Option<i64> = self.row.try_get("ord").ok()?;
+        let conversation: Option<String> = self.row.try_get("conversation_id").ok()?;
+        match (ord, conversation) {
+            (None, Some(conversation)) => Some((self.campaign_id.clone(), conversation)),
+            _ => None,
+        }
+    }
+}
+
+async fn read_rows(conn: &mut Conn, columns: &ReadColumns<'_>) -> AppResult<Vec<ReadRow>> {
+    let rows: Vec<PgRow> = sqlx::query(&READ_BATCH)
+        .bind(&columns.campaigns) // $1 campaign_ids
+        .bind(&columns.enabled) // $2 enabled
+        .bind(&columns.wants_last_assigned) // $3 wants_last_assigned
+        .bind(&columns.loads_matter) // $4 loads_matter
+        .bind(&columns.drain_limits) // $5 drain_limits
+        .bind(&columns.trigger_campaigns) // $6 trigger_campaigns
+        .bind(&columns.trigger_ords) // $7 trigger_ords
+        .bind(&columns.trigger_ids) // $8 trigger_ids
+        .bind(&columns.trigger_conversations) // $9 trigger_conversations
+        .bind(&columns.waiting_campaigns) // $10 waiting_campaigns
+        .bind(&columns.waiting_conversations) // $11 waiting_conversations
+        .bind(FEED_CHANNEL) // $12 feed_channel
+        .fetch_all(conn)
+        .await?;
+    rows.into_iter()
+        .map(|row| {
+            Ok(ReadRow {
+                campaign_id: row.try_get("batch_campaign")?,
+                changed: row.try_get("changed")?,
+                row,
+            })
+        })
+        .collect()
+}
+
+/// The read statement's columns, built from the parts: the waiting conversations are read from the head of
+/// each queue, or, to read again, named.
+#[derive(Default)]
 struct ReadColumns<'a> {
     campaigns: Vec<&'a str>,
     enabled: Vec<bool>,
     wants_last_assigned: Vec<bool>,
     loads_matter: Vec<bool>,
-    entry_campaigns: Vec<&'a str>,
-    entry_ords: Vec<Option<i64>>,
-    entry_trigger_ids: Vec<Option<&'a str>>,
-    entry_conversations: Vec<&'a str>,
+    drain_limits: Vec<i64>,
+    trigger_campaigns: Vec<&'a str>,
+    trigger_ords: Vec<i64>,
+    trigger_ids: Vec<&'a str>,
+    trigger_conversations: Vec<&'a str>,
+    waiting_campaigns: Vec<&'a str>,
+    waiting_conversations: Vec<&'a str>,
 }
 
 impl<'a> ReadColumns<'a> {
-    fn new(parts: &[(CampaignTriggers<'a>, BatchReads)], waiting: &'a [(String, String)]) -> Self {
-        let mut columns = ReadColumns {
-            campaigns: Vec::new(),
-            enabled: Vec::new(),
-            wants_last_assigned: Vec::new(),
-            loads_matter: Vec::new(),
-            entry_campaigns: Vec::new(),
-            entry_ords: Vec::new(),
-            entry_trigger_ids: Vec::new(),
-            entry_conversations: Vec::new(),
-        };
+    fn new(
+        parts: &[(CampaignTriggers<'a>, BatchReads)],
+        waiting: Option<&'a [(String, String)]>,
+    ) -> Self {
+        let mut columns = ReadColumns::default();
         for (part, reads) in parts {
             columns.campaigns.push(part.campaign_id);
             columns.enabled.push(reads.enabled);
@@ -181,18 +215,19 @@ impl<'a> ReadColumns<'a> {
             columns
                 .loads_matter
                 .push(reads.default_capacity > 0 || reads.balanced);
+            columns
+                .drain_limits
+                .push(if waiting.is_some() { 0 } else { reads.drain });
             for (index, trigger) in part.triggers.iter().enumerate() {
-                columns.entry_campaigns.push(part.campaign_id);
-                columns.entry_ords.push(Some(index as i64));
-                columns.entry_trigger_ids.push(Some(&trigger.trigger_id));
-                columns.entry_conversations.push(&trigger.conversation_id);
+                columns.trigger_campaigns.push(part.campaign_id);
+                columns.trigger_ords.push(index as i64);
+                columns.trigger_ids.push(&trigger.trigger_id);
+                columns.trigger_conversations.push(&trigger.conversation_id);
             }
         }
-        for (campaign_id, conversation_id) in waiting {
-            columns.entry_campaigns.push(campaign_id);
-            columns.entry_ords.push(None);
-            columns.entry_trigger_ids.push(None);
-            columns.entry_conversations.push(conversation_id);
+        for (campaign_id, conversation_id) in waiting.unwrap_or_default() {
+            columns.waiting_campaigns.push(campaign_id);
+            columns.waiting_conversations.push(conversation_id);
         }
         columns
     }
@@ -200,15 +235,8 @@ impl<'a> ReadColumns<'a> {
 
 /// One campaign's rows: its facts (on every row) and its entries, waiting conversations first in queue
 /// order, then triggers in batch order.
-fn campaign_reads(
-    rows: Vec<PgRow>,
-    queue_read: usize,
-    default_capacity: i32,
-) -> AppResult<CampaignReads> {
-    let mut reads = CampaignReads {
-        queue_read,
-        ..CampaignReads::default()
-    };
+fn campaign_reads(rows: Vec<PgRow>, default_capacity: i32) -> AppResult<CampaignReads> {
+    let mut reads = CampaignReads::default();
     if let Some(row) = rows.first() {
         reads.last_assigned = row.try_get("last_assigned")?;
         if row.try_get("loads_read")? {
@@ -225,6 +253,7 @@ fn campaign_reads(
             entries.push(EntryRow::from_row(row)?);
         }
     }
+    reads.queue_read = entries.iter().filter(|row| row.ord.is_none()).count();
     entries.sort_by_key(|row| (row.ord.is_some(), row.position, row.ord));
     for row in entries {
         if row.ord.is_none() && !still_waits(row.queue_row_found, &row.conversation) {

@@ -1,25 +1,72 @@
--- What a batch decides on, read once its campaigns and entries are locked (a statement begun after every
--- lock was had, so it sees everything committed before), and the feed numbers of what it saw: the events
--- committed unnumbered are numbered here, before the batch's own; later ones after them (see the feed doc).
---   $1 campaign_ids        text[]  the batch's campaigns
---   $2 enabled             bool[]  | per campaign: auto-assignment is on (read who is eligible),
---   $3 wants_last_assigned bool[]  | the rotation starts after the last organizer assigned by any path,
---   $4 loads_matter        bool[]  | a default capacity or balanced routing is in play
---   $5 entry_campaigns     text[]  | one row per entry: its campaign,
---   $6 entry_ords          int8[]  | its trigger's place in the batch (NULL: a waiting conversation),
---   $7 entry_trigger_ids   text[]  | its trigger id (NULL: a waiting conversation),
---   $8 entry_conversations text[]  | its conversation
---   $9 feed_channel        text    the channel NOTIFYed when a campaign's feed head moves
+-- Locks a batch's entries and reads what it decides on. Its triggers' conversations and the first waiting
+-- conversations of each campaign it drains are locked (in one order), then the campaigns' organizers are
+-- share-locked; a locked row's newest version is compared with the one this statement's snapshot sees, and
+-- if a commit changed one in between, `changed` says so and the batch reads again (the same entries; every
+-- lock held, so the next snapshot is the truth). The events committed unnumbered that the snapshot sees are
+-- numbered here, before the batch's own (see the feed doc); events committed later come after them.
+--   $1  campaign_ids          text[] | per campaign:
+--   $2  enabled               bool[] |   auto-assignment is on (read who is eligible),
+--   $3  wants_last_assigned   bool[] |   the rotation starts after the last organizer assigned by any path,
+--   $4  loads_matter          bool[] |   a default capacity or balanced routing is in play,
+--   $5  drain_limits          int8[] |   how many waiting conversations to lock from the queue's head
+--   $6  trigger_campaigns     text[] | one row per trigger: its campaign,
+--   $7  trigger_ords          int8[] |   its place in its campaign's part,
+--   $8  trigger_ids           text[] |   its trigger id,
+--   $9  trigger_conversations text[] |   its conversation
+--   $10 waiting_campaigns     text[] | waiting conversations to read again (named, not from the queue's
+--   $11 waiting_conversations text[] |   head): those a first read locked
+--   $12 feed_channel          text    the channel NOTIFYed when a campaign's feed head moves
 WITH
 -- The campaigns and what to read for each.
 k AS MATERIALIZED (
-  SELECT * FROM unnest($1::text[], $2::bool[], $3::bool[], $4::bool[])
-         AS k(campaign_id, enabled, wants_last_assigned, loads_matter)
+  SELECT * FROM unnest($1::text[], $2::bool[], $3::bool[], $4::bool[], $5::int8[])
+         AS k(campaign_id, enabled, wants_last_assigned, loads_matter, drain_limit)
 ),
--- The campaigns' organizers (share-locked by the lock stage).
+-- The entries: each trigger's conversation, the head of each campaign's queue, the waiting ones named.
+entries AS (
+  SELECT t.campaign_id, t.ord, t.trigger_id, t.conversation_id
+    FROM unnest($6::text[], $7::int8[], $8::text[], $9::text[]) AS t(campaign_id, ord, trigger_id, conversation_id)
+  UNION ALL
+  SELECT k.campaign_id, NULL::int8, NULL::text, w.conversation_id
+    FROM k CROSS JOIN LATERAL (
+      SELECT conversation_id FROM waiting_conversations
+       WHERE campaign_id = k.campaign_id ORDER BY position LIMIT k.drain_limit) AS w
+  UNION ALL
+  SELECT w.campaign_id, NULL::int8, NULL::text, w.conversation_id
+    FROM unnest($10::text[], $11::text[]) AS w(campaign_id, conversation_id)
+),
+-- Their conversations, locked in byte order of (campaign, id) like every multi-row locker, reached by key;
+-- a waiting one's queue row is locked after it (whoever takes a conversation out of the queue locks the
+-- conversation first): gone if it left the queue. `changed`: the version locked is not the snapshot's.
+locked AS MATERIALIZED (
+  SELECT e.campaign_id AS entry_campaign, e.ord, e.trigger_id, q.position, q.waiting_since, c.*,
+         c.row_version IS DISTINCT FROM (
+           SELECT s.xmin::text FROM conversations s
+            WHERE s.campaign_id = e.campaign_id AND {snapshot_by_key}) AS changed
+    FROM (SELECT * FROM entries ORDER BY campaign_id COLLATE "C", conversation_id COLLATE "C", ord) AS e
+   CROSS JOIN LATERAL (
+     SELECT c.*, c.xmin::text AS row_version FROM conversations c
+      WHERE c.campaign_id = e.campaign_id AND {conversation_by_key} FOR UPDATE) AS c
+    LEFT JOIN LATERAL (
+     SELECT w.position, w.waiting_since FROM waiting_conversations w
+      WHERE e.ord IS NULL AND w.campaign_id = e.campaign_id AND {queue_row_by_key} FOR KEY SHARE) AS q ON true
+),
+-- Then the campaigns' organizers, share-locked: role, active flag, availability and capacity stay as read
+-- until the batch commits.
 organizers AS MATERIALIZED (
-  SELECT u.campaign_id, u.user_id, u.role, u.active, u.availability, u.capacity FROM users u
-   WHERE u.campaign_id = ANY($1) AND u.role = 'ORGANIZER'
+  SELECT u.campaign_id, u.user_id, u.role, u.active, u.availability, u.capacity, u.xmin::text AS row_version
+    FROM users u
+   WHERE u.campaign_id = ANY($1) AND u.role = 'ORGANIZER' AND (SELECT count(*) FROM locked) >= 0
+     FOR SHARE
+),
+-- Whether a commit changed a locked row after this statement's snapshot was taken.
+changed AS MATERIALIZED (
+  SELECT EXISTS (SELECT 1 FROM locked WHERE locked.changed)
+      OR EXISTS (SELECT 1 FROM organizers o
+                  WHERE o.row_version IS DISTINCT FROM (
+                    SELECT s.xmin::text FROM users s WHERE s.campaign_id = o.campaign_id AND s.user_id = o.user_id))
+      OR (SELECT count(*) FROM organizers)
+         <> (SELECT count(*) FROM users s WHERE s.campaign_id = ANY($1) AND s.role = 'ORGANIZER') AS changed
 ),
 -- Loads are read where capacity or balance is in play: a default capacity, balance, or someone's own.
 wanted AS MATERIALIZED (
@@ -46,7 +93,7 @@ moved_heads AS (
 ),
 -- Watchers learn of the new numbers at commit.
 notified AS MATERIALIZED (
-  SELECT pg_notify($9, current_schema() || '/' || campaign_id) FROM moved_heads
+  SELECT pg_notify($12, current_schema() || '/' || campaign_id) FROM moved_heads
 ),
 -- Per campaign: who was assigned last in feed order, and the loads of its active, available organizers.
 facts AS MATERIALIZED (
@@ -66,16 +113,10 @@ facts AS MATERIALIZED (
         LEFT JOIN (SELECT user_id, delta FROM pending WHERE campaign_id = w.campaign_id) AS p
                ON p.user_id = o.user_id) AS l ON true
 ),
--- The entries, as the lock stage locked them.
-entries AS MATERIALIZED (
-  SELECT * FROM unnest($5::text[], $6::int8[], $7::text[], $8::text[])
-         AS i(campaign_id, ord, trigger_id, conversation_id)
-),
--- Each entry with its conversation, its queue row (a waiting conversation's, if still there), its trigger's
--- record and who is eligible for it: computed once, here.
+-- Each entry with its conversation, its queue row, its trigger's record and who is eligible for it.
 read_entries AS MATERIALIZED (
-  SELECT i.campaign_id AS entry_campaign, i.ord, i.trigger_id, q.position, q.waiting_since,
-         q.position IS NOT NULL AS queue_row_found, {conversation_columns},
+  SELECT c.entry_campaign, c.ord, c.trigger_id, c.position, c.waiting_since,
+         c.position IS NOT NULL AS queue_row_found, {conversation_columns},
          t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee,
          t.conversation_id AS recorded_conversation,
          CASE WHEN ks.enabled THEN ARRAY(
@@ -83,20 +124,15 @@ read_entries AS MATERIALIZED (
             WHERE o.campaign_id = c.campaign_id AND {eligible}
             ORDER BY o.user_id COLLATE "C")
          ELSE ARRAY[]::text[] END AS eligible
-    FROM entries i
-   CROSS JOIN LATERAL (SELECT k.enabled FROM k WHERE k.campaign_id = i.campaign_id) AS ks
-   CROSS JOIN LATERAL (
-     SELECT * FROM conversations c WHERE c.campaign_id = i.campaign_id AND {conversation_by_key}) AS c
-    LEFT JOIN LATERAL (
-     SELECT w.position, w.waiting_since FROM waiting_conversations w
-      WHERE i.ord IS NULL AND w.campaign_id = i.campaign_id AND {queue_row_by_key}) AS q ON true
+    FROM locked c
+   CROSS JOIN LATERAL (SELECT k.enabled FROM k WHERE k.campaign_id = c.entry_campaign) AS ks
     LEFT JOIN LATERAL (
      SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t
-      WHERE t.campaign_id = i.campaign_id AND t.trigger_id = i.trigger_id LIMIT 1) AS t ON true
+      WHERE t.campaign_id = c.entry_campaign AND t.trigger_id = c.trigger_id LIMIT 1) AS t ON true
 )
 -- One row per campaign and entry (a campaign without entries: one row without one, so the notifications
 -- are sent whatever is left), with the campaign's facts.
-SELECT k.campaign_id AS batch_campaign, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
+SELECT k.campaign_id AS batch_campaign, (SELECT changed FROM changed) AS changed, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
        f.loads_read, e.*
   FROM k
  CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = k.campaign_id) AS f
