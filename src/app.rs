@@ -192,6 +192,11 @@ impl App {
                 config.waiting_sweep_interval,
             )),
             tokio::spawn(feed.clone().listen()),
+            tokio::spawn(fire_reply_timers(
+                store.clone(),
+                after.clone(),
+                config.reply_timer_interval,
+            )),
         ];
         let max = config.max_message_bytes;
         let calls = CallLayer::new(
@@ -362,6 +367,26 @@ async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval:
             tracing::warn!(error = %err, "could not fold organizer load changes");
         }
         feed.sweep().await;
+    }
+}
+
+/// Every `interval`, fires the silence timers that are due, on every replica (each fires once: under its
+/// campaign's lock and its conversation's row lock). A pass that fired some runs again at once.
+async fn fire_reply_timers(store: Store, after: AfterCommit, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        loop {
+            match crate::service::replies::fire_due_timers(&store, &after).await {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not fire silence timers");
+                    break;
+                }
+            }
+        }
     }
 }
 

@@ -85,6 +85,11 @@ pub struct Config {
     #[arg(long, env = "WAITING_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub waiting_sweep_interval: Duration,
 
+    /// How often every replica looks for silence timers that are due, e.g. "250ms" (a timer fires this
+    /// much after its due time at most, plus the time to fire those before it).
+    #[arg(long, env = "REPLY_TIMER_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub reply_timer_interval: Duration,
+
     /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,

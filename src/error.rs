@@ -100,6 +100,8 @@ reasons! {
     NoAccess => "NO_ACCESS", PermissionDenied;
     /// Organizers see only the access groups they belong to.
     NotAMember => "NOT_A_MEMBER", PermissionDenied;
+    /// A reply was reported from a sender who may not reply to the conversation now (the message says why).
+    ReplyNotAllowed => "REPLY_NOT_ALLOWED", PermissionDenied;
     /// The conversation does not exist in the campaign.
     ConversationNotFound => "CONVERSATION_NOT_FOUND", NotFound;
     /// The user to assign to does not exist in the campaign.
@@ -123,6 +125,8 @@ reasons! {
     OrganizerInactive => "ORGANIZER_INACTIVE", FailedPrecondition;
     /// An auto-assign trigger id was first delivered for another conversation.
     TriggerIdReused => "TRIGGER_ID_REUSED", FailedPrecondition;
+    /// A reply's message id was first reported for another conversation or sender.
+    MessageIdReused => "MESSAGE_ID_REUSED", FailedPrecondition;
     /// `expected_version` is stale: re-read and retry.
     VersionMismatch => "VERSION_MISMATCH", Aborted;
     /// The change collided with a concurrent one (serialization failure or deadlock): retry.

@@ -27,11 +27,21 @@ pub const WAITING_SECONDS: &str = "auto_assign_waiting_seconds";
 pub const FEED_LAG_SECONDS: &str = "feed_delivery_lag_seconds";
 /// 1 while the database answers this replica's health check (on its own connection), 0 while it does not.
 pub const DATABASE_UP: &str = "db_up";
+/// Replies overdue, by what the campaign did (`action`: reassign, reassign_untimed, notify).
+pub const REPLIES_OVERDUE: &str = "replies_overdue_total";
+/// How long after its due time a silence timer fired.
+pub const REPLY_TIMER_LATENESS_SECONDS: &str = "reply_timer_lateness_seconds";
+/// How long a member waited for a reply: from their first unanswered message to the reply that ended it.
+pub const TIME_TO_REPLY_SECONDS: &str = "time_to_reply_seconds";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// Members wait minutes to hours for a reply.
+const REPLY_BUCKETS: &[f64] = &[
+    10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+];
 
 /// The process's metrics recorder, installed on first use (metrics are global to a process).
 pub fn recorder() -> &'static PrometheusHandle {
@@ -41,6 +51,9 @@ pub fn recorder() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(AUTO_ASSIGN_BATCH.into()), BATCH_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(TIME_TO_REPLY_SECONDS.into()), REPLY_BUCKETS)
             })
             .expect("the bucket lists are not empty")
             .build_recorder();

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::model::{Conversation, ConversationStatus};
+use super::replies::{OnReplyOverdue, ReplySettings, routable};
 
 /// A campaign's inbox settings: whether auto-assignment is on, and how it routes.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,6 +25,8 @@ pub struct InboxSettings {
     pub routing_mode: RoutingMode,
     pub rotation_start: RotationStart,
     pub on_unavailable: OnUnavailable,
+    #[sqlx(flatten)]
+    pub replies: ReplySettings,
 }
 
 /// A conversation in the waiting queue.
@@ -47,6 +50,34 @@ pub struct SettingsChange {
     pub routing_mode: Option<RoutingMode>,
     pub rotation_start: Option<RotationStart>,
     pub on_unavailable: Option<OnUnavailable>,
+    /// `Some(None)` switches the silence timer off.
+    pub reply_within_seconds: Option<Option<i32>>,
+    pub on_reply_overdue: Option<OnReplyOverdue>,
+    pub max_overdue_reassignments: Option<i32>,
+}
+
+impl SettingsChange {
+    /// Whether it sets no field.
+    pub fn is_empty(&self) -> bool {
+        let SettingsChange {
+            auto_assign_enabled,
+            default_capacity,
+            routing_mode,
+            rotation_start,
+            on_unavailable,
+            reply_within_seconds,
+            on_reply_overdue,
+            max_overdue_reassignments,
+        } = self;
+        auto_assign_enabled.is_none()
+            && default_capacity.is_none()
+            && routing_mode.is_none()
+            && rotation_start.is_none()
+            && on_unavailable.is_none()
+            && reply_within_seconds.is_none()
+            && on_reply_overdue.is_none()
+            && max_overdue_reassignments.is_none()
+    }
 }
 
 /// One inbound-message trigger, validated. Member data, when given, creates a conversation this service
@@ -158,6 +189,8 @@ pub struct TriggerState {
     /// Organizers who may take the conversation but for their load: active, available, and an access group
     /// lets them reply to it. Sorted by id.
     pub eligible: Vec<String>,
+    /// Organizers who let the conversation's current wait lapse: never routed it again until it is answered.
+    pub lapsed_by: Vec<String>,
 }
 
 /// Whether a drain places a conversation it read in the waiting queue, judged on its row as locked (the
@@ -286,7 +319,10 @@ pub fn plan_batch<E: std::borrow::Borrow<TriggerState>>(
             let outcome = match holder {
                 Some(holder) => AutoOutcome::AlreadyAssigned(holder),
                 None if !enabled => AutoOutcome::Disabled,
-                None => match routing.pick(&trigger.eligible, cursor.as_deref()) {
+                None => match routing.pick(
+                    &routable(trigger.eligible.clone(), &trigger.lapsed_by),
+                    cursor.as_deref(),
+                ) {
                     Some(next) => {
                         cursor = Some(next.to_owned());
                         holders.insert(trigger.conversation_id.clone(), next.to_owned());

@@ -34,6 +34,10 @@ pub enum Change {
     UserDeactivated,
     /// UpsertConversation: a conversation synced in (created, or its member's tags changed).
     ConversationSynced,
+    /// RecordReply: a member's wait ended.
+    ReplyRecorded,
+    /// Silence timers fired: holders who let replies lapse lost them to the queue, or were flagged.
+    RepliesOverdue,
 }
 
 impl From<AssigneeRequest<'_>> for Change {
@@ -89,12 +93,15 @@ pub fn may_free_organizer(change: Change) -> bool {
         Change::AccessGroupCreated | Change::AccessGroupUpdated | Change::OrganizersAdded => true,
         // A user back or new, a conversation's tags changed: candidates or eligibility may change.
         Change::UserSynced | Change::ConversationSynced => true,
+        // Lapsed conversations wait at the front of the queue for the next organizer.
+        Change::RepliesOverdue => true,
         // These only take room or permissions away.
         Change::Assigned
         | Change::Reopened
         | Change::AccessGroupDeleted
         | Change::OrganizersRemoved
-        | Change::UserDeactivated => false,
+        | Change::UserDeactivated
+        | Change::ReplyRecorded => false,
     }
 }
 
@@ -107,7 +114,9 @@ pub fn writes_history(change: Change) -> bool {
         | Change::Resolved
         | Change::Reopened
         // The availability event, and RETURN_TO_QUEUE's unassignments.
-        | Change::AvailabilitySet => true,
+        | Change::AvailabilitySet
+        // UNASSIGN and QUEUED, or REPLY_OVERDUE.
+        | Change::RepliesOverdue => true,
         Change::CapacitySet
         | Change::SettingsUpdated
         | Change::AccessGroupCreated
@@ -117,7 +126,9 @@ pub fn writes_history(change: Change) -> bool {
         | Change::OrganizersRemoved
         | Change::UserSynced
         | Change::UserDeactivated
-        | Change::ConversationSynced => false,
+        | Change::ConversationSynced
+        // A reply is not assignment history.
+        | Change::ReplyRecorded => false,
     }
 }
 
@@ -134,7 +145,7 @@ mod tests {
     use super::*;
 
     /// Every change, with whether it drains the waiting queue and whether it wakes the feed.
-    const TABLE: [(Change, bool, bool); 16] = [
+    const TABLE: [(Change, bool, bool); 18] = [
         (Change::Assigned, false, true),
         (Change::Unassigned, true, true),
         (Change::Reassigned, true, true),
@@ -151,6 +162,8 @@ mod tests {
         (Change::UserSynced, true, false),
         (Change::UserDeactivated, false, false),
         (Change::ConversationSynced, true, false),
+        (Change::ReplyRecorded, false, false),
+        (Change::RepliesOverdue, true, true),
     ];
 
     #[test]

@@ -10,6 +10,7 @@ pub mod effects;
 pub mod model;
 pub mod opaque;
 pub mod paging;
+pub mod replies;
 pub mod validate;
 
 /// Actors and users for the rules' unit tests.

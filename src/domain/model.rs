@@ -33,6 +33,8 @@ pub enum AssignmentAction {
     Queued,
     /// Left the queue: assigned by any path, or resolved.
     LeftQueue,
+    /// The holder did not reply in time and keeps the conversation (the campaign only notifies).
+    ReplyOverdue,
 }
 
 /// Whether a user takes automatically assigned conversations now.
@@ -119,6 +121,13 @@ pub struct Conversation {
     pub assigned_by: Option<String>,
     pub version: i64,
     pub updated_at: DateTime<Utc>,
+    /// Since when the member has waited for a reply: their first message since the last reply (`None`:
+    /// nothing unanswered).
+    pub awaiting_reply_since: Option<DateTime<Utc>>,
+    /// When the holder's reply is due, if a silence timer runs for it (`store::rules::reply_due`).
+    pub reply_due_at: Option<DateTime<Utc>>,
+    /// Organizers who let this wait lapse: never routed it again until it is answered.
+    pub lapsed_by: Vec<String>,
 }
 
 /// One change of a conversation's assignee (or of a user's availability), as history records it. Its row

@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::bulk::{self, BulkStream};
 use super::context::actor_call;
 use super::feed::{self, WatchStream};
-use super::{auto_assign, convert};
+use super::{auto_assign, convert, replies};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
 use crate::domain::model::ConversationStatus;
@@ -323,5 +323,12 @@ impl AssignmentService for AssignmentApi {
         request: Request<pb::PreviewAutoAssignRequest>,
     ) -> Result<Response<pb::PreviewAutoAssignResponse>, Status> {
         auto_assign::preview(&self.store, request).await
+    }
+
+    async fn record_reply(
+        &self,
+        request: Request<pb::RecordReplyRequest>,
+    ) -> Result<Response<pb::RecordReplyResponse>, Status> {
+        replies::record_reply(&self.store, &self.after, request).await
     }
 }

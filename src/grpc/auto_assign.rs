@@ -91,6 +91,7 @@ pub(super) async fn preview(
             .into_iter()
             .map(convert::candidate)
             .collect(),
+        reply_due_at: preview.reply_due_at.map(convert::timestamp),
     }))
 }
 

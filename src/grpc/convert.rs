@@ -12,6 +12,7 @@ use crate::domain::auto_assign::{
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
 };
+use crate::domain::replies::{OnReplyOverdue, ReplySettings};
 use crate::pb;
 use crate::service::conversations::StatusFilter;
 use crate::service::feed::Delivered;
@@ -94,6 +95,8 @@ pub fn conversation(conversation: Conversation) -> pb::Conversation {
         assigned_by: conversation.assigned_by,
         version: conversation.version,
         updated_at: Some(timestamp(conversation.updated_at)),
+        awaiting_reply_since: conversation.awaiting_reply_since.map(timestamp),
+        reply_due_at: conversation.reply_due_at.map(timestamp),
     }
 }
 
@@ -109,6 +112,7 @@ pub fn event(delivered: Delivered) -> pb::AssignmentEvent {
         AssignmentAction::Reopen => pb::AssignmentAction::Reopen,
         AssignmentAction::Queued => pb::AssignmentAction::Queued,
         AssignmentAction::LeftQueue => pb::AssignmentAction::LeftQueue,
+        AssignmentAction::ReplyOverdue => pb::AssignmentAction::ReplyOverdue,
     };
     let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,
@@ -212,6 +216,9 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             routing_mode: routing_mode_to_pb(settings.routing_mode).into(),
             rotation_start: rotation_start_to_pb(settings.rotation_start).into(),
             on_unavailable: on_unavailable_to_pb(settings.on_unavailable).into(),
+            reply_within_seconds: settings.replies.reply_within_seconds.unwrap_or(0),
+            on_reply_overdue: on_reply_overdue_to_pb(settings.replies.on_reply_overdue).into(),
+            max_overdue_reassignments: settings.replies.max_overdue_reassignments,
         },
         // The domain's defaults, which a new settings row gets from its columns' defaults (checked by
         // tests/integration/store_rules.rs); no `updated_at`: never set.
@@ -219,8 +226,17 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             routing_mode: routing_mode_to_pb(RoutingMode::default()).into(),
             rotation_start: rotation_start_to_pb(RotationStart::default()).into(),
             on_unavailable: on_unavailable_to_pb(OnUnavailable::default()).into(),
+            on_reply_overdue: on_reply_overdue_to_pb(OnReplyOverdue::default()).into(),
+            max_overdue_reassignments: ReplySettings::default().max_overdue_reassignments,
             ..pb::InboxSettings::default()
         },
+    }
+}
+
+fn on_reply_overdue_to_pb(on_reply_overdue: OnReplyOverdue) -> pb::OnReplyOverdue {
+    match on_reply_overdue {
+        OnReplyOverdue::Reassign => pb::OnReplyOverdue::Reassign,
+        OnReplyOverdue::Notify => pb::OnReplyOverdue::Notify,
     }
 }
 
@@ -268,12 +284,24 @@ pub fn settings_change(
         Ok(pb::OnUnavailable::ReturnToQueue) => Some(OnUnavailable::ReturnToQueue),
         Err(_) => return Err("on_unavailable"),
     };
+    let on_reply_overdue = match pb::OnReplyOverdue::try_from(request.on_reply_overdue) {
+        Ok(pb::OnReplyOverdue::Unspecified) => None,
+        Ok(pb::OnReplyOverdue::Reassign) => Some(OnReplyOverdue::Reassign),
+        Ok(pb::OnReplyOverdue::Notify) => Some(OnReplyOverdue::Notify),
+        Err(_) => return Err("on_reply_overdue"),
+    };
     Ok(SettingsChange {
         auto_assign_enabled: request.auto_assign_enabled,
         default_capacity: request.default_capacity,
         routing_mode,
         rotation_start,
         on_unavailable,
+        // 0 switches the timer off.
+        reply_within_seconds: request
+            .reply_within_seconds
+            .map(|seconds| (seconds != 0).then_some(seconds)),
+        on_reply_overdue,
+        max_overdue_reassignments: request.max_overdue_reassignments,
     })
 }
 
@@ -289,6 +317,7 @@ pub fn candidate(candidate: Candidate) -> pb::PreviewCandidate {
                 Ineligible::Offline => pb::IneligibleReason::Offline,
                 Ineligible::NoReplyAccess => pb::IneligibleReason::NoReplyAccess,
                 Ineligible::AtCapacity => pb::IneligibleReason::AtCapacity,
+                Ineligible::Lapsed => pb::IneligibleReason::Lapsed,
             })
         })
         .collect();

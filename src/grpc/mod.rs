@@ -16,6 +16,7 @@ mod framing;
 pub mod middleware;
 mod protocol;
 pub(crate) mod reflection;
+mod replies;
 mod request_read;
 mod status;
 

@@ -6,15 +6,22 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::Conn;
-use super::rules::{group_grant_columns, leaves_queue, may_view, viewer_row};
+use super::rules::{group_grant_columns, leaves_queue, may_view, reply_due, viewer_row};
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
 };
 use crate::error::AppResult;
 
-pub(super) const COLUMNS: &str = "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, \
-                       c.assigned_at, c.assigned_by, c.version, c.updated_at";
+/// A conversation's columns (`domain::model::Conversation`), of the row aliased `c`, with when its reply is
+/// due (its campaign's settings read by key).
+pub(super) const COLUMNS: &str = concat!(
+    "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, c.assigned_at, c.assigned_by, \
+     c.version, c.updated_at, c.awaiting_reply_since, c.lapsed_by, \
+     (SELECT ",
+    reply_due!(),
+    " FROM inbox_settings s WHERE s.campaign_id = c.campaign_id) AS reply_due_at"
+);
 
 /// A conversation with what one user's access groups grant on it.
 #[derive(Debug, Clone)]
@@ -327,7 +334,9 @@ pub async fn set_status(
     };
     let sql = format!(
         "WITH updated AS ( \
-           UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now() \
+           UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now(), \
+                  awaiting_reply_since = CASE WHEN $3 = 'RESOLVED' THEN NULL ELSE c.awaiting_reply_since END, \
+                  lapsed_by = CASE WHEN $3 = 'RESOLVED' THEN '{{}}' ELSE c.lapsed_by END \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING c.* \
          ), {} \
          SELECT {COLUMNS} FROM updated c",

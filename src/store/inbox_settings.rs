@@ -6,7 +6,8 @@ use crate::domain::auto_assign::{InboxSettings, SettingsChange};
 use crate::error::AppResult;
 
 const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
-                        rotation_start, on_unavailable";
+                        rotation_start, on_unavailable, reply_within_seconds, on_reply_overdue, \
+                        max_overdue_reassignments";
 
 pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
     let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
@@ -33,6 +34,9 @@ pub async fn update(
                 routing_mode = coalesce($4, s.routing_mode), \
                 rotation_start = coalesce($5, s.rotation_start), \
                 on_unavailable = coalesce($7, s.on_unavailable), \
+                reply_within_seconds = CASE WHEN $8 THEN $9 ELSE s.reply_within_seconds END, \
+                on_reply_overdue = coalesce($10, s.on_reply_overdue), \
+                max_overdue_reassignments = coalesce($11, s.max_overdue_reassignments), \
                 updated_by = $6, updated_at = now() \
           WHERE s.campaign_id = $1 \
          RETURNING {SETTINGS}"
@@ -45,6 +49,10 @@ pub async fn update(
         .bind(change.rotation_start)
         .bind(updated_by)
         .bind(change.on_unavailable)
+        .bind(change.reply_within_seconds.is_some())
+        .bind(change.reply_within_seconds.flatten())
+        .bind(change.on_reply_overdue)
+        .bind(change.max_overdue_reassignments)
         .fetch_one(conn)
         .await?)
 }

@@ -13,6 +13,7 @@ pub mod history;
 pub mod inbox_settings;
 mod liveness;
 pub mod preview;
+pub mod replies;
 pub(crate) mod rules;
 pub mod secrets;
 mod transaction;

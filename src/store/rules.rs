@@ -82,6 +82,22 @@ pub(crate) fn may_reply(user: &str, conv: &str) -> String {
     group_grants(user, "can_reply", conv)
 }
 
+/// When the holder of the conversation aliased `c` must reply, its campaign's `inbox_settings` row aliased
+/// `s`; NULL when no timer runs: the campaign sets `reply_within_seconds`, the conversation is open, held
+/// and its member waits for a reply, and its holder has not let this wait lapse. Due that long after the
+/// later of the wait's start and the assignment, so every path that assigns, unassigns, resolves or replies
+/// moves it in its own transaction. The one definition of "due" (`conversations_reply_timers` indexes its
+/// start): GetConversation shows it, the timers fire by it (`store::replies`).
+macro_rules! reply_due {
+    () => {
+        "CASE WHEN c.awaiting_reply_since IS NOT NULL AND c.assignee_id IS NOT NULL AND c.status = 'OPEN' \
+                   AND NOT (c.assignee_id = ANY (c.lapsed_by)) AND s.reply_within_seconds IS NOT NULL \
+              THEN greatest(c.awaiting_reply_since, c.assigned_at) + make_interval(secs => s.reply_within_seconds) \
+         END"
+    };
+}
+pub(crate) use reply_due;
+
 /// One history event's columns, each an SQL expression over the statement's row source; `NULL` where a
 /// kind of event has no value. Every `INSERT INTO assignment_events` is built from one of these
 /// ([`Event::insert`]), so the columns an event has, and what an unset one holds, are written here once;

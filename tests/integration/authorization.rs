@@ -179,6 +179,7 @@ const NO_REASSIGN: Expect = Expect::Refused(Code::PermissionDenied, "ORGANIZERS_
 const OWN_ONLY: Expect = Expect::Refused(Code::PermissionDenied, "ORGANIZER_UNASSIGNS_OWN_ONLY");
 const OTHERS: Expect = Expect::Refused(Code::PermissionDenied, "ASSIGNED_TO_OTHER");
 const TAKEN: Expect = Expect::Refused(Code::FailedPrecondition, "ALREADY_ASSIGNED");
+const NO_REPLY: Expect = Expect::Refused(Code::PermissionDenied, "REPLY_NOT_ALLOWED");
 
 type Row = (&'static str, [Expect; 4]);
 
@@ -206,6 +207,7 @@ const TOKEN_TABLE: &[Row] = &[
     ("DeleteAccessGroup", USER_RPC), ("AddOrganizers", USER_RPC), ("RemoveOrganizers", USER_RPC),
     ("CheckAccess", USER_RPC), ("ListEligibleAssignees", USER_RPC),
     ("UpsertUser", SYSTEM_RPC), ("DeactivateUser", SYSTEM_RPC), ("UpsertConversation", SYSTEM_RPC),
+    ("RecordReply", USER_RPC),
 ];
 
 const ACTOR_CELLS: [Cell; 4] = [
@@ -232,6 +234,7 @@ const ACTOR_TABLE: &[Row] = &[
     ("AddOrganizers", ACTOR), ("RemoveOrganizers", ACTOR), ("CheckAccess", ACTOR),
     ("ListEligibleAssignees", ACTOR), ("UpsertUser", NO_ACTOR_CELLS),
     ("DeactivateUser", NO_ACTOR_CELLS), ("UpsertConversation", NO_ACTOR_CELLS),
+    ("RecordReply", [OK, UNKNOWN, UNKNOWN, INACTIVE]),
 ];
 
 const ORGANIZER_CELLS: [Cell; 4] = [
@@ -281,6 +284,7 @@ const ORGANIZER_TABLE: &[Row] = &[
     ("ListEligibleAssignees", [HiddenAs(Code::PermissionDenied, "ADMIN_REQUIRED"), ADMINS, ADMINS,
                                OK]),
     ("UpsertUser", SYSTEM), ("DeactivateUser", SYSTEM), ("UpsertConversation", SYSTEM),
+    ("RecordReply",           [HIDDEN, NO_REPLY, NO_REPLY, OK]),
 ];
 
 const DUPLICATE_CELLS: [Cell; 4] = [
@@ -309,6 +313,7 @@ const DUPLICATE_TABLE: &[Row] = &[
     ("RemoveOrganizers", DUPLICATES), ("CheckAccess", DUPLICATES),
     ("ListEligibleAssignees", DUPLICATES), ("UpsertUser", DUPLICATES),
     ("DeactivateUser", DUPLICATES), ("UpsertConversation", DUPLICATES),
+    ("RecordReply", DUPLICATES),
 ];
 
 /// Every RPC of package assignment.v1, as (service, method), from the compiled descriptors.

@@ -29,6 +29,7 @@ mod production;
 mod protocol;
 mod proxy;
 mod raw_codec;
+mod replies;
 mod routing;
 mod server;
 mod snapshot;

@@ -276,6 +276,7 @@ async fn eligibility_in_sql_agrees_with_the_previews_reasons() {
                     open: 1,
                     capacity: 1,
                 },
+                lapsed: false,
             })
             .filter(|c| c.reasons() == [Ineligible::AtCapacity])
             .map(|c| c.user_id));

@@ -107,6 +107,8 @@ pub enum Ineligible {
     Offline,
     NoReplyAccess,
     AtCapacity,
+    /// They let the conversation's current wait for a reply lapse.
+    Lapsed,
 }
 
 /// A user as the preview sees them.
@@ -119,6 +121,8 @@ pub struct Candidate {
     /// Whether an access group lets them reply to the conversation.
     pub may_reply: bool,
     pub load: Load,
+    /// They let the conversation's current wait lapse (`domain::replies::routable`).
+    pub lapsed: bool,
 }
 
 impl Candidate {
@@ -142,6 +146,9 @@ impl Candidate {
         if self.load.is_full() {
             reasons.push(Ineligible::AtCapacity);
         }
+        if self.lapsed {
+            reasons.push(Ineligible::Lapsed);
+        }
         reasons
     }
 
@@ -163,6 +170,7 @@ impl Candidate {
                     "at capacity: {} of {} open conversations",
                     self.load.open, self.load.capacity
                 ),
+                Ineligible::Lapsed => "let this conversation's wait for a reply lapse".to_string(),
             })
             .collect();
         words.join("; ")
@@ -277,6 +285,7 @@ mod tests {
                 open: 1,
                 capacity: 5,
             },
+            lapsed: false,
         };
         assert!(user.reasons().is_empty());
         assert_eq!(user.explanation(), "eligible");
@@ -308,5 +317,11 @@ mod tests {
         };
         assert_eq!(admin.reasons()[0], Ineligible::Admin);
         assert!(!admin.reasons().contains(&Ineligible::NoReplyAccess));
+        let lapsed = Candidate {
+            lapsed: true,
+            ..user
+        };
+        assert_eq!(lapsed.reasons().last(), Some(&Ineligible::Lapsed));
+        assert!(lapsed.explanation().ends_with("lapse"));
     }
 }

@@ -50,6 +50,7 @@ fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
         current_assignee: None,
         recorded: None,
         eligible: ids(eligible),
+        lapsed_by: vec![],
     }
 }
 
@@ -267,6 +268,24 @@ fn waiting_conversations_drain_first_in_order_and_those_nobody_can_take_stay() {
 }
 
 #[test]
+fn a_conversation_is_never_routed_to_who_let_its_wait_lapse() {
+    let lapsed = TriggerState {
+        lapsed_by: ids(&["b"]),
+        ..waiting("w1", &["a", "b", "c"])
+    };
+    let nobody_else = TriggerState {
+        lapsed_by: ids(&["a"]),
+        ..trigger("t1", "c1", &["a"])
+    };
+    // After "a", round-robin would give w1 to "b", who let it lapse: "c" gets it; t1 has nobody left.
+    let plan = plan_batch(true, Some("a"), Routing::default(), [lapsed, nobody_else]);
+    assert_eq!(
+        outcomes(&plan),
+        vec![AutoOutcome::Assigned("c".into()), AutoOutcome::Queued]
+    );
+}
+
+#[test]
 fn outcomes_round_trip_through_the_database_form() {
     for outcome in [
         AutoOutcome::Assigned("a".into()),
@@ -297,6 +316,9 @@ fn a_drain_places_only_what_still_waits_open_and_unassigned() {
         assigned_by: None,
         version: 1,
         updated_at: chrono::Utc::now(),
+        awaiting_reply_since: None,
+        reply_due_at: None,
+        lapsed_by: vec![],
     };
     assert!(still_waits(true, &waiting));
     // Resolved and reopened meanwhile: open and unassigned, but out of the queue.

@@ -15,8 +15,8 @@ use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
 use crate::store::auto_assign::{
-    self, Assigned, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
-    LockedSettings, WaitingAfter,
+    self, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
+    LockedSettings, WaitingAfter, Written,
 };
 use crate::store::{self, Conn, Store};
 
@@ -178,10 +178,10 @@ fn plan(read: ReadPart) -> PlannedPart {
     }
 }
 
-/// One campaign's part, written: the conversations it assigned, and where its queued triggers wait.
+/// One campaign's part, written: the conversations it changed, and where its queued triggers wait.
 struct WrittenPart<'a> {
     planned: PlannedPart<'a>,
-    assigned: Assigned,
+    written: Written,
     positions: HashMap<String, i64>,
 }
 
@@ -200,12 +200,14 @@ async fn write<'a>(
             waiting: waiting_after(part),
         })
         .collect();
-    let mut assigned = auto_assign::write_batch(tx, &writes).await?;
+    let mut written_parts = auto_assign::write_batch(tx, &writes).await?;
     let mut written = Vec::with_capacity(planned.len());
     for part in planned {
         let positions = queue_positions(tx, &part).await?;
         written.push(WrittenPart {
-            assigned: assigned.remove(&part.batch.campaign_id).unwrap_or_default(),
+            written: written_parts
+                .remove(&part.batch.campaign_id)
+                .unwrap_or_default(),
             positions,
             planned: part,
         });
@@ -246,7 +248,7 @@ async fn queue_positions(tx: &mut Conn, part: &PlannedPart<'_>) -> AppResult<Has
 fn answer(part: WrittenPart) -> CampaignOutcome {
     let WrittenPart {
         planned,
-        assigned,
+        written,
         positions,
     } = part;
     let triggers = &planned.batch.triggers;
@@ -266,7 +268,7 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         let index = match source {
             EntrySource::Waiting { since } => {
                 waiting += 1;
-                if assigned.contains_key(&conversation.conversation_id) {
+                if written.assigned.contains(&conversation.conversation_id) {
                     drained += 1;
                     metrics::counter!(WAITING_DRAINED).increment(1);
                     let waited = (now - since).num_milliseconds().max(0) as f64 / 1e3;
@@ -279,7 +281,8 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         replies[index] = match planned_entry.verdict {
             Verdict::Decided(decision) => Ok(AutoAssigned {
                 queue_position: positions.get(&conversation.conversation_id).copied(),
-                conversation: assigned
+                conversation: written
+                    .conversations
                     .get(&conversation.conversation_id)
                     .cloned()
                     .unwrap_or(conversation),

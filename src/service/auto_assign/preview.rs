@@ -16,6 +16,8 @@ pub struct Preview {
     pub settings: Option<InboxSettings>,
     /// Every user of the campaign, by id.
     pub candidates: Vec<Candidate>,
+    /// With a conversation: when its holder must reply by, if a silence timer runs.
+    pub reply_due_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// PreviewAutoAssign: admins; reads, decides with the planner's own rules, and changes nothing.
@@ -24,13 +26,19 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
     require_admin(&actor, "preview auto-assignment")?;
-    if let Some(id) = &conversation_id {
-        let missing =
-            conversations::missing(&mut conn, &call.campaign_id, std::slice::from_ref(id)).await?;
-        if !missing.is_empty() {
-            return Err(AppError::conversation_not_found(id));
-        }
-    }
+    let conversation = match &conversation_id {
+        Some(id) => Some(
+            conversations::view(&mut conn, &call.campaign_id, id, &actor.user_id)
+                .await?
+                .ok_or_else(|| AppError::conversation_not_found(id))?
+                .conversation,
+        ),
+        None => None,
+    };
+    let lapsed_by = conversation
+        .as_ref()
+        .map(|c| c.lapsed_by.clone())
+        .unwrap_or_default();
     let settings = inbox_settings::get(&mut conn, &call.campaign_id).await?;
     let users = preview::users(&mut conn, &call.campaign_id).await?;
     let open = preview::open_counts(&mut conn, &call.campaign_id).await?;
@@ -45,6 +53,7 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
                 open: open.get(&user.user_id).copied().unwrap_or(0),
                 capacity: effective_capacity(user.capacity, default_capacity),
             },
+            lapsed: lapsed_by.contains(&user.user_id),
             user_id: user.user_id,
             role: user.role,
             active: user.active,
@@ -88,5 +97,6 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
         next_assignee_id,
         settings,
         candidates,
+        reply_due_at: conversation.and_then(|c| c.reply_due_at),
     })
 }

@@ -9,6 +9,9 @@ use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
 use crate::store::{Store, auto_assign, inbox_settings, users};
 
+/// The longest silence timer: 30 days.
+const MAX_REPLY_WITHIN_SECONDS: i32 = 30 * 24 * 3600;
+
 /// GetInboxSettings: any active user of the campaign.
 pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
     let mut conn = store.acquire().await?;
@@ -24,23 +27,41 @@ pub async fn update_settings(
     call: &ActorCall,
     change: SettingsChange,
 ) -> AppResult<Option<InboxSettings>> {
+    let mut violations = Violations::default();
     if change.default_capacity.is_some_and(|capacity| capacity < 0) {
-        return Err(AppError::invalid(
+        violations.add(
             "default_capacity",
             "default_capacity must be 0 (unlimited) or more",
-        ));
+        );
     }
+    if change
+        .reply_within_seconds
+        .flatten()
+        .is_some_and(|seconds| !(1..=MAX_REPLY_WITHIN_SECONDS).contains(&seconds))
+    {
+        violations.add(
+            "reply_within_seconds",
+            format!(
+                "reply_within_seconds must be 0 (no timer) or 1 to {MAX_REPLY_WITHIN_SECONDS} (30 days)"
+            ),
+        );
+    }
+    if change
+        .max_overdue_reassignments
+        .is_some_and(|n| !(0..=100).contains(&n))
+    {
+        violations.add(
+            "max_overdue_reassignments",
+            "max_overdue_reassignments must be 0 to 100",
+        );
+    }
+    violations.finish()?;
     let mut tx = store.begin().await?;
     // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
     auto_assign::lock(&mut tx, &call.campaign_id).await?;
     let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
-    let nothing = change.auto_assign_enabled.is_none()
-        && change.default_capacity.is_none()
-        && change.routing_mode.is_none()
-        && change.rotation_start.is_none()
-        && change.on_unavailable.is_none();
-    let settings = if nothing {
+    let settings = if change.is_empty() {
         inbox_settings::get(&mut tx, &call.campaign_id).await?
     } else {
         Some(inbox_settings::update(&mut tx, &call.campaign_id, change, &actor.user_id).await?)

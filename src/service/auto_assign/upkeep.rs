@@ -20,8 +20,11 @@ pub async fn fold_loads(store: &Store) -> AppResult<u64> {
     Ok(folded)
 }
 
-/// Forgets trigger ids older than `retention`; returns how many.
+/// Forgets trigger ids and reply message ids older than `retention`; returns how many.
 pub async fn prune_triggers(store: &Store, retention: std::time::Duration) -> AppResult<u64> {
     let mut conn = store.acquire().await?;
-    auto_assign::prune_triggers(&mut conn, retention).await
+    let triggers = auto_assign::prune_triggers(&mut conn, retention).await?;
+    // Reply message ids are remembered as long: both deduplicate the messaging service's retries.
+    let replies = crate::store::replies::prune(&mut conn, retention).await?;
+    Ok(triggers + replies)
 }

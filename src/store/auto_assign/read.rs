@@ -331,6 +331,7 @@ impl EntryRow {
             current_assignee: self.conversation.assignee_id.clone(),
             recorded,
             eligible: self.eligible,
+            lapsed_by: self.conversation.lapsed_by.clone(),
         };
         Ok(Entry {
             source,

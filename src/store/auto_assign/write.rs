@@ -8,15 +8,20 @@ use sqlx::{FromRow, Row};
 
 use super::read::{Entry, EntrySource};
 use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Trigger, Verdict};
-use crate::domain::model::Conversation;
+use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::AppResult;
 use crate::store::conversations::COLUMNS;
 use crate::store::feed::FEED_CHANNEL;
 use crate::store::rules::{Event, leave_queue};
 use crate::store::{Conn, by_key};
 
-/// The conversations a campaign's part assigned, by id, as they are after the write.
-pub type Assigned = HashMap<String, Conversation>;
+/// What a campaign's part wrote: the conversations it changed (assigned, or whose wait for a reply it
+/// started), by id, as they are after the write, and which of them it assigned.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    pub conversations: HashMap<String, Conversation>,
+    pub assigned: HashSet<String>,
+}
 
 /// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.
 #[derive(Debug, Clone, Copy)]
@@ -77,30 +82,31 @@ fn own_events() -> Event<'static> {
 }
 
 /// Writes a planned batch in one statement: assignments with their `auto` history events (drained
-/// conversations leave the queue), the cursors, the trigger records, newly waiting conversations (at the
-/// back of their queue, in plan order) and the campaigns' waiting flags; numbers the batch's own events
-/// after the heads its read moved, and moves them. Returns the conversations it assigned, by campaign.
+/// conversations leave the queue), the waits for a reply the triggers' messages start, the cursors, the
+/// trigger records, newly waiting conversations (at the back of their queue, in plan order) and the
+/// campaigns' waiting flags; numbers the batch's own events after the heads its read moved, and moves
+/// them. Returns what each campaign's part wrote.
 pub async fn write_batch(
     conn: &mut Conn,
     parts: &[CampaignWrite<'_>],
-) -> AppResult<HashMap<String, Assigned>> {
+) -> AppResult<HashMap<String, Written>> {
     let mut columns = WriteColumns::default();
     for part in parts {
         columns.add(part);
     }
-    let mut assigned: HashMap<String, Assigned> = parts
+    let mut written: HashMap<String, Written> = parts
         .iter()
-        .map(|part| (part.campaign_id.to_owned(), Assigned::new()))
+        .map(|part| (part.campaign_id.to_owned(), Written::default()))
         .collect();
     if columns.is_empty() {
-        return Ok(assigned);
+        return Ok(written);
     }
     let campaigns: Vec<&str> = parts.iter().map(|part| part.campaign_id).collect();
     let rows: Vec<PgRow> = sqlx::query(&WRITE_BATCH)
-        .bind(&columns.assign_campaigns) // $1 assign_campaigns
-        .bind(&columns.assign_conversations) // $2 assign_conversations
+        .bind(&columns.change_campaigns) // $1 change_campaigns
+        .bind(&columns.change_conversations) // $2 change_conversations
         .bind(&columns.assignees) // $3 assignees
-        .bind(&columns.assign_request_ids) // $4 assign_request_ids
+        .bind(&columns.change_request_ids) // $4 change_request_ids
         .bind(&columns.record_campaigns) // $5 record_campaigns
         .bind(&columns.record_triggers) // $6 record_trigger_ids
         .bind(&columns.record_conversations) // $7 record_conversations
@@ -114,32 +120,40 @@ pub async fn write_batch(
         .bind(&columns.moved_flags) // $15 moved_flags
         .bind(&campaigns) // $16 campaign_ids
         .bind(FEED_CHANNEL) // $17 feed_channel
+        .bind(&columns.starts_wait) // $18 starts_wait
         .fetch_all(conn)
         .await?;
     for row in rows {
         let campaign: String = row.try_get("batch_campaign")?;
-        let Some(conversations) = assigned.get_mut(&campaign) else {
+        let Some(part) = written.get_mut(&campaign) else {
             continue;
         };
-        // A campaign that assigned nothing comes as one row without a conversation.
+        // A campaign that changed nothing comes as one row without a conversation.
         if row
             .try_get::<Option<String>, _>("conversation_id")?
             .is_some()
         {
             let conversation = Conversation::from_row(&row)?;
-            conversations.insert(conversation.conversation_id.clone(), conversation);
+            if row.try_get("assigned_now")? {
+                part.assigned.insert(conversation.conversation_id.clone());
+            }
+            part.conversations
+                .insert(conversation.conversation_id.clone(), conversation);
         }
     }
-    Ok(assigned)
+    Ok(written)
 }
 
 /// The columns of [`write_batch`]'s statement, built from the planned entries, campaign by campaign.
 #[derive(Default)]
 struct WriteColumns<'a> {
-    assign_campaigns: Vec<&'a str>,
-    assign_conversations: Vec<&'a str>,
-    assignees: Vec<&'a str>,
-    assign_request_ids: Vec<Option<&'a str>>,
+    change_campaigns: Vec<&'a str>,
+    change_conversations: Vec<&'a str>,
+    assignees: Vec<Option<&'a str>>,
+    change_request_ids: Vec<Option<&'a str>>,
+    starts_wait: Vec<bool>,
+    /// One row per conversation changed: its place in the columns above.
+    changed_once: HashMap<(&'a str, &'a str), usize>,
     record_campaigns: Vec<&'a str>,
     record_triggers: Vec<&'a str>,
     record_conversations: Vec<&'a str>,
@@ -165,14 +179,19 @@ impl<'a> WriteColumns<'a> {
             let state = &planned.entry.state;
             let request_id = part.request_id(&planned.entry);
             if let Some(user) = decision.assigns() {
-                self.assign_campaigns.push(campaign);
-                self.assign_conversations.push(&state.conversation_id);
-                self.assignees.push(user);
-                self.assign_request_ids.push(request_id);
+                *self.change(campaign, &state.conversation_id, request_id).0 = Some(user);
             }
             let (Some(trigger_id), false) = (&state.trigger_id, decision.duplicate) else {
                 continue;
             };
+            // A member's message, delivered for the first time, to an open conversation that waits for
+            // nothing yet: it starts the wait for a reply.
+            let conversation = &planned.entry.conversation;
+            if conversation.status == ConversationStatus::Open
+                && conversation.awaiting_reply_since.is_none()
+            {
+                *self.change(campaign, &state.conversation_id, request_id).1 = true;
+            }
             self.record_campaigns.push(campaign);
             self.record_triggers.push(trigger_id);
             self.record_conversations.push(&state.conversation_id);
@@ -200,8 +219,30 @@ impl<'a> WriteColumns<'a> {
         }
     }
 
+    /// The row of a conversation the batch changes (added at its first change): its new assignee and
+    /// whether its wait starts.
+    fn change(
+        &mut self,
+        campaign: &'a str,
+        conversation: &'a str,
+        request_id: Option<&'a str>,
+    ) -> (&mut Option<&'a str>, &mut bool) {
+        let index = *self
+            .changed_once
+            .entry((campaign, conversation))
+            .or_insert_with(|| {
+                self.change_campaigns.push(campaign);
+                self.change_conversations.push(conversation);
+                self.assignees.push(None);
+                self.change_request_ids.push(request_id);
+                self.starts_wait.push(false);
+                self.change_campaigns.len() - 1
+            });
+        (&mut self.assignees[index], &mut self.starts_wait[index])
+    }
+
     fn is_empty(&self) -> bool {
-        self.assign_campaigns.is_empty()
+        self.change_campaigns.is_empty()
             && self.record_campaigns.is_empty()
             && self.moved_campaigns.is_empty()
     }

@@ -242,6 +242,21 @@ pub async fn call(channel: &Channel, method: &str, caller: &CallMetadata, s: &Su
                 .await,
             nothing,
         ),
+        // The actor's own reply; with nobody acting, a system reports the holder's.
+        "RecordReply" => unary(
+            assignments
+                .record_reply(caller.request(pb::RecordReplyRequest {
+                    conversation_id,
+                    message_id: s.unique.clone(),
+                    sender_id: if caller.actor.is_some() {
+                        String::new()
+                    } else {
+                        s.assignee.clone()
+                    },
+                }))
+                .await,
+            nothing,
+        ),
         "SetCapacity" => unary(
             assignments
                 .set_capacity(caller.request(pb::SetCapacityRequest {

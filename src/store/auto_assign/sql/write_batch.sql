@@ -2,10 +2,11 @@
 -- right after what its read numbered (the heads the read moved; both locked by the lock stage).
 -- Rows to change are found by their whole key, one lookup each, and changed by row id, so the kept plan
 -- stays bounded by the batch at any table size.
---   $1  assign_campaigns      text[] | one row per conversation assigned, in plan order:
---   $2  assign_conversations  text[] |   its campaign, id, new assignee and the trigger's request id
---   $3  assignees             text[] |
---   $4  assign_request_ids    text[] |
+--   $1  change_campaigns      text[] | one row per conversation the batch changes, in plan order: its
+--   $2  change_conversations  text[] |   campaign, id, new assignee (NULL: not assigned now), the
+--   $3  assignees             text[] |   trigger's request id, and whether a member's message starts
+--   $4  change_request_ids    text[] |   its wait for a reply
+--   $18 starts_wait           bool[] |
 --   $5  record_campaigns      text[] | one row per trigger delivered for the first time:
 --   $6  record_trigger_ids    text[] |   what it was for and what it did
 --   $7  record_conversations  text[] |
@@ -20,18 +21,27 @@
 --   $16 campaign_ids          text[]  every campaign of the batch
 --   $17 feed_channel          text    the channel NOTIFYed when a campaign's feed head moves
 WITH
--- The assignments, each only if the conversation is still unassigned.
-assigned AS (
+-- The conversations changed, each once: assigned (only if still unassigned), and the member's wait for a
+-- reply started (a wait already running keeps its start).
+changed AS (
   UPDATE conversations c
-     SET assignee_id = a.assignee_id, assigned_at = now(), assigned_by = NULL,
-         version = c.version + 1, updated_at = now()
-    FROM (SELECT a.assignee_id, x.row_id
-            FROM unnest($1::text[], $2::text[], $3::text[]) AS a(campaign_id, conversation_id, assignee_id)
+     SET assignee_id = coalesce(a.assignee_id, c.assignee_id),
+         assigned_at = CASE WHEN a.assignee_id IS NULL THEN c.assigned_at ELSE now() END,
+         assigned_by = CASE WHEN a.assignee_id IS NULL THEN c.assigned_by END,
+         version = c.version + CASE WHEN a.assignee_id IS NULL THEN 0 ELSE 1 END,
+         updated_at = CASE WHEN a.assignee_id IS NULL THEN c.updated_at ELSE now() END,
+         awaiting_reply_since = CASE WHEN a.starts_wait THEN coalesce(c.awaiting_reply_since, now())
+                                     ELSE c.awaiting_reply_since END
+    FROM (SELECT a.assignee_id, a.starts_wait, x.row_id
+            FROM unnest($1::text[], $2::text[], $3::text[], $18::bool[])
+                 AS a(campaign_id, conversation_id, assignee_id, starts_wait)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
-   WHERE c.ctid = a.row_id AND c.assignee_id IS NULL
-  RETURNING c.campaign_id, {conversation_columns}
+   WHERE c.ctid = a.row_id AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
+  RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now
 ),
+-- The assignments.
+assigned AS (SELECT * FROM changed WHERE assigned_now),
 -- A conversation assigned leaves the waiting queue.
 drained AS ({leave_queue}),
 -- Conversations nobody could take join the back of their queue, in plan order.
@@ -69,6 +79,7 @@ assignments AS MATERIALIZED (
     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
          WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord)
     JOIN assigned ON assigned.campaign_id = a.campaign_id AND assigned.conversation_id = a.conversation_id
+   WHERE a.assignee_id IS NOT NULL
 ),
 -- The batch's own events, in the order they are numbered: a drained conversation's LEFT_QUEUE, then its
 -- ASSIGN, in plan order; then the QUEUED ones.
@@ -98,7 +109,7 @@ moved_heads AS (
 notified AS MATERIALIZED (
   SELECT pg_notify($17, current_schema() || '/' || campaign_id) FROM counts WHERE new_head > head
 )
--- The conversations assigned, per campaign (a campaign that assigned nothing: one row without one).
+-- The conversations changed, per campaign (a campaign that changed nothing: one row without one).
 SELECT c.campaign_id AS batch_campaign, a.*
-  FROM counts c LEFT JOIN assigned a ON a.campaign_id = c.campaign_id
+  FROM counts c LEFT JOIN changed a ON a.campaign_id = c.campaign_id
  WHERE (SELECT count(*) FROM notified) >= 0

@@ -1,0 +1,220 @@
+//! Replies and silence timers: a reply's record (which ends the member's wait), and the timers that are
+//! due, found and fired by any replica through the `conversations_reply_timers` index.
+
+use chrono::{DateTime, Utc};
+
+use super::Conn;
+use super::conversations::COLUMNS;
+use super::rules::{Event, reply_due};
+use crate::domain::model::Conversation;
+use crate::domain::replies::{RecordedReply, Reply};
+use crate::error::AppResult;
+
+/// The first report of `message_id`, if any (read under the conversation's lock, so two reports of one
+/// reply serialise and the second sees the first).
+pub async fn recorded(
+    conn: &mut Conn,
+    campaign_id: &str,
+    message_id: &str,
+) -> AppResult<Option<RecordedReply>> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT conversation_id, sender_id FROM replies WHERE campaign_id = $1 AND message_id = $2",
+    )
+    .bind(campaign_id)
+    .bind(message_id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|(conversation_id, sender_id)| RecordedReply {
+        conversation_id,
+        sender_id,
+    }))
+}
+
+/// Records a reply to a locked conversation and ends its member's wait (and so its holder's timer): the
+/// wait's start and who let it lapse are cleared. One statement. Returns the conversation as it is now.
+pub async fn record(conn: &mut Conn, campaign_id: &str, reply: &Reply) -> AppResult<Conversation> {
+    let sql = format!(
+        "WITH recorded AS ( \
+           INSERT INTO replies (campaign_id, message_id, conversation_id, sender_id) \
+           VALUES ($1, $2, $3, $4) \
+         ), answered AS ( \
+           UPDATE conversations c SET awaiting_reply_since = NULL, lapsed_by = '{{}}' \
+            WHERE c.campaign_id = $1 AND c.conversation_id = $3 RETURNING c.* \
+         ) \
+         SELECT {COLUMNS} FROM answered c"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id) // $1
+        .bind(&reply.message_id) // $2
+        .bind(&reply.conversation_id) // $3
+        .bind(&reply.sender_id) // $4
+        .fetch_one(conn)
+        .await?)
+}
+
+/// Campaigns with a timer due now (no lock: a hint, each is fired under its campaign's lock), at most
+/// `limit`, most overdue first.
+pub async fn due_campaigns(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
+    let sql = format!(
+        "SELECT s.campaign_id FROM inbox_settings s \
+          CROSS JOIN LATERAL ( \
+            SELECT {due} AS due_at FROM conversations c \
+             WHERE {pending} AND c.campaign_id = s.campaign_id \
+               AND greatest(c.awaiting_reply_since, c.assigned_at) \
+                   <= now() - make_interval(secs => s.reply_within_seconds) \
+               AND {due} <= now() \
+             ORDER BY greatest(c.awaiting_reply_since, c.assigned_at) LIMIT 1) AS d \
+          WHERE s.reply_within_seconds IS NOT NULL \
+          ORDER BY d.due_at LIMIT $1",
+        due = reply_due!(),
+        pending = PENDING,
+    );
+    Ok(sqlx::query_scalar(&sql).bind(limit).fetch_all(conn).await?)
+}
+
+/// The predicate of `conversations_reply_timers` (the migration), on the conversation aliased `c`: only
+/// these rows can have a timer, and the index holds just them.
+const PENDING: &str = "c.awaiting_reply_since IS NOT NULL AND c.assignee_id IS NOT NULL AND c.status = 'OPEN' \
+                       AND NOT (c.assignee_id = ANY (c.lapsed_by))";
+
+/// One conversation whose timer fired: its holder let the wait lapse.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Lapsed {
+    pub conversation_id: String,
+    pub holder_id: String,
+    pub due_at: DateTime<Utc>,
+    /// How many holders let this wait lapse before this one.
+    pub lapses_before: i32,
+}
+
+/// Locks the campaign's conversations whose reply is due now, at most `limit`, in byte order of id (the
+/// order of every locker of several), and returns them. The caller holds the campaign's auto-assign lock.
+/// A row lock reads the newest version and the due test is evaluated on it again, so a reply (or any
+/// change) that committed meanwhile is seen: a conversation answered in time never fires.
+pub async fn lock_due(conn: &mut Conn, campaign_id: &str, limit: i64) -> AppResult<Vec<Lapsed>> {
+    let sql = format!(
+        "SELECT c.conversation_id, c.assignee_id AS holder_id, {due} AS due_at, \
+                cardinality(c.lapsed_by) AS lapses_before \
+           FROM conversations c JOIN inbox_settings s ON s.campaign_id = c.campaign_id \
+          WHERE c.campaign_id = $1 AND {pending} \
+            AND greatest(c.awaiting_reply_since, c.assigned_at) \
+                <= now() - make_interval(secs => s.reply_within_seconds) \
+            AND {due} <= now() \
+          ORDER BY c.conversation_id COLLATE \"C\" LIMIT $2 FOR UPDATE OF c",
+        due = reply_due!(),
+        pending = PENDING,
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(limit)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// The lapsed conversations, locked by [`lock_due`], go back to the front of the waiting queue: each
+/// holder is recorded in `lapsed_by`, the conversation unassigned (UNASSIGN, then QUEUED, both `auto` with
+/// cause REPLY_OVERDUE) and queued ahead of everything waiting; the campaign's waiting flag is set. With
+/// `stop_timing`, their waits are no longer timed (`awaiting_reply_since` cleared; the next member message
+/// starts a new one). One statement.
+pub async fn requeue(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_ids: &[&str],
+    stop_timing: bool,
+) -> AppResult<()> {
+    let events = Event {
+        conversation_id: "e.conversation_id",
+        from_user_id: "e.from_user_id",
+        cause: "'REPLY_OVERDUE'",
+        ..Event::of("$1", "e.action", "NULL", "'AUTO'", "NULL")
+    }
+    .insert(
+        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step \
+                 FROM returned \
+               UNION ALL \
+               SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
+         ORDER BY e.conversation_id, e.step",
+    );
+    let sql = format!(
+        "WITH held AS ( \
+           SELECT c.conversation_id, c.assignee_id FROM conversations c \
+            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
+         ), returned AS ( \
+           UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
+                  lapsed_by = array_append(c.lapsed_by, held.assignee_id), \
+                  awaiting_reply_since = CASE WHEN $3 THEN NULL ELSE c.awaiting_reply_since END, \
+                  version = c.version + 1, updated_at = now() \
+             FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
+           RETURNING c.conversation_id, held.assignee_id AS holder_id \
+         ), queued AS ( \
+           INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
+           SELECT $1, r.conversation_id, -nextval('waiting_position') \
+             FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
+           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+           RETURNING conversation_id \
+         ), events AS ({events}), flagged AS ( \
+           UPDATE inbox_settings SET has_waiting = true \
+            WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \
+         ) \
+         SELECT count(*) FROM returned"
+    );
+    sqlx::query(&sql)
+        .bind(campaign_id)
+        .bind(conversation_ids)
+        .bind(stop_timing)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Under NOTIFY: the lapsed conversations, locked by [`lock_due`], stay with their holders, who are
+/// recorded in `lapsed_by` (so each holder's timer fires once per wait), with a REPLY_OVERDUE event each.
+pub async fn flag_overdue(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_ids: &[&str],
+) -> AppResult<()> {
+    let events = Event {
+        conversation_id: "f.conversation_id",
+        from_user_id: "f.assignee_id",
+        cause: "'REPLY_OVERDUE'",
+        ..Event::of("$1", "'REPLY_OVERDUE'", "NULL", "'AUTO'", "NULL")
+    }
+    .insert("FROM flagged f ORDER BY f.conversation_id");
+    let sql = format!(
+        "WITH flagged AS ( \
+           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, c.assignee_id) \
+            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
+           RETURNING c.conversation_id, c.assignee_id \
+         ) {events}"
+    );
+    sqlx::query(&sql)
+        .bind(campaign_id)
+        .bind(conversation_ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets reply records older than `retention` (as long as trigger ids are kept: a retried report comes
+/// within minutes), a chunk at a time so no statement runs long. Returns how many were deleted.
+pub async fn prune(conn: &mut Conn, retention: std::time::Duration) -> AppResult<u64> {
+    const CHUNK: u64 = 5000;
+    let mut total = 0;
+    loop {
+        let deleted = sqlx::query(
+            "DELETE FROM replies WHERE (campaign_id, message_id) IN ( \
+               SELECT campaign_id, message_id FROM replies \
+                WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)",
+        )
+        .bind(retention.as_secs_f64()) // $1 retention in seconds
+        .bind(CHUNK as i64) // $2 chunk
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        total += deleted;
+        if deleted < CHUNK {
+            return Ok(total);
+        }
+    }
+}
