@@ -30,6 +30,7 @@ mod protocol;
 mod proxy;
 mod raw_codec;
 mod replies;
+mod reply_timers;
 mod routing;
 mod server;
 mod snapshot;

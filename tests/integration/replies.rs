@@ -408,3 +408,35 @@ async fn the_timer_settings_round_trip_and_bad_values_are_refused() {
         bad.message()
     );
 }
+
+#[tokio::test]
+async fn a_reply_that_commits_while_the_timer_waits_for_its_row_wins() {
+    // Timers fire only when this test says.
+    let app = TestApp::start_configured(&["--reply-timer-interval", "24h"]).await;
+    team(&app, 1, pb::OnReplyOverdue::Unspecified).await;
+    app.auto_assign("c1").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A reply in flight: its write ended the wait under the conversation's row lock, not committed yet.
+    let (reply, pid) = app
+        .hold_locks(
+            "UPDATE conversations SET awaiting_reply_since = NULL, lapsed_by = '{}' \
+              WHERE campaign_id = $1 AND conversation_id = 'c1'",
+        )
+        .await;
+    let store = app.store.clone();
+    let timer = tokio::spawn(async move {
+        let mut tx = store.pool().begin().await.unwrap();
+        let due = assignment_service::store::replies::lock_due(&mut tx, CAMPAIGN, 500)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        due
+    });
+    app.until_blocked_by(pid).await;
+    reply.commit().await.unwrap();
+    // The timer read c1 as due before the reply committed; its row lock returns the answered version.
+    assert!(
+        timer.await.unwrap().is_empty(),
+        "an answered conversation fired"
+    );
+}
