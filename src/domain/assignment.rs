@@ -31,9 +31,16 @@ pub struct Situation<'a> {
 /// The assignee change a caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AssigneeRequest<'a> {
-    Assign { to: &'a str },
+    Assign {
+        to: &'a str,
+    },
     Unassign,
-    Reassign { to: &'a str },
+    /// Unassign, and put the conversation (if open) at the front of the waiting queue: the holder hands it
+    /// back for the next organizer. The rules of Unassign.
+    Release,
+    Reassign {
+        to: &'a str,
+    },
 }
 
 impl<'a> AssigneeRequest<'a> {
@@ -41,7 +48,7 @@ impl<'a> AssigneeRequest<'a> {
     pub fn target_id(self) -> Option<&'a str> {
         match self {
             AssigneeRequest::Assign { to } | AssigneeRequest::Reassign { to } => Some(to),
-            AssigneeRequest::Unassign => None,
+            AssigneeRequest::Unassign | AssigneeRequest::Release => None,
         }
     }
 }
@@ -68,7 +75,7 @@ pub fn plan_assignee_change(
     check_version(situation, expected_version)?;
     match request {
         AssigneeRequest::Assign { to } => plan_assign(actor, situation, to, target),
-        AssigneeRequest::Unassign => plan_unassign(actor, situation),
+        AssigneeRequest::Unassign | AssigneeRequest::Release => plan_unassign(actor, situation),
         AssigneeRequest::Reassign { to } => plan_reassign(actor, situation, to, target),
     }
 }

@@ -44,7 +44,7 @@ impl From<AssigneeRequest<'_>> for Change {
     fn from(request: AssigneeRequest<'_>) -> Self {
         match request {
             AssigneeRequest::Assign { .. } => Change::Assigned,
-            AssigneeRequest::Unassign => Change::Unassigned,
+            AssigneeRequest::Unassign | AssigneeRequest::Release => Change::Unassigned,
             AssigneeRequest::Reassign { .. } => Change::Reassigned,
         }
     }

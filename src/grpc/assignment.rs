@@ -86,7 +86,11 @@ impl AssignmentService for AssignmentApi {
             &self.after,
             &call,
             &req.conversation_id,
-            AssigneeRequest::Unassign,
+            if req.return_to_queue {
+                AssigneeRequest::Release
+            } else {
+                AssigneeRequest::Unassign
+            },
             req.expected_version,
         )
         .await?;

@@ -15,7 +15,7 @@ use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, lock_conversation_and_actor};
 use crate::store::conversations::{self, AssigneeChange, Locked};
-use crate::store::{Conn, Store};
+use crate::store::{Conn, Store, auto_assign, waiting};
 
 /// AssignConversation, UnassignConversation and ReassignConversation: the rules of `request` applied to
 /// the conversation as it is under its row lock; `expected_version` makes it a compare-and-set.
@@ -49,6 +49,11 @@ async fn assignee_in_tx(
     violations.finish()?;
 
     let mut tx = store.begin().await?;
+    // Releasing queues the conversation and sets the campaign's waiting flag: the campaign's lock comes
+    // first, as everywhere (ARCHITECTURE.md, lock order).
+    if request == AssigneeRequest::Release {
+        auto_assign::lock(&mut tx, &call.campaign_id).await?;
+    }
     let others: Vec<&str> = request.target_id().into_iter().collect();
     let (locked, actor, users) = lock(&mut tx, call, conversation_id, &others).await?;
     let locked = locked.ok_or_else(|| AppError::conversation_not_found(conversation_id))?;
@@ -77,8 +82,20 @@ async fn assignee_in_tx(
                 source: AssignmentSource::Manual,
                 request_id: call.request_id.as_deref(),
             };
+            let unassigned = conversations::set_assignee(&mut tx, change).await?;
+            if let (AssigneeRequest::Release, Some(holder)) = (request, change.from) {
+                waiting::release(
+                    &mut tx,
+                    &call.campaign_id,
+                    conversation_id,
+                    holder,
+                    &actor.user_id,
+                    call.request_id.as_deref(),
+                )
+                .await?;
+            }
             Changed {
-                value: conversations::set_assignee(&mut tx, change).await?,
+                value: unassigned,
                 changed: true,
             }
         }

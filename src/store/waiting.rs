@@ -160,3 +160,47 @@ pub async fn return_to_queue(
         .fetch_all(conn)
         .await?)
 }
+
+/// A released conversation (unassigned from `holder` by the same transaction's previous statement) waits
+/// at the front of the queue, if it is open: QUEUED (cause RELEASED, by the actor), and the campaign's
+/// waiting flag set. The holder joins its `lapsed_by`: routing does not hand it straight back to them
+/// before it is answered. The caller holds the campaign's auto-assign lock and the conversation's row lock.
+pub async fn release(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: &str,
+    holder: &str,
+    actor_id: &str,
+    request_id: Option<&str>,
+) -> AppResult<()> {
+    let events = Event {
+        conversation_id: "q.conversation_id",
+        cause: "'RELEASED'",
+        ..Event::of("$1", "'QUEUED'", "$3", "'MANUAL'", "$4")
+    }
+    .insert("FROM queued q");
+    let sql = format!(
+        "WITH released AS ( \
+           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, $5) \
+            WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status = 'OPEN' \
+              AND c.assignee_id IS NULL \
+           RETURNING c.campaign_id, c.conversation_id \
+         ), queued AS ( \
+           INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
+           SELECT campaign_id, conversation_id, -nextval('waiting_position') FROM released \
+           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
+           RETURNING conversation_id \
+         ), events AS ({events}) \
+         UPDATE inbox_settings SET has_waiting = true \
+          WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM queued)"
+    );
+    sqlx::query(&sql)
+        .bind(campaign_id) // $1
+        .bind(conversation_id) // $2
+        .bind(actor_id) // $3
+        .bind(request_id) // $4
+        .bind(holder) // $5
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -30,6 +30,7 @@ fn assign(conversation: &str, assignee: &str) -> pb::AssignConversationRequest {
 
 fn unassign(conversation: &str) -> pb::UnassignConversationRequest {
     pb::UnassignConversationRequest {
+        return_to_queue: false,
         conversation_id: conversation.into(),
         expected_version: None,
     }

@@ -274,6 +274,7 @@ async fn a_redelivered_trigger_has_the_effect_of_one_delivery() {
         .unassign_conversation(as_actor(
             "admin",
             pb::UnassignConversationRequest {
+                return_to_queue: false,
                 conversation_id: "c1".into(),
                 expected_version: None,
             },

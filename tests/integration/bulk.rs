@@ -843,6 +843,7 @@ async fn the_open_counts_capacity_reads_follow_every_kind_of_change() {
         .unassign_conversation(as_actor(
             "admin",
             pb::UnassignConversationRequest {
+                return_to_queue: false,
                 conversation_id: conv(1),
                 expected_version: None,
             },

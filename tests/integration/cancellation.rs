@@ -110,6 +110,7 @@ async fn call(app: &TestApp, extra_group: &str, dice: &mut Dice, n: usize, cut: 
                     .unassign_conversation(prepare!(as_actor(
                         "admin",
                         pb::UnassignConversationRequest {
+                            return_to_queue: false,
                             conversation_id: conversation,
                             expected_version: None,
                         },
@@ -657,6 +658,7 @@ async fn a_retry_with_the_same_request_id_learns_the_outcome_and_changes_nothing
             .unassign_conversation(as_actor(
                 "admin",
                 pb::UnassignConversationRequest {
+                    return_to_queue: false,
                     conversation_id: "c1".into(),
                     expected_version: None,
                 },
@@ -684,6 +686,7 @@ async fn a_retry_with_the_same_request_id_learns_the_outcome_and_changes_nothing
         .unassign_conversation(as_actor(
             "admin2",
             pb::UnassignConversationRequest {
+                return_to_queue: false,
                 conversation_id: "c1".into(),
                 expected_version: None,
             },

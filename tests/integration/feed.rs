@@ -94,6 +94,7 @@ pub(crate) async fn unassign(app: &TestApp, conversation: &str) {
         .unassign_conversation(as_actor(
             "admin",
             pb::UnassignConversationRequest {
+                return_to_queue: false,
                 conversation_id: conversation.into(),
                 expected_version: None,
             },

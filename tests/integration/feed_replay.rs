@@ -337,6 +337,7 @@ impl Worker {
             }
             60..72 => {
                 let request = pb::UnassignConversationRequest {
+                    return_to_queue: false,
                     conversation_id,
                     expected_version: None,
                 };

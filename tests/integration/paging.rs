@@ -250,6 +250,7 @@ async fn forged_tokens_are_invalid_argument_not_internal() {
         .unassign_conversation(as_actor(
             "admin",
             pb::UnassignConversationRequest {
+                return_to_queue: false,
                 conversation_id: "c1".into(),
                 expected_version: None,
             },

@@ -226,6 +226,7 @@ async fn change_in_other_campaign(app: &TestApp, to: Option<&str>) {
                     OTHER,
                     "admin",
                     pb::UnassignConversationRequest {
+                        return_to_queue: false,
                         conversation_id: "b1".into(),
                         expected_version: None,
                     },

@@ -352,6 +352,7 @@ async fn capacity_holds_on_every_prefix_of_history_across_replicas() {
                 .unassign_conversation(as_actor(
                     "admin",
                     pb::UnassignConversationRequest {
+                        return_to_queue: false,
                         conversation_id: id,
                         expected_version: None,
                     },
@@ -621,4 +622,76 @@ async fn going_away_while_a_batch_runs_waits_for_it_instead_of_deadlocking() {
     assert_eq!(next.outcome(), pb::AutoAssignOutcome::Queued);
     assert_eq!(app.stored("c1").await.0, None, "c1 went back to the queue");
     assert_eq!(waiting(&app).await, ["c1", "c2"], "c1 at the front");
+}
+
+/// Unassigns `conversation` as `actor`, handing it back to the queue.
+async fn release(
+    app: &TestApp,
+    actor: &str,
+    conversation: &str,
+) -> Result<pb::UnassignConversationResponse, tonic::Status> {
+    app.assignments()
+        .await
+        .unassign_conversation(as_actor(
+            actor,
+            pb::UnassignConversationRequest {
+                conversation_id: conversation.into(),
+                return_to_queue: true,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_holder_hands_a_conversation_back_to_the_front_of_the_queue() {
+    let app = campaign(&["o1", "o2"], pb::UpdateInboxSettingsRequest::default()).await;
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
+    assert_eq!(trigger(&app, "c1").await.assignee_id.as_deref(), Some("o1"));
+    // o2 is away: o1 takes c2 too.
+    assert_eq!(
+        trigger(&app, "c2").await.outcome(),
+        pb::AutoAssignOutcome::Assigned
+    );
+    app.set_availability("o2", pb::Availability::Available)
+        .await;
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            auto_assign_enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
+    trigger(&app, "c4").await;
+    // An organizer hands back only their own.
+    let refused = expect_code(release(&app, "o2", "c1").await, Code::PermissionDenied);
+    assert_eq!(reason(&refused), "ORGANIZER_UNASSIGNS_OWN_ONLY");
+    let released = release(&app, "o1", "c1").await.unwrap();
+    assert!(released.changed);
+    assert_eq!(released.conversation.unwrap().assignee_id, None);
+    // With auto-assignment off it waits, at the front (c4 was never queued: auto-assignment was off).
+    assert_eq!(waiting(&app).await, vec!["c1"]);
+    let events = app.history("c1").await;
+    let last = events.last().unwrap();
+    assert_eq!(last.action(), pb::AssignmentAction::Queued);
+    assert_eq!(last.cause, "RELEASED");
+    assert_eq!(last.actor_id.as_deref(), Some("o1"));
+    // Switched on, the drain gives it to someone other than who handed it back.
+    app.enable_auto_assign().await;
+    for _ in 0..100 {
+        if waiting(&app).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o2"));
+    // An admin releases any; a conversation that is not open is unassigned but does not wait.
+    app.resolve_as_admin("c2").await;
+    assert!(release(&app, "admin", "c2").await.unwrap().changed);
+    assert!(waiting(&app).await.is_empty());
+    // Already unassigned: nothing changes.
+    assert!(!release(&app, "admin", "c2").await.unwrap().changed);
 }

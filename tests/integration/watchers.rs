@@ -156,6 +156,7 @@ async fn a_thousand_watchers_leave_health_serving_and_calls_answering() {
                     .unassign_conversation(as_actor(
                         "admin",
                         pb::UnassignConversationRequest {
+                            return_to_queue: false,
                             conversation_id: "c1".into(),
                             expected_version: None,
                         },

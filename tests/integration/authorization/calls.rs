@@ -145,6 +145,7 @@ pub async fn call(channel: &Channel, method: &str, caller: &CallMetadata, s: &Su
         "UnassignConversation" => unary(
             assignments
                 .unassign_conversation(caller.request(pb::UnassignConversationRequest {
+                    return_to_queue: false,
                     conversation_id,
                     expected_version: s.expected_version,
                 }))

@@ -52,6 +52,7 @@ pub fn reassign(conversation: &str, assignee: &str) -> Req {
 
 pub fn unassign(conversation: &str) -> Req {
     Req::Unassign(pb::UnassignConversationRequest {
+        return_to_queue: false,
         conversation_id: conversation.into(),
         expected_version: None,
     })
