@@ -316,6 +316,7 @@ async fn drive(
                     campaign,
                     None,
                     pb::AutoAssignConversationRequest {
+                        priority: Default::default(),
                         trigger_id: format!("trigger-{conversation}"),
                         member_id: format!("member-{conversation}"),
                         conversation_id: conversation.clone(),

@@ -68,6 +68,7 @@ async fn seed_through_grpc(channel: &Channel, campaign: &str, count: usize) {
                 }
                 let conversation = conversation_id(&campaign, n);
                 let request = pb::AutoAssignConversationRequest {
+                    priority: Default::default(),
                     trigger_id: format!("trigger-{conversation}"),
                     member_id: format!("member-{conversation}"),
                     conversation_id: conversation,
@@ -389,6 +390,7 @@ async fn trigger(
             campaign,
             None,
             pb::AutoAssignConversationRequest {
+                priority: Default::default(),
                 trigger_id: format!("trigger-{conversation}"),
                 member_id: format!("member-{conversation}"),
                 conversation_id: conversation,

@@ -281,6 +281,7 @@ async fn auto_assign_run(
             while Instant::now() < deadline {
                 let conversation = format!("{tag}-{caller}-{i}");
                 let request = pb::AutoAssignConversationRequest {
+                    priority: Default::default(),
                     trigger_id: format!("trigger-{conversation}"),
                     member_id: format!("member-{conversation}"),
                     conversation_id: conversation,

@@ -1,7 +1,9 @@
 //! Auto-assignment as pure decisions: who is next round-robin, and what a batch of triggers does.
 
+mod priority;
 mod routing;
 
+pub use priority::{DEFAULT_PRIORITY_STEP_SECONDS, Priority, effective_arrival};
 pub use routing::{
     Candidate, Ineligible, Load, OnUnavailable, RotationStart, Routing, RoutingMode,
     effective_capacity,
@@ -27,6 +29,8 @@ pub struct InboxSettings {
     pub on_unavailable: OnUnavailable,
     #[sqlx(flatten)]
     pub replies: ReplySettings,
+    /// How many seconds of waiting one priority level is worth in the queue.
+    pub priority_step_seconds: i32,
 }
 
 /// A conversation in the waiting queue.
@@ -36,10 +40,12 @@ pub struct WaitingConversation {
     pub conversation: crate::domain::model::Conversation,
     /// Its place among the waiting conversations the viewer may see: 1 = the first of them to be assigned.
     pub rank: i64,
-    /// Its queue key (one sequence across campaigns, so never shown; page tokens carry it opaque; negative
-    /// for conversations returned to the front).
+    /// Its queue key (`store::rules::queue_key`: its effective arrival, with a tie-breaker from one sequence
+    /// across campaigns, so never shown; page tokens carry it opaque; negative for conversations returned to
+    /// the front).
     pub position: i64,
     pub waiting_since: DateTime<Utc>,
+    pub priority: Priority,
 }
 
 /// The settings an admin changes; `None` keeps a value.
@@ -54,6 +60,7 @@ pub struct SettingsChange {
     pub reply_within_seconds: Option<Option<i32>>,
     pub on_reply_overdue: Option<OnReplyOverdue>,
     pub max_overdue_reassignments: Option<i32>,
+    pub priority_step_seconds: Option<i32>,
 }
 
 impl SettingsChange {
@@ -68,6 +75,7 @@ impl SettingsChange {
             reply_within_seconds,
             on_reply_overdue,
             max_overdue_reassignments,
+            priority_step_seconds,
         } = self;
         auto_assign_enabled.is_none()
             && default_capacity.is_none()
@@ -77,6 +85,7 @@ impl SettingsChange {
             && reply_within_seconds.is_none()
             && on_reply_overdue.is_none()
             && max_overdue_reassignments.is_none()
+            && priority_step_seconds.is_none()
     }
 }
 
@@ -90,6 +99,8 @@ pub struct Trigger {
     pub member_tags: Vec<String>,
     /// The request id of the call, recorded on the history event.
     pub request_id: Option<String>,
+    /// Where it queues if nobody can take it.
+    pub priority: Priority,
 }
 
 /// The organizer after `last` in id order, wrapping around; `None` when nobody is eligible.

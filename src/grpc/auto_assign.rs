@@ -16,11 +16,14 @@ pub(super) async fn auto_assign(
 ) -> Result<Response<pb::AutoAssignConversationResponse>, Status> {
     let call = system_call(&request)?;
     let req = request.into_inner();
+    let priority = convert::priority_from_pb(req.priority)
+        .map_err(|field| AppError::invalid(field, format!("{field} is not a known value")))?;
     let trigger = TriggerRequest {
         trigger_id: req.trigger_id,
         conversation_id: req.conversation_id,
         member_id: req.member_id,
         member_tags: req.member_tags,
+        priority,
     };
     let done = auto_assign::auto_assign(coalescer, &call, trigger).await?;
     let outcome = &done.decision.outcome;
@@ -130,6 +133,7 @@ pub(super) async fn list_waiting(
                 waiting_since: Some(convert::timestamp(waiting.waiting_since)),
                 waiting_seconds: (now - waiting.waiting_since).num_milliseconds().max(0) as f64
                     / 1e3,
+                priority: convert::priority_to_pb(waiting.priority).into(),
                 conversation: Some(convert::conversation(waiting.conversation)),
             })
             .collect(),

@@ -6,8 +6,8 @@ use prost_types::Timestamp;
 use crate::domain::access::ReplyDecision;
 use crate::domain::access_group::{AccessGroup, GroupGrant, GroupScope, Permissions};
 use crate::domain::auto_assign::{
-    AutoOutcome, Candidate, InboxSettings, Ineligible, OnUnavailable, RotationStart, RoutingMode,
-    SettingsChange,
+    AutoOutcome, Candidate, DEFAULT_PRIORITY_STEP_SECONDS, InboxSettings, Ineligible,
+    OnUnavailable, Priority, RotationStart, RoutingMode, SettingsChange,
 };
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
@@ -219,6 +219,7 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             reply_within_seconds: settings.replies.reply_within_seconds.unwrap_or(0),
             on_reply_overdue: on_reply_overdue_to_pb(settings.replies.on_reply_overdue).into(),
             max_overdue_reassignments: settings.replies.max_overdue_reassignments,
+            priority_step_seconds: settings.priority_step_seconds,
         },
         // The domain's defaults, which a new settings row gets from its columns' defaults (checked by
         // tests/integration/store_rules.rs); no `updated_at`: never set.
@@ -228,8 +229,29 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             on_unavailable: on_unavailable_to_pb(OnUnavailable::default()).into(),
             on_reply_overdue: on_reply_overdue_to_pb(OnReplyOverdue::default()).into(),
             max_overdue_reassignments: ReplySettings::default().max_overdue_reassignments,
+            priority_step_seconds: DEFAULT_PRIORITY_STEP_SECONDS,
             ..pb::InboxSettings::default()
         },
+    }
+}
+
+/// A trigger's priority; unknown values are refused by the returned field name.
+pub fn priority_from_pb(priority: i32) -> Result<Priority, &'static str> {
+    match pb::Priority::try_from(priority) {
+        Ok(pb::Priority::Unspecified | pb::Priority::Normal) => Ok(Priority::Normal),
+        Ok(pb::Priority::Low) => Ok(Priority::Low),
+        Ok(pb::Priority::High) => Ok(Priority::High),
+        Ok(pb::Priority::Urgent) => Ok(Priority::Urgent),
+        Err(_) => Err("priority"),
+    }
+}
+
+pub fn priority_to_pb(priority: Priority) -> pb::Priority {
+    match priority {
+        Priority::Low => pb::Priority::Low,
+        Priority::Normal => pb::Priority::Normal,
+        Priority::High => pb::Priority::High,
+        Priority::Urgent => pb::Priority::Urgent,
     }
 }
 
@@ -302,6 +324,7 @@ pub fn settings_change(
             .map(|seconds| (seconds != 0).then_some(seconds)),
         on_reply_overdue,
         max_overdue_reassignments: request.max_overdue_reassignments,
+        priority_step_seconds: request.priority_step_seconds,
     })
 }
 

@@ -7,7 +7,7 @@ use crate::error::AppResult;
 
 const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
                         rotation_start, on_unavailable, reply_within_seconds, on_reply_overdue, \
-                        max_overdue_reassignments";
+                        max_overdue_reassignments, priority_step_seconds";
 
 pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
     let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
@@ -37,6 +37,7 @@ pub async fn update(
                 reply_within_seconds = CASE WHEN $8 THEN $9 ELSE s.reply_within_seconds END, \
                 on_reply_overdue = coalesce($10, s.on_reply_overdue), \
                 max_overdue_reassignments = coalesce($11, s.max_overdue_reassignments), \
+                priority_step_seconds = coalesce($12, s.priority_step_seconds), \
                 updated_by = $6, updated_at = now() \
           WHERE s.campaign_id = $1 \
          RETURNING {SETTINGS}"
@@ -53,6 +54,7 @@ pub async fn update(
         .bind(change.reply_within_seconds.flatten())
         .bind(change.on_reply_overdue)
         .bind(change.max_overdue_reassignments)
+        .bind(change.priority_step_seconds)
         .fetch_one(conn)
         .await?)
 }

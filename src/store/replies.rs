@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::Conn;
 use super::conversations::COLUMNS;
-use super::rules::{Event, reply_due};
+use super::rules::{Event, FRONT_OF_QUEUE_KEY, reply_due};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -148,7 +148,7 @@ pub async fn requeue(
            RETURNING c.conversation_id, held.assignee_id AS holder_id \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT $1, r.conversation_id, -nextval('waiting_position') \
+           SELECT $1, r.conversation_id, {FRONT_OF_QUEUE_KEY} \
              FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \

@@ -98,6 +98,25 @@ macro_rules! reply_due {
 }
 pub(crate) use reply_due;
 
+/// A new waiting conversation's queue key (`waiting_conversations.position`), the one order of the queue:
+/// drains, ListWaitingConversations and queue positions all order by it. Its effective arrival in
+/// microseconds (the statement's clock, less `head_start`, an SQL expression:
+/// `domain::auto_assign::Priority::head_start_micros`) times 1000, plus a tie-breaker from a sequence (rows
+/// of one statement take it in the statement's order). The clock is read when the row is made, not when its
+/// transaction began: every writer of a campaign's queue holds the campaign's lock, so keys follow the order
+/// writers commit in, which is the feed's.
+pub(crate) fn queue_key(head_start: &str) -> String {
+    format!(
+        "(((extract(epoch FROM clock_timestamp()) * 1000000)::bigint - {head_start}) * 1000 \
+          + nextval('waiting_position') % 1000)"
+    )
+}
+
+/// The queue key of a conversation returned to the front of the queue: negative, ahead of every new one,
+/// and the later returned the further ahead (rows of one statement: the later in its order, the further).
+pub(crate) const FRONT_OF_QUEUE_KEY: &str = "-((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000 \
+                                              + nextval('waiting_position') % 1000)";
+
 /// One history event's columns, each an SQL expression over the statement's row source; `NULL` where a
 /// kind of event has no value. Every `INSERT INTO assignment_events` is built from one of these
 /// ([`Event::insert`]), so the columns an event has, and what an unset one holds, are written here once;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::Conn;
 use super::conversations::COLUMNS;
-use super::rules::{Event, may_view, viewer_row};
+use super::rules::{Event, FRONT_OF_QUEUE_KEY, may_view, viewer_row};
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
@@ -23,7 +23,8 @@ pub async fn list(
     // page's end, so a page costs what the conversations up to it cost.
     let sql = format!(
         "WITH ranked AS ( \
-           SELECT {COLUMNS}, row_number() OVER (ORDER BY w.position) AS rank, w.position, w.waiting_since \
+           SELECT {COLUMNS}, row_number() OVER (ORDER BY w.position) AS rank, w.position, w.waiting_since, \
+                  w.priority \
              FROM waiting_conversations w \
              JOIN conversations c ON c.campaign_id = $1 AND c.conversation_id = w.conversation_id \
              LEFT JOIN {} v ON true \
@@ -142,7 +143,7 @@ pub async fn return_to_queue(
            RETURNING c.conversation_id \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT $1, r.conversation_id, -nextval('waiting_position') \
+           SELECT $1, r.conversation_id, {FRONT_OF_QUEUE_KEY} \
              FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
@@ -187,7 +188,7 @@ pub async fn release(
            RETURNING c.campaign_id, c.conversation_id \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT campaign_id, conversation_id, -nextval('waiting_position') FROM released \
+           SELECT campaign_id, conversation_id, {FRONT_OF_QUEUE_KEY} FROM released \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
          ), events AS ({events}) \

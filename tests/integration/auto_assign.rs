@@ -43,6 +43,7 @@ async fn set_auto_assign(app: &TestApp, on: bool) -> pb::InboxSettings {
 
 fn trigger(conversation: &str, trigger_id: &str) -> pb::AutoAssignConversationRequest {
     pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: conversation.into(),
         trigger_id: trigger_id.into(),
         member_id: format!("member-of-{conversation}"),

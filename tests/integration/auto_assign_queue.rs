@@ -25,6 +25,7 @@ const LOCK_CAMPAIGN: &str = "SELECT 1 FROM inbox_settings WHERE campaign_id = $1
 
 fn trigger(n: usize) -> pb::AutoAssignConversationRequest {
     pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: format!("c{n}"),
         trigger_id: format!("t{n}"),
         member_id: format!("m{n}"),

@@ -28,6 +28,7 @@ async fn campaign() -> TestApp {
 
 fn trigger(conversation: &str) -> Trigger {
     Trigger {
+        priority: Default::default(),
         trigger_id: format!("t-{conversation}"),
         conversation_id: conversation.into(),
         member_id: Some(format!("m-{conversation}")),
@@ -84,6 +85,7 @@ async fn batch_with<F: std::future::Future<Output = ()>>(
         std::mem::take(&mut read.entries),
     );
     let write = CampaignWrite {
+        priority_step_seconds: Default::default(),
         campaign_id: CAMPAIGN,
         triggers,
         plan: &plan,

@@ -321,6 +321,7 @@ async fn watchers_on_three_replicas_receive_the_same_history() {
                 .auto_assign_conversation(system(
                     CAMPAIGN,
                     pb::AutoAssignConversationRequest {
+                        priority: Default::default(),
                         conversation_id: id.clone(),
                         trigger_id: id,
                         member_id: "m".into(),

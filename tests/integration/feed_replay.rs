@@ -390,6 +390,7 @@ impl Worker {
         let id = format!("c{:04}", self.created.fetch_add(1, Ordering::SeqCst));
         for _ in 0..50 {
             let request = pb::AutoAssignConversationRequest {
+                priority: Default::default(),
                 conversation_id: id.clone(),
                 trigger_id: format!("t-{id}"),
                 member_id: format!("m-{id}"),

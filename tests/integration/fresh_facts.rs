@@ -111,6 +111,7 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
                 .auto_assign_conversation(system(
                     CAMPAIGN,
                     pb::AutoAssignConversationRequest {
+                        priority: Default::default(),
                         conversation_id: "c2".into(),
                         trigger_id: "t1".into(),
                         member_id: "m2".into(),
@@ -216,6 +217,7 @@ async fn an_auto_assign_batch_holds_the_campaigns_organizers_until_it_commits() 
     let mut tx = app.store.begin().await.unwrap();
     let cursor = auto_assign::lock(&mut tx, CAMPAIGN).await.unwrap();
     let trigger = Trigger {
+        priority: Default::default(),
         trigger_id: "t1".into(),
         conversation_id: "c1".into(),
         member_id: None,

@@ -523,6 +523,7 @@ impl Drop for TestApp {
 /// The flow builder's trigger for a new conversation (trigger and member ids derived from it).
 pub fn auto_assign_request(conversation: &str) -> pb::AutoAssignConversationRequest {
     pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: conversation.into(),
         trigger_id: format!("t-{conversation}"),
         member_id: format!("m-{conversation}"),

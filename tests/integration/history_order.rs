@@ -60,6 +60,7 @@ async fn two_triggers_of_one_new_conversation_in_one_batch_queue_it_once() {
     let app = campaign(&["o1"]).await;
     app.set_availability("o1", pb::Availability::Away).await;
     let trigger = |trigger_id: &str| Trigger {
+        priority: Default::default(),
         trigger_id: trigger_id.into(),
         conversation_id: "c1".into(),
         member_id: Some("m1".into()),

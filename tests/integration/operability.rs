@@ -58,6 +58,7 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         .auto_assign_conversation(system(
             CAMPAIGN,
             pb::AutoAssignConversationRequest {
+                priority: Default::default(),
                 conversation_id: "c1".into(),
                 trigger_id: "t1".into(),
                 member_id: "m1".into(),

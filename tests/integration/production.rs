@@ -88,6 +88,7 @@ async fn callers_need_a_valid_token_of_the_right_scope() {
         .await
         .unwrap();
     let mut auto = pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: "c1".into(),
         trigger_id: "t1".into(),
         member_id: "m1".into(),

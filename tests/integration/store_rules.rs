@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use assignment_service::domain::access::may_view;
 use assignment_service::domain::auto_assign::{
-    Candidate, Ineligible, Load, OnUnavailable, RotationStart, RoutingMode, SettingsChange,
+    Candidate, DEFAULT_PRIORITY_STEP_SECONDS, Ineligible, Load, OnUnavailable, RotationStart,
+    RoutingMode, SettingsChange,
 };
 use assignment_service::domain::model::{
     AssignmentAction, AssignmentSource, Availability, ConversationStatus, UserRef,
 };
+use assignment_service::domain::replies::ReplySettings;
 use assignment_service::store::{
     Store, conversations, feed, inbox_settings, preview, users, waiting,
 };
@@ -318,6 +320,9 @@ async fn a_new_settings_row_has_the_domains_defaults() {
     assert_eq!(made.routing_mode, RoutingMode::default());
     assert_eq!(made.rotation_start, RotationStart::default());
     assert_eq!(made.on_unavailable, OnUnavailable::default());
+    assert_eq!(made.replies, ReplySettings::default());
+    assert_eq!(made.priority_step_seconds, DEFAULT_PRIORITY_STEP_SECONDS);
+    assert_eq!(locked.priority_step_seconds, DEFAULT_PRIORITY_STEP_SECONDS);
     // Fields left unset keep their value.
     let change = SettingsChange {
         default_capacity: Some(3),

@@ -90,6 +90,7 @@ async fn a_call_continues_the_callers_trace_with_nested_batch_and_transaction_sp
     let mut client = AssignmentServiceClient::new(client_channel.clone());
 
     let trigger = pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: "c1".into(),
         trigger_id: "t1".into(),
         member_id: "m1".into(),

@@ -695,3 +695,85 @@ async fn a_holder_hands_a_conversation_back_to_the_front_of_the_queue() {
     // Already unassigned: nothing changes.
     assert!(!release(&app, "admin", "c2").await.unwrap().changed);
 }
+
+/// A trigger for `conversation` with `priority`.
+async fn trigger_with(
+    app: &TestApp,
+    conversation: &str,
+    priority: pb::Priority,
+) -> pb::AutoAssignConversationResponse {
+    app.assignments()
+        .await
+        .auto_assign_conversation(system(
+            CAMPAIGN,
+            pb::AutoAssignConversationRequest {
+                priority: priority.into(),
+                ..auto_assign_request(conversation)
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn the_queue_drains_by_priority_with_aging_in_the_order_it_lists_and_counts() {
+    // One priority level is worth a second of waiting.
+    let settings = pb::UpdateInboxSettingsRequest {
+        priority_step_seconds: Some(1),
+        ..Default::default()
+    };
+    let app = campaign(&["o1"], settings).await;
+    use pb::Priority::*;
+    trigger_with(&app, "low", Low).await;
+    trigger_with(&app, "normal", Unspecified).await;
+    // HIGH overtakes what arrived less than two seconds before it.
+    let high = trigger_with(&app, "high", High).await;
+    assert_eq!(high.queue_position, Some(1));
+    // Aging: URGENT 2.5 s later is 3 s ahead of its arrival, so behind NORMAL (1 s ahead of an earlier
+    // arrival) but ahead of LOW; URGENT 3.5 s after LOW comes after it: LOW does not starve.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        trigger_with(&app, "urgent", Urgent).await.queue_position,
+        Some(3)
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        trigger_with(&app, "late-urgent", Urgent)
+            .await
+            .queue_position,
+        Some(5)
+    );
+    let order = ["high", "normal", "urgent", "low", "late-urgent"];
+    assert_eq!(waiting(&app).await, order, "listed in queue order");
+    let listed = app
+        .assignments()
+        .await
+        .list_waiting_conversations(as_actor(
+            "admin",
+            pb::ListWaitingConversationsRequest::default(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let priorities: Vec<pb::Priority> = listed.conversations.iter().map(|w| w.priority()).collect();
+    assert_eq!(priorities, [High, Normal, Urgent, Low, Urgent]);
+    // The drain assigns in exactly that order.
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
+    for _ in 0..100 {
+        if waiting(&app).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let assigned: Vec<String> = sqlx::query_scalar(
+        "SELECT conversation_id FROM assignment_events WHERE campaign_id = $1 AND action = 'ASSIGN' \
+          ORDER BY seq",
+    )
+    .bind(CAMPAIGN)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(assigned, order, "drained in queue order");
+}

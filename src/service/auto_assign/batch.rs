@@ -198,6 +198,7 @@ async fn write<'a>(
             plan: &part.plan,
             old_cursor: part.settings.last_auto_assignee_id.as_deref(),
             waiting: waiting_after(part),
+            priority_step_seconds: part.settings.priority_step_seconds,
         })
         .collect();
     let mut written_parts = auto_assign::write_batch(tx, &writes).await?;

@@ -19,7 +19,7 @@ pub use settings::{get_settings, set_capacity, update_settings};
 pub use upkeep::{fold_loads, prune_triggers};
 pub use waiting::{list_waiting, sweep};
 
-use crate::domain::auto_assign::{Decision, Trigger};
+use crate::domain::auto_assign::{Decision, Priority, Trigger};
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::AppResult;
@@ -32,6 +32,7 @@ pub struct TriggerRequest {
     pub conversation_id: String,
     pub member_id: String,
     pub member_tags: Vec<String>,
+    pub priority: Priority,
 }
 
 /// What one trigger did, with the conversation as it stands after its batch.
@@ -61,6 +62,7 @@ pub async fn auto_assign(
         member_id,
         member_tags,
         request_id: call.request_id.clone(),
+        priority: request.priority,
     };
     coalescer.submit(&call.campaign_id, trigger).await
 }

@@ -12,6 +12,9 @@ use crate::store::{Store, auto_assign, inbox_settings, users};
 /// The longest silence timer: 30 days.
 const MAX_REPLY_WITHIN_SECONDS: i32 = 30 * 24 * 3600;
 
+/// The most a priority level may be worth: a week of waiting.
+const MAX_PRIORITY_STEP_SECONDS: i32 = 7 * 24 * 3600;
+
 /// GetInboxSettings: any active user of the campaign.
 pub async fn get_settings(store: &Store, call: &ActorCall) -> AppResult<Option<InboxSettings>> {
     let mut conn = store.acquire().await?;
@@ -53,6 +56,15 @@ pub async fn update_settings(
         violations.add(
             "max_overdue_reassignments",
             "max_overdue_reassignments must be 0 to 100",
+        );
+    }
+    if change
+        .priority_step_seconds
+        .is_some_and(|step| !(1..=MAX_PRIORITY_STEP_SECONDS).contains(&step))
+    {
+        violations.add(
+            "priority_step_seconds",
+            format!("priority_step_seconds must be 1 to {MAX_PRIORITY_STEP_SECONDS} (a week)"),
         );
     }
     violations.finish()?;

@@ -22,6 +22,8 @@ pub struct LockedSettings {
     pub rotation_start: RotationStart,
     /// What becomes of an organizer's conversations when they go away.
     pub on_unavailable: OnUnavailable,
+    /// How many seconds of waiting a priority level is worth in the queue.
+    pub priority_step_seconds: i32,
 }
 
 /// One campaign's triggers in a batch.
@@ -74,7 +76,7 @@ pub async fn lock_campaigns(
         // Settings rows made by that statement were not in its snapshot: lock them now (first use only).
         rows = sqlx::query_as(
             "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
-                    default_capacity, routing_mode, rotation_start, on_unavailable \
+                    default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds \
                FROM inbox_settings WHERE campaign_id = ANY($1) \
               ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
         )

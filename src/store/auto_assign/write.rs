@@ -7,12 +7,12 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::read::{Entry, EntrySource};
-use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Trigger, Verdict};
+use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Priority, Trigger, Verdict};
 use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::AppResult;
 use crate::store::conversations::COLUMNS;
 use crate::store::feed::FEED_CHANNEL;
-use crate::store::rules::{Event, leave_queue};
+use crate::store::rules::{Event, leave_queue, queue_key};
 use crate::store::{Conn, by_key};
 
 /// What a campaign's part wrote: the conversations it changed (assigned, or whose wait for a reply it
@@ -40,6 +40,8 @@ pub struct CampaignWrite<'a> {
     /// The campaign's cursor before the batch.
     pub old_cursor: Option<&'a str>,
     pub waiting: WaitingAfter,
+    /// How many seconds of waiting a priority level is worth (the campaign's setting).
+    pub priority_step_seconds: i32,
 }
 
 impl<'a> CampaignWrite<'a> {
@@ -48,6 +50,18 @@ impl<'a> CampaignWrite<'a> {
         match entry.source {
             EntrySource::Trigger { index } => self.triggers.get(index)?.request_id.as_deref(),
             EntrySource::Waiting { .. } => None,
+        }
+    }
+
+    /// The priority an entry queues with: its trigger's.
+    fn priority(&self, entry: &Entry) -> Priority {
+        match entry.source {
+            EntrySource::Trigger { index } => self
+                .triggers
+                .get(index)
+                .map(|t| t.priority)
+                .unwrap_or_default(),
+            EntrySource::Waiting { .. } => Priority::default(),
         }
     }
 }
@@ -62,6 +76,7 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
              ORDER BY o.campaign_id, o.part, o.ord, o.step"
         ),
         conversation_columns = COLUMNS,
+        queue_key = queue_key("q.head_start"),
     )
 });
 
@@ -121,6 +136,8 @@ pub async fn write_batch(
         .bind(&campaigns) // $16 campaign_ids
         .bind(FEED_CHANNEL) // $17 feed_channel
         .bind(&columns.starts_wait) // $18 starts_wait
+        .bind(&columns.queued_priorities) // $19 queued_priorities
+        .bind(&columns.queued_head_starts) // $20 queued_head_starts
         .fetch_all(conn)
         .await?;
     for row in rows {
@@ -162,6 +179,8 @@ struct WriteColumns<'a> {
     queued_campaigns: Vec<&'a str>,
     queued_conversations: Vec<&'a str>,
     queued_request_ids: Vec<Option<&'a str>>,
+    queued_priorities: Vec<Priority>,
+    queued_head_starts: Vec<i64>,
     /// One queue entry, one QUEUED event: a conversation two triggers queue is queued once, by the first.
     queued_once: HashSet<(&'a str, &'a str)>,
     moved_campaigns: Vec<&'a str>,
@@ -203,6 +222,10 @@ impl<'a> WriteColumns<'a> {
                 self.queued_campaigns.push(campaign);
                 self.queued_conversations.push(&state.conversation_id);
                 self.queued_request_ids.push(request_id);
+                let priority = part.priority(&planned.entry);
+                self.queued_priorities.push(priority);
+                self.queued_head_starts
+                    .push(priority.head_start_micros(part.priority_step_seconds));
             }
         }
         let cursor = part

@@ -206,6 +206,7 @@ pub async fn call(channel: &Channel, method: &str, caller: &CallMetadata, s: &Su
         "AutoAssignConversation" => unary(
             assignments
                 .auto_assign_conversation(caller.request(pb::AutoAssignConversationRequest {
+                    priority: Default::default(),
                     conversation_id,
                     trigger_id: s.unique.clone(),
                     member_id: "member".into(),

@@ -226,6 +226,7 @@ pub fn eligible(conversation_ids: Vec<String>) -> Req {
 
 pub fn auto(conversation: &str, trigger: &str, member: &str, member_tags: Vec<String>) -> Req {
     Req::AutoAssign(pb::AutoAssignConversationRequest {
+        priority: Default::default(),
         conversation_id: conversation.into(),
         trigger_id: trigger.into(),
         member_id: member.into(),

@@ -13,8 +13,10 @@
 --   $8  record_outcomes       text[] |
 --   $9  record_assignees      text[] |
 --   $10 queued_campaigns      text[] | one row per conversation the batch queues, in plan order,
---   $11 queued_conversations  text[] |   with its trigger's request id
---   $12 queued_request_ids    text[] |
+--   $11 queued_conversations  text[] |   with its trigger's request id, priority and head start in
+--   $12 queued_request_ids    text[] |   the queue (microseconds: `Priority::head_start_micros`)
+--   $19 queued_priorities     text[] |
+--   $20 queued_head_starts    int8[] |
 --   $13 moved_campaigns       text[] | one row per campaign whose cursor or waiting flag moves
 --   $14 moved_cursors         text[] |   (NULL: unchanged)
 --   $15 moved_flags           bool[] |
@@ -44,12 +46,13 @@ changed AS (
 assigned AS (SELECT * FROM changed WHERE assigned_now),
 -- A conversation assigned leaves the waiting queue.
 drained AS ({leave_queue}),
--- Conversations nobody could take join the back of their queue, in plan order.
+-- Conversations nobody could take join their queue by priority and arrival, in plan order.
 enqueued AS (
-  INSERT INTO waiting_conversations (campaign_id, conversation_id, position)
-  SELECT q.campaign_id, q.conversation_id, nextval('waiting_position') FROM (
-    SELECT campaign_id, conversation_id
-      FROM unnest($10::text[], $11::text[]) WITH ORDINALITY AS u(campaign_id, conversation_id, ord)
+  INSERT INTO waiting_conversations (campaign_id, conversation_id, position, priority)
+  SELECT q.campaign_id, q.conversation_id, {queue_key}, q.priority FROM (
+    SELECT campaign_id, conversation_id, priority, head_start
+      FROM unnest($10::text[], $11::text[], $19::text[], $20::int8[])
+           WITH ORDINALITY AS u(campaign_id, conversation_id, priority, head_start, ord)
      ORDER BY ord) AS q
   ON CONFLICT (campaign_id, conversation_id) DO NOTHING
   RETURNING campaign_id, conversation_id
