@@ -371,7 +371,8 @@ async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval:
 }
 
 /// Every `interval`, fires the silence timers that are due, on every replica (each fires once: under its
-/// campaign's lock and its conversation's row lock). A pass that fired some runs again at once.
+/// campaign's lock and its conversation's row lock). A pass fires each campaign's whole backlog; one that
+/// looked at as many campaigns as it may is followed by the next at once.
 async fn fire_reply_timers(store: Store, after: AfterCommit, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -379,8 +380,8 @@ async fn fire_reply_timers(store: Store, after: AfterCommit, interval: Duration)
         ticker.tick().await;
         loop {
             match crate::service::replies::fire_due_timers(&store, &after).await {
-                Ok(0) => break,
-                Ok(_) => continue,
+                Ok(pass) if pass.more => continue,
+                Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not fire silence timers");
                     break;

@@ -17,7 +17,7 @@ use crate::observability::{REPLIES_OVERDUE, REPLY_TIMER_LATENESS_SECONDS, TIME_T
 use crate::service::{AfterCommit, Caller};
 use crate::store::conversations::{self, LockedWithUsers};
 use crate::store::replies::{self, Lapsed};
-use crate::store::{Store, auto_assign, inbox_settings};
+use crate::store::{Store, auto_assign};
 
 /// Most timers one transaction fires; a campaign with more due goes on at once in another.
 const FIRE_LIMIT: i64 = 500;
@@ -136,27 +136,39 @@ fn validate_reply(
 }
 
 /// One pass of the silence timers: every campaign with a timer due now has them fired, each campaign in
-/// transactions of its own. Every replica runs passes; a timer fires once, under its campaign's lock and
-/// its conversation's row lock. Returns how many fired.
-pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<usize> {
+/// transactions of its own (a backlog: one after another). Every replica runs passes; a timer fires once,
+/// under its campaign's lock and its conversation's row lock. Returns how many fired, and whether more
+/// campaigns may be due than the pass looked at.
+pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<FiredPass> {
     let campaigns = {
         let mut conn = store.acquire().await?;
         replies::due_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await?
     };
-    let mut fired = 0;
+    let mut pass = FiredPass {
+        fired: 0,
+        more: campaigns.len() as i64 == CAMPAIGNS_PER_PASS,
+    };
     for campaign_id in campaigns {
         loop {
             let lapsed = fire_campaign(store, &campaign_id).await?;
             if lapsed > 0 {
                 after.committed(&campaign_id, Change::RepliesOverdue);
             }
-            fired += lapsed;
+            pass.fired += lapsed;
             if (lapsed as i64) < FIRE_LIMIT {
                 break;
             }
         }
     }
-    Ok(fired)
+    Ok(pass)
+}
+
+/// What a pass of the silence timers did.
+#[derive(Debug, Clone, Copy)]
+pub struct FiredPass {
+    pub fired: usize,
+    /// It looked at as many campaigns as a pass may: run the next one now.
+    pub more: bool,
 }
 
 /// Fires the campaign's due timers in one transaction: takes its auto-assign lock (the lock order:
@@ -165,13 +177,11 @@ pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<us
 #[tracing::instrument(name = "db.transaction", skip_all, fields(campaign_id))]
 async fn fire_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
     let mut tx = store.begin().await?;
-    auto_assign::lock(&mut tx, campaign_id).await?;
-    let settings = inbox_settings::get(&mut tx, campaign_id)
-        .await?
-        .map(|s| s.replies)
-        .unwrap_or_default();
+    let settings = auto_assign::lock(&mut tx, campaign_id).await?.replies;
     let due = replies::lock_due(&mut tx, campaign_id, FIRE_LIMIT).await?;
     if due.is_empty() {
+        // Another replica fired them first.
+        tx.commit().await?;
         return Ok(0);
     }
     let mut by_lapse: HashMap<Lapse, Vec<&Lapsed>> = HashMap::new();

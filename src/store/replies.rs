@@ -87,20 +87,25 @@ pub struct Lapsed {
     pub lapses_before: i32,
 }
 
-/// Locks the campaign's conversations whose reply is due now, at most `limit`, in byte order of id (the
-/// order of every locker of several), and returns them. The caller holds the campaign's auto-assign lock.
-/// A row lock reads the newest version and the due test is evaluated on it again, so a reply (or any
-/// change) that committed meanwhile is seen: a conversation answered in time never fires.
+/// Locks the campaign's `limit` most overdue conversations whose reply is due now (found in the timers'
+/// index order, so a backlog costs what the batch costs), in byte order of id (the order of every locker of
+/// several), and returns them. The caller holds the campaign's auto-assign lock. A row lock reads the
+/// newest version and the due test is evaluated on it again, so a reply (or any change) that committed
+/// meanwhile is seen: a conversation answered in time never fires.
 pub async fn lock_due(conn: &mut Conn, campaign_id: &str, limit: i64) -> AppResult<Vec<Lapsed>> {
     let sql = format!(
         "SELECT c.conversation_id, c.assignee_id AS holder_id, {due} AS due_at, \
                 cardinality(c.lapsed_by) AS lapses_before \
            FROM conversations c JOIN inbox_settings s ON s.campaign_id = c.campaign_id \
-          WHERE c.campaign_id = $1 AND {pending} \
-            AND greatest(c.awaiting_reply_since, c.assigned_at) \
-                <= now() - make_interval(secs => s.reply_within_seconds) \
-            AND {due} <= now() \
-          ORDER BY c.conversation_id COLLATE \"C\" LIMIT $2 FOR UPDATE OF c",
+          WHERE c.campaign_id = $1 AND {pending} AND {due} <= now() \
+            AND c.conversation_id IN ( \
+              SELECT c.conversation_id FROM conversations c \
+                JOIN inbox_settings s ON s.campaign_id = c.campaign_id \
+               WHERE c.campaign_id = $1 AND {pending} \
+                 AND greatest(c.awaiting_reply_since, c.assigned_at) \
+                     <= now() - make_interval(secs => s.reply_within_seconds) \
+               ORDER BY greatest(c.awaiting_reply_since, c.assigned_at) LIMIT $2) \
+          ORDER BY c.conversation_id COLLATE \"C\" FOR UPDATE OF c",
         due = reply_due!(),
         pending = PENDING,
     );

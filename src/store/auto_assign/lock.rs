@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::TAG_SEPARATOR;
 use crate::domain::auto_assign::{OnUnavailable, RotationStart, RoutingMode, Trigger};
+use crate::domain::replies::ReplySettings;
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
 
@@ -24,6 +25,9 @@ pub struct LockedSettings {
     pub on_unavailable: OnUnavailable,
     /// How many seconds of waiting a priority level is worth in the queue.
     pub priority_step_seconds: i32,
+    /// The silence timer's settings.
+    #[sqlx(flatten)]
+    pub replies: ReplySettings,
 }
 
 /// One campaign's triggers in a batch.
@@ -76,7 +80,8 @@ pub async fn lock_campaigns(
         // Settings rows made by that statement were not in its snapshot: lock them now (first use only).
         rows = sqlx::query_as(
             "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
-                    default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds \
+                    default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds, \
+                    reply_within_seconds, on_reply_overdue, max_overdue_reassignments \
                FROM inbox_settings WHERE campaign_id = ANY($1) \
               ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
         )
