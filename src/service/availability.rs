@@ -7,6 +7,7 @@ use crate::domain::model::{Actor, Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::{AfterCommit, Caller, lock_actor};
+use crate::store::waiting::Requeue;
 use crate::store::{Conn, Store, auto_assign, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
@@ -59,9 +60,11 @@ async fn availability_in_tx(
         Some(auto_assign::lock(&mut tx, setter.campaign_id()).await?)
     };
     let returns = settings.is_some_and(|s| s.on_unavailable == OnUnavailable::ReturnToQueue);
-    if returns {
-        waiting::lock_returnable(&mut tx, setter.campaign_id(), &target_id).await?;
-    }
+    let held = if returns {
+        waiting::lock_returnable(&mut tx, setter.campaign_id(), &target_id).await?
+    } else {
+        Vec::new()
+    };
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
     let actor = lock_setter(&mut tx, setter, &target_id).await?;
     let target = target.ok_or_else(|| AppError::user_not_found(&target_id))?;
@@ -83,14 +86,16 @@ async fn availability_in_tx(
     .await?;
     // Going away with RETURN_TO_QUEUE: their open conversations go to the front of the queue, for others.
     if returns && user.role == Role::Organizer {
-        waiting::return_to_queue(
-            &mut tx,
-            setter.campaign_id(),
-            &target_id,
+        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let requeue = Requeue {
+            conversation_ids: &held,
+            cause: "RETURNED_TO_QUEUE",
+            record_lapse: false,
+            stop_timing: false,
             actor_id,
-            setter.request_id(),
-        )
-        .await?;
+            request_id: setter.request_id(),
+        };
+        waiting::requeue(&mut tx, setter.campaign_id(), requeue).await?;
     }
     tx.commit().await?;
     Ok(Changed {

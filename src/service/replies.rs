@@ -17,7 +17,11 @@ use crate::observability::{REPLIES_OVERDUE, REPLY_TIMER_LATENESS_SECONDS, TIME_T
 use crate::service::{AfterCommit, Caller};
 use crate::store::conversations::{self, LockedWithUsers};
 use crate::store::replies::{self, Lapsed};
-use crate::store::{Store, auto_assign};
+use crate::store::waiting::Requeue;
+use crate::store::{Store, auto_assign, waiting};
+
+/// The cause history records for a lapse.
+const REPLY_OVERDUE: &str = "REPLY_OVERDUE";
 
 /// Most timers one transaction fires; a campaign with more due goes on at once in another.
 const FIRE_LIMIT: i64 = 500;
@@ -193,9 +197,21 @@ async fn fire_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
     }
     for (lapse, lapsed) in &by_lapse {
         let ids: Vec<&str> = lapsed.iter().map(|l| l.conversation_id.as_str()).collect();
+        let requeue = |stop_timing| Requeue {
+            conversation_ids: &ids,
+            cause: REPLY_OVERDUE,
+            record_lapse: true,
+            stop_timing,
+            actor_id: None,
+            request_id: None,
+        };
         match lapse {
-            Lapse::Reroute => replies::requeue(&mut tx, campaign_id, &ids, false).await?,
-            Lapse::RerouteUntimed => replies::requeue(&mut tx, campaign_id, &ids, true).await?,
+            Lapse::Reroute => {
+                waiting::requeue(&mut tx, campaign_id, requeue(false)).await?;
+            }
+            Lapse::RerouteUntimed => {
+                waiting::requeue(&mut tx, campaign_id, requeue(true)).await?;
+            }
             Lapse::Notify => replies::flag_overdue(&mut tx, campaign_id, &ids).await?,
         }
     }

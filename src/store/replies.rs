@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::Conn;
 use super::conversations::COLUMNS;
-use super::rules::{Event, FRONT_OF_QUEUE_KEY, reply_due};
+use super::rules::{Event, reply_due};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -114,62 +114,6 @@ pub async fn lock_due(conn: &mut Conn, campaign_id: &str, limit: i64) -> AppResu
         .bind(limit)
         .fetch_all(conn)
         .await?)
-}
-
-/// The lapsed conversations, locked by [`lock_due`], go back to the front of the waiting queue: each
-/// holder is recorded in `lapsed_by`, the conversation unassigned (UNASSIGN, then QUEUED, both `auto` with
-/// cause REPLY_OVERDUE) and queued ahead of everything waiting; the campaign's waiting flag is set. With
-/// `stop_timing`, their waits are no longer timed (`awaiting_reply_since` cleared; the next member message
-/// starts a new one). One statement.
-pub async fn requeue(
-    conn: &mut Conn,
-    campaign_id: &str,
-    conversation_ids: &[&str],
-    stop_timing: bool,
-) -> AppResult<()> {
-    let events = Event {
-        conversation_id: "e.conversation_id",
-        from_user_id: "e.from_user_id",
-        cause: "'REPLY_OVERDUE'",
-        ..Event::of("$1", "e.action", "NULL", "'AUTO'", "NULL")
-    }
-    .insert(
-        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step \
-                 FROM returned \
-               UNION ALL \
-               SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
-         ORDER BY e.conversation_id, e.step",
-    );
-    let sql = format!(
-        "WITH held AS ( \
-           SELECT c.conversation_id, c.assignee_id FROM conversations c \
-            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
-         ), returned AS ( \
-           UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
-                  lapsed_by = array_append(c.lapsed_by, held.assignee_id), \
-                  awaiting_reply_since = CASE WHEN $3 THEN NULL ELSE c.awaiting_reply_since END, \
-                  version = c.version + 1, updated_at = now() \
-             FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
-           RETURNING c.conversation_id, held.assignee_id AS holder_id \
-         ), queued AS ( \
-           INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT $1, r.conversation_id, {FRONT_OF_QUEUE_KEY} \
-             FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
-           ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
-           RETURNING conversation_id \
-         ), events AS ({events}), flagged AS ( \
-           UPDATE inbox_settings SET has_waiting = true \
-            WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \
-         ) \
-         SELECT count(*) FROM returned"
-    );
-    sqlx::query(&sql)
-        .bind(campaign_id)
-        .bind(conversation_ids)
-        .bind(stop_timing)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// Under NOTIFY: the lapsed conversations, locked by [`lock_due`], stay with their holders, who are

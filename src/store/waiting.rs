@@ -94,53 +94,74 @@ pub async fn positions(
 
 /// Locks `user_id`'s open conversations (in byte order of id, as every locker of several does), before the
 /// user's own row is locked: changes of one conversation lock it before its users, so this order never
-/// waits on them in a cycle. [`return_to_queue`] then returns them.
-pub async fn lock_returnable(conn: &mut Conn, campaign_id: &str, user_id: &str) -> AppResult<()> {
-    sqlx::query(
-        "SELECT 1 FROM conversations WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
-         ORDER BY conversation_id COLLATE \"C\" FOR UPDATE",
-    )
-    .bind(campaign_id)
-    .bind(user_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Puts an organizer's open conversations back: unassigned (with `auto` UNASSIGN events that say why) and
-/// at the front of the queue, in one statement. Returns their ids. Each conversation's events are inserted
-/// in one ordered INSERT, so their ids (and so the feed) say UNASSIGN, then QUEUED: separate inserts in
-/// one statement run in no order PostgreSQL promises.
-pub async fn return_to_queue(
+/// waits on them in a cycle. Returns their ids, for [`requeue`].
+pub async fn lock_returnable(
     conn: &mut Conn,
     campaign_id: &str,
     user_id: &str,
-    actor_id: Option<&str>,
-    request_id: Option<&str>,
+) -> AppResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT conversation_id FROM conversations \
+          WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
+          ORDER BY conversation_id COLLATE \"C\" FOR UPDATE",
+    )
+    .bind(campaign_id)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Held conversations going back to the front of the queue, for one reason.
+#[derive(Debug, Clone, Copy)]
+pub struct Requeue<'a> {
+    /// The conversations, locked by the caller (who also holds the campaign's auto-assign lock).
+    pub conversation_ids: &'a [&'a str],
+    /// Why, on their UNASSIGN and QUEUED events (`RETURNED_TO_QUEUE`, `REPLY_OVERDUE`, ...).
+    pub cause: &'a str,
+    /// The holder let the current wait for a reply lapse: routing does not give it back to them.
+    pub record_lapse: bool,
+    /// The wait for a reply is no longer timed.
+    pub stop_timing: bool,
+    pub actor_id: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+/// Puts held conversations back, in one statement: unassigned (an `auto` UNASSIGN from the holder, then a
+/// QUEUED, both with the cause) and at the front of the queue; the campaign's waiting flag is set. Each
+/// conversation's events are inserted in one ordered INSERT, so their ids (and so the feed) say UNASSIGN,
+/// then QUEUED: separate inserts in one statement run in no order PostgreSQL promises. Those no longer held
+/// are left alone. Returns the ids returned.
+pub async fn requeue(
+    conn: &mut Conn,
+    campaign_id: &str,
+    requeue: Requeue<'_>,
 ) -> AppResult<Vec<String>> {
     // Each conversation's UNASSIGN (step 0), then its QUEUED (step 1) if it was not waiting already.
     let events = Event {
         conversation_id: "e.conversation_id",
         from_user_id: "e.from_user_id",
-        cause: "'RETURNED_TO_QUEUE'",
-        ..Event::of("$1", "e.action", "$3", "'AUTO'", "$4")
+        cause: "$3",
+        ..Event::of("$1", "e.action", "$4", "'AUTO'", "$5")
     }
     .insert(
-        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, $2 AS from_user_id, 0 AS step FROM returned \
+        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step \
+                 FROM returned \
                UNION ALL \
                SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
          ORDER BY e.conversation_id, e.step",
     );
     let sql = format!(
         "WITH held AS ( \
-           SELECT conversation_id FROM conversations \
-            WHERE campaign_id = $1 AND assignee_id = $2 AND status = 'OPEN' \
-            ORDER BY conversation_id COLLATE \"C\" FOR UPDATE \
+           SELECT c.conversation_id, c.assignee_id FROM conversations c \
+            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
          ), returned AS ( \
            UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
+                  lapsed_by = CASE WHEN $6 THEN array_append(c.lapsed_by, held.assignee_id) \
+                                   ELSE c.lapsed_by END, \
+                  awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
                   version = c.version + 1, updated_at = now() \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
-           RETURNING c.conversation_id \
+           RETURNING c.conversation_id, held.assignee_id AS holder_id \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT $1, r.conversation_id, {FRONT_OF_QUEUE_KEY} \
@@ -154,10 +175,13 @@ pub async fn return_to_queue(
          SELECT conversation_id FROM returned ORDER BY conversation_id"
     );
     Ok(sqlx::query_scalar(&sql)
-        .bind(campaign_id)
-        .bind(user_id)
-        .bind(actor_id)
-        .bind(request_id)
+        .bind(campaign_id) // $1
+        .bind(requeue.conversation_ids) // $2
+        .bind(requeue.cause) // $3
+        .bind(requeue.actor_id) // $4
+        .bind(requeue.request_id) // $5
+        .bind(requeue.record_lapse) // $6
+        .bind(requeue.stop_timing) // $7
         .fetch_all(conn)
         .await?)
 }

@@ -504,10 +504,21 @@ async fn availability_and_return_to_queue_events_say_whose_and_why() {
     .execute(store.pool())
     .await
     .unwrap();
-    let returned =
-        waiting::return_to_queue(&mut conn, CAMPAIGN, "o-none", Some("admin"), Some("req-1"))
-            .await
-            .unwrap();
+    let held = waiting::lock_returnable(&mut conn, CAMPAIGN, "o-none")
+        .await
+        .unwrap();
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+    let requeue = waiting::Requeue {
+        conversation_ids: &held,
+        cause: "RETURNED_TO_QUEUE",
+        record_lapse: false,
+        stop_timing: false,
+        actor_id: Some("admin"),
+        request_id: Some("req-1"),
+    };
+    let returned = waiting::requeue(&mut conn, CAMPAIGN, requeue)
+        .await
+        .unwrap();
     assert_eq!(returned, ["c-held-none", "c-held-off"].map(String::from));
     type Returned = (String, String, Option<String>, String, Option<String>);
     let causes: Vec<Returned> = sqlx::query_as(
