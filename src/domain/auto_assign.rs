@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
+use super::holders::OnUnreachableHolder;
 use super::model::{Conversation, ConversationStatus};
 use super::replies::{OnReplyOverdue, ReplySettings, routable};
 
@@ -31,6 +32,7 @@ pub struct InboxSettings {
     pub replies: ReplySettings,
     /// How many seconds of waiting one priority level is worth in the queue.
     pub priority_step_seconds: i32,
+    pub on_unreachable_holder: OnUnreachableHolder,
 }
 
 /// A conversation in the waiting queue.
@@ -61,6 +63,7 @@ pub struct SettingsChange {
     pub on_reply_overdue: Option<OnReplyOverdue>,
     pub max_overdue_reassignments: Option<i32>,
     pub priority_step_seconds: Option<i32>,
+    pub on_unreachable_holder: Option<OnUnreachableHolder>,
 }
 
 impl SettingsChange {
@@ -76,6 +79,7 @@ impl SettingsChange {
             on_reply_overdue,
             max_overdue_reassignments,
             priority_step_seconds,
+            on_unreachable_holder,
         } = self;
         auto_assign_enabled.is_none()
             && default_capacity.is_none()
@@ -86,6 +90,7 @@ impl SettingsChange {
             && on_reply_overdue.is_none()
             && max_overdue_reassignments.is_none()
             && priority_step_seconds.is_none()
+            && on_unreachable_holder.is_none()
     }
 }
 

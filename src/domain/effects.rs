@@ -38,6 +38,9 @@ pub enum Change {
     ReplyRecorded,
     /// Silence timers fired: holders who let replies lapse lost them to the queue, or were flagged.
     RepliesOverdue,
+    /// Conversations whose holder can no longer answer them went back to the queue (declared beside the
+    /// change that made the holder unreachable: a deactivation, an access group's change, new tags).
+    UnreachableReturned,
 }
 
 impl From<AssigneeRequest<'_>> for Change {
@@ -93,8 +96,9 @@ pub fn may_free_organizer(change: Change) -> bool {
         Change::AccessGroupCreated | Change::AccessGroupUpdated | Change::OrganizersAdded => true,
         // A user back or new, a conversation's tags changed: candidates or eligibility may change.
         Change::UserSynced | Change::ConversationSynced => true,
-        // Lapsed conversations wait at the front of the queue for the next organizer.
-        Change::RepliesOverdue => true,
+        // Lapsed conversations, or an unreachable holder's, wait at the front of the queue for the next
+        // organizer.
+        Change::RepliesOverdue | Change::UnreachableReturned => true,
         // These only take room or permissions away.
         Change::Assigned
         | Change::Reopened
@@ -116,7 +120,8 @@ pub fn writes_history(change: Change) -> bool {
         // The availability event, and RETURN_TO_QUEUE's unassignments.
         | Change::AvailabilitySet
         // UNASSIGN and QUEUED, or REPLY_OVERDUE.
-        | Change::RepliesOverdue => true,
+        | Change::RepliesOverdue
+        | Change::UnreachableReturned => true,
         Change::CapacitySet
         | Change::SettingsUpdated
         | Change::AccessGroupCreated
@@ -145,7 +150,7 @@ mod tests {
     use super::*;
 
     /// Every change, with whether it drains the waiting queue and whether it wakes the feed.
-    const TABLE: [(Change, bool, bool); 18] = [
+    const TABLE: [(Change, bool, bool); 19] = [
         (Change::Assigned, false, true),
         (Change::Unassigned, true, true),
         (Change::Reassigned, true, true),
@@ -164,6 +169,7 @@ mod tests {
         (Change::ConversationSynced, true, false),
         (Change::ReplyRecorded, false, false),
         (Change::RepliesOverdue, true, true),
+        (Change::UnreachableReturned, true, true),
     ];
 
     #[test]

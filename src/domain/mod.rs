@@ -7,6 +7,7 @@ pub mod assignment;
 pub mod auto_assign;
 pub mod bulk;
 pub mod effects;
+pub mod holders;
 pub mod model;
 pub mod opaque;
 pub mod paging;

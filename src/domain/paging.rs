@@ -140,12 +140,13 @@ impl PageScope {
         }
     }
 
-    /// ListConversations: filtered by assignee, unassigned and status.
+    /// ListConversations: filtered by assignee, unassigned, status and held by an unreachable holder.
     pub fn conversations(
         campaign_id: &str,
         assignee_id: Option<&str>,
         unassigned: bool,
         status: Option<ConversationStatus>,
+        held_by_unreachable: bool,
     ) -> Self {
         let status = status.map(|s| match s {
             ConversationStatus::Open => "OPEN",
@@ -159,6 +160,7 @@ impl PageScope {
                 ("assignee_id", assignee_id),
                 ("unassigned", Some(unassigned)),
                 ("status", status),
+                ("held_by_unreachable", held_by_unreachable.then_some("true")),
             ],
         )
     }

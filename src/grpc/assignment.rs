@@ -146,6 +146,7 @@ impl AssignmentService for AssignmentApi {
             status: convert::status_filter_from_pb(req.status),
             assignee_id: req.assignee_id,
             unassigned: req.unassigned,
+            held_by_unreachable: req.held_by_unreachable,
             page_size: req.page_size,
             page_token: req.page_token,
         };

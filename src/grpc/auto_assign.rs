@@ -95,6 +95,15 @@ pub(super) async fn preview(
             .map(convert::candidate)
             .collect(),
         reply_due_at: preview.reply_due_at.map(convert::timestamp),
+        holder_unreachable_cause: preview
+            .holder_unreachable
+            .as_ref()
+            .map(|(_, why)| why.cause().to_owned())
+            .unwrap_or_default(),
+        holder_unreachable_message: preview
+            .holder_unreachable
+            .map(|(holder, why)| why.message(&holder))
+            .unwrap_or_default(),
     }))
 }
 

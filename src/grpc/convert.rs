@@ -9,6 +9,7 @@ use crate::domain::auto_assign::{
     AutoOutcome, Candidate, DEFAULT_PRIORITY_STEP_SECONDS, InboxSettings, Ineligible,
     OnUnavailable, Priority, RotationStart, RoutingMode, SettingsChange,
 };
+use crate::domain::holders::OnUnreachableHolder;
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
 };
@@ -220,6 +221,8 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             on_reply_overdue: on_reply_overdue_to_pb(settings.replies.on_reply_overdue).into(),
             max_overdue_reassignments: settings.replies.max_overdue_reassignments,
             priority_step_seconds: settings.priority_step_seconds,
+            on_unreachable_holder: on_unreachable_holder_to_pb(settings.on_unreachable_holder)
+                .into(),
         },
         // The domain's defaults, which a new settings row gets from its columns' defaults (checked by
         // tests/integration/store_rules.rs); no `updated_at`: never set.
@@ -230,6 +233,8 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             on_reply_overdue: on_reply_overdue_to_pb(OnReplyOverdue::default()).into(),
             max_overdue_reassignments: ReplySettings::default().max_overdue_reassignments,
             priority_step_seconds: DEFAULT_PRIORITY_STEP_SECONDS,
+            on_unreachable_holder: on_unreachable_holder_to_pb(OnUnreachableHolder::default())
+                .into(),
             ..pb::InboxSettings::default()
         },
     }
@@ -252,6 +257,13 @@ pub fn priority_to_pb(priority: Priority) -> pb::Priority {
         Priority::Normal => pb::Priority::Normal,
         Priority::High => pb::Priority::High,
         Priority::Urgent => pb::Priority::Urgent,
+    }
+}
+
+fn on_unreachable_holder_to_pb(policy: OnUnreachableHolder) -> pb::OnUnreachableHolder {
+    match policy {
+        OnUnreachableHolder::ReturnToQueue => pb::OnUnreachableHolder::ReturnToQueue,
+        OnUnreachableHolder::Keep => pb::OnUnreachableHolder::Keep,
     }
 }
 
@@ -312,6 +324,13 @@ pub fn settings_change(
         Ok(pb::OnReplyOverdue::Notify) => Some(OnReplyOverdue::Notify),
         Err(_) => return Err("on_reply_overdue"),
     };
+    let on_unreachable_holder =
+        match pb::OnUnreachableHolder::try_from(request.on_unreachable_holder) {
+            Ok(pb::OnUnreachableHolder::Unspecified) => None,
+            Ok(pb::OnUnreachableHolder::ReturnToQueue) => Some(OnUnreachableHolder::ReturnToQueue),
+            Ok(pb::OnUnreachableHolder::Keep) => Some(OnUnreachableHolder::Keep),
+            Err(_) => return Err("on_unreachable_holder"),
+        };
     Ok(SettingsChange {
         auto_assign_enabled: request.auto_assign_enabled,
         default_capacity: request.default_capacity,
@@ -325,6 +344,7 @@ pub fn settings_change(
         on_reply_overdue,
         max_overdue_reassignments: request.max_overdue_reassignments,
         priority_step_seconds: request.priority_step_seconds,
+        on_unreachable_holder,
     })
 }
 

@@ -14,8 +14,10 @@ use crate::domain::paging;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::service::conversations::{check_subject_request, subject_user, view, visible};
+use crate::service::holders::return_unreachable;
 use crate::service::{ActorCall, AfterCommit, Page, authenticate, lock_actor};
-use crate::store::{Conn, Store, access_groups, conversations, users};
+use crate::store::holders::Held;
+use crate::store::{Conn, Store, access_groups, auto_assign, conversations, users};
 
 /// What CheckAccess answers.
 #[derive(Debug, Clone)]
@@ -168,7 +170,10 @@ pub async fn update(
     );
     violations.finish()?;
     let mut tx = store.begin().await?;
-    admin(&mut tx, call, "change access groups").await?;
+    // A narrower scope or permission may leave its organizers holding what they cannot answer: the
+    // campaign's lock comes first (the lock order), then the actor.
+    let settings = auto_assign::lock(&mut tx, &call.campaign_id).await?;
+    let actor = admin(&mut tx, call, "change access groups").await?;
     if let Some(scope) = &scope {
         check_conversations_exist(&mut tx, call, &scope.conversation_ids).await?;
     }
@@ -180,8 +185,19 @@ pub async fn update(
     let updated = access_groups::update(&mut tx, &call.campaign_id, id, &changes)
         .await?
         .ok_or_else(|| AppError::access_group_not_found(id))?;
+    let members: Vec<&str> = updated.organizer_ids.iter().map(String::as_str).collect();
+    let returned = return_unreachable(
+        &mut tx,
+        &call.campaign_id,
+        &settings,
+        Held::By(&members),
+        Some(&actor.user_id),
+        call.request_id.as_deref(),
+    )
+    .await?;
     tx.commit().await?;
     after.committed(&call.campaign_id, Change::AccessGroupUpdated);
+    after.returned_unreachable(&call.campaign_id, returned);
     Ok(updated)
 }
 
@@ -195,12 +211,27 @@ pub async fn delete(
 ) -> AppResult<()> {
     let id = group_id(access_group_id)?;
     let mut tx = store.begin().await?;
-    admin(&mut tx, call, "delete access groups").await?;
+    let settings = auto_assign::lock(&mut tx, &call.campaign_id).await?;
+    let actor = admin(&mut tx, call, "delete access groups").await?;
+    let group = access_groups::get(&mut tx, &call.campaign_id, id)
+        .await?
+        .ok_or_else(|| AppError::access_group_not_found(id))?;
     if !access_groups::delete(&mut tx, &call.campaign_id, id).await? {
         return Err(AppError::access_group_not_found(id));
     }
+    let members: Vec<&str> = group.organizer_ids.iter().map(String::as_str).collect();
+    let returned = return_unreachable(
+        &mut tx,
+        &call.campaign_id,
+        &settings,
+        Held::By(&members),
+        Some(&actor.user_id),
+        call.request_id.as_deref(),
+    )
+    .await?;
     tx.commit().await?;
     after.committed(&call.campaign_id, Change::AccessGroupDeleted);
+    after.returned_unreachable(&call.campaign_id, returned);
     Ok(())
 }
 
@@ -224,7 +255,8 @@ pub async fn change_members(
     ));
     violations.finish()?;
     let mut tx = store.begin().await?;
-    admin(&mut tx, call, "change access group members").await?;
+    let settings = auto_assign::lock(&mut tx, &call.campaign_id).await?;
+    let actor = admin(&mut tx, call, "change access group members").await?;
     if add {
         check_organizers_exist(&mut tx, call, &organizer_ids).await?;
     }
@@ -232,6 +264,20 @@ pub async fn change_members(
         access_groups::change_members(&mut tx, &call.campaign_id, id, &organizer_ids, add)
             .await?
             .ok_or_else(|| AppError::access_group_not_found(id))?;
+    let mut returned = 0;
+    if !add {
+        // Those removed may have lost reply access to what they hold.
+        let removed: Vec<&str> = organizer_ids.iter().map(String::as_str).collect();
+        returned = return_unreachable(
+            &mut tx,
+            &call.campaign_id,
+            &settings,
+            Held::By(&removed),
+            Some(&actor.user_id),
+            call.request_id.as_deref(),
+        )
+        .await?;
+    }
     tx.commit().await?;
     let change = if add {
         Change::OrganizersAdded
@@ -239,6 +285,7 @@ pub async fn change_members(
         Change::OrganizersRemoved
     };
     after.committed(&call.campaign_id, change);
+    after.returned_unreachable(&call.campaign_id, returned);
     Ok(changed)
 }
 

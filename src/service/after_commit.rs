@@ -30,4 +30,12 @@ impl AfterCommit {
             self.feed.wake(campaign_id);
         }
     }
+
+    /// After a change that returned `returned` conversations of unreachable holders to the queue (see
+    /// `service::holders`): what that calls for, if any were.
+    pub fn returned_unreachable(&self, campaign_id: &str, returned: usize) {
+        if returned > 0 {
+            self.committed(campaign_id, Change::UnreachableReturned);
+        }
+    }
 }

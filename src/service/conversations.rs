@@ -33,6 +33,8 @@ pub struct ListRequest {
     pub assignee_id: String,
     pub unassigned: bool,
     pub status: StatusFilter,
+    /// Only open conversations whose holder cannot reply to them (admins only).
+    pub held_by_unreachable: bool,
     pub page_size: i32,
     pub page_token: String,
 }
@@ -88,6 +90,7 @@ pub async fn list(
         assignee_id.as_deref(),
         request.unassigned,
         status,
+        request.held_by_unreachable,
     );
     let after = violations.check(pages.after(&request.page_token));
     violations.finish()?;
@@ -95,9 +98,17 @@ pub async fn list(
         assignee_id,
         unassigned: request.unassigned,
         status,
+        held_by_unreachable: request.held_by_unreachable,
     };
     let mut conn = store.acquire().await?;
     let actor = authenticate(&mut conn, call).await?;
+    if request.held_by_unreachable {
+        // Who may reply to what is an admin's to know.
+        require_admin(
+            &actor,
+            "list conversations held by someone who cannot reply",
+        )?;
+    }
     let visible_to = (!actor.is_admin()).then_some(actor.user_id.as_str());
     let rows = conversations::list(
         &mut conn,

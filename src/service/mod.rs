@@ -13,6 +13,7 @@ pub mod bulk;
 pub mod conversations;
 pub mod directory;
 pub mod feed;
+mod holders;
 pub mod replies;
 
 pub use after_commit::AfterCommit;

@@ -6,7 +6,9 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 
 use super::Conn;
-use super::rules::{group_grant_columns, leaves_queue, may_view, reply_due, viewer_row};
+use super::rules::{
+    group_grant_columns, leaves_queue, may_view, reply_due, unreachable_cause, viewer_row,
+};
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
@@ -45,6 +47,8 @@ pub struct Filter {
     pub assignee_id: Option<String>,
     pub unassigned: bool,
     pub status: Option<ConversationStatus>,
+    /// Only open conversations whose holder cannot answer them (`store::rules::unreachable_cause`).
+    pub held_by_unreachable: bool,
 }
 
 /// One change of assignee, with who made it, for the history event written beside it.
@@ -146,9 +150,13 @@ pub async fn list(
            AND (NOT $4 OR c.assignee_id IS NULL) \
            AND ($5::text IS NULL OR c.status = $5) \
            AND ($6::text IS NULL OR c.conversation_id > $6) \
+           AND (NOT $8 OR (c.status = 'OPEN' AND EXISTS ( \
+                 SELECT 1 FROM users h WHERE h.campaign_id = c.campaign_id AND h.user_id = c.assignee_id \
+                    AND ({}) IS NOT NULL))) \
          ORDER BY c.conversation_id LIMIT $7",
         viewer_row("$1", "$2"),
         may_view("v", "c"),
+        unreachable_cause("h", "c"),
     );
     Ok(sqlx::query_as(&sql)
         .bind(campaign_id)
@@ -158,6 +166,7 @@ pub async fn list(
         .bind(filter.status)
         .bind(after)
         .bind(limit)
+        .bind(filter.held_by_unreachable)
         .fetch_all(conn)
         .await?)
 }

@@ -7,7 +7,7 @@ use crate::error::AppResult;
 
 const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
                         rotation_start, on_unavailable, reply_within_seconds, on_reply_overdue, \
-                        max_overdue_reassignments, priority_step_seconds";
+                        max_overdue_reassignments, priority_step_seconds, on_unreachable_holder";
 
 pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
     let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
@@ -38,6 +38,7 @@ pub async fn update(
                 on_reply_overdue = coalesce($10, s.on_reply_overdue), \
                 max_overdue_reassignments = coalesce($11, s.max_overdue_reassignments), \
                 priority_step_seconds = coalesce($12, s.priority_step_seconds), \
+                on_unreachable_holder = coalesce($13, s.on_unreachable_holder), \
                 updated_by = $6, updated_at = now() \
           WHERE s.campaign_id = $1 \
          RETURNING {SETTINGS}"
@@ -55,6 +56,7 @@ pub async fn update(
         .bind(change.on_reply_overdue)
         .bind(change.max_overdue_reassignments)
         .bind(change.priority_step_seconds)
+        .bind(change.on_unreachable_holder)
         .fetch_one(conn)
         .await?)
 }

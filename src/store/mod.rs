@@ -10,6 +10,7 @@ pub mod bulk;
 pub mod conversations;
 pub mod feed;
 pub mod history;
+pub mod holders;
 pub mod inbox_settings;
 mod liveness;
 pub mod preview;

@@ -117,6 +117,17 @@ pub(crate) fn queue_key(head_start: &str) -> String {
 pub(crate) const FRONT_OF_QUEUE_KEY: &str = "-((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000 \
                                               + nextval('waiting_position') % 1000)";
 
+/// Why the holder of the conversation aliased `conv`, the `users` row aliased `holder`, cannot answer it
+/// (`'HOLDER_INACTIVE'`, `'HOLDER_NO_REPLY_ACCESS'`), or NULL when they can. The SQL form of
+/// `domain::holders::unreachable`: deactivated, or an organizer no access group lets reply to it.
+pub(crate) fn unreachable_cause(holder: &str, conv: &str) -> String {
+    format!(
+        "CASE WHEN NOT {holder}.active THEN 'HOLDER_INACTIVE' \
+              WHEN {holder}.role = 'ORGANIZER' AND NOT {} THEN 'HOLDER_NO_REPLY_ACCESS' END",
+        may_reply(&format!("{holder}.user_id"), conv)
+    )
+}
+
 /// One history event's columns, each an SQL expression over the statement's row source; `NULL` where a
 /// kind of event has no value. Every `INSERT INTO assignment_events` is built from one of these
 /// ([`Event::insert`]), so the columns an event has, and what an unset one holds, are written here once;

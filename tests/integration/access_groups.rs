@@ -226,8 +226,14 @@ async fn invalid_groups_are_refused_and_nothing_is_written() {
 }
 
 #[tokio::test]
-async fn update_membership_and_delete_change_access_but_not_assignments() {
+async fn update_membership_and_delete_change_access_but_not_assignments_kept() {
     let app = campaign().await;
+    // Holders who lose reply access keep what they hold (the default returns it: unreachable.rs).
+    let keep = pb::UpdateInboxSettingsRequest {
+        on_unreachable_holder: pb::OnUnreachableHolder::Keep.into(),
+        ..Default::default()
+    };
+    app.update_settings("admin", keep).await;
     let group = app
         .group(
             "admin",

@@ -725,6 +725,12 @@ async fn the_user_picker_shows_groups_covering_the_whole_selection() {
 #[tokio::test]
 async fn each_batch_sees_the_directory_as_it_is_now() {
     let app = campaign(8).await;
+    // Deactivated holders keep what they hold here: this is about what each batch sees.
+    let keep = pb::UpdateInboxSettingsRequest {
+        on_unreachable_holder: pb::OnUnreachableHolder::Keep.into(),
+        ..Default::default()
+    };
+    app.update_settings("admin", keep).await;
     let ids: Vec<String> = (0..8).map(conv).collect();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let mut messages = assign_stream(

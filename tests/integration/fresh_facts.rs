@@ -123,8 +123,13 @@ async fn an_organizer_deactivated_while_a_trigger_waits_for_the_campaign_lock_is
         }
     });
     app.until_blocked_by(pid).await;
-    // org1 would be first in the round-robin: deactivated now, the waiting trigger must skip them.
-    app.deactivate("org1").await;
+    // org1 would be first in the round-robin: deactivated now (by a commit the batch's snapshot may have
+    // missed: DeactivateUser itself waits for the campaign's lock), the waiting trigger must skip them.
+    sqlx::query("UPDATE users SET active = false WHERE campaign_id = $1 AND user_id = 'org1'")
+        .bind(CAMPAIGN)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
     held.rollback().await.unwrap();
     let answer = waiting.await.unwrap().unwrap();
     assert_eq!(answer.assignee_id.as_deref(), Some("org2"));

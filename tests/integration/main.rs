@@ -38,5 +38,6 @@ mod startup;
 mod store_rules;
 mod tls;
 mod traces;
+mod unreachable;
 mod waiting;
 mod watchers;

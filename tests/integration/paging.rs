@@ -205,7 +205,7 @@ async fn forged_tokens_are_invalid_argument_not_internal() {
 
     // A token built the way the server builds them, around keys no list holds: a NUL byte reaches
     // PostgreSQL as an error if it gets that far.
-    let forged = PageScope::conversations(CAMPAIGN, None, false, None).token("c\0");
+    let forged = PageScope::conversations(CAMPAIGN, None, false, None, false).token("c\0");
     refused(list(&app, CAMPAIGN, conversations(&forged)).await);
     let forged = PageScope::access_groups(CAMPAIGN, None).token("a\0");
     refused(

@@ -27,7 +27,7 @@ fn page_size_defaults_caps_and_rejects_negative() {
 
 #[test]
 fn tokens_round_trip_and_an_empty_token_is_the_first_page() {
-    let scope = PageScope::conversations("camp-1", Some("u1"), false, None);
+    let scope = PageScope::conversations("camp-1", Some("u1"), false, None, false);
     assert_eq!(scope.after("").unwrap(), None);
     let token = scope.token("c:42");
     assert_eq!(scope.after(&token).unwrap(), Some("c:42".into()));
@@ -43,16 +43,16 @@ fn tokens_round_trip_and_an_empty_token_is_the_first_page() {
 
 #[test]
 fn tokens_are_bound_to_their_list_campaign_and_filter() {
-    let scope = PageScope::conversations("camp-1", None, true, None);
+    let scope = PageScope::conversations("camp-1", None, true, None, false);
     let token = scope.token("c1");
 
-    let other_campaign = PageScope::conversations("camp-2", None, true, None);
+    let other_campaign = PageScope::conversations("camp-2", None, true, None, false);
     assert!(message_of(other_campaign.after(&token).unwrap_err()).contains("another campaign"));
 
     for other_filter in [
-        PageScope::conversations("camp-1", None, false, None),
-        PageScope::conversations("camp-1", None, true, Some(ConversationStatus::Open)),
-        PageScope::conversations("camp-1", Some("u1"), true, None),
+        PageScope::conversations("camp-1", None, false, None, false),
+        PageScope::conversations("camp-1", None, true, Some(ConversationStatus::Open), false),
+        PageScope::conversations("camp-1", Some("u1"), true, None, false),
     ] {
         assert!(message_of(other_filter.after(&token).unwrap_err()).contains("another filter"));
     }
@@ -86,7 +86,7 @@ fn forged_keys_that_the_list_could_not_hold_are_refused() {
         URL_SAFE_NO_PAD.encode(bytes)
     };
     let forge = |scope: &PageScope, key: &[u8]| forge_version(scope.list.version(), scope, key);
-    let conversations = PageScope::conversations("camp-1", None, false, None);
+    let conversations = PageScope::conversations("camp-1", None, false, None, false);
     let history = PageScope::history("camp-1", None);
     let groups = PageScope::access_groups("camp-1", None);
     assert_eq!(
@@ -161,7 +161,7 @@ fn version_1_tokens_of_the_feed_and_the_queue_are_refused() {
         assert!(message_of(scope.after(&v1(&scope, "3")).unwrap_err()).contains("malformed"));
     }
     // Lists whose keys did not change still take the tokens issued before.
-    let conversations = PageScope::conversations("camp-1", None, false, None);
+    let conversations = PageScope::conversations("camp-1", None, false, None, false);
     assert_eq!(
         conversations.after(&v1(&conversations, "c1")).unwrap(),
         Some("c1".into())

@@ -4,6 +4,7 @@ use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{
     Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, effective_capacity,
 };
+use crate::domain::holders::{Unreachable, unreachable};
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, authenticate};
@@ -18,6 +19,8 @@ pub struct Preview {
     pub candidates: Vec<Candidate>,
     /// With a conversation: when its holder must reply by, if a silence timer runs.
     pub reply_due_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// With a conversation held by someone who cannot answer it: who, and why.
+    pub holder_unreachable: Option<(String, Unreachable)>,
 }
 
 /// PreviewAutoAssign: admins; reads, decides with the planner's own rules, and changes nothing.
@@ -45,6 +48,14 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
     let repliers =
         preview::repliers(&mut conn, &call.campaign_id, conversation_id.as_deref()).await?;
     let default_capacity = settings.as_ref().map_or(0, |s| s.default_capacity);
+    let holder_unreachable = conversation
+        .as_ref()
+        .and_then(|c| c.assignee_id.as_deref())
+        .and_then(|holder| users.iter().find(|u| u.user_id == holder))
+        .and_then(|holder| {
+            let why = unreachable(&holder.to_ref(), repliers.contains(&holder.user_id))?;
+            Some((holder.user_id.clone(), why))
+        });
     let candidates: Vec<Candidate> = users
         .into_iter()
         .map(|user| Candidate {
@@ -98,5 +109,6 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
         settings,
         candidates,
         reply_due_at: conversation.and_then(|c| c.reply_due_at),
+        holder_unreachable,
     })
 }

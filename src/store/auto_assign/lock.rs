@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::TAG_SEPARATOR;
 use crate::domain::auto_assign::{OnUnavailable, RotationStart, RoutingMode, Trigger};
+use crate::domain::holders::OnUnreachableHolder;
 use crate::domain::replies::ReplySettings;
 use crate::error::{AppError, AppResult};
 use crate::store::Conn;
@@ -28,6 +29,8 @@ pub struct LockedSettings {
     /// The silence timer's settings.
     #[sqlx(flatten)]
     pub replies: ReplySettings,
+    /// What becomes of a conversation whose holder can no longer answer it.
+    pub on_unreachable_holder: OnUnreachableHolder,
 }
 
 /// One campaign's triggers in a batch.
@@ -81,7 +84,7 @@ pub async fn lock_campaigns(
         rows = sqlx::query_as(
             "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
                     default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds, \
-                    reply_within_seconds, on_reply_overdue, max_overdue_reassignments \
+                    reply_within_seconds, on_reply_overdue, max_overdue_reassignments, on_unreachable_holder \
                FROM inbox_settings WHERE campaign_id = ANY($1) \
               ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
         )

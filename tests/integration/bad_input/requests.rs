@@ -115,6 +115,7 @@ pub fn list(
         status,
         page_size,
         page_token: page_token.into(),
+        held_by_unreachable: false,
     })
 }
 
