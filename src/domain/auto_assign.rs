@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::holders::OnUnreachableHolder;
+use super::holders::{OnUnreachableHolder, Unreachable};
 use super::model::{Conversation, ConversationStatus};
 use super::replies::{OnReplyOverdue, ReplySettings, routable};
 
@@ -207,6 +207,8 @@ pub struct TriggerState {
     pub eligible: Vec<String>,
     /// Organizers who let the conversation's current wait lapse: never routed it again until it is answered.
     pub lapsed_by: Vec<String>,
+    /// Why its current holder cannot answer it, if they cannot (`domain::holders`).
+    pub holder_unreachable: Option<Unreachable>,
 }
 
 /// Whether a drain places a conversation it read in the waiting queue, judged on its row as locked (the

@@ -276,7 +276,7 @@ impl AssignmentService for AssignmentApi {
         &self,
         request: Request<pb::AutoAssignConversationRequest>,
     ) -> Result<Response<pb::AutoAssignConversationResponse>, Status> {
-        auto_assign::auto_assign(&self.coalescer, request).await
+        auto_assign::auto_assign(&self.store, &self.after, &self.coalescer, request).await
     }
 
     async fn get_inbox_settings(

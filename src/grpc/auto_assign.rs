@@ -11,6 +11,8 @@ use crate::service::{AfterCommit, availability};
 use crate::store::Store;
 
 pub(super) async fn auto_assign(
+    store: &Store,
+    after: &AfterCommit,
     coalescer: &Coalescer,
     request: Request<pb::AutoAssignConversationRequest>,
 ) -> Result<Response<pb::AutoAssignConversationResponse>, Status> {
@@ -25,12 +27,25 @@ pub(super) async fn auto_assign(
         member_tags: req.member_tags,
         priority,
     };
-    let done = auto_assign::auto_assign(coalescer, &call, trigger).await?;
+    let done = auto_assign::auto_assign(store, after, coalescer, &call, trigger).await?;
     let outcome = &done.decision.outcome;
+    let mut message = outcome.message();
+    if let Some((holder, why)) = &done.holder_unreachable {
+        message.push_str(&format!(" But {}: ", why.message(holder)));
+        message.push_str(if done.returned {
+            "it went back to the front of the waiting queue for someone who can."
+        } else {
+            "the campaign keeps such conversations with their holder (on_unreachable_holder KEEP)."
+        });
+    }
     Ok(Response::new(pb::AutoAssignConversationResponse {
         outcome: convert::auto_outcome(outcome).into(),
         assignee_id: outcome.assignee().map(str::to_owned),
-        message: outcome.message(),
+        message,
+        holder_unreachable_cause: done
+            .holder_unreachable
+            .map(|(_, why)| why.cause().to_owned())
+            .unwrap_or_default(),
         duplicate_trigger: done.decision.duplicate,
         conversation: Some(convert::conversation(done.conversation)),
         queue_position: done.queue_position,

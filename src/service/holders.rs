@@ -1,15 +1,19 @@
 //! Unreachable holders: after a change that may leave someone holding a conversation they cannot answer
 //! (a deactivation, an access group's change, a conversation's tags), the use case that made it applies the
-//! campaign's `on_unreachable_holder` in the same transaction, under the campaign's lock it took first.
+//! campaign's `on_unreachable_holder` in the same transaction, under the campaign's lock it took first. A
+//! member's message to such a conversation applies it again ([`return_if_unreachable`]).
 
 use std::collections::BTreeMap;
 
+use crate::domain::effects::Change;
 use crate::domain::holders::{OnUnreachableHolder, Unreachable};
+use crate::domain::model::Conversation;
 use crate::error::AppResult;
-use crate::store::Conn;
-use crate::store::auto_assign::LockedSettings;
+use crate::service::AfterCommit;
+use crate::store::auto_assign::{self, LockedSettings};
 use crate::store::holders::{self, Held};
 use crate::store::waiting::{self, Requeue};
+use crate::store::{Conn, Store, conversations};
 
 /// Returns the conversations of `held` whose holder cannot answer them to the front of the queue, if the
 /// campaign says so (`settings`: its locked settings row, taken before anything else). Returns how many.
@@ -48,4 +52,32 @@ pub(crate) async fn return_unreachable(
         returned += waiting::requeue(conn, campaign_id, requeue).await?.len();
     }
     Ok(returned)
+}
+
+/// A member wrote to a conversation whose holder cannot answer it (the batch read so): in a transaction of
+/// its own, under the campaign's lock, reads the holder afresh and applies the campaign's policy. Returns the
+/// conversation as it is now if it went back to the queue, `None` if it stays (KEEP, or the holder can
+/// answer it after all).
+pub(crate) async fn return_if_unreachable(
+    store: &Store,
+    after: &AfterCommit,
+    campaign_id: &str,
+    conversation_id: &str,
+    request_id: Option<&str>,
+) -> AppResult<Option<Conversation>> {
+    let mut tx = store.begin().await?;
+    let settings = auto_assign::lock(&mut tx, campaign_id).await?;
+    let held = Held::Conversation(conversation_id);
+    let returned =
+        return_unreachable(&mut tx, campaign_id, &settings, held, None, request_id).await?;
+    let now = if returned > 0 {
+        conversations::find(&mut tx, campaign_id, conversation_id).await?
+    } else {
+        None
+    };
+    tx.commit().await?;
+    if returned > 0 {
+        after.committed(campaign_id, Change::UnreachableReturned);
+    }
+    Ok(now)
 }

@@ -13,7 +13,7 @@ pub mod bulk;
 pub mod conversations;
 pub mod directory;
 pub mod feed;
-mod holders;
+pub(crate) mod holders;
 pub mod replies;
 
 pub use after_commit::AfterCommit;

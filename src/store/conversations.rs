@@ -132,6 +132,22 @@ pub async fn view(
     }))
 }
 
+/// The conversation as it stands, whoever may see it (the caller decided that).
+pub async fn find(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: &str,
+) -> AppResult<Option<Conversation>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM conversations c WHERE c.campaign_id = $1 AND c.conversation_id = $2"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_id)
+        .bind(conversation_id)
+        .fetch_optional(conn)
+        .await?)
+}
+
 /// One page of conversations ordered by id. `visible_to` limits the page to what that user may view
 /// ([`may_view`]: through a group, or because they hold it); `None` shows everything (admins).
 pub async fn list(

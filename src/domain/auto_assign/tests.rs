@@ -51,6 +51,7 @@ fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
         recorded: None,
         eligible: ids(eligible),
         lapsed_by: vec![],
+        holder_unreachable: None,
     }
 }
 

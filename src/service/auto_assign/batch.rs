@@ -8,8 +8,10 @@ use tracing::Instrument;
 
 use super::AutoAssigned;
 use crate::domain::auto_assign::{
-    BatchPlan, RotationStart, Routing, RoutingMode, Trigger, Verdict, plan_batch,
+    AutoOutcome, BatchPlan, Decision, RotationStart, Routing, RoutingMode, Trigger, TriggerState,
+    Verdict, plan_batch,
 };
+use crate::domain::holders::Unreachable;
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
@@ -264,7 +266,7 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         let Entry {
             source,
             conversation,
-            ..
+            state,
         } = planned_entry.entry;
         let index = match source {
             EntrySource::Waiting { since } => {
@@ -281,6 +283,8 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         };
         replies[index] = match planned_entry.verdict {
             Verdict::Decided(decision) => Ok(AutoAssigned {
+                holder_unreachable: held_by_unreachable(&decision, &state),
+                returned: false,
                 queue_position: positions.get(&conversation.conversation_id).copied(),
                 conversation: written
                     .conversations
@@ -303,6 +307,18 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         replies,
         drain_again,
     }
+}
+
+/// The holder a trigger found its conversation with, if they cannot answer it: the member wrote to someone
+/// deactivated or without reply access (`service::auto_assign::auto_assign` applies the campaign's policy).
+fn held_by_unreachable(decision: &Decision, state: &TriggerState) -> Option<(String, Unreachable)> {
+    let AutoOutcome::AlreadyAssigned(holder) = &decision.outcome else {
+        return None;
+    };
+    let why = state.holder_unreachable?;
+    // Held since before the batch (not just assigned by it to someone eligible).
+    (!decision.duplicate && state.current_assignee.as_deref() == Some(holder.as_str()))
+        .then(|| (holder.clone(), why))
 }
 
 /// `lock_campaigns` returns every campaign it was given: only a broken database could leave one out.

@@ -20,10 +20,12 @@ pub use upkeep::{fold_loads, prune_triggers};
 pub use waiting::{list_waiting, sweep};
 
 use crate::domain::auto_assign::{Decision, Priority, Trigger};
+use crate::domain::holders::Unreachable;
 use crate::domain::model::Conversation;
 use crate::domain::validate::{self, Violations};
 use crate::error::AppResult;
-use crate::service::SystemCall;
+use crate::service::{AfterCommit, SystemCall, holders};
+use crate::store::Store;
 
 /// AutoAssignConversation's request, as the flow builder sent it.
 #[derive(Debug, Clone, Default)]
@@ -42,10 +44,18 @@ pub struct AutoAssigned {
     pub conversation: Conversation,
     /// Where it waits (1 = next), when it is queued.
     pub queue_position: Option<i64>,
+    /// The member wrote to a conversation held by someone who cannot answer it: who, and why.
+    pub holder_unreachable: Option<(String, Unreachable)>,
+    /// And it went back to the front of the queue for that (`on_unreachable_holder`).
+    pub returned: bool,
 }
 
-/// AutoAssignConversation: validates the trigger and runs it in its campaign's next batch.
+/// AutoAssignConversation: validates the trigger and runs it in its campaign's next batch. A message to a
+/// conversation held by someone who cannot answer it applies the campaign's `on_unreachable_holder` again,
+/// in a transaction of its own that reads the holder afresh under the campaign's lock.
 pub async fn auto_assign(
+    store: &Store,
+    after: &AfterCommit,
     coalescer: &Coalescer,
     call: &SystemCall,
     request: TriggerRequest,
@@ -64,5 +74,19 @@ pub async fn auto_assign(
         request_id: call.request_id.clone(),
         priority: request.priority,
     };
-    coalescer.submit(&call.campaign_id, trigger).await
+    let mut answer = coalescer.submit(&call.campaign_id, trigger).await?;
+    if answer.holder_unreachable.is_some()
+        && let Some(now) = holders::return_if_unreachable(
+            store,
+            after,
+            &call.campaign_id,
+            &answer.conversation.conversation_id,
+            call.request_id.as_deref(),
+        )
+        .await?
+    {
+        answer.conversation = now;
+        answer.returned = true;
+    }
+    Ok(answer)
 }

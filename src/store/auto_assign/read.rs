@@ -15,11 +15,12 @@ use super::lock::CampaignTriggers;
 use crate::domain::auto_assign::{
     AutoOutcome, Load, OutcomeKind, RecordedTrigger, TriggerState, effective_capacity, still_waits,
 };
+use crate::domain::holders::Unreachable;
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
 use crate::store::conversations::COLUMNS;
 use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
-use crate::store::rules::eligible;
+use crate::store::rules::{eligible, unreachable_cause};
 use crate::store::{Conn, by_key};
 
 /// What a batch reads for one campaign besides its triggers' conversations.
@@ -93,6 +94,7 @@ static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
         last_assigned = last_assigned("w.campaign_id"),
         conversation_columns = COLUMNS,
         eligible = eligible("o", "c"),
+        holder_cause = unreachable_cause("h", "c"),
         snapshot_by_key = by_key("s", "e.conversation_id"),
         conversation_by_key = by_key("c", "e.conversation_id"),
         queue_row_by_key = by_key("w", "e.conversation_id"),
@@ -300,6 +302,8 @@ struct EntryRow {
     recorded_assignee: Option<String>,
     recorded_conversation: Option<String>,
     eligible: Vec<String>,
+    /// Why its holder cannot answer it (`store::rules::unreachable_cause`), if they cannot.
+    holder_cause: Option<String>,
 }
 
 impl EntryRow {
@@ -332,6 +336,10 @@ impl EntryRow {
             recorded,
             eligible: self.eligible,
             lapsed_by: self.conversation.lapsed_by.clone(),
+            holder_unreachable: self
+                .holder_cause
+                .as_deref()
+                .and_then(Unreachable::from_cause),
         };
         Ok(Entry {
             source,

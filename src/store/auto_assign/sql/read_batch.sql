@@ -113,12 +113,16 @@ facts AS MATERIALIZED (
         LEFT JOIN (SELECT user_id, delta FROM pending WHERE campaign_id = w.campaign_id) AS p
                ON p.user_id = o.user_id) AS l ON true
 ),
--- Each entry with its conversation, its queue row, its trigger's record and who is eligible for it.
+-- Each entry with its conversation, its queue row, its trigger's record, who is eligible for it, and why its
+-- holder (if any) cannot answer it.
 read_entries AS MATERIALIZED (
   SELECT c.entry_campaign, c.ord, c.trigger_id, c.position, c.waiting_since,
          c.position IS NOT NULL AS queue_row_found, {conversation_columns},
          t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee,
          t.conversation_id AS recorded_conversation,
+         CASE WHEN c.assignee_id IS NOT NULL THEN (
+           SELECT {holder_cause} FROM users h
+            WHERE h.campaign_id = c.campaign_id AND h.user_id = c.assignee_id) END AS holder_cause,
          CASE WHEN ks.enabled THEN ARRAY(
            SELECT o.user_id FROM organizers o
             WHERE o.campaign_id = c.campaign_id AND {eligible}
