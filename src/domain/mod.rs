@@ -12,6 +12,7 @@ pub mod model;
 pub mod opaque;
 pub mod paging;
 pub mod replies;
+pub mod shifts;
 pub mod validate;
 
 /// Actors and users for the rules' unit tests.
