@@ -16,6 +16,7 @@ use crate::error::{AppError, AppResult, Reason};
 use crate::service::conversations::{check_subject_request, subject_user, view, visible};
 use crate::service::holders::return_unreachable;
 use crate::service::{ActorCall, AfterCommit, Page, authenticate, lock_actor};
+use crate::store::auto_assign::LockedSettings;
 use crate::store::holders::Held;
 use crate::store::{Conn, Store, access_groups, auto_assign, conversations, users};
 
@@ -185,16 +186,8 @@ pub async fn update(
     let updated = access_groups::update(&mut tx, &call.campaign_id, id, &changes)
         .await?
         .ok_or_else(|| AppError::access_group_not_found(id))?;
-    let members: Vec<&str> = updated.organizer_ids.iter().map(String::as_str).collect();
-    let returned = return_unreachable(
-        &mut tx,
-        &call.campaign_id,
-        &settings,
-        Held::By(&members),
-        Some(&actor.user_id),
-        call.request_id.as_deref(),
-    )
-    .await?;
+    let returned =
+        return_unreachable_of(&mut tx, call, &settings, &actor, &updated.organizer_ids).await?;
     tx.commit().await?;
     after.committed(&call.campaign_id, Change::AccessGroupUpdated);
     after.returned_unreachable(&call.campaign_id, returned);
@@ -219,16 +212,8 @@ pub async fn delete(
     if !access_groups::delete(&mut tx, &call.campaign_id, id).await? {
         return Err(AppError::access_group_not_found(id));
     }
-    let members: Vec<&str> = group.organizer_ids.iter().map(String::as_str).collect();
-    let returned = return_unreachable(
-        &mut tx,
-        &call.campaign_id,
-        &settings,
-        Held::By(&members),
-        Some(&actor.user_id),
-        call.request_id.as_deref(),
-    )
-    .await?;
+    let returned =
+        return_unreachable_of(&mut tx, call, &settings, &actor, &group.organizer_ids).await?;
     tx.commit().await?;
     after.committed(&call.campaign_id, Change::AccessGroupDeleted);
     after.returned_unreachable(&call.campaign_id, returned);
@@ -267,16 +252,7 @@ pub async fn change_members(
     let mut returned = 0;
     if !add {
         // Those removed may have lost reply access to what they hold.
-        let removed: Vec<&str> = organizer_ids.iter().map(String::as_str).collect();
-        returned = return_unreachable(
-            &mut tx,
-            &call.campaign_id,
-            &settings,
-            Held::By(&removed),
-            Some(&actor.user_id),
-            call.request_id.as_deref(),
-        )
-        .await?;
+        returned = return_unreachable_of(&mut tx, call, &settings, &actor, &organizer_ids).await?;
     }
     tx.commit().await?;
     let change = if add {
@@ -353,6 +329,27 @@ pub async fn list_eligible_assignees(
         })
         .filter(|eligible| all_access_groups || eligible.covers_selection)
         .collect())
+}
+
+/// After a change of a group by `actor`: what `organizers` hold and can no longer answer goes back to the
+/// queue, if the campaign says so (`service::holders`). Returns how many.
+async fn return_unreachable_of(
+    conn: &mut Conn,
+    call: &ActorCall,
+    settings: &LockedSettings,
+    actor: &Actor,
+    organizers: &[String],
+) -> AppResult<usize> {
+    let organizers: Vec<&str> = organizers.iter().map(String::as_str).collect();
+    return_unreachable(
+        conn,
+        &call.campaign_id,
+        settings,
+        Held::By(&organizers),
+        Some(&actor.user_id),
+        call.request_id.as_deref(),
+    )
+    .await
 }
 
 /// The actor, who must be an admin, read under a share lock so a concurrent demotion waits for the change.

@@ -144,26 +144,3 @@ pub async fn flag_overdue(
         .await?;
     Ok(())
 }
-
-/// Forgets reply records older than `retention` (as long as trigger ids are kept: a retried report comes
-/// within minutes), a chunk at a time so no statement runs long. Returns how many were deleted.
-pub async fn prune(conn: &mut Conn, retention: std::time::Duration) -> AppResult<u64> {
-    const CHUNK: u64 = 5000;
-    let mut total = 0;
-    loop {
-        let deleted = sqlx::query(
-            "DELETE FROM replies WHERE (campaign_id, message_id) IN ( \
-               SELECT campaign_id, message_id FROM replies \
-                WHERE sent_at < now() - make_interval(secs => $1) LIMIT $2)",
-        )
-        .bind(retention.as_secs_f64()) // $1 retention in seconds
-        .bind(CHUNK as i64) // $2 chunk
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        total += deleted;
-        if deleted < CHUNK {
-            return Ok(total);
-        }
-    }
-}

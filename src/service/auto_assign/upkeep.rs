@@ -25,6 +25,6 @@ pub async fn prune_triggers(store: &Store, retention: std::time::Duration) -> Ap
     let mut conn = store.acquire().await?;
     let triggers = auto_assign::prune_triggers(&mut conn, retention).await?;
     // Reply message ids are remembered as long: both deduplicate the messaging service's retries.
-    let replies = crate::store::replies::prune(&mut conn, retention).await?;
+    let replies = auto_assign::prune_replies(&mut conn, retention).await?;
     Ok(triggers + replies)
 }

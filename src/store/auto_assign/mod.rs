@@ -15,7 +15,7 @@ mod write;
 pub use loads::{campaigns_with_load_changes, fold_loads};
 pub use lock::{CampaignTriggers, LockedSettings, lock, lock_campaigns};
 pub use read::{BatchReads, CampaignReads, Entry, EntrySource, read_batch};
-pub use retention::prune_triggers;
+pub use retention::{prune_replies, prune_triggers};
 pub use write::{CampaignWrite, WaitingAfter, Written, write_batch};
 
 /// Tags travel as one string per conversation; validated tags never contain this control character.
