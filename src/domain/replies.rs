@@ -8,7 +8,10 @@
 //! campaign's [`OnReplyOverdue`] applies; routing never gives the conversation back to an organizer who let
 //! this wait lapse ([`routable`]).
 
+use chrono::{DateTime, Utc};
+
 use crate::domain::access::ReplyDecision;
+use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::{AppError, Reason};
 
 /// What happens when a holder has not replied in time.
@@ -42,6 +45,22 @@ impl Default for ReplySettings {
             max_overdue_reassignments: 2,
         }
     }
+}
+
+/// When the holder of `conversation` must reply, under `settings`; `None` when no timer runs. The Rust form
+/// of `store::rules::reply_due` (the one the database fires by), for the auto-assign batch, which holds its
+/// campaign's settings: `tests/integration/store_rules.rs` checks the two agree.
+pub fn reply_due_at(
+    conversation: &Conversation,
+    settings: &ReplySettings,
+) -> Option<DateTime<Utc>> {
+    let since = conversation.awaiting_reply_since?;
+    let holder = conversation.assignee_id.as_ref()?;
+    let assigned_at = conversation.assigned_at?;
+    let within = settings.reply_within_seconds?;
+    let timed =
+        conversation.status == ConversationStatus::Open && !conversation.lapsed_by.contains(holder);
+    timed.then(|| since.max(assigned_at) + chrono::Duration::seconds(i64::from(within)))
 }
 
 /// What a lapse does to a conversation.

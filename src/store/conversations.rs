@@ -15,15 +15,28 @@ use crate::domain::model::{
 };
 use crate::error::AppResult;
 
-/// A conversation's columns (`domain::model::Conversation`), of the row aliased `c`, with when its reply is
-/// due (its campaign's settings read by key).
+/// The stored columns of a conversation (`domain::model::Conversation`), of the row aliased `c`.
+macro_rules! stored_columns {
+    () => {
+        "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, c.assigned_at, \
+         c.assigned_by, c.version, c.updated_at, c.awaiting_reply_since, c.lapsed_by"
+    };
+}
+
+/// A conversation's columns, of the row aliased `c`, with when its reply is due (its campaign's settings
+/// read by key).
 pub(super) const COLUMNS: &str = concat!(
-    "c.conversation_id, c.member_id, c.member_tags, c.status, c.assignee_id, c.assigned_at, c.assigned_by, \
-     c.version, c.updated_at, c.awaiting_reply_since, c.lapsed_by, \
-     (SELECT ",
+    stored_columns!(),
+    ", (SELECT ",
     reply_due!(),
     " FROM inbox_settings s WHERE s.campaign_id = c.campaign_id) AS reply_due_at"
 );
+
+/// A conversation's columns without its due time (`reply_due_at` NULL), for the auto-assign batch, which
+/// holds its campaign's settings and fills it in (`domain::replies::reply_due_at`) rather than read the
+/// settings once per row of its hot statements.
+pub(super) const COLUMNS_WITHOUT_DUE: &str =
+    concat!(stored_columns!(), ", NULL::timestamptz AS reply_due_at");
 
 /// A conversation with what one user's access groups grant on it.
 #[derive(Debug, Clone)]

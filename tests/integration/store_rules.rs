@@ -546,3 +546,121 @@ async fn availability_and_return_to_queue_events_say_whose_and_why() {
         ]
     );
 }
+
+/// A conversation's reply due time: the SQL rule the timers fire by (`store::rules::reply_due`, read through
+/// every conversation query) and the Rust one the auto-assign batch answers with agree, case by case.
+#[tokio::test]
+async fn the_reply_due_time_is_the_same_in_sql_and_in_rust() {
+    use assignment_service::domain::replies::reply_due_at;
+    use assignment_service::store::conversations;
+    let store = fresh_store().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    // (id, awaiting since (seconds ago), assignee, assigned (seconds ago), status, lapsed by)
+    type Case<'a> = (
+        &'a str,
+        Option<i32>,
+        Option<&'a str>,
+        Option<i32>,
+        &'a str,
+        &'a [&'a str],
+    );
+    let cases: &[Case] = &[
+        (
+            "due-from-message",
+            Some(100),
+            Some("o-reply-all"),
+            Some(200),
+            "OPEN",
+            &[],
+        ),
+        (
+            "due-from-assignment",
+            Some(200),
+            Some("o-reply-all"),
+            Some(100),
+            "OPEN",
+            &[],
+        ),
+        (
+            "nothing-unanswered",
+            None,
+            Some("o-reply-all"),
+            Some(100),
+            "OPEN",
+            &[],
+        ),
+        ("nobody-holds-it", Some(100), None, None, "OPEN", &[]),
+        (
+            "resolved",
+            Some(100),
+            Some("o-reply-all"),
+            Some(100),
+            "RESOLVED",
+            &[],
+        ),
+        (
+            "holder-lapsed",
+            Some(100),
+            Some("o-reply-all"),
+            Some(100),
+            "OPEN",
+            &["o-reply-all"],
+        ),
+        (
+            "another-lapsed",
+            Some(100),
+            Some("o-reply-all"),
+            Some(100),
+            "OPEN",
+            &["o-tag"],
+        ),
+    ];
+    for (id, since, assignee, assigned, status, lapsed) in cases {
+        sqlx::query(
+            "INSERT INTO conversations (campaign_id, conversation_id, member_id, assignee_id, assigned_at, \
+                                        status, awaiting_reply_since, lapsed_by) \
+             VALUES ($1, $2, 'm', $3, now() - make_interval(secs => $4), $5, \
+                     now() - make_interval(secs => $6), $7)",
+        )
+        .bind(CAMPAIGN)
+        .bind(id)
+        .bind(assignee)
+        .bind(assigned.map(f64::from))
+        .bind(status)
+        .bind(since.map(f64::from))
+        .bind(lapsed.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    for within in [None, Some(60)] {
+        let locked = assignment_service::store::auto_assign::lock(&mut conn, CAMPAIGN)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE inbox_settings SET reply_within_seconds = $2 WHERE campaign_id = $1")
+            .bind(CAMPAIGN)
+            .bind(within)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let settings = ReplySettings {
+            reply_within_seconds: within,
+            ..locked.replies
+        };
+        let mut timed = 0;
+        for (id, ..) in cases {
+            let stored = conversations::find(&mut conn, CAMPAIGN, id)
+                .await
+                .unwrap()
+                .unwrap();
+            let rust = reply_due_at(&stored, &settings);
+            assert_eq!(stored.reply_due_at, rust, "{id} within {within:?}");
+            timed += usize::from(rust.is_some());
+        }
+        assert_eq!(
+            timed,
+            if within.is_some() { 3 } else { 0 },
+            "within {within:?}"
+        );
+    }
+}

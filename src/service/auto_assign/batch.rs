@@ -12,6 +12,8 @@ use crate::domain::auto_assign::{
     Verdict, plan_batch,
 };
 use crate::domain::holders::Unreachable;
+use crate::domain::model::Conversation;
+use crate::domain::replies::{ReplySettings, reply_due_at};
 use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
@@ -255,6 +257,7 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         positions,
     } = part;
     let triggers = &planned.batch.triggers;
+    let reply_settings = planned.settings.replies;
     let now = chrono::Utc::now();
     let mut drained = 0;
     let mut waiting = 0;
@@ -286,11 +289,14 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
                 holder_unreachable: held_by_unreachable(&decision, &state),
                 returned: false,
                 queue_position: positions.get(&conversation.conversation_id).copied(),
-                conversation: written
-                    .conversations
-                    .get(&conversation.conversation_id)
-                    .cloned()
-                    .unwrap_or(conversation),
+                conversation: with_due_time(
+                    written
+                        .conversations
+                        .get(&conversation.conversation_id)
+                        .cloned()
+                        .unwrap_or(conversation),
+                    &reply_settings,
+                ),
                 decision,
             }),
             Verdict::TriggerReused { first_conversation } => {
@@ -307,6 +313,12 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
         replies,
         drain_again,
     }
+}
+
+/// The conversation with when its reply is due (the batch's statements leave it to the settings it holds).
+fn with_due_time(mut conversation: Conversation, replies: &ReplySettings) -> Conversation {
+    conversation.reply_due_at = reply_due_at(&conversation, replies);
+    conversation
 }
 
 /// The holder a trigger found its conversation with, if they cannot answer it: the member wrote to someone

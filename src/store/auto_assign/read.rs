@@ -18,7 +18,7 @@ use crate::domain::auto_assign::{
 use crate::domain::holders::Unreachable;
 use crate::domain::model::Conversation;
 use crate::error::{AppError, AppResult};
-use crate::store::conversations::COLUMNS;
+use crate::store::conversations::COLUMNS_WITHOUT_DUE;
 use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
 use crate::store::rules::{eligible, unreachable_cause};
 use crate::store::{Conn, by_key};
@@ -92,7 +92,7 @@ static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
         fold = fold_ctes("ARRAY(SELECT campaign_id FROM wanted WHERE loads)"),
         backlog = backlog_ctes("$1", "NULL"),
         last_assigned = last_assigned("w.campaign_id"),
-        conversation_columns = COLUMNS,
+        conversation_columns = COLUMNS_WITHOUT_DUE,
         eligible = eligible("o", "c"),
         holder_cause = unreachable_cause("h", "c"),
         snapshot_by_key = by_key("s", "e.conversation_id"),

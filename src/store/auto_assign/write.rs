@@ -10,7 +10,7 @@ use super::read::{Entry, EntrySource};
 use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Priority, Trigger, Verdict};
 use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::AppResult;
-use crate::store::conversations::COLUMNS;
+use crate::store::conversations::COLUMNS_WITHOUT_DUE;
 use crate::store::feed::FEED_CHANNEL;
 use crate::store::rules::{Event, leave_queue, queue_key};
 use crate::store::{Conn, by_key};
@@ -75,7 +75,7 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
             "FROM own o JOIN heads h ON h.campaign_id = o.campaign_id \
              ORDER BY o.campaign_id, o.part, o.ord, o.step"
         ),
-        conversation_columns = COLUMNS,
+        conversation_columns = COLUMNS_WITHOUT_DUE,
         queue_key = queue_key("q.head_start"),
     )
 });
