@@ -103,31 +103,9 @@ pub(crate) async fn unassign(app: &TestApp, conversation: &str) {
         .unwrap();
 }
 
-/// The whole campaign's history, through ListAssignmentHistory's pages.
+/// The whole campaign's history, through ListAssignmentHistory's pages of 7.
 async fn history(app: &TestApp) -> Vec<pb::AssignmentEvent> {
-    let mut events = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app
-            .assignments()
-            .await
-            .list_assignment_history(as_actor(
-                "admin",
-                pb::ListAssignmentHistoryRequest {
-                    page_size: 7,
-                    page_token: token,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        token = page.next_page_token;
-    }
+    app.campaign_history(7).await
 }
 
 fn ids(events: &[pb::AssignmentEvent]) -> Vec<i64> {

@@ -464,6 +464,33 @@ impl TestApp {
             .events
     }
 
+    /// The whole campaign's history in feed order, as admin "admin" reads it, in pages of `page_size`.
+    pub async fn campaign_history(&self, page_size: i32) -> Vec<pb::AssignmentEvent> {
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self
+                .assignments()
+                .await
+                .list_assignment_history(as_actor(
+                    "admin",
+                    pb::ListAssignmentHistoryRequest {
+                        page_size,
+                        page_token,
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .unwrap()
+                .into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// The conversation as the database holds it.
     pub async fn stored(&self, conversation_id: &str) -> (Option<String>, String, i64) {
         sqlx::query_as(

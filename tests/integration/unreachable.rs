@@ -35,33 +35,6 @@ async fn campaign(app: &TestApp) -> String {
     all.access_group_id
 }
 
-/// Every event of the campaign in feed order, as admin reads the history.
-async fn campaign_history(app: &TestApp) -> Vec<pb::AssignmentEvent> {
-    let mut events = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = app
-            .assignments()
-            .await
-            .list_assignment_history(as_actor(
-                "admin",
-                pb::ListAssignmentHistoryRequest {
-                    page_size: 500,
-                    page_token,
-                    ..Default::default()
-                },
-            ))
-            .await
-            .unwrap()
-            .into_inner();
-        events.extend(page.events);
-        if page.next_page_token.is_empty() {
-            return events;
-        }
-        page_token = page.next_page_token;
-    }
-}
-
 async fn holders(app: &TestApp) -> HashMap<String, Option<String>> {
     sqlx::query_as(
         "SELECT conversation_id, assignee_id FROM conversations WHERE campaign_id = $1 AND status = 'OPEN'",
@@ -189,7 +162,7 @@ async fn each_way_a_holder_becomes_unreachable_reroutes_their_conversations_acro
 
     // Each return is in history (and so the feed) with its cause, from the holder who lost it: every
     // conversation each of them held (and any routed to them before they became unreachable).
-    let events = campaign_history(&app).await;
+    let events = app.campaign_history(500).await;
     let returned = |from: &str, cause: &str| -> Vec<String> {
         let mut ids: Vec<String> = events
             .iter()
