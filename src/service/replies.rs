@@ -140,7 +140,7 @@ fn validate_reply(
 }
 
 /// One pass of the silence timers: every campaign with a timer due now has them fired, each campaign in
-/// transactions of its own (a backlog: one after another). Every replica runs passes; a timer fires once,
+/// transactions of its own (a backlog: one after another; a campaign that fails is left to the next pass). Every replica runs passes; a timer fires once,
 /// under its campaign's lock and its conversation's row lock. Returns how many fired, and whether more
 /// campaigns may be due than the pass looked at.
 pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<FiredPass> {
@@ -154,7 +154,15 @@ pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<Fi
     };
     for campaign_id in campaigns {
         loop {
-            let lapsed = fire_campaign(store, &campaign_id).await?;
+            // One campaign's failure (a deadlock victim, a database hiccup) must not hold up the others':
+            // it is logged, and the next pass tries it again.
+            let lapsed = match fire_campaign(store, &campaign_id).await {
+                Ok(lapsed) => lapsed,
+                Err(err) => {
+                    tracing::warn!(campaign_id, error = %err, "could not fire a campaign's silence timers");
+                    break;
+                }
+            };
             if lapsed > 0 {
                 after.committed(&campaign_id, Change::RepliesOverdue);
             }
