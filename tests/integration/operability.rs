@@ -10,7 +10,16 @@ use crate::harness::*;
 use crate::production::scrape;
 
 /// The families of the service's metrics: any name in a deploy file starting so is one of ours.
-const FAMILIES: [&str; 5] = ["grpc_server_", "db_", "auto_assign_", "bulk_", "feed_"];
+const FAMILIES: [&str; 8] = [
+    "grpc_server_",
+    "db_",
+    "auto_assign_",
+    "bulk_",
+    "feed_",
+    "replies_",
+    "reply_timer_",
+    "time_to_reply_",
+];
 
 /// Every metric name `file` (under `deploy/`) uses.
 fn metric_names(file: &str) -> BTreeSet<String> {
@@ -81,6 +90,34 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(drained, "c1 is drained to org1");
+    // A reply ends a member's wait (time to reply); with a silence timer, c1's lapses (overdue, lateness).
+    app.auto_assign("c2").await;
+    app.assignments()
+        .await
+        .record_reply(system(
+            CAMPAIGN,
+            pb::RecordReplyRequest {
+                conversation_id: "c2".into(),
+                message_id: "r1".into(),
+                sender_id: "org1".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let timer = pb::UpdateInboxSettingsRequest {
+        reply_within_seconds: Some(1),
+        ..Default::default()
+    };
+    app.update_settings("admin", timer).await;
+    let mut lapsed = false;
+    for _ in 0..100 {
+        if app.stored("c1").await.0.is_none() {
+            lapsed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lapsed, "org1 let c1's reply lapse");
     // The feed delivered the changes to the watcher.
     tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await
