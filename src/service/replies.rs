@@ -190,7 +190,11 @@ pub struct FiredPass {
 async fn fire_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
     let mut tx = store.begin().await?;
     let settings = auto_assign::lock(&mut tx, campaign_id).await?.replies;
-    let due = replies::lock_due(&mut tx, campaign_id, FIRE_LIMIT).await?;
+    let due = match settings.reply_within_seconds {
+        Some(within) => replies::lock_due(&mut tx, campaign_id, within, FIRE_LIMIT).await?,
+        // Switched off since the pass looked.
+        None => Vec::new(),
+    };
     if due.is_empty() {
         // Another replica fired them first.
         tx.commit().await?;

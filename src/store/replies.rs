@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Conn;
 use super::conversations::COLUMNS;
 use super::rules::{Event, reply_due};
+use super::{Conn, by_key};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -87,31 +87,43 @@ pub struct Lapsed {
     pub lapses_before: i32,
 }
 
-/// Locks the campaign's `limit` most overdue conversations whose reply is due now (found in the timers'
-/// index order, so a backlog costs what the batch costs), in byte order of id (the order of every locker of
-/// several), and returns them. The caller holds the campaign's auto-assign lock. A row lock reads the
-/// newest version and the due test is evaluated on it again, so a reply (or any change) that committed
-/// meanwhile is seen: a conversation answered in time never fires.
-pub async fn lock_due(conn: &mut Conn, campaign_id: &str, limit: i64) -> AppResult<Vec<Lapsed>> {
+/// Locks the campaign's `limit` most overdue conversations whose reply is due now, replies being due
+/// `reply_within_seconds` (the campaign's setting, read by the caller with the campaign's auto-assign lock),
+/// and returns them. They are chosen once in the timers' index order (materialized: a plan made on stale
+/// statistics must not run the choice again per row), then each is reached by its key and locked, in byte
+/// order of id (the order of every locker of several), through the primary key (`by_key`: the timers'
+/// partial index would match the key's lookup too, and read the campaign's pending timers for each). A row
+/// lock reads the newest version and the due test (NULL unless a timer runs) is evaluated on it again, so a reply (or any change) that committed meanwhile is seen: a
+/// conversation answered in time never fires.
+pub async fn lock_due(
+    conn: &mut Conn,
+    campaign_id: &str,
+    reply_within_seconds: i32,
+    limit: i64,
+) -> AppResult<Vec<Lapsed>> {
     let sql = format!(
-        "SELECT c.conversation_id, c.assignee_id AS holder_id, {due} AS due_at, \
+        "WITH due AS MATERIALIZED ( \
+           SELECT c.conversation_id FROM conversations c \
+            WHERE c.campaign_id = $1 AND {pending} \
+              AND greatest(c.awaiting_reply_since, c.assigned_at) <= now() - make_interval(secs => $2) \
+            ORDER BY greatest(c.awaiting_reply_since, c.assigned_at) LIMIT $3 \
+         ) \
+         SELECT c.conversation_id, c.assignee_id AS holder_id, c.due_at, \
                 cardinality(c.lapsed_by) AS lapses_before \
-           FROM conversations c JOIN inbox_settings s ON s.campaign_id = c.campaign_id \
-          WHERE c.campaign_id = $1 AND {pending} AND {due} <= now() \
-            AND c.conversation_id IN ( \
-              SELECT c.conversation_id FROM conversations c \
-                JOIN inbox_settings s ON s.campaign_id = c.campaign_id \
-               WHERE c.campaign_id = $1 AND {pending} \
-                 AND greatest(c.awaiting_reply_since, c.assigned_at) \
-                     <= now() - make_interval(secs => s.reply_within_seconds) \
-               ORDER BY greatest(c.awaiting_reply_since, c.assigned_at) LIMIT $2) \
-          ORDER BY c.conversation_id COLLATE \"C\" FOR UPDATE OF c",
+           FROM (SELECT conversation_id FROM due ORDER BY conversation_id COLLATE \"C\") AS d \
+          CROSS JOIN LATERAL ( \
+            SELECT c.*, {due} AS due_at \
+              FROM conversations c, (SELECT $2::integer AS reply_within_seconds) AS s \
+             WHERE c.campaign_id = $1 AND {due} <= now() AND {by_key} \
+               FOR UPDATE OF c) AS c",
         due = reply_due!(),
         pending = PENDING,
+        by_key = by_key("c", "d.conversation_id"),
     );
     Ok(sqlx::query_as(&sql)
-        .bind(campaign_id)
-        .bind(limit)
+        .bind(campaign_id) // $1
+        .bind(reply_within_seconds) // $2
+        .bind(limit) // $3
         .fetch_all(conn)
         .await?)
 }

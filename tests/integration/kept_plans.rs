@@ -130,3 +130,64 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
         "an auto-assign batch of one trigger touched {auto_pages} pages"
     );
 }
+
+/// Seeds `count` conversations of the campaign held by o1, whose members have waited a day for a reply.
+async fn overdue(app: &TestApp, prefix: &str, count: i64) {
+    sqlx::query(
+        "INSERT INTO conversations (campaign_id, conversation_id, member_id, assignee_id, assigned_at, \
+                                    awaiting_reply_since) \
+         SELECT $1, $2 || lpad(n::text, 6, '0'), 'm', 'o1', now() - interval '1 day', \
+                now() - interval '1 day' FROM generate_series(1, $3) AS n",
+    )
+    .bind(CAMPAIGN)
+    .bind(prefix)
+    .bind(count)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_small_table() {
+    let app = one_connection_campaign().await;
+    // Statistics taken while a handful of timers were pending, then a backlog of 5,000 falls due at once.
+    overdue(&app, "few-", 10).await;
+    sqlx::query("ANALYZE")
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+    const BACKLOG: i64 = 5_000;
+    overdue(&app, "backlog-", BACKLOG).await;
+    let before = pages_touched(&app).await;
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            reply_within_seconds: Some(60),
+            ..Default::default()
+        },
+    )
+    .await;
+    let mut pending = BACKLOG;
+    for _ in 0..600 {
+        pending = sqlx::query_scalar(
+            "SELECT count(*) FROM conversations WHERE campaign_id = $1 AND cardinality(lapsed_by) = 0",
+        )
+        .bind(CAMPAIGN)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending, 0, "every timer fired");
+    // Firing (and draining what fired to o2) costs pages per timer; choosing the batch again for each row
+    // it locks cost thousands per timer.
+    let pages = pages_touched(&app).await - before;
+    assert!(
+        pages < 300 * (BACKLOG + 10),
+        "firing {} timers touched {pages} pages",
+        BACKLOG + 10
+    );
+}

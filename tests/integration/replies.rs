@@ -426,7 +426,7 @@ async fn a_reply_that_commits_while_the_timer_waits_for_its_row_wins() {
     let store = app.store.clone();
     let timer = tokio::spawn(async move {
         let mut tx = store.pool().begin().await.unwrap();
-        let due = assignment_service::store::replies::lock_due(&mut tx, CAMPAIGN, 500)
+        let due = assignment_service::store::replies::lock_due(&mut tx, CAMPAIGN, 1, 500)
             .await
             .unwrap();
         tx.commit().await.unwrap();
