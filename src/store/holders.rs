@@ -29,26 +29,25 @@ pub async fn lock_unreachable(
     campaign_id: &str,
     held: Held<'_>,
 ) -> AppResult<Vec<UnreachableHeld>> {
-    let (holders, conversation) = match held {
-        Held::By(users) => (Some(users), None),
-        Held::Conversation(id) => (None, Some(id)),
+    // One statement per kind of `held` (no `$n IS NULL OR …`): a generic plan of such a filter could use
+    // neither index and read the whole campaign for one conversation.
+    let which = match held {
+        Held::By(_) => "c.assignee_id = ANY($2::text[])",
+        Held::Conversation(_) => "c.conversation_id = $2::text",
     };
     let sql = format!(
         "SELECT c.conversation_id, c.assignee_id AS holder_id, x.cause \
            FROM conversations c \
            JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
           CROSS JOIN LATERAL (SELECT {cause} AS cause) AS x \
-          WHERE c.campaign_id = $1 AND c.status = 'OPEN' \
-            AND ($2::text[] IS NULL OR c.assignee_id = ANY($2)) \
-            AND ($3::text IS NULL OR c.conversation_id = $3) \
-            AND x.cause IS NOT NULL \
+          WHERE c.campaign_id = $1 AND {which} AND c.status = 'OPEN' AND x.cause IS NOT NULL \
           ORDER BY c.conversation_id COLLATE \"C\" FOR UPDATE OF c",
         cause = unreachable_cause("u", "c"),
     );
-    Ok(sqlx::query_as(&sql)
-        .bind(campaign_id) // $1
-        .bind(holders) // $2 holders, or NULL
-        .bind(conversation) // $3 conversation, or NULL
-        .fetch_all(conn)
-        .await?)
+    let query = sqlx::query_as(&sql).bind(campaign_id); // $1
+    let query = match held {
+        Held::By(users) => query.bind(users),     // $2 holders
+        Held::Conversation(id) => query.bind(id), // $2 conversation
+    };
+    Ok(query.fetch_all(conn).await?)
 }
