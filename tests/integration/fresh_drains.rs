@@ -29,13 +29,20 @@ async fn campaign_with_c1_waiting() -> TestApp {
     app
 }
 
-/// Waits until `n` backends wait for a lock (queued behind one another for the same row, only the first
-/// is blocked by the holder itself).
-async fn until_lock_waiters(app: &TestApp, n: i64) {
+/// Waits until `n` backends wait, directly or behind one another, on the locks `pid` holds. Only this
+/// chain counts: another test's waiters must not end the wait early, because a newcomer that reaches the
+/// row just as the holder rolls back may take it before the woken first waiter does (PostgreSQL promises
+/// no order then), and the test would race instead of queueing.
+async fn until_lock_waiters(app: &TestApp, pid: i32, n: i64) {
     for _ in 0..500 {
         let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0",
+            "WITH RECURSIVE chain AS ( \
+               SELECT $1::int AS pid \
+               UNION \
+               SELECT a.pid FROM pg_stat_activity a JOIN chain ON chain.pid = ANY(pg_blocking_pids(a.pid))) \
+             SELECT count(*) - 1 FROM chain",
         )
+        .bind(pid)
         .fetch_one(app.store.pool())
         .await
         .unwrap();
@@ -44,7 +51,7 @@ async fn until_lock_waiters(app: &TestApp, n: i64) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("fewer than {n} backends ever waited for a lock");
+    panic!("fewer than {n} backends ever waited for the held lock");
 }
 
 #[tokio::test]
@@ -69,7 +76,7 @@ async fn a_waiting_conversation_resolved_while_its_drain_waits_for_it_is_not_ass
     // ...then o1 comes back: the drain reads c1 in the queue and waits for it behind the resolve.
     app.set_availability("o1", pb::Availability::Available)
         .await;
-    until_lock_waiters(&app, 2).await;
+    until_lock_waiters(&app, pid, 2).await;
     // A trigger's answer comes from the campaign's next batch, so only after the drain's batch ended.
     let next = {
         let mut client = app.assignments().await;
