@@ -508,7 +508,7 @@ async fn main() {
         seed_campaign(&setup, &campaign, ORGANIZERS).await;
     }
     for (campaign, _, settings) in &routing {
-        update_settings(&setup, campaign, *settings).await;
+        update_settings(&setup, campaign, settings.clone()).await;
         for organizer in &organizer_ids(ORGANIZERS)[ORGANIZERS - AWAY..] {
             set_availability(&setup, campaign, organizer, pb::Availability::Away).await;
         }

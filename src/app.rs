@@ -197,6 +197,11 @@ impl App {
                 after.clone(),
                 config.reply_timer_interval,
             )),
+            tokio::spawn(pass_shift_boundaries(
+                store.clone(),
+                after.clone(),
+                config.shift_boundary_interval,
+            )),
         ];
         let max = config.max_message_bytes;
         let calls = CallLayer::new(
@@ -384,6 +389,27 @@ async fn fire_reply_timers(store: Store, after: AfterCommit, interval: Duration)
                 Ok(_) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "could not fire silence timers");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Every `interval`, acts on the shift starts and ends that are due (see `service::shifts`): a start drains
+/// the campaign's queue, an end applies `on_unavailable`. Each boundary is acted on once across replicas
+/// (under its campaign's lock); a pass that looked at as many campaigns as it may is followed at once.
+async fn pass_shift_boundaries(store: Store, after: AfterCommit, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        loop {
+            match crate::service::shifts::pass_due_boundaries(&store, &after).await {
+                Ok((_, true)) => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not act on shift boundaries");
                     break;
                 }
             }

@@ -90,6 +90,11 @@ pub struct Config {
     #[arg(long, env = "REPLY_TIMER_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub reply_timer_interval: Duration,
 
+    /// How often every replica looks for shift starts and ends that are due, e.g. "250ms" (a shift's start
+    /// drains the queue, and its end applies on_unavailable, this much after it at most).
+    #[arg(long, env = "SHIFT_BOUNDARY_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub shift_boundary_interval: Duration,
+
     /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub trigger_retention: Duration,

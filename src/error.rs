@@ -108,6 +108,8 @@ reasons! {
     AssigneeNotFound => "ASSIGNEE_NOT_FOUND", NotFound;
     /// The user asked about does not exist in the campaign.
     UserNotFound => "USER_NOT_FOUND", NotFound;
+    /// The organizer asked about has no shift schedule.
+    ShiftScheduleNotFound => "SHIFT_SCHEDULE_NOT_FOUND", NotFound;
     /// An organizer named for an access group does not exist in the campaign.
     OrganizerNotFound => "ORGANIZER_NOT_FOUND", NotFound;
     /// The access group does not exist in the campaign.
@@ -285,6 +287,16 @@ impl AppError {
         Self::new(
             Reason::UserNotFound,
             format!("user {user_id:?} is not a user of this campaign"),
+        )
+        .with("user_id", user_id)
+    }
+
+    pub fn shift_schedule_not_found(user_id: &str) -> Self {
+        Self::new(
+            Reason::ShiftScheduleNotFound,
+            format!(
+                "user {user_id:?} has no shift schedule: they are always on shift (SetShiftSchedule sets one)"
+            ),
         )
         .with("user_id", user_id)
     }

@@ -33,6 +33,8 @@ pub struct InboxSettings {
     /// How many seconds of waiting one priority level is worth in the queue.
     pub priority_step_seconds: i32,
     pub on_unreachable_holder: OnUnreachableHolder,
+    /// The IANA time zone shift schedules are read in.
+    pub time_zone: String,
 }
 
 /// A conversation in the waiting queue.
@@ -51,7 +53,7 @@ pub struct WaitingConversation {
 }
 
 /// The settings an admin changes; `None` keeps a value.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SettingsChange {
     pub auto_assign_enabled: Option<bool>,
     pub default_capacity: Option<i32>,
@@ -64,6 +66,8 @@ pub struct SettingsChange {
     pub max_overdue_reassignments: Option<i32>,
     pub priority_step_seconds: Option<i32>,
     pub on_unreachable_holder: Option<OnUnreachableHolder>,
+    /// An IANA time zone name.
+    pub time_zone: Option<String>,
 }
 
 impl SettingsChange {
@@ -80,6 +84,7 @@ impl SettingsChange {
             max_overdue_reassignments,
             priority_step_seconds,
             on_unreachable_holder,
+            time_zone,
         } = self;
         auto_assign_enabled.is_none()
             && default_capacity.is_none()
@@ -91,6 +96,7 @@ impl SettingsChange {
             && max_overdue_reassignments.is_none()
             && priority_step_seconds.is_none()
             && on_unreachable_holder.is_none()
+            && time_zone.is_none()
     }
 }
 

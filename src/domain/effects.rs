@@ -41,6 +41,9 @@ pub enum Change {
     /// Conversations whose holder can no longer answer them went back to the queue (declared beside the
     /// change that made the holder unreachable: a deactivation, an access group's change, new tags).
     UnreachableReturned,
+    /// A shift schedule set or deleted, or shift boundaries passed: shifts started or ended (recorded in
+    /// history), an ended shift's conversations returned to the queue.
+    ShiftsChanged,
 }
 
 impl From<AssigneeRequest<'_>> for Change {
@@ -99,6 +102,8 @@ pub fn may_free_organizer(change: Change) -> bool {
         // Lapsed conversations, or an unreachable holder's, wait at the front of the queue for the next
         // organizer.
         Change::RepliesOverdue | Change::UnreachableReturned => true,
+        // A shift start adds a candidate; a shift end may return conversations to the queue.
+        Change::ShiftsChanged => true,
         // These only take room or permissions away.
         Change::Assigned
         | Change::Reopened
@@ -121,7 +126,9 @@ pub fn writes_history(change: Change) -> bool {
         | Change::AvailabilitySet
         // UNASSIGN and QUEUED, or REPLY_OVERDUE.
         | Change::RepliesOverdue
-        | Change::UnreachableReturned => true,
+        | Change::UnreachableReturned
+        // SHIFT_STARTED or SHIFT_ENDED, and a shift end's returns.
+        | Change::ShiftsChanged => true,
         Change::CapacitySet
         | Change::SettingsUpdated
         | Change::AccessGroupCreated
@@ -150,7 +157,7 @@ mod tests {
     use super::*;
 
     /// Every change, with whether it drains the waiting queue and whether it wakes the feed.
-    const TABLE: [(Change, bool, bool); 19] = [
+    const TABLE: [(Change, bool, bool); 20] = [
         (Change::Assigned, false, true),
         (Change::Unassigned, true, true),
         (Change::Reassigned, true, true),
@@ -170,6 +177,7 @@ mod tests {
         (Change::ReplyRecorded, false, false),
         (Change::RepliesOverdue, true, true),
         (Change::UnreachableReturned, true, true),
+        (Change::ShiftsChanged, true, true),
     ];
 
     #[test]

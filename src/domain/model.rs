@@ -35,6 +35,9 @@ pub enum AssignmentAction {
     LeftQueue,
     /// The holder did not reply in time and keeps the conversation (the campaign only notifies).
     ReplyOverdue,
+    /// An organizer's shift started, or ended, by their schedule; the event names the user.
+    ShiftStarted,
+    ShiftEnded,
 }
 
 /// Whether a user takes automatically assigned conversations now.

@@ -1,6 +1,6 @@
 //! When an organizer is on shift: a weekly schedule in an IANA time zone plus
 //! dated exceptions, turned into absolute instants. Pure rules, no I/O. (The
-//! computation of shifts; storing schedules and routing by them come next:
+//! schedules are stored by `store::shifts` and routed by in `service::shifts` and the auto-assign batch:
 //! `docs/never-stuck.md`.)
 //!
 //! Rules (all local times are in the schedule's zone):
@@ -408,6 +408,26 @@ pub fn describe(state: &ShiftState, time_zone: &str) -> String {
     )
 }
 
+/// An instant as the rest of the service holds it.
+pub fn to_utc(at: Timestamp) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(at.as_second(), at.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
+}
+
+/// An instant of the rest of the service, for the schedule computations.
+pub fn from_utc(at: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp::new(at.timestamp(), at.timestamp_subsec_nanos() as i32)
+        .unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// The time zone of a campaign that never set one.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+
+/// Whether `name` is an IANA time zone this service knows; the message says what to send instead.
+pub fn check_time_zone(name: &str) -> Result<(), String> {
+    zone_check(name)
+}
+
 fn zone_check(name: &str) -> Result<(), String> {
     if name.trim().is_empty() {
         return Err(
@@ -471,6 +491,9 @@ fn zero_length(label: &str) -> String {
          (an end earlier than the start means the shift ends the next day)"
     )
 }
+
+mod input;
+pub use input::{ExceptionInput, MAX_WINDOWS, WindowInput, parse};
 
 #[cfg(test)]
 mod tests;

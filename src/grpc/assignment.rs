@@ -7,7 +7,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::bulk::{self, BulkStream};
 use super::context::actor_call;
 use super::feed::{self, WatchStream};
-use super::{auto_assign, convert, replies};
+use super::{auto_assign, convert, replies, shifts};
 use crate::domain::assignment::AssigneeRequest;
 use crate::domain::bulk::BulkAction;
 use crate::domain::model::ConversationStatus;
@@ -335,5 +335,26 @@ impl AssignmentService for AssignmentApi {
         request: Request<pb::RecordReplyRequest>,
     ) -> Result<Response<pb::RecordReplyResponse>, Status> {
         replies::record_reply(&self.store, &self.after, request).await
+    }
+
+    async fn set_shift_schedule(
+        &self,
+        request: Request<pb::SetShiftScheduleRequest>,
+    ) -> Result<Response<pb::SetShiftScheduleResponse>, Status> {
+        shifts::set_shift_schedule(&self.store, &self.after, request).await
+    }
+
+    async fn get_shift_schedule(
+        &self,
+        request: Request<pb::GetShiftScheduleRequest>,
+    ) -> Result<Response<pb::GetShiftScheduleResponse>, Status> {
+        shifts::get_shift_schedule(&self.store, request).await
+    }
+
+    async fn delete_shift_schedule(
+        &self,
+        request: Request<pb::DeleteShiftScheduleRequest>,
+    ) -> Result<Response<pb::DeleteShiftScheduleResponse>, Status> {
+        shifts::delete_shift_schedule(&self.store, &self.after, request).await
     }
 }

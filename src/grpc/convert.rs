@@ -14,6 +14,7 @@ use crate::domain::model::{
     AssignmentAction, AssignmentSource, Availability, Conversation, ConversationStatus, Role, User,
 };
 use crate::domain::replies::{OnReplyOverdue, ReplySettings};
+use crate::domain::shifts::DEFAULT_TIME_ZONE;
 use crate::pb;
 use crate::service::conversations::StatusFilter;
 use crate::service::feed::Delivered;
@@ -114,6 +115,8 @@ pub fn event(delivered: Delivered) -> pb::AssignmentEvent {
         AssignmentAction::Queued => pb::AssignmentAction::Queued,
         AssignmentAction::LeftQueue => pb::AssignmentAction::LeftQueue,
         AssignmentAction::ReplyOverdue => pb::AssignmentAction::ReplyOverdue,
+        AssignmentAction::ShiftStarted => pb::AssignmentAction::ShiftStarted,
+        AssignmentAction::ShiftEnded => pb::AssignmentAction::ShiftEnded,
     };
     let source = match event.source {
         AssignmentSource::Manual => pb::AssignmentSource::Manual,
@@ -223,6 +226,7 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             priority_step_seconds: settings.priority_step_seconds,
             on_unreachable_holder: on_unreachable_holder_to_pb(settings.on_unreachable_holder)
                 .into(),
+            time_zone: settings.time_zone,
         },
         // The domain's defaults, which a new settings row gets from its columns' defaults (checked by
         // tests/integration/store_rules.rs); no `updated_at`: never set.
@@ -235,6 +239,7 @@ pub fn inbox_settings(settings: Option<InboxSettings>) -> pb::InboxSettings {
             priority_step_seconds: DEFAULT_PRIORITY_STEP_SECONDS,
             on_unreachable_holder: on_unreachable_holder_to_pb(OnUnreachableHolder::default())
                 .into(),
+            time_zone: DEFAULT_TIME_ZONE.to_owned(),
             ..pb::InboxSettings::default()
         },
     }
@@ -345,6 +350,7 @@ pub fn settings_change(
         max_overdue_reassignments: request.max_overdue_reassignments,
         priority_step_seconds: request.priority_step_seconds,
         on_unreachable_holder,
+        time_zone: request.time_zone.clone(),
     })
 }
 
@@ -361,6 +367,7 @@ pub fn candidate(candidate: Candidate) -> pb::PreviewCandidate {
                 Ineligible::NoReplyAccess => pb::IneligibleReason::NoReplyAccess,
                 Ineligible::AtCapacity => pb::IneligibleReason::AtCapacity,
                 Ineligible::Lapsed => pb::IneligibleReason::Lapsed,
+                Ineligible::OffShift => pb::IneligibleReason::OffShift,
             })
         })
         .collect();

@@ -18,6 +18,7 @@ mod protocol;
 pub(crate) mod reflection;
 mod replies;
 mod request_read;
+mod shifts;
 mod status;
 
 pub use access_groups::AccessGroupApi;

@@ -1,14 +1,13 @@
 //! SetAvailability: who takes automatically assigned conversations now.
 
-use crate::domain::actor::require_self_or_admin;
 use crate::domain::auto_assign::OnUnavailable;
 use crate::domain::effects::Change;
-use crate::domain::model::{Actor, Availability, Changed, Role, User};
+use crate::domain::model::{Availability, Changed, Role, User};
 use crate::domain::validate::{self, Violations};
-use crate::error::{AppError, AppResult, Reason};
-use crate::service::{AfterCommit, Caller, lock_actor};
+use crate::error::{AppError, AppResult};
+use crate::service::{AfterCommit, Caller, lock_setter};
 use crate::store::waiting::Requeue;
-use crate::store::{Conn, Store, auto_assign, users, waiting};
+use crate::store::{Store, auto_assign, users, waiting};
 
 /// SetAvailability. `availability` is `None` when the request named none. The user's row is locked for the
 /// change, and the setter's role read under a share lock, so the decision holds until it commits.
@@ -66,7 +65,7 @@ async fn availability_in_tx(
         Vec::new()
     };
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
-    let actor = lock_setter(&mut tx, setter, &target_id).await?;
+    let actor = lock_setter(&mut tx, setter, &target_id, "availability").await?;
     let target = target.ok_or_else(|| AppError::user_not_found(&target_id))?;
     if target.availability == wanted {
         return Ok(Changed {
@@ -102,26 +101,4 @@ async fn availability_in_tx(
         value: user,
         changed: true,
     })
-}
-
-/// A user setting availability (share-locked; refused unless it is their own or they are an admin), or
-/// `None` for a system.
-async fn lock_setter(
-    conn: &mut Conn,
-    setter: &Caller,
-    target_id: &str,
-) -> AppResult<Option<Actor>> {
-    let Caller::Actor(call) = setter else {
-        return Ok(None);
-    };
-    let (actor, _) = lock_actor(conn, call, &[]).await?;
-    require_self_or_admin(&actor, target_id).map_err(|_| {
-        AppError::new(
-            Reason::AdminRequired,
-            format!(
-                "organizers can only set their own availability, not that of user {target_id:?}"
-            ),
-        )
-    })?;
-    Ok(Some(actor))
 }

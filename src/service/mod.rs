@@ -15,12 +15,13 @@ pub mod directory;
 pub mod feed;
 pub(crate) mod holders;
 pub mod replies;
+pub mod shifts;
 
 pub use after_commit::AfterCommit;
 
 use crate::domain::actor;
 use crate::domain::model::{Actor, User, UserRef};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult, Reason};
 use crate::store::conversations::{Locked, LockedWithUsers};
 use crate::store::{self, Conn, users};
 
@@ -63,6 +64,27 @@ impl Caller {
             Caller::System(call) => call.request_id.as_deref(),
         }
     }
+}
+
+/// The user changing `what` of `target_id` (their availability, their shift schedule), share-locked and
+/// refused unless it is their own or they are an admin; `None` for a system caller, who may change anyone's.
+pub async fn lock_setter(
+    conn: &mut Conn,
+    setter: &Caller,
+    target_id: &str,
+    what: &str,
+) -> AppResult<Option<Actor>> {
+    let Caller::Actor(call) = setter else {
+        return Ok(None);
+    };
+    let (actor, _) = lock_actor(conn, call, &[]).await?;
+    actor::require_self_or_admin(&actor, target_id).map_err(|_| {
+        AppError::new(
+            Reason::AdminRequired,
+            format!("organizers can only set their own {what}, not that of user {target_id:?}"),
+        )
+    })?;
+    Ok(Some(actor))
 }
 
 /// The acting user as the directory knows them now; refused when unknown or inactive.

@@ -7,7 +7,8 @@ use crate::error::AppResult;
 
 const SETTINGS: &str = "auto_assign_enabled, updated_at, updated_by, default_capacity, routing_mode, \
                         rotation_start, on_unavailable, reply_within_seconds, on_reply_overdue, \
-                        max_overdue_reassignments, priority_step_seconds, on_unreachable_holder";
+                        max_overdue_reassignments, priority_step_seconds, on_unreachable_holder, \
+                        time_zone";
 
 pub async fn get(conn: &mut Conn, campaign_id: &str) -> AppResult<Option<InboxSettings>> {
     let sql = format!("SELECT {SETTINGS} FROM inbox_settings WHERE campaign_id = $1");
@@ -39,6 +40,7 @@ pub async fn update(
                 max_overdue_reassignments = coalesce($11, s.max_overdue_reassignments), \
                 priority_step_seconds = coalesce($12, s.priority_step_seconds), \
                 on_unreachable_holder = coalesce($13, s.on_unreachable_holder), \
+                time_zone = coalesce($14, s.time_zone), \
                 updated_by = $6, updated_at = now() \
           WHERE s.campaign_id = $1 \
          RETURNING {SETTINGS}"
@@ -57,6 +59,7 @@ pub async fn update(
         .bind(change.max_overdue_reassignments)
         .bind(change.priority_step_seconds)
         .bind(change.on_unreachable_holder)
+        .bind(change.time_zone)
         .fetch_one(conn)
         .await?)
 }

@@ -17,6 +17,7 @@ pub mod preview;
 pub mod replies;
 pub(crate) mod rules;
 pub mod secrets;
+pub mod shifts;
 mod transaction;
 pub mod users;
 pub mod waiting;

@@ -207,7 +207,8 @@ const TOKEN_TABLE: &[Row] = &[
     ("DeleteAccessGroup", USER_RPC), ("AddOrganizers", USER_RPC), ("RemoveOrganizers", USER_RPC),
     ("CheckAccess", USER_RPC), ("ListEligibleAssignees", USER_RPC),
     ("UpsertUser", SYSTEM_RPC), ("DeactivateUser", SYSTEM_RPC), ("UpsertConversation", SYSTEM_RPC),
-    ("RecordReply", USER_RPC),
+    ("RecordReply", USER_RPC), ("SetShiftSchedule", USER_RPC), ("GetShiftSchedule", USER_RPC),
+    ("DeleteShiftSchedule", USER_RPC),
 ];
 
 const ACTOR_CELLS: [Cell; 4] = [
@@ -235,6 +236,9 @@ const ACTOR_TABLE: &[Row] = &[
     ("ListEligibleAssignees", ACTOR), ("UpsertUser", NO_ACTOR_CELLS),
     ("DeactivateUser", NO_ACTOR_CELLS), ("UpsertConversation", NO_ACTOR_CELLS),
     ("RecordReply", [OK, UNKNOWN, UNKNOWN, INACTIVE]),
+    ("SetShiftSchedule", [OK, UNKNOWN, UNKNOWN, INACTIVE]),
+    ("GetShiftSchedule", [OK, UNKNOWN, UNKNOWN, INACTIVE]),
+    ("DeleteShiftSchedule", [OK, UNKNOWN, UNKNOWN, INACTIVE]),
 ];
 
 const ORGANIZER_CELLS: [Cell; 4] = [
@@ -285,6 +289,10 @@ const ORGANIZER_TABLE: &[Row] = &[
                                OK]),
     ("UpsertUser", SYSTEM), ("DeactivateUser", SYSTEM), ("UpsertConversation", SYSTEM),
     ("RecordReply",           [HIDDEN, NO_REPLY, NO_REPLY, OK]),
+    // Another organizer's schedule (their own is theirs to set).
+    ("SetShiftSchedule",      ADMIN_ONLY),
+    ("GetShiftSchedule",      ADMIN_ONLY),
+    ("DeleteShiftSchedule",   ADMIN_ONLY),
 ];
 
 const DUPLICATE_CELLS: [Cell; 4] = [
@@ -313,7 +321,8 @@ const DUPLICATE_TABLE: &[Row] = &[
     ("RemoveOrganizers", DUPLICATES), ("CheckAccess", DUPLICATES),
     ("ListEligibleAssignees", DUPLICATES), ("UpsertUser", DUPLICATES),
     ("DeactivateUser", DUPLICATES), ("UpsertConversation", DUPLICATES),
-    ("RecordReply", DUPLICATES),
+    ("RecordReply", DUPLICATES), ("SetShiftSchedule", DUPLICATES),
+    ("GetShiftSchedule", DUPLICATES), ("DeleteShiftSchedule", DUPLICATES),
 ];
 
 /// Every RPC of package assignment.v1, as (service, method), from the compiled descriptors.

@@ -77,6 +77,7 @@ async fn batch_with<F: std::future::Future<Output = ()>>(
     let routing = Routing {
         mode: RoutingMode::RoundRobin,
         loads: read.loads.take(),
+        ..Routing::default()
     };
     let plan = plan_batch(
         true,

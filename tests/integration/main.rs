@@ -33,6 +33,7 @@ mod replies;
 mod reply_timers;
 mod routing;
 mod server;
+mod shifts;
 mod snapshot;
 mod startup;
 mod store_rules;

@@ -279,6 +279,7 @@ async fn eligibility_in_sql_agrees_with_the_previews_reasons() {
                     capacity: 1,
                 },
                 lapsed: false,
+                off_shift: None,
             })
             .filter(|c| c.reasons() == [Ineligible::AtCapacity])
             .map(|c| c.user_id));

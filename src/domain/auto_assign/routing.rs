@@ -1,7 +1,7 @@
 //! Routing: among the organizers who may take a conversation, who gets it — round-robin or balanced,
 //! within capacity — and, for the preview, why each user would not.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::domain::model::{Availability, Role};
 
@@ -65,6 +65,8 @@ pub fn effective_capacity(own: Option<i32>, default_capacity: i32) -> u32 {
 pub struct Routing {
     pub mode: RoutingMode,
     pub loads: Option<HashMap<String, Load>>,
+    /// Organizers whose shift schedule has them off shift at the decision (`domain::shifts`).
+    pub off_shift: HashSet<String>,
 }
 
 impl Routing {
@@ -72,6 +74,23 @@ impl Routing {
     /// those at capacity are skipped; round-robin goes to the next after `cursor`, balanced to the least
     /// loaded (ties: the next after `cursor`). Records the new conversation in the winner's load.
     pub fn pick<'a>(&mut self, eligible: &'a [String], cursor: Option<&str>) -> Option<&'a str> {
+        let on_shift: Vec<String>;
+        let candidates = if self.off_shift.is_empty() {
+            eligible
+        } else {
+            on_shift = eligible
+                .iter()
+                .filter(|id| !self.off_shift.contains(*id))
+                .cloned()
+                .collect();
+            &on_shift
+        };
+        let chosen = self.pick_among(candidates, cursor)?;
+        eligible.iter().find(|id| *id == chosen).map(String::as_str)
+    }
+
+    /// [`Routing::pick`] among organizers on shift.
+    fn pick_among<'a>(&mut self, eligible: &'a [String], cursor: Option<&str>) -> Option<&'a str> {
         let Some(loads) = self.loads.as_mut() else {
             return next_organizer(eligible, cursor);
         };
@@ -109,6 +128,8 @@ pub enum Ineligible {
     AtCapacity,
     /// They let the conversation's current wait for a reply lapse.
     Lapsed,
+    /// Their shift schedule has them off shift now.
+    OffShift,
 }
 
 /// A user as the preview sees them.
@@ -123,6 +144,9 @@ pub struct Candidate {
     pub load: Load,
     /// They let the conversation's current wait lapse (`domain::replies::routable`).
     pub lapsed: bool,
+    /// Off shift by their schedule: when that changes, as a person reads it ("off shift until Mon 09:00
+    /// America/Chicago", `domain::shifts::describe`). `None`: on shift, or no schedule.
+    pub off_shift: Option<String>,
 }
 
 impl Candidate {
@@ -149,6 +173,9 @@ impl Candidate {
         if self.lapsed {
             reasons.push(Ineligible::Lapsed);
         }
+        if self.off_shift.is_some() {
+            reasons.push(Ineligible::OffShift);
+        }
         reasons
     }
 
@@ -171,6 +198,7 @@ impl Candidate {
                     self.load.open, self.load.capacity
                 ),
                 Ineligible::Lapsed => "let this conversation's wait for a reply lapse".to_string(),
+                Ineligible::OffShift => self.off_shift.clone().unwrap_or_default(),
             })
             .collect();
         words.join("; ")
@@ -215,6 +243,7 @@ mod tests {
         let mut routing = Routing {
             mode: RoutingMode::RoundRobin,
             loads: loads(&[("a", 2, 2), ("b", 0, 1), ("c", 5, 0)]),
+            ..Routing::default()
         };
         let eligible = ids(&["a", "b", "c"]);
         assert_eq!(routing.pick(&eligible, None), Some("b"), "a is full");
@@ -231,6 +260,7 @@ mod tests {
         let mut full = Routing {
             mode: RoutingMode::RoundRobin,
             loads: loads(&[("a", 1, 1)]),
+            ..Routing::default()
         };
         assert_eq!(full.pick(&ids(&["a"]), None), None);
     }
@@ -240,6 +270,7 @@ mod tests {
         let mut routing = Routing {
             mode: RoutingMode::Balanced,
             loads: loads(&[("a", 3, 0), ("b", 1, 0), ("c", 1, 0)]),
+            ..Routing::default()
         };
         let eligible = ids(&["a", "b", "c"]);
         assert_eq!(routing.pick(&eligible, Some("b")), Some("c"));
@@ -286,6 +317,7 @@ mod tests {
                 capacity: 5,
             },
             lapsed: false,
+            off_shift: None,
         };
         assert!(user.reasons().is_empty());
         assert_eq!(user.explanation(), "eligible");
@@ -319,9 +351,44 @@ mod tests {
         assert!(!admin.reasons().contains(&Ineligible::NoReplyAccess));
         let lapsed = Candidate {
             lapsed: true,
-            ..user
+            ..user.clone()
         };
         assert_eq!(lapsed.reasons().last(), Some(&Ineligible::Lapsed));
         assert!(lapsed.explanation().ends_with("lapse"));
+        let off = Candidate {
+            off_shift: Some("off shift until Mon 09:00 America/Chicago".into()),
+            ..user
+        };
+        assert_eq!(off.reasons().last(), Some(&Ineligible::OffShift));
+        assert!(
+            off.explanation()
+                .ends_with("off shift until Mon 09:00 America/Chicago")
+        );
+    }
+
+    #[test]
+    fn organizers_off_shift_are_passed_over_and_keep_their_place_in_the_rotation() {
+        let eligible = ids(&["a", "b", "c"]);
+        let mut routing = Routing {
+            off_shift: ["b".to_string()].into(),
+            ..Routing::default()
+        };
+        assert_eq!(routing.pick(&eligible, Some("a")), Some("c"));
+        assert_eq!(routing.pick(&eligible, Some("c")), Some("a"));
+        let mut balanced = Routing {
+            mode: RoutingMode::Balanced,
+            loads: loads(&[("a", 3, 0), ("b", 0, 0), ("c", 2, 0)]),
+            off_shift: ["b".to_string()].into(),
+        };
+        assert_eq!(
+            balanced.pick(&eligible, None),
+            Some("c"),
+            "b is least loaded but off shift"
+        );
+        let mut nobody = Routing {
+            off_shift: ["a".to_string(), "b".to_string(), "c".to_string()].into(),
+            ..Routing::default()
+        };
+        assert_eq!(nobody.pick(&eligible, None), None);
     }
 }

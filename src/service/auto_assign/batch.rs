@@ -1,7 +1,7 @@
 //! One auto-assign batch, stage by stage: lock the campaigns, read (entries locked, then read fresh), plan
 //! (pure rules), write, answer. Each campaign's part is decided exactly as if it were a batch of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use tracing::Instrument;
@@ -18,6 +18,7 @@ use crate::error::{AppError, AppResult, Reason};
 use crate::observability::{
     AUTO_ASSIGN_BATCH, LOCK_WAIT_SECONDS, WAITING_DRAINED, WAITING_SECONDS,
 };
+use crate::service::shifts;
 use crate::store::auto_assign::{
     self, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
     LockedSettings, WaitingAfter, Written,
@@ -66,6 +67,8 @@ struct LockedPart<'a> {
     batch: &'a CampaignBatch,
     settings: LockedSettings,
     reads: BatchReads,
+    /// Organizers off shift now, by their schedules (read under the lock; see `service::shifts`).
+    off_shift: HashSet<String>,
 }
 
 /// Lock stage: creates the conversations the triggers bring, then takes the campaigns' auto-assign locks
@@ -79,20 +82,23 @@ async fn lock<'a>(tx: &mut Conn, parts: &'a [CampaignBatch]) -> AppResult<Vec<Lo
     tracing::Span::current().record("lock_wait_ms", lock_wait * 1e3);
     let size: usize = parts.iter().map(|part| part.triggers.len()).sum();
     metrics::histogram!(AUTO_ASSIGN_BATCH).record(size as f64);
-    parts
-        .iter()
-        .map(|batch| {
-            let settings = locked
-                .remove(&batch.campaign_id)
-                .ok_or_else(|| unlocked(&batch.campaign_id))?;
-            let reads = batch_reads(&settings);
-            Ok(LockedPart {
-                batch,
-                settings,
-                reads,
-            })
-        })
-        .collect()
+    let mut locked_parts = Vec::with_capacity(parts.len());
+    for batch in parts {
+        let settings = locked
+            .remove(&batch.campaign_id)
+            .ok_or_else(|| unlocked(&batch.campaign_id))?;
+        let reads = batch_reads(&settings);
+        // Shift starts and ends not recorded yet are, before the read numbers what it saw: the feed has
+        // them ahead of the decisions that rely on them.
+        let off_shift = shifts::record_passed(tx, &batch.campaign_id, &settings).await?;
+        locked_parts.push(LockedPart {
+            batch,
+            settings,
+            reads,
+            off_shift,
+        });
+    }
+    Ok(locked_parts)
 }
 
 fn triggers_of(parts: &[CampaignBatch]) -> Vec<CampaignTriggers<'_>> {
@@ -166,6 +172,7 @@ fn plan(read: ReadPart) -> PlannedPart {
     let routing = Routing {
         mode: settings.routing_mode,
         loads: reads.loads.take(),
+        off_shift: locked.off_shift,
     };
     let plan = plan_batch(
         settings.auto_assign_enabled,

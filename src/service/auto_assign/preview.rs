@@ -1,14 +1,19 @@
 //! PreviewAutoAssign: who the next conversation would go to, and why each user would not.
 
+use std::collections::{HashMap, HashSet};
+
+use jiff::Timestamp;
+
 use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{
     Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, effective_capacity,
 };
 use crate::domain::holders::{Unreachable, unreachable};
+use crate::domain::shifts::{DEFAULT_TIME_ZONE, describe};
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, authenticate};
-use crate::store::{Store, conversations, inbox_settings, preview};
+use crate::store::{self, Store, conversations, inbox_settings, preview};
 
 /// What PreviewAutoAssign answers.
 #[derive(Debug, Clone)]
@@ -48,6 +53,19 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
     let repliers =
         preview::repliers(&mut conn, &call.campaign_id, conversation_id.as_deref()).await?;
     let default_capacity = settings.as_ref().map_or(0, |s| s.default_capacity);
+    let time_zone = settings
+        .as_ref()
+        .map_or(DEFAULT_TIME_ZONE, |s| s.time_zone.as_str());
+    let now = Timestamp::now();
+    let off_shift: HashMap<String, String> =
+        store::shifts::read_campaign(&mut conn, &call.campaign_id, time_zone)
+            .await?
+            .into_iter()
+            .filter_map(|stored| {
+                let state = stored.schedule.state_at(now);
+                (!state.is_on()).then(|| (stored.user_id, describe(&state, time_zone)))
+            })
+            .collect();
     let holder_unreachable = conversation
         .as_ref()
         .and_then(|c| c.assignee_id.as_deref())
@@ -65,6 +83,7 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
                 capacity: effective_capacity(user.capacity, default_capacity),
             },
             lapsed: lapsed_by.contains(&user.user_id),
+            off_shift: off_shift.get(&user.user_id).cloned(),
             user_id: user.user_id,
             role: user.role,
             active: user.active,
@@ -100,6 +119,8 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
                 .map(|c| (c.user_id.clone(), c.load))
                 .collect(),
         ),
+        // The off-shift are not among the eligible above.
+        off_shift: HashSet::new(),
     };
     let next_assignee_id = enabled
         .then(|| routing.pick(&eligible, start.as_deref()).map(str::to_owned))

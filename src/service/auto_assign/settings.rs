@@ -4,6 +4,7 @@ use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{InboxSettings, SettingsChange};
 use crate::domain::effects::Change;
 use crate::domain::model::{Role, User};
+use crate::domain::shifts;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
@@ -66,6 +67,9 @@ pub async fn update_settings(
             "priority_step_seconds",
             format!("priority_step_seconds must be 1 to {MAX_PRIORITY_STEP_SECONDS} (a week)"),
         );
+    }
+    if let Some(Err(message)) = change.time_zone.as_deref().map(shifts::check_time_zone) {
+        violations.add("time_zone", message);
     }
     violations.finish()?;
     let mut tx = store.begin().await?;

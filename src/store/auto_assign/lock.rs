@@ -2,6 +2,7 @@
 //! entries' conversations and the campaigns' organizers are locked by the read: `read_batch`).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 
 use super::TAG_SEPARATOR;
 use crate::domain::auto_assign::{OnUnavailable, RotationStart, RoutingMode, Trigger};
@@ -31,6 +32,10 @@ pub struct LockedSettings {
     pub replies: ReplySettings,
     /// What becomes of a conversation whose holder can no longer answer it.
     pub on_unreachable_holder: OnUnreachableHolder,
+    /// The IANA time zone shift schedules are read in.
+    pub time_zone: String,
+    /// Whether any organizer of the campaign has a shift schedule.
+    pub has_shifts: bool,
 }
 
 /// One campaign's triggers in a batch.
@@ -49,7 +54,15 @@ pub async fn lock(conn: &mut Conn, campaign_id: &str) -> AppResult<LockedSetting
         .ok_or_else(|| missing_settings(campaign_id))
 }
 
-static LOCK_CAMPAIGNS: &str = include_str!("sql/lock_campaigns.sql");
+/// The columns of a locked settings row ([`LockedSettings`] and its campaign).
+const SETTINGS_COLUMNS: &str = "campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
+     default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds, \
+     reply_within_seconds, on_reply_overdue, max_overdue_reassignments, on_unreachable_holder, \
+     time_zone, has_shifts";
+
+static LOCK_CAMPAIGNS: LazyLock<String> = LazyLock::new(|| {
+    include_str!("sql/lock_campaigns.sql").replace("{settings_columns}", SETTINGS_COLUMNS)
+});
 
 /// Takes the auto-assign locks of `campaign_ids` (their settings rows, in byte order of id, so batches of
 /// several campaigns never deadlock): from here to the end of the transaction every other batch of these
@@ -69,7 +82,7 @@ pub async fn lock_campaigns(
         Vec::new()
     };
     heads.sort_unstable();
-    let mut rows: Vec<LockedSettingsRow> = sqlx::query_as(LOCK_CAMPAIGNS)
+    let mut rows: Vec<LockedSettingsRow> = sqlx::query_as(&LOCK_CAMPAIGNS)
         .bind(campaign_ids) // $1 campaign_ids
         .bind(&created.campaigns) // $2 new_campaigns
         .bind(&created.ids) // $3 new_ids
@@ -81,13 +94,10 @@ pub async fn lock_campaigns(
         .await?;
     if rows.len() < campaign_ids.len() {
         // Settings rows made by that statement were not in its snapshot: lock them now (first use only).
-        rows = sqlx::query_as(
-            "SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id, \
-                    default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds, \
-                    reply_within_seconds, on_reply_overdue, max_overdue_reassignments, on_unreachable_holder \
-               FROM inbox_settings WHERE campaign_id = ANY($1) \
-              ORDER BY campaign_id COLLATE \"C\" FOR UPDATE",
-        )
+        rows = sqlx::query_as(&format!(
+            "SELECT {SETTINGS_COLUMNS} FROM inbox_settings WHERE campaign_id = ANY($1) \
+                  ORDER BY campaign_id COLLATE \"C\" FOR UPDATE"
+        ))
         .bind(campaign_ids) // $1 campaign_ids
         .fetch_all(&mut *conn)
         .await?;

@@ -259,6 +259,37 @@ pub async fn call(channel: &Channel, method: &str, caller: &CallMetadata, s: &Su
                 .await,
             nothing,
         ),
+        // Another organizer's schedule: set, read (it was set by the cell before), deleted.
+        "SetShiftSchedule" => unary(
+            assignments
+                .set_shift_schedule(caller.request(pb::SetShiftScheduleRequest {
+                    user_id: ADDED.into(),
+                    weekly: vec![pb::ShiftWindow {
+                        weekday: pb::Weekday::Monday.into(),
+                        start: "09:00".into(),
+                        end: "17:00".into(),
+                    }],
+                    exceptions: vec![],
+                }))
+                .await,
+            nothing,
+        ),
+        "GetShiftSchedule" => unary(
+            assignments
+                .get_shift_schedule(caller.request(pb::GetShiftScheduleRequest {
+                    user_id: ADDED.into(),
+                }))
+                .await,
+            nothing,
+        ),
+        "DeleteShiftSchedule" => unary(
+            assignments
+                .delete_shift_schedule(caller.request(pb::DeleteShiftScheduleRequest {
+                    user_id: ADDED.into(),
+                }))
+                .await,
+            nothing,
+        ),
         "SetCapacity" => unary(
             assignments
                 .set_capacity(caller.request(pb::SetCapacityRequest {

@@ -33,9 +33,7 @@ heads_locked AS (
 )
 -- The settings rows, locked in byte order of campaign id. The inserts are an InitPlan of the condition, so
 -- they finish before the first row is locked; rows made here are not in this statement's snapshot.
-SELECT campaign_id, auto_assign_enabled, has_waiting, last_auto_assignee_id,
-       default_capacity, routing_mode, rotation_start, on_unavailable, priority_step_seconds,
-       reply_within_seconds, on_reply_overdue, max_overdue_reassignments, on_unreachable_holder
+SELECT {settings_columns}
   FROM inbox_settings
  WHERE campaign_id = ANY($1)
    AND (SELECT count(*) FROM conversations_created) + (SELECT count(*) FROM settings_created) >= 0
