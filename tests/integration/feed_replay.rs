@@ -1,6 +1,6 @@
 //! The feed is a serialization of the campaign consistent with every routing decision. Auto-assign
-//! triggers, freeing changes (resolve, unassign, reassign), reopens and availability flips run at once on
-//! three replicas, with capacities tight enough that who has room keeps changing while batches decide.
+//! triggers, freeing changes (resolve, unassign, reassign), reopens, availability flips and shift schedules
+//! (with shifts starting and ending mid-run) run at once on three replicas, with capacities tight enough that who has room keeps changing while batches decide.
 //! Replaying the feed in feed order from the known start, every auto assignment goes to whom the routing
 //! rules pick on the replayed state, every queued conversation had nobody to go to, drains take the
 //! queue in order, and the replay ends in the stored state.
@@ -86,10 +86,16 @@ async fn replaying_the_feed_follows_every_routing_decision() {
         }
         let mismatches = compare_with_stored(&app, campaign, &replay).await;
         eprintln!(
-            "{campaign}: {total} events, {} auto assignments, {} deviations, {} state mismatches",
+            "{campaign}: {total} events, {} auto assignments, {} shift starts and ends, {} deviations, \
+             {} state mismatches",
             replay.auto_assignments,
+            replay.shift_changes,
             replay.deviations.len(),
             mismatches.len()
+        );
+        assert!(
+            replay.shift_changes > 0,
+            "{campaign}: no shift started or ended"
         );
         if !replay.deviations.is_empty() || !mismatches.is_empty() {
             failures.push(format!(
@@ -319,7 +325,8 @@ impl Worker {
         (!known.is_empty()).then(|| known[self.rng.below(known.len())].clone())
     }
 
-    /// One operation, by the flow builder (40%), the admin (52%) or the presence tracker (8%).
+    /// One operation, by the flow builder (40%), the admin (52%), the presence tracker (4%) or the
+    /// scheduler (4%).
     async fn step(&mut self) -> (&'static str, Result<(), Status>) {
         let (campaign, roll) = (self.campaign, self.rng.below(100));
         let conversation_id = match self.some_conversation() {
@@ -367,6 +374,7 @@ impl Worker {
                     .await;
                 ("reassign", result.map(drop))
             }
+            96.. => ("shift", self.shift().await),
             _ => {
                 let user_id = ORGANIZERS[self.rng.below(ORGANIZERS.len())].to_string();
                 let away = self.rng.below(10) < 4;
@@ -383,6 +391,54 @@ impl Worker {
                 ("availability", result.map(drop))
             }
         }
+    }
+
+    /// A random organizer's shift schedule: none (always on shift), none worked (off shift), or a window
+    /// of one or two seconds starting within two, so shifts start and end while batches decide.
+    async fn shift(&mut self) -> Result<(), Status> {
+        let user_id = ORGANIZERS[self.rng.below(ORGANIZERS.len())].to_string();
+        let campaign = self.campaign;
+        let roll = self.rng.below(3);
+        if roll == 0 {
+            let request = pb::DeleteShiftScheduleRequest { user_id };
+            let result = self
+                .client
+                .delete_shift_schedule(system(campaign, request))
+                .await;
+            return result.map(drop);
+        }
+        let exceptions = if roll == 1 {
+            Vec::new()
+        } else {
+            let now = jiff::Timestamp::now();
+            let start = now
+                .checked_add(jiff::SignedDuration::from_millis(
+                    self.rng.below(2000) as i64
+                ))
+                .unwrap();
+            let end = start
+                .checked_add(jiff::SignedDuration::from_millis(
+                    1000 + self.rng.below(1000) as i64,
+                ))
+                .unwrap();
+            let local = |t: jiff::Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC);
+            vec![pb::ShiftException {
+                date: local(start).date().to_string(),
+                off: false,
+                start: local(start).time().strftime("%H:%M:%S").to_string(),
+                end: local(end).time().strftime("%H:%M:%S").to_string(),
+            }]
+        };
+        let request = pb::SetShiftScheduleRequest {
+            user_id,
+            weekly: vec![],
+            exceptions,
+        };
+        let result = self
+            .client
+            .set_shift_schedule(system(campaign, request))
+            .await;
+        result.map(drop)
     }
 
     /// The flow builder's trigger for a new conversation, retried while the service sheds load.

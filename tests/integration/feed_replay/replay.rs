@@ -1,5 +1,5 @@
 //! The routing rules (docs/routing.md), replayed over the feed from the campaign's start: every organizer
-//! AVAILABLE, nothing open, an empty queue and no cursor.
+//! AVAILABLE and on shift (no schedule), nothing open, an empty queue and no cursor.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 
@@ -23,6 +23,8 @@ pub struct Replay {
     pub conversations: BTreeMap<String, Conversation>,
     /// Organizers not AVAILABLE.
     pub away: HashSet<String>,
+    /// Organizers whose shift the feed last said ended.
+    pub off_shift: HashSet<String>,
     /// Waiting conversations, next to drain first.
     pub queue: VecDeque<String>,
     /// ROTATION_START_LAST_ASSIGNED: the organizer of the last ASSIGN or REASSIGN, by any path.
@@ -31,6 +33,8 @@ pub struct Replay {
     drained: Option<String>,
     auto_assigned: HashSet<String>,
     pub auto_assignments: usize,
+    /// SHIFT_STARTED and SHIFT_ENDED events.
+    pub shift_changes: usize,
     pub deviations: Vec<String>,
 }
 
@@ -40,11 +44,13 @@ impl Replay {
             balanced,
             conversations: BTreeMap::new(),
             away: HashSet::new(),
+            off_shift: HashSet::new(),
             queue: VecDeque::new(),
             cursor: None,
             drained: None,
             auto_assigned: HashSet::new(),
             auto_assignments: 0,
+            shift_changes: 0,
             deviations: Vec::new(),
         }
     }
@@ -65,7 +71,9 @@ impl Replay {
     }
 
     fn has_room(&self, organizer: &str) -> bool {
-        !self.away.contains(organizer) && self.open(organizer) < Self::capacity(organizer)
+        !self.away.contains(organizer)
+            && !self.off_shift.contains(organizer)
+            && self.open(organizer) < Self::capacity(organizer)
     }
 
     /// Who the rule gives the next conversation: among AVAILABLE organizers with room (balanced: those
@@ -89,7 +97,12 @@ impl Replay {
     fn loads(&self) -> String {
         let load = |o: &&str| {
             let away = if self.away.contains(*o) { " away" } else { "" };
-            format!("{o} {}/{}{away}", self.open(o), Self::capacity(o))
+            let off = if self.off_shift.contains(*o) {
+                " off shift"
+            } else {
+                ""
+            };
+            format!("{o} {}/{}{away}{off}", self.open(o), Self::capacity(o))
         };
         ORGANIZERS.iter().map(load).collect::<Vec<_>>().join(", ")
     }
@@ -122,6 +135,16 @@ impl Replay {
                 } else {
                     self.away.insert(event.user_id.clone());
                 }
+                return;
+            }
+            Action::ShiftStarted => {
+                self.shift_changes += 1;
+                self.off_shift.remove(&event.user_id);
+                return;
+            }
+            Action::ShiftEnded => {
+                self.shift_changes += 1;
+                self.off_shift.insert(event.user_id.clone());
                 return;
             }
             Action::Assign if auto => self.check_auto_assign(seq, event),
