@@ -154,6 +154,8 @@ pub struct AssignmentEvent {
     pub cause: Option<String>,
     /// Its place in the campaign's feed; `None` for the moment between its commit and its numbering.
     pub seq: Option<i64>,
+    /// QUEUED from a trigger: the priority it waits with.
+    pub priority: Option<crate::domain::auto_assign::Priority>,
 }
 
 /// A value that was changed, or was already as asked.

@@ -135,6 +135,10 @@ pub fn event(delivered: Delivered) -> pb::AssignmentEvent {
         request_id: event.request_id.unwrap_or_default(),
         user_id: event.user_id.unwrap_or_default(),
         cause: event.cause.unwrap_or_default(),
+        priority: event
+            .priority
+            .map_or(pb::Priority::Unspecified, priority_to_pb)
+            .into(),
         cursor: place.cursor,
         availability: event
             .availability

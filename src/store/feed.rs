@@ -13,7 +13,8 @@ pub const FEED_CHANNEL: &str = "assignment_feed";
 pub const SEQUENCE_LIMIT: u64 = 1000;
 
 pub(super) const EVENT_COLUMNS: &str = "e.conversation_id, e.action, e.from_user_id, e.to_user_id, \
-     e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq";
+     e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq, \
+     e.priority";
 
 /// Numbers the campaign's committed, unnumbered events after its head, in event-id order, and moves the
 /// head; returns the new head and how many were numbered. Run in a transaction of its own

@@ -151,6 +151,8 @@ pub(crate) struct Event<'a> {
     /// Its feed number, for a writer that numbers its own events (an auto-assign batch); NULL: the
     /// sequencer numbers it after the commit.
     pub seq: &'a str,
+    /// QUEUED from a trigger: the priority it waits with.
+    pub priority: &'a str,
 }
 
 impl<'a> Event<'a> {
@@ -175,6 +177,7 @@ impl<'a> Event<'a> {
             availability: "NULL",
             cause: "NULL",
             seq: "NULL",
+            priority: "NULL",
         }
     }
 
@@ -194,12 +197,13 @@ impl<'a> Event<'a> {
             availability,
             cause,
             seq,
+            priority,
         } = self;
         format!(
             "INSERT INTO assignment_events (campaign_id, conversation_id, action, from_user_id, to_user_id, \
-                    actor_id, source, request_id, user_id, availability, cause, seq) \
+                    actor_id, source, request_id, user_id, availability, cause, seq, priority) \
              SELECT {campaign_id}, {conversation_id}, {action}, {from_user_id}, {to_user_id}, {actor_id}, \
-                    {source}, {request_id}, {user_id}, {availability}, {cause}, {seq} {rows}"
+                    {source}, {request_id}, {user_id}, {availability}, {cause}, {seq}, {priority} {rows}"
         )
     }
 }

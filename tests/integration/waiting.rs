@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use assignment_service::domain::auto_assign::{Priority, effective_arrival};
 use assignment_service::pb;
 use tonic::Code;
 
@@ -776,4 +777,27 @@ async fn the_queue_drains_by_priority_with_aging_in_the_order_it_lists_and_count
     .await
     .unwrap();
     assert_eq!(assigned, order, "drained in queue order");
+    // The feed holds what ordered the queue: each QUEUED event's priority, with its time, gives the drain
+    // order (the queue's key: the arrival less one step per level).
+    let mut queued: Vec<(i64, String)> = app
+        .campaign_history(100)
+        .await
+        .into_iter()
+        .filter(|e| e.action() == pb::AssignmentAction::Queued)
+        .map(|e| {
+            let at = e.occurred_at.unwrap();
+            let arrived = at.seconds * 1_000_000 + i64::from(at.nanos / 1000);
+            let priority = match e.priority() {
+                Low => Priority::Low,
+                Normal => Priority::Normal,
+                High => Priority::High,
+                Urgent => Priority::Urgent,
+                Unspecified => panic!("a trigger's QUEUED event carries its priority: {e:?}"),
+            };
+            (effective_arrival(arrived, priority, 1), e.conversation_id)
+        })
+        .collect();
+    queued.sort();
+    let replayed: Vec<&str> = queued.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(replayed, order, "the feed reproduces the drain order");
 }

@@ -86,6 +86,7 @@ fn own_events() -> Event<'static> {
         conversation_id: "o.conversation_id",
         to_user_id: "o.to_user_id",
         seq: "h.head + row_number() OVER (PARTITION BY o.campaign_id ORDER BY o.part, o.ord, o.step)",
+        priority: "o.priority",
         ..Event::of(
             "o.campaign_id",
             "o.action",

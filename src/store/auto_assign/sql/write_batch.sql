@@ -55,7 +55,7 @@ enqueued AS (
            WITH ORDINALITY AS u(campaign_id, conversation_id, priority, head_start, ord)
      ORDER BY ord) AS q
   ON CONFLICT (campaign_id, conversation_id) DO NOTHING
-  RETURNING campaign_id, conversation_id
+  RETURNING campaign_id, conversation_id, priority
 ),
 -- The campaigns' cursors and waiting flags.
 moved AS (
@@ -85,15 +85,15 @@ assignments AS MATERIALIZED (
    WHERE a.assignee_id IS NOT NULL
 ),
 -- The batch's own events, in the order they are numbered: a drained conversation's LEFT_QUEUE, then its
--- ASSIGN, in plan order; then the QUEUED ones.
+-- ASSIGN, in plan order; then the QUEUED ones, with the priority they wait with.
 own AS MATERIALIZED (
   SELECT a.campaign_id, a.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS to_user_id,
-         NULL::text AS request_id, 0 AS part, a.ord, 0 AS step
+         NULL::text AS request_id, 0 AS part, a.ord, 0 AS step, NULL::text AS priority
     FROM assignments a JOIN drained d ON d.campaign_id = a.campaign_id AND d.conversation_id = a.conversation_id
   UNION ALL
-  SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1 FROM assignments
+  SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1, NULL FROM assignments
   UNION ALL
-  SELECT q.campaign_id, q.conversation_id, 'QUEUED', NULL, q.request_id, 1, q.ord, 0
+  SELECT q.campaign_id, q.conversation_id, 'QUEUED', NULL, q.request_id, 1, q.ord, 0, enqueued.priority
     FROM unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS q(campaign_id, conversation_id, request_id, ord)
     JOIN enqueued ON enqueued.campaign_id = q.campaign_id AND enqueued.conversation_id = q.conversation_id
 ),
