@@ -33,6 +33,11 @@ pub const REPLIES_OVERDUE: &str = "replies_overdue_total";
 pub const REPLY_TIMER_LATENESS_SECONDS: &str = "reply_timer_lateness_seconds";
 /// How long a member waited for a reply: from their first unanswered message to the reply that ended it.
 pub const TIME_TO_REPLY_SECONDS: &str = "time_to_reply_seconds";
+/// Shift boundaries acted on (a start drains the queue, an end applies on_unavailable), by what the
+/// organizer's shift became (`state`: on, off).
+pub const SHIFT_BOUNDARIES: &str = "shift_boundaries_total";
+/// How long after a shift started or ended the boundary worker acted on it.
+pub const SHIFT_BOUNDARY_LATENESS_SECONDS: &str = "shift_boundary_lateness_seconds";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

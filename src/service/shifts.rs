@@ -17,6 +17,7 @@ use crate::domain::shifts::{
 };
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
+use crate::observability::{SHIFT_BOUNDARIES, SHIFT_BOUNDARY_LATENESS_SECONDS};
 use crate::service::{AfterCommit, Caller, lock_setter};
 use crate::store::auto_assign::LockedSettings;
 use crate::store::shifts::{self as stored, ShiftChange, StoredSchedule};
@@ -299,12 +300,13 @@ async fn pass_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
     let at = Timestamp::now();
     let now = shifts_now(&schedules, at);
     stored::record(&mut tx, campaign_id, &now.unrecorded, None, None).await?;
+    let mut passed = Vec::with_capacity(schedules.len());
     for schedule in &schedules {
         let state = schedule.schedule.state_at(at);
         // A shift that ended at this boundary (not one re-checked while off, nor one that ended and
         // started again since: that organizer is on shift now).
-        let boundary = shifts::from_utc(due[&schedule.user_id]);
-        let before = boundary
+        let boundary = due[&schedule.user_id];
+        let before = shifts::from_utc(boundary)
             .checked_sub(jiff::SignedDuration::from_nanos(1))
             .is_ok_and(|t| schedule.schedule.state_at(t).is_on());
         let ended = before && !state.is_on();
@@ -319,9 +321,17 @@ async fn pass_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
             state.until().map(shifts::to_utc),
         )
         .await?;
+        passed.push((state.is_on(), boundary));
     }
     tx.commit().await?;
-    Ok(schedules.len())
+    let done = Utc::now();
+    for (on, boundary) in &passed {
+        let state = if *on { "on" } else { "off" };
+        metrics::counter!(SHIFT_BOUNDARIES, "state" => state).increment(1);
+        let late = (done - *boundary).num_milliseconds().max(0) as f64 / 1e3;
+        metrics::histogram!(SHIFT_BOUNDARY_LATENESS_SECONDS).record(late);
+    }
+    Ok(passed.len())
 }
 
 /// An ended shift's open conversations, locked by the caller, back to the front of the queue.

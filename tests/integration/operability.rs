@@ -10,7 +10,7 @@ use crate::harness::*;
 use crate::production::scrape;
 
 /// The families of the service's metrics: any name in a deploy file starting so is one of ours.
-const FAMILIES: [&str; 8] = [
+const FAMILIES: [&str; 9] = [
     "grpc_server_",
     "db_",
     "auto_assign_",
@@ -19,6 +19,7 @@ const FAMILIES: [&str; 8] = [
     "replies_",
     "reply_timer_",
     "time_to_reply_",
+    "shift_",
 ];
 
 /// Every metric name `file` (under `deploy/`) uses.
@@ -118,6 +119,24 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(lapsed, "org1 let c1's reply lapse");
+    // org1's shift ends a second from now (a boundary acted on: counted, and its lateness measured).
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
+    let end = now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+    let schedule = pb::SetShiftScheduleRequest {
+        user_id: "org1".into(),
+        weekly: vec![],
+        exceptions: vec![pb::ShiftException {
+            date: now.date().to_string(),
+            off: false,
+            start: now.time().strftime("%H:%M:%S").to_string(),
+            end: end.time().strftime("%H:%M:%S").to_string(),
+        }],
+    };
+    app.assignments()
+        .await
+        .set_shift_schedule(as_actor("admin", schedule))
+        .await
+        .unwrap();
     // The feed delivered the changes to the watcher.
     tokio::time::timeout(Duration::from_secs(5), watch.message())
         .await
@@ -159,7 +178,15 @@ async fn every_metric_the_dashboard_and_the_alerts_use_is_exported() {
         .await;
     expect_code(shed, Code::ResourceExhausted);
 
-    let body = scrape(app.metrics_addr).await;
+    // The shift's end has been acted on.
+    let mut body = scrape(app.metrics_addr).await;
+    for _ in 0..100 {
+        if exported(&body, "shift_boundaries_total") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body = scrape(app.metrics_addr).await;
+    }
     let dashboard = metric_names("grafana/assignment-service.json");
     let alerts = metric_names("prometheus/alerts.yaml");
     assert!(
