@@ -271,6 +271,16 @@ pub async fn set_next_change(
     Ok(())
 }
 
+/// Makes every schedule of the campaign due now, so the boundary worker works out its next change again
+/// (the campaign's time zone changed).
+pub async fn recheck_all(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
+    sqlx::query("UPDATE shift_schedules SET next_change_at = now() WHERE campaign_id = $1")
+        .bind(campaign_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Campaigns with a shift boundary due now, most overdue first, at most `limit`.
 pub async fn due_campaigns(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
     Ok(sqlx::query_scalar(

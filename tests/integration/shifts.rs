@@ -261,9 +261,9 @@ async fn an_organizer_off_shift_is_passed_over_and_the_preview_says_until_when()
     )
     .await
     .unwrap();
-    let until = format!("off shift until {} 09:00 {zone}", day.strftime("%a"));
+    let off_until = format!("off shift until {} 09:00 {zone}", day.strftime("%a"));
     assert!(!set.on_shift);
-    assert_eq!(set.status, until);
+    assert_eq!(set.status, off_until);
     let changes_at = set.changes_at.expect("the shift's start");
     let expected = day
         .at(9, 0, 0, 0)
@@ -295,10 +295,48 @@ async fn an_organizer_off_shift_is_passed_over_and_the_preview_says_until_when()
         o1.reasons().collect::<Vec<_>>(),
         [pb::IneligibleReason::OffShift]
     );
-    assert_eq!(o1.explanation, until);
+    assert_eq!(o1.explanation, off_until);
     assert_eq!(preview.next_assignee_id.as_deref(), Some("o2"));
     // Setting the schedule ended the shift o1 was on without one: history says so.
     assert_eq!(shift_events(&app).await, [("o1".to_string(), false)]);
+
+    // Another time zone: the schedule reads in it at once, and the boundary worker's next change follows.
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            time_zone: Some("Asia/Tokyo".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let read = app
+        .assignments()
+        .await
+        .get_shift_schedule(as_actor(
+            "admin",
+            pb::GetShiftScheduleRequest {
+                user_id: "o1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .schedule
+        .unwrap();
+    assert!(read.status.ends_with("Asia/Tokyo"), "{read:?}");
+    let tokyo = read.changes_at.unwrap().seconds;
+    assert_ne!(tokyo, changes_at.seconds);
+    until(Duration::from_secs(5), || async {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM next_change_at)::int8 FROM shift_schedules WHERE campaign_id = $1",
+        )
+        .bind(CAMPAIGN)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        next == Some(tokyo)
+    })
+    .await;
 
     // Deleted, o1 is on shift again (SHIFT_STARTED) and next in the rotation.
     app.assignments()

@@ -8,7 +8,7 @@ use crate::domain::shifts;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
-use crate::store::{Store, auto_assign, inbox_settings, users};
+use crate::store::{self, Store, auto_assign, inbox_settings, users};
 
 /// The longest silence timer: 30 days.
 const MAX_REPLY_WITHIN_SECONDS: i32 = 30 * 24 * 3600;
@@ -74,14 +74,22 @@ pub async fn update_settings(
     violations.finish()?;
     let mut tx = store.begin().await?;
     // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
-    auto_assign::lock(&mut tx, &call.campaign_id).await?;
+    let locked = auto_assign::lock(&mut tx, &call.campaign_id).await?;
     let (actor, _) = lock_actor(&mut tx, call, &[]).await?;
     require_admin(&actor, "change inbox settings")?;
+    let zone_changed = change
+        .time_zone
+        .as_ref()
+        .is_some_and(|zone| *zone != locked.time_zone);
     let settings = if change.is_empty() {
         inbox_settings::get(&mut tx, &call.campaign_id).await?
     } else {
         Some(inbox_settings::update(&mut tx, &call.campaign_id, change, &actor.user_id).await?)
     };
+    if zone_changed {
+        // Every schedule now reads in the new zone: the boundary worker works out their next changes.
+        store::shifts::recheck_all(&mut tx, &call.campaign_id).await?;
+    }
     tx.commit().await?;
     after.committed(&call.campaign_id, Change::SettingsUpdated);
     Ok(settings)
