@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use super::holders::{OnUnreachableHolder, Unreachable};
-use super::model::{Conversation, ConversationStatus};
+use super::model::{Availability, Conversation, ConversationStatus};
 use super::replies::{OnReplyOverdue, ReplySettings, routable};
 
 /// A campaign's inbox settings: whether auto-assignment is on, and how it routes.
@@ -215,6 +215,8 @@ pub struct TriggerState {
     pub lapsed_by: Vec<String>,
     /// Why its current holder cannot answer it, if they cannot (`domain::holders`).
     pub holder_unreachable: Option<Unreachable>,
+    /// Its current holder's availability (whether they are there to answer: `domain::holders::absent`).
+    pub holder_availability: Option<Availability>,
 }
 
 /// Whether a drain places a conversation it read in the waiting queue, judged on its row as locked (the

@@ -1,11 +1,13 @@
 //! Unreachable holders: a conversation held by someone who can no longer answer it. A holder is
-//! unreachable when deactivated or when no access group lets them reply to it any more (admins always may);
-//! away and offline holders are the `on_unavailable` setting's (`domain::auto_assign::OnUnavailable`). The
-//! campaign's [`OnUnreachableHolder`] says what happens, applied in the transaction that makes a holder
-//! unreachable (DeactivateUser, an access group's change, a conversation's tags). The SQL form of the rule is
-//! `store::rules::unreachable_cause`.
+//! unreachable when deactivated or when no access group lets them reply to it any more (admins always may):
+//! the campaign's [`OnUnreachableHolder`] says what happens, applied in the transaction that makes a holder
+//! unreachable (DeactivateUser, an access group's change, a conversation's tags); the SQL form of that rule is
+//! `store::rules::unreachable_cause`. A holder who is away, offline or off shift is not there to answer
+//! ([`absent`]): the campaign's `on_unavailable` says what happens (`domain::auto_assign::OnUnavailable`).
+//! Either way a member's message to such a conversation says so, and applies the policy again.
 
-use crate::domain::model::{Role, UserRef};
+use crate::domain::auto_assign::OnUnavailable;
+use crate::domain::model::{Availability, Role, UserRef};
 
 /// Why a holder cannot answer the conversation they hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +16,10 @@ pub enum Unreachable {
     Inactive,
     /// No access group lets them reply to it.
     NoReplyAccess,
+    /// Away or offline.
+    Unavailable,
+    /// Off shift by their schedule.
+    OffShift,
 }
 
 impl Unreachable {
@@ -22,6 +28,32 @@ impl Unreachable {
         match self {
             Unreachable::Inactive => "HOLDER_INACTIVE",
             Unreachable::NoReplyAccess => "HOLDER_NO_REPLY_ACCESS",
+            Unreachable::Unavailable => "HOLDER_UNAVAILABLE",
+            Unreachable::OffShift => "HOLDER_OFF_SHIFT",
+        }
+    }
+
+    /// The campaign setting that decides what becomes of the conversation.
+    pub fn policy(self) -> &'static str {
+        match self {
+            Unreachable::Inactive | Unreachable::NoReplyAccess => "on_unreachable_holder",
+            Unreachable::Unavailable | Unreachable::OffShift => "on_unavailable",
+        }
+    }
+
+    /// Whether the campaign's settings return the conversation to the queue for this.
+    pub fn returns(
+        self,
+        on_unreachable: OnUnreachableHolder,
+        on_unavailable: OnUnavailable,
+    ) -> bool {
+        match self {
+            Unreachable::Inactive | Unreachable::NoReplyAccess => {
+                on_unreachable == OnUnreachableHolder::ReturnToQueue
+            }
+            Unreachable::Unavailable | Unreachable::OffShift => {
+                on_unavailable == OnUnavailable::ReturnToQueue
+            }
         }
     }
 
@@ -41,7 +73,22 @@ impl Unreachable {
             Unreachable::NoReplyAccess => {
                 format!("no access group lets {holder} reply to it any more")
             }
+            Unreachable::Unavailable => format!("{holder} is away or offline"),
+            Unreachable::OffShift => format!("{holder} is off shift"),
         }
+    }
+}
+
+/// Whether an organizer holding the conversation is there to answer it: `AVAILABLE` and on shift. `None`
+/// when they are. (Admins' availability does not route, and going away returns only organizers'
+/// conversations.)
+pub fn absent(availability: Availability, on_shift: bool) -> Option<Unreachable> {
+    if availability != Availability::Available {
+        Some(Unreachable::Unavailable)
+    } else if !on_shift {
+        Some(Unreachable::OffShift)
+    } else {
+        None
     }
 }
 
@@ -93,5 +140,29 @@ mod tests {
         for why in [Unreachable::Inactive, Unreachable::NoReplyAccess] {
             assert_eq!(Unreachable::from_cause(why.cause()), Some(why));
         }
+    }
+
+    #[test]
+    fn a_holder_away_offline_or_off_shift_is_absent_and_on_unavailable_decides() {
+        assert_eq!(absent(Availability::Available, true), None);
+        assert_eq!(
+            absent(Availability::Away, true),
+            Some(Unreachable::Unavailable)
+        );
+        assert_eq!(
+            absent(Availability::Offline, false),
+            Some(Unreachable::Unavailable)
+        );
+        assert_eq!(
+            absent(Availability::Available, false),
+            Some(Unreachable::OffShift)
+        );
+        use OnUnavailable as U;
+        use OnUnreachableHolder as H;
+        assert!(Unreachable::OffShift.returns(H::Keep, U::ReturnToQueue));
+        assert!(!Unreachable::OffShift.returns(H::ReturnToQueue, U::Keep));
+        assert!(Unreachable::Inactive.returns(H::ReturnToQueue, U::Keep));
+        assert!(!Unreachable::Inactive.returns(H::Keep, U::ReturnToQueue));
+        assert_eq!(Unreachable::Unavailable.policy(), "on_unavailable");
     }
 }

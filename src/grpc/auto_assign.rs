@@ -32,11 +32,14 @@ pub(super) async fn auto_assign(
     let mut message = outcome.message();
     if let Some((holder, why)) = &done.holder_unreachable {
         message.push_str(&format!(" But {}: ", why.message(holder)));
-        message.push_str(if done.returned {
-            "it went back to the front of the waiting queue for someone who can."
+        if done.returned {
+            message.push_str("it went back to the front of the waiting queue for someone who can.");
         } else {
-            "the campaign keeps such conversations with their holder (on_unreachable_holder KEEP)."
-        });
+            message.push_str(&format!(
+                "the campaign keeps such conversations with their holder ({} KEEP).",
+                why.policy()
+            ));
+        }
     }
     Ok(Response::new(pb::AutoAssignConversationResponse {
         outcome: convert::auto_outcome(outcome).into(),

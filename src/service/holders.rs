@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::domain::auto_assign::OnUnavailable;
 use crate::domain::effects::Change;
-use crate::domain::holders::{OnUnreachableHolder, Unreachable};
+use crate::domain::holders::{OnUnreachableHolder, Unreachable, absent};
 use crate::domain::model::Conversation;
 use crate::error::AppResult;
-use crate::service::AfterCommit;
+use crate::service::{AfterCommit, shifts};
 use crate::store::auto_assign::{self, LockedSettings};
 use crate::store::holders::{self, Held};
 use crate::store::waiting::{self, Requeue};
@@ -54,10 +55,11 @@ pub(crate) async fn return_unreachable(
     Ok(returned)
 }
 
-/// A member wrote to a conversation whose holder cannot answer it (the batch read so): in a transaction of
-/// its own, under the campaign's lock, reads the holder afresh and applies the campaign's policy. Returns the
-/// conversation as it is now if it went back to the queue, `None` if it stays (KEEP, or the holder can
-/// answer it after all).
+/// A member wrote to a conversation whose holder cannot answer it, or is not there to (the batch read so):
+/// in a transaction of its own, under the campaign's lock, reads the holder afresh and applies the
+/// campaign's policy (`on_unreachable_holder`, or `on_unavailable` for a holder away, offline or off shift).
+/// Returns the conversation as it is now if it went back to the queue, `None` if it stays (KEEP, or the
+/// holder can answer it after all).
 pub(crate) async fn return_if_unreachable(
     store: &Store,
     after: &AfterCommit,
@@ -68,8 +70,12 @@ pub(crate) async fn return_if_unreachable(
     let mut tx = store.begin().await?;
     let settings = auto_assign::lock(&mut tx, campaign_id).await?;
     let held = Held::Conversation(conversation_id);
-    let returned =
+    let mut returned =
         return_unreachable(&mut tx, campaign_id, &settings, held, None, request_id).await?;
+    if returned == 0 && settings.on_unavailable == OnUnavailable::ReturnToQueue {
+        returned =
+            return_if_absent(&mut tx, campaign_id, &settings, conversation_id, request_id).await?;
+    }
     let now = if returned > 0 {
         conversations::find(&mut tx, campaign_id, conversation_id).await?
     } else {
@@ -80,4 +86,33 @@ pub(crate) async fn return_if_unreachable(
         after.committed(campaign_id, Change::UnreachableReturned);
     }
     Ok(now)
+}
+
+/// The conversation back to the front of the queue if its holder is away, offline or off shift now (read
+/// after its lock; the caller holds the campaign's). Returns how many went back (0 or 1).
+async fn return_if_absent(
+    conn: &mut Conn,
+    campaign_id: &str,
+    settings: &LockedSettings,
+    conversation_id: &str,
+    request_id: Option<&str>,
+) -> AppResult<usize> {
+    let off_shift = shifts::record_passed(conn, campaign_id, settings).await?;
+    let Some((holder, availability)) =
+        holders::lock_holder(conn, campaign_id, conversation_id).await?
+    else {
+        return Ok(0);
+    };
+    let Some(why) = absent(availability, !off_shift.contains(&holder)) else {
+        return Ok(0);
+    };
+    let requeue = Requeue {
+        conversation_ids: &[conversation_id],
+        cause: why.cause(),
+        record_lapse: false,
+        stop_timing: false,
+        actor_id: None,
+        request_id,
+    };
+    Ok(waiting::requeue(conn, campaign_id, requeue).await?.len())
 }

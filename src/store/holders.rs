@@ -2,6 +2,7 @@
 
 use super::Conn;
 use super::rules::unreachable_cause;
+use crate::domain::model::Availability;
 use crate::error::AppResult;
 
 /// Which held conversations to look at.
@@ -50,4 +51,36 @@ pub async fn lock_unreachable(
         Held::Conversation(id) => query.bind(id), // $2 conversation
     };
     Ok(query.fetch_all(conn).await?)
+}
+
+/// The organizer holding an open conversation, the conversation locked (`FOR UPDATE`) and then their row
+/// share-locked (the lock order: conversation, then users): who holds it and whether they are available.
+/// `None` when it is resolved, nobody holds it, or an admin does (going away returns only organizers'
+/// conversations).
+pub async fn lock_holder(
+    conn: &mut Conn,
+    campaign_id: &str,
+    conversation_id: &str,
+) -> AppResult<Option<(String, Availability)>> {
+    let holder: Option<String> = sqlx::query_scalar(
+        "SELECT assignee_id FROM conversations \
+          WHERE campaign_id = $1 AND conversation_id = $2 AND status = 'OPEN' AND assignee_id IS NOT NULL \
+            FOR UPDATE",
+    )
+    .bind(campaign_id)
+    .bind(conversation_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(holder) = holder else {
+        return Ok(None);
+    };
+    let availability: Option<Availability> = sqlx::query_scalar(
+        "SELECT availability FROM users WHERE campaign_id = $1 AND user_id = $2 AND role = 'ORGANIZER' \
+            FOR SHARE",
+    )
+    .bind(campaign_id)
+    .bind(&holder)
+    .fetch_optional(conn)
+    .await?;
+    Ok(availability.map(|a| (holder, a)))
 }

@@ -329,3 +329,134 @@ async fn under_keep_the_holder_keeps_it_and_the_list_and_preview_say_so() {
     }
     panic!("{} was never routed to someone who can reply", held[0]);
 }
+
+/// A member writes to a conversation whose organizer is away, offline or off shift: the answer says so
+/// (HOLDER_UNAVAILABLE, HOLDER_OFF_SHIFT), and `on_unavailable` decides: KEEP keeps it with them,
+/// RETURN_TO_QUEUE sends it to the front of the queue and on to someone who is there.
+#[tokio::test]
+async fn a_member_writing_to_an_absent_holder_is_told_and_on_unavailable_decides() {
+    let app = TestApp::start_configured(&NO_SWEEP).await;
+    app.admin("admin").await;
+    app.organizer("o1").await;
+    app.organizer("o2").await;
+    app.group("admin", "all", &["o1", "o2"], true, scope_all())
+        .await;
+    app.enable_auto_assign().await;
+    let mut api = app.assignments().await;
+    let write = |conversation: &str, n: u32| pb::AutoAssignConversationRequest {
+        trigger_id: format!("{conversation}-again-{n}"),
+        ..auto_assign_request(conversation)
+    };
+    for conversation in ["c1", "c2"] {
+        app.conversation(conversation, &[]).await;
+        app.assign_as_admin(conversation, "o1").await;
+    }
+    app.set_availability("o1", pb::Availability::Away).await;
+
+    // KEEP (the default): told, kept.
+    let kept = api
+        .auto_assign_conversation(system(CAMPAIGN, write("c1", 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.outcome(), pb::AutoAssignOutcome::AlreadyAssigned);
+    assert_eq!(kept.holder_unreachable_cause, "HOLDER_UNAVAILABLE");
+    assert!(
+        kept.message.contains("on_unavailable KEEP"),
+        "{}",
+        kept.message
+    );
+    assert_eq!(app.stored("c1").await.0.as_deref(), Some("o1"));
+
+    // RETURN_TO_QUEUE: the next message sends it on to o2, who is there.
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            on_unavailable: pb::OnUnavailable::ReturnToQueue.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let returned = api
+        .auto_assign_conversation(system(CAMPAIGN, write("c1", 2)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(returned.holder_unreachable_cause, "HOLDER_UNAVAILABLE");
+    assert!(
+        returned.message.contains("went back"),
+        "{}",
+        returned.message
+    );
+    let until_with = |conversation: &'static str, holder: &'static str| {
+        let app = &app;
+        async move {
+            for _ in 0..100 {
+                if app.stored(conversation).await.0.as_deref() == Some(holder) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{conversation} never went to {holder}");
+        }
+    };
+    until_with("c1", "o2").await;
+
+    // Back, but off shift by a schedule with no window: setting it ends o1's shift, which returns what o1
+    // holds (c2) at once. A conversation given to o1 by hand after that goes on when its member writes.
+    app.set_availability("o1", pb::Availability::Available)
+        .await;
+    app.assignments()
+        .await
+        .set_shift_schedule(as_actor(
+            "admin",
+            pb::SetShiftScheduleRequest {
+                user_id: "o1".into(),
+                weekly: vec![],
+                exceptions: vec![],
+            },
+        ))
+        .await
+        .unwrap();
+    until_with("c2", "o2").await;
+    app.conversation("c3", &[]).await;
+    app.assign_as_admin("c3", "o1").await;
+    let preview = api
+        .preview_auto_assign(as_actor(
+            "admin",
+            pb::PreviewAutoAssignRequest {
+                conversation_id: "c3".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.holder_unreachable_cause, "HOLDER_OFF_SHIFT");
+    let off = api
+        .auto_assign_conversation(system(CAMPAIGN, write("c3", 1)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(off.holder_unreachable_cause, "HOLDER_OFF_SHIFT");
+    until_with("c3", "o2").await;
+
+    // History names each cause on the UNASSIGN from o1.
+    for (conversation, cause) in [
+        ("c1", "HOLDER_UNAVAILABLE"),
+        ("c2", "SHIFT_ENDED"),
+        ("c3", "HOLDER_OFF_SHIFT"),
+    ] {
+        let unassigned: Vec<_> = app
+            .history(conversation)
+            .await
+            .into_iter()
+            .filter(|e| e.action() == pb::AssignmentAction::Unassign)
+            .map(|e| (e.from_user_id, e.cause))
+            .collect();
+        assert_eq!(
+            unassigned,
+            [(Some("o1".to_string()), cause.to_string())],
+            "{conversation}"
+        );
+    }
+}

@@ -52,6 +52,7 @@ fn trigger(id: &str, conversation: &str, eligible: &[&str]) -> TriggerState {
         eligible: ids(eligible),
         lapsed_by: vec![],
         holder_unreachable: None,
+        holder_availability: None,
     }
 }
 

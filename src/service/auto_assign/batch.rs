@@ -11,7 +11,7 @@ use crate::domain::auto_assign::{
     AutoOutcome, BatchPlan, Decision, RotationStart, Routing, RoutingMode, Trigger, TriggerState,
     Verdict, plan_batch,
 };
-use crate::domain::holders::Unreachable;
+use crate::domain::holders::{Unreachable, absent};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{ReplySettings, reply_due_at};
 use crate::error::{AppError, AppResult, Reason};
@@ -156,6 +156,8 @@ async fn read<'a>(tx: &mut Conn, locked: Vec<LockedPart<'a>>) -> AppResult<Vec<R
 struct PlannedPart<'a> {
     batch: &'a CampaignBatch,
     settings: LockedSettings,
+    /// Organizers off shift at the decision.
+    off_shift: HashSet<String>,
     drain: i64,
     queue_read: usize,
     plan: BatchPlan<Entry>,
@@ -172,7 +174,7 @@ fn plan(read: ReadPart) -> PlannedPart {
     let routing = Routing {
         mode: settings.routing_mode,
         loads: reads.loads.take(),
-        off_shift: locked.off_shift,
+        off_shift: locked.off_shift.clone(),
     };
     let plan = plan_batch(
         settings.auto_assign_enabled,
@@ -183,6 +185,7 @@ fn plan(read: ReadPart) -> PlannedPart {
     PlannedPart {
         batch: locked.batch,
         drain: locked.reads.drain,
+        off_shift: locked.off_shift,
         queue_read: reads.queue_read,
         settings,
         plan,
@@ -292,20 +295,30 @@ fn answer(part: WrittenPart) -> CampaignOutcome {
             EntrySource::Trigger { index } => index,
         };
         replies[index] = match planned_entry.verdict {
-            Verdict::Decided(decision) => Ok(AutoAssigned {
-                holder_unreachable: held_by_unreachable(&decision, &state),
-                returned: false,
-                queue_position: positions.get(&conversation.conversation_id).copied(),
-                conversation: with_due_time(
-                    written
-                        .conversations
-                        .get(&conversation.conversation_id)
-                        .cloned()
-                        .unwrap_or(conversation),
-                    &reply_settings,
-                ),
-                decision,
-            }),
+            Verdict::Decided(decision) => {
+                let holder_unreachable = held_by_unreachable(&decision, &state, &planned.off_shift);
+                let policy_returns = holder_unreachable.as_ref().is_some_and(|(_, why)| {
+                    why.returns(
+                        planned.settings.on_unreachable_holder,
+                        planned.settings.on_unavailable,
+                    )
+                });
+                Ok(AutoAssigned {
+                    holder_unreachable,
+                    returned: false,
+                    policy_returns,
+                    queue_position: positions.get(&conversation.conversation_id).copied(),
+                    conversation: with_due_time(
+                        written
+                            .conversations
+                            .get(&conversation.conversation_id)
+                            .cloned()
+                            .unwrap_or(conversation),
+                        &reply_settings,
+                    ),
+                    decision,
+                })
+            }
             Verdict::TriggerReused { first_conversation } => {
                 Err(trigger_reused(&triggers[index], &first_conversation))
             }
@@ -329,12 +342,19 @@ fn with_due_time(mut conversation: Conversation, replies: &ReplySettings) -> Con
 }
 
 /// The holder a trigger found its conversation with, if they cannot answer it: the member wrote to someone
-/// deactivated or without reply access (`service::auto_assign::auto_assign` applies the campaign's policy).
-fn held_by_unreachable(decision: &Decision, state: &TriggerState) -> Option<(String, Unreachable)> {
+/// deactivated or without reply access, or away, offline or off shift (`service::auto_assign::auto_assign`
+/// applies the campaign's policy).
+fn held_by_unreachable(
+    decision: &Decision,
+    state: &TriggerState,
+    off_shift: &HashSet<String>,
+) -> Option<(String, Unreachable)> {
     let AutoOutcome::AlreadyAssigned(holder) = &decision.outcome else {
         return None;
     };
-    let why = state.holder_unreachable?;
+    let why = state
+        .holder_unreachable
+        .or_else(|| absent(state.holder_availability?, !off_shift.contains(holder)))?;
     // Held since before the batch (not just assigned by it to someone eligible).
     (!decision.duplicate && state.current_assignee.as_deref() == Some(holder.as_str()))
         .then(|| (holder.clone(), why))

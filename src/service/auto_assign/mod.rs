@@ -46,8 +46,12 @@ pub struct AutoAssigned {
     pub queue_position: Option<i64>,
     /// The member wrote to a conversation held by someone who cannot answer it: who, and why.
     pub holder_unreachable: Option<(String, Unreachable)>,
-    /// And it went back to the front of the queue for that (`on_unreachable_holder`).
+    /// And it went back to the front of the queue for that (`on_unreachable_holder`, or `on_unavailable`
+    /// for a holder away, offline or off shift).
     pub returned: bool,
+    /// The campaign's setting for that cause returns such conversations to the queue, as the batch read it
+    /// (the follow-up that does reads it again under the campaign's lock).
+    pub policy_returns: bool,
 }
 
 /// AutoAssignConversation: validates the trigger and runs it in its campaign's next batch. A message to a
@@ -75,7 +79,7 @@ pub async fn auto_assign(
         priority: request.priority,
     };
     let mut answer = coalescer.submit(&call.campaign_id, trigger).await?;
-    if answer.holder_unreachable.is_some()
+    if answer.policy_returns
         && let Some(now) = holders::return_if_unreachable(
             store,
             after,

@@ -8,7 +8,8 @@ use crate::domain::actor::require_admin;
 use crate::domain::auto_assign::{
     Candidate, InboxSettings, Ineligible, Load, RotationStart, Routing, effective_capacity,
 };
-use crate::domain::holders::{Unreachable, unreachable};
+use crate::domain::holders::{Unreachable, absent, unreachable};
+use crate::domain::model::Role;
 use crate::domain::shifts::{DEFAULT_TIME_ZONE, describe};
 use crate::domain::validate;
 use crate::error::{AppError, AppResult};
@@ -71,7 +72,19 @@ pub async fn preview(store: &Store, call: &ActorCall, conversation_id: &str) -> 
         .and_then(|c| c.assignee_id.as_deref())
         .and_then(|holder| users.iter().find(|u| u.user_id == holder))
         .and_then(|holder| {
-            let why = unreachable(&holder.to_ref(), repliers.contains(&holder.user_id))?;
+            let why = unreachable(&holder.to_ref(), repliers.contains(&holder.user_id)).or_else(
+                || {
+                    let organizer = holder.role == Role::Organizer;
+                    organizer
+                        .then(|| {
+                            absent(
+                                holder.availability,
+                                !off_shift.contains_key(&holder.user_id),
+                            )
+                        })
+                        .flatten()
+                },
+            )?;
             Some((holder.user_id.clone(), why))
         });
     let candidates: Vec<Candidate> = users

@@ -16,7 +16,7 @@ use crate::domain::auto_assign::{
     AutoOutcome, Load, OutcomeKind, RecordedTrigger, TriggerState, effective_capacity, still_waits,
 };
 use crate::domain::holders::Unreachable;
-use crate::domain::model::Conversation;
+use crate::domain::model::{Availability, Conversation};
 use crate::error::{AppError, AppResult};
 use crate::store::conversations::COLUMNS_WITHOUT_DUE;
 use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
@@ -304,6 +304,8 @@ struct EntryRow {
     eligible: Vec<String>,
     /// Why its holder cannot answer it (`store::rules::unreachable_cause`), if they cannot.
     holder_cause: Option<String>,
+    /// Its holder's availability.
+    holder_availability: Option<Availability>,
 }
 
 impl EntryRow {
@@ -340,6 +342,7 @@ impl EntryRow {
                 .holder_cause
                 .as_deref()
                 .and_then(Unreachable::from_cause),
+            holder_availability: self.holder_availability,
         };
         Ok(Entry {
             source,

@@ -114,15 +114,13 @@ facts AS MATERIALIZED (
                ON p.user_id = o.user_id) AS l ON true
 ),
 -- Each entry with its conversation, its queue row, its trigger's record, who is eligible for it, and why its
--- holder (if any) cannot answer it.
+-- holder (if any) cannot answer it or whether they are away.
 read_entries AS MATERIALIZED (
   SELECT c.entry_campaign, c.ord, c.trigger_id, c.position, c.waiting_since,
          c.position IS NOT NULL AS queue_row_found, {conversation_columns},
          t.outcome AS recorded_outcome, t.assignee_id AS recorded_assignee,
          t.conversation_id AS recorded_conversation,
-         CASE WHEN c.assignee_id IS NOT NULL THEN (
-           SELECT {holder_cause} FROM users h
-            WHERE h.campaign_id = c.campaign_id AND h.user_id = c.assignee_id) END AS holder_cause,
+         h.holder_cause, h.holder_availability,
          CASE WHEN ks.enabled THEN ARRAY(
            SELECT o.user_id FROM organizers o
             WHERE o.campaign_id = c.campaign_id AND {eligible}
@@ -133,6 +131,12 @@ read_entries AS MATERIALIZED (
     LEFT JOIN LATERAL (
      SELECT t.outcome, t.assignee_id, t.conversation_id FROM auto_assign_triggers t
       WHERE t.campaign_id = c.entry_campaign AND t.trigger_id = c.trigger_id LIMIT 1) AS t ON true
+    -- Its holder (if any): why they cannot answer it, and (an organizer's) whether they are there to.
+    LEFT JOIN LATERAL (
+     SELECT {holder_cause} AS holder_cause,
+            CASE WHEN h.role = 'ORGANIZER' THEN h.availability END AS holder_availability FROM users h
+      WHERE c.assignee_id IS NOT NULL AND h.campaign_id = c.campaign_id AND h.user_id = c.assignee_id) AS h
+      ON true
 )
 -- One row per campaign and entry (a campaign without entries: one row without one, so the notifications
 -- are sent whatever is left), with the campaign's facts.
