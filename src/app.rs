@@ -24,6 +24,7 @@ use crate::observability::{DATABASE_UP, serve_metrics, watch_pool};
 use crate::pb::access_group_service_server::AccessGroupServiceServer;
 use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
+use crate::relay::{self, Relay, RelayConfig};
 use crate::service::AfterCommit;
 use crate::service::auto_assign::{Coalescer, prune_triggers};
 use crate::service::feed::Feed;
@@ -203,6 +204,16 @@ impl App {
                 config.shift_boundary_interval,
             )),
         ];
+        // The relay to NATS, when configured: its own task, so NATS being away never holds up a call.
+        let relay_holder = uuid::Uuid::new_v4().to_string();
+        let relay = match relay_config(&config) {
+            Some(relay_config) => {
+                let relay =
+                    Relay::connect(store.clone(), relay_config, relay_holder.clone()).await?;
+                Some(tokio::spawn(relay.run(health.clone())))
+            }
+            None => None,
+        };
         let max = config.max_message_bytes;
         let calls = CallLayer::new(
             callers,
@@ -290,6 +301,10 @@ impl App {
         };
         for task in background {
             task.abort();
+        }
+        if let Some(relay) = relay {
+            relay.abort();
+            relay::release(&store, &relay_holder).await;
         }
         tracing::info!("server stopped");
         // Connections held by calls left behind are not waited for.
@@ -415,6 +430,19 @@ async fn pass_shift_boundaries(store: Store, after: AfterCommit, interval: Durat
             }
         }
     }
+}
+
+/// The relay's settings, if `--nats-url` is set.
+fn relay_config(config: &Config) -> Option<RelayConfig> {
+    Some(RelayConfig {
+        url: config.nats_url.clone()?,
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+        duplicate_window: config.nats_duplicate_window,
+        max_age: config.nats_max_age,
+        lease: config.relay_lease,
+        interval: config.relay_interval,
+    })
 }
 
 /// Hourly, forgets auto-assign trigger ids past their retention. Every replica does it; the deletes are

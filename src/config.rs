@@ -90,6 +90,39 @@ pub struct Config {
     #[arg(long, env = "REPLY_TIMER_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub reply_timer_interval: Duration,
 
+    /// NATS server(s) of the JetStream relay, e.g. "nats://127.0.0.1:4222": set, every campaign's feed is
+    /// published to JetStream (docs/relay.md); unset, no relay.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream the relay publishes to (made if missing).
+    #[arg(long, env = "NATS_STREAM", default_value = "ASSIGNMENT_EVENTS")]
+    pub nats_stream: String,
+
+    /// The relay publishes a campaign's events to `<prefix>.<campaign>`.
+    #[arg(
+        long,
+        env = "NATS_SUBJECT_PREFIX",
+        default_value = "assignment.v1.events"
+    )]
+    pub nats_subject_prefix: String,
+
+    /// The stream's duplicate window (when the relay makes the stream).
+    #[arg(long, env = "NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub nats_duplicate_window: Duration,
+
+    /// How long the stream keeps a message (when the relay makes the stream); "0s": for ever.
+    #[arg(long, env = "NATS_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub nats_max_age: Duration,
+
+    /// How long a replica relays a campaign without renewing its lease; another takes it after that.
+    #[arg(long, env = "RELAY_LEASE", default_value = "10s", value_parser = parse_duration)]
+    pub relay_lease: Duration,
+
+    /// How often each replica looks for campaigns with events to relay.
+    #[arg(long, env = "RELAY_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
+    pub relay_interval: Duration,
+
     /// How often every replica looks for shift starts and ends that are due, e.g. "250ms" (a shift's start
     /// drains the queue, and its end applies on_unavailable, this much after it at most).
     #[arg(long, env = "SHIFT_BOUNDARY_INTERVAL", default_value = "250ms", value_parser = parse_duration)]

@@ -15,6 +15,7 @@ pub mod grpc;
 pub mod listener;
 pub mod observability;
 pub mod probe;
+pub mod relay;
 pub mod service;
 pub mod store;
 pub mod telemetry;

@@ -33,6 +33,10 @@ pub const REPLIES_OVERDUE: &str = "replies_overdue_total";
 pub const REPLY_TIMER_LATENESS_SECONDS: &str = "reply_timer_lateness_seconds";
 /// How long a member waited for a reply: from their first unanswered message to the reply that ended it.
 pub const TIME_TO_REPLY_SECONDS: &str = "time_to_reply_seconds";
+/// Events the NATS relay published and JetStream acknowledged.
+pub const RELAY_PUBLISHED: &str = "relay_published_total";
+/// Publishes JetStream refused for their expected last subject sequence (the relay then resyncs).
+pub const RELAY_REJECTED: &str = "relay_rejected_total";
 /// Shift boundaries acted on (a start drains the queue, an end applies on_unavailable), by what the
 /// organizer's shift became (`state`: on, off).
 pub const SHIFT_BOUNDARIES: &str = "shift_boundaries_total";

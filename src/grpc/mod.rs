@@ -8,7 +8,7 @@ mod bulk;
 mod call_body;
 pub(crate) mod codec;
 pub mod context;
-mod convert;
+pub(crate) mod convert;
 mod directory;
 mod fair_share;
 mod feed;

@@ -14,6 +14,7 @@ pub mod holders;
 pub mod inbox_settings;
 mod liveness;
 pub mod preview;
+pub mod relay;
 pub mod replies;
 pub(crate) mod rules;
 pub mod secrets;

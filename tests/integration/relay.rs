@@ -1,0 +1,256 @@
+//! The NATS JetStream relay, against a real nats-server: every committed change of three replicas arrives
+//! in the stream exactly once, in feed order, with its feed id, through a SIGKILL of a relaying replica and
+//! a restart of NATS; and the service serves while NATS is down, the relay catching up once it is back.
+
+use std::time::Duration;
+
+use assignment_service::pb;
+use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::harness::*;
+use crate::nats::NatsServer;
+
+const STREAM: &str = "ASSIGNMENT_EVENTS";
+const SUBJECT: &str = "assignment.v1.events.camp-1";
+
+/// A replica relaying to `nats`, looking for campaigns to relay every `interval`.
+fn relay_flags(nats: &NatsServer, interval: &str) -> Vec<String> {
+    [
+        "--nats-url",
+        &nats.url(),
+        "--relay-interval",
+        interval,
+        "--relay-lease",
+        "1s",
+        "--waiting-sweep-interval",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Makes the stream as the relay would, but with a duplicate window too short to hide a repeat: only the
+/// expected last subject sequence can keep one out.
+async fn stream_without_deduplication(nats: &NatsServer) {
+    let context = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    context
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["assignment.v1.events.>".into()],
+            duplicate_window: Duration::from_millis(100),
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Admin "admin", organizers o1..o4 replying to everything, auto-assignment on.
+async fn seed(app: &TestApp) {
+    app.admin("admin").await;
+    let team = ["o1", "o2", "o3", "o4"];
+    for organizer in team {
+        app.organizer(organizer).await;
+    }
+    app.group("admin", "Everyone", &team, true, scope_all())
+        .await;
+    app.enable_auto_assign().await;
+}
+
+/// Triggers (auto), manual assigns and resolves, `rounds` of each per channel, spread over `channels`.
+async fn write(channels: &[Channel], tag: &str, rounds: usize) {
+    let mut tasks = Vec::new();
+    for (c, channel) in channels.iter().enumerate() {
+        let channel = channel.clone();
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let mut api = AssignmentServiceClient::new(channel);
+            for n in 0..rounds {
+                let id = format!("{tag}-{c}-{n}");
+                // A replica being killed answers some calls with errors: the feed holds what committed.
+                let _ = api
+                    .auto_assign_conversation(system(CAMPAIGN, auto_assign_request(&id)))
+                    .await;
+                let _ = api
+                    .reassign_conversation(as_actor(
+                        "admin",
+                        pb::ReassignConversationRequest {
+                            conversation_id: id.clone(),
+                            assignee_id: format!("o{}", 1 + n % 4),
+                            expected_version: None,
+                        },
+                    ))
+                    .await;
+                if n % 3 == 0 {
+                    let _ = api
+                        .resolve_conversation(as_actor(
+                            "admin",
+                            pb::ResolveConversationRequest {
+                                conversation_id: id,
+                            },
+                        ))
+                        .await;
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Waits until the relay has published the campaign's feed up to its head (every event numbered).
+async fn until_relayed(app: &TestApp) -> i64 {
+    for _ in 0..600 {
+        let (head, relayed, unnumbered): (i64, i64, i64) = sqlx::query_as(
+            "SELECT coalesce((SELECT last_seq FROM feed_heads WHERE campaign_id = $1), 0), \
+                    coalesce((SELECT relayed_seq FROM relay_positions WHERE campaign_id = $1), 0), \
+                    (SELECT count(*) FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL)",
+        )
+        .bind(CAMPAIGN)
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+        if head > 0 && head == relayed && unnumbered == 0 {
+            return head;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the relay never caught up with the feed");
+}
+
+/// The stream holds the campaign's feed exactly: message k is event k (its feed id, the same event as
+/// the feed's history, with the same cursor), nothing missing, repeated or out of order.
+async fn assert_stream_is_the_feed(app: &TestApp, nats: &NatsServer, head: i64) {
+    let messages = nats.messages(STREAM).await;
+    let history = app.campaign_history(500).await;
+    assert_eq!(
+        history.len() as i64,
+        head,
+        "the feed's history has every event"
+    );
+    let ids: Vec<&str> = messages.iter().map(|(_, id, _)| id.as_str()).collect();
+    let expected: Vec<String> = (1..=head).map(|seq| format!("{CAMPAIGN}:{seq}")).collect();
+    assert_eq!(
+        ids, expected,
+        "the stream's message ids are the feed's, once each, in order"
+    );
+    for ((subject, id, event), fed) in messages.iter().zip(&history) {
+        assert_eq!(subject, SUBJECT);
+        assert_eq!(event, fed, "{id} carries the event the feed delivers");
+    }
+}
+
+#[tokio::test]
+async fn every_change_of_three_replicas_reaches_the_stream_once_in_order_through_kills_and_restarts()
+ {
+    let mut nats = NatsServer::start().await;
+    stream_without_deduplication(&nats).await;
+    // The binary replica looks for campaigns to relay often, the in-process one seldom: the binary takes
+    // the campaign first, and is the one killed; the other takes it over once its lease passed.
+    let fast = relay_flags(&nats, "20ms");
+    let fast: Vec<&str> = fast.iter().map(String::as_str).collect();
+    let slow = relay_flags(&nats, "700ms");
+    let slow: Vec<&str> = slow.iter().map(String::as_str).collect();
+    let app = TestApp::start_configured(&NO_SWEEP).await;
+    seed(&app).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let quiet = [("RUST_LOG", "warn".to_owned())];
+    let (mut doomed, doomed_channel) =
+        spawn_binary_on(&app.database_url, &addr, &fast, &quiet).await;
+    let replica = TestApp::start_with(&config(&app.database_url, &slow)).await;
+    let channels = [app.channel().await, replica.channel().await, doomed_channel];
+
+    // Writes on all three replicas; the binary replica (maybe the one relaying) is killed meanwhile.
+    let writes = write(&channels, "a", 12);
+    let killer = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT holder FROM relay_positions WHERE campaign_id = $1")
+                .bind(CAMPAIGN)
+                .fetch_optional(app.store.pool())
+                .await
+                .unwrap()
+                .flatten();
+        doomed.kill().expect("SIGKILL a replica");
+        doomed.wait().unwrap();
+        holder
+    };
+    let ((), killed_holder) = tokio::join!(writes, killer);
+    assert!(killed_holder.is_some(), "the killed replica was relaying");
+    // NATS restarts while the survivors write on.
+    let writes = write(&channels[..2], "b", 12);
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        nats.kill();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nats.run().await;
+    };
+    tokio::join!(writes, restart);
+    write(&channels[..2], "c", 4).await;
+
+    let head = until_relayed(&app).await;
+    assert_stream_is_the_feed(&app, &nats, head).await;
+    drop(replica);
+}
+
+#[tokio::test]
+async fn the_service_serves_with_nats_down_and_the_relay_catches_up_when_it_returns() {
+    let mut nats = NatsServer::unstarted();
+    let flags = relay_flags(&nats, "50ms");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::start_configured(&flags).await;
+    seed(&app).await;
+    write(&[app.channel().await], "down", 5).await;
+    // Calls are served; health says the relay is not, and the service is.
+    assert_eq!(app.health("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(
+        app.health("assignment.v1.AssignmentService").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(
+        app.health("assignment.v1.Relay").await.unwrap(),
+        ServingStatus::NotServing
+    );
+
+    nats.run().await;
+    let head = until_relayed(&app).await;
+    assert_stream_is_the_feed(&app, &nats, head).await;
+    for _ in 0..100 {
+        if app.health("assignment.v1.Relay").await.unwrap() == ServingStatus::Serving {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the relay's health never turned SERVING");
+}
+
+/// The moment between JetStream's ack and the position's commit, made to last: the position is set back
+/// to nothing after the relay published everything, past the duplicate window. The relay must not publish
+/// again what the stream holds: its publishes expect the subject's last sequence, are refused, and it goes
+/// on after the stream's last message.
+#[tokio::test]
+async fn a_relay_that_lost_its_position_goes_on_after_the_streams_last_message() {
+    let nats = NatsServer::start().await;
+    stream_without_deduplication(&nats).await;
+    let flags = relay_flags(&nats, "50ms");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::start_configured(&flags).await;
+    seed(&app).await;
+    write(&[app.channel().await], "first", 4).await;
+    until_relayed(&app).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // past the duplicate window
+    sqlx::query(
+        "UPDATE relay_positions SET relayed_seq = 0, subject_seq = 0 WHERE campaign_id = $1",
+    )
+    .bind(CAMPAIGN)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    write(&[app.channel().await], "then", 4).await;
+    let head = until_relayed(&app).await;
+    assert_stream_is_the_feed(&app, &nats, head).await;
+}
