@@ -210,7 +210,8 @@ impl App {
             Some(relay_config) => {
                 let relay =
                     Relay::connect(store.clone(), relay_config, relay_holder.clone()).await?;
-                Some(tokio::spawn(relay.run(health.clone())))
+                let lag = tokio::spawn(relay::report_lag(store.clone(), RELAY_LAG_INTERVAL));
+                Some((tokio::spawn(relay.run(health.clone())), lag))
             }
             None => None,
         };
@@ -302,8 +303,9 @@ impl App {
         for task in background {
             task.abort();
         }
-        if let Some(relay) = relay {
+        if let Some((relay, lag)) = relay {
             relay.abort();
+            lag.abort();
             relay::release(&store, &relay_holder).await;
         }
         tracing::info!("server stopped");
@@ -431,6 +433,9 @@ async fn pass_shift_boundaries(store: Store, after: AfterCommit, interval: Durat
         }
     }
 }
+
+/// How often each replica publishes the relay's lag.
+const RELAY_LAG_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The relay's settings, if `--nats-url` is set.
 fn relay_config(config: &Config) -> Option<RelayConfig> {

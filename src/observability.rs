@@ -37,6 +37,10 @@ pub const TIME_TO_REPLY_SECONDS: &str = "time_to_reply_seconds";
 pub const RELAY_PUBLISHED: &str = "relay_published_total";
 /// Publishes JetStream refused for their expected last subject sequence (the relay then resyncs).
 pub const RELAY_REJECTED: &str = "relay_rejected_total";
+/// Per campaign (`campaign`), events the feed holds that the relay has not published yet.
+pub const RELAY_LAG_EVENTS: &str = "relay_lag_events";
+/// Per campaign (`campaign`), how long ago the oldest event not yet published was written.
+pub const RELAY_LAG_SECONDS: &str = "relay_lag_seconds";
 /// Shift boundaries acted on (a start drains the queue, an end applies on_unavailable), by what the
 /// organizer's shift became (`state`: on, off).
 pub const SHIFT_BOUNDARIES: &str = "shift_boundaries_total";

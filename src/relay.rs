@@ -12,6 +12,7 @@
 
 mod subject;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -25,7 +26,7 @@ use tonic_health::server::HealthReporter;
 use crate::domain::opaque::CampaignIds;
 use crate::domain::paging::PageScope;
 use crate::grpc::convert;
-use crate::observability::{RELAY_PUBLISHED, RELAY_REJECTED};
+use crate::observability::{RELAY_LAG_EVENTS, RELAY_LAG_SECONDS, RELAY_PUBLISHED, RELAY_REJECTED};
 use crate::service::feed::{Delivered, Place};
 use crate::store::Store;
 use crate::store::feed::{self, EventFilter};
@@ -98,6 +99,9 @@ impl Relay {
         health
             .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
             .await;
+        // Exported from the start, so a dashboard shows zero rather than nothing.
+        metrics::counter!(RELAY_PUBLISHED).increment(0);
+        metrics::counter!(RELAY_REJECTED).increment(0);
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut healthy = None;
@@ -272,6 +276,38 @@ impl Relay {
             }
             Err(err) => Err(format!("cannot read the last message on {subject}: {err}")),
         }
+    }
+}
+
+/// Every `interval`, publishes each lagging campaign's relay lag (events, seconds), and zero for those that
+/// caught up since. Every replica does, so any replica's metrics show it, whoever relays.
+pub async fn report_lag(store: Store, interval: Duration) {
+    let mut lagging: HashSet<String> = HashSet::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let lag = async {
+            let mut conn = store.acquire().await?;
+            positions::lag(&mut conn).await
+        };
+        let lag = match lag.await {
+            Ok(lag) => lag,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the relay's lag");
+                continue;
+            }
+        };
+        let now: HashSet<String> = lag.iter().map(|(campaign, ..)| campaign.clone()).collect();
+        for caught_up in lagging.difference(&now) {
+            metrics::gauge!(RELAY_LAG_EVENTS, "campaign" => caught_up.clone()).set(0.0);
+            metrics::gauge!(RELAY_LAG_SECONDS, "campaign" => caught_up.clone()).set(0.0);
+        }
+        for (campaign, events, seconds) in lag {
+            metrics::gauge!(RELAY_LAG_EVENTS, "campaign" => campaign.clone()).set(events as f64);
+            metrics::gauge!(RELAY_LAG_SECONDS, "campaign" => campaign).set(seconds);
+        }
+        lagging = now;
     }
 }
 

@@ -13,6 +13,8 @@ pub struct NatsServer {
     pub port: u16,
     store_dir: std::path::PathBuf,
     child: Option<Child>,
+    /// Holds the port while the server is not running, so no other test's server takes it meanwhile.
+    reserved: Option<std::net::TcpListener>,
 }
 
 impl NatsServer {
@@ -20,10 +22,12 @@ impl NatsServer {
     pub fn unstarted() -> Self {
         let store_dir = std::env::temp_dir().join(format!("relay-test-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&store_dir).unwrap();
+        let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         Self {
-            port: crate::harness::free_port(),
+            port: reserved.local_addr().unwrap().port(),
             store_dir,
             child: None,
+            reserved: Some(reserved),
         }
     }
 
@@ -40,6 +44,7 @@ impl NatsServer {
     /// Starts the server (again), and waits until it accepts connections.
     pub async fn run(&mut self) {
         assert!(self.child.is_none(), "nats-server runs already");
+        self.reserved = None;
         let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
             .into_iter()
             .find(|path| std::path::Path::new(path).exists())
@@ -70,6 +75,8 @@ impl NatsServer {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+            // Taken again at once (a just-closed port may linger in TIME_WAIT for clients, not listeners).
+            self.reserved = std::net::TcpListener::bind(("127.0.0.1", self.port)).ok();
         }
     }
 

@@ -60,7 +60,8 @@ async fn seed(app: &TestApp) {
     app.enable_auto_assign().await;
 }
 
-/// Triggers (auto), manual assigns and resolves, `rounds` of each per channel, spread over `channels`.
+/// Triggers (auto), manual reassigns and resolves, `rounds` of each per channel, then a bulk unassign of
+/// them all, spread over `channels`.
 async fn write(channels: &[Channel], tag: &str, rounds: usize) {
     let mut tasks = Vec::new();
     for (c, channel) in channels.iter().enumerate() {
@@ -68,8 +69,10 @@ async fn write(channels: &[Channel], tag: &str, rounds: usize) {
         let tag = tag.to_owned();
         tasks.push(tokio::spawn(async move {
             let mut api = AssignmentServiceClient::new(channel);
+            let mut ids = Vec::new();
             for n in 0..rounds {
                 let id = format!("{tag}-{c}-{n}");
+                ids.push(id.clone());
                 // A replica being killed answers some calls with errors: the feed holds what committed.
                 let _ = api
                     .auto_assign_conversation(system(CAMPAIGN, auto_assign_request(&id)))
@@ -95,6 +98,18 @@ async fn write(channels: &[Channel], tag: &str, rounds: usize) {
                         .await;
                 }
             }
+            let bulk = pb::BulkUnassignRequest {
+                conversations: Some(pb::ConversationBatch {
+                    conversation_ids: ids,
+                }),
+            };
+            if let Ok(answers) = api
+                .bulk_unassign(as_actor("admin", tokio_stream::iter(vec![bulk])))
+                .await
+            {
+                let mut answers = answers.into_inner();
+                while let Ok(Some(_)) = answers.message().await {}
+            }
         }));
     }
     for task in tasks {
@@ -104,6 +119,7 @@ async fn write(channels: &[Channel], tag: &str, rounds: usize) {
 
 /// Waits until the relay has published the campaign's feed up to its head (every event numbered).
 async fn until_relayed(app: &TestApp) -> i64 {
+    let mut last = (0, 0, 0);
     for _ in 0..600 {
         let (head, relayed, unnumbered): (i64, i64, i64) = sqlx::query_as(
             "SELECT coalesce((SELECT last_seq FROM feed_heads WHERE campaign_id = $1), 0), \
@@ -117,9 +133,13 @@ async fn until_relayed(app: &TestApp) -> i64 {
         if head > 0 && head == relayed && unnumbered == 0 {
             return head;
         }
+        last = (head, relayed, unnumbered);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the relay never caught up with the feed");
+    let (head, relayed, unnumbered) = last;
+    panic!(
+        "the relay never caught up with the feed: head {head}, relayed {relayed}, {unnumbered} not numbered"
+    );
 }
 
 /// The stream holds the campaign's feed exactly: message k is event k (its feed id, the same event as
