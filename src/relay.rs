@@ -16,6 +16,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
+use futures_util::StreamExt;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, Context};
@@ -43,6 +44,8 @@ pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=assignment.v
 pub const KIND_HEADER: &str = "Assignment-Event-Kind";
 /// Campaigns one pass takes the lease of, at most.
 const CAMPAIGNS_PER_PASS: i64 = 64;
+/// Campaigns a replica relays side by side.
+const CAMPAIGNS_AT_ONCE: usize = 4;
 /// Events read from the feed at a time.
 const READ_LIMIT: i64 = 256;
 
@@ -127,7 +130,7 @@ impl Relay {
     }
 
     /// One pass: the campaigns with events to relay whose lease this replica takes, each relayed up to
-    /// its head.
+    /// its head, side by side.
     async fn pass(&mut self) -> Result<(), String> {
         let stream = self.stream().await?;
         let claimed = {
@@ -141,10 +144,14 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?
         };
-        for position in claimed {
-            self.relay_campaign(&stream, position).await?;
-        }
-        Ok(())
+        // A few campaigns at once (each one's messages one after another: each expects the previous one's
+        // stream sequence); each holds at most one pooled connection at a time.
+        let relayed: Vec<Result<(), String>> = futures_util::stream::iter(claimed)
+            .map(|position| self.relay_campaign(&stream, position))
+            .buffer_unordered(CAMPAIGNS_AT_ONCE)
+            .collect()
+            .await;
+        relayed.into_iter().collect()
     }
 
     /// The stream, made if missing (once per connection).
