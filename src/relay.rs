@@ -16,10 +16,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use futures_util::StreamExt;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, Context};
+use futures_util::StreamExt;
 use prost::Message;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
