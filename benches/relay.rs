@@ -137,15 +137,9 @@ async fn until_numbered(store: &Store) {
 /// Waits until the relay's position is the feed's head (every event numbered and published).
 async fn until_relayed(store: &Store) {
     loop {
-        let unnumbered: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM assignment_events WHERE campaign_id = $1 AND seq IS NULL",
-        )
-        .bind(CAMPAIGN)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+        until_numbered(store).await;
         let (head, relayed) = head_and_relayed(store).await;
-        if unnumbered == 0 && head > 0 && head == relayed {
+        if head > 0 && head == relayed {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -142,18 +142,7 @@ pub async fn set_schedule(
     .await?;
     let actor_id = actor.as_ref().map(|a| a.user_id.as_str());
     if was_on != state.is_on() {
-        let change = ShiftChange {
-            user_id: target_id.clone(),
-            on_shift: state.is_on(),
-        };
-        stored::record(
-            &mut tx,
-            setter.campaign_id(),
-            &[change],
-            actor_id,
-            setter.request_id(),
-        )
-        .await?;
+        record_by(&mut tx, setter, actor_id, &target_id, state.is_on()).await?;
     }
     return_conversations(
         &mut tx,
@@ -228,19 +217,8 @@ pub async fn delete_schedule(
     .await?;
     let deleted = stored::delete(&mut tx, setter.campaign_id(), &target_id).await?;
     if before.is_some_and(|b| !b.on_shift) {
-        let change = ShiftChange {
-            user_id: target_id.clone(),
-            on_shift: true,
-        };
         let actor_id = actor.as_ref().map(|a| a.user_id.as_str());
-        stored::record(
-            &mut tx,
-            setter.campaign_id(),
-            &[change],
-            actor_id,
-            setter.request_id(),
-        )
-        .await?;
+        record_by(&mut tx, setter, actor_id, &target_id, true).await?;
     }
     tx.commit().await?;
     if deleted {
@@ -332,6 +310,28 @@ async fn pass_campaign(store: &Store, campaign_id: &str) -> AppResult<usize> {
         metrics::histogram!(SHIFT_BOUNDARY_LATENESS_SECONDS).record(late);
     }
     Ok(passed.len())
+}
+
+/// Records that `user_id`'s shift started (`on_shift`) or ended, by the call `setter` made for `actor_id`.
+async fn record_by(
+    conn: &mut Conn,
+    setter: &Caller,
+    actor_id: Option<&str>,
+    user_id: &str,
+    on_shift: bool,
+) -> AppResult<()> {
+    let change = ShiftChange {
+        user_id: user_id.to_owned(),
+        on_shift,
+    };
+    stored::record(
+        conn,
+        setter.campaign_id(),
+        &[change],
+        actor_id,
+        setter.request_id(),
+    )
+    .await
 }
 
 /// An ended shift's open conversations, locked by the caller, back to the front of the queue.

@@ -49,6 +49,22 @@ async fn set_schedule(
     Ok(response.into_inner().schedule.expect("a schedule"))
 }
 
+async fn get_schedule(
+    app: &TestApp,
+    actor: &str,
+    user_id: &str,
+) -> Result<pb::ShiftSchedule, Status> {
+    let request = pb::GetShiftScheduleRequest {
+        user_id: user_id.into(),
+    };
+    let response = app
+        .assignments()
+        .await
+        .get_shift_schedule(as_actor(actor, request))
+        .await?;
+    Ok(response.into_inner().schedule.expect("a schedule"))
+}
+
 fn fields(status: &Status) -> Vec<String> {
     let details = status.get_error_details();
     let mut fields: Vec<String> = details
@@ -147,14 +163,7 @@ async fn a_schedule_is_set_read_deleted_and_refused_with_every_mistake_named() {
         "USER_NOT_FOUND"
     );
     let mut client = app.assignments().await;
-    let none = client
-        .get_shift_schedule(as_actor(
-            "o1",
-            pb::GetShiftScheduleRequest {
-                user_id: String::new(),
-            },
-        ))
-        .await;
+    let none = get_schedule(&app, "o1", "").await;
     assert_eq!(
         reason(&expect_code(none, Code::NotFound)),
         "SHIFT_SCHEDULE_NOT_FOUND"
@@ -182,18 +191,7 @@ async fn a_schedule_is_set_read_deleted_and_refused_with_every_mistake_named() {
     .unwrap();
     assert_eq!(set.user_id, "o1");
     assert_eq!(set.time_zone, "America/Chicago");
-    let got = client
-        .get_shift_schedule(as_actor(
-            "admin",
-            pb::GetShiftScheduleRequest {
-                user_id: "o1".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap();
+    let got = get_schedule(&app, "admin", "o1").await.unwrap();
     assert_eq!(got.weekly, set.weekly);
     assert_eq!(got.exceptions, set.exceptions);
     assert_eq!(got.exceptions[1].end, "12:30:15");
@@ -309,20 +307,7 @@ async fn an_organizer_off_shift_is_passed_over_and_the_preview_says_until_when()
         },
     )
     .await;
-    let read = app
-        .assignments()
-        .await
-        .get_shift_schedule(as_actor(
-            "admin",
-            pb::GetShiftScheduleRequest {
-                user_id: "o1".into(),
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .schedule
-        .unwrap();
+    let read = get_schedule(&app, "admin", "o1").await.unwrap();
     assert!(read.status.ends_with("Asia/Tokyo"), "{read:?}");
     let tokyo = read.changes_at.unwrap().seconds;
     assert_ne!(tokyo, changes_at.seconds);
