@@ -29,8 +29,8 @@ use assignment_service::store::Store;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
 use common::{
-    BenchSchema, connect, database, organizer_ids, percentile_ms, seed_campaign, start_server,
-    with_campaign,
+    BenchSchema, connect, database, env_or, organizer_ids, percentile_ms, seed_campaign,
+    start_server, with_campaign,
 };
 use futures_util::StreamExt;
 use prost::Message;
@@ -43,15 +43,6 @@ const SUBJECT: &str = "assignment.v1.events.relay";
 const IDS_PER_MESSAGE: usize = 1_000;
 /// Pipelined publishes awaited a window at a time (the client bounds the acknowledgements in flight).
 const PIPELINE_WINDOW: usize = 1_000;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: not a valid value: {s:?}")),
-        Err(_) => default,
-    }
-}
 
 /// A nats-server with JetStream in a temporary directory, on a free port.
 struct Nats {

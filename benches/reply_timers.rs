@@ -37,23 +37,14 @@ use assignment_service::pb;
 use assignment_service::store::Store;
 use chrono::{DateTime, Utc};
 use common::{
-    BenchSchema, connect, database, organizer_ids, percentile_ms, seed_campaign, set_availability,
-    settle, start_server, update_settings,
+    BenchSchema, connect, database, env_or, organizer_ids, percentile_ms, seed_campaign,
+    set_availability, settle, start_server, update_settings,
 };
 use tonic::transport::Channel;
 
 const ORGANIZERS: usize = 10;
 /// How often the bench looks for fired timers.
 const POLL: Duration = Duration::from_millis(20);
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(s) => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}: not a valid value: {s:?}")),
-        Err(_) => default,
-    }
-}
 
 struct Params {
     count: usize,

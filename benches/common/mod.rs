@@ -224,6 +224,17 @@ pub async fn assignment_spread(store: &Store, campaign: &str) -> (i64, i64) {
     .unwrap()
 }
 
+/// The environment variable `name` parsed, or `default` when it is unset; a value that does not parse stops
+/// the bench naming it.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: not a valid value: {s:?}")),
+        Err(_) => default,
+    }
+}
+
 /// The `p`-quantile (0..=1) of sorted microseconds, in milliseconds.
 pub fn percentile_ms(sorted_us: &[u64], p: f64) -> f64 {
     if sorted_us.is_empty() {

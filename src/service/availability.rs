@@ -3,9 +3,9 @@
 use crate::domain::auto_assign::OnUnavailable;
 use crate::domain::effects::Change;
 use crate::domain::model::{Availability, Changed, Role, User};
-use crate::domain::validate::{self, Violations};
+use crate::domain::validate::Violations;
 use crate::error::{AppError, AppResult};
-use crate::service::{AfterCommit, Caller, lock_setter};
+use crate::service::{AfterCommit, Caller, lock_setter, user_meant};
 use crate::store::waiting::Requeue;
 use crate::store::{Store, auto_assign, users, waiting};
 
@@ -31,21 +31,13 @@ async fn availability_in_tx(
     availability: Option<Availability>,
 ) -> AppResult<Changed<User>> {
     let mut violations = Violations::default();
-    let named = violations.check(validate::optional_id("user_id", user_id));
+    let target_id = user_meant(&mut violations, setter, user_id);
     if availability.is_none() {
         violations.add(
             "availability",
             "availability must be AVAILABILITY_AVAILABLE, AVAILABILITY_AWAY or AVAILABILITY_OFFLINE",
         );
     }
-    let target_id = match (setter, named) {
-        (_, Some(id)) => id,
-        (Caller::Actor(call), None) => call.actor_id.clone(),
-        (Caller::System(_), None) => {
-            violations.add("user_id", "user_id is required when no x-actor-id acts");
-            String::new()
-        }
-    };
     violations.finish()?;
     let wanted = availability.expect("checked above");
 

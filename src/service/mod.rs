@@ -21,6 +21,7 @@ pub use after_commit::AfterCommit;
 
 use crate::domain::actor;
 use crate::domain::model::{Actor, User, UserRef};
+use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult, Reason};
 use crate::store::conversations::{Locked, LockedWithUsers};
 use crate::store::{self, Conn, users};
@@ -62,6 +63,20 @@ impl Caller {
         match self {
             Caller::Actor(call) => call.request_id.as_deref(),
             Caller::System(call) => call.request_id.as_deref(),
+        }
+    }
+}
+
+/// The user a call about a user means: `user_id`, or the acting user's own when it is empty. A system caller
+/// must name one; a mistake is recorded in `violations`.
+pub fn user_meant(violations: &mut Violations, caller: &Caller, user_id: &str) -> String {
+    let named = violations.check(validate::optional_id("user_id", user_id));
+    match (caller, named) {
+        (_, Some(id)) => id,
+        (Caller::Actor(call), None) => call.actor_id.clone(),
+        (Caller::System(_), None) => {
+            violations.add("user_id", "user_id is required when no x-actor-id acts");
+            String::new()
         }
     }
 }

@@ -15,10 +15,10 @@ use crate::domain::model::Role;
 use crate::domain::shifts::{
     self, DEFAULT_TIME_ZONE, ExceptionInput, Schedule, ShiftState, WindowInput,
 };
-use crate::domain::validate::{self, Violations};
+use crate::domain::validate::Violations;
 use crate::error::{AppError, AppResult};
 use crate::observability::{SHIFT_BOUNDARIES, SHIFT_BOUNDARY_LATENESS_SECONDS};
-use crate::service::{AfterCommit, Caller, lock_setter};
+use crate::service::{AfterCommit, Caller, lock_setter, user_meant};
 use crate::store::auto_assign::LockedSettings;
 use crate::store::shifts::{self as stored, ShiftChange, StoredSchedule};
 use crate::store::waiting::Requeue;
@@ -361,15 +361,7 @@ async fn return_conversations(
 /// The user a call is about: `user_id`, or the acting user's own when empty.
 fn target(caller: &Caller, user_id: &str) -> AppResult<String> {
     let mut violations = Violations::default();
-    let named = violations.check(validate::optional_id("user_id", user_id));
-    let target = match (caller, named) {
-        (_, Some(id)) => id,
-        (Caller::Actor(call), None) => call.actor_id.clone(),
-        (Caller::System(_), None) => {
-            violations.add("user_id", "user_id is required when no x-actor-id acts");
-            String::new()
-        }
-    };
+    let target = user_meant(&mut violations, caller, user_id);
     violations.finish()?;
     Ok(target)
 }
