@@ -5,6 +5,9 @@
 //! directory) on a free port, and the service in this process with `--nats-url`. Uses DATABASE_URL when
 //! set, otherwise a private durable PostgreSQL under target/.
 //!
+//! Each run also says what it cost in CPU per message: this process (the service and its relay, or the bare
+//! client), PostgreSQL (on the private cluster only) and the nats-server.
+//!
 //! - catch-up: RELAY_EVENTS (default 20,000) conversations are bulk-assigned through gRPC (one ASSIGN event
 //!   each) while the campaign's relay lease is held by nobody live (a row naming a holder that never
 //!   renews), then the lease is let go: timed from then until the relay's position reaches the feed's head.
@@ -28,6 +31,7 @@ use assignment_service::pb::assignment_service_client::AssignmentServiceClient;
 use assignment_service::store::Store;
 use async_nats::jetstream;
 use chrono::{DateTime, Utc};
+use common::cpu::{Client, CpuSample, process_cpu};
 use common::{
     BenchSchema, connect, database, env_or, organizer_ids, percentile_ms, seed_campaign,
     start_server, with_campaign,
@@ -86,6 +90,44 @@ impl Nats {
             dir,
             url: format!("nats://127.0.0.1:{port}"),
         }
+    }
+}
+
+impl Nats {
+    /// The nats-server's CPU so far.
+    fn cpu(&self) -> Duration {
+        process_cpu(self.child.id()).unwrap_or_default()
+    }
+}
+
+/// The CPU a run cost per message: the bench process (the service and its relay, or the bare client),
+/// PostgreSQL (on the private cluster only) and the nats-server.
+struct PerMessage {
+    process_us: f64,
+    postgres_us: Option<f64>,
+    nats_us: f64,
+}
+
+impl PerMessage {
+    fn since(sample: CpuSample, nats_before: Duration, nats: &Nats, messages: usize) -> Self {
+        let used = sample.until_now(messages, Client::ThisProcess);
+        Self {
+            process_us: used.client_ms * 1e3,
+            postgres_us: used.postgres_ms.map(|ms| ms * 1e3),
+            nats_us: (nats.cpu() - nats_before).as_secs_f64() * 1e6 / messages.max(1) as f64,
+        }
+    }
+
+    /// The table's CPU columns: µs per message of each process, and their sum.
+    fn columns(&self) -> String {
+        let postgres = self.postgres_us.unwrap_or(0.0);
+        format!(
+            "{:.0} | {} | {:.0} | {:.0}",
+            self.process_us,
+            self.postgres_us.map_or("-".into(), |us| format!("{us:.0}")),
+            self.nats_us,
+            self.process_us + postgres + self.nats_us
+        )
     }
 }
 
@@ -224,6 +266,7 @@ async fn main() {
     bulk_assign(channel.clone(), events).await;
     until_numbered(&store).await;
     let (head, _) = head_and_relayed(&store).await;
+    let (cpu, nats_cpu) = (CpuSample::now(), nats.cpu());
     let started = Instant::now();
     sqlx::query(
         "UPDATE relay_positions SET holder = NULL, lease_until = NULL WHERE campaign_id = $1",
@@ -236,6 +279,7 @@ async fn main() {
     let catch_up = started.elapsed().as_secs_f64();
     let (relayed_head, _) = head_and_relayed(&store).await;
     let relay_rate = relayed_head as f64 / catch_up;
+    let relay_cpu = PerMessage::since(cpu, nats_cpu, &nats, relayed_head as usize);
 
     // Bare JetStream: the same messages, published again by one client to a stream of their own.
     let client = async_nats::connect(&nats.url).await.unwrap();
@@ -258,6 +302,7 @@ async fn main() {
         }
     };
     bare_run("SEQUENTIAL").await;
+    let (cpu, nats_cpu) = (CpuSample::now(), nats.cpu());
     let started = Instant::now();
     for (subject, headers, payload) in &messages {
         context
@@ -272,8 +317,10 @@ async fn main() {
             .unwrap();
     }
     let sequential = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let sequential_cpu = PerMessage::since(cpu, nats_cpu, &nats, messages.len());
     eprintln!("sequential: {sequential:.0}/s");
     bare_run("PIPELINED").await;
+    let (cpu, nats_cpu) = (CpuSample::now(), nats.cpu());
     let started = Instant::now();
     let mut acks = Vec::with_capacity(PIPELINE_WINDOW);
     for (subject, headers, payload) in &messages {
@@ -310,6 +357,7 @@ async fn main() {
         ack.await.unwrap();
     }
     let pipelined = messages.len() as f64 / started.elapsed().as_secs_f64();
+    let pipelined_cpu = PerMessage::since(cpu, nats_cpu, &nats, messages.len());
     eprintln!("pipelined: {pipelined:.0}/s; measuring the lag");
 
     // Lag: triggers from `callers` callers while a subscriber takes each message's arrival.
@@ -376,20 +424,26 @@ async fn main() {
     println!(
         "NATS JetStream relay, {relayed_head} events of one campaign, and {triggers} triggers\n"
     );
-    println!("| run | events | seconds | events/s |");
-    println!("|---|---|---|---|");
     println!(
-        "| relay catch-up (feed to stream, each acknowledged) | {relayed_head} | {catch_up:.2} | {relay_rate:.0} |"
+        "| run | events | seconds | events/s | process CPU µs/event | PostgreSQL CPU µs/event | \
+         nats-server CPU µs/event | all three µs/event |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| relay catch-up (feed to stream, in bursts, every message naming its predecessor) | {relayed_head} | {catch_up:.2} | {relay_rate:.0} | {} |",
+        relay_cpu.columns()
     );
     println!(
-        "| bare JetStream, one client, each acknowledged | {} | {:.2} | {sequential:.0} |",
+        "| bare JetStream, one client, each acknowledged | {} | {:.2} | {sequential:.0} | {} |",
         messages.len(),
-        messages.len() as f64 / sequential
+        messages.len() as f64 / sequential,
+        sequential_cpu.columns()
     );
     println!(
-        "| bare JetStream, one client, pipelined | {} | {:.2} | {pipelined:.0} |",
+        "| bare JetStream, one client, pipelined | {} | {:.2} | {pipelined:.0} | {} |",
         messages.len(),
-        messages.len() as f64 / pipelined
+        messages.len() as f64 / pipelined,
+        pipelined_cpu.columns()
     );
     println!(
         "\nLag, commit to stream ({} events while {callers} callers sent triggers for {seconds} s): \

@@ -205,7 +205,9 @@ impl App {
             )),
         ];
         // The relay to NATS, when configured: its own task, so NATS being away never holds up a call.
-        let relay_holder = uuid::Uuid::new_v4().to_string();
+        // Time-ordered: the replica relaying by preference (the smallest live holder) is the oldest, so a
+        // replica that starts later never takes the relay from one that runs.
+        let relay_holder = uuid::Uuid::now_v7().to_string();
         let relay = match relay_config(&config) {
             Some(relay_config) => {
                 let relay =

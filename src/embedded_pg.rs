@@ -61,8 +61,8 @@ pub struct EmbeddedPostgres {
     port: u16,
     data_dir: PathBuf,
     socket_dir: PathBuf,
-    /// Dropping this asks the keeper thread to stop the server.
-    stop: Option<mpsc::Sender<()>>,
+    /// Sends the keeper thread the signal that stops the server; dropping it asks for a fast shutdown.
+    stop: Option<mpsc::Sender<libc::c_int>>,
     keeper: Option<thread::JoinHandle<()>>,
 }
 
@@ -128,6 +128,16 @@ pub fn find_bin_dir() -> Result<PathBuf, EmbeddedPgError> {
 impl EmbeddedPostgres {
     /// Starts a cluster in `data_dir`, running `initdb` first if the directory holds none.
     pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Result<Self, EmbeddedPgError> {
+        Self::start_on_port(data_dir, free_port()?, settings)
+    }
+
+    /// [`EmbeddedPostgres::start`] with the socket named by `port`: the same URL as a cluster that ran on
+    /// it before, so clients of a server that crashed find it again after [`EmbeddedPostgres::crash`].
+    pub fn start_on_port(
+        data_dir: &Path,
+        port: u16,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, EmbeddedPgError> {
         let bin = find_bin_dir()?;
         let run_as = run_as()?;
         fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
@@ -166,7 +176,6 @@ impl EmbeddedPostgres {
         }
 
         let socket_dir = private_socket_dir(&data_dir, run_as.as_ref())?;
-        let port = free_port()?;
         let log_file = File::options()
             .create(true)
             .append(true)
@@ -264,7 +273,19 @@ impl EmbeddedPostgres {
 
     /// Fast shutdown: disconnect clients, checkpoint, exit. Waits for the server to finish.
     pub fn stop(&mut self) {
-        drop(self.stop.take());
+        self.shut_down(libc::SIGINT);
+    }
+
+    /// Immediate shutdown, as a crash leaves it: every process exits at once, without a checkpoint, and
+    /// what was not yet written to the WAL is lost; the next start recovers. Waits for the server to exit.
+    pub fn crash(&mut self) {
+        self.shut_down(libc::SIGQUIT);
+    }
+
+    fn shut_down(&mut self, signal: libc::c_int) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(signal);
+        }
         if let Some(keeper) = self.keeper.take() {
             let _ = keeper.join();
         }
@@ -289,7 +310,7 @@ fn keep(
     mut command: Command,
     pid_file: &Path,
     ready: mpsc::Sender<Result<(), Startup>>,
-    stop: mpsc::Receiver<()>,
+    stop: mpsc::Receiver<libc::c_int>,
 ) {
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -301,14 +322,16 @@ fn keep(
     let outcome = wait_until_ready(&mut child, pid_file);
     let started = outcome.is_ok();
     let _ = ready.send(outcome);
-    if started {
-        // Returns on an explicit stop and when the handle is dropped.
-        let _ = stop.recv();
-    }
+    // An explicit stop names its signal; a dropped handle asks for a fast shutdown.
+    let signal = if started {
+        stop.recv().unwrap_or(libc::SIGINT)
+    } else {
+        libc::SIGINT
+    };
     if let Ok(None) = child.try_wait() {
         // SAFETY: signalling our own child by pid.
         unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+            libc::kill(child.id() as libc::pid_t, signal);
         }
     }
     let _ = child.wait();

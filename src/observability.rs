@@ -35,7 +35,8 @@ pub const REPLY_TIMER_LATENESS_SECONDS: &str = "reply_timer_lateness_seconds";
 pub const TIME_TO_REPLY_SECONDS: &str = "time_to_reply_seconds";
 /// Events the NATS relay published and JetStream acknowledged.
 pub const RELAY_PUBLISHED: &str = "relay_published_total";
-/// Publishes JetStream refused for their expected last subject sequence (the relay then resyncs).
+/// Publishes JetStream refused for what they expected to follow (`reason`: `stale_position`, the relay then
+/// resyncs; `burst_interleaved`, another publisher wrote into a burst, sent again).
 pub const RELAY_REJECTED: &str = "relay_rejected_total";
 /// Per campaign (`campaign`), events the feed holds that the relay has not published yet.
 pub const RELAY_LAG_EVENTS: &str = "relay_lag_events";

@@ -12,26 +12,25 @@
 
 mod subject;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::stream::{self, LastRawMessageErrorKind, Stream};
 use async_nats::jetstream::{self, Context};
-use futures_util::StreamExt;
 use prost::Message;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::domain::opaque::CampaignIds;
+use crate::domain::model::AssignmentEvent;
+use crate::domain::opaque::{CampaignIds, Secret};
 use crate::domain::paging::PageScope;
 use crate::grpc::convert;
 use crate::observability::{RELAY_LAG_EVENTS, RELAY_LAG_SECONDS, RELAY_PUBLISHED, RELAY_REJECTED};
 use crate::service::feed::{Delivered, Place};
 use crate::store::Store;
-use crate::store::feed::{self, EventFilter};
-use crate::store::relay::{self as positions, Claimed};
+use crate::store::relay::{self as positions, Claimed, Unrelayed};
 
 pub use subject::{campaign_of, message_id, seq_of, token as subject_token};
 
@@ -44,10 +43,16 @@ pub const CONTENT_TYPE: &str = "application/x-protobuf; messageType=assignment.v
 pub const KIND_HEADER: &str = "Assignment-Event-Kind";
 /// Campaigns one pass takes the lease of, at most.
 const CAMPAIGNS_PER_PASS: i64 = 64;
-/// Campaigns a replica relays side by side.
-const CAMPAIGNS_AT_ONCE: usize = 4;
-/// Events read from the feed at a time.
+/// `relay_rejected_total{reason}`: a campaign's first message in a burst refused, its position behind the
+/// stream (a resync follows).
+const STALE_POSITION: &str = "stale_position";
+/// `relay_rejected_total{reason}`: a later message refused, another publisher having written into the burst
+/// (sent again in the next round).
+const BURST_INTERLEAVED: &str = "burst_interleaved";
+/// Events read from the feed at a time, per campaign.
 const READ_LIMIT: i64 = 256;
+/// Messages sent before their acknowledgements are awaited, at most (the client bounds those in flight).
+const BURST: usize = 1024;
 
 /// What the relay is told to do.
 #[derive(Debug, Clone)]
@@ -73,6 +78,53 @@ pub struct Relay {
     holder: String,
     context: Context,
     stream: Option<Stream>,
+}
+
+/// A campaign's next events, read in one round of a pass, and where its relay stands before them.
+struct Round {
+    position: Claimed,
+    events: Vec<AssignmentEvent>,
+}
+
+/// Where a campaign's relay got to in a round.
+struct Published {
+    position: Claimed,
+    /// Whether the position moved (messages acknowledged, or found further on by a resync).
+    moved: bool,
+    /// Whether the campaign may have more to relay now.
+    more: bool,
+    /// Whether a message was refused because another publisher wrote into the burst.
+    interleaved: bool,
+    /// What stopped it early, if anything did.
+    error: Option<String>,
+}
+
+/// A campaign's messages sent in a burst, their acknowledgements still to come.
+struct SentRun {
+    position: Claimed,
+    subject: String,
+    /// Whether the round read as many events as it could (the feed may hold more).
+    full: bool,
+    /// Each message's feed number and its acknowledgement to come.
+    acks: Vec<(i64, PublishAckFuture)>,
+    /// Messages the burst did not send (NATS failed meanwhile).
+    unsent: usize,
+    failure: Option<String>,
+}
+
+/// The round's campaigns in bursts of at most `BURST` messages, each campaign's events in one burst.
+fn bursts(rounds: Vec<Round>) -> Vec<Vec<Round>> {
+    let mut bursts: Vec<Vec<Round>> = Vec::new();
+    let mut size = BURST;
+    for round in rounds {
+        if size + round.events.len() > BURST {
+            bursts.push(Vec::new());
+            size = 0;
+        }
+        size += round.events.len();
+        bursts.last_mut().expect("a burst was opened").push(round);
+    }
+    bursts
 }
 
 impl Relay {
@@ -104,7 +156,9 @@ impl Relay {
             .await;
         // Exported from the start, so a dashboard shows zero rather than nothing.
         metrics::counter!(RELAY_PUBLISHED).increment(0);
-        metrics::counter!(RELAY_REJECTED).increment(0);
+        for reason in [STALE_POSITION, BURST_INTERLEAVED] {
+            metrics::counter!(RELAY_REJECTED, "reason" => reason).increment(0);
+        }
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut healthy = None;
@@ -129,11 +183,13 @@ impl Relay {
         }
     }
 
-    /// One pass: the campaigns with events to relay whose lease this replica takes, each relayed up to
-    /// its head, side by side.
+    /// One pass: the campaigns with events to relay whose lease this replica holds or takes, relayed up to
+    /// their heads. Each round reads every campaign's next events in one statement, publishes them in
+    /// bursts (`publish`), and records where each campaign got to in one statement; a campaign that had
+    /// more goes round again.
     async fn pass(&mut self) -> Result<(), String> {
         let stream = self.stream().await?;
-        let claimed = {
+        let mut positions = {
             let mut conn = self.store.acquire().await.map_err(|e| e.to_string())?;
             positions::claim(
                 &mut conn,
@@ -144,14 +200,101 @@ impl Relay {
             .await
             .map_err(|e| e.to_string())?
         };
-        // A few campaigns at once (each one's messages one after another: each expects the previous one's
-        // stream sequence); each holds at most one pooled connection at a time.
-        let relayed: Vec<Result<(), String>> = futures_util::stream::iter(claimed)
-            .map(|position| self.relay_campaign(&stream, position))
-            .buffer_unordered(CAMPAIGNS_AT_ONCE)
-            .collect()
-            .await;
-        relayed.into_iter().collect()
+        let secret = self
+            .store
+            .opaque_secret()
+            .await
+            .map_err(|e| e.to_string())?;
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let mut last_known = stream
+            .get_info()
+            .await
+            .map_err(|e| format!("cannot read stream {}: {e}", self.config.stream))?
+            .state
+            .last_sequence;
+        // After a burst another publisher wrote into, the next round sends each campaign's first message
+        // only (its expectation is the position's, never predicted): what was refused is not sent again and
+        // again while the other publisher goes on.
+        let mut tails = true;
+        while !positions.is_empty() {
+            let rounds = self.read(positions).await?;
+            let mut published = Vec::with_capacity(rounds.len());
+            for burst in bursts(rounds) {
+                published.extend(
+                    self.publish(&stream, secret, burst, &mut last_known, tails)
+                        .await,
+                );
+            }
+            tails = !published.iter().any(|p| p.interleaved);
+            let moved: Vec<Claimed> = published
+                .iter()
+                .filter(|p| p.moved)
+                .map(|p| p.position.clone())
+                .collect();
+            let held = self.advance(&moved).await?;
+            if let Some(err) = published.iter().find_map(|p| p.error.clone()) {
+                return Err(err);
+            }
+            positions = published
+                .into_iter()
+                .filter(|p| p.more && (!p.moved || held.contains(&p.position.campaign_id)))
+                .map(|p| p.position)
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Each campaign's next events after its position (at most `READ_LIMIT`), in feed order.
+    async fn read(&self, positions: Vec<Claimed>) -> Result<Vec<Round>, String> {
+        let mut tx = self.store.begin_keyed().await.map_err(|e| e.to_string())?;
+        let unrelayed = positions::unrelayed(&mut tx, &positions, READ_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        let mut rounds: HashMap<String, Round> = positions
+            .into_iter()
+            .map(|position| {
+                let round = Round {
+                    position,
+                    events: Vec::new(),
+                };
+                (round.position.campaign_id.clone(), round)
+            })
+            .collect();
+        for Unrelayed { campaign_id, event } in unrelayed {
+            if let Some(round) = rounds.get_mut(&campaign_id) {
+                round.events.push(event);
+            }
+        }
+        Ok(rounds
+            .into_values()
+            .filter(|round| !round.events.is_empty())
+            .map(|mut round| {
+                round.events.sort_by_key(|event| event.seq);
+                round
+            })
+            .collect())
+    }
+
+    /// Records the campaigns' new positions (renewing their leases); returns those this replica still
+    /// holds. The commit does not wait for its flush: a position lost in a crash only makes the next
+    /// publish be refused for its expected sequence, and `resync` finds the true one in the stream.
+    async fn advance(&self, moved: &[Claimed]) -> Result<HashSet<String>, String> {
+        if moved.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut tx = self
+            .store
+            .begin_keyed_unflushed()
+            .await
+            .map_err(|e| e.to_string())?;
+        let held = positions::advance(&mut tx, &self.holder, moved, self.config.lease)
+            .await
+            .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        Ok(held.into_iter().collect())
     }
 
     /// The stream, made if missing (once per connection).
@@ -181,35 +324,40 @@ impl Relay {
         Ok(stream)
     }
 
-    /// Publishes the campaign's events after its position, in feed order, each acknowledged before the
-    /// next; the position moves after each read's worth. Stops when the feed has no more, or when another
-    /// replica took the campaign.
-    async fn relay_campaign(&self, stream: &Stream, mut position: Claimed) -> Result<(), String> {
-        let campaign_id = position.campaign_id.clone();
-        let subject = subject::of(&self.config.subject_prefix, &campaign_id);
-        let secret = self
-            .store
-            .opaque_secret()
-            .await
-            .map_err(|e| e.to_string())?;
-        let ids = CampaignIds::new(secret, &campaign_id);
-        let cursors = PageScope::feed(&campaign_id);
-        loop {
-            let events = {
-                let mut conn = self.store.acquire().await.map_err(|e| e.to_string())?;
-                feed::after(
-                    &mut conn,
-                    &campaign_id,
-                    position.relayed_seq,
-                    &EventFilter::default(),
-                    READ_LIMIT,
-                )
-                .await
-                .map_err(|e| e.to_string())?
-            };
-            if events.is_empty() {
-                return Ok(());
+    /// Publishes a burst of campaigns' events: every message sent at once, then their acknowledgements
+    /// read in order. Each campaign's first message expects the stream sequence the campaign's position
+    /// records as its subject's last; each later one expects the one before it: its message id as the
+    /// stream's last, and the stream sequence it was predicted to get (`last_known` plus its place in the
+    /// burst) as its subject's last. So JetStream stores a message only right after the event before it,
+    /// and a burst another publisher wrote into is refused from there on (sent again in the next round)
+    /// instead of leaving a gap.
+    async fn publish(
+        &self,
+        stream: &Stream,
+        secret: &Secret,
+        burst: Vec<Round>,
+        last_known: &mut u64,
+        tails: bool,
+    ) -> Vec<Published> {
+        let mut sent = Vec::with_capacity(burst.len());
+        let mut offset = 0;
+        let mut failure = None;
+        for Round {
+            position,
+            mut events,
+        } in burst
+        {
+            let (count, full) = (events.len(), events.len() as i64 >= READ_LIMIT);
+            if !tails {
+                events.truncate(1);
             }
+            let campaign_id = position.campaign_id.clone();
+            let subject = subject::of(&self.config.subject_prefix, &campaign_id);
+            let ids = CampaignIds::new(secret, &campaign_id);
+            let cursors = PageScope::feed(&campaign_id);
+            let mut acks = Vec::with_capacity(events.len());
+            // The previous message of this campaign in the burst: its feed number, its predicted sequence.
+            let mut previous: Option<(i64, u64)> = None;
             for event in events {
                 let seq = event.seq.unwrap_or_default();
                 let message = convert::event(Delivered {
@@ -221,41 +369,108 @@ impl Relay {
                     async_nats::header::NATS_MESSAGE_ID,
                     message_id(&campaign_id, seq).as_str(),
                 );
+                let expected_subject_seq = match previous {
+                    None => position.subject_seq as u64,
+                    Some((previous_seq, predicted)) => {
+                        headers.insert(
+                            async_nats::header::NATS_EXPECTED_LAST_MESSAGE_ID,
+                            message_id(&campaign_id, previous_seq).as_str(),
+                        );
+                        predicted
+                    }
+                };
                 headers.insert(
                     async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                    position.subject_seq.to_string().as_str(),
+                    expected_subject_seq.to_string().as_str(),
                 );
                 headers.insert("Content-Type", CONTENT_TYPE);
                 headers.insert(KIND_HEADER, message.action().as_str_name());
-                let published = self
+                offset += 1;
+                previous = Some((seq, *last_known + offset));
+                match self
                     .context
                     .publish_with_headers(subject.clone(), headers, message.encode_to_vec().into())
                     .await
-                    .map_err(|e| format!("cannot publish to {subject}: {e}"))?
-                    .await;
-                match published {
+                {
+                    Ok(ack) => acks.push((seq, ack)),
+                    Err(err) => {
+                        failure = Some(format!("cannot publish to {subject}: {err}"));
+                        break;
+                    }
+                }
+            }
+            let unsent = count - acks.len();
+            sent.push(SentRun {
+                position,
+                subject,
+                full,
+                acks,
+                unsent,
+                failure: failure.take(),
+            });
+            if sent.last().is_some_and(|run| run.failure.is_some()) {
+                break;
+            }
+        }
+        let mut published = Vec::with_capacity(sent.len());
+        for SentRun {
+            mut position,
+            subject,
+            full,
+            acks,
+            unsent,
+            failure,
+        } in sent
+        {
+            let (mut moved, mut stale, mut refused, mut error) = (false, false, false, failure);
+            for (n, (seq, ack)) in acks.into_iter().enumerate() {
+                match ack.await {
                     Ok(ack) => {
                         metrics::counter!(RELAY_PUBLISHED).increment(1);
                         position.relayed_seq = seq;
                         position.subject_seq = ack.sequence as i64;
+                        *last_known = (*last_known).max(ack.sequence);
+                        moved = true;
                     }
-                    Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
-                        // The subject moved past what this replica knew: go on after its last message.
-                        metrics::counter!(RELAY_REJECTED).increment(1);
-                        self.resync(stream, &subject, &mut position).await?;
-                        break;
+                    Err(err)
+                        if matches!(
+                            err.kind(),
+                            PublishErrorKind::WrongLastSequence
+                                | PublishErrorKind::WrongLastMessageId
+                        ) =>
+                    {
+                        // The first message's expectation came from the position: refused, the position
+                        // is behind the stream. A later one's was predicted: another publisher wrote.
+                        let reason = if n == 0 {
+                            STALE_POSITION
+                        } else {
+                            BURST_INTERLEAVED
+                        };
+                        metrics::counter!(RELAY_REJECTED, "reason" => reason).increment(1);
+                        stale |= n == 0;
+                        refused = true;
                     }
-                    Err(err) => return Err(format!("JetStream refused {subject}: {err}")),
+                    Err(err) => {
+                        error.get_or_insert(format!("JetStream refused {subject}: {err}"));
+                    }
                 }
             }
-            let mut conn = self.store.acquire().await.map_err(|e| e.to_string())?;
-            let held = positions::advance(&mut conn, &self.holder, &position, self.config.lease)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !held {
-                return Ok(());
+            if stale && error.is_none() {
+                // The subject moved past what this replica knew: go on after its last message.
+                match self.resync(stream, &subject, &mut position).await {
+                    Ok(()) => moved = true,
+                    Err(err) => error = Some(err),
+                }
             }
+            published.push(Published {
+                position,
+                moved,
+                more: error.is_none() && (full || refused || unsent > 0),
+                interleaved: refused && !stale,
+                error,
+            });
         }
+        published
     }
 
     /// Where the campaign really stands in the stream: after the subject's last message (its feed id says

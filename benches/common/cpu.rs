@@ -133,6 +133,14 @@ fn postgres_cpu(postmaster: u32) -> Option<Duration> {
     None
 }
 
+/// One process's own CPU so far (user and system), e.g. a nats-server the bench started.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let fields = stat_fields(pid)?;
+    // Fields from 3: utime(14) stime(15).
+    let jiffies = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Some(Duration::from_secs_f64(jiffies as f64 / ticks()))
+}
+
 /// Busy and total jiffies of all cores, from /proc/stat.
 fn machine_jiffies() -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();

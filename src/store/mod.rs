@@ -119,6 +119,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How a keyed transaction begins (see [`Store::begin_keyed`]); a macro, so `concat!` can extend it.
+macro_rules! begin_keyed_sql {
+    () => {
+        "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+         SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
+         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off"
+    };
+}
+const BEGIN_KEYED: &str = begin_keyed_sql!();
+const BEGIN_KEYED_UNFLUSHED: &str =
+    concat!(begin_keyed_sql!(), "; SET LOCAL synchronous_commit = off");
+
 impl Store {
     /// Opens the health check's own connection, then the pool; a database that cannot be reached fails
     /// here, naming its address and the error. Every statement is cut off after `statement_timeout`, and a
@@ -254,10 +266,15 @@ impl Store {
     /// trip and end with the transaction.
     pub async fn begin_keyed(&self) -> AppResult<Tx> {
         self.reachable()?;
-        const BEGIN_KEYED: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-             SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; \
-             SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off";
         Ok(Tx::begin(self.pool.acquire().await?, BEGIN_KEYED).await?)
+    }
+
+    /// A keyed transaction ([`Store::begin_keyed`]) whose commit does not wait for its WAL to reach disk: for
+    /// bookkeeping a crash may lose because it is recovered from elsewhere (the relay's positions, which
+    /// JetStream's expected sequence corrects). It spares the service's own commits a flush to queue behind.
+    pub async fn begin_keyed_unflushed(&self) -> AppResult<Tx> {
+        self.reachable()?;
+        Ok(Tx::begin(self.pool.acquire().await?, BEGIN_KEYED_UNFLUSHED).await?)
     }
 
     /// Applies pending migrations. sqlx holds a Postgres advisory lock meanwhile, so replicas starting

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use super::Conn;
+use super::feed::EVENT_COLUMNS;
+use crate::domain::model::AssignmentEvent;
 use crate::error::AppResult;
 
 /// A campaign this replica holds the lease of, and where its relay stands.
@@ -16,9 +18,15 @@ pub struct Claimed {
     pub subject_seq: i64,
 }
 
-/// Takes (or renews) the lease of up to `limit` campaigns whose feed has events the relay has not
-/// published, for `lease` from now: those nobody holds, whose holder's lease passed, or that `holder`
-/// holds already. Returns them with their positions.
+/// Takes the lease of up to `limit` campaigns whose feed has events the relay has not published, for
+/// `lease` from now: those nobody holds and those whose holder's lease passed. Returns them, with those
+/// `holder` holds already, and their positions. A lease `holder` holds is renewed only once less than half
+/// of it is left (publishing renews it too: [`advance`]), so a pass over campaigns it holds writes nothing.
+///
+/// One replica relays at a time, by preference: the smallest holder id whose lease runs. Another replica
+/// takes nothing while it lives, and gives up what it holds at once, so the leases gather on one replica
+/// (its bursts then meet no other publisher's messages in the stream) and move when it dies. Nothing
+/// depends on it for correctness: every message names what must precede it.
 pub async fn claim(
     conn: &mut Conn,
     holder: &str,
@@ -26,19 +34,40 @@ pub async fn claim(
     limit: i64,
 ) -> AppResult<Vec<Claimed>> {
     Ok(sqlx::query_as(
-        "WITH pending AS ( \
-           SELECT f.campaign_id FROM feed_heads f \
+        "WITH leader AS MATERIALIZED ( \
+           /* the smallest holder whose lease runs (NULL: none) */ \
+           SELECT min(holder) AS holder FROM relay_positions WHERE lease_until >= now() \
+         ), yielded AS ( \
+           UPDATE relay_positions r SET holder = NULL, lease_until = NULL FROM leader l \
+            /* ours, while a replica with a smaller id relays */ \
+            WHERE r.holder = $1 AND l.holder < $1 \
+         ), pending AS MATERIALIZED ( \
+           SELECT f.campaign_id, r.holder, r.lease_until, r.relayed_seq, r.subject_seq \
+             FROM feed_heads f CROSS JOIN leader l \
              LEFT JOIN relay_positions r ON r.campaign_id = f.campaign_id \
+            /* events past the campaign's position (none relayed yet: no row) */ \
             WHERE f.last_seq > coalesce(r.relayed_seq, 0) \
+              /* free, lapsed, or ours */ \
               AND (r.lease_until IS NULL OR r.lease_until < now() OR r.holder = $1) \
+              /* no replica with a smaller id relays */ \
+              AND (l.holder IS NULL OR l.holder >= $1) \
             ORDER BY f.campaign_id LIMIT $3 \
+         ), taken AS ( \
+           INSERT INTO relay_positions AS r (campaign_id, holder, lease_until) \
+           SELECT campaign_id, $1, now() + make_interval(secs => $2) FROM pending \
+            /* not ours yet, or ours with less than half the lease left */ \
+            WHERE holder IS DISTINCT FROM $1 OR lease_until < now() + make_interval(secs => $2 / 2) \
+           ON CONFLICT (campaign_id) DO UPDATE \
+              SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until \
+            /* another replica may have taken it since this statement's snapshot */ \
+            WHERE r.lease_until IS NULL OR r.lease_until < now() OR r.holder = $1 \
+           RETURNING r.campaign_id, r.relayed_seq, r.subject_seq \
          ) \
-         INSERT INTO relay_positions AS r (campaign_id, holder, lease_until) \
-         SELECT campaign_id, $1, now() + make_interval(secs => $2) FROM pending \
-         ON CONFLICT (campaign_id) DO UPDATE \
-            SET holder = EXCLUDED.holder, lease_until = EXCLUDED.lease_until \
-          WHERE r.lease_until IS NULL OR r.lease_until < now() OR r.holder = $1 \
-         RETURNING r.campaign_id, r.relayed_seq, r.subject_seq",
+         SELECT campaign_id, relayed_seq, subject_seq FROM taken \
+         UNION ALL \
+         /* ours, with more than half the lease left: nobody else may take it meanwhile */ \
+         SELECT campaign_id, relayed_seq, subject_seq FROM pending \
+          WHERE holder = $1 AND lease_until >= now() + make_interval(secs => $2 / 2)",
     )
     .bind(holder) // $1
     .bind(lease.as_secs_f64()) // $2
@@ -47,27 +76,67 @@ pub async fn claim(
     .await?)
 }
 
-/// Moves the campaign's position to `relayed_seq` (stream sequence `subject_seq`) and renews the lease,
-/// if `holder` still holds it. Whether it did: `false` means another replica took the campaign.
+/// An event the relay publishes next, with its campaign.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Unrelayed {
+    pub campaign_id: String,
+    #[sqlx(flatten)]
+    pub event: AssignmentEvent,
+}
+
+/// The numbered events after each position, at most `limit` per campaign: one read for every campaign a
+/// pass relays. Each campaign's are reached by its key (campaign, feed number), so a kept plan stays bounded.
+pub async fn unrelayed(
+    conn: &mut Conn,
+    positions: &[Claimed],
+    limit: i64,
+) -> AppResult<Vec<Unrelayed>> {
+    let campaign_ids: Vec<&str> = positions.iter().map(|p| p.campaign_id.as_str()).collect();
+    let relayed: Vec<i64> = positions.iter().map(|p| p.relayed_seq).collect();
+    let sql = format!(
+        "SELECT p.campaign_id, {EVENT_COLUMNS} \
+           FROM unnest($1::text[], $2::bigint[]) AS p(campaign_id, relayed_seq) \
+           CROSS JOIN LATERAL ( \
+             SELECT * FROM assignment_events x \
+              /* the campaign's events past its position, in feed order */ \
+              WHERE x.campaign_id = p.campaign_id AND x.seq > p.relayed_seq \
+              ORDER BY x.seq LIMIT $3) AS e"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(&campaign_ids) // $1
+        .bind(&relayed) // $2
+        .bind(limit) // $3
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Moves each campaign's position to where JetStream acknowledged it and renews its lease, for those
+/// `holder` still holds; returns those. A campaign left out was taken by another replica.
 pub async fn advance(
     conn: &mut Conn,
     holder: &str,
-    position: &Claimed,
+    positions: &[Claimed],
     lease: Duration,
-) -> AppResult<bool> {
-    let moved = sqlx::query(
-        "UPDATE relay_positions \
-            SET relayed_seq = $3, subject_seq = $4, lease_until = now() + make_interval(secs => $5) \
-          WHERE campaign_id = $1 AND holder = $2",
+) -> AppResult<Vec<String>> {
+    let campaign_ids: Vec<&str> = positions.iter().map(|p| p.campaign_id.as_str()).collect();
+    let relayed: Vec<i64> = positions.iter().map(|p| p.relayed_seq).collect();
+    let subject: Vec<i64> = positions.iter().map(|p| p.subject_seq).collect();
+    Ok(sqlx::query_scalar(
+        "UPDATE relay_positions r \
+            SET relayed_seq = p.relayed_seq, subject_seq = p.subject_seq, \
+                lease_until = now() + make_interval(secs => $5) \
+           FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS p(campaign_id, relayed_seq, subject_seq) \
+          /* each by its key, while still ours */ \
+          WHERE r.campaign_id = p.campaign_id AND r.holder = $1 \
+         RETURNING r.campaign_id",
     )
-    .bind(&position.campaign_id) // $1
-    .bind(holder) // $2
-    .bind(position.relayed_seq) // $3
-    .bind(position.subject_seq) // $4
+    .bind(holder) // $1
+    .bind(&campaign_ids) // $2
+    .bind(&relayed) // $3
+    .bind(&subject) // $4
     .bind(lease.as_secs_f64()) // $5
-    .execute(conn)
-    .await?;
-    Ok(moved.rows_affected() == 1)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Gives up the leases `holder` holds (a replica shutting down), so others take them at once.
