@@ -44,7 +44,8 @@ pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
     loop {
         let mut tx = store.begin_keyed().await?;
         let (head, numbered) = feed::sequence(&mut tx, campaign_id).await?;
-        tx.commit().await?;
+        let moved: &[&str] = if numbered > 0 { &[campaign_id] } else { &[] };
+        feed::commit_notifying(tx, moved).await?;
         if numbered < feed::SEQUENCE_LIMIT {
             return Ok(head);
         }

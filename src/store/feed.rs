@@ -1,13 +1,48 @@
 //! The feed's order: a sequencer numbers each campaign's committed events under the campaign's feed head,
 //! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
 
-use super::Conn;
 use super::rules::may_view;
+use super::{Conn, Tx};
 use crate::domain::model::{AssignmentEvent, User};
 use crate::error::AppResult;
 
-/// The channel a sequencer NOTIFYs (payload `schema/campaign`) when it moved a campaign's head.
+/// The channel a transaction NOTIFYs (payload `schema/campaign`) when it moved a campaign's head.
 pub const FEED_CHANNEL: &str = "assignment_feed";
+
+/// Commits, telling every replica's feed listener that the campaigns' heads moved (none: a plain commit).
+/// The NOTIFYs ride on the COMMIT's round trip as a statement of their own, touching no table: a
+/// distributed PostgreSQL runs a statement on the node holding the rows it touches, and a NOTIFY raised
+/// on a worker never reaches the listeners, which are on the coordinator.
+pub fn commit_notifying(
+    tx: Tx,
+    campaign_ids: &[&str],
+) -> impl Future<Output = AppResult<()>> + Send + use<> {
+    // Built before the future, which then holds only owned data.
+    let notifies: Vec<String> = campaign_ids
+        .iter()
+        .map(|campaign_id| {
+            format!(
+                "pg_notify({}, current_schema() || '/' || {})",
+                literal(FEED_CHANNEL),
+                literal(campaign_id)
+            )
+        })
+        .collect();
+    async move {
+        if notifies.is_empty() {
+            return Ok(tx.commit().await?);
+        }
+        Ok(tx
+            .commit_after(format!("SELECT {}", notifies.join(", ")))
+            .await?)
+    }
+}
+
+/// `text` as an SQL string literal, whatever `standard_conforming_strings` says: an escape string with its
+/// backslashes and quotes escaped.
+fn literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
+}
 
 /// Events one sequencer run numbers at most; the rest wait for the next run.
 pub const SEQUENCE_LIMIT: u64 = 1000;
@@ -55,7 +90,8 @@ pub struct Numbered {
 async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
     let sql = format!(
         "WITH {}, numbered AS ( \
-           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
+           UPDATE assignment_events e SET seq = b.seq FROM backlog b \
+            WHERE e.ctid = b.row_id AND e.campaign_id = b.campaign_id \
            RETURNING e.campaign_id \
          ), counts AS MATERIALIZED ( \
            SELECT campaign_id, count(*) AS numbered FROM numbered GROUP BY campaign_id \
@@ -63,18 +99,14 @@ async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<
            UPDATE feed_heads f SET last_seq = h.head + c.numbered \
              FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
             WHERE f.campaign_id = ANY($1) AND f.campaign_id = c.campaign_id \
-         ), notified AS MATERIALIZED ( \
-           SELECT c.campaign_id, h.head + c.numbered AS head, c.numbered, \
-                  pg_notify($3, current_schema() || '/' || c.campaign_id) \
-             FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id \
          ) \
-         SELECT campaign_id, head, numbered FROM notified",
+         SELECT c.campaign_id, h.head + c.numbered AS head, c.numbered \
+           FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id",
         backlog_ctes("$1", "$2"),
     );
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(&sql)
         .bind(campaign_ids)
         .bind(SEQUENCE_LIMIT as i64)
-        .bind(FEED_CHANNEL)
         .fetch_all(conn)
         .await?;
     Ok(rows

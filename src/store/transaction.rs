@@ -44,6 +44,15 @@ impl Tx {
         Ok(())
     }
 
+    /// Runs `statement` (no parameters: a simple query) and commits, in one round trip: for what belongs
+    /// right before the commit, such as notifications (see `store::feed::commit_notifying`).
+    pub async fn commit_after(mut self, statement: String) -> Result<(), sqlx::Error> {
+        self.open = false;
+        let statements = format!("{statement}; COMMIT");
+        self.execute(statements.as_str()).await?;
+        Ok(())
+    }
+
     /// Rolls back and waits for it (dropping the transaction rolls back too, without waiting).
     pub async fn rollback(mut self) -> Result<(), sqlx::Error> {
         self.open = false;

@@ -9,6 +9,7 @@ mod bad_input;
 mod batch_store;
 mod bulk;
 mod cancellation;
+mod citus_rules;
 mod connections;
 mod contract;
 mod directory;

@@ -55,7 +55,12 @@ pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<
         let read = read(&mut tx, locked).await?;
         let planned: Vec<PlannedPart> = read.into_iter().map(plan).collect();
         let written = write(&mut tx, planned).await?;
-        tx.commit().await?;
+        let moved: Vec<&str> = written
+            .iter()
+            .filter(|part| part.planned.head_moved || part.written.head_moved)
+            .map(|part| part.planned.batch.campaign_id.as_str())
+            .collect();
+        store::feed::commit_notifying(tx, &moved).await?;
         Ok(written.into_iter().map(answer).collect())
     }
     .instrument(transaction)
@@ -161,6 +166,8 @@ struct PlannedPart<'a> {
     drain: i64,
     queue_read: usize,
     plan: BatchPlan<Entry>,
+    /// The read numbered events committed before it (see `CampaignReads::head_moved`).
+    head_moved: bool,
 }
 
 /// Plan stage: the pure rules decide each entry in order.
@@ -187,6 +194,7 @@ fn plan(read: ReadPart) -> PlannedPart {
         drain: locked.reads.drain,
         off_shift: locked.off_shift,
         queue_read: reads.queue_read,
+        head_moved: reads.head_moved,
         settings,
         plan,
     }

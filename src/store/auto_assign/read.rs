@@ -3,7 +3,7 @@
 //! what that snapshot saw.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use crate::domain::holders::Unreachable;
 use crate::domain::model::{Availability, Conversation};
 use crate::error::{AppError, AppResult};
 use crate::store::conversations::COLUMNS_WITHOUT_DUE;
-use crate::store::feed::{FEED_CHANNEL, backlog_ctes, last_assigned};
+use crate::store::feed::{backlog_ctes, last_assigned};
 use crate::store::rules::{eligible, unreachable_cause};
 use crate::store::{Conn, by_key};
 
@@ -74,6 +74,9 @@ pub struct CampaignReads {
     pub last_assigned: Option<String>,
     /// The loads of the campaign's active, available organizers, when capacity or balance is in play.
     pub loads: Option<HashMap<String, Load>>,
+    /// The read numbered events committed before it: the campaign's feed head moved (watchers are told at
+    /// commit).
+    pub head_moved: bool,
 }
 
 impl CampaignReads {
@@ -117,11 +120,13 @@ pub async fn read_batch(
     parts: &[(CampaignTriggers<'_>, BatchReads)],
 ) -> AppResult<HashMap<String, CampaignReads>> {
     let mut rows = read_rows(conn, &ReadColumns::new(parts, None)).await?;
+    let mut moved: HashSet<String> = moved_heads(&rows);
     if rows.iter().any(|row| row.changed) {
         // The same entries again (the waiting ones by name, not from the queue's head): all locked now.
         let waiting: Vec<(String, String)> =
             rows.iter().filter_map(|row| row.waiting_entry()).collect();
         rows = read_rows(conn, &ReadColumns::new(parts, Some(&waiting))).await?;
+        moved.extend(moved_heads(&rows));
     }
     let mut by_campaign: HashMap<String, Vec<PgRow>> = HashMap::new();
     for row in rows {
@@ -134,9 +139,18 @@ pub async fn read_batch(
         .iter()
         .map(|(part, reads)| {
             let rows = by_campaign.remove(part.campaign_id).unwrap_or_default();
-            let read = campaign_reads(rows, reads.default_capacity)?;
+            let mut read = campaign_reads(rows, reads.default_capacity)?;
+            read.head_moved = moved.contains(part.campaign_id);
             Ok((part.campaign_id.to_owned(), read))
         })
+        .collect()
+}
+
+/// The campaigns whose feed heads a read moved.
+fn moved_heads(rows: &[ReadRow]) -> HashSet<String> {
+    rows.iter()
+        .filter(|row| row.head_moved)
+        .map(|row| row.campaign_id.clone())
         .collect()
 }
 
@@ -145,6 +159,8 @@ struct ReadRow {
     campaign_id: String,
     /// A row the read locked had changed since its snapshot (the same on every row).
     changed: bool,
+    /// The read numbered events of the campaign (the same on each of its rows).
+    head_moved: bool,
     row: PgRow,
 }
 
@@ -173,7 +189,6 @@ async fn read_rows(conn: &mut Conn, columns: &ReadColumns<'_>) -> AppResult<Vec<
         .bind(&columns.trigger_conversations) // $9 trigger_conversations
         .bind(&columns.waiting_campaigns) // $10 waiting_campaigns
         .bind(&columns.waiting_conversations) // $11 waiting_conversations
-        .bind(FEED_CHANNEL) // $12 feed_channel
         .fetch_all(conn)
         .await?;
     rows.into_iter()
@@ -181,6 +196,7 @@ async fn read_rows(conn: &mut Conn, columns: &ReadColumns<'_>) -> AppResult<Vec<
             Ok(ReadRow {
                 campaign_id: row.try_get("batch_campaign")?,
                 changed: row.try_get("changed")?,
+                head_moved: row.try_get("head_moved")?,
                 row,
             })
         })

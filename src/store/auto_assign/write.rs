@@ -11,7 +11,6 @@ use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Priority, 
 use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::AppResult;
 use crate::store::conversations::COLUMNS_WITHOUT_DUE;
-use crate::store::feed::FEED_CHANNEL;
 use crate::store::rules::{Event, leave_queue, queue_key};
 use crate::store::{Conn, by_key};
 
@@ -21,6 +20,8 @@ use crate::store::{Conn, by_key};
 pub struct Written {
     pub conversations: HashMap<String, Conversation>,
     pub assigned: HashSet<String>,
+    /// The batch numbered events of the campaign: its feed head moved (watchers are told at commit).
+    pub head_moved: bool,
 }
 
 /// Where a batch leaves the waiting queue: `has_waiting` for the campaign's flag after the batch.
@@ -135,10 +136,9 @@ pub async fn write_batch(
         .bind(&columns.moved_cursors) // $14 moved_cursors
         .bind(&columns.moved_flags) // $15 moved_flags
         .bind(&campaigns) // $16 campaign_ids
-        .bind(FEED_CHANNEL) // $17 feed_channel
-        .bind(&columns.starts_wait) // $18 starts_wait
-        .bind(&columns.queued_priorities) // $19 queued_priorities
-        .bind(&columns.queued_head_starts) // $20 queued_head_starts
+        .bind(&columns.starts_wait) // $17 starts_wait
+        .bind(&columns.queued_priorities) // $18 queued_priorities
+        .bind(&columns.queued_head_starts) // $19 queued_head_starts
         .fetch_all(conn)
         .await?;
     for row in rows {
@@ -146,6 +146,7 @@ pub async fn write_batch(
         let Some(part) = written.get_mut(&campaign) else {
             continue;
         };
+        part.head_moved |= row.try_get::<bool, _>("head_moved")?;
         // A campaign that changed nothing comes as one row without a conversation.
         if row
             .try_get::<Option<String>, _>("conversation_id")?

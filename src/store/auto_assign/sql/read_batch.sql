@@ -15,7 +15,6 @@
 --   $9  trigger_conversations text[] |   its conversation
 --   $10 waiting_campaigns     text[] | waiting conversations to read again (named, not from the queue's
 --   $11 waiting_conversations text[] |   head): those a first read locked
---   $12 feed_channel          text    the channel NOTIFYed when a campaign's feed head moves
 WITH
 -- The campaigns and what to read for each.
 k AS MATERIALIZED (
@@ -81,7 +80,8 @@ wanted AS MATERIALIZED (
 {backlog},
 -- Numbers them and moves the heads: what this batch saw comes before its own events.
 numbered AS (
-  UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id
+  UPDATE assignment_events e SET seq = b.seq FROM backlog b
+   WHERE e.ctid = b.row_id AND e.campaign_id = b.campaign_id
   RETURNING e.campaign_id
 ),
 moved_heads AS (
@@ -90,10 +90,6 @@ moved_heads AS (
       SELECT count(*) AS numbered FROM backlog b WHERE b.campaign_id = h.campaign_id) AS n
    WHERE f.campaign_id = ANY($1) AND f.campaign_id = h.campaign_id AND n.numbered > 0
   RETURNING f.campaign_id
-),
--- Watchers learn of the new numbers at commit.
-notified AS MATERIALIZED (
-  SELECT pg_notify($12, current_schema() || '/' || campaign_id) FROM moved_heads
 ),
 -- Per campaign: who was assigned last in feed order, and the loads of its active, available organizers.
 facts AS MATERIALIZED (
@@ -138,11 +134,10 @@ read_entries AS MATERIALIZED (
       WHERE c.assignee_id IS NOT NULL AND h.campaign_id = c.campaign_id AND h.user_id = c.assignee_id) AS h
       ON true
 )
--- One row per campaign and entry (a campaign without entries: one row without one, so the notifications
--- are sent whatever is left), with the campaign's facts.
+-- One row per campaign and entry (a campaign without entries: one row without one), with the campaign's
+-- facts and whether its head moved (watchers are told at commit: `store::feed::commit_notifying`).
 SELECT k.campaign_id AS batch_campaign, (SELECT changed FROM changed) AS changed, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
-       f.loads_read, e.*
+       f.loads_read, k.campaign_id IN (SELECT campaign_id FROM moved_heads) AS head_moved, e.*
   FROM k
  CROSS JOIN LATERAL (SELECT * FROM facts WHERE facts.campaign_id = k.campaign_id) AS f
   LEFT JOIN read_entries e ON e.entry_campaign = k.campaign_id
- WHERE (SELECT count(*) FROM notified) >= 0

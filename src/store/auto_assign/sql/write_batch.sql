@@ -6,7 +6,7 @@
 --   $2  change_conversations  text[] |   campaign, id, new assignee (NULL: not assigned now), the
 --   $3  assignees             text[] |   trigger's request id, and whether a member's message starts
 --   $4  change_request_ids    text[] |   its wait for a reply
---   $18 starts_wait           bool[] |
+--   $17 starts_wait           bool[] |
 --   $5  record_campaigns      text[] | one row per trigger delivered for the first time:
 --   $6  record_trigger_ids    text[] |   what it was for and what it did
 --   $7  record_conversations  text[] |
@@ -15,13 +15,12 @@
 --   $10 queued_campaigns      text[] | one row per conversation the batch queues, in plan order,
 --   $11 queued_conversations  text[] |   with its trigger's request id, priority and head start in
 --   $12 queued_request_ids    text[] |   the queue (microseconds: `Priority::head_start_micros`)
---   $19 queued_priorities     text[] |
---   $20 queued_head_starts    int8[] |
+--   $18 queued_priorities     text[] |
+--   $19 queued_head_starts    int8[] |
 --   $13 moved_campaigns       text[] | one row per campaign whose cursor or waiting flag moves
 --   $14 moved_cursors         text[] |   (NULL: unchanged)
 --   $15 moved_flags           bool[] |
 --   $16 campaign_ids          text[]  every campaign of the batch
---   $17 feed_channel          text    the channel NOTIFYed when a campaign's feed head moves
 WITH
 -- The conversations changed, each once: assigned (only if still unassigned), and the member's wait for a
 -- reply started (a wait already running keeps its start).
@@ -34,12 +33,13 @@ changed AS (
          updated_at = CASE WHEN a.assignee_id IS NULL THEN c.updated_at ELSE now() END,
          awaiting_reply_since = CASE WHEN a.starts_wait THEN coalesce(c.awaiting_reply_since, now())
                                      ELSE c.awaiting_reply_since END
-    FROM (SELECT a.assignee_id, a.starts_wait, x.row_id
-            FROM unnest($1::text[], $2::text[], $3::text[], $18::bool[])
+    FROM (SELECT a.campaign_id, a.assignee_id, a.starts_wait, x.row_id
+            FROM unnest($1::text[], $2::text[], $3::text[], $17::bool[])
                  AS a(campaign_id, conversation_id, assignee_id, starts_wait)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
-   WHERE c.ctid = a.row_id AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
+   WHERE c.ctid = a.row_id AND c.campaign_id = a.campaign_id
+     AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
   RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now
 ),
 -- The assignments.
@@ -51,7 +51,7 @@ enqueued AS (
   INSERT INTO waiting_conversations (campaign_id, conversation_id, position, priority)
   SELECT q.campaign_id, q.conversation_id, {queue_key}, q.priority FROM (
     SELECT campaign_id, conversation_id, priority, head_start
-      FROM unnest($10::text[], $11::text[], $19::text[], $20::int8[])
+      FROM unnest($10::text[], $11::text[], $18::text[], $19::int8[])
            WITH ORDINALITY AS u(campaign_id, conversation_id, priority, head_start, ord)
      ORDER BY ord) AS q
   ON CONFLICT (campaign_id, conversation_id) DO NOTHING
@@ -107,12 +107,8 @@ counts AS MATERIALIZED (
 moved_heads AS (
   UPDATE feed_heads f SET last_seq = c.new_head FROM counts c
    WHERE f.campaign_id = ANY($16) AND f.campaign_id = c.campaign_id AND c.new_head > c.head
-),
--- Watchers learn of the new numbers at commit.
-notified AS MATERIALIZED (
-  SELECT pg_notify($17, current_schema() || '/' || campaign_id) FROM counts WHERE new_head > head
 )
--- The conversations changed, per campaign (a campaign that changed nothing: one row without one).
-SELECT c.campaign_id AS batch_campaign, a.*
+-- The conversations changed, per campaign (a campaign that changed nothing: one row without one), and
+-- whether its head moved (watchers are told at commit: `store::feed::commit_notifying`).
+SELECT c.campaign_id AS batch_campaign, c.new_head > c.head AS head_moved, a.*
   FROM counts c LEFT JOIN changed a ON a.campaign_id = c.campaign_id
- WHERE (SELECT count(*) FROM notified) >= 0
