@@ -26,7 +26,7 @@ use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 use crate::relay::{self, Relay, RelayConfig};
 use crate::service::AfterCommit;
-use crate::service::auto_assign::{Coalescer, prune_triggers};
+use crate::service::auto_assign::{Batching, Coalescer, prune_triggers};
 use crate::service::feed::Feed;
 use crate::store::Store;
 
@@ -170,9 +170,12 @@ impl App {
         let coalescer = Coalescer::new(
             store.clone(),
             feed.clone(),
-            config.auto_assign_max_batch,
-            config.auto_assign_max_queue,
-            config.auto_assign_concurrency,
+            Batching {
+                max_batch: config.auto_assign_max_batch,
+                max_backlog: config.auto_assign_max_queue,
+                concurrency: config.auto_assign_concurrency,
+                single_campaign: config.single_campaign_transactions,
+            },
         );
         let after = AfterCommit::new(coalescer.clone(), feed.clone());
         let (phase, phase_rx) = watch::channel(Phase::Serving);
@@ -449,6 +452,7 @@ fn relay_config(config: &Config) -> Option<RelayConfig> {
         max_age: config.nats_max_age,
         lease: config.relay_lease,
         interval: config.relay_interval,
+        single_campaign: config.single_campaign_transactions,
     })
 }
 

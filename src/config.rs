@@ -68,6 +68,12 @@ pub struct Config {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
     pub auto_assign_max_batch: usize,
 
+    /// Every transaction touches one campaign: for a PostgreSQL distributed by campaign (docs/scaling.md).
+    /// An auto-assign batch then coalesces one campaign's triggers only; the default (off) batches
+    /// several campaigns, which is fastest on one PostgreSQL.
+    #[arg(long, env = "SINGLE_CAMPAIGN_TRANSACTIONS", default_value_t = false)]
+    pub single_campaign_transactions: bool,
+
     /// Most auto-assign batches this replica runs at once. Fewer means larger batches (less work per
     /// trigger); more means less waiting while another batch holds the database.
     #[arg(long, env = "AUTO_ASSIGN_CONCURRENCY", default_value_t = 2,

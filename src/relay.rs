@@ -26,6 +26,7 @@ use tonic_health::server::HealthReporter;
 use crate::domain::model::AssignmentEvent;
 use crate::domain::opaque::{CampaignIds, Secret};
 use crate::domain::paging::PageScope;
+use crate::error::AppResult;
 use crate::grpc::convert;
 use crate::observability::{RELAY_LAG_EVENTS, RELAY_LAG_SECONDS, RELAY_PUBLISHED, RELAY_REJECTED};
 use crate::service::feed::{Delivered, Place};
@@ -69,6 +70,9 @@ pub struct RelayConfig {
     pub lease: Duration,
     /// How often a replica looks for campaigns to relay.
     pub interval: Duration,
+    /// Each transaction touches one campaign (`--single-campaign-transactions`): campaigns are claimed,
+    /// read and recorded one by one.
+    pub single_campaign: bool,
 }
 
 /// One replica's relay: its lease holder id, its connection and the stream.
@@ -189,17 +193,7 @@ impl Relay {
     /// more goes round again.
     async fn pass(&mut self) -> Result<(), String> {
         let stream = self.stream().await?;
-        let mut positions = {
-            let mut conn = self.store.acquire().await.map_err(|e| e.to_string())?;
-            positions::claim(
-                &mut conn,
-                &self.holder,
-                self.config.lease,
-                CAMPAIGNS_PER_PASS,
-            )
-            .await
-            .map_err(|e| e.to_string())?
-        };
+        let mut positions = self.claim().await.map_err(|e| e.to_string())?;
         let secret = self
             .store
             .opaque_secret()
@@ -246,13 +240,39 @@ impl Relay {
         Ok(())
     }
 
-    /// Each campaign's next events after its position (at most `READ_LIMIT`), in feed order.
+    /// The campaigns with events to relay whose lease this replica holds or takes (see `positions::claim`),
+    /// in one statement, or one by one.
+    async fn claim(&self) -> AppResult<Vec<Claimed>> {
+        let (holder, lease) = (self.holder.as_str(), self.config.lease);
+        let mut conn = self.store.acquire().await?;
+        if !self.config.single_campaign {
+            return positions::claim(&mut conn, holder, lease, CAMPAIGNS_PER_PASS, None).await;
+        }
+        let mut claimed = Vec::new();
+        for campaign_id in positions::unrelayed_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await? {
+            let one = Some(campaign_id.as_str());
+            claimed.extend(positions::claim(&mut conn, holder, lease, 1, one).await?);
+        }
+        Ok(claimed)
+    }
+
+    /// Each campaign's next events after its position (at most `READ_LIMIT`), in feed order: in one
+    /// statement, or one campaign's per transaction.
     async fn read(&self, positions: Vec<Claimed>) -> Result<Vec<Round>, String> {
-        let mut tx = self.store.begin_keyed().await.map_err(|e| e.to_string())?;
-        let unrelayed = positions::unrelayed(&mut tx, &positions, READ_LIMIT)
-            .await
-            .map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+        let chunks: Vec<&[Claimed]> = if self.config.single_campaign {
+            positions.chunks(1).collect()
+        } else {
+            vec![positions.as_slice()]
+        };
+        let mut unrelayed = Vec::new();
+        for chunk in chunks {
+            let mut tx = self.store.begin_keyed().await.map_err(|e| e.to_string())?;
+            let read = positions::unrelayed(&mut tx, chunk, READ_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            unrelayed.extend(read);
+        }
         let mut rounds: HashMap<String, Round> = positions
             .into_iter()
             .map(|position| {
@@ -278,23 +298,32 @@ impl Relay {
             .collect())
     }
 
-    /// Records the campaigns' new positions (renewing their leases); returns those this replica still
-    /// holds. The commit does not wait for its flush: a position lost in a crash only makes the next
+    /// Records the campaigns' new positions (renewing their leases), in one statement or one campaign's per
+    /// transaction; returns those this replica still holds. The commit does not wait for its flush: a position lost in a crash only makes the next
     /// publish be refused for its expected sequence, and `resync` finds the true one in the stream.
     async fn advance(&self, moved: &[Claimed]) -> Result<HashSet<String>, String> {
         if moved.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut tx = self
-            .store
-            .begin_keyed_unflushed()
-            .await
-            .map_err(|e| e.to_string())?;
-        let held = positions::advance(&mut tx, &self.holder, moved, self.config.lease)
-            .await
-            .map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
-        Ok(held.into_iter().collect())
+        let chunks: Vec<&[Claimed]> = if self.config.single_campaign {
+            moved.chunks(1).collect()
+        } else {
+            vec![moved]
+        };
+        let mut held = HashSet::new();
+        for chunk in chunks {
+            let mut tx = self
+                .store
+                .begin_keyed_unflushed()
+                .await
+                .map_err(|e| e.to_string())?;
+            let still = positions::advance(&mut tx, &self.holder, chunk, self.config.lease)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            held.extend(still);
+        }
+        Ok(held)
     }
 
     /// The stream, made if missing (once per connection).

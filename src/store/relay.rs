@@ -27,11 +27,14 @@ pub struct Claimed {
 /// takes nothing while it lives, and gives up what it holds at once, so the leases gather on one replica
 /// (its bursts then meet no other publisher's messages in the stream) and move when it dies. Nothing
 /// depends on it for correctness: every message names what must precede it.
+///
+/// `only`: one campaign's lease, and nothing written for another (`--single-campaign-transactions`).
 pub async fn claim(
     conn: &mut Conn,
     holder: &str,
     lease: Duration,
     limit: i64,
+    only: Option<&str>,
 ) -> AppResult<Vec<Claimed>> {
     Ok(sqlx::query_as(
         "WITH leader AS MATERIALIZED ( \
@@ -40,7 +43,7 @@ pub async fn claim(
          ), yielded AS ( \
            UPDATE relay_positions r SET holder = NULL, lease_until = NULL FROM leader l \
             /* ours, while a replica with a smaller id relays */ \
-            WHERE r.holder = $1 AND l.holder < $1 \
+            WHERE r.holder = $1 AND l.holder < $1 AND ($4::text IS NULL OR r.campaign_id = $4) \
          ), pending AS MATERIALIZED ( \
            SELECT f.campaign_id, r.holder, r.lease_until, r.relayed_seq, r.subject_seq \
              FROM feed_heads f CROSS JOIN leader l \
@@ -51,6 +54,8 @@ pub async fn claim(
               AND (r.lease_until IS NULL OR r.lease_until < now() OR r.holder = $1) \
               /* no replica with a smaller id relays */ \
               AND (l.holder IS NULL OR l.holder >= $1) \
+              /* the one campaign asked for, if one is */ \
+              AND ($4::text IS NULL OR f.campaign_id = $4) \
             ORDER BY f.campaign_id LIMIT $3 \
          ), taken AS ( \
            INSERT INTO relay_positions AS r (campaign_id, holder, lease_until) \
@@ -72,6 +77,22 @@ pub async fn claim(
     .bind(holder) // $1
     .bind(lease.as_secs_f64()) // $2
     .bind(limit) // $3
+    .bind(only) // $4
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Up to `limit` campaigns whose feed has events the relay has not published (read only: the campaigns to
+/// [`claim`] one by one, under `--single-campaign-transactions`).
+pub async fn unrelayed_campaigns(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT f.campaign_id FROM feed_heads f \
+           LEFT JOIN relay_positions r ON r.campaign_id = f.campaign_id \
+          /* events past the campaign's position */ \
+          WHERE f.last_seq > coalesce(r.relayed_seq, 0) \
+          ORDER BY f.campaign_id LIMIT $1",
+    )
+    .bind(limit) // $1
     .fetch_all(conn)
     .await?)
 }

@@ -604,7 +604,11 @@ async fn batches_spanning_campaigns_keep_every_campaign_exact_across_replicas() 
     .fetch_one(app.store.pool())
     .await
     .unwrap();
-    assert!(spanning > 0, "no batch held triggers of two campaigns");
+    // Under SINGLE_CAMPAIGN_TRANSACTIONS (CI's second run, read as the service reads it) a batch holds one
+    // campaign: `citus_rules` checks that no transaction names two.
+    if !config(&app.database_url, &[]).single_campaign_transactions {
+        assert!(spanning > 0, "no batch held triggers of two campaigns");
+    }
 
     for campaign in &campaigns {
         // In commit order, each campaign's assignments follow its own rotation exactly, once each, and

@@ -93,34 +93,40 @@ struct Part {
     spans: Vec<tracing::Span>,
 }
 
+/// How triggers are batched.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most triggers in a batch; 1 turns coalescing off: one transaction per trigger.
+    pub max_batch: usize,
+    /// Most triggers of a campaign waiting for its next batch.
+    pub max_backlog: usize,
+    /// Most batches running at once.
+    pub concurrency: usize,
+    /// A batch holds one campaign's triggers only (`--single-campaign-transactions`).
+    pub single_campaign: bool,
+}
+
 /// Cheap to clone; clones share the backlogs.
 #[derive(Clone)]
 pub struct Coalescer {
     store: Store,
     /// Told after each batch: its history, numbered by the batch, is fanned out.
     feed: Feed,
-    max_batch: usize,
-    max_backlog: usize,
-    concurrency: usize,
+    batching: Batching,
     state: Arc<Mutex<State>>,
 }
 
 impl Coalescer {
-    /// `max_batch` 1 turns coalescing off: one transaction per trigger. At most `max_backlog` triggers of a
-    /// campaign wait for its next batch, and at most `concurrency` batches run at once.
-    pub fn new(
-        store: Store,
-        feed: Feed,
-        max_batch: usize,
-        max_backlog: usize,
-        concurrency: usize,
-    ) -> Self {
+    pub fn new(store: Store, feed: Feed, batching: Batching) -> Self {
         Self {
             store,
             feed,
-            max_batch: max_batch.max(1),
-            max_backlog: max_backlog.max(1),
-            concurrency: concurrency.max(1),
+            batching: Batching {
+                max_batch: batching.max_batch.max(1),
+                max_backlog: batching.max_backlog.max(1),
+                concurrency: batching.concurrency.max(1),
+                single_campaign: batching.single_campaign,
+            },
             state: Arc::default(),
         }
     }
@@ -136,12 +142,12 @@ impl Coalescer {
         {
             let mut state = self.state.lock().expect("coalescer state");
             let backlog = state.campaigns.entry(campaign_id.to_owned()).or_default();
-            if backlog.pending.len() >= self.max_backlog {
+            if backlog.pending.len() >= self.batching.max_backlog {
                 // Callers that gave up free their places first.
                 backlog.pending.retain(|p| !p.reply.is_closed());
             }
-            if backlog.pending.len() >= self.max_backlog {
-                return Err(backlog_full(self.max_backlog));
+            if backlog.pending.len() >= self.batching.max_backlog {
+                return Err(backlog_full(self.batching.max_backlog));
             }
             backlog.pending.push_back(pending);
             state.settle(campaign_id);
@@ -187,7 +193,7 @@ impl Coalescer {
 
     /// Starts a batch runner if work is ready and fewer than `concurrency` run.
     fn start_runner(&self, state: &mut State) {
-        if !state.ready.is_empty() && state.runners < self.concurrency {
+        if !state.ready.is_empty() && state.runners < self.batching.concurrency {
             state.runners += 1;
             // A task of its own: a caller that goes away must not cancel a batch other callers wait on.
             tokio::spawn(self.clone().run());
@@ -195,10 +201,12 @@ impl Coalescer {
     }
 
     /// Takes the next batch: the ready campaigns' waiting triggers, oldest campaign first, up to
-    /// `max_batch` triggers (a drain-only part counts as none). Marks its campaigns running.
+    /// `max_batch` triggers (a drain-only part counts as none), one campaign's only under
+    /// `single_campaign`. Marks its campaigns running.
     fn take_batch(&self, state: &mut State) -> Vec<Part> {
         let (mut parts, mut size, mut abandoned) = (Vec::new(), 0, 0);
-        while size < self.max_batch
+        while size < self.batching.max_batch
+            && (parts.is_empty() || !self.batching.single_campaign)
             && let Some(campaign_id) = state.ready.pop_front()
         {
             let Some(backlog) = state.campaigns.get_mut(&campaign_id) else {
@@ -211,7 +219,7 @@ impl Coalescer {
                 replies: Vec::new(),
                 spans: Vec::new(),
             };
-            while size < self.max_batch
+            while size < self.batching.max_batch
                 && let Some(pending) = backlog.pending.pop_front()
             {
                 if pending.reply.is_closed() {

@@ -13,7 +13,7 @@ mod upkeep;
 mod waiting;
 
 pub use batch::{CampaignBatch, CampaignOutcome, run_batch};
-pub use coalescer::Coalescer;
+pub use coalescer::{Batching, Coalescer};
 pub use preview::{Preview, preview};
 pub use settings::{get_settings, set_capacity, update_settings};
 pub use upkeep::{fold_loads, prune_triggers};
