@@ -164,7 +164,7 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
                     FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user)
                    CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c
                                         WHERE c.campaign_id = $1 AND {conversation_by_key} LIMIT 1) AS x) AS w
-           WHERE c.ctid = w.row_id AND c.campaign_id = $1
+           WHERE c.ctid = w.row_id
           RETURNING c.campaign_id, c.conversation_id, c.assignee_id
         ),
         -- An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.

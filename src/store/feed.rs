@@ -90,8 +90,7 @@ pub struct Numbered {
 async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
     let sql = format!(
         "WITH {}, numbered AS ( \
-           UPDATE assignment_events e SET seq = b.seq FROM backlog b \
-            WHERE e.ctid = b.row_id AND e.campaign_id = b.campaign_id \
+           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
            RETURNING e.campaign_id \
          ), counts AS MATERIALIZED ( \
            SELECT campaign_id, count(*) AS numbered FROM numbered GROUP BY campaign_id \

@@ -220,7 +220,7 @@ pub(crate) fn leave_queue(changed: &str, when: &str) -> String {
           USING {changed} CROSS JOIN LATERAL ( \
                   SELECT q.ctid AS row_id FROM waiting_conversations q \
                    WHERE q.campaign_id = {changed}.campaign_id AND {} LIMIT 1) AS x \
-          WHERE {when} AND w.ctid = x.row_id AND w.campaign_id = {changed}.campaign_id \
+          WHERE {when} AND w.ctid = x.row_id \
          RETURNING w.campaign_id, w.conversation_id",
         by_key("q", &format!("{changed}.conversation_id"))
     )

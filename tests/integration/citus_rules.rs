@@ -114,6 +114,34 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
         "clock_timestamp()",
         QUEUE_POSITION,
     ),
+    // Rows found by key, then changed by row id with no campaign condition beside it: with one, the kept
+    // plan ran 18% slower on the 32-campaign bench row. To go: a condition the plan cannot misuse.
+    (
+        UNLIMITED,
+        "assignment_events e",
+        "e.ctid = b.row_id",
+        ROW_ID,
+    ),
+    (
+        UNLIMITED,
+        "assignment_events e_1",
+        "e.ctid = b.row_id",
+        ROW_ID,
+    ),
+    (UNLIMITED, "conversations c", "c.ctid = w.row_id", ROW_ID),
+    (UNLIMITED, "conversations c_1", "c.ctid = a.row_id", ROW_ID),
+    (
+        UNLIMITED,
+        "waiting_conversations w",
+        "w.ctid = x.row_id",
+        ROW_ID,
+    ),
+    (
+        UNLIMITED,
+        "waiting_conversations w_1",
+        "w.ctid = x.row_id",
+        ROW_ID,
+    ),
     // Timed work finds the campaigns that have some by scanning every campaign's rows: on Citus, a query of
     // every shard on each tick. To go: each node's own list of campaigns with work due.
     (
@@ -182,6 +210,7 @@ const UNLIMITED: &str = "scan not limited to campaigns";
 const LOADS_TRIGGER: &str = "organizer loads kept by statement triggers";
 const EVENT_ORDER: &str = "unnumbered events ordered by their global id";
 const QUEUE_POSITION: &str = "queue positions from the clock and a global sequence";
+const ROW_ID: &str = "changed by row id without its campaign";
 const DISCOVERY: &str = "timed work scans every campaign to find its own";
 
 #[tokio::test]
@@ -598,18 +627,7 @@ async fn workload(app: &TestApp, replica: &TestApp) {
         ..Default::default()
     };
     app.update_settings("admin", settings).await;
-    let mut second = replica.assignments().await;
-    second
-        .update_inbox_settings(as_actor_in(
-            SECOND,
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    replica.enable_auto_assign_in(SECOND).await;
     let mut api = app.assignments().await;
     let mut groups = app.groups().await;
     for (n, tags) in [(1, vec!["vol"]), (2, vec![]), (3, vec!["vol"]), (4, vec![])] {

@@ -292,11 +292,20 @@ impl TestApp {
 
     /// Switches auto-assignment on, as admin "admin".
     pub async fn enable_auto_assign(&self) {
+        self.enable_auto_assign_in(CAMPAIGN).await;
+    }
+
+    /// Switches auto-assignment on in `campaign`, as its admin "admin".
+    pub async fn enable_auto_assign_in(&self, campaign: &str) {
         let settings = pb::UpdateInboxSettingsRequest {
             auto_assign_enabled: Some(true),
             ..Default::default()
         };
-        self.update_settings("admin", settings).await;
+        self.assignments()
+            .await
+            .update_inbox_settings(as_actor_in(campaign, "admin", settings))
+            .await
+            .unwrap();
     }
 
     pub async fn admin(&self, user_id: &str) {

@@ -77,18 +77,7 @@ async fn an_organizer_counts_queue_positions_over_what_they_may_view() {
         ))
         .await
         .unwrap();
-    app.assignments()
-        .await
-        .update_inbox_settings(as_actor_in(
-            OTHER,
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                auto_assign_enabled: Some(true),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap();
+    app.enable_auto_assign_in(OTHER).await;
     // As on a service that has queued for a while: queue keys long enough to spot in a token.
     sqlx::query("SELECT setval('waiting_position', 1000000000000)")
         .execute(app.store.pool())
