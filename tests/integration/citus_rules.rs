@@ -114,8 +114,8 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
         "clock_timestamp()",
         QUEUE_POSITION,
     ),
-    // Rows found by key, then changed by row id with no campaign condition beside it: with one, the kept
-    // plan ran 18% slower on the 32-campaign bench row. To go: a condition the plan cannot misuse.
+    // Rows found by key, then changed by row id with no campaign condition beside it: with one, the
+    // 32-campaign bench row ran 18% slower. To go: a condition the plan cannot use as an index bound.
     (
         UNLIMITED,
         "assignment_events e",
