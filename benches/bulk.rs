@@ -171,7 +171,7 @@ async fn one_by_one(channel: Channel, first: usize, count: usize) -> usize {
 }
 
 /// The bulk's work as one set-based statement: conversations `first..first + size` assigned round-robin
-/// over the organizers, each with its history event. Returns how many it assigned.
+/// over the organizers, each with its history event and load change. Returns how many it assigned.
 async fn set_based(store: &Store, first: usize, size: usize) -> u64 {
     sqlx::query(
         "WITH picked AS ( \
@@ -184,6 +184,9 @@ async fn set_based(store: &Store, first: usize, size: usize) -> u64 {
              FROM picked p \
             WHERE c.campaign_id = $1 AND c.conversation_id = p.conversation_id AND c.assignee_id IS NULL \
            RETURNING c.conversation_id, c.assignee_id \
+         ), loads AS ( \
+           INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
+           SELECT $1, assignee_id, count(*) FROM assigned GROUP BY assignee_id \
          ) \
          INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, actor_id, source) \
          SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'admin', 'MANUAL' FROM assigned",

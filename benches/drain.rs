@@ -103,9 +103,8 @@ async fn seed_through_sql(store: &Store, campaign: &str, count: usize) {
     .unwrap();
     sqlx::query(
         "INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-         SELECT campaign_id, conversation_id, nextval('waiting_position') FROM ( \
-           SELECT campaign_id, conversation_id FROM conversations WHERE campaign_id = $1 \
-            ORDER BY conversation_id) AS c",
+         SELECT campaign_id, conversation_id, row_number() OVER (ORDER BY conversation_id) \
+           FROM conversations WHERE campaign_id = $1",
     )
     .bind(campaign)
     .execute(&mut *tx)
@@ -159,6 +158,9 @@ WITH settings AS ( \
          FROM picks p \
         WHERE c.campaign_id = $1 AND c.conversation_id = p.conversation_id AND c.assignee_id IS NULL \
        RETURNING c.conversation_id, c.assignee_id, p.n), \
+     loads AS ( \
+       INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
+       SELECT $1, assignee_id, count(*) FROM assigned GROUP BY assignee_id), \
      events AS ( \
        INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
        SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM assigned ORDER BY n), \

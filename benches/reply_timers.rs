@@ -270,8 +270,9 @@ async fn firing_transactions(store: &Store, campaigns: &[String]) -> i64 {
 /// The timers' work straight on PostgreSQL, in one statement: the campaign's open, held, unanswered
 /// conversations whose holder has not let this wait lapse and whose reply was due `$2` seconds after the
 /// later of the wait's start and the assignment are locked in id order, unassigned with the holder
-/// appended to `lapsed_by`, queued ahead of everything waiting, recorded (UNASSIGN, then QUEUED, `auto`,
-/// cause REPLY_OVERDUE), and the campaign's waiting flag set. Returns how many fired.
+/// appended to `lapsed_by`, their holders' loads lowered, queued ahead of everything waiting (on the
+/// campaign's queue clock), recorded (UNASSIGN, then QUEUED, `auto`, cause REPLY_OVERDUE), and the
+/// campaign's waiting flag set. Returns how many fired.
 const SQL_FIRE: &str = "\
 WITH due AS ( \
        SELECT c.conversation_id, c.assignee_id FROM conversations c \
@@ -285,10 +286,21 @@ WITH due AS ( \
               version = c.version + 1, updated_at = now() \
          FROM due WHERE c.campaign_id = $1 AND c.conversation_id = due.conversation_id \
        RETURNING c.conversation_id, due.assignee_id AS holder_id), \
+     loads AS ( \
+       INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
+       SELECT $1, holder_id, -count(*) FROM returned GROUP BY holder_id), \
+     flagged AS ( \
+       UPDATE inbox_settings s SET has_waiting = true, \
+              queue_clock = greatest((extract(epoch FROM now()) * 1000000)::bigint, s.queue_clock + 1) \
+                            + r.n - 1 \
+         FROM (SELECT count(*) AS n FROM returned) AS r \
+        WHERE s.campaign_id = $1 AND r.n > 0 \
+       RETURNING s.queue_clock - r.n + 1 AS first_arrival), \
      queued AS ( \
        INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-       SELECT $1, r.conversation_id, -nextval('waiting_position') \
-         FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
+       SELECT $1, r.conversation_id, -(r.arrival * 1000 + r.arrival % 1000) \
+         FROM (SELECT conversation_id, f.first_arrival + row_number() OVER (ORDER BY conversation_id DESC) - 1 \
+                      AS arrival FROM returned CROSS JOIN flagged f) AS r \
        ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
        RETURNING conversation_id), \
      events AS ( \
@@ -297,10 +309,7 @@ WITH due AS ( \
          SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step FROM returned \
          UNION ALL \
          SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
-        ORDER BY e.conversation_id, e.step), \
-     flagged AS ( \
-       UPDATE inbox_settings SET has_waiting = true \
-        WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned)) \
+        ORDER BY e.conversation_id, e.step) \
 SELECT count(*) FROM returned";
 
 /// Runs [`SQL_FIRE`] in a transaction of its own; returns the seconds it took, begin to commit.

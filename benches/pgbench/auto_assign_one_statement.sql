@@ -24,6 +24,9 @@ WITH settings AS (
        SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM created),
      moved AS (
        UPDATE inbox_settings s SET last_auto_assignee_id = created.assignee_id FROM created
-        WHERE s.campaign_id = :campaign)
+        WHERE s.campaign_id = :campaign),
+     loads AS (
+       INSERT INTO organizer_load_changes (campaign_id, user_id, delta)
+       SELECT :campaign, assignee_id, 1 FROM created)
 INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id)
 SELECT :campaign, 'trigger-' || conversation_id, conversation_id, 'ASSIGNED', assignee_id FROM created;

@@ -51,7 +51,10 @@ WITH settings AS (SELECT last_auto_assignee_id AS last FROM inbox_settings WHERE
        SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM assigned),
      moved AS (
        UPDATE inbox_settings s SET last_auto_assignee_id = assigned.assignee_id FROM assigned
-        WHERE s.campaign_id = :campaign)
+        WHERE s.campaign_id = :campaign),
+     loads AS (
+       INSERT INTO organizer_load_changes (campaign_id, user_id, delta)
+       SELECT :campaign, assignee_id, 1 FROM assigned)
 INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, assignee_id)
 SELECT :campaign, 'trigger-pl-' || :n::text, conversation_id, 'ASSIGNED', assignee_id FROM assigned
 ON CONFLICT DO NOTHING;

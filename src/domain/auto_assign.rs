@@ -44,9 +44,8 @@ pub struct WaitingConversation {
     pub conversation: crate::domain::model::Conversation,
     /// Its place among the waiting conversations the viewer may see: 1 = the first of them to be assigned.
     pub rank: i64,
-    /// Its queue key (`store::rules::queue_key`: its effective arrival, with a tie-breaker from one sequence
-    /// across campaigns, so never shown; page tokens carry it opaque; negative for conversations returned to
-    /// the front).
+    /// Its queue key (`store::rules::queue_key`: its effective arrival on the campaign's queue clock; never
+    /// shown, page tokens carry it opaque; negative for conversations returned to the front).
     pub position: i64,
     pub waiting_since: DateTime<Utc>,
     pub priority: Priority,

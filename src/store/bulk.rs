@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use uuid::Uuid;
 
 use super::access_groups::name_taken;
-use super::rules::leaves_queue;
+use super::rules::{leaves_queue, open_holder, record_load_changes};
 use super::{Conn, by_key, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
@@ -160,13 +160,15 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
                  assigned_at = CASE WHEN w.to_user IS NULL THEN NULL ELSE now() END,
                  assigned_by = CASE WHEN w.to_user IS NULL THEN NULL ELSE $2::text END,
                  version = c.version + 1, updated_at = now()
-            FROM (SELECT w.to_user, x.row_id
-                    FROM unnest($3::text[], $4::text[]) AS w(conversation_id, to_user)
+            FROM (SELECT w.to_user, w.from_user, x.row_id
+                    FROM unnest($3::text[], $4::text[], $6::text[]) AS w(conversation_id, to_user, from_user)
                    CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c
                                         WHERE c.campaign_id = $1 AND {conversation_by_key} LIMIT 1) AS x) AS w
            WHERE c.ctid = w.row_id
-          RETURNING c.campaign_id, c.conversation_id, c.assignee_id
+          RETURNING c.campaign_id, c.conversation_id, c.assignee_id, c.status, w.from_user
         ),
+        -- The load moves from the previous assignee (read under the batch's locks) to the new one.
+        loads AS ({loads}),
         -- An assigned or reassigned conversation leaves the queue; every decision's event, in batch order.
         {leaves_queue},
         -- A grant makes its targets members of the grant group...
@@ -183,6 +185,11 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
         )
         SELECT count(*) FROM changed"#,
         conversation_by_key = by_key("c", "w.conversation_id"),
+        loads = record_load_changes(&format!(
+            "SELECT campaign_id, {}, {} FROM changed",
+            open_holder("status", "from_user"),
+            open_holder("status", "assignee_id")
+        )),
         leaves_queue = leaves_queue(
             "changed",
             "changed.assignee_id IS NOT NULL",

@@ -7,7 +7,8 @@ use sqlx::{FromRow, Row};
 
 use super::Conn;
 use super::rules::{
-    group_grant_columns, leaves_queue, may_view, reply_due, unreachable_cause, viewer_row,
+    group_grant_columns, leaves_queue, may_view, open_holder, record_load_changes, reply_due,
+    unreachable_cause, viewer_row,
 };
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
@@ -342,8 +343,14 @@ pub fn set_assignee_sql() -> String {
                   version = c.version + 1, updated_at = now() \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
            RETURNING c.* \
-         ), {} \
+         ), loads AS ({}), {} \
          SELECT {COLUMNS} FROM updated c",
+        // The load moves from the previous assignee (read under the caller's lock) to the new one.
+        record_load_changes(&format!(
+            "SELECT campaign_id, {}, {} FROM updated",
+            open_holder("status", "$6::text"),
+            open_holder("status", "assignee_id")
+        )),
         // An assigned conversation leaves the queue.
         leaves_queue(
             "updated",
@@ -356,8 +363,8 @@ pub fn set_assignee_sql() -> String {
     )
 }
 
-/// Sets the status of a locked conversation and records a RESOLVE or REOPEN event; a resolved conversation
-/// leaves the waiting queue. One statement.
+/// Sets the status of a locked conversation to a different one and records a RESOLVE or REOPEN event; a
+/// resolved conversation leaves the waiting queue. One statement.
 pub async fn set_status(
     conn: &mut Conn,
     campaign_id: &str,
@@ -375,9 +382,19 @@ pub async fn set_status(
            UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now(), \
                   awaiting_reply_since = CASE WHEN $3 = 'RESOLVED' THEN NULL ELSE c.awaiting_reply_since END, \
                   lapsed_by = CASE WHEN $3 = 'RESOLVED' THEN '{{}}' ELSE c.lapsed_by END \
-            WHERE c.campaign_id = $1 AND c.conversation_id = $2 RETURNING c.* \
-         ), {} \
+            WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status <> $3 RETURNING c.* \
+         ), loads AS ({}), {} \
          SELECT {COLUMNS} FROM updated c",
+        // The status changed (the update requires it): the holder's load loses a resolved conversation,
+        // gains a reopened one.
+        record_load_changes(&format!(
+            "SELECT campaign_id, {}, {} FROM updated",
+            open_holder(
+                "CASE status WHEN 'OPEN' THEN 'RESOLVED' ELSE 'OPEN' END",
+                "assignee_id"
+            ),
+            open_holder("status", "assignee_id")
+        )),
         // A resolved conversation leaves the queue; the event names who holds it.
         leaves_queue(
             "updated",

@@ -98,24 +98,65 @@ macro_rules! reply_due {
 }
 pub(crate) use reply_due;
 
-/// A new waiting conversation's queue key (`waiting_conversations.position`), the one order of the queue:
-/// drains, ListWaitingConversations and queue positions all order by it. Its effective arrival in
-/// microseconds (the statement's clock, less `head_start`, an SQL expression:
-/// `domain::auto_assign::Priority::head_start_micros`) times 1000, plus a tie-breaker from a sequence (rows
-/// of one statement take it in the statement's order). The clock is read when the row is made, not when its
-/// transaction began: every writer of a campaign's queue holds the campaign's lock, so keys follow the order
-/// writers commit in, which is the feed's.
-pub(crate) fn queue_key(head_start: &str) -> String {
+/// The campaign's queue clock (`inbox_settings.queue_clock`, of the settings row aliased `settings`) moved
+/// on for `arrivals` (an SQL expression, 0 or more) conversations joining its queue: each takes the next
+/// microsecond from the transaction's time, or past the last one taken if that is later. The clock is on the
+/// campaign's settings row, which every writer of a campaign's queue holds locked until it commits, so
+/// arrivals follow the order writers commit in, which is the feed's; and its time is `now()`, no volatile
+/// function or global sequence, so a distributed PostgreSQL runs it on the campaign's node. The first
+/// arrival taken is [`first_arrival`] of the row as updated.
+pub(crate) fn advance_queue_clock(settings: &str, arrivals: &str) -> String {
     format!(
-        "(((extract(epoch FROM clock_timestamp()) * 1000000)::bigint - {head_start}) * 1000 \
-          + nextval('waiting_position') % 1000)"
+        "CASE WHEN {arrivals} > 0 \
+              THEN greatest((extract(epoch FROM now()) * 1000000)::bigint, {settings}.queue_clock + 1) \
+                   + {arrivals} - 1 \
+              ELSE {settings}.queue_clock END"
     )
 }
 
-/// The queue key of a conversation returned to the front of the queue: negative, ahead of every new one,
-/// and the later returned the further ahead (rows of one statement: the later in its order, the further).
-pub(crate) const FRONT_OF_QUEUE_KEY: &str = "-((extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000 \
-                                              + nextval('waiting_position') % 1000)";
+/// The first arrival [`advance_queue_clock`] gave, from the settings row aliased `settings` as updated (in
+/// the UPDATE's RETURNING).
+pub(crate) fn first_arrival(settings: &str, arrivals: &str) -> String {
+    format!("{settings}.queue_clock - {arrivals} + 1")
+}
+
+/// A new waiting conversation's queue key (`waiting_conversations.position`), the one order of the queue:
+/// drains, ListWaitingConversations and queue positions all order by it. Its effective arrival: `arrival`
+/// (microseconds, from the campaign's queue clock: [`advance_queue_clock`]) less `head_start` (an SQL
+/// expression: `domain::auto_assign::Priority::head_start_micros`), times 1000, plus the arrival's last
+/// three digits, which tell apart two conversations whose priorities bring them to the same microsecond.
+pub(crate) fn queue_key(arrival: &str, head_start: &str) -> String {
+    format!("(({arrival} - {head_start}) * 1000 + {arrival} % 1000)")
+}
+
+/// The queue key of a conversation returned to the front of the queue at `arrival` (as in [`queue_key`]):
+/// negative, ahead of every new one, and the later returned the further ahead.
+pub(crate) fn front_of_queue_key(arrival: &str) -> String {
+    format!("-({arrival} * 1000 + {arrival} % 1000)")
+}
+
+/// Who a conversation counts toward in the organizers' loads: its assignee `assignee` while its status
+/// `status` is OPEN, nobody (NULL) otherwise (a load, `domain::auto_assign::routing::Load`, counts open
+/// conversations).
+pub(crate) fn open_holder(status: &str, assignee: &str) -> String {
+    format!("CASE WHEN {status} = 'OPEN' THEN {assignee} END")
+}
+
+/// An INSERT appending a statement's net load changes (`organizer_load_changes`, which auto-assign batches
+/// fold into `organizer_loads`). `moves` is a query whose rows are `(campaign_id, held_before, held_after)`:
+/// a changed conversation's [`open_holder`] before and after the statement. Every statement that changes a
+/// conversation's assignee or status appends its own: no trigger, so a distributed PostgreSQL runs it on the
+/// campaign's node like the rest of the statement.
+pub(crate) fn record_load_changes(moves: &str) -> String {
+    format!(
+        "INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
+         SELECT m.campaign_id, u.user_id, sum(u.delta) \
+           FROM ({moves}) AS m(campaign_id, held_before, held_after) \
+          CROSS JOIN LATERAL (VALUES (m.held_before, -1), (m.held_after, 1)) AS u(user_id, delta) \
+          WHERE u.user_id IS NOT NULL \
+          GROUP BY m.campaign_id, u.user_id HAVING sum(u.delta) <> 0"
+    )
+}
 
 /// Why the holder of the conversation aliased `conv`, the `users` row aliased `holder`, cannot answer it
 /// (`'HOLDER_INACTIVE'`, `'HOLDER_NO_REPLY_ACCESS'`), or NULL when they can. The SQL form of

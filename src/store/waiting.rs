@@ -5,7 +5,10 @@ use std::collections::HashMap;
 
 use super::Conn;
 use super::conversations::COLUMNS;
-use super::rules::{Event, FRONT_OF_QUEUE_KEY, may_view, viewer_row};
+use super::rules::{
+    Event, advance_queue_clock, first_arrival, front_of_queue_key, may_view, open_holder,
+    record_load_changes, viewer_row,
+};
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
@@ -130,7 +133,8 @@ pub struct Requeue<'a> {
 /// QUEUED, both with the cause) and at the front of the queue; the campaign's waiting flag is set. Each
 /// conversation's events are inserted in one ordered INSERT, so their ids (and so the feed) say UNASSIGN,
 /// then QUEUED: separate inserts in one statement run in no order PostgreSQL promises. Those no longer held
-/// are left alone. Returns the ids returned.
+/// are left alone. Returns the ids returned. The caller holds the campaign's auto-assign lock (which makes
+/// its settings row, where the queue clock is, on first use) and the conversations' row locks.
 pub async fn requeue(
     conn: &mut Conn,
     campaign_id: &str,
@@ -161,18 +165,31 @@ pub async fn requeue(
                   awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
                   version = c.version + 1, updated_at = now() \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
-           RETURNING c.conversation_id, held.assignee_id AS holder_id \
+           RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status \
+         ), loads AS ({loads}), flagged AS ( \
+           UPDATE inbox_settings s SET has_waiting = true, queue_clock = {advance} \
+             FROM (SELECT count(*) AS n FROM returned) AS r \
+            WHERE s.campaign_id = $1 AND r.n > 0 \
+           RETURNING {first} AS first_arrival \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT $1, r.conversation_id, {FRONT_OF_QUEUE_KEY} \
-             FROM (SELECT conversation_id FROM returned ORDER BY conversation_id DESC) AS r \
+           SELECT $1, r.conversation_id, {front} \
+             FROM (SELECT conversation_id, \
+                          f.first_arrival + row_number() OVER (ORDER BY conversation_id DESC) - 1 AS arrival \
+                     FROM returned CROSS JOIN flagged f) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
-         ), events AS ({events}), flagged AS ( \
-           UPDATE inbox_settings SET has_waiting = true \
-            WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM returned) \
-         ) \
-         SELECT conversation_id FROM returned ORDER BY conversation_id"
+         ), events AS ({events}) \
+         SELECT conversation_id FROM returned ORDER BY conversation_id",
+        // The returned take the front in reverse id order: the smallest id ends up first.
+        advance = advance_queue_clock("s", "r.n"),
+        first = first_arrival("s", "r.n"),
+        front = front_of_queue_key("r.arrival"),
+        // The holders' loads lose the conversations returned.
+        loads = record_load_changes(&format!(
+            "SELECT $1::text, {}, NULL::text FROM returned",
+            open_holder("status", "holder_id")
+        )),
     );
     Ok(sqlx::query_scalar(&sql)
         .bind(campaign_id) // $1
@@ -210,14 +227,23 @@ pub async fn release(
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status = 'OPEN' \
               AND c.assignee_id IS NULL \
            RETURNING c.campaign_id, c.conversation_id \
+         ), flagged AS ( \
+           UPDATE inbox_settings s SET has_waiting = true, queue_clock = {advance} \
+             FROM (SELECT count(*) AS n FROM released) AS r \
+            WHERE s.campaign_id = $1 AND r.n > 0 \
+           RETURNING {first} AS first_arrival \
          ), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-           SELECT campaign_id, conversation_id, {FRONT_OF_QUEUE_KEY} FROM released \
+           SELECT r.campaign_id, r.conversation_id, {front} \
+             FROM (SELECT campaign_id, conversation_id, f.first_arrival AS arrival \
+                     FROM released CROSS JOIN flagged f) AS r \
            ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
            RETURNING conversation_id \
-         ), events AS ({events}) \
-         UPDATE inbox_settings SET has_waiting = true \
-          WHERE campaign_id = $1 AND EXISTS (SELECT 1 FROM queued)"
+         ) \
+         {events}",
+        advance = advance_queue_clock("s", "r.n"),
+        first = first_arrival("s", "r.n"),
+        front = front_of_queue_key("r.arrival"),
     );
     sqlx::query(&sql)
         .bind(campaign_id) // $1

@@ -895,6 +895,24 @@ async fn the_open_counts_capacity_reads_follow_every_kind_of_change() {
         "the changes above"
     );
     assert_eq!(kept, counted, "pending changes");
+
+    // Returned to the queue (o3 deactivated: its conversations go back, unassigned), then routed: the
+    // queue drains to o1 and o2 and new conversations are assigned.
+    app.deactivate("o3").await;
+    let (kept, counted) = routing_loads(&app).await;
+    assert_eq!(counted.get("o3"), None, "o3 holds nothing now");
+    assert_eq!(kept, counted, "returned to the queue");
+    app.enable_auto_assign().await;
+    for id in 35..40 {
+        app.auto_assign(&conv(id)).await;
+    }
+    let (kept, counted) = routing_loads(&app).await;
+    assert_eq!(
+        counted.values().sum::<i64>(),
+        31 - 1 - 1 - 5 + 5 - app.count("waiting_conversations").await,
+        "o3's drained from the queue to o1 and o2, and five more assigned"
+    );
+    assert_eq!(kept, counted, "auto-assigned");
     let folded = assignment_service::service::auto_assign::fold_loads(&app.store)
         .await
         .unwrap();

@@ -65,26 +65,6 @@ struct Broken {
 /// Breaks still to mend (issue 27), each matched by its rule, what is at fault and a fragment of the
 /// statement, with the reason it happens.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-    // Organizer loads (migration `organizer_loads`): three statement-level triggers with transition tables
-    // append each statement's net load changes. To go: the statements that change conversations append them.
-    (
-        TRIGGER,
-        "conversations_open_inserted",
-        "conversations",
-        LOADS_TRIGGER,
-    ),
-    (
-        TRIGGER,
-        "conversations_open_updated",
-        "conversations",
-        LOADS_TRIGGER,
-    ),
-    (
-        TRIGGER,
-        "conversations_open_deleted",
-        "conversations",
-        LOADS_TRIGGER,
-    ),
     // The feed numbers events committed unnumbered in event-id order, and "assigned last" among them is
     // the highest event id: a global sequence. To go: a per-campaign order taken at insert.
     (SEQUENCE, "event_id", "ORDER BY event_id", EVENT_ORDER),
@@ -93,26 +73,6 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
         "event_id",
         "ORDER BY e.event_id DESC",
         EVENT_ORDER,
-    ),
-    // A queue position is the clock at the statement, ties broken by a global sequence. To go: positions
-    // from the campaign's own counter, the time from `now()`.
-    (
-        SEQUENCE,
-        "nextval",
-        "nextval('waiting_position')",
-        QUEUE_POSITION,
-    ),
-    (
-        VOLATILE_IN_UPDATE,
-        "nextval",
-        "nextval('waiting_position')",
-        QUEUE_POSITION,
-    ),
-    (
-        VOLATILE_IN_UPDATE,
-        "clock_timestamp",
-        "clock_timestamp()",
-        QUEUE_POSITION,
     ),
     // Rows found by key, then changed by row id with no campaign condition beside it: with one, the
     // 32-campaign bench row ran 18% slower. To go: a condition the plan cannot use as an index bound.
@@ -207,9 +167,7 @@ const MIXED: &str = "transaction of several campaigns under --single-campaign-tr
 const SEQUENCE: &str = "order taken from a global sequence";
 const VOLATILE_IN_UPDATE: &str = "volatile function in an UPDATE";
 const UNLIMITED: &str = "scan not limited to campaigns";
-const LOADS_TRIGGER: &str = "organizer loads kept by statement triggers";
 const EVENT_ORDER: &str = "unnumbered events ordered by their global id";
-const QUEUE_POSITION: &str = "queue positions from the clock and a global sequence";
 const ROW_ID: &str = "changed by row id without its campaign";
 const DISCOVERY: &str = "timed work scans every campaign to find its own";
 

@@ -275,6 +275,24 @@ async fn compare_with_stored(app: &TestApp, campaign: &str, replay: &Replay) -> 
             replay.queue
         ));
     }
+    // The loads routing reads (folded counts plus pending changes) against the open conversations held.
+    let loads: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, sum(kept)::bigint, sum(held)::bigint FROM ( \
+           SELECT user_id, open AS kept, 0 AS held FROM organizer_loads WHERE campaign_id = $1 \
+           UNION ALL SELECT user_id, delta, 0 FROM organizer_load_changes WHERE campaign_id = $1 \
+           UNION ALL SELECT assignee_id, 0, 1 FROM conversations \
+                      WHERE campaign_id = $1 AND status = 'OPEN' AND assignee_id IS NOT NULL) AS l \
+         GROUP BY user_id HAVING sum(kept) <> sum(held)",
+    )
+    .bind(campaign)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    for (user, kept, held) in loads {
+        mismatches.push(format!(
+            "{user}: load {kept} kept, {held} open conversations held"
+        ));
+    }
     mismatches
 }
 

@@ -78,11 +78,7 @@ async fn an_organizer_counts_queue_positions_over_what_they_may_view() {
         .await
         .unwrap();
     app.enable_auto_assign_in(OTHER).await;
-    // As on a service that has queued for a while: queue keys long enough to spot in a token.
-    sqlx::query("SELECT setval('waiting_position', 1000000000000)")
-        .execute(app.store.pool())
-        .await
-        .unwrap();
+    // Queue keys are microseconds of the campaign's queue clock times 1000: long enough to spot in a token.
     for (conversation, tags) in [
         ("h1", &[][..]),
         ("v1", &["vol"][..]),

@@ -16,7 +16,7 @@ use assignment_service::domain::model::{
 };
 use assignment_service::domain::replies::ReplySettings;
 use assignment_service::store::{
-    Store, conversations, feed, inbox_settings, preview, users, waiting,
+    Store, auto_assign, conversations, feed, inbox_settings, preview, users, waiting,
 };
 
 use crate::harness::*;
@@ -115,7 +115,7 @@ async fn fresh_store() -> Store {
         .unwrap();
         sqlx::query(
             "INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-             VALUES ($1, $2, nextval('waiting_position'))",
+             SELECT $1, $2, coalesce(max(position), 0) + 1 FROM waiting_conversations WHERE campaign_id = $1",
         )
         .bind(CAMPAIGN)
         .bind(id)
@@ -505,6 +505,9 @@ async fn availability_and_return_to_queue_events_say_whose_and_why() {
     .execute(store.pool())
     .await
     .unwrap();
+    // As every caller does: under the campaign's auto-assign lock, which makes its settings row (and queue
+    // clock) on first use.
+    auto_assign::lock(&mut conn, CAMPAIGN).await.unwrap();
     let held = waiting::lock_returnable(&mut conn, CAMPAIGN, "o-none")
         .await
         .unwrap();

@@ -543,8 +543,8 @@ async fn a_long_queue_drains_at_once_not_a_batch_per_sweep() {
     .unwrap();
     sqlx::query(
         "INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
-         SELECT campaign_id, conversation_id, nextval('waiting_position') FROM ( \
-           SELECT campaign_id, conversation_id FROM conversations ORDER BY conversation_id) AS c",
+         SELECT campaign_id, conversation_id, row_number() OVER (ORDER BY conversation_id) \
+           FROM conversations",
     )
     .execute(app.store.pool())
     .await

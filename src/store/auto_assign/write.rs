@@ -11,7 +11,10 @@ use crate::domain::auto_assign::{AutoOutcome, BatchPlan, OutcomeKind, Priority, 
 use crate::domain::model::{Conversation, ConversationStatus};
 use crate::error::AppResult;
 use crate::store::conversations::COLUMNS_WITHOUT_DUE;
-use crate::store::rules::{Event, leave_queue, queue_key};
+use crate::store::rules::{
+    Event, advance_queue_clock, first_arrival, leave_queue, open_holder, queue_key,
+    record_load_changes,
+};
 use crate::store::{Conn, by_key};
 
 /// What a campaign's part wrote: the conversations it changed (assigned, or whose wait for a reply it
@@ -77,7 +80,13 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
              ORDER BY o.campaign_id, o.part, o.ord, o.step"
         ),
         conversation_columns = COLUMNS_WITHOUT_DUE,
-        queue_key = queue_key("q.head_start"),
+        queue_key = queue_key("q.arrival", "q.head_start"),
+        advance_queue_clock = advance_queue_clock("s", "m.queued"),
+        first_arrival = first_arrival("s", "m.queued"),
+        record_loads = record_load_changes(&format!(
+            "SELECT campaign_id, NULL::text, {} FROM assigned",
+            open_holder("status", "assignee_id")
+        )),
     )
 });
 
@@ -139,6 +148,7 @@ pub async fn write_batch(
         .bind(&columns.starts_wait) // $17 starts_wait
         .bind(&columns.queued_priorities) // $18 queued_priorities
         .bind(&columns.queued_head_starts) // $19 queued_head_starts
+        .bind(&columns.moved_queued) // $20 moved_queued
         .fetch_all(conn)
         .await?;
     for row in rows {
@@ -188,11 +198,13 @@ struct WriteColumns<'a> {
     moved_campaigns: Vec<&'a str>,
     moved_cursors: Vec<Option<&'a str>>,
     moved_flags: Vec<Option<bool>>,
+    moved_queued: Vec<i32>,
 }
 
 impl<'a> WriteColumns<'a> {
     fn add(&mut self, part: &CampaignWrite<'a>) {
         let campaign = part.campaign_id;
+        let queued_before = self.queued_campaigns.len();
         for planned in &part.plan.entries {
             let Verdict::Decided(decision) = &planned.verdict else {
                 continue;
@@ -237,10 +249,13 @@ impl<'a> WriteColumns<'a> {
             .filter(|c| Some(*c) != part.old_cursor);
         let waiting = part.waiting;
         let flag = (waiting.has_waiting != waiting.was).then_some(waiting.has_waiting);
-        if cursor.is_some() || flag.is_some() {
+        let queued = self.queued_campaigns.len() - queued_before;
+        if cursor.is_some() || flag.is_some() || queued > 0 {
             self.moved_campaigns.push(campaign);
             self.moved_cursors.push(cursor);
             self.moved_flags.push(flag);
+            self.moved_queued
+                .push(i32::try_from(queued).expect("a batch queues fewer than 2^31"));
         }
     }
 

@@ -17,9 +17,10 @@
 --   $12 queued_request_ids    text[] |   the queue (microseconds: `Priority::head_start_micros`)
 --   $18 queued_priorities     text[] |
 --   $19 queued_head_starts    int8[] |
---   $13 moved_campaigns       text[] | one row per campaign whose cursor or waiting flag moves
---   $14 moved_cursors         text[] |   (NULL: unchanged)
---   $15 moved_flags           bool[] |
+--   $13 moved_campaigns       text[] | one row per campaign whose cursor or waiting flag moves, or
+--   $14 moved_cursors         text[] |   that queues conversations: cursor and flag (NULL: unchanged),
+--   $15 moved_flags           bool[] |   how many it queues
+--   $20 moved_queued          int4[] |
 --   $16 campaign_ids          text[]  every campaign of the batch
 WITH
 -- The conversations changed, each once: assigned (only if still unassigned), and the member's wait for a
@@ -43,26 +44,32 @@ changed AS (
 ),
 -- The assignments.
 assigned AS (SELECT * FROM changed WHERE assigned_now),
+-- Each adds to its assignee's load (only unassigned conversations are assigned: nobody held it before).
+loads AS ({record_loads}),
 -- A conversation assigned leaves the waiting queue.
 drained AS ({leave_queue}),
+-- The campaigns' cursors, waiting flags and queue clocks (moved on by the conversations each queues).
+moved AS (
+  UPDATE inbox_settings s
+     SET last_auto_assignee_id = coalesce(m.cursor, s.last_auto_assignee_id),
+         has_waiting = coalesce(m.flag, s.has_waiting),
+         queue_clock = {advance_queue_clock}
+    FROM unnest($13::text[], $14::text[], $15::bool[], $20::int4[]) AS m(campaign_id, cursor, flag, queued)
+   WHERE s.campaign_id = ANY($13) AND s.campaign_id = m.campaign_id
+  RETURNING s.campaign_id, {first_arrival} AS first_arrival
+),
 -- Conversations nobody could take join their queue by priority and arrival, in plan order.
 enqueued AS (
   INSERT INTO waiting_conversations (campaign_id, conversation_id, position, priority)
   SELECT q.campaign_id, q.conversation_id, {queue_key}, q.priority FROM (
-    SELECT campaign_id, conversation_id, priority, head_start
+    SELECT u.campaign_id, u.conversation_id, u.priority, u.head_start,
+           m.first_arrival + row_number() OVER (PARTITION BY u.campaign_id ORDER BY u.ord) - 1 AS arrival
       FROM unnest($10::text[], $11::text[], $18::text[], $19::int8[])
            WITH ORDINALITY AS u(campaign_id, conversation_id, priority, head_start, ord)
-     ORDER BY ord) AS q
+      JOIN moved m ON m.campaign_id = u.campaign_id
+     ORDER BY u.ord) AS q
   ON CONFLICT (campaign_id, conversation_id) DO NOTHING
   RETURNING campaign_id, conversation_id, priority
-),
--- The campaigns' cursors and waiting flags.
-moved AS (
-  UPDATE inbox_settings s
-     SET last_auto_assignee_id = coalesce(m.cursor, s.last_auto_assignee_id),
-         has_waiting = coalesce(m.flag, s.has_waiting)
-    FROM unnest($13::text[], $14::text[], $15::bool[]) AS m(campaign_id, cursor, flag)
-   WHERE s.campaign_id = ANY($13) AND s.campaign_id = m.campaign_id
 ),
 -- The trigger records: a redelivery repeats what they say.
 recorded AS (
