@@ -41,11 +41,12 @@ pub const FEED_READS: usize = 2;
 /// Numbers the campaign's committed events (see `store::feed::sequence`), in a transaction of its own.
 /// A transaction numbers at most `SEQUENCE_LIMIT` events; more are numbered in the next, at once.
 pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
+    let schema = store.schema().await?;
     loop {
         let mut tx = store.begin_keyed().await?;
         let (head, numbered) = feed::sequence(&mut tx, campaign_id).await?;
         let moved: &[&str] = if numbered > 0 { &[campaign_id] } else { &[] };
-        feed::commit_notifying(tx, moved).await?;
+        feed::commit_notifying(tx, schema, moved).await?;
         if numbered < feed::SEQUENCE_LIMIT {
             return Ok(head);
         }

@@ -107,6 +107,8 @@ pub struct Store {
     pool: PgPool,
     /// The secret of opaque ids (`domain::opaque`), read once on first use: it never changes.
     opaque_secret: Arc<tokio::sync::OnceCell<Secret>>,
+    /// The schema the tables are in (the connections' `current_schema()`), read once on first use.
+    schema: Arc<tokio::sync::OnceCell<String>>,
     liveness: Arc<Liveness>,
 }
 
@@ -184,6 +186,7 @@ impl Store {
             pool,
             liveness,
             opaque_secret: Arc::default(),
+            schema: Arc::default(),
         })
     }
 
@@ -238,6 +241,22 @@ impl Store {
                 secrets::opaque_ids(&mut conn).await
             })
             .await
+    }
+
+    /// The schema the service's tables are in (the feed's notifications name it: several services may
+    /// share a database, each in its own schema).
+    pub async fn schema(&self) -> AppResult<&str> {
+        let schema = self
+            .schema
+            .get_or_try_init(|| async {
+                let mut conn = self.acquire().await?;
+                let schema: String = sqlx::query_scalar("SELECT current_schema()")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                AppResult::Ok(schema)
+            })
+            .await?;
+        Ok(schema.as_str())
     }
 
     /// Begins a transaction. It is cancellation-safe: see [`Tx`].

@@ -530,14 +530,35 @@ async fn trigger_records_are_pruned_after_their_retention() {
         .execute(app.store.pool())
         .await
         .unwrap();
+    // Two other campaigns' records, old and new: pruning goes campaign by campaign.
+    sqlx::query(
+        "INSERT INTO auto_assign_triggers (campaign_id, trigger_id, conversation_id, outcome, received_at) \
+         SELECT c, t, t, 'DISABLED', now() - make_interval(days => d) \
+           FROM unnest(ARRAY['other-1', 'other-2']) AS c, \
+                (VALUES ('t-old', 9), ('t-older', 30), ('t-new', 1)) AS r(t, d)",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
     let deleted = assignment_service::service::auto_assign::prune_triggers(
         &app.store,
         std::time::Duration::from_secs(7 * 86_400),
     )
     .await
     .unwrap();
-    assert_eq!(deleted, 1);
-    assert_eq!(app.count("auto_assign_triggers").await, 1);
+    assert_eq!(deleted, 1 + 2 * 2);
+    let kept: Vec<(String, String)> = sqlx::query_as(
+        "SELECT campaign_id, trigger_id FROM auto_assign_triggers WHERE campaign_id LIKE 'other-%' \
+         ORDER BY campaign_id, trigger_id",
+    )
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        kept,
+        [("other-1", "t-new"), ("other-2", "t-new")].map(|(c, t)| (c.to_owned(), t.to_owned()))
+    );
+    assert_eq!(app.count("auto_assign_triggers").await, 1 + 2);
     assert_eq!(
         app.stored("old").await.0.as_deref(),
         Some("org-a"),

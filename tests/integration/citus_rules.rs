@@ -112,14 +112,14 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
     ),
     (
         UNLIMITED,
-        "auto_assign_triggers auto_assign_triggers_1",
-        "DELETE FROM auto_assign_triggers",
+        "auto_assign_triggers auto_assign_triggers",
+        "received_at < $1 LIMIT 1",
         DISCOVERY,
     ),
     (
         UNLIMITED,
-        "replies replies_1",
-        "DELETE FROM replies",
+        "replies replies",
+        "sent_at < $1 LIMIT 1",
         DISCOVERY,
     ),
     (
@@ -367,6 +367,7 @@ fn data_path(statement: &str) -> bool {
         "SHOW",
         "LISTEN",
         "UNLISTEN",
+        "NOTIFY",
         "CREATE",
         "ALTER",
         "DROP",

@@ -50,6 +50,8 @@ pub struct CampaignOutcome {
 pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<CampaignOutcome>> {
     let transaction = tracing::info_span!("db.transaction", lock_wait_ms = tracing::field::Empty);
     async {
+        // Read once per process, before any transaction holds a connection.
+        let schema = store.schema().await?;
         let mut tx = store.begin_keyed().await?;
         let locked = lock(&mut tx, parts).await?;
         let read = read(&mut tx, locked).await?;
@@ -60,7 +62,7 @@ pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<
             .filter(|part| part.planned.head_moved || part.written.head_moved)
             .map(|part| part.planned.batch.campaign_id.as_str())
             .collect();
-        store::feed::commit_notifying(tx, &moved).await?;
+        store::feed::commit_notifying(tx, schema, &moved).await?;
         Ok(written.into_iter().map(answer).collect())
     }
     .instrument(transaction)

@@ -33,7 +33,10 @@ const REPLIES: Remembered = Remembered {
     made_at: "sent_at",
 };
 
-/// Deletes `records` older than `retention`, a chunk at a time so no statement runs long.
+/// Deletes `records` older than `retention`, campaign by campaign and a chunk at a time: no statement runs
+/// long, and each delete names its campaign (on a distributed PostgreSQL, one node's; under
+/// `--single-campaign-transactions`, one campaign's). Finding the next campaign with old records reads the
+/// age index across campaigns.
 async fn prune(
     conn: &mut Conn,
     records: &Remembered,
@@ -45,21 +48,35 @@ async fn prune(
         key,
         made_at,
     } = records;
-    let sql = format!(
-        "DELETE FROM {table} WHERE ({key}) IN ( \
-           SELECT {key} FROM {table} WHERE {made_at} < now() - make_interval(secs => $1) LIMIT $2)"
+    let cutoff: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+            .bind(retention.as_secs_f64()) // $1 retention in seconds
+            .fetch_one(&mut *conn)
+            .await?;
+    let next_campaign = format!("SELECT campaign_id FROM {table} WHERE {made_at} < $1 LIMIT 1");
+    let delete = format!(
+        "DELETE FROM {table} WHERE campaign_id = $1 AND ({key}) IN ( \
+           SELECT {key} FROM {table} WHERE campaign_id = $1 AND {made_at} < $2 LIMIT $3)"
     );
     let mut total = 0;
-    loop {
-        let deleted = sqlx::query(&sql)
-            .bind(retention.as_secs_f64()) // $1 retention in seconds
-            .bind(CHUNK as i64) // $2 chunk
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        total += deleted;
-        if deleted < CHUNK {
-            return Ok(total);
+    while let Some(campaign_id) = sqlx::query_scalar::<_, String>(&next_campaign)
+        .bind(cutoff) // $1 cutoff
+        .fetch_optional(&mut *conn)
+        .await?
+    {
+        loop {
+            let deleted = sqlx::query(&delete)
+                .bind(&campaign_id) // $1 campaign_id
+                .bind(cutoff) // $2 cutoff
+                .bind(CHUNK as i64) // $3 chunk
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            total += deleted;
+            if deleted < CHUNK {
+                break;
+            }
         }
     }
+    Ok(total)
 }
