@@ -120,6 +120,20 @@ pub(crate) fn first_arrival(settings: &str, arrivals: &str) -> String {
     format!("{settings}.queue_clock - {arrivals} + 1")
 }
 
+/// An UPDATE of campaign `campaign`'s settings row for conversations of the relation `joining` about to join
+/// its queue: its waiting flag set and its queue clock moved on for them ([`advance_queue_clock`]); it
+/// returns `first_arrival`, the first of their arrivals, or no row when none joins.
+pub(crate) fn queue_arrivals(campaign: &str, joining: &str) -> String {
+    format!(
+        "UPDATE inbox_settings s SET has_waiting = true, queue_clock = {} \
+           FROM (SELECT count(*) AS n FROM {joining}) AS r \
+          WHERE s.campaign_id = {campaign} AND r.n > 0 \
+         RETURNING {} AS first_arrival",
+        advance_queue_clock("s", "r.n"),
+        first_arrival("s", "r.n")
+    )
+}
+
 /// A new waiting conversation's queue key (`waiting_conversations.position`), the one order of the queue:
 /// drains, ListWaitingConversations and queue positions all order by it. Its effective arrival: `arrival`
 /// (microseconds, from the campaign's queue clock: [`advance_queue_clock`]) less `head_start` (an SQL

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::Conn;
 use super::conversations::COLUMNS;
 use super::rules::{
-    Event, advance_queue_clock, first_arrival, front_of_queue_key, may_view, open_holder,
-    record_load_changes, viewer_row,
+    Event, front_of_queue_key, may_view, open_holder, queue_arrivals, record_load_changes,
+    viewer_row,
 };
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
@@ -166,12 +166,7 @@ pub async fn requeue(
                   version = c.version + 1, updated_at = now() \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
            RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status \
-         ), loads AS ({loads}), flagged AS ( \
-           UPDATE inbox_settings s SET has_waiting = true, queue_clock = {advance} \
-             FROM (SELECT count(*) AS n FROM returned) AS r \
-            WHERE s.campaign_id = $1 AND r.n > 0 \
-           RETURNING {first} AS first_arrival \
-         ), queued AS ( \
+         ), loads AS ({loads}), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT $1, r.conversation_id, {front} \
              FROM (SELECT conversation_id, \
@@ -182,8 +177,7 @@ pub async fn requeue(
          ), events AS ({events}) \
          SELECT conversation_id FROM returned ORDER BY conversation_id",
         // The returned take the front in reverse id order: the smallest id ends up first.
-        advance = advance_queue_clock("s", "r.n"),
-        first = first_arrival("s", "r.n"),
+        arrivals = queue_arrivals("$1", "returned"),
         front = front_of_queue_key("r.arrival"),
         // The holders' loads lose the conversations returned.
         loads = record_load_changes(&format!(
@@ -227,12 +221,7 @@ pub async fn release(
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status = 'OPEN' \
               AND c.assignee_id IS NULL \
            RETURNING c.campaign_id, c.conversation_id \
-         ), flagged AS ( \
-           UPDATE inbox_settings s SET has_waiting = true, queue_clock = {advance} \
-             FROM (SELECT count(*) AS n FROM released) AS r \
-            WHERE s.campaign_id = $1 AND r.n > 0 \
-           RETURNING {first} AS first_arrival \
-         ), queued AS ( \
+         ), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT r.campaign_id, r.conversation_id, {front} \
              FROM (SELECT campaign_id, conversation_id, f.first_arrival AS arrival \
@@ -241,8 +230,7 @@ pub async fn release(
            RETURNING conversation_id \
          ) \
          {events}",
-        advance = advance_queue_clock("s", "r.n"),
-        first = first_arrival("s", "r.n"),
+        arrivals = queue_arrivals("$1", "released"),
         front = front_of_queue_key("r.arrival"),
     );
     sqlx::query(&sql)
