@@ -180,16 +180,16 @@ async fn set_based(store: &Store, first: usize, size: usize) -> u64 {
          ), assigned AS ( \
            UPDATE conversations c \
               SET assignee_id = 'org-' || lpad(((p.rn - 1) % $4)::text, 2, '0'), assigned_at = now(), \
-                  assigned_by = 'admin', version = c.version + 1, updated_at = now() \
+                  assigned_by = 'admin', version = c.version + 1, updated_at = now(), clock = c.clock + 1 \
              FROM picked p \
             WHERE c.campaign_id = $1 AND c.conversation_id = p.conversation_id AND c.assignee_id IS NULL \
-           RETURNING c.conversation_id, c.assignee_id \
+           RETURNING c.conversation_id, c.assignee_id, c.clock \
          ), loads AS ( \
            INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
            SELECT $1, assignee_id, count(*) FROM assigned GROUP BY assignee_id \
          ) \
-         INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, actor_id, source) \
-         SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'admin', 'MANUAL' FROM assigned",
+         INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, actor_id, source, stamp) \
+         SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'admin', 'MANUAL', clock FROM assigned",
     )
     .bind(CAMPAIGN)
     .bind(conversation_id(first))

@@ -162,8 +162,8 @@ WITH settings AS ( \
        INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
        SELECT $1, assignee_id, count(*) FROM assigned GROUP BY assignee_id), \
      events AS ( \
-       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
-       SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM assigned ORDER BY n), \
+       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp) \
+       SELECT $1, conversation_id, 'ASSIGN', assignee_id, 'AUTO', 0 FROM assigned ORDER BY n), \
      drained AS ( \
        DELETE FROM waiting_conversations w USING assigned a \
         WHERE w.campaign_id = $1 AND w.conversation_id = a.conversation_id), \

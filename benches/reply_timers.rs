@@ -275,7 +275,7 @@ async fn firing_transactions(store: &Store, campaigns: &[String]) -> i64 {
 /// campaign's waiting flag set. Returns how many fired.
 const SQL_FIRE: &str = "\
 WITH due AS ( \
-       SELECT c.conversation_id, c.assignee_id FROM conversations c \
+       SELECT c.conversation_id, c.assignee_id, c.clock FROM conversations c \
         WHERE c.campaign_id = $1 AND c.awaiting_reply_since IS NOT NULL AND c.assignee_id IS NOT NULL \
           AND c.status = 'OPEN' AND NOT (c.assignee_id = ANY (c.lapsed_by)) \
           AND greatest(c.awaiting_reply_since, c.assigned_at) <= now() - make_interval(secs => $2) \
@@ -283,17 +283,20 @@ WITH due AS ( \
      returned AS ( \
        UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
               lapsed_by = array_append(c.lapsed_by, due.assignee_id), \
-              version = c.version + 1, updated_at = now() \
+              version = c.version + 1, updated_at = now(), \
+              clock = 1 + greatest(due.clock, \
+                                   (SELECT event_clock FROM inbox_settings WHERE campaign_id = $1)) \
          FROM due WHERE c.campaign_id = $1 AND c.conversation_id = due.conversation_id \
-       RETURNING c.conversation_id, due.assignee_id AS holder_id), \
+       RETURNING c.conversation_id, due.assignee_id AS holder_id, c.clock AS stamp), \
      loads AS ( \
        INSERT INTO organizer_load_changes (campaign_id, user_id, delta) \
        SELECT $1, holder_id, -count(*) FROM returned GROUP BY holder_id), \
      flagged AS ( \
        UPDATE inbox_settings s SET has_waiting = true, \
               queue_clock = greatest((extract(epoch FROM now()) * 1000000)::bigint, s.queue_clock + 1) \
-                            + r.n - 1 \
-         FROM (SELECT count(*) AS n FROM returned) AS r \
+                            + r.n - 1, \
+              event_clock = greatest(s.event_clock, r.stamp) \
+         FROM (SELECT count(*) AS n, max(stamp) AS stamp FROM returned) AS r \
         WHERE s.campaign_id = $1 AND r.n > 0 \
        RETURNING s.queue_clock - r.n + 1 AS first_arrival), \
      queued AS ( \
@@ -304,11 +307,12 @@ WITH due AS ( \
        ON CONFLICT (campaign_id, conversation_id) DO NOTHING \
        RETURNING conversation_id), \
      events AS ( \
-       INSERT INTO assignment_events (campaign_id, conversation_id, action, from_user_id, source, cause) \
-       SELECT $1, e.conversation_id, e.action, e.from_user_id, 'AUTO', 'REPLY_OVERDUE' FROM ( \
-         SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step FROM returned \
+       INSERT INTO assignment_events (campaign_id, conversation_id, action, from_user_id, source, cause, stamp) \
+       SELECT $1, e.conversation_id, e.action, e.from_user_id, 'AUTO', 'REPLY_OVERDUE', e.stamp FROM ( \
+         SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step, stamp FROM returned \
          UNION ALL \
-         SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
+         SELECT q.conversation_id, 'QUEUED', NULL, 1, r.stamp \
+           FROM queued q JOIN returned r ON r.conversation_id = q.conversation_id) AS e \
         ORDER BY e.conversation_id, e.step) \
 SELECT count(*) FROM returned";
 

@@ -20,8 +20,8 @@ WITH settings AS (
        SELECT :campaign, conversation_id, 'member-' || :member, user_id, now() FROM pick
        RETURNING conversation_id, assignee_id),
      events AS (
-       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source)
-       SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM created),
+       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp)
+       SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO', 0 FROM created),
      moved AS (
        UPDATE inbox_settings s SET last_auto_assignee_id = created.assignee_id FROM created
         WHERE s.campaign_id = :campaign),

@@ -41,8 +41,8 @@ WITH settings AS (SELECT last_auto_assignee_id AS last FROM inbox_settings WHERE
           AND pick.user_id IS NOT NULL
        RETURNING c.conversation_id, c.assignee_id),
      events AS (
-       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source)
-       SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO' FROM assigned),
+       INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp)
+       SELECT :campaign, conversation_id, 'ASSIGN', assignee_id, 'AUTO', 0 FROM assigned),
      moved AS (
        UPDATE inbox_settings s SET last_auto_assignee_id = assigned.assignee_id FROM assigned
         WHERE s.campaign_id = :campaign),

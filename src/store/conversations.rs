@@ -8,7 +8,7 @@ use sqlx::{FromRow, Row};
 use super::Conn;
 use super::rules::{
     group_grant_columns, leaves_queue, may_view, open_holder, record_load_changes, reply_due,
-    unreachable_cause, viewer_row,
+    stamp_after, unreachable_cause, viewer_row,
 };
 use crate::domain::access::GroupGrants;
 use crate::domain::model::{
@@ -340,11 +340,13 @@ pub fn set_assignee_sql() -> String {
               SET assignee_id = $3::text, \
                   assigned_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END, \
                   assigned_by = CASE WHEN $3::text IS NULL THEN NULL ELSE $4::text END, \
-                  version = c.version + 1, updated_at = now() \
+                  version = c.version + 1, updated_at = now(), clock = {} \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 \
            RETURNING c.* \
          ), loads AS ({}), {} \
          SELECT {COLUMNS} FROM updated c",
+        // Its events come after every earlier one about the conversation.
+        stamp_after(&["c.clock"]),
         // The load moves from the previous assignee (read under the caller's lock) to the new one.
         record_load_changes(&format!(
             "SELECT campaign_id, {}, {} FROM updated",
@@ -355,7 +357,7 @@ pub fn set_assignee_sql() -> String {
         leaves_queue(
             "updated",
             "$3::text IS NOT NULL",
-            "SELECT campaign_id, conversation_id, $5, $6, $3::text, 1 FROM updated",
+            "SELECT campaign_id, conversation_id, $5, $6, $3::text, 1, clock FROM updated",
             "$4::text",
             "$7",
             "$8"
@@ -380,11 +382,12 @@ pub async fn set_status(
     let sql = format!(
         "WITH updated AS ( \
            UPDATE conversations c SET status = $3, version = c.version + 1, updated_at = now(), \
-                  awaiting_reply_since = CASE WHEN $3 = 'RESOLVED' THEN NULL ELSE c.awaiting_reply_since END, \
+                  clock = {}, awaiting_reply_since = CASE WHEN $3 = 'RESOLVED' THEN NULL ELSE c.awaiting_reply_since END, \
                   lapsed_by = CASE WHEN $3 = 'RESOLVED' THEN '{{}}' ELSE c.lapsed_by END \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status <> $3 RETURNING c.* \
          ), loads AS ({}), {} \
          SELECT {COLUMNS} FROM updated c",
+        stamp_after(&["c.clock"]),
         // The status changed (the update requires it): the holder's load loses a resolved conversation,
         // gains a reopened one.
         record_load_changes(&format!(
@@ -399,7 +402,7 @@ pub async fn set_status(
         leaves_queue(
             "updated",
             "$3 = 'RESOLVED'",
-            "SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, 1 FROM updated",
+            "SELECT campaign_id, conversation_id, $4, assignee_id, assignee_id, 1, clock FROM updated",
             "$5",
             "'MANUAL'",
             "$6"

@@ -44,6 +44,28 @@ fn literal(text: &str) -> String {
     format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The order the sequencer numbers a campaign's committed events in (ascending; the rotation reads it
+/// descending): by stamp, a clock of the campaign's own rows (`rules::Event::stamp`), so a writer that
+/// waited for another's row lock comes after it; then by event id, which only orders events of one
+/// statement, or of writers that share no row and so may come in either order.
+const FEED_ORDER: [&str; 2] = ["stamp", "event_id"];
+
+/// [`FEED_ORDER`] as an ORDER BY list over the events aliased `alias` (empty: unqualified), descending if
+/// `descending`.
+fn feed_order(alias: &str, descending: bool) -> String {
+    let prefix = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
+    let direction = if descending { " DESC" } else { "" };
+    FEED_ORDER
+        .iter()
+        .map(|column| format!("{prefix}{column}{direction}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Events one sequencer run numbers at most; the rest wait for the next run.
 pub const SEQUENCE_LIMIT: u64 = 1000;
 
@@ -51,7 +73,7 @@ pub(super) const EVENT_COLUMNS: &str = "e.conversation_id, e.action, e.from_user
      e.actor_id, e.source, e.occurred_at, e.request_id, e.user_id, e.availability, e.cause, e.seq, \
      e.priority";
 
-/// Numbers the campaign's committed, unnumbered events after its head, in event-id order, and moves the
+/// Numbers the campaign's committed, unnumbered events after its head, in feed order, and moves the
 /// head; returns the new head and how many were numbered. Run in a transaction of its own
 /// (`Store::begin_keyed`): the head row stays locked until it commits, so numbers are dense and visible in
 /// order.
@@ -82,7 +104,7 @@ pub struct Numbered {
 }
 
 /// Numbers the unnumbered events of campaigns whose feed heads the transaction holds locked, up to
-/// `SEQUENCE_LIMIT` each in event-id order, and moves their heads; returns the campaigns it numbered events
+/// `SEQUENCE_LIMIT` each in [`FEED_ORDER`], and moves their heads; returns the campaigns it numbered events
 /// of. The heads stay locked until the transaction commits, so numbers are dense and visible in order; run
 /// it as a statement begun after the locks were had, so it sees everything committed before. Rows are found
 /// by key per campaign and changed by row id, so a kept plan (see `Store::begin_keyed`) stays bounded. An
@@ -120,9 +142,10 @@ async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<
 
 /// The CTEs `heads` (`campaign_id`, `head`: each locked head's number) and `backlog` (`campaign_id`, `seq`,
 /// `row_id`: the campaigns' committed, unnumbered events, at most `limit` each, numbered after the head in
-/// event-id order), for the campaigns of the text array parameter `campaigns`. Events are found through the
+/// [`FEED_ORDER`]), for the campaigns of the text array parameter `campaigns`. Events are found through the
 /// index of unnumbered events and changed by row id, so a kept plan stays bounded.
 pub(super) fn backlog_ctes(campaigns: &str, limit: &str) -> String {
+    let order = feed_order("", false);
     format!(
         "heads AS MATERIALIZED ( \
            SELECT k.campaign_id, f.last_seq AS head FROM unnest({campaigns}::text[]) AS k(campaign_id) \
@@ -130,25 +153,26 @@ pub(super) fn backlog_ctes(campaigns: &str, limit: &str) -> String {
          ), backlog AS MATERIALIZED ( \
            SELECT h.campaign_id, h.head + x.n AS seq, x.row_id FROM heads h \
            CROSS JOIN LATERAL ( \
-             SELECT ctid AS row_id, row_number() OVER (ORDER BY event_id) AS n FROM ( \
-               SELECT ctid, event_id FROM assignment_events \
-                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY event_id LIMIT {limit}) AS u) AS x \
+             SELECT ctid AS row_id, row_number() OVER (ORDER BY {order}) AS n FROM ( \
+               SELECT ctid, stamp, event_id FROM assignment_events \
+                WHERE campaign_id = h.campaign_id AND seq IS NULL ORDER BY {order} LIMIT {limit}) AS u) AS x \
          )"
     )
 }
 
 /// The organizer assigned last (ASSIGN or REASSIGN, by any path) in the feed order of the campaign given by
-/// the SQL expression `campaign`: events not numbered yet come after the numbered ones, in event-id order,
+/// the SQL expression `campaign`: events not numbered yet come after the numbered ones, in [`FEED_ORDER`],
 /// the order they will be numbered in. Only organizers count. An auto-assign batch reads it after numbering
 /// nothing yet, in the statement that numbers what it saw, so "last" is last in the feed its replay reads.
 pub(super) fn last_assigned(campaign: &str) -> String {
     let organizer = "(SELECT a.role FROM users a \
                       WHERE a.campaign_id = e.campaign_id AND a.user_id = e.to_user_id) = 'ORGANIZER'";
+    let newest_first = feed_order("e", true);
     format!(
         "coalesce( \
            (SELECT e.to_user_id FROM assignment_events e \
              WHERE e.campaign_id = {campaign} AND e.seq IS NULL AND e.action IN ('ASSIGN', 'REASSIGN') \
-               AND {organizer} ORDER BY e.event_id DESC LIMIT 1), \
+               AND {organizer} ORDER BY {newest_first} LIMIT 1), \
            (SELECT e.to_user_id FROM assignment_events e \
              WHERE e.campaign_id = {campaign} AND e.seq IS NOT NULL AND e.action IN ('ASSIGN', 'REASSIGN') \
                AND {organizer} ORDER BY e.seq DESC LIMIT 1))"

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::conversations::COLUMNS;
-use super::rules::{Event, reply_due};
+use super::rules::{Event, reply_due, stamp_after};
 use super::{Conn, by_key};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
@@ -139,15 +139,18 @@ pub async fn flag_overdue(
         conversation_id: "f.conversation_id",
         from_user_id: "f.assignee_id",
         cause: "'REPLY_OVERDUE'",
+        stamp: "f.stamp",
         ..Event::of("$1", "'REPLY_OVERDUE'", "NULL", "'AUTO'", "NULL")
     }
     .insert("FROM flagged f ORDER BY f.conversation_id");
     let sql = format!(
         "WITH flagged AS ( \
-           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, c.assignee_id) \
+           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, c.assignee_id), clock = {stamp} \
             WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
-           RETURNING c.conversation_id, c.assignee_id \
-         ) {events}"
+           RETURNING c.conversation_id, c.assignee_id, c.clock AS stamp \
+         ) {events}",
+        // After every earlier event about the conversation.
+        stamp = stamp_after(&["c.clock"]),
     );
     sqlx::query(&sql)
         .bind(campaign_id)

@@ -121,12 +121,14 @@ pub(crate) fn first_arrival(settings: &str, arrivals: &str) -> String {
 }
 
 /// An UPDATE of campaign `campaign`'s settings row for conversations of the relation `joining` about to join
-/// its queue: its waiting flag set and its queue clock moved on for them ([`advance_queue_clock`]); it
-/// returns `first_arrival`, the first of their arrivals, or no row when none joins.
+/// its queue: its waiting flag set, its queue clock moved on for them ([`advance_queue_clock`]) and its
+/// event clock to their events' stamp (the column `stamp` of `joining`, each made by [`stamp_after`] the
+/// event clock as read); it returns `first_arrival`, the first of their arrivals, or no row when none joins.
 pub(crate) fn queue_arrivals(campaign: &str, joining: &str) -> String {
     format!(
-        "UPDATE inbox_settings s SET has_waiting = true, queue_clock = {} \
-           FROM (SELECT count(*) AS n FROM {joining}) AS r \
+        "UPDATE inbox_settings s SET has_waiting = true, queue_clock = {}, \
+                event_clock = greatest(s.event_clock, r.stamp) \
+           FROM (SELECT count(*) AS n, max(stamp) AS stamp FROM {joining}) AS r \
           WHERE s.campaign_id = {campaign} AND r.n > 0 \
          RETURNING {} AS first_arrival",
         advance_queue_clock("s", "r.n"),
@@ -147,6 +149,19 @@ pub(crate) fn queue_key(arrival: &str, head_start: &str) -> String {
 /// negative, ahead of every new one, and the later returned the further ahead.
 pub(crate) fn front_of_queue_key(arrival: &str) -> String {
     format!("-({arrival} * 1000 + {arrival} % 1000)")
+}
+
+/// An event's stamp ([`Event::stamp`]) after the clocks `clocks` (SQL expressions, each the `clock` of a row
+/// the event is about, or the campaign's `event_clock`; NULLs count for nothing): one more than the
+/// greatest. The statement then sets those clocks to it.
+pub(crate) fn stamp_after(clocks: &[&str]) -> String {
+    format!("(1 + greatest({}))", clocks.join(", "))
+}
+
+/// The event clock of campaign `campaign` (a bind parameter), for [`stamp_after`]: a scalar read of its
+/// settings row, which the writers of its queue and its shifts hold locked.
+pub(crate) fn campaign_event_clock(campaign: &str) -> String {
+    format!("(SELECT s.event_clock FROM inbox_settings s WHERE s.campaign_id = {campaign})")
 }
 
 /// Who a conversation counts toward in the organizers' loads: its assignee `assignee` while its status
@@ -206,6 +221,12 @@ pub(crate) struct Event<'a> {
     /// Its feed number, for a writer that numbers its own events (an auto-assign batch); NULL: the
     /// sequencer numbers it after the commit.
     pub seq: &'a str,
+    /// Where the sequencer puts it among the campaign's unnumbered events (`store::feed::FEED_ORDER`);
+    /// NULL only with a `seq`. One more than the clock of each row it is about (a conversation's or a
+    /// user's `clock`, the campaign's `event_clock` for its queue and its shifts), read under that row's
+    /// lock; the statement moves those clocks to it ([`stamp_after`]). So a writer that waited for another's
+    /// lock stamps later, and events of writers sharing no row may be numbered in either order.
+    pub stamp: &'a str,
     /// QUEUED from a trigger: the priority it waits with.
     pub priority: &'a str,
 }
@@ -232,6 +253,7 @@ impl<'a> Event<'a> {
             availability: "NULL",
             cause: "NULL",
             seq: "NULL",
+            stamp: "NULL",
             priority: "NULL",
         }
     }
@@ -252,13 +274,14 @@ impl<'a> Event<'a> {
             availability,
             cause,
             seq,
+            stamp,
             priority,
         } = self;
         format!(
             "INSERT INTO assignment_events (campaign_id, conversation_id, action, from_user_id, to_user_id, \
-                    actor_id, source, request_id, user_id, availability, cause, seq, priority) \
+                    actor_id, source, request_id, user_id, availability, cause, seq, stamp, priority) \
              SELECT {campaign_id}, {conversation_id}, {action}, {from_user_id}, {to_user_id}, {actor_id}, \
-                    {source}, {request_id}, {user_id}, {availability}, {cause}, {seq}, {priority} {rows}"
+                    {source}, {request_id}, {user_id}, {availability}, {cause}, {seq}, {stamp}, {priority} {rows}"
         )
     }
 }
@@ -284,9 +307,11 @@ pub(crate) fn leave_queue(changed: &str, when: &str) -> String {
 /// The CTEs `left_queue` ([`leave_queue`] of `changed` where `when` holds) and `events`, which records in
 /// one ordered insert (separate inserts in one statement run in no order PostgreSQL promises) a LEFT_QUEUE
 /// event for each conversation that left the queue, then the change's own events: the rows of `changes`, a
-/// SELECT of `campaign_id, conversation_id, action, from_user_id, to_user_id, ord` (`ord` orders them). All
-/// are made by `actor_id` from `source` with `request_id` (SQL expressions). This is the order an
-/// auto-assign batch writes a drained conversation's events in: LEFT_QUEUE, then ASSIGN.
+/// SELECT of `campaign_id, conversation_id, action, from_user_id, to_user_id, ord, stamp` (`ord` orders
+/// them; `stamp`: [`Event::stamp`]). A LEFT_QUEUE event takes its conversation's stamp, the `clock` of its
+/// row in `changed` (as changed). All are made by `actor_id` from `source` with `request_id` (SQL
+/// expressions). This is the order an auto-assign batch writes a drained conversation's events in:
+/// LEFT_QUEUE, then ASSIGN.
 pub(crate) fn leaves_queue(
     changed: &str,
     when: &str,
@@ -299,18 +324,22 @@ pub(crate) fn leaves_queue(
         conversation_id: "e.conversation_id",
         from_user_id: "e.from_user_id",
         to_user_id: "e.to_user_id",
+        stamp: "e.stamp",
         ..Event::of("e.campaign_id", "e.action", actor_id, source, request_id)
     };
     format!(
         "left_queue AS ({}), events AS ({})",
         leave_queue(changed, when),
         events.insert(&format!(
-            "FROM (SELECT campaign_id, conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS from_user_id, \
-                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord FROM left_queue \
+            "FROM (SELECT l.campaign_id, l.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS from_user_id, \
+                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord, x.clock AS stamp \
+                     FROM left_queue l JOIN {changed} x \
+                       ON x.campaign_id = l.campaign_id AND x.conversation_id = l.conversation_id \
                    UNION ALL \
-                   SELECT c.campaign_id, c.conversation_id, c.action, c.from_user_id, c.to_user_id, 1, c.ord \
+                   SELECT c.campaign_id, c.conversation_id, c.action, c.from_user_id, c.to_user_id, 1, c.ord, \
+                          c.stamp \
                      FROM ({changes}) AS c(campaign_id, conversation_id, action, from_user_id, to_user_id, \
-                                           ord)) AS e \
+                                           ord, stamp)) AS e \
              ORDER BY e.part, e.ord, e.conversation_id COLLATE \"C\""
         ))
     )

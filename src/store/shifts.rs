@@ -6,7 +6,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
 use jiff::civil::{Date, Time, Weekday};
 
 use super::Conn;
-use super::rules::Event;
+use super::rules::{Event, stamp_after};
 use crate::domain::shifts::{Schedule, ScheduleException, ShiftWindow};
 use crate::error::AppResult;
 
@@ -224,6 +224,7 @@ pub async fn record(
     let states: Vec<bool> = changes.iter().map(|c| c.on_shift).collect();
     let event = Event {
         user_id: "u.user_id",
+        stamp: "k.stamp",
         ..Event::of(
             "$1",
             "CASE WHEN u.on_shift THEN 'SHIFT_STARTED' ELSE 'SHIFT_ENDED' END",
@@ -238,9 +239,15 @@ pub async fn record(
          ), updated AS ( \
            UPDATE shift_schedules s SET on_shift = u.on_shift FROM u \
             WHERE s.campaign_id = $1 AND s.user_id = u.user_id \
+         ), clock AS ( \
+           UPDATE inbox_settings s SET event_clock = {} WHERE s.campaign_id = $1 \
+           RETURNING s.event_clock AS stamp \
          ), events AS ({}) \
          SELECT 1",
-        event.insert("FROM u ORDER BY u.ord")
+        // Shift events are about the campaign's shifts, kept under its lock (which the caller holds): they
+        // come after every earlier event about them, or about the queue.
+        stamp_after(&["s.event_clock"]),
+        event.insert("FROM u CROSS JOIN clock k ORDER BY u.ord")
     );
     sqlx::query(&sql)
         .bind(campaign_id) // $1

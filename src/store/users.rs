@@ -1,7 +1,7 @@
 //! The campaign directory's users.
 
 use super::Conn;
-use super::rules::Event;
+use super::rules::{Event, stamp_after};
 use crate::domain::model::{Availability, Role, User};
 use crate::error::AppResult;
 
@@ -122,6 +122,7 @@ pub async fn set_availability(
     let event = Event {
         user_id: "user_id",
         availability: "availability",
+        stamp: "clock",
         ..Event::of(
             "campaign_id",
             "'AVAILABILITY_CHANGED'",
@@ -132,10 +133,12 @@ pub async fn set_availability(
     };
     let sql = format!(
         "WITH updated AS ( \
-           UPDATE users SET availability = $3, updated_at = now() \
-            WHERE campaign_id = $1 AND user_id = $2 RETURNING * \
+           UPDATE users u SET availability = $3, updated_at = now(), clock = {} \
+            WHERE u.campaign_id = $1 AND u.user_id = $2 RETURNING * \
          ), event AS ({}) \
          SELECT {COLUMNS} FROM updated",
+        // After every earlier event about the user.
+        stamp_after(&["u.clock"]),
         event.insert("FROM updated")
     );
     Ok(sqlx::query_as(&sql)

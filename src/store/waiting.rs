@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use super::Conn;
 use super::conversations::COLUMNS;
 use super::rules::{
-    Event, front_of_queue_key, may_view, open_holder, queue_arrivals, record_load_changes,
-    viewer_row,
+    Event, campaign_event_clock, front_of_queue_key, may_view, open_holder, queue_arrivals,
+    record_load_changes, stamp_after, viewer_row,
 };
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
@@ -145,27 +145,30 @@ pub async fn requeue(
         conversation_id: "e.conversation_id",
         from_user_id: "e.from_user_id",
         cause: "$3",
+        stamp: "e.stamp",
         ..Event::of("$1", "e.action", "$4", "'AUTO'", "$5")
     }
     .insert(
-        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step \
+        "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step, stamp \
                  FROM returned \
                UNION ALL \
-               SELECT conversation_id, 'QUEUED', NULL, 1 FROM queued) AS e \
+               SELECT q.conversation_id, 'QUEUED', NULL, 1, r.stamp \
+                 FROM queued q JOIN returned r ON r.conversation_id = q.conversation_id) AS e \
          ORDER BY e.conversation_id, e.step",
     );
     let sql = format!(
         "WITH held AS ( \
-           SELECT c.conversation_id, c.assignee_id FROM conversations c \
+           SELECT c.conversation_id, c.assignee_id, {stamp} AS stamp FROM conversations c \
+             LEFT JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
             WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
          ), returned AS ( \
            UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
                   lapsed_by = CASE WHEN $6 THEN array_append(c.lapsed_by, held.assignee_id) \
                                    ELSE c.lapsed_by END, \
                   awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
-                  version = c.version + 1, updated_at = now() \
+                  version = c.version + 1, updated_at = now(), clock = held.stamp \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
-           RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status \
+           RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status, c.clock AS stamp \
          ), loads AS ({loads}), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT $1, r.conversation_id, {front} \
@@ -176,6 +179,9 @@ pub async fn requeue(
            RETURNING conversation_id \
          ), events AS ({events}) \
          SELECT conversation_id FROM returned ORDER BY conversation_id",
+        // Each conversation's events come after every earlier one about it, about its holder (whose change
+        // of availability or shift may be what returns it, earlier in this transaction) and about the queue.
+        stamp = stamp_after(&["c.clock", "u.clock", &campaign_event_clock("$1")]),
         // The returned take the front in reverse id order: the smallest id ends up first.
         arrivals = queue_arrivals("$1", "returned"),
         front = front_of_queue_key("r.arrival"),
@@ -212,15 +218,16 @@ pub async fn release(
     let events = Event {
         conversation_id: "q.conversation_id",
         cause: "'RELEASED'",
+        stamp: "r.stamp",
         ..Event::of("$1", "'QUEUED'", "$3", "'MANUAL'", "$4")
     }
-    .insert("FROM queued q");
+    .insert("FROM queued q JOIN released r ON r.conversation_id = q.conversation_id");
     let sql = format!(
         "WITH released AS ( \
-           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, $5) \
+           UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, $5), clock = {stamp} \
             WHERE c.campaign_id = $1 AND c.conversation_id = $2 AND c.status = 'OPEN' \
               AND c.assignee_id IS NULL \
-           RETURNING c.campaign_id, c.conversation_id \
+           RETURNING c.campaign_id, c.conversation_id, c.clock AS stamp \
          ), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
            SELECT r.campaign_id, r.conversation_id, {front} \
@@ -230,6 +237,8 @@ pub async fn release(
            RETURNING conversation_id \
          ) \
          {events}",
+        // After the unassignment this transaction recorded, and every earlier event about the queue.
+        stamp = stamp_after(&["c.clock", &campaign_event_clock("$1")]),
         arrivals = queue_arrivals("$1", "released"),
         front = front_of_queue_key("r.arrival"),
     );

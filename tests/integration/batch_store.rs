@@ -182,8 +182,8 @@ async fn the_rotation_starts_after_the_last_assignment_in_feed_order_not_by_even
     // An assignment to o2 takes its event id first but commits last, after one to o1 was numbered.
     let (mut held, _) = app.hold_locks("SELECT 1").await;
     sqlx::query(
-        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
-         VALUES ($1, 'c8', 'ASSIGN', 'o2', 'MANUAL')",
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp) \
+         VALUES ($1, 'c8', 'ASSIGN', 'o2', 'MANUAL', 0)",
     )
     .bind(CAMPAIGN)
     .execute(&mut *held)
@@ -198,6 +198,70 @@ async fn the_rotation_starts_after_the_last_assignment_in_feed_order_not_by_even
         verdicts[0].assigns(),
         Some("o1"),
         "o2's assignment is last in the feed, so o1 is next"
+    );
+}
+
+/// A manual change of `conversation` from `from` to `to`, committed in a transaction of its own, straight
+/// through the store (no sequencer runs after it).
+async fn change_committed(app: &TestApp, conversation: &str, from: Option<&str>, to: &str) {
+    let action = if from.is_some() {
+        AssignmentAction::Reassign
+    } else {
+        AssignmentAction::Assign
+    };
+    let mut tx = app.store.pool().begin().await.unwrap();
+    let change = AssigneeChange {
+        campaign_id: CAMPAIGN,
+        conversation_id: conversation,
+        action,
+        from,
+        to: Some(to),
+        actor_id: "admin",
+        source: AssignmentSource::Manual,
+        request_id: None,
+    };
+    conversations::set_assignee(&mut tx, change).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn events_are_numbered_in_the_order_their_writers_took_the_rows_not_by_event_id() {
+    let app = campaign().await;
+    app.conversation("c7", &[]).await;
+    // c7 goes to o1, then to o2. Between the two, event ids start again lower: on a distributed
+    // PostgreSQL each node draws them from its own range, so the second writer may take a smaller one.
+    change_committed(&app, "c7", None, "o1").await;
+    sqlx::raw_sql(
+        "ALTER TABLE assignment_events ALTER COLUMN event_id SET MINVALUE -1000000 RESTART WITH -1000000",
+    )
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    change_committed(&app, "c7", Some("o1"), "o2").await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT event_id FROM assignment_events WHERE campaign_id = $1 AND conversation_id = 'c7' \
+          ORDER BY action = 'REASSIGN'",
+    )
+    .bind(CAMPAIGN)
+    .fetch_all(app.store.pool())
+    .await
+    .unwrap();
+    assert!(
+        ids[1] < ids[0],
+        "the reassignment took the smaller id: {ids:?}"
+    );
+    // Both wait unnumbered; the batch numbers them before its own, and reads who was assigned last.
+    let verdicts = batch_with(&app, &[trigger("c1")], async {}).await;
+    let assigned = seq_of(&app, "c7", "ASSIGN").await;
+    let reassigned = seq_of(&app, "c7", "REASSIGN").await;
+    assert!(
+        assigned < reassigned,
+        "the feed replays c7's changes in the order they were made: assign {assigned}, reassign {reassigned}"
+    );
+    assert_eq!(
+        verdicts[0].assigns(),
+        Some("o1"),
+        "o2 was assigned last, so the rotation goes on with o1"
     );
 }
 

@@ -65,15 +65,6 @@ struct Broken {
 /// Breaks still to mend (issue 27), each matched by its rule, what is at fault and a fragment of the
 /// statement, with the reason it happens.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-    // The feed numbers events committed unnumbered in event-id order, and "assigned last" among them is
-    // the highest event id: a global sequence. To go: a per-campaign order taken at insert.
-    (SEQUENCE, "event_id", "ORDER BY event_id", EVENT_ORDER),
-    (
-        SEQUENCE,
-        "event_id",
-        "ORDER BY e.event_id DESC",
-        EVENT_ORDER,
-    ),
     // Rows found by key, then changed by row id with no campaign condition beside it: with one, the
     // 32-campaign bench row ran 18% slower. To go: a condition the plan cannot use as an index bound.
     (
@@ -167,7 +158,6 @@ const MIXED: &str = "transaction of several campaigns under --single-campaign-tr
 const SEQUENCE: &str = "order taken from a global sequence";
 const VOLATILE_IN_UPDATE: &str = "volatile function in an UPDATE";
 const UNLIMITED: &str = "scan not limited to campaigns";
-const EVENT_ORDER: &str = "unnumbered events ordered by their global id";
 const ROW_ID: &str = "changed by row id without its campaign";
 const DISCOVERY: &str = "timed work scans every campaign to find its own";
 

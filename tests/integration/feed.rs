@@ -226,8 +226,8 @@ async fn an_event_committed_late_with_an_early_id_is_seen_once() {
     let mut watcher = watch(&app, None, "").await;
     let mut late = app.store.pool().begin().await.unwrap();
     let late_id: i64 = sqlx::query_scalar(
-        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
-         VALUES ($1, 'c2', 'ASSIGN', 'org2', 'MANUAL') RETURNING event_id",
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp) \
+         VALUES ($1, 'c2', 'ASSIGN', 'org2', 'MANUAL', 0) RETURNING event_id",
     )
     .bind(CAMPAIGN)
     .fetch_one(&mut *late)
@@ -497,8 +497,8 @@ async fn auto_campaign() -> TestApp {
 /// returns their ids.
 async fn unnumbered_events(app: &TestApp, n: i64) -> Vec<i64> {
     sqlx::query_scalar(
-        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source) \
-         SELECT $1, 'c2', 'ASSIGN', 'org1', 'MANUAL' FROM generate_series(1, $2) RETURNING event_id",
+        "INSERT INTO assignment_events (campaign_id, conversation_id, action, to_user_id, source, stamp) \
+         SELECT $1, 'c2', 'ASSIGN', 'org1', 'MANUAL', 0 FROM generate_series(1, $2) RETURNING event_id",
     )
     .bind(CAMPAIGN)
     .bind(n)
