@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::access_groups::name_taken;
 use super::rules::{leaves_queue, open_holder, record_load_changes, stamp_after};
-use super::{Conn, by_key, grant_exists, scope_covers};
+use super::{Conn, by_key, by_row_id, grant_exists, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
 use crate::error::AppResult;
@@ -160,12 +160,14 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
                  assigned_at = CASE WHEN w.to_user IS NULL THEN NULL ELSE now() END,
                  assigned_by = CASE WHEN w.to_user IS NULL THEN NULL ELSE $2::text END,
                  version = c.version + 1, updated_at = now(), clock = {stamp}
-            FROM (SELECT w.to_user, w.from_user, x.row_id
-                    FROM unnest($3::text[], $4::text[], $6::text[]) AS w(conversation_id, to_user, from_user)
+            FROM (SELECT w.to_user, w.from_user, w.action, w.ord, x.row_id
+                    FROM unnest($3::text[], $4::text[], $6::text[], $5::text[])
+                         WITH ORDINALITY AS w(conversation_id, to_user, from_user, action, ord)
                    CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c
                                         WHERE c.campaign_id = $1 AND {conversation_by_key} LIMIT 1) AS x) AS w
-           WHERE c.ctid = w.row_id
-          RETURNING c.campaign_id, c.conversation_id, c.assignee_id, c.status, w.from_user, c.clock
+           WHERE {conversation_by_row_id}
+          RETURNING c.campaign_id, c.conversation_id, c.assignee_id, c.status, w.from_user, w.action, w.ord,
+                    c.clock
         ),
         -- The load moves from the previous assignee (read under the batch's locks) to the new one.
         loads AS ({loads}),
@@ -185,6 +187,7 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
         )
         SELECT count(*) FROM changed"#,
         conversation_by_key = by_key("c", "w.conversation_id"),
+        conversation_by_row_id = by_row_id("c", "$1", "w.row_id"),
         // Each change comes after every earlier event about its conversation.
         stamp = stamp_after(&["c.clock"]),
         loads = record_load_changes(&format!(
@@ -195,10 +198,7 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
         leaves_queue = leaves_queue(
             "changed",
             "changed.assignee_id IS NOT NULL",
-            "SELECT $1, e.conversation_id, e.action, e.from_user, e.to_user, e.ord, x.clock \
-               FROM unnest($3::text[], $5::text[], $6::text[], $4::text[]) \
-                    WITH ORDINALITY AS e(conversation_id, action, from_user, to_user, ord) \
-               JOIN changed x ON x.conversation_id = e.conversation_id",
+            "SELECT campaign_id, conversation_id, action, from_user, assignee_id, ord, clock FROM changed",
             "$2",
             "'BULK'",
             "$10"

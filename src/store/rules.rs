@@ -5,7 +5,7 @@
 //! A fragment names the relations it reads by alias: the caller passes the aliases (and bind parameters) of
 //! its statement, so a fragment never assumes a query's shape.
 
-use super::by_key;
+use super::{by_key, by_row_id};
 
 /// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation
 /// aliased `conv` has the user `user` (an expression: a bind parameter or a column) as a member.
@@ -288,19 +288,20 @@ impl<'a> Event<'a> {
 
 /// A CTE body that takes the conversations of the relation `changed` (`campaign_id`, `conversation_id`)
 /// out of the waiting queue where `when` holds (an expression over `changed`), returning the
-/// `campaign_id, conversation_id` of those that were waiting: what "a conversation leaves the queue" does
-/// to the queue. Each queue row is found by its key and deleted by row id, so a kept plan stays bounded
+/// `campaign_id, conversation_id` of those that were waiting, and the columns `returning` (a list over
+/// `changed`, after a comma; empty: none): what "a conversation leaves the queue" does to the queue. Each queue row is found by its key and deleted by row id, so a kept plan stays bounded
 /// (`Store::begin_keyed`). Whoever takes a conversation out of the queue holds its row lock (`changed`
 /// comes from an UPDATE of it). Most callers want [`leaves_queue`], which records it too.
-pub(crate) fn leave_queue(changed: &str, when: &str) -> String {
+pub(crate) fn leave_queue(changed: &str, when: &str, returning: &str) -> String {
     format!(
         "DELETE FROM waiting_conversations w \
           USING {changed} CROSS JOIN LATERAL ( \
                   SELECT q.ctid AS row_id FROM waiting_conversations q \
                    WHERE q.campaign_id = {changed}.campaign_id AND {} LIMIT 1) AS x \
-          WHERE {when} AND w.ctid = x.row_id \
-         RETURNING w.campaign_id, w.conversation_id",
-        by_key("q", &format!("{changed}.conversation_id"))
+          WHERE {when} AND {} \
+         RETURNING w.campaign_id, w.conversation_id{returning}",
+        by_key("q", &format!("{changed}.conversation_id")),
+        by_row_id("w", &format!("{changed}.campaign_id"), "x.row_id")
     )
 }
 
@@ -329,12 +330,11 @@ pub(crate) fn leaves_queue(
     };
     format!(
         "left_queue AS ({}), events AS ({})",
-        leave_queue(changed, when),
+        leave_queue(changed, when, &format!(", {changed}.clock AS stamp")),
         events.insert(&format!(
             "FROM (SELECT l.campaign_id, l.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS from_user_id, \
-                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord, x.clock AS stamp \
-                     FROM left_queue l JOIN {changed} x \
-                       ON x.campaign_id = l.campaign_id AND x.conversation_id = l.conversation_id \
+                          NULL::text AS to_user_id, 0 AS part, 0::bigint AS ord, l.stamp \
+                     FROM left_queue l \
                    UNION ALL \
                    SELECT c.campaign_id, c.conversation_id, c.action, c.from_user_id, c.to_user_id, 1, c.ord, \
                           c.stamp \

@@ -152,21 +152,22 @@ pub async fn requeue(
         "FROM (SELECT conversation_id, 'UNASSIGN' AS action, holder_id AS from_user_id, 0 AS step, stamp \
                  FROM returned \
                UNION ALL \
-               SELECT q.conversation_id, 'QUEUED', NULL, 1, r.stamp \
-                 FROM queued q JOIN returned r ON r.conversation_id = q.conversation_id) AS e \
+               SELECT conversation_id, 'QUEUED', NULL, 1, (SELECT stamp FROM stamp) FROM queued) AS e \
          ORDER BY e.conversation_id, e.step",
     );
     let sql = format!(
-        "WITH held AS ( \
+        "WITH held AS MATERIALIZED ( \
            SELECT c.conversation_id, c.assignee_id, {stamp} AS stamp FROM conversations c \
              LEFT JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
             WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
+         ), stamp AS MATERIALIZED ( \
+           SELECT max(stamp) AS stamp FROM held \
          ), returned AS ( \
            UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
                   lapsed_by = CASE WHEN $6 THEN array_append(c.lapsed_by, held.assignee_id) \
                                    ELSE c.lapsed_by END, \
                   awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
-                  version = c.version + 1, updated_at = now(), clock = held.stamp \
+                  version = c.version + 1, updated_at = now(), clock = (SELECT stamp FROM stamp) \
              FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
            RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status, c.clock AS stamp \
          ), loads AS ({loads}), flagged AS ({arrivals}), queued AS ( \
@@ -179,8 +180,9 @@ pub async fn requeue(
            RETURNING conversation_id \
          ), events AS ({events}) \
          SELECT conversation_id FROM returned ORDER BY conversation_id",
-        // Each conversation's events come after every earlier one about it, about its holder (whose change
-        // of availability or shift may be what returns it, earlier in this transaction) and about the queue.
+        // The statement's events come after every earlier one about its conversations, about their holders
+        // (whose change of availability or shift may be what returns them, earlier in this transaction) and
+        // about the queue: one stamp for them all, so no event needs another's row to find its own.
         stamp = stamp_after(&["c.clock", "u.clock", &campaign_event_clock("$1")]),
         // The returned take the front in reverse id order: the smallest id ends up first.
         arrivals = queue_arrivals("$1", "returned"),
@@ -218,10 +220,10 @@ pub async fn release(
     let events = Event {
         conversation_id: "q.conversation_id",
         cause: "'RELEASED'",
-        stamp: "r.stamp",
+        stamp: "(SELECT stamp FROM released)",
         ..Event::of("$1", "'QUEUED'", "$3", "'MANUAL'", "$4")
     }
-    .insert("FROM queued q JOIN released r ON r.conversation_id = q.conversation_id");
+    .insert("FROM queued q");
     let sql = format!(
         "WITH released AS ( \
            UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, $5), clock = {stamp} \

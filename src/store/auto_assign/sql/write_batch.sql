@@ -34,12 +34,12 @@ changed AS (
          updated_at = CASE WHEN a.assignee_id IS NULL THEN c.updated_at ELSE now() END,
          awaiting_reply_since = CASE WHEN a.starts_wait THEN coalesce(c.awaiting_reply_since, now())
                                      ELSE c.awaiting_reply_since END
-    FROM (SELECT a.assignee_id, a.starts_wait, x.row_id
+    FROM (SELECT a.campaign_id, a.assignee_id, a.starts_wait, x.row_id
             FROM unnest($1::text[], $2::text[], $3::text[], $17::bool[])
                  AS a(campaign_id, conversation_id, assignee_id, starts_wait)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
-   WHERE c.ctid = a.row_id AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
+   WHERE {assigned_by_row_id} AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
   RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now
 ),
 -- The assignments.
