@@ -23,6 +23,7 @@ mod harness;
 mod history_order;
 mod kept_plans;
 mod limits;
+mod linear_joins;
 mod nats;
 mod operability;
 mod paging;

@@ -34,13 +34,14 @@ changed AS (
          updated_at = CASE WHEN a.assignee_id IS NULL THEN c.updated_at ELSE now() END,
          awaiting_reply_since = CASE WHEN a.starts_wait THEN coalesce(c.awaiting_reply_since, now())
                                      ELSE c.awaiting_reply_since END
-    FROM (SELECT a.campaign_id, a.assignee_id, a.starts_wait, x.row_id
-            FROM unnest($1::text[], $2::text[], $3::text[], $17::bool[])
-                 AS a(campaign_id, conversation_id, assignee_id, starts_wait)
+    FROM (SELECT a.campaign_id, a.assignee_id, a.starts_wait, a.request_id, a.ord, x.row_id
+            FROM unnest($1::text[], $2::text[], $3::text[], $17::bool[], $4::text[])
+                 WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, starts_wait, request_id, ord)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
    WHERE {assigned_by_row_id} AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
-  RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now
+  RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now,
+            a.request_id AS change_request_id, a.ord AS change_ord
 ),
 -- The assignments.
 assigned AS (SELECT * FROM changed WHERE assigned_now),
@@ -82,20 +83,18 @@ heads AS MATERIALIZED (
   SELECT k.campaign_id, f.last_seq AS head FROM unnest($16::text[]) AS k(campaign_id)
   CROSS JOIN LATERAL (SELECT last_seq FROM feed_heads WHERE campaign_id = k.campaign_id) AS f
 ),
--- The assignments that happened, in plan order.
+-- The assignments that happened, with their place in the plan (carried through the UPDATE: a join of the
+-- plan's rows with the changed ones would compare every row with every other, in a keyed transaction).
 assignments AS MATERIALIZED (
-  SELECT a.campaign_id, a.conversation_id, a.assignee_id, a.request_id, a.ord
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
-         WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, request_id, ord)
-    JOIN assigned ON assigned.campaign_id = a.campaign_id AND assigned.conversation_id = a.conversation_id
-   WHERE a.assignee_id IS NOT NULL
+  SELECT campaign_id, conversation_id, assignee_id, change_request_id AS request_id, change_ord AS ord
+    FROM assigned
 ),
 -- The batch's own events, in the order they are numbered: a drained conversation's LEFT_QUEUE, then its
 -- ASSIGN, in plan order; then the QUEUED ones, with the priority they wait with.
 own AS MATERIALIZED (
-  SELECT a.campaign_id, a.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS to_user_id,
-         NULL::text AS request_id, 0 AS part, a.ord, 0 AS step, NULL::text AS priority
-    FROM assignments a JOIN drained d ON d.campaign_id = a.campaign_id AND d.conversation_id = a.conversation_id
+  SELECT d.campaign_id, d.conversation_id, 'LEFT_QUEUE' AS action, NULL::text AS to_user_id,
+         NULL::text AS request_id, 0 AS part, d.ord, 0 AS step, NULL::text AS priority
+    FROM drained d
   UNION ALL
   SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1, NULL FROM assignments
   UNION ALL
