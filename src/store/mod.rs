@@ -314,15 +314,6 @@ impl Store {
     }
 }
 
-/// The condition that reaches a row of `alias` found earlier in the statement by its key, by its row id
-/// `row_id`, with its campaign `campaign` beside it. A row id means something only within one table, and on
-/// a distributed PostgreSQL within one shard: with the campaign, each change goes to its campaign's shard.
-/// PostgreSQL still reaches the row by its id (a TID scan), whatever the statistics, and checks the campaign
-/// on it.
-fn by_row_id(alias: &str, campaign: &str, row_id: &str) -> String {
-    format!("{alias}.ctid = {row_id} AND {alias}.campaign_id = {campaign}")
-}
-
 /// The condition and order that reach the one row of `alias` (`conversations` or `waiting_conversations`,
 /// whose campaign is matched beside it) with conversation id `id` through its primary key, whatever the
 /// statistics when a kept plan is made. With `conversation_id = id`, a plan made on a nearly empty table

@@ -156,19 +156,20 @@ pub async fn requeue(
          ORDER BY e.conversation_id, e.step",
     );
     let sql = format!(
-        "WITH held AS MATERIALIZED ( \
-           SELECT c.conversation_id, c.assignee_id, {stamp} AS stamp FROM conversations c \
+        "WITH stamp AS MATERIALIZED ( \
+           SELECT max({stamp}) AS stamp FROM conversations c \
              LEFT JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
             WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
-         ), stamp AS MATERIALIZED ( \
-           SELECT max(stamp) AS stamp FROM held \
+         ), held AS MATERIALIZED ( \
+           SELECT c.ctid AS row_id, c.conversation_id, c.assignee_id FROM conversations c \
+            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
          ), returned AS ( \
            UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
                   lapsed_by = CASE WHEN $6 THEN array_append(c.lapsed_by, held.assignee_id) \
                                    ELSE c.lapsed_by END, \
                   awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
                   version = c.version + 1, updated_at = now(), clock = (SELECT stamp FROM stamp) \
-             FROM held WHERE c.campaign_id = $1 AND c.conversation_id = held.conversation_id \
+             FROM held WHERE c.ctid = held.row_id \
            RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status, c.clock AS stamp \
          ), loads AS ({loads}), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
@@ -182,7 +183,11 @@ pub async fn requeue(
          SELECT conversation_id FROM returned ORDER BY conversation_id",
         // The statement's events come after every earlier one about its conversations, about their holders
         // (whose change of availability or shift may be what returns them, earlier in this transaction) and
-        // about the queue: one stamp for them all, so no event needs another's row to find its own.
+        // about the queue: one stamp for them all, so no event needs another's row to find its own. It is
+        // read apart from `held`, which the UPDATE must be able to inline: a CTE read twice is materialized,
+        // and the UPDATE joined to it hashed the campaign's conversations (reply timers fired at a third of
+        // their rate). The rows, locked by the caller, are changed by row id: joined by key, a plan took
+        // each held row against every conversation of the campaign.
         stamp = stamp_after(&["c.clock", "u.clock", &campaign_event_clock("$1")]),
         // The returned take the front in reverse id order: the smallest id ends up first.
         arrivals = queue_arrivals("$1", "returned"),

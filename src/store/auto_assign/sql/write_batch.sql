@@ -39,7 +39,7 @@ changed AS (
                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, starts_wait, request_id, ord)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
-   WHERE {assigned_by_row_id} AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
+   WHERE c.ctid = a.row_id AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
   RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now,
             a.request_id AS change_request_id, a.ord AS change_ord
 ),
