@@ -715,3 +715,35 @@ pub async fn spawn_binary_on(
     let _ = child.wait();
     panic!("the server binary never accepted connections");
 }
+
+/// Bulk-assigns `ids` round robin to o1 and o2; every one is assigned.
+pub async fn bulk_assign_round_robin(app: &TestApp, ids: &[String]) {
+    use pb::bulk_assign_request::Payload;
+    let messages = [
+        Payload::Options(pb::BulkAssignOptions {
+            assignee_ids: vec!["o1".into(), "o2".into()],
+            ..Default::default()
+        }),
+        Payload::Conversations(pb::ConversationBatch {
+            conversation_ids: ids.to_vec(),
+        }),
+    ]
+    .map(|payload| pb::BulkAssignRequest {
+        payload: Some(payload),
+    });
+    let mut stream = app
+        .assignments()
+        .await
+        .bulk_assign(as_actor("admin", tokio_stream::iter(messages)))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut assigned = 0;
+    while let Some(message) = tokio_stream::StreamExt::next(&mut stream).await {
+        if let Some(pb::bulk_assign_response::Payload::Summary(summary)) = message.unwrap().payload
+        {
+            assigned = summary.assigned;
+        }
+    }
+    assert_eq!(assigned as usize, ids.len());
+}

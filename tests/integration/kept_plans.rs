@@ -4,7 +4,6 @@
 //! runs, never refreshes statistics by itself).
 
 use assignment_service::pb;
-use tokio_stream::StreamExt;
 
 use crate::harness::*;
 
@@ -22,38 +21,6 @@ async fn one_connection_campaign() -> TestApp {
         .await;
     app.enable_auto_assign().await;
     app
-}
-
-/// Bulk-assigns `ids` round robin to o1 and o2; every one is assigned.
-async fn bulk_assign(app: &TestApp, ids: &[String]) {
-    use pb::bulk_assign_request::Payload;
-    let messages = [
-        Payload::Options(pb::BulkAssignOptions {
-            assignee_ids: vec!["o1".into(), "o2".into()],
-            ..Default::default()
-        }),
-        Payload::Conversations(pb::ConversationBatch {
-            conversation_ids: ids.to_vec(),
-        }),
-    ]
-    .map(|payload| pb::BulkAssignRequest {
-        payload: Some(payload),
-    });
-    let mut stream = app
-        .assignments()
-        .await
-        .bulk_assign(as_actor("admin", tokio_stream::iter(messages)))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut assigned = 0;
-    while let Some(message) = stream.next().await {
-        if let Some(pb::bulk_assign_response::Payload::Summary(summary)) = message.unwrap().payload
-        {
-            assigned = summary.assigned;
-        }
-    }
-    assert_eq!(assigned as usize, ids.len());
 }
 
 /// Pages of the schema's tables and indexes read so far (from the cache or the disk), as the one backend
@@ -87,7 +54,7 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
     for id in ["first-1", "first-2"] {
         app.conversation(id, &[]).await;
     }
-    bulk_assign(&app, &["first-1".into(), "first-2".into()]).await;
+    bulk_assign_round_robin(&app, &["first-1".into(), "first-2".into()]).await;
     assert_eq!(
         app.auto_assign("first-3").await.outcome(),
         pb::AutoAssignOutcome::Assigned
@@ -110,7 +77,7 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
     // conversation when each lookup does).
     let batch = ids("imported", 1_000..1_020);
     let before = pages_touched(&app).await;
-    bulk_assign(&app, &batch).await;
+    bulk_assign_round_robin(&app, &batch).await;
     let bulk_pages = pages_touched(&app).await - before;
     assert!(
         bulk_pages < 100 * batch.len() as i64,

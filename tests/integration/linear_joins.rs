@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use assignment_service::embedded_pg::EmbeddedPostgres;
 use assignment_service::pb;
-use tokio_stream::StreamExt;
 
 use crate::harness::*;
 
@@ -54,7 +53,7 @@ async fn no_statement_compares_every_row_of_a_batch_with_every_other() {
     let ids: Vec<String> = (1..=CONVERSATIONS).map(|n| format!("c{n:05}")).collect();
 
     // Bulk: every conversation assigned, half to each organizer.
-    bulk_assign(&app, &ids).await;
+    bulk_assign_round_robin(&app, &ids).await;
     // A return to the queue: o1 goes away and their half waits; then a drain hands it to o2.
     app.set_availability("o1", pb::Availability::Away).await;
     app.auto_assign("new").await;
@@ -99,36 +98,4 @@ fn removed_by_joins(plan: &str) -> i64 {
         })
         .max()
         .unwrap_or(0)
-}
-
-/// Bulk-assigns `ids` round robin to o1 and o2; every one is assigned.
-async fn bulk_assign(app: &TestApp, ids: &[String]) {
-    use pb::bulk_assign_request::Payload;
-    let messages = [
-        Payload::Options(pb::BulkAssignOptions {
-            assignee_ids: vec!["o1".into(), "o2".into()],
-            ..Default::default()
-        }),
-        Payload::Conversations(pb::ConversationBatch {
-            conversation_ids: ids.to_vec(),
-        }),
-    ]
-    .map(|payload| pb::BulkAssignRequest {
-        payload: Some(payload),
-    });
-    let mut stream = app
-        .assignments()
-        .await
-        .bulk_assign(as_actor("admin", tokio_stream::iter(messages)))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut assigned = 0;
-    while let Some(message) = stream.next().await {
-        if let Some(pb::bulk_assign_response::Payload::Summary(summary)) = message.unwrap().payload
-        {
-            assigned = summary.assigned;
-        }
-    }
-    assert_eq!(assigned as usize, ids.len());
 }
