@@ -2,7 +2,7 @@
 //! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
 
 use super::rules::may_view;
-use super::{Conn, Tx};
+use super::{Conn, Tx, by_row_id};
 use crate::domain::model::{AssignmentEvent, User};
 use crate::error::AppResult;
 
@@ -112,7 +112,7 @@ pub struct Numbered {
 async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<Numbered>> {
     let sql = format!(
         "WITH {}, numbered AS ( \
-           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id \
+           UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE {by_row_id} \
            RETURNING e.campaign_id \
          ), counts AS MATERIALIZED ( \
            SELECT campaign_id, count(*) AS numbered FROM numbered GROUP BY campaign_id \
@@ -124,6 +124,7 @@ async fn number_locked(conn: &mut Conn, campaign_ids: &[&str]) -> AppResult<Vec<
          SELECT c.campaign_id, h.head + c.numbered AS head, c.numbered \
            FROM counts c JOIN heads h ON h.campaign_id = c.campaign_id",
         backlog_ctes("$1", "$2"),
+        by_row_id = by_row_id("e", "b.campaign_id", "b.row_id"),
     );
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(&sql)
         .bind(campaign_ids)

@@ -314,6 +314,17 @@ impl Store {
     }
 }
 
+/// The condition that reaches a row of `alias` found earlier in the statement (by its key, under its lock),
+/// by its row id `row_id`, with its campaign `campaign` beside it. A row id means something only within
+/// one table, and on a PostgreSQL distributed by campaign within one shard: the campaign says which, and
+/// Citus prunes shards on an equality of the distribution column whatever its collation. Compared under
+/// the "C" collation (for text, the same equality), it is no index bound for PostgreSQL, whose indexes
+/// here are built with the default one ("Indexes and Collations" in its documentation): a kept plan cannot
+/// take it to read the campaign's rows for each row it changes, and reaches each by its id (a TID scan).
+pub(crate) fn by_row_id(alias: &str, campaign: &str, row_id: &str) -> String {
+    format!("{alias}.ctid = {row_id} AND {alias}.campaign_id = {campaign} COLLATE \"C\"")
+}
+
 /// The condition and order that reach the one row of `alias` (`conversations` or `waiting_conversations`,
 /// whose campaign is matched beside it) with conversation id `id` through its primary key, whatever the
 /// statistics when a kept plan is made. With `conversation_id = id`, a plan made on a nearly empty table

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::conversations::COLUMNS;
 use super::rules::{Event, reply_due, stamp_after};
-use super::{Conn, by_key};
+use super::{Conn, by_key, by_row_id};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -146,11 +146,18 @@ pub async fn flag_overdue(
     let sql = format!(
         "WITH flagged AS ( \
            UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, c.assignee_id), clock = {stamp} \
-            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
+             FROM unnest($2::text[]) AS k(conversation_id) \
+            CROSS JOIN LATERAL (SELECT f.ctid AS row_id FROM conversations f \
+                                 WHERE f.campaign_id = $1 AND {by_key} LIMIT 1) AS x \
+            WHERE {by_row_id} AND c.assignee_id IS NOT NULL \
            RETURNING c.conversation_id, c.assignee_id, c.clock AS stamp \
          ) {events}",
         // After every earlier event about the conversation.
         stamp = stamp_after(&["c.clock"]),
+        // Each found by its key and changed by row id: with `= ANY($2)`, a plan kept from a table of many
+        // small campaigns may read the whole campaign.
+        by_key = by_key("f", "k.conversation_id"),
+        by_row_id = by_row_id("c", "$1", "x.row_id"),
     );
     sqlx::query(&sql)
         .bind(campaign_id)

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::Conn;
 use super::conversations::COLUMNS;
 use super::rules::{
     Event, campaign_event_clock, front_of_queue_key, may_view, open_holder, queue_arrivals,
     record_load_changes, stamp_after, viewer_row,
 };
+use super::{Conn, by_key, by_row_id};
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
@@ -156,20 +156,21 @@ pub async fn requeue(
          ORDER BY e.conversation_id, e.step",
     );
     let sql = format!(
-        "WITH stamp AS MATERIALIZED ( \
-           SELECT max({stamp}) AS stamp FROM conversations c \
+        "WITH held AS MATERIALIZED ( \
+           SELECT c.row_id, c.conversation_id, c.assignee_id, {stamp} AS stamp \
+             FROM unnest($2::text[]) AS k(conversation_id) \
+            CROSS JOIN LATERAL (SELECT c.ctid AS row_id, c.campaign_id, c.conversation_id, c.assignee_id, \
+                                       c.clock FROM conversations c \
+                                 WHERE c.campaign_id = $1 AND {held_by_key} LIMIT 1) AS c \
              LEFT JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
-            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
-         ), held AS MATERIALIZED ( \
-           SELECT c.ctid AS row_id, c.conversation_id, c.assignee_id FROM conversations c \
-            WHERE c.campaign_id = $1 AND c.conversation_id = ANY($2) AND c.assignee_id IS NOT NULL \
-         ), returned AS ( \
+            WHERE c.assignee_id IS NOT NULL \
+         ), stamp AS MATERIALIZED (SELECT max(stamp) AS stamp FROM held), returned AS ( \
            UPDATE conversations c SET assignee_id = NULL, assigned_at = NULL, assigned_by = NULL, \
                   lapsed_by = CASE WHEN $6 THEN array_append(c.lapsed_by, held.assignee_id) \
                                    ELSE c.lapsed_by END, \
                   awaiting_reply_since = CASE WHEN $7 THEN NULL ELSE c.awaiting_reply_since END, \
                   version = c.version + 1, updated_at = now(), clock = (SELECT stamp FROM stamp) \
-             FROM held WHERE c.ctid = held.row_id \
+             FROM held WHERE {held_by_row_id} \
            RETURNING c.conversation_id, held.assignee_id AS holder_id, c.status, c.clock AS stamp \
          ), loads AS ({loads}), flagged AS ({arrivals}), queued AS ( \
            INSERT INTO waiting_conversations (campaign_id, conversation_id, position) \
@@ -183,12 +184,13 @@ pub async fn requeue(
          SELECT conversation_id FROM returned ORDER BY conversation_id",
         // The statement's events come after every earlier one about its conversations, about their holders
         // (whose change of availability or shift may be what returns them, earlier in this transaction) and
-        // about the queue: one stamp for them all, so no event needs another's row to find its own. It is
-        // read apart from `held`, which the UPDATE must be able to inline: a CTE read twice is materialized,
-        // and the UPDATE joined to it hashed the campaign's conversations (reply timers fired at a third of
-        // their rate). The rows, locked by the caller, are changed by row id: joined by key, a plan took
-        // each held row against every conversation of the campaign.
+        // about the queue: one stamp for them all, the greatest of `held`'s, so no event needs another's row
+        // to find its own. Each row is found by its key (`= ANY($2)` lets a plan kept from a table of many
+        // small campaigns read the whole campaign) and, locked by the caller, changed by row id: joined by
+        // key, a plan took each held row against every conversation of the campaign.
         stamp = stamp_after(&["c.clock", "u.clock", &campaign_event_clock("$1")]),
+        held_by_key = by_key("c", "k.conversation_id"),
+        held_by_row_id = by_row_id("c", "$1", "held.row_id"),
         // The returned take the front in reverse id order: the smallest id ends up first.
         arrivals = queue_arrivals("$1", "returned"),
         front = front_of_queue_key("r.arrival"),

@@ -65,41 +65,6 @@ struct Broken {
 /// Breaks still to mend (issue 27), each matched by its rule, what is at fault and a fragment of the
 /// statement, with the reason it happens.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-    // Rows found by key, then changed by row id with no campaign condition beside it: with one, a kept
-    // plan may take it as an index bound and read the campaign's rows for each (reply timers fired at a
-    // third of their rate). To go: a condition the plan cannot use as an index bound.
-    (
-        UNLIMITED,
-        "assignment_events e",
-        "e.ctid = b.row_id",
-        ROW_ID,
-    ),
-    (
-        UNLIMITED,
-        "assignment_events e_1",
-        "e.ctid = b.row_id",
-        ROW_ID,
-    ),
-    (UNLIMITED, "conversations c", "c.ctid = w.row_id", ROW_ID),
-    (
-        UNLIMITED,
-        "conversations c_2",
-        "c.ctid = held.row_id",
-        ROW_ID,
-    ),
-    (UNLIMITED, "conversations c_1", "c.ctid = a.row_id", ROW_ID),
-    (
-        UNLIMITED,
-        "waiting_conversations w",
-        "w.ctid = x.row_id",
-        ROW_ID,
-    ),
-    (
-        UNLIMITED,
-        "waiting_conversations w_1",
-        "w.ctid = x.row_id",
-        ROW_ID,
-    ),
     // Timed work finds the campaigns that have some by scanning every campaign's rows: on Citus, a query of
     // every shard on each tick. To go: each node's own list of campaigns with work due.
     (
@@ -165,7 +130,6 @@ const MIXED: &str = "transaction of several campaigns under --single-campaign-tr
 const SEQUENCE: &str = "order taken from a global sequence";
 const VOLATILE_IN_UPDATE: &str = "volatile function in an UPDATE";
 const UNLIMITED: &str = "scan not limited to campaigns";
-const ROW_ID: &str = "changed by row id without its campaign";
 const DISCOVERY: &str = "timed work scans every campaign to find its own";
 
 #[tokio::test]

@@ -158,3 +158,71 @@ async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_sm
         BACKLOG + 10
     );
 }
+
+/// Statistics taken while the table held many small campaigns (a thousand of one conversation each) make
+/// any one campaign look like a single row; then this campaign imports 100,000 conversations held by o2
+/// and a few of o1's waits lapse. Firing them must reach each by its key: a lookup of many ids at once
+/// (`= ANY`) planned with those statistics reads the whole campaign.
+#[tokio::test]
+async fn lapsed_replies_are_reached_by_key_with_statistics_of_many_small_campaigns() {
+    for lapse in [pb::OnReplyOverdue::Notify, pb::OnReplyOverdue::Reassign] {
+        let app = one_connection_campaign().await;
+        sqlx::query(
+            "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
+             SELECT 'small-' || n, 'only-' || n, 'm' FROM generate_series(1, 1000) AS n",
+        )
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE")
+            .execute(app.store.pool())
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO conversations (campaign_id, conversation_id, member_id, assignee_id, assigned_at) \
+             SELECT $1, 'imported-' || lpad(n::text, 6, '0'), 'm' || n, 'o2', now() \
+               FROM generate_series(1, $2) AS n",
+        )
+        .bind(CAMPAIGN)
+        .bind(GROWN)
+        .execute(app.store.pool())
+        .await
+        .unwrap();
+        const LAPSED: i64 = 5;
+        overdue(&app, "lapsed-", LAPSED).await;
+        let before = pages_touched(&app).await;
+        app.update_settings(
+            "admin",
+            pb::UpdateInboxSettingsRequest {
+                reply_within_seconds: Some(60),
+                on_reply_overdue: lapse.into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        // Counted from their events (a count of the conversations would read the campaign itself).
+        let mut fired = 0;
+        for _ in 0..300 {
+            fired = sqlx::query_scalar(
+                "SELECT count(DISTINCT conversation_id) FROM assignment_events \
+                  WHERE campaign_id = $1 AND cause = 'REPLY_OVERDUE'",
+            )
+            .bind(CAMPAIGN)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+            if fired == LAPSED {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(fired, LAPSED, "every timer fired ({lapse:?})");
+        // A few hundred pages for the five (about 270 flagged, 830 handed on); a lookup that reads the
+        // campaign's 100,000 conversations (or their index entries) costs about a thousand pages each.
+        let pages = pages_touched(&app).await - before;
+        assert!(
+            pages < 300 * LAPSED,
+            "firing {LAPSED} timers ({lapse:?}) touched {pages} pages"
+        );
+    }
+}

@@ -1,8 +1,9 @@
 //! No statement joins two sets that both grow with its batch: keyed transactions (`Store::begin_keyed`)
 //! have no hash or merge join, so such a join is a nested loop that compares every row of one with every
 //! row of the other. A private PostgreSQL explains every statement it runs (`auto_explain`, with row counts)
-//! while batches of a thousand conversations go through bulk assignment, a return to the queue and a drain;
-//! no join may then have turned away more rows than a few times the batch.
+//! while batches of a thousand conversations go through bulk assignment, a return to the queue and a drain,
+//! and a thousand triggers that all find nobody and queue; no join may then have turned away more rows than
+//! a few times the batch.
 
 use std::time::Duration;
 
@@ -33,7 +34,16 @@ async fn no_statement_compares_every_row_of_a_batch_with_every_other() {
         ],
     )
     .expect("a private PostgreSQL");
-    let app = TestApp::start_with(&config(&postgres.url("postgres"), &NO_SWEEP)).await;
+    // Every trigger of the queueing phase in flight at once, from one caller.
+    let flags = [
+        NO_SWEEP[0],
+        NO_SWEEP[1],
+        "--max-calls-per-caller",
+        "2000",
+        "--max-concurrent-calls",
+        "2000",
+    ];
+    let app = TestApp::start_with(&config(&postgres.url("postgres"), &flags)).await;
     app.team_in(CAMPAIGN, &["o1", "o2"]).await;
     let settings = pb::UpdateInboxSettingsRequest {
         auto_assign_enabled: Some(true),
@@ -57,6 +67,28 @@ async fn no_statement_compares_every_row_of_a_batch_with_every_other() {
     // A return to the queue: o1 goes away and their half waits; then a drain hands it to o2.
     app.set_availability("o1", pb::Availability::Away).await;
     app.auto_assign("new").await;
+    // Triggers that all queue: with nobody available, concurrent triggers coalesce into batches that
+    // queue every conversation they carry.
+    app.set_availability("o2", pb::Availability::Away).await;
+    let client = app.assignments().await;
+    let triggers = (1..=CONVERSATIONS).map(|n| {
+        let mut client = client.clone();
+        async move {
+            let request = system(CAMPAIGN, auto_assign_request(&format!("q{n:05}")));
+            client
+                .auto_assign_conversation(request)
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    });
+    let outcomes = futures_util::future::join_all(triggers).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|answer| answer.outcome() == pb::AutoAssignOutcome::Queued),
+        "nobody was available, yet a trigger did not queue its conversation"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(app);
 

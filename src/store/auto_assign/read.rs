@@ -21,7 +21,7 @@ use crate::error::{AppError, AppResult};
 use crate::store::conversations::COLUMNS_WITHOUT_DUE;
 use crate::store::feed::{backlog_ctes, last_assigned};
 use crate::store::rules::{eligible, unreachable_cause};
-use crate::store::{Conn, by_key};
+use crate::store::{Conn, by_key, by_row_id};
 
 /// What a batch reads for one campaign besides its triggers' conversations.
 #[derive(Debug, Clone, Copy)]
@@ -99,6 +99,7 @@ static READ_BATCH: LazyLock<String> = LazyLock::new(|| {
         eligible = eligible("o", "c"),
         holder_cause = unreachable_cause("h", "c"),
         snapshot_by_key = by_key("s", "e.conversation_id"),
+        event_by_row_id = by_row_id("e", "b.campaign_id", "b.row_id"),
         conversation_by_key = by_key("c", "e.conversation_id"),
         queue_row_by_key = by_key("w", "e.conversation_id"),
     )

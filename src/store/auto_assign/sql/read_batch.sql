@@ -80,7 +80,7 @@ wanted AS MATERIALIZED (
 {backlog},
 -- Numbers them and moves the heads: what this batch saw comes before its own events.
 numbered AS (
-  UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE e.ctid = b.row_id
+  UPDATE assignment_events e SET seq = b.seq FROM backlog b WHERE {event_by_row_id}
   RETURNING e.campaign_id
 ),
 moved_heads AS (

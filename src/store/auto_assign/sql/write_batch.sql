@@ -39,7 +39,7 @@ changed AS (
                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, starts_wait, request_id, ord)
            CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
                                 WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
-   WHERE c.ctid = a.row_id AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
+   WHERE {assigned_by_row_id} AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
   RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now,
             a.request_id AS change_request_id, a.ord AS change_ord
 ),
@@ -59,18 +59,25 @@ moved AS (
    WHERE s.campaign_id = ANY($13) AND s.campaign_id = m.campaign_id
   RETURNING s.campaign_id, {first_arrival} AS first_arrival
 ),
--- Conversations nobody could take join their queue by priority and arrival, in plan order.
+-- Conversations nobody could take, in plan order, with their arrival in their campaign's queue; one waiting
+-- already keeps its place (looked up by key here, not learnt from the INSERT's rows: a join of those with
+-- the plan's would compare every queued row with every other). Every writer of a queue holds its campaign's
+-- lock, so what this finds waiting is what the INSERT finds.
+to_queue AS MATERIALIZED (
+  SELECT u.* FROM (
+    SELECT u.campaign_id, u.conversation_id, u.request_id, u.priority, u.head_start, u.ord,
+           m.first_arrival + row_number() OVER (PARTITION BY u.campaign_id ORDER BY u.ord) - 1 AS arrival
+      FROM unnest($10::text[], $11::text[], $12::text[], $18::text[], $19::int8[])
+           WITH ORDINALITY AS u(campaign_id, conversation_id, request_id, priority, head_start, ord)
+      JOIN moved m ON m.campaign_id = u.campaign_id) AS u
+   WHERE NOT EXISTS (SELECT 1 FROM waiting_conversations w
+                      WHERE w.campaign_id = u.campaign_id AND w.conversation_id = u.conversation_id)
+),
+-- They join their queue by priority and arrival.
 enqueued AS (
   INSERT INTO waiting_conversations (campaign_id, conversation_id, position, priority)
-  SELECT q.campaign_id, q.conversation_id, {queue_key}, q.priority FROM (
-    SELECT u.campaign_id, u.conversation_id, u.priority, u.head_start,
-           m.first_arrival + row_number() OVER (PARTITION BY u.campaign_id ORDER BY u.ord) - 1 AS arrival
-      FROM unnest($10::text[], $11::text[], $18::text[], $19::int8[])
-           WITH ORDINALITY AS u(campaign_id, conversation_id, priority, head_start, ord)
-      JOIN moved m ON m.campaign_id = u.campaign_id
-     ORDER BY u.ord) AS q
+  SELECT q.campaign_id, q.conversation_id, {queue_key}, q.priority FROM to_queue q ORDER BY q.ord
   ON CONFLICT (campaign_id, conversation_id) DO NOTHING
-  RETURNING campaign_id, conversation_id, priority
 ),
 -- The trigger records: a redelivery repeats what they say.
 recorded AS (
@@ -98,9 +105,7 @@ own AS MATERIALIZED (
   UNION ALL
   SELECT campaign_id, conversation_id, 'ASSIGN', assignee_id, request_id, 0, ord, 1, NULL FROM assignments
   UNION ALL
-  SELECT q.campaign_id, q.conversation_id, 'QUEUED', NULL, q.request_id, 1, q.ord, 0, enqueued.priority
-    FROM unnest($10::text[], $11::text[], $12::text[]) WITH ORDINALITY AS q(campaign_id, conversation_id, request_id, ord)
-    JOIN enqueued ON enqueued.campaign_id = q.campaign_id AND enqueued.conversation_id = q.conversation_id
+  SELECT campaign_id, conversation_id, 'QUEUED', NULL, request_id, 1, ord, 0, priority FROM to_queue
 ),
 -- Their history, numbered right after the head.
 events AS ({insert_events}),
