@@ -173,7 +173,7 @@ impl App {
             Batching {
                 max_batch: config.auto_assign_max_batch,
                 max_backlog: config.auto_assign_max_queue,
-                concurrency: config.auto_assign_concurrency,
+                concurrency: config.auto_assign_concurrency(),
                 single_campaign: config.single_campaign_transactions,
             },
         );
