@@ -98,6 +98,20 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
     );
 }
 
+/// Starts the campaign's silence timers (a reply within a minute), with `on_overdue` (UNSPECIFIED: the
+/// default choice).
+async fn time_replies(app: &TestApp, on_overdue: pb::OnReplyOverdue) {
+    app.update_settings(
+        "admin",
+        pb::UpdateInboxSettingsRequest {
+            reply_within_seconds: Some(60),
+            on_reply_overdue: on_overdue.into(),
+            ..Default::default()
+        },
+    )
+    .await;
+}
+
 /// Seeds `count` conversations of the campaign held by o1, whose members have waited a day for a reply.
 async fn overdue(app: &TestApp, prefix: &str, count: i64) {
     sqlx::query(
@@ -126,14 +140,7 @@ async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_sm
     const BACKLOG: i64 = 5_000;
     overdue(&app, "backlog-", BACKLOG).await;
     let before = pages_touched(&app).await;
-    app.update_settings(
-        "admin",
-        pb::UpdateInboxSettingsRequest {
-            reply_within_seconds: Some(60),
-            ..Default::default()
-        },
-    )
-    .await;
+    time_replies(&app, pb::OnReplyOverdue::Unspecified).await;
     let mut pending = BACKLOG;
     for _ in 0..600 {
         pending = sqlx::query_scalar(
@@ -167,17 +174,14 @@ async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_sm
 async fn lapsed_replies_are_reached_by_key_with_statistics_of_many_small_campaigns() {
     for lapse in [pb::OnReplyOverdue::Notify, pb::OnReplyOverdue::Reassign] {
         let app = one_connection_campaign().await;
-        sqlx::query(
+        sqlx::raw_sql(
             "INSERT INTO conversations (campaign_id, conversation_id, member_id) \
-             SELECT 'small-' || n, 'only-' || n, 'm' FROM generate_series(1, 1000) AS n",
+             SELECT 'small-' || n, 'only-' || n, 'm' FROM generate_series(1, 1000) AS n; \
+             ANALYZE",
         )
         .execute(app.store.pool())
         .await
         .unwrap();
-        sqlx::query("ANALYZE")
-            .execute(app.store.pool())
-            .await
-            .unwrap();
         sqlx::query(
             "INSERT INTO conversations (campaign_id, conversation_id, member_id, assignee_id, assigned_at) \
              SELECT $1, 'imported-' || lpad(n::text, 6, '0'), 'm' || n, 'o2', now() \
@@ -191,15 +195,7 @@ async fn lapsed_replies_are_reached_by_key_with_statistics_of_many_small_campaig
         const LAPSED: i64 = 5;
         overdue(&app, "lapsed-", LAPSED).await;
         let before = pages_touched(&app).await;
-        app.update_settings(
-            "admin",
-            pb::UpdateInboxSettingsRequest {
-                reply_within_seconds: Some(60),
-                on_reply_overdue: lapse.into(),
-                ..Default::default()
-            },
-        )
-        .await;
+        time_replies(&app, lapse).await;
         // Counted from their events (a count of the conversations would read the campaign itself).
         let mut fired = 0;
         for _ in 0..300 {
