@@ -108,7 +108,7 @@ pub(crate) use reply_due;
 pub(crate) fn advance_queue_clock(settings: &str, arrivals: &str) -> String {
     format!(
         "CASE WHEN {arrivals} > 0 \
-              THEN greatest((extract(epoch FROM now()) * 1000000)::bigint, {settings}.queue_clock + 1) \
+              THEN greatest({NOW_MICROS}, {settings}.queue_clock + 1) \
                    + {arrivals} - 1 \
               ELSE {settings}.queue_clock END"
     )
@@ -153,10 +153,19 @@ pub(crate) fn front_of_queue_key(arrival: &str) -> String {
 
 /// An event's stamp ([`Event::stamp`]) after the clocks `clocks` (SQL expressions, each the `clock` of a row
 /// the event is about, or the campaign's `event_clock`; NULLs count for nothing): one more than the
-/// greatest. The statement then sets those clocks to it.
+/// greatest, or the transaction's start in microseconds if that is later (a hybrid logical clock). The
+/// clocks order the events about one row as their writers took it, whatever the machines' clocks say; the
+/// time orders events that share no row as they happened (those of calls made one after another), where
+/// nothing else orders them. The statement then sets those clocks to it.
 pub(crate) fn stamp_after(clocks: &[&str]) -> String {
-    format!("(1 + greatest({}))", clocks.join(", "))
+    format!(
+        "greatest(1 + greatest({}), {NOW_MICROS})",
+        clocks.join(", ")
+    )
 }
+
+/// The transaction's start (`now()`: stable, so Citus allows it in an UPDATE), in microseconds since the epoch.
+const NOW_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
 
 /// The event clock of campaign `campaign` (a bind parameter), for [`stamp_after`]: a scalar read of its
 /// settings row, which the writers of its queue and its shifts hold locked.

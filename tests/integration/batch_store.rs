@@ -266,6 +266,29 @@ async fn events_are_numbered_in_the_order_their_writers_took_the_rows_not_by_eve
 }
 
 #[tokio::test]
+async fn events_that_share_no_row_are_numbered_in_the_order_they_were_made() {
+    let app = campaign().await;
+    app.conversation("c7", &[]).await;
+    app.conversation("c8", &[]).await;
+    // c7 changes twice, then c8 once, one call after another; all three wait unnumbered. c8's change
+    // follows fewer changes of its row than c7's second: counting changes of the row alone, it would be
+    // numbered between c7's two.
+    change_committed(&app, "c7", None, "o1").await;
+    change_committed(&app, "c7", Some("o1"), "o2").await;
+    change_committed(&app, "c8", None, "o1").await;
+    batch_with(&app, &[trigger("c1")], async {}).await;
+    let order = [
+        seq_of(&app, "c7", "ASSIGN").await,
+        seq_of(&app, "c7", "REASSIGN").await,
+        seq_of(&app, "c8", "ASSIGN").await,
+    ];
+    assert!(
+        order.is_sorted(),
+        "the feed numbers c7's assign, c7's reassign, c8's assign as {order:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_batch_reads_waiting_conversations_first_in_queue_order_then_its_triggers() {
     let app = campaign().await;
     for organizer in ["o1", "o2"] {
