@@ -164,8 +164,9 @@ pub(crate) fn stamp_after(clocks: &[&str]) -> String {
     )
 }
 
-/// The transaction's start (`now()`: stable, so Citus allows it in an UPDATE), in microseconds since the epoch.
-const NOW_MICROS: &str = "(extract(epoch FROM now()) * 1000000)::bigint";
+/// The transaction's start (`now()`: stable, so Citus allows it in an UPDATE), in microseconds since the
+/// epoch; a scalar subquery, so a statement reckons it once, not once per row (`extract` is numeric).
+const NOW_MICROS: &str = "(SELECT (extract(epoch FROM now()) * 1000000)::bigint)";
 
 /// The event clock of campaign `campaign` (a bind parameter), for [`stamp_after`]: a scalar read of its
 /// settings row, which the writers of its queue and its shifts hold locked.
