@@ -75,6 +75,7 @@ static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
         include_str!("sql/write_batch.sql"),
         assigned_by_key = by_key("k", "a.conversation_id"),
         assigned_by_row_id = by_row_id("c", "a.campaign_id", "a.row_id"),
+        waiting_by_key = by_key("w", "u.conversation_id"),
         leave_queue = leave_queue("assigned", "true", ", assigned.change_ord AS ord"),
         insert_events = own_events().insert(
             "FROM own o JOIN heads h ON h.campaign_id = o.campaign_id \

@@ -71,7 +71,7 @@ to_queue AS MATERIALIZED (
            WITH ORDINALITY AS u(campaign_id, conversation_id, request_id, priority, head_start, ord)
       JOIN moved m ON m.campaign_id = u.campaign_id) AS u
    WHERE NOT EXISTS (SELECT 1 FROM waiting_conversations w
-                      WHERE w.campaign_id = u.campaign_id AND w.conversation_id = u.conversation_id)
+                      WHERE w.campaign_id = u.campaign_id AND {waiting_by_key})
 ),
 -- They join their queue by priority and arrival.
 enqueued AS (
