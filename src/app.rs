@@ -26,8 +26,10 @@ use crate::pb::assignment_service_server::AssignmentServiceServer;
 use crate::pb::directory_service_server::DirectoryServiceServer;
 use crate::relay::{self, Relay, RelayConfig};
 use crate::service::AfterCommit;
+use crate::service::agenda::{Agenda, Agendas};
 use crate::service::auto_assign::{Batching, Coalescer, prune_triggers};
 use crate::service::feed::Feed;
+use crate::service::notices;
 use crate::store::Store;
 
 /// Health names: "" (the whole server) and each service.
@@ -178,6 +180,7 @@ impl App {
             },
         );
         let after = AfterCommit::new(coalescer.clone(), feed.clone());
+        let agendas = Agendas::new(config.single_campaign_transactions);
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         let background = [
             tokio::spawn(watch_database(
@@ -195,15 +198,25 @@ impl App {
                 feed.clone(),
                 config.waiting_sweep_interval,
             )),
-            tokio::spawn(feed.clone().listen()),
+            tokio::spawn(notices::listen(
+                store.clone(),
+                feed.clone(),
+                agendas.clone(),
+            )),
+            tokio::spawn(reread_agendas(
+                agendas.clone(),
+                config.agenda_sweep_interval,
+            )),
             tokio::spawn(fire_reply_timers(
                 store.clone(),
                 after.clone(),
+                agendas.reply_timers.clone(),
                 config.reply_timer_interval,
             )),
             tokio::spawn(pass_shift_boundaries(
                 store.clone(),
                 after.clone(),
+                agendas.shift_boundaries.clone(),
                 config.shift_boundary_interval,
             )),
         ];
@@ -397,44 +410,47 @@ async fn sweep_waiting(store: Store, coalescer: Coalescer, feed: Feed, interval:
     }
 }
 
-/// Every `interval`, fires the silence timers that are due, on every replica (each fires once: under its
-/// campaign's lock and its conversation's row lock). A pass fires each campaign's whole backlog; one that
-/// looked at as many campaigns as it may is followed by the next at once.
-async fn fire_reply_timers(store: Store, after: AfterCommit, interval: Duration) {
+/// Every `interval`, reads this replica's agendas of timed work again whole: a safety net under the
+/// notifications that keep them (`service::agenda`).
+async fn reread_agendas(agendas: Agendas, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    // The first tick is at once, and the agendas start by reading everything anyway.
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        agendas.touch_all();
+    }
+}
+
+/// Every `interval`, fires the silence timers this replica's agenda has due, on every replica (each fires
+/// once: under its campaign's lock and its conversation's row lock).
+async fn fire_reply_timers(store: Store, after: AfterCommit, agenda: Agenda, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        loop {
-            match crate::service::replies::fire_due_timers(&store, &after).await {
-                Ok(pass) if pass.more => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not fire silence timers");
-                    break;
-                }
-            }
+        if let Err(err) = crate::service::replies::fire_due_timers(&store, &after, &agenda).await {
+            tracing::warn!(error = %err, "could not fire silence timers");
         }
     }
 }
 
-/// Every `interval`, acts on the shift starts and ends that are due (see `service::shifts`): a start drains
-/// the campaign's queue, an end applies `on_unavailable`. Each boundary is acted on once across replicas
-/// (under its campaign's lock); a pass that looked at as many campaigns as it may is followed at once.
-async fn pass_shift_boundaries(store: Store, after: AfterCommit, interval: Duration) {
+/// Every `interval`, acts on the shift starts and ends this replica's agenda has due (see
+/// `service::shifts`): a start drains the campaign's queue, an end applies `on_unavailable`. Each boundary
+/// is acted on once across replicas (under its campaign's lock).
+async fn pass_shift_boundaries(
+    store: Store,
+    after: AfterCommit,
+    agenda: Agenda,
+    interval: Duration,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        loop {
-            match crate::service::shifts::pass_due_boundaries(&store, &after).await {
-                Ok((_, true)) => continue,
-                Ok(_) => break,
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not act on shift boundaries");
-                    break;
-                }
-            }
+        if let Err(err) = crate::service::shifts::pass_due_boundaries(&store, &after, &agenda).await
+        {
+            tracing::warn!(error = %err, "could not act on shift boundaries");
         }
     }
 }

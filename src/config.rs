@@ -93,8 +93,8 @@ pub struct Config {
     #[arg(long, env = "WAITING_SWEEP_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub waiting_sweep_interval: Duration,
 
-    /// How often every replica looks for silence timers that are due, e.g. "250ms" (a timer fires this
-    /// much after its due time at most, plus the time to fire those before it).
+    /// How often every replica fires the silence timers its agenda has due, e.g. "250ms" (a timer fires
+    /// this much after its due time at most, plus the time to fire those before it).
     #[arg(long, env = "REPLY_TIMER_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub reply_timer_interval: Duration,
 
@@ -131,10 +131,15 @@ pub struct Config {
     #[arg(long, env = "RELAY_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub relay_interval: Duration,
 
-    /// How often every replica looks for shift starts and ends that are due, e.g. "250ms" (a shift's start
-    /// drains the queue, and its end applies on_unavailable, this much after it at most).
+    /// How often every replica acts on the shift starts and ends its agenda has due, e.g. "250ms" (a
+    /// shift's start drains the queue, and its end applies on_unavailable, this much after it at most).
     #[arg(long, env = "SHIFT_BOUNDARY_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
     pub shift_boundary_interval: Duration,
+
+    /// How often every replica reads its whole agenda of timed work (silence timers, shift boundaries)
+    /// again, e.g. "60s": a safety net under the commit notifications that keep it (docs/scaling.md).
+    #[arg(long, env = "AGENDA_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub agenda_sweep_interval: Duration,
 
     /// How long auto-assign trigger ids are remembered for deduplicating redeliveries, e.g. "7d".
     #[arg(long, env = "TRIGGER_RETENTION", default_value = "7d", value_parser = parse_duration)]

@@ -27,6 +27,7 @@ use crate::domain::paging::PageScope;
 use crate::error::AppResult;
 use crate::observability::FEED_LAG_SECONDS;
 use crate::store::feed::{self, EventFilter, WatcherAccess};
+use crate::store::notices::{self, Notice};
 use crate::store::{Conn, Store};
 
 /// Events read from the database at a time.
@@ -45,8 +46,12 @@ pub async fn sequence(store: &Store, campaign_id: &str) -> AppResult<i64> {
     loop {
         let mut tx = store.begin_keyed().await?;
         let (head, numbered) = feed::sequence(&mut tx, campaign_id).await?;
-        let moved: &[&str] = if numbered > 0 { &[campaign_id] } else { &[] };
-        feed::commit_notifying(tx, schema, moved).await?;
+        let moved: &[Notice] = if numbered > 0 {
+            &[Notice::HeadMoved(campaign_id)]
+        } else {
+            &[]
+        };
+        notices::commit_notifying(tx, schema, moved).await?;
         if numbered < feed::SEQUENCE_LIMIT {
             return Ok(head);
         }
@@ -151,34 +156,6 @@ impl Feed {
             .acquire_owned()
             .await
             .expect("the watchers' read budget is never closed")
-    }
-
-    /// Listens for written events until the task is dropped, reconnecting after failures.
-    pub async fn listen(self) {
-        loop {
-            if let Err(err) = self.listen_once().await {
-                tracing::warn!(error = %err, "the feed's listener failed; reconnecting");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    async fn listen_once(&self) -> Result<(), sqlx::Error> {
-        let mut listener = self.store.listener().await?;
-        let schema: String = sqlx::query_scalar("SELECT current_schema()")
-            .fetch_one(&mut listener)
-            .await?;
-        listener.listen(feed::FEED_CHANNEL).await?;
-        // Whatever was written while nobody listened.
-        self.sweep().await;
-        loop {
-            let notification = listener.recv().await?;
-            if let Some((from, campaign_id)) = notification.payload().split_once('/')
-                && from == schema
-            {
-                self.fan_out(campaign_id);
-            }
-        }
     }
 
     /// Numbers and fans out every campaign with unnumbered events (for a replica that died in between).

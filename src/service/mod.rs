@@ -6,6 +6,7 @@
 
 pub mod access_groups;
 mod after_commit;
+pub mod agenda;
 pub mod assignment;
 pub mod auto_assign;
 pub mod availability;
@@ -14,6 +15,7 @@ pub mod conversations;
 pub mod directory;
 pub mod feed;
 pub(crate) mod holders;
+pub mod notices;
 pub mod replies;
 pub mod shifts;
 

@@ -14,6 +14,7 @@ use crate::domain::replies::{Lapse, Reply, ReplyPlan, on_lapse, plan_reply};
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::observability::{REPLIES_OVERDUE, REPLY_TIMER_LATENESS_SECONDS, TIME_TO_REPLY_SECONDS};
+use crate::service::agenda::Agenda;
 use crate::service::{AfterCommit, Caller};
 use crate::store::conversations::{self, LockedWithUsers};
 use crate::store::replies::{self, Lapsed};
@@ -25,9 +26,6 @@ const REPLY_OVERDUE: &str = "REPLY_OVERDUE";
 
 /// Most timers one transaction fires; a campaign with more due goes on at once in another.
 const FIRE_LIMIT: i64 = 500;
-
-/// Most campaigns one pass looks at; the next pass takes the rest.
-const CAMPAIGNS_PER_PASS: i64 = 1000;
 
 /// What RecordReply did.
 #[derive(Debug, Clone)]
@@ -139,20 +137,19 @@ fn validate_reply(
     })
 }
 
-/// One pass of the silence timers: every campaign with a timer due now has them fired, each campaign in
-/// transactions of its own (a backlog: one after another; a campaign that fails is left to the next pass). Every replica runs passes; a timer fires once,
-/// under its campaign's lock and its conversation's row lock. Returns how many fired, and whether more
-/// campaigns may be due than the pass looked at.
-pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<FiredPass> {
-    let campaigns = {
-        let mut conn = store.acquire().await?;
-        replies::due_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await?
-    };
-    let mut pass = FiredPass {
-        fired: 0,
-        more: campaigns.len() as i64 == CAMPAIGNS_PER_PASS,
-    };
-    for campaign_id in campaigns {
+/// One pass of the silence timers: every campaign this replica's agenda has a timer due in has them fired,
+/// each campaign in transactions of its own (a backlog: one after another; a campaign that fails is left to
+/// the next pass), and is read into the agenda again. Every replica runs passes; a timer fires once, under
+/// its campaign's lock and its conversation's row lock. Returns how many fired.
+pub async fn fire_due_timers(
+    store: &Store,
+    after: &AfterCommit,
+    agenda: &Agenda,
+) -> AppResult<usize> {
+    let mut fired = 0;
+    for campaign_id in agenda.due(store, Utc::now()).await? {
+        // Fired or not, its next timer is read again.
+        agenda.touch(&campaign_id);
         loop {
             // One campaign's failure (a deadlock victim, a database hiccup) must not hold up the others':
             // it is logged, and the next pass tries it again.
@@ -166,21 +163,13 @@ pub async fn fire_due_timers(store: &Store, after: &AfterCommit) -> AppResult<Fi
             if lapsed > 0 {
                 after.committed(&campaign_id, Change::RepliesOverdue);
             }
-            pass.fired += lapsed;
+            fired += lapsed;
             if (lapsed as i64) < FIRE_LIMIT {
                 break;
             }
         }
     }
-    Ok(pass)
-}
-
-/// What a pass of the silence timers did.
-#[derive(Debug, Clone, Copy)]
-pub struct FiredPass {
-    pub fired: usize,
-    /// It looked at as many campaigns as a pass may: run the next one now.
-    pub more: bool,
+    Ok(fired)
 }
 
 /// Fires the campaign's due timers in one transaction: takes its auto-assign lock (the lock order:

@@ -18,16 +18,16 @@ use crate::domain::shifts::{
 use crate::domain::validate::Violations;
 use crate::error::{AppError, AppResult};
 use crate::observability::{SHIFT_BOUNDARIES, SHIFT_BOUNDARY_LATENESS_SECONDS};
+use crate::service::agenda::Agenda;
 use crate::service::{AfterCommit, Caller, lock_setter, user_meant};
 use crate::store::auto_assign::LockedSettings;
+use crate::store::notices::{self, Notice};
 use crate::store::shifts::{self as stored, ShiftChange, StoredSchedule};
 use crate::store::waiting::Requeue;
 use crate::store::{Conn, Store, auto_assign, inbox_settings, users, waiting};
 
 /// Why an ended shift's conversations went back to the queue (their UNASSIGN and QUEUED events).
 pub const SHIFT_ENDED: &str = "SHIFT_ENDED";
-/// Campaigns one pass of the boundary worker looks at.
-const CAMPAIGNS_PER_PASS: i64 = 100;
 
 /// An organizer's schedule and where it has them now.
 #[derive(Debug, Clone)]
@@ -104,6 +104,7 @@ pub async fn set_schedule(
     exceptions: &[ExceptionInput],
 ) -> AppResult<ScheduleView> {
     let target_id = target(setter, user_id)?;
+    let schema = store.schema().await?;
     let mut tx = store.begin().await?;
     // The campaign's lock first, then the conversations a shift's end returns, then the users: the lock
     // order of SetAvailability (ARCHITECTURE.md).
@@ -152,7 +153,9 @@ pub async fn set_schedule(
         setter.request_id(),
     )
     .await?;
-    tx.commit().await?;
+    // Its next boundary may be another: every replica's agenda reads it again.
+    let changed = [Notice::TimedWorkChanged(setter.campaign_id())];
+    notices::commit_notifying(tx, schema, &changed).await?;
     after.committed(setter.campaign_id(), Change::ShiftsChanged);
     Ok(ScheduleView {
         user_id: target_id,
@@ -203,6 +206,7 @@ pub async fn delete_schedule(
     user_id: &str,
 ) -> AppResult<bool> {
     let target_id = target(setter, user_id)?;
+    let schema = store.schema().await?;
     let mut tx = store.begin().await?;
     let settings = auto_assign::lock(&mut tx, setter.campaign_id()).await?;
     let target = users::lock(&mut tx, setter.campaign_id(), &target_id).await?;
@@ -220,25 +224,28 @@ pub async fn delete_schedule(
         let actor_id = actor.as_ref().map(|a| a.user_id.as_str());
         record_by(&mut tx, setter, actor_id, &target_id, true).await?;
     }
-    tx.commit().await?;
+    // A boundary may be gone: every replica's agenda reads the campaign again.
+    let changed = [Notice::TimedWorkChanged(setter.campaign_id())];
+    notices::commit_notifying(tx, schema, if deleted { &changed } else { &[] }).await?;
     if deleted {
         after.committed(setter.campaign_id(), Change::ShiftsChanged);
     }
     Ok(deleted)
 }
 
-/// One pass of the boundary worker: each campaign with a shift start or end due has it acted on, in a
-/// transaction of its own (one that fails is logged and left to the next pass). Every replica runs passes;
-/// a boundary is acted on once, under its campaign's lock. Returns how many boundaries were, and whether
-/// more campaigns may be due than the pass looked at.
-pub async fn pass_due_boundaries(store: &Store, after: &AfterCommit) -> AppResult<(usize, bool)> {
-    let campaigns = {
-        let mut conn = store.acquire().await?;
-        stored::due_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await?
-    };
-    let more = campaigns.len() as i64 == CAMPAIGNS_PER_PASS;
+/// One pass of the boundary worker: each campaign this replica's agenda has a shift start or end due in has
+/// it acted on, in a transaction of its own (one that fails is logged and left to the next pass), and is
+/// read into the agenda again. Every replica runs passes; a boundary is acted on once, under its campaign's
+/// lock. Returns how many boundaries were.
+pub async fn pass_due_boundaries(
+    store: &Store,
+    after: &AfterCommit,
+    agenda: &Agenda,
+) -> AppResult<usize> {
     let mut passed = 0;
-    for campaign_id in campaigns {
+    for campaign_id in agenda.due(store, Utc::now()).await? {
+        // Acted on or not, its next boundary is read again.
+        agenda.touch(&campaign_id);
         match pass_campaign(store, &campaign_id).await {
             Ok(0) => {}
             Ok(n) => {
@@ -250,7 +257,7 @@ pub async fn pass_due_boundaries(store: &Store, after: &AfterCommit) -> AppResul
             }
         }
     }
-    Ok((passed, more))
+    Ok(passed)
 }
 
 /// Acts on the campaign's due boundaries: records the starts and ends the feed has not (a batch may have

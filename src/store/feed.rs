@@ -2,47 +2,9 @@
 //! and readers page by those numbers. See the migration `..._feed.sql` for why it cannot skip.
 
 use super::rules::may_view;
-use super::{Conn, Tx, by_row_id};
+use super::{Conn, by_row_id};
 use crate::domain::model::{AssignmentEvent, User};
 use crate::error::AppResult;
-
-/// The channel a transaction NOTIFYs (payload `schema/campaign`) when it moved a campaign's head.
-pub const FEED_CHANNEL: &str = "assignment_feed";
-
-/// Commits, telling every replica's feed listener that the campaigns' heads moved (none: a plain commit).
-/// The notifications ride on the COMMIT's round trip as NOTIFY commands of their own (payload
-/// `schema/campaign`), touching no table: a distributed PostgreSQL runs a statement on the node holding the
-/// rows it touches, and a NOTIFY raised on a worker never reaches the listeners, which are on the
-/// coordinator. A NOTIFY command is not planned, so it costs the commit next to nothing (`SELECT
-/// pg_notify(…)` would be parsed and planned at every commit).
-pub fn commit_notifying(
-    tx: Tx,
-    schema: &str,
-    campaign_ids: &[&str],
-) -> impl Future<Output = AppResult<()>> + Send + use<> {
-    // Built before the future, which then holds only owned data.
-    let notifies: Vec<String> = campaign_ids
-        .iter()
-        .map(|campaign_id| {
-            format!(
-                "NOTIFY {FEED_CHANNEL}, {}",
-                literal(&format!("{schema}/{campaign_id}"))
-            )
-        })
-        .collect();
-    async move {
-        if notifies.is_empty() {
-            return Ok(tx.commit().await?);
-        }
-        Ok(tx.commit_after(notifies.join("; ")).await?)
-    }
-}
-
-/// `text` as an SQL string literal, whatever `standard_conforming_strings` says: an escape string with its
-/// backslashes and quotes escaped.
-fn literal(text: &str) -> String {
-    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
-}
 
 /// The order the sequencer numbers a campaign's committed events in (ascending; the rotation reads it
 /// descending): by stamp, a clock of the campaign's own rows (`rules::Event::stamp`), so a writer that

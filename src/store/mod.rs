@@ -13,6 +13,7 @@ pub mod history;
 pub mod holders;
 pub mod inbox_settings;
 mod liveness;
+pub mod notices;
 pub mod preview;
 pub mod relay;
 pub mod replies;

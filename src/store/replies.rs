@@ -52,24 +52,42 @@ pub async fn record(conn: &mut Conn, campaign_id: &str, reply: &Reply) -> AppRes
         .await?)
 }
 
-/// Campaigns with a timer due now (no lock: a hint, each is fired under its campaign's lock), at most
-/// `limit`, most overdue first.
-pub async fn due_campaigns(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
-    let sql = format!(
-        "SELECT s.campaign_id FROM inbox_settings s \
+/// When each of the named campaigns' next silence timer is due (past or future; a campaign with none has no
+/// row). A hint for this replica's agenda (`service::agenda`), read without a lock: each timer fires under
+/// its campaign's lock, after a fresh read.
+pub async fn next_due(
+    conn: &mut Conn,
+    campaign_ids: &[String],
+) -> AppResult<Vec<(String, DateTime<Utc>)>> {
+    let sql = next_due_sql("s.campaign_id = ANY($1)");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_ids)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// [`next_due`] for every campaign with timers on: the agenda's full read, at a replica's start, after its
+/// listener reconnects, and as the slow safety sweep.
+pub async fn next_due_everywhere(conn: &mut Conn) -> AppResult<Vec<(String, DateTime<Utc>)>> {
+    Ok(sqlx::query_as(&next_due_sql("true"))
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Each campaign's earliest timer, among the settings rows `campaigns` (an SQL condition on `s`) admits:
+/// one step into the timers' index per campaign (its first entry).
+fn next_due_sql(campaigns: &str) -> String {
+    format!(
+        "SELECT s.campaign_id, d.due_at FROM inbox_settings s \
           CROSS JOIN LATERAL ( \
             SELECT {due} AS due_at FROM conversations c \
              WHERE {pending} AND c.campaign_id = s.campaign_id \
-               AND greatest(c.awaiting_reply_since, c.assigned_at) \
-                   <= now() - make_interval(secs => s.reply_within_seconds) \
-               AND {due} <= now() \
              ORDER BY greatest(c.awaiting_reply_since, c.assigned_at) LIMIT 1) AS d \
-          WHERE s.reply_within_seconds IS NOT NULL \
-          ORDER BY d.due_at LIMIT $1",
+          /* timers on, in the campaigns asked about */ \
+          WHERE s.reply_within_seconds IS NOT NULL AND {campaigns}",
         due = reply_due!(),
         pending = PENDING,
-    );
-    Ok(sqlx::query_scalar(&sql).bind(limit).fetch_all(conn).await?)
+    )
 }
 
 /// The predicate of `conversations_reply_timers` (the migration), on the conversation aliased `c`: only

@@ -288,16 +288,34 @@ pub async fn recheck_all(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// Campaigns with a shift boundary due now, most overdue first, at most `limit`.
-pub async fn due_campaigns(conn: &mut Conn, limit: i64) -> AppResult<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT campaign_id FROM shift_schedules \
-          WHERE next_change_at IS NOT NULL AND next_change_at <= now() \
-          GROUP BY campaign_id ORDER BY min(next_change_at) LIMIT $1",
+/// When each of the named campaigns' next shift boundary is due (past or future; a campaign with none has no
+/// row). A hint for this replica's agenda (`service::agenda`), read without a lock.
+pub async fn next_due(
+    conn: &mut Conn,
+    campaign_ids: &[String],
+) -> AppResult<Vec<(String, DateTime<Utc>)>> {
+    let sql = next_due_sql("campaign_id = ANY($1)");
+    Ok(sqlx::query_as(&sql)
+        .bind(campaign_ids)
+        .fetch_all(conn)
+        .await?)
+}
+
+/// [`next_due`] for every campaign with a boundary ahead: the agenda's full read.
+pub async fn next_due_everywhere(conn: &mut Conn) -> AppResult<Vec<(String, DateTime<Utc>)>> {
+    Ok(sqlx::query_as(&next_due_sql("true"))
+        .fetch_all(conn)
+        .await?)
+}
+
+/// Each campaign's earliest boundary, among the schedules `campaigns` (an SQL condition) admits.
+fn next_due_sql(campaigns: &str) -> String {
+    format!(
+        "SELECT campaign_id, min(next_change_at) FROM shift_schedules \
+          /* a boundary known, in the campaigns asked about */ \
+          WHERE next_change_at IS NOT NULL AND {campaigns} \
+          GROUP BY campaign_id"
     )
-    .bind(limit)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Locks the campaign's schedules whose boundary is due now (the caller holds the campaign's lock, so they

@@ -45,7 +45,7 @@ impl Tx {
     }
 
     /// Runs `statement` (no parameters: a simple query) and commits, in one round trip: for what belongs
-    /// right before the commit, such as notifications (see `store::feed::commit_notifying`).
+    /// right before the commit, such as notifications (see `store::notices::commit_notifying`).
     pub async fn commit_after(mut self, statement: String) -> Result<(), sqlx::Error> {
         self.open = false;
         let statements = format!("{statement}; COMMIT");

@@ -91,22 +91,23 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[
         "WHERE has_waiting",
         DISCOVERY,
     ),
+    // The agendas' full reads (`service::agenda`): rare by construction (`AGENDA_SWEEPS`).
     (
         UNLIMITED,
         "inbox_settings s",
-        "awaiting_reply_since",
-        DISCOVERY,
+        "reply_within_seconds IS NOT NULL AND true",
+        AGENDA_SWEEP,
+    ),
+    (
+        UNLIMITED,
+        "shift_schedules shift_schedules",
+        "next_change_at IS NOT NULL AND true",
+        AGENDA_SWEEP,
     ),
     (
         UNLIMITED,
         "organizer_load_changes organizer_load_changes",
         "SELECT DISTINCT campaign_id",
-        DISCOVERY,
-    ),
-    (
-        UNLIMITED,
-        "shift_schedules shift_schedules",
-        "next_change_at <= now()",
         DISCOVERY,
     ),
     (
@@ -131,6 +132,16 @@ const SEQUENCE: &str = "order taken from a global sequence";
 const VOLATILE_IN_UPDATE: &str = "volatile function in an UPDATE";
 const UNLIMITED: &str = "scan not limited to campaigns";
 const DISCOVERY: &str = "timed work scans every campaign to find its own";
+const AGENDA_SWEEP: &str = "an agenda's full read of every campaign: at start, after the listener reconnects, once a minute";
+
+/// The agendas' full reads, by a fragment of each, and how often each may run in the workload: at a
+/// replica's start, and again once its listener has connected (it may have missed notifications before),
+/// for each of the two replicas. Never on each tick of the timed workers (every 100 ms here).
+const AGENDA_SWEEPS: &[&str] = &[
+    "reply_within_seconds IS NOT NULL AND true",
+    "next_change_at IS NOT NULL AND true",
+];
+const AGENDA_SWEEPS_AT_MOST: usize = 4;
 
 #[tokio::test]
 async fn every_statement_the_service_sends_keeps_the_rules_of_a_distributed_postgresql() {
@@ -198,6 +209,18 @@ async fn every_statement_the_service_sends_keeps_the_rules_of_a_distributed_post
         "only {checked} statements were recorded: is the log complete?"
     );
 
+    let sweeps: Vec<(&str, usize)> = AGENDA_SWEEPS
+        .iter()
+        .map(|fragment| {
+            let runs = records
+                .iter()
+                .filter_map(|r| r.statement.as_deref())
+                .filter(|statement| statement.contains(fragment))
+                .count();
+            (*fragment, runs)
+        })
+        .collect();
+
     let unknown: Vec<&Broken> = broken.iter().filter(|b| known(b).is_none()).collect();
     let mended: Vec<_> = KNOWN
         .iter()
@@ -217,6 +240,13 @@ async fn every_statement_the_service_sends_keeps_the_rules_of_a_distributed_post
             .collect::<Vec<_>>()
             .join("\n")
     );
+    for (fragment, runs) in sweeps {
+        assert!(
+            (1..=AGENDA_SWEEPS_AT_MOST).contains(&runs),
+            "the agendas' full read {fragment:?} ran {runs} times: at start and after the listener \
+             connected only (at most {AGENDA_SWEEPS_AT_MOST}), never on the workers' ticks"
+        );
+    }
     assert!(
         mended.is_empty(),
         "listed as breaking a rule, but no statement does any more (take them off KNOWN): {mended:?}"

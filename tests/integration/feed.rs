@@ -353,7 +353,11 @@ async fn a_reader_too_far_behind_is_cut_off_and_resumes_from_its_last_cursor() {
     let app = campaign().await;
     // Small buffers: a reader two events and two batches behind is too far behind.
     let hub = Feed::with_buffers(app.store.clone(), 2, 2);
-    let listener = tokio::spawn(hub.clone().listen());
+    let listener = tokio::spawn(assignment_service::service::notices::listen(
+        app.store.clone(),
+        hub.clone(),
+        assignment_service::service::agenda::Agendas::new(false),
+    ));
     let system = Caller::System(SystemCall {
         campaign_id: CAMPAIGN.into(),
         request_id: None,

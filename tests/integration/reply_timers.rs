@@ -17,6 +17,8 @@ use tonic::transport::Channel;
 use crate::harness::*;
 
 const CONVERSATIONS: usize = 1000;
+/// A campaign beside the harness's own.
+const SECOND: &str = "camp-2";
 const ORGANIZERS: usize = 10;
 const WITHIN_SECONDS: i32 = 2;
 /// Lapses of one wait: `max_overdue_reassignments` (2) timed reroutes, then one more, untimed.
@@ -160,6 +162,99 @@ async fn timers_fire_exactly_once_across_replicas_and_never_after_a_reply() {
     .await
     .unwrap();
     assert_eq!(stranded, 0);
+}
+
+/// Every replica keeps an agenda of the timers to fire (`service::agenda`), read whole only at start and once
+/// a minute (here: an hour): a timer started through one replica must reach the others' agendas through the
+/// commit that started it, even when no event records it, or a replica that dies takes the timer with it.
+/// The replica that makes each change is killed at once; the other fires both timers, each in a campaign
+/// of its own (an agenda reads a campaign whole): one started by switching timers on
+/// (UpdateInboxSettings), one by a member's message to a conversation already held (no assignment, no
+/// event).
+#[tokio::test]
+async fn a_timer_started_through_a_replica_that_dies_fires_on_another_without_waiting_for_a_sweep()
+{
+    let flags = [
+        "--reply-timer-interval",
+        "50ms",
+        "--agenda-sweep-interval",
+        "1h",
+    ];
+    let app = TestApp::start_configured(&flags).await;
+    for campaign in [CAMPAIGN, SECOND] {
+        app.team_in(campaign, &["o1"]).await;
+        app.enable_auto_assign_in(campaign).await;
+    }
+    // Long enough that the doomed replica is gone before either is due.
+    let within = pb::UpdateInboxSettingsRequest {
+        reply_within_seconds: Some(3),
+        ..Default::default()
+    };
+    app.assignments()
+        .await
+        .update_inbox_settings(as_actor_in(SECOND, "admin", within.clone()))
+        .await
+        .unwrap();
+    app.conversation_in(SECOND, "c2", &[]).await;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let quiet = [("RUST_LOG", "warn".to_owned())];
+    let (mut doomed, channel) = spawn_binary_on(&app.database_url, &addr, &flags, &quiet).await;
+    let mut doomed_api = AssignmentServiceClient::new(channel);
+    // The other replica reads a campaign's timers after each notification of it: it has read everything
+    // before each change below, so that only the change's own notification can tell it of the change.
+    let settled = Duration::from_millis(500);
+
+    // c1: assigned and waiting while its campaign's timers are off; switching them on starts its timer.
+    let answer = doomed_api
+        .auto_assign_conversation(system(CAMPAIGN, auto_assign_request("c1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.outcome(), pb::AutoAssignOutcome::Assigned);
+    // c2: held, waiting for nothing; a member's message then starts its wait.
+    doomed_api
+        .assign_conversation(as_actor_in(
+            SECOND,
+            "admin",
+            pb::AssignConversationRequest {
+                conversation_id: "c2".into(),
+                assignee_id: "o1".into(),
+                expected_version: None,
+            },
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(settled).await;
+    doomed_api
+        .update_inbox_settings(as_actor("admin", within))
+        .await
+        .unwrap();
+    let answer = doomed_api
+        .auto_assign_conversation(system(SECOND, auto_assign_request("c2")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.outcome(), pb::AutoAssignOutcome::AlreadyAssigned);
+    doomed
+        .kill()
+        .expect("SIGKILL the replica that made the changes");
+    doomed.wait().unwrap();
+
+    let mut lapsed: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        lapsed = sqlx::query_scalar(
+            "SELECT DISTINCT conversation_id FROM assignment_events \
+              WHERE cause = 'REPLY_OVERDUE' ORDER BY conversation_id",
+        )
+        .fetch_all(app.store.pool())
+        .await
+        .unwrap();
+        if lapsed.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lapsed, ["c1", "c2"], "the timers that lapsed within 10 s");
 }
 
 /// Runs `job(channel, n)` for every conversation number, `WORKERS` at a time, round-robin over `channels`.

@@ -23,6 +23,7 @@ use crate::store::auto_assign::{
     self, BatchReads, CampaignReads, CampaignTriggers, CampaignWrite, Entry, EntrySource,
     LockedSettings, WaitingAfter, Written,
 };
+use crate::store::notices::Notice;
 use crate::store::{self, Conn, Store};
 
 /// Most waiting conversations one batch tries to place; a longer queue drains over several batches, back
@@ -57,12 +58,8 @@ pub async fn run_batch(store: &Store, parts: &[CampaignBatch]) -> AppResult<Vec<
         let read = read(&mut tx, locked).await?;
         let planned: Vec<PlannedPart> = read.into_iter().map(plan).collect();
         let written = write(&mut tx, planned).await?;
-        let moved: Vec<&str> = written
-            .iter()
-            .filter(|part| part.planned.head_moved || part.written.head_moved)
-            .map(|part| part.planned.batch.campaign_id.as_str())
-            .collect();
-        store::feed::commit_notifying(tx, schema, &moved).await?;
+        let notices: Vec<Notice> = written.iter().filter_map(WrittenPart::notice).collect();
+        store::notices::commit_notifying(tx, schema, &notices).await?;
         Ok(written.into_iter().map(answer).collect())
     }
     .instrument(transaction)
@@ -207,6 +204,21 @@ struct WrittenPart<'a> {
     planned: PlannedPart<'a>,
     written: Written,
     positions: HashMap<String, i64>,
+}
+
+impl WrittenPart<'_> {
+    /// What every replica is told at commit: the campaign's head moved (its events may start reply timers
+    /// too), or else the waits for a reply it started, which no event records.
+    fn notice(&self) -> Option<Notice<'_>> {
+        let campaign_id = self.planned.batch.campaign_id.as_str();
+        if self.planned.head_moved || self.written.head_moved {
+            Some(Notice::HeadMoved(campaign_id))
+        } else if !self.written.conversations.is_empty() {
+            Some(Notice::TimedWorkChanged(campaign_id))
+        } else {
+            None
+        }
+    }
 }
 
 /// Write stage: every part in one statement, then the queue positions of what it queued.

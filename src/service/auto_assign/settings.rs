@@ -8,6 +8,7 @@ use crate::domain::shifts;
 use crate::domain::validate::{self, Violations};
 use crate::error::{AppError, AppResult};
 use crate::service::{ActorCall, AfterCommit, authenticate, lock_actor};
+use crate::store::notices::Notice;
 use crate::store::{self, Store, auto_assign, inbox_settings, users};
 
 /// The longest silence timer: 30 days.
@@ -72,6 +73,8 @@ pub async fn update_settings(
         violations.add("time_zone", message);
     }
     violations.finish()?;
+    let changed_any = !change.is_empty();
+    let schema = store.schema().await?;
     let mut tx = store.begin().await?;
     // The campaign's lock before the actor's share lock: the lock order everywhere (ARCHITECTURE.md).
     let locked = auto_assign::lock(&mut tx, &call.campaign_id).await?;
@@ -90,7 +93,11 @@ pub async fn update_settings(
         // Every schedule now reads in the new zone: the boundary worker works out their next changes.
         store::shifts::recheck_all(&mut tx, &call.campaign_id).await?;
     }
-    tx.commit().await?;
+    // The reply timers' setting or the time zone may have moved timed work: every replica's agenda reads
+    // the campaign again.
+    let changed = [Notice::TimedWorkChanged(&call.campaign_id)];
+    let notices: &[Notice] = if changed_any { &changed } else { &[] };
+    store::notices::commit_notifying(tx, schema, notices).await?;
     after.committed(&call.campaign_id, Change::SettingsUpdated);
     Ok(settings)
 }

@@ -134,7 +134,7 @@ read_entries AS MATERIALIZED (
       ON true
 )
 -- One row per campaign and entry (a campaign without entries: one row without one), with the campaign's
--- facts and whether its head moved (watchers are told at commit: `store::feed::commit_notifying`).
+-- facts and whether its head moved (watchers are told at commit: `store::notices::commit_notifying`).
 SELECT k.campaign_id AS batch_campaign, (SELECT changed FROM changed) AS changed, f.last_assigned, f.load_users, f.load_capacities, f.load_open,
        f.loads_read, k.campaign_id IN (SELECT campaign_id FROM moved_heads) AS head_moved, e.*
   FROM k

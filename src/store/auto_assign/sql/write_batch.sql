@@ -119,6 +119,6 @@ moved_heads AS (
    WHERE f.campaign_id = ANY($16) AND f.campaign_id = c.campaign_id AND c.new_head > c.head
 )
 -- The conversations changed, per campaign (a campaign that changed nothing: one row without one), and
--- whether its head moved (watchers are told at commit: `store::feed::commit_notifying`).
+-- whether its head moved (watchers are told at commit: `store::notices::commit_notifying`).
 SELECT c.campaign_id AS batch_campaign, c.new_head > c.head AS head_moved, a.*
   FROM counts c LEFT JOIN changed a ON a.campaign_id = c.campaign_id

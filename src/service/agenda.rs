@@ -1,0 +1,287 @@
+//! This replica's agenda of timed work (silence timers, shift boundaries): each campaign that has some, and
+//! when it is next due, so the workers find due campaigns in memory rather than by reading every campaign's
+//! rows on each tick (on a distributed PostgreSQL, a query of every shard; docs/scaling.md).
+//!
+//! Every replica keeps the whole agenda. It learns of changes from the notifications every replica hears,
+//! raised with the commit that made them (`service::notices`): a campaign named in one is *stale*, and the
+//! next pass reads its next due time again, for the stale campaigns only, by their keys. Everything is read
+//! again at start, after the listener reconnects (what it may have missed), and every sweep interval (a
+//! safety net; nothing is known to need it). The agenda is only a hint: work is done under its campaign's
+//! lock, on facts read after it, so a stale entry costs a look, never a wrong decision.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::AppResult;
+use crate::store::{self, Store};
+
+/// A kind of timed work an agenda holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimedWork {
+    ReplyTimers,
+    ShiftBoundaries,
+}
+
+/// One kind's agenda. Cheap to clone; clones share it.
+#[derive(Clone)]
+pub struct Agenda {
+    work: TimedWork,
+    /// `--single-campaign-transactions`: each campaign read in a statement of its own.
+    single_campaign: bool,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Each campaign's next due time, as last read.
+    due: HashMap<String, DateTime<Utc>>,
+    /// Campaigns whose next due time may have changed since it was read.
+    stale: HashSet<String>,
+    /// Every campaign's may have.
+    all_stale: bool,
+}
+
+/// What a pass reads again.
+#[derive(Debug, PartialEq, Eq)]
+enum Stale {
+    All,
+    Some(Vec<String>),
+}
+
+impl Agenda {
+    /// An agenda that knows nothing yet: its first pass reads everything.
+    pub fn new(work: TimedWork, single_campaign: bool) -> Self {
+        let state = State {
+            all_stale: true,
+            ..State::default()
+        };
+        Self {
+            work,
+            single_campaign,
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// The campaign's timed work may have changed: read it again before the next pass.
+    pub fn touch(&self, campaign_id: &str) {
+        let mut state = self.state.lock().expect("agenda lock");
+        if !state.all_stale {
+            state.stale.insert(campaign_id.to_owned());
+        }
+    }
+
+    /// Anything may have changed (notifications may have been missed): read everything again.
+    pub fn touch_all(&self) {
+        let mut state = self.state.lock().expect("agenda lock");
+        state.all_stale = true;
+        state.stale.clear();
+    }
+
+    /// Reads again what is stale, then returns the campaigns with work due at `now`, most overdue first.
+    /// A read that fails leaves what it was to read stale.
+    pub async fn due(&self, store: &Store, now: DateTime<Utc>) -> AppResult<Vec<String>> {
+        if let Some(stale) = self.take_stale() {
+            let read = match store.acquire().await {
+                Ok(mut conn) => self.read(&mut conn, &stale).await,
+                Err(err) => Err(err),
+            };
+            match read {
+                Ok(next) => self.learn(&stale, next),
+                Err(err) => {
+                    self.restore(stale);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(self.due_at(now))
+    }
+
+    async fn read(
+        &self,
+        conn: &mut store::Conn,
+        stale: &Stale,
+    ) -> AppResult<Vec<(String, DateTime<Utc>)>> {
+        let ids = match stale {
+            Stale::All => {
+                return match self.work {
+                    TimedWork::ReplyTimers => store::replies::next_due_everywhere(conn).await,
+                    TimedWork::ShiftBoundaries => store::shifts::next_due_everywhere(conn).await,
+                };
+            }
+            Stale::Some(ids) => ids,
+        };
+        let chunk = if self.single_campaign { 1 } else { ids.len() };
+        let mut next = Vec::new();
+        for ids in ids.chunks(chunk) {
+            next.extend(match self.work {
+                TimedWork::ReplyTimers => store::replies::next_due(conn, ids).await?,
+                TimedWork::ShiftBoundaries => store::shifts::next_due(conn, ids).await?,
+            });
+        }
+        Ok(next)
+    }
+
+    fn take_stale(&self) -> Option<Stale> {
+        let mut state = self.state.lock().expect("agenda lock");
+        if std::mem::take(&mut state.all_stale) {
+            state.stale.clear();
+            return Some(Stale::All);
+        }
+        if state.stale.is_empty() {
+            return None;
+        }
+        Some(Stale::Some(state.stale.drain().collect()))
+    }
+
+    fn restore(&self, stale: Stale) {
+        match stale {
+            Stale::All => self.touch_all(),
+            Stale::Some(ids) => ids.iter().for_each(|id| self.touch(id)),
+        }
+    }
+
+    /// Takes in what a read of `stale` found: the due times of those that have work; the others have none.
+    /// Campaigns touched since the read began stay stale.
+    fn learn(&self, stale: &Stale, next: Vec<(String, DateTime<Utc>)>) {
+        let mut state = self.state.lock().expect("agenda lock");
+        match stale {
+            Stale::All => state.due.clear(),
+            Stale::Some(ids) => ids.iter().for_each(|id| {
+                state.due.remove(id);
+            }),
+        }
+        state.due.extend(next);
+    }
+
+    fn due_at(&self, now: DateTime<Utc>) -> Vec<String> {
+        let state = self.state.lock().expect("agenda lock");
+        let mut due: Vec<(&DateTime<Utc>, &String)> = state
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, at)| (at, id))
+            .collect();
+        due.sort();
+        due.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+}
+
+/// The agendas of every kind of timed work, as the listener feeds them. Cheap to clone.
+#[derive(Clone)]
+pub struct Agendas {
+    pub reply_timers: Agenda,
+    pub shift_boundaries: Agenda,
+}
+
+impl Agendas {
+    /// Agendas that know nothing yet; under `single_campaign`, each campaign is read in a statement of its
+    /// own.
+    pub fn new(single_campaign: bool) -> Self {
+        Self {
+            reply_timers: Agenda::new(TimedWork::ReplyTimers, single_campaign),
+            shift_boundaries: Agenda::new(TimedWork::ShiftBoundaries, single_campaign),
+        }
+    }
+
+    /// The campaign's feed head moved: its events may have started silence timers (an assignment does).
+    pub fn head_moved(&self, campaign_id: &str) {
+        self.reply_timers.touch(campaign_id);
+    }
+
+    /// A change no event records may have started or moved the campaign's timed work.
+    pub fn timed_work_changed(&self, campaign_id: &str) {
+        self.reply_timers.touch(campaign_id);
+        self.shift_boundaries.touch(campaign_id);
+    }
+
+    /// Anything may have changed: read everything again.
+    pub fn touch_all(&self) {
+        self.reply_timers.touch_all();
+        self.shift_boundaries.touch_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::UNIX_EPOCH + TimeDelta::seconds(seconds)
+    }
+
+    fn known(agenda: &Agenda, entries: &[(&str, i64)]) {
+        let stale = agenda.take_stale().expect("a new agenda reads everything");
+        assert_eq!(stale, Stale::All);
+        let next = entries
+            .iter()
+            .map(|(id, s)| (id.to_string(), at(*s)))
+            .collect();
+        agenda.learn(&stale, next);
+    }
+
+    #[test]
+    fn due_campaigns_come_most_overdue_first_and_future_ones_wait() {
+        let agenda = Agenda::new(TimedWork::ReplyTimers, false);
+        known(&agenda, &[("c1", 20), ("c2", 10), ("c3", 40)]);
+        assert_eq!(agenda.due_at(at(30)), ["c2", "c1"]);
+        assert_eq!(
+            agenda.take_stale(),
+            None,
+            "nothing changed: nothing to read"
+        );
+    }
+
+    #[test]
+    fn a_touched_campaign_is_read_again_alone_and_dropped_if_it_has_no_work_left() {
+        let agenda = Agenda::new(TimedWork::ReplyTimers, false);
+        known(&agenda, &[("c1", 20), ("c2", 10)]);
+        agenda.touch("c2");
+        let stale = agenda.take_stale().unwrap();
+        assert_eq!(stale, Stale::Some(vec!["c2".to_owned()]));
+        agenda.learn(&stale, Vec::new());
+        assert_eq!(agenda.due_at(at(30)), ["c1"]);
+    }
+
+    #[test]
+    fn a_touch_during_a_read_is_read_again_after_it() {
+        let agenda = Agenda::new(TimedWork::ShiftBoundaries, false);
+        known(&agenda, &[("c1", 20)]);
+        agenda.touch("c1");
+        let stale = agenda.take_stale().unwrap();
+        // A change commits while the read is on its way: the read may have missed it.
+        agenda.touch("c1");
+        agenda.learn(&stale, vec![("c1".to_owned(), at(50))]);
+        assert_eq!(
+            agenda.take_stale(),
+            Some(Stale::Some(vec!["c1".to_owned()]))
+        );
+    }
+
+    #[test]
+    fn a_failed_read_leaves_its_campaigns_stale() {
+        let agenda = Agenda::new(TimedWork::ReplyTimers, false);
+        let stale = agenda.take_stale().unwrap();
+        agenda.restore(stale);
+        assert_eq!(agenda.take_stale(), Some(Stale::All));
+        agenda.learn(&Stale::All, Vec::new());
+        agenda.touch("c9");
+        let stale = agenda.take_stale().unwrap();
+        agenda.restore(stale);
+        assert_eq!(
+            agenda.take_stale(),
+            Some(Stale::Some(vec!["c9".to_owned()]))
+        );
+    }
+
+    #[test]
+    fn touching_everything_replaces_what_was_known() {
+        let agenda = Agenda::new(TimedWork::ReplyTimers, false);
+        known(&agenda, &[("c1", 20), ("c2", 10)]);
+        agenda.touch_all();
+        known(&agenda, &[("c3", 5)]);
+        assert_eq!(agenda.due_at(at(30)), ["c3"]);
+    }
+}
