@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::access_groups::name_taken;
 use super::rules::{leaves_queue, open_holder, record_load_changes, stamp_after};
-use super::{Conn, by_key, by_row_id, grant_exists, scope_covers};
+use super::{Conn, by_key, by_row_id, grant_exists, row_by_key, scope_covers};
 use crate::domain::bulk::{ItemDecision, ItemOutcome, ItemState};
 use crate::domain::model::AssignmentAction;
 use crate::error::AppResult;
@@ -163,8 +163,7 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
             FROM (SELECT w.to_user, w.from_user, w.action, w.ord, x.row_id
                     FROM unnest($3::text[], $4::text[], $6::text[], $5::text[])
                          WITH ORDINALITY AS w(conversation_id, to_user, from_user, action, ord)
-                   CROSS JOIN LATERAL (SELECT c.ctid AS row_id FROM conversations c
-                                        WHERE c.campaign_id = $1 AND {conversation_by_key} LIMIT 1) AS x) AS w
+                   {conversation_by_key}) AS w
            WHERE {conversation_by_row_id}
           RETURNING c.campaign_id, c.conversation_id, c.assignee_id, c.status, w.from_user, w.action, w.ord,
                     c.clock
@@ -186,7 +185,7 @@ static WRITE_DECISIONS: LazyLock<String> = LazyLock::new(|| {
           ON CONFLICT DO NOTHING
         )
         SELECT count(*) FROM changed"#,
-        conversation_by_key = by_key("c", "w.conversation_id"),
+        conversation_by_key = row_by_key("conversations", "c", "$1", "w.conversation_id", "", "x"),
         conversation_by_row_id = by_row_id("c", "$1", "w.row_id"),
         // Each change comes after every earlier event about its conversation.
         stamp = stamp_after(&["c.clock"]),

@@ -326,6 +326,25 @@ pub(crate) fn by_row_id(alias: &str, campaign: &str, row_id: &str) -> String {
     format!("{alias}.ctid = {row_id} AND {alias}.campaign_id = {campaign} COLLATE \"C\"")
 }
 
+/// A LATERAL lookup, named `name`, of the one row of `table` (aliased `alias`) of campaign `campaign` with
+/// conversation id `id`, by its key ([`by_key`]): its row id as `row_id`, then `columns` (a list after a
+/// comma; empty: none). How a statement finds each row it changes, one lookup per row whatever the
+/// statistics, before changing it by that id ([`by_row_id`]).
+pub(crate) fn row_by_key(
+    table: &str,
+    alias: &str,
+    campaign: &str,
+    id: &str,
+    columns: &str,
+    name: &str,
+) -> String {
+    format!(
+        "CROSS JOIN LATERAL (SELECT {alias}.ctid AS row_id{columns} FROM {table} {alias} \
+          WHERE {alias}.campaign_id = {campaign} AND {} LIMIT 1) AS {name}",
+        by_key(alias, id)
+    )
+}
+
 /// The condition and order that reach the one row of `alias` (`conversations` or `waiting_conversations`,
 /// whose campaign is matched beside it) with conversation id `id` through its primary key, whatever the
 /// statistics when a kept plan is made. With `conversation_id = id`, a plan made on a nearly empty table

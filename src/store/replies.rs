@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::conversations::COLUMNS;
 use super::rules::{Event, reply_due, stamp_after};
-use super::{Conn, by_key, by_row_id};
+use super::{Conn, by_key, by_row_id, row_by_key};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -165,8 +165,7 @@ pub async fn flag_overdue(
         "WITH flagged AS ( \
            UPDATE conversations c SET lapsed_by = array_append(c.lapsed_by, c.assignee_id), clock = {stamp} \
              FROM unnest($2::text[]) AS k(conversation_id) \
-            CROSS JOIN LATERAL (SELECT f.ctid AS row_id FROM conversations f \
-                                 WHERE f.campaign_id = $1 AND {by_key} LIMIT 1) AS x \
+            {found} \
             WHERE {by_row_id} AND c.assignee_id IS NOT NULL \
            RETURNING c.conversation_id, c.assignee_id, c.clock AS stamp \
          ) {events}",
@@ -174,7 +173,7 @@ pub async fn flag_overdue(
         stamp = stamp_after(&["c.clock"]),
         // Each found by its key and changed by row id: with `= ANY($2)`, a plan kept from a table of many
         // small campaigns may read the whole campaign.
-        by_key = by_key("f", "k.conversation_id"),
+        found = row_by_key("conversations", "f", "$1", "k.conversation_id", "", "x"),
         by_row_id = by_row_id("c", "$1", "x.row_id"),
     );
     sqlx::query(&sql)

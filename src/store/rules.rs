@@ -5,7 +5,7 @@
 //! A fragment names the relations it reads by alias: the caller passes the aliases (and bind parameters) of
 //! its statement, so a fragment never assumes a query's shape.
 
-use super::{by_key, by_row_id};
+use super::{by_row_id, row_by_key};
 
 /// `EXISTS (…)`: an access group that grants `permission` (`can_view` or `can_reply`) on the conversation
 /// aliased `conv` has the user `user` (an expression: a bind parameter or a column) as a member.
@@ -305,12 +305,17 @@ impl<'a> Event<'a> {
 pub(crate) fn leave_queue(changed: &str, when: &str, returning: &str) -> String {
     format!(
         "DELETE FROM waiting_conversations w \
-          USING {changed} CROSS JOIN LATERAL ( \
-                  SELECT q.ctid AS row_id FROM waiting_conversations q \
-                   WHERE q.campaign_id = {changed}.campaign_id AND {} LIMIT 1) AS x \
+          USING {changed} {} \
           WHERE {when} AND {} \
          RETURNING w.campaign_id, w.conversation_id{returning}",
-        by_key("q", &format!("{changed}.conversation_id")),
+        row_by_key(
+            "waiting_conversations",
+            "q",
+            &format!("{changed}.campaign_id"),
+            &format!("{changed}.conversation_id"),
+            "",
+            "x"
+        ),
         by_row_id("w", &format!("{changed}.campaign_id"), "x.row_id")
     )
 }

@@ -8,7 +8,7 @@ use super::rules::{
     Event, campaign_event_clock, front_of_queue_key, may_view, open_holder, queue_arrivals,
     record_load_changes, stamp_after, viewer_row,
 };
-use super::{Conn, by_key, by_row_id};
+use super::{Conn, by_row_id, row_by_key};
 use crate::domain::auto_assign::WaitingConversation;
 use crate::error::AppResult;
 
@@ -159,9 +159,7 @@ pub async fn requeue(
         "WITH held AS MATERIALIZED ( \
            SELECT c.row_id, c.conversation_id, c.assignee_id, {stamp} AS stamp \
              FROM unnest($2::text[]) AS k(conversation_id) \
-            CROSS JOIN LATERAL (SELECT c.ctid AS row_id, c.campaign_id, c.conversation_id, c.assignee_id, \
-                                       c.clock FROM conversations c \
-                                 WHERE c.campaign_id = $1 AND {held_by_key} LIMIT 1) AS c \
+            {held_by_key} \
              LEFT JOIN users u ON u.campaign_id = c.campaign_id AND u.user_id = c.assignee_id \
             WHERE c.assignee_id IS NOT NULL \
          ), stamp AS MATERIALIZED (SELECT max(stamp) AS stamp FROM held), returned AS ( \
@@ -189,7 +187,14 @@ pub async fn requeue(
         // small campaigns read the whole campaign) and, locked by the caller, changed by row id: joined by
         // key, a plan took each held row against every conversation of the campaign.
         stamp = stamp_after(&["c.clock", "u.clock", &campaign_event_clock("$1")]),
-        held_by_key = by_key("c", "k.conversation_id"),
+        held_by_key = row_by_key(
+            "conversations",
+            "c",
+            "$1",
+            "k.conversation_id",
+            ", c.campaign_id, c.conversation_id, c.assignee_id, c.clock",
+            "c"
+        ),
         held_by_row_id = by_row_id("c", "$1", "held.row_id"),
         // The returned take the front in reverse id order: the smallest id ends up first.
         arrivals = queue_arrivals("$1", "returned"),

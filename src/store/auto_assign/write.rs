@@ -15,7 +15,7 @@ use crate::store::rules::{
     Event, advance_queue_clock, first_arrival, leave_queue, open_holder, queue_key,
     record_load_changes,
 };
-use crate::store::{Conn, by_key, by_row_id};
+use crate::store::{Conn, by_key, by_row_id, row_by_key};
 
 /// What a campaign's part wrote: the conversations it changed (assigned, or whose wait for a reply it
 /// started), by id, as they are after the write, and which of them it assigned.
@@ -73,7 +73,14 @@ impl<'a> CampaignWrite<'a> {
 static WRITE_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         include_str!("sql/write_batch.sql"),
-        assigned_by_key = by_key("k", "a.conversation_id"),
+        assigned_by_key = row_by_key(
+            "conversations",
+            "k",
+            "a.campaign_id",
+            "a.conversation_id",
+            "",
+            "x"
+        ),
         assigned_by_row_id = by_row_id("c", "a.campaign_id", "a.row_id"),
         waiting_by_key = by_key("w", "u.conversation_id"),
         leave_queue = leave_queue("assigned", "true", ", assigned.change_ord AS ord"),

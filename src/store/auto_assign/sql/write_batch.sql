@@ -37,8 +37,7 @@ changed AS (
     FROM (SELECT a.campaign_id, a.assignee_id, a.starts_wait, a.request_id, a.ord, x.row_id
             FROM unnest($1::text[], $2::text[], $3::text[], $17::bool[], $4::text[])
                  WITH ORDINALITY AS a(campaign_id, conversation_id, assignee_id, starts_wait, request_id, ord)
-           CROSS JOIN LATERAL (SELECT k.ctid AS row_id FROM conversations k
-                                WHERE k.campaign_id = a.campaign_id AND {assigned_by_key} LIMIT 1) AS x) AS a
+           {assigned_by_key}) AS a
    WHERE {assigned_by_row_id} AND (a.assignee_id IS NULL OR c.assignee_id IS NULL)
   RETURNING c.campaign_id, {conversation_columns}, a.assignee_id IS NOT NULL AS assigned_now,
             a.request_id AS change_request_id, a.ord AS change_ord
