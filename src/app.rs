@@ -226,8 +226,13 @@ impl App {
         let relay_holder = uuid::Uuid::now_v7().to_string();
         let relay = match relay_config(&config) {
             Some(relay_config) => {
-                let relay =
-                    Relay::connect(store.clone(), relay_config, relay_holder.clone()).await?;
+                let relay = Relay::connect(
+                    store.clone(),
+                    relay_config,
+                    relay_holder.clone(),
+                    agendas.heads_moved.clone(),
+                )
+                .await?;
                 let lag = tokio::spawn(relay::report_lag(store.clone(), RELAY_LAG_INTERVAL));
                 Some((tokio::spawn(relay.run(health.clone())), lag))
             }

@@ -29,6 +29,7 @@ use crate::domain::paging::PageScope;
 use crate::error::AppResult;
 use crate::grpc::convert;
 use crate::observability::{RELAY_LAG_EVENTS, RELAY_LAG_SECONDS, RELAY_PUBLISHED, RELAY_REJECTED};
+use crate::service::agenda::HeadsMoved;
 use crate::service::feed::{Delivered, Place};
 use crate::store::Store;
 use crate::store::relay::{self as positions, Claimed, Unrelayed};
@@ -82,6 +83,8 @@ pub struct Relay {
     holder: String,
     context: Context,
     stream: Option<Stream>,
+    /// Whether a feed head moved since the last pass (every replica hears of every campaign's).
+    heads_moved: HeadsMoved,
 }
 
 /// A campaign's next events, read in one round of a pass, and where its relay stands before them.
@@ -132,11 +135,13 @@ fn bursts(rounds: Vec<Round>) -> Vec<Vec<Round>> {
 }
 
 impl Relay {
-    /// Connects (in the background if NATS is not there yet: the service serves meanwhile).
+    /// Connects (in the background if NATS is not there yet: the service serves meanwhile). `heads_moved`
+    /// is raised by this replica's listener (`service::notices`).
     pub async fn connect(
         store: Store,
         config: RelayConfig,
         holder: String,
+        heads_moved: HeadsMoved,
     ) -> Result<Self, String> {
         let client = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
@@ -149,11 +154,19 @@ impl Relay {
             holder,
             context: jetstream::new(client),
             stream: None,
+            heads_moved,
         })
     }
 
     /// Relays until the task is dropped; a pass that fails (NATS or PostgreSQL away) is logged, reported
     /// by health, and tried again at the next tick.
+    ///
+    /// A tick passes only when there may be something to relay: a feed head moved since the last pass (the
+    /// listener hears every campaign's), the last pass failed, or half a lease went by since the last pass.
+    /// The last is the backstop: a relaying replica that dies leaves campaigns with events and no new
+    /// notification, which another takes once their leases lapse, at most a lease and a half after.
+    /// An idle replica so claims twice a lease, not every tick: the claim reads every campaign's lease and
+    /// head (docs/scaling.md).
     pub async fn run(mut self, health: HealthReporter) {
         health
             .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
@@ -166,8 +179,14 @@ impl Relay {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut healthy = None;
+        let mut backstop = tokio::time::Instant::now();
         loop {
             ticker.tick().await;
+            let heard = self.heads_moved.take();
+            if !heard && healthy == Some(true) && tokio::time::Instant::now() < backstop {
+                continue;
+            }
+            backstop = tokio::time::Instant::now() + self.config.lease / 2;
             let result = self.pass().await;
             let now_healthy = result.is_ok();
             if let Err(err) = result {

@@ -10,6 +10,7 @@
 //! lock, on facts read after it, so a stale entry costs a look, never a wrong decision.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -168,11 +169,35 @@ impl Agenda {
     }
 }
 
-/// The agendas of every kind of timed work, as the listener feeds them. Cheap to clone.
+/// Whether any campaign's feed head moved since the relay last looked (`relay::Relay::run`: its pass runs
+/// then, after a failure, and every half lease whatever happened). Starts set: look at start.
+#[derive(Clone)]
+pub struct HeadsMoved(Arc<AtomicBool>);
+
+impl Default for HeadsMoved {
+    fn default() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl HeadsMoved {
+    fn mark(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether a head moved since the last call.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The agendas of every kind of timed work, and the relay's flag, as the listener feeds them. Cheap to
+/// clone.
 #[derive(Clone)]
 pub struct Agendas {
     pub reply_timers: Agenda,
     pub shift_boundaries: Agenda,
+    pub heads_moved: HeadsMoved,
 }
 
 impl Agendas {
@@ -182,12 +207,15 @@ impl Agendas {
         Self {
             reply_timers: Agenda::new(TimedWork::ReplyTimers, single_campaign),
             shift_boundaries: Agenda::new(TimedWork::ShiftBoundaries, single_campaign),
+            heads_moved: HeadsMoved::default(),
         }
     }
 
-    /// The campaign's feed head moved: its events may have started silence timers (an assignment does).
+    /// The campaign's feed head moved: its events may have started silence timers (an assignment does), and
+    /// they are the relay's to publish.
     pub fn head_moved(&self, campaign_id: &str) {
         self.reply_timers.touch(campaign_id);
+        self.heads_moved.mark();
     }
 
     /// A change no event records may have started or moved the campaign's timed work.
@@ -196,10 +224,11 @@ impl Agendas {
         self.shift_boundaries.touch(campaign_id);
     }
 
-    /// Anything may have changed: read everything again.
+    /// Anything may have changed: read everything again (and the relay looks).
     pub fn touch_all(&self) {
         self.reply_timers.touch_all();
         self.shift_boundaries.touch_all();
+        self.heads_moved.mark();
     }
 }
 
@@ -274,6 +303,19 @@ mod tests {
             agenda.take_stale(),
             Some(Stale::Some(vec!["c9".to_owned()]))
         );
+    }
+
+    #[test]
+    fn the_relay_looks_at_start_and_once_per_moved_head_whatever_their_number() {
+        let agendas = Agendas::new(false);
+        assert!(agendas.heads_moved.take(), "at start");
+        assert!(!agendas.heads_moved.take());
+        agendas.head_moved("c1");
+        agendas.head_moved("c2");
+        assert!(agendas.heads_moved.take());
+        assert!(!agendas.heads_moved.take());
+        agendas.touch_all();
+        assert!(agendas.heads_moved.take(), "after the listener reconnects");
     }
 
     #[test]

@@ -260,6 +260,52 @@ async fn the_service_serves_with_nats_down_and_the_relay_catches_up_when_it_retu
     panic!("the relay's health never turned SERVING");
 }
 
+/// An idle relay leaves the database alone: its claim reads every campaign's lease and feed head (on a
+/// distributed PostgreSQL, a query of every shard), so it runs when a head moved (the listener hears every
+/// campaign's), after a failure, and every half lease as a backstop, not on every tick. Counted by the scans
+/// of `feed_heads`, which only the claim and the lag gauge (every 2 s) make while nothing is written: 200
+/// ticks of 20 ms in the window, a lease of 1 s.
+#[tokio::test]
+async fn an_idle_relay_claims_twice_a_lease_not_every_tick_and_still_relays_at_once() {
+    let nats = NatsServer::start().await;
+    let flags = relay_flags(&nats, "20ms");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let app = TestApp::start_configured(&flags).await;
+    seed(&app).await;
+    write(&[app.channel().await], "before", 1).await;
+    until_relayed(&app).await;
+    // Statistics reach the views when a session goes idle, at most once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = feed_head_scans(&app).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let idle = feed_head_scans(&app).await - before;
+    assert!(
+        idle <= 20,
+        "{idle} scans of feed_heads in 4 idle seconds (every tick would be about 200)"
+    );
+
+    // A change is relayed at once all the same.
+    write(&[app.channel().await], "after", 1).await;
+    let head = until_relayed(&app).await;
+    assert_stream_is_the_feed(&app, &nats, head).await;
+}
+
+/// How many times `feed_heads` was scanned, as the statistics views say now.
+async fn feed_head_scans(app: &TestApp) -> i64 {
+    let mut conn = app.store.pool().acquire().await.unwrap();
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT seq_scan + coalesce(idx_scan, 0) FROM pg_stat_user_tables \
+          WHERE schemaname = current_schema() AND relname = 'feed_heads'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
 /// The moment between JetStream's ack and the position's commit, made to last: the position is set back
 /// to nothing after the relay published everything, past the duplicate window. The relay must not publish
 /// again what the stream holds: its publishes expect the subject's last sequence, are refused, and it goes
