@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use crate::error::AppResult;
-use crate::store::{self, Store};
+use crate::store::{self, Campaigns, Store};
 
 /// A kind of timed work an agenda holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,21 +104,18 @@ impl Agenda {
         conn: &mut store::Conn,
         stale: &Stale,
     ) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-        let ids = match stale {
-            Stale::All => {
-                return match self.work {
-                    TimedWork::ReplyTimers => store::replies::next_due_everywhere(conn).await,
-                    TimedWork::ShiftBoundaries => store::shifts::next_due_everywhere(conn).await,
-                };
+        let reads: Vec<Campaigns> = match stale {
+            Stale::All => vec![Campaigns::Every],
+            Stale::Some(ids) if self.single_campaign => {
+                ids.chunks(1).map(Campaigns::Named).collect()
             }
-            Stale::Some(ids) => ids,
+            Stale::Some(ids) => vec![Campaigns::Named(ids)],
         };
-        let chunk = if self.single_campaign { 1 } else { ids.len() };
         let mut next = Vec::new();
-        for ids in ids.chunks(chunk) {
+        for campaigns in reads {
             next.extend(match self.work {
-                TimedWork::ReplyTimers => store::replies::next_due(conn, ids).await?,
-                TimedWork::ShiftBoundaries => store::shifts::next_due(conn, ids).await?,
+                TimedWork::ReplyTimers => store::replies::next_due(conn, campaigns).await?,
+                TimedWork::ShiftBoundaries => store::shifts::next_due(conn, campaigns).await?,
             });
         }
         Ok(next)

@@ -326,6 +326,39 @@ pub(crate) fn by_row_id(alias: &str, campaign: &str, row_id: &str) -> String {
     format!("{alias}.ctid = {row_id} AND {alias}.campaign_id = {campaign} COLLATE \"C\"")
 }
 
+/// The campaigns a read of timed work covers: those named (by their keys), or every one (an agenda's full
+/// read, across campaigns).
+#[derive(Debug, Clone, Copy)]
+pub enum Campaigns<'a> {
+    Named(&'a [String]),
+    Every,
+}
+
+impl Campaigns<'_> {
+    /// The SQL condition on the campaign id `column` that keeps them (`$1`: the names).
+    fn condition(&self, column: &str) -> String {
+        match self {
+            Campaigns::Named(_) => format!("{column} = ANY($1)"),
+            Campaigns::Every => "true".to_owned(),
+        }
+    }
+}
+
+/// Runs `sql`, a read of each campaign's next due time (campaign id, time) for `campaigns`, binding their
+/// names if it has them.
+async fn next_due_of(
+    conn: &mut Conn,
+    sql: &str,
+    campaigns: Campaigns<'_>,
+) -> AppResult<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+    let query = sqlx::query_as(sql);
+    let query = match campaigns {
+        Campaigns::Named(ids) => query.bind(ids),
+        Campaigns::Every => query,
+    };
+    Ok(query.fetch_all(conn).await?)
+}
+
 /// A LATERAL lookup, named `name`, of the one row of `table` (aliased `alias`) of campaign `campaign` with
 /// conversation id `id`, by its key ([`by_key`]): its row id as `row_id`, then `columns` (a list after a
 /// comma; empty: none). How a statement finds each row it changes, one lookup per row whatever the

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use super::conversations::COLUMNS;
 use super::rules::{Event, reply_due, stamp_after};
-use super::{Conn, by_key, by_row_id, row_by_key};
+use super::{Campaigns, Conn, by_key, by_row_id, next_due_of, row_by_key};
 use crate::domain::model::Conversation;
 use crate::domain::replies::{RecordedReply, Reply};
 use crate::error::AppResult;
@@ -52,26 +52,16 @@ pub async fn record(conn: &mut Conn, campaign_id: &str, reply: &Reply) -> AppRes
         .await?)
 }
 
-/// When each of the named campaigns' next silence timer is due (past or future; a campaign with none has no
-/// row). A hint for this replica's agenda (`service::agenda`), read without a lock: each timer fires under
-/// its campaign's lock, after a fresh read.
+/// When each campaign's next silence timer is due (past or future; a campaign with none has no row), for
+/// the campaigns named or, for an agenda's full read, every one with timers on. A hint for this replica's
+/// agenda (`service::agenda`), read without a lock: each timer fires under its campaign's lock, after a
+/// fresh read.
 pub async fn next_due(
     conn: &mut Conn,
-    campaign_ids: &[String],
+    campaigns: Campaigns<'_>,
 ) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-    let sql = next_due_sql("s.campaign_id = ANY($1)");
-    Ok(sqlx::query_as(&sql)
-        .bind(campaign_ids)
-        .fetch_all(conn)
-        .await?)
-}
-
-/// [`next_due`] for every campaign with timers on: the agenda's full read, at a replica's start, after its
-/// listener reconnects, and as the slow safety sweep.
-pub async fn next_due_everywhere(conn: &mut Conn) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-    Ok(sqlx::query_as(&next_due_sql("true"))
-        .fetch_all(conn)
-        .await?)
+    let sql = next_due_sql(&campaigns.condition("s.campaign_id"));
+    next_due_of(conn, &sql, campaigns).await
 }
 
 /// Each campaign's earliest timer, among the settings rows `campaigns` (an SQL condition on `s`) admits:

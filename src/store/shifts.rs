@@ -5,8 +5,8 @@
 use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, Timelike, Utc};
 use jiff::civil::{Date, Time, Weekday};
 
-use super::Conn;
 use super::rules::{Event, stamp_after};
+use super::{Campaigns, Conn, next_due_of};
 use crate::domain::shifts::{Schedule, ScheduleException, ShiftWindow};
 use crate::error::AppResult;
 
@@ -288,24 +288,15 @@ pub async fn recheck_all(conn: &mut Conn, campaign_id: &str) -> AppResult<()> {
     Ok(())
 }
 
-/// When each of the named campaigns' next shift boundary is due (past or future; a campaign with none has no
-/// row). A hint for this replica's agenda (`service::agenda`), read without a lock.
+/// When each campaign's next shift boundary is due (past or future; a campaign with none has no row), for
+/// the campaigns named or, for an agenda's full read, every one. A hint for this replica's agenda
+/// (`service::agenda`), read without a lock.
 pub async fn next_due(
     conn: &mut Conn,
-    campaign_ids: &[String],
+    campaigns: Campaigns<'_>,
 ) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-    let sql = next_due_sql("campaign_id = ANY($1)");
-    Ok(sqlx::query_as(&sql)
-        .bind(campaign_ids)
-        .fetch_all(conn)
-        .await?)
-}
-
-/// [`next_due`] for every campaign with a boundary ahead: the agenda's full read.
-pub async fn next_due_everywhere(conn: &mut Conn) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-    Ok(sqlx::query_as(&next_due_sql("true"))
-        .fetch_all(conn)
-        .await?)
+    let sql = next_due_sql(&campaigns.condition("campaign_id"));
+    next_due_of(conn, &sql, campaigns).await
 }
 
 /// Each campaign's earliest boundary, among the schedules `campaigns` (an SQL condition) admits.
