@@ -279,8 +279,10 @@ async fn an_idle_relay_claims_twice_a_lease_not_every_tick_and_still_relays_at_o
     let before = feed_head_scans(&app).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     let idle = feed_head_scans(&app).await - before;
+    // About 10 (8 backstop claims, 2 lag reads; 13 and 14 seen), plus whatever scans made before the window
+    // a session reports only now: every tick would be about 200.
     assert!(
-        idle <= 20,
+        idle <= 40,
         "{idle} scans of feed_heads in 4 idle seconds (every tick would be about 200)"
     );
 
