@@ -10,7 +10,8 @@
 //!
 //! - catch-up: RELAY_EVENTS (default 20,000) conversations are bulk-assigned through gRPC (one ASSIGN event
 //!   each) while the campaign's relay lease is held by nobody live (a row naming a holder that never
-//!   renews), then the lease is let go: timed from then until the relay's position reaches the feed's head.
+//!   renews), then the lease is given up as a replica shutting down gives its up (`relay::release`): timed
+//!   from then until the relay's position reaches the feed's head.
 //! - lag: RELAY_CALLERS (default 8) callers send auto-assign triggers for RELAY_SECONDS (default 5) with the
 //!   relay running; a subscriber on the campaign's subject takes each message's arrival minus the event's
 //!   `occurred_at` (its transaction's start: the lag includes the commit).
@@ -268,13 +269,8 @@ async fn main() {
     let (head, _) = head_and_relayed(&store).await;
     let (cpu, nats_cpu) = (CpuSample::now(), nats.cpu());
     let started = Instant::now();
-    sqlx::query(
-        "UPDATE relay_positions SET holder = NULL, lease_until = NULL WHERE campaign_id = $1",
-    )
-    .bind(CAMPAIGN)
-    .execute(store.pool())
-    .await
-    .unwrap();
+    // As a replica shutting down gives its leases up: with a notification every replica hears.
+    assignment_service::relay::release(&store, "bench-pause", false).await;
     until_relayed(&store).await;
     let catch_up = started.elapsed().as_secs_f64();
     let (relayed_head, _) = head_and_relayed(&store).await;

@@ -329,7 +329,7 @@ impl App {
         if let Some((relay, lag)) = relay {
             relay.abort();
             lag.abort();
-            relay::release(&store, &relay_holder).await;
+            relay::release(&store, &relay_holder, config.single_campaign_transactions).await;
         }
         tracing::info!("server stopped");
         // Connections held by calls left behind are not waited for.

@@ -11,6 +11,7 @@
 //! record, or one whose lease was taken) reads the subject's last message and goes on after it.
 
 mod subject;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -29,10 +30,12 @@ use crate::domain::paging::PageScope;
 use crate::error::AppResult;
 use crate::grpc::convert;
 use crate::observability::{RELAY_LAG_EVENTS, RELAY_LAG_SECONDS, RELAY_PUBLISHED, RELAY_REJECTED};
-use crate::service::agenda::HeadsMoved;
+use crate::service::agenda::{HeadsMoved, Stale};
 use crate::service::feed::{Delivered, Place};
-use crate::store::Store;
-use crate::store::relay::{self as positions, Claimed, Unrelayed};
+use crate::store::notices::{self, Notice};
+use crate::store::relay::{self as positions, Claimed, Claims, Unrelayed};
+use crate::store::{Campaigns, Store};
+use watch::Watch;
 
 pub use subject::{campaign_of, message_id, seq_of, token as subject_token};
 
@@ -83,8 +86,10 @@ pub struct Relay {
     holder: String,
     context: Context,
     stream: Option<Stream>,
-    /// Whether a feed head moved since the last pass (every replica hears of every campaign's).
+    /// The campaigns whose feed head moved since the last pass (every replica hears of every campaign's).
     heads_moved: HeadsMoved,
+    /// Campaigns another replica holds, to look at again, and which replica relays.
+    watch: Watch,
 }
 
 /// A campaign's next events, read in one round of a pass, and where its relay stands before them.
@@ -155,18 +160,19 @@ impl Relay {
             context: jetstream::new(client),
             stream: None,
             heads_moved,
+            watch: Watch::default(),
         })
     }
 
     /// Relays until the task is dropped; a pass that fails (NATS or PostgreSQL away) is logged, reported
     /// by health, and tried again at the next tick.
     ///
-    /// A tick passes only when there may be something to relay: a feed head moved since the last pass (the
-    /// listener hears every campaign's), the last pass failed, or half a lease went by since the last pass.
-    /// The last is the backstop: a relaying replica that dies leaves campaigns with events and no new
-    /// notification, which another takes once their leases lapse, at most a lease and a half after.
-    /// An idle replica so claims twice a lease, not every tick: the claim reads every campaign's lease and
-    /// head (docs/scaling.md).
+    /// A tick claims only the campaigns there may be something to relay for, by their keys: those whose
+    /// feed head moved since the last pass (the listener hears every campaign's), and those another replica
+    /// held whose lease may have lapsed since (`Watch`). It claims every campaign (a read of every
+    /// campaign's lease and head; docs/scaling.md) only at start, after the listener reconnects (it may have
+    /// missed notifications), after a failed pass, and every half lease: the backstop for campaigns no
+    /// notification named to this replica, such as those a relaying replica that died left behind.
     pub async fn run(mut self, health: HealthReporter) {
         health
             .set_service_status(HEALTH_NAME, ServingStatus::NotServing)
@@ -182,12 +188,32 @@ impl Relay {
         let mut backstop = tokio::time::Instant::now();
         loop {
             ticker.tick().await;
-            let heard = self.heads_moved.take();
-            if !heard && healthy == Some(true) && tokio::time::Instant::now() < backstop {
-                continue;
-            }
-            backstop = tokio::time::Instant::now() + self.config.lease / 2;
-            let result = self.pass().await;
+            let now = tokio::time::Instant::now();
+            let moved = self.heads_moved.take();
+            let every =
+                matches!(moved, Some(Stale::All)) || healthy != Some(true) || now >= backstop;
+            let named = if every {
+                backstop = now + self.config.lease / 2;
+                None
+            } else {
+                let mut named = match moved {
+                    Some(Stale::Some(ids)) => ids,
+                    _ => Vec::new(),
+                };
+                named.extend(self.watch.due(now));
+                named.sort();
+                named.dedup();
+                if named.is_empty() {
+                    continue;
+                }
+                if named.len() > CAMPAIGNS_PER_PASS as usize {
+                    let rest = named.split_off(CAMPAIGNS_PER_PASS as usize);
+                    self.heads_moved.restore(Stale::Some(rest));
+                }
+                Some(named)
+            };
+            let look = named.as_deref().map_or(Campaigns::Every, Campaigns::Named);
+            let result = self.pass(look).await;
             let now_healthy = result.is_ok();
             if let Err(err) = result {
                 tracing::warn!(error = %err, "the relay to NATS could not publish; trying again");
@@ -210,9 +236,9 @@ impl Relay {
     /// their heads. Each round reads every campaign's next events in one statement, publishes them in
     /// bursts (`publish`), and records where each campaign got to in one statement; a campaign that had
     /// more goes round again.
-    async fn pass(&mut self) -> Result<(), String> {
+    async fn pass(&mut self, look: Campaigns<'_>) -> Result<(), String> {
         let stream = self.stream().await?;
-        let mut positions = self.claim().await.map_err(|e| e.to_string())?;
+        let mut positions = self.claim(look).await.map_err(|e| e.to_string())?;
         let secret = self
             .store
             .opaque_secret()
@@ -259,20 +285,65 @@ impl Relay {
         Ok(())
     }
 
-    /// The campaigns with events to relay whose lease this replica holds or takes (see `positions::claim`),
-    /// in one statement, or one by one.
-    async fn claim(&self) -> AppResult<Vec<Claimed>> {
+    /// The campaigns among `look` with events to relay whose lease this replica holds or takes (see
+    /// `positions::claim`), in one statement, or one campaign per statement; what it found of the others is
+    /// kept in the watch. A claim that took as many as one pass relays leaves the rest for the next tick.
+    async fn claim(&mut self, look: Campaigns<'_>) -> AppResult<Vec<Claimed>> {
         let (holder, lease) = (self.holder.as_str(), self.config.lease);
         let mut conn = self.store.acquire().await?;
-        if !self.config.single_campaign {
-            return positions::claim(&mut conn, holder, lease, CAMPAIGNS_PER_PASS, None).await;
+        let now = tokio::time::Instant::now();
+        let claims = if !self.config.single_campaign {
+            let relaying = match look {
+                Campaigns::Every => None,
+                Campaigns::Named(_) => self.watch.relaying(now),
+            };
+            positions::claim(&mut conn, holder, lease, CAMPAIGNS_PER_PASS, look, relaying).await?
+        } else {
+            let (campaign_ids, relaying) = match look {
+                Campaigns::Every => (
+                    positions::unrelayed_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await?,
+                    positions::relaying(&mut conn).await?,
+                ),
+                Campaigns::Named(ids) => {
+                    (ids.to_vec(), self.watch.relaying(now).map(str::to_owned))
+                }
+            };
+            let mut claims = Claims {
+                relaying: relaying.clone(),
+                ..Claims::default()
+            };
+            for one in campaign_ids.chunks(1) {
+                let claim = positions::claim(
+                    &mut conn,
+                    holder,
+                    lease,
+                    1,
+                    Campaigns::Named(one),
+                    relaying.as_deref(),
+                )
+                .await?;
+                claims.ours.extend(claim.ours);
+                claims.theirs.extend(claim.theirs);
+                // Holder ids are UUIDs: their order is the same as the database's.
+                claims.relaying = match (claims.relaying.take(), claim.relaying) {
+                    (Some(known), Some(found)) => Some(known.min(found)),
+                    (known, found) => known.or(found),
+                };
+            }
+            claims
+        };
+        let named = match look {
+            Campaigns::Every => None,
+            Campaigns::Named(ids) => Some(ids),
+        };
+        self.watch.learn(holder, named, &claims, now, lease);
+        if claims.ours.len() >= CAMPAIGNS_PER_PASS as usize {
+            match named {
+                None => self.heads_moved.restore(Stale::All),
+                Some(ids) => self.heads_moved.restore(Stale::Some(ids.to_vec())),
+            }
         }
-        let mut claimed = Vec::new();
-        for campaign_id in positions::unrelayed_campaigns(&mut conn, CAMPAIGNS_PER_PASS).await? {
-            let one = Some(campaign_id.as_str());
-            claimed.extend(positions::claim(&mut conn, holder, lease, 1, one).await?);
-        }
-        Ok(claimed)
+        Ok(claims.ours)
     }
 
     /// Each campaign's next events after its position (at most `READ_LIMIT`), in feed order: in one
@@ -581,11 +652,29 @@ pub async fn report_lag(store: Store, interval: Duration) {
     }
 }
 
-/// Gives up this replica's leases (it is shutting down), so another replica relays its campaigns at once.
-pub async fn release(store: &Store, holder: &str) {
+/// Gives up this replica's leases (it is shutting down), telling every replica with the commit, so another
+/// relays its campaigns at once: in one transaction, or one campaign's per transaction.
+pub async fn release(store: &Store, holder: &str, single_campaign: bool) {
     let released = async {
-        let mut conn = store.acquire().await?;
-        positions::release(&mut conn, holder).await
+        let schema = store.schema().await?;
+        let held = if single_campaign {
+            let mut conn = store.acquire().await?;
+            positions::held(&mut conn, holder).await?
+        } else {
+            Vec::new()
+        };
+        let lots: Vec<Campaigns> = if single_campaign {
+            held.chunks(1).map(Campaigns::Named).collect()
+        } else {
+            vec![Campaigns::Every]
+        };
+        for campaigns in lots {
+            let mut tx = store.begin().await?;
+            let released = positions::release(&mut tx, holder, campaigns).await?;
+            let notices: Vec<Notice> = released.iter().map(|c| Notice::LeaseReleased(c)).collect();
+            notices::commit_notifying(tx, schema, &notices).await?;
+        }
+        AppResult::Ok(())
     };
     if let Err(err) = released.await {
         tracing::warn!(error = %err, "could not give up the relay's leases; they pass when they expire");

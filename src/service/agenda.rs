@@ -10,7 +10,6 @@
 //! lock, on facts read after it, so a stale entry costs a look, never a wrong decision.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -39,23 +38,67 @@ struct State {
     /// Each campaign's next due time, as last read.
     due: HashMap<String, DateTime<Utc>>,
     /// Campaigns whose next due time may have changed since it was read.
-    stale: HashSet<String>,
-    /// Every campaign's may have.
-    all_stale: bool,
+    stale: Touched,
 }
 
 /// What a pass reads again.
 #[derive(Debug, PartialEq, Eq)]
-enum Stale {
+pub enum Stale {
     All,
     Some(Vec<String>),
+}
+
+/// Campaigns named by notifications since the last look, or all of them (at start, after the listener
+/// reconnects: notifications may have been missed).
+#[derive(Default)]
+struct Touched {
+    campaigns: HashSet<String>,
+    all: bool,
+}
+
+impl Touched {
+    fn everything() -> Self {
+        Self {
+            all: true,
+            ..Self::default()
+        }
+    }
+
+    fn touch(&mut self, campaign_id: &str) {
+        if !self.all {
+            self.campaigns.insert(campaign_id.to_owned());
+        }
+    }
+
+    fn touch_all(&mut self) {
+        self.all = true;
+        self.campaigns.clear();
+    }
+
+    fn take(&mut self) -> Option<Stale> {
+        if std::mem::take(&mut self.all) {
+            self.campaigns.clear();
+            return Some(Stale::All);
+        }
+        if self.campaigns.is_empty() {
+            return None;
+        }
+        Some(Stale::Some(self.campaigns.drain().collect()))
+    }
+
+    fn restore(&mut self, stale: Stale) {
+        match stale {
+            Stale::All => self.touch_all(),
+            Stale::Some(ids) => ids.iter().for_each(|id| self.touch(id)),
+        }
+    }
 }
 
 impl Agenda {
     /// An agenda that knows nothing yet: its first pass reads everything.
     pub fn new(work: TimedWork, single_campaign: bool) -> Self {
         let state = State {
-            all_stale: true,
+            stale: Touched::everything(),
             ..State::default()
         };
         Self {
@@ -67,17 +110,16 @@ impl Agenda {
 
     /// The campaign's timed work may have changed: read it again before the next pass.
     pub fn touch(&self, campaign_id: &str) {
-        let mut state = self.state.lock().expect("agenda lock");
-        if !state.all_stale {
-            state.stale.insert(campaign_id.to_owned());
-        }
+        self.state
+            .lock()
+            .expect("agenda lock")
+            .stale
+            .touch(campaign_id);
     }
 
     /// Anything may have changed (notifications may have been missed): read everything again.
     pub fn touch_all(&self) {
-        let mut state = self.state.lock().expect("agenda lock");
-        state.all_stale = true;
-        state.stale.clear();
+        self.state.lock().expect("agenda lock").stale.touch_all();
     }
 
     /// Reads again what is stale, then returns the campaigns with work due at `now`, most overdue first.
@@ -122,22 +164,11 @@ impl Agenda {
     }
 
     fn take_stale(&self) -> Option<Stale> {
-        let mut state = self.state.lock().expect("agenda lock");
-        if std::mem::take(&mut state.all_stale) {
-            state.stale.clear();
-            return Some(Stale::All);
-        }
-        if state.stale.is_empty() {
-            return None;
-        }
-        Some(Stale::Some(state.stale.drain().collect()))
+        self.state.lock().expect("agenda lock").stale.take()
     }
 
     fn restore(&self, stale: Stale) {
-        match stale {
-            Stale::All => self.touch_all(),
-            Stale::Some(ids) => ids.iter().for_each(|id| self.touch(id)),
-        }
+        self.state.lock().expect("agenda lock").stale.restore(stale);
     }
 
     /// Takes in what a read of `stale` found: the due times of those that have work; the others have none.
@@ -166,25 +197,35 @@ impl Agenda {
     }
 }
 
-/// Whether any campaign's feed head moved since the relay last looked (`relay::Relay::run`: its pass runs
-/// then, after a failure, and every half lease whatever happened). Starts set: look at start.
+/// The campaigns whose feed head moved since the relay last looked (`relay::Relay::run` claims those), or
+/// all of them: at start and after the listener reconnects. Cheap to clone; clones share it.
 #[derive(Clone)]
-pub struct HeadsMoved(Arc<AtomicBool>);
+pub struct HeadsMoved(Arc<Mutex<Touched>>);
 
 impl Default for HeadsMoved {
     fn default() -> Self {
-        Self(Arc::new(AtomicBool::new(true)))
+        Self(Arc::new(Mutex::new(Touched::everything())))
     }
 }
 
 impl HeadsMoved {
-    fn mark(&self) {
-        self.0.store(true, Ordering::Release);
+    /// The campaign's head moved (or its relay must look at it again).
+    pub fn mark(&self, campaign_id: &str) {
+        self.0.lock().expect("heads lock").touch(campaign_id);
     }
 
-    /// Whether a head moved since the last call.
-    pub fn take(&self) -> bool {
-        self.0.swap(false, Ordering::AcqRel)
+    fn mark_all(&self) {
+        self.0.lock().expect("heads lock").touch_all();
+    }
+
+    /// The heads that moved since the last call: none, some, or possibly all.
+    pub fn take(&self) -> Option<Stale> {
+        self.0.lock().expect("heads lock").take()
+    }
+
+    /// Hands back what a look did not get to (it looks again next time).
+    pub fn restore(&self, moved: Stale) {
+        self.0.lock().expect("heads lock").restore(moved);
     }
 }
 
@@ -212,7 +253,7 @@ impl Agendas {
     /// they are the relay's to publish.
     pub fn head_moved(&self, campaign_id: &str) {
         self.reply_timers.touch(campaign_id);
-        self.heads_moved.mark();
+        self.heads_moved.mark(campaign_id);
     }
 
     /// A change no event records may have started or moved the campaign's timed work.
@@ -225,7 +266,7 @@ impl Agendas {
     pub fn touch_all(&self) {
         self.reply_timers.touch_all();
         self.shift_boundaries.touch_all();
-        self.heads_moved.mark();
+        self.heads_moved.mark_all();
     }
 }
 
@@ -303,16 +344,37 @@ mod tests {
     }
 
     #[test]
-    fn the_relay_looks_at_start_and_once_per_moved_head_whatever_their_number() {
+    fn the_relay_looks_at_everything_at_start_then_at_the_campaigns_whose_heads_moved() {
         let agendas = Agendas::new(false);
-        assert!(agendas.heads_moved.take(), "at start");
-        assert!(!agendas.heads_moved.take());
+        let heads = &agendas.heads_moved;
+        assert_eq!(heads.take(), Some(Stale::All), "at start");
+        assert_eq!(heads.take(), None);
         agendas.head_moved("c1");
+        agendas.head_moved("c1");
+        let Some(Stale::Some(mut moved)) = heads.take() else {
+            panic!("the moved heads")
+        };
+        assert_eq!(moved, ["c1"], "once per campaign, however often it moved");
         agendas.head_moved("c2");
-        assert!(agendas.heads_moved.take());
-        assert!(!agendas.heads_moved.take());
+        heads.restore(Stale::Some(vec!["c1".to_owned()]));
+        let Some(Stale::Some(again)) = heads.take() else {
+            panic!("the moved heads")
+        };
+        moved = again;
+        moved.sort();
+        assert_eq!(
+            moved,
+            ["c1", "c2"],
+            "what a look did not get to, and what moved since"
+        );
+        agendas.head_moved("c3");
         agendas.touch_all();
-        assert!(agendas.heads_moved.take(), "after the listener reconnects");
+        agendas.head_moved("c4");
+        assert_eq!(
+            heads.take(),
+            Some(Stale::All),
+            "after the listener reconnects"
+        );
     }
 
     #[test]

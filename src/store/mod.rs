@@ -335,10 +335,10 @@ pub enum Campaigns<'a> {
 }
 
 impl Campaigns<'_> {
-    /// The SQL condition on the campaign id `column` that keeps them (`$1`: the names).
-    fn condition(&self, column: &str) -> String {
+    /// The SQL condition on the campaign id `column` that keeps them (`$param`: the names).
+    fn condition(&self, column: &str, param: usize) -> String {
         match self {
-            Campaigns::Named(_) => format!("{column} = ANY($1)"),
+            Campaigns::Named(_) => format!("{column} = ANY(${param})"),
             Campaigns::Every => "true".to_owned(),
         }
     }

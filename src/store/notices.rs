@@ -14,6 +14,8 @@ use crate::error::AppResult;
 pub const FEED_CHANNEL: &str = "assignment_feed";
 /// The channel of [`Notice::TimedWorkChanged`].
 pub const TIMED_WORK_CHANNEL: &str = "assignment_timed_work";
+/// The channel of [`Notice::LeaseReleased`].
+pub const RELAY_CHANNEL: &str = "assignment_relay";
 
 /// What a commit tells every replica about one campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +26,8 @@ pub enum Notice<'a> {
     /// A change no event records may have started or moved its timed work: a wait for a reply, the
     /// reply timers' setting, a shift schedule.
     TimedWorkChanged(&'a str),
+    /// A replica shutting down gave up its relay lease: another is to take it now.
+    LeaseReleased(&'a str),
 }
 
 impl Notice<'_> {
@@ -31,12 +35,15 @@ impl Notice<'_> {
         match self {
             Notice::HeadMoved(_) => FEED_CHANNEL,
             Notice::TimedWorkChanged(_) => TIMED_WORK_CHANNEL,
+            Notice::LeaseReleased(_) => RELAY_CHANNEL,
         }
     }
 
     fn campaign_id(&self) -> &str {
         match self {
-            Notice::HeadMoved(campaign_id) | Notice::TimedWorkChanged(campaign_id) => campaign_id,
+            Notice::HeadMoved(campaign_id)
+            | Notice::TimedWorkChanged(campaign_id)
+            | Notice::LeaseReleased(campaign_id) => campaign_id,
         }
     }
 }

@@ -295,7 +295,7 @@ pub async fn next_due(
     conn: &mut Conn,
     campaigns: Campaigns<'_>,
 ) -> AppResult<Vec<(String, DateTime<Utc>)>> {
-    let sql = next_due_sql(&campaigns.condition("campaign_id"));
+    let sql = next_due_sql(&campaigns.condition("campaign_id", 1));
     next_due_of(conn, &sql, campaigns).await
 }
 

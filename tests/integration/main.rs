@@ -33,6 +33,7 @@ mod protocol;
 mod proxy;
 mod raw_codec;
 mod relay;
+mod relay_claims;
 mod replies;
 mod reply_timers;
 mod routing;

@@ -292,6 +292,50 @@ async fn an_idle_relay_claims_twice_a_lease_not_every_tick_and_still_relays_at_o
     assert_stream_is_the_feed(&app, &nats, head).await;
 }
 
+/// A replica shutting down gives up its leases with a notification every replica hears: another relays its
+/// campaigns at once, not when the lease would have lapsed nor at its next look at every campaign (here an
+/// hour and half an hour away).
+#[tokio::test]
+async fn a_replica_shutting_down_hands_its_campaigns_over_at_once() {
+    let nats = NatsServer::start().await;
+    let url = nats.url();
+    let flags = [
+        "--nats-url",
+        &url,
+        "--relay-interval",
+        "20ms",
+        "--relay-lease",
+        "1h",
+    ];
+    let app = TestApp::start_configured(&flags).await;
+    seed(&app).await;
+    // Another replica holds the campaign's lease, and relays nothing: it is shutting down.
+    sqlx::query(
+        "INSERT INTO relay_positions (campaign_id, holder, lease_until) \
+         VALUES ($1, 'leaving', now() + interval '1 hour')",
+    )
+    .bind(CAMPAIGN)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+    write(&[app.channel().await], "held", 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let relayed: i64 =
+        sqlx::query_scalar("SELECT relayed_seq FROM relay_positions WHERE campaign_id = $1")
+            .bind(CAMPAIGN)
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        relayed, 0,
+        "the campaign is another replica's while it holds it"
+    );
+
+    assignment_service::relay::release(&app.store, "leaving", false).await;
+    let head = until_relayed(&app).await;
+    assert_stream_is_the_feed(&app, &nats, head).await;
+}
+
 /// How many times `feed_heads` was scanned, as the statistics views say now.
 async fn feed_head_scans(app: &TestApp) -> i64 {
     let mut conn = app.store.pool().acquire().await.unwrap();
