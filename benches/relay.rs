@@ -168,13 +168,17 @@ async fn until_numbered(store: &Store) {
     }
 }
 
-/// Waits until the relay's position is the feed's head (every event numbered and published).
-async fn until_relayed(store: &Store) {
+/// Waits until the relay published the feed up to its head; returns when it was first seen to publish.
+async fn until_relayed(store: &Store) -> Instant {
+    let mut first = None;
     loop {
         until_numbered(store).await;
         let (head, relayed) = head_and_relayed(store).await;
+        if relayed > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
         if head > 0 && head == relayed {
-            return;
+            return first.unwrap_or_else(Instant::now);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -271,8 +275,9 @@ async fn main() {
     let started = Instant::now();
     // As a replica shutting down gives its leases up: with a notification every replica hears.
     assignment_service::relay::release(&store, "bench-pause", false).await;
-    until_relayed(&store).await;
+    let first = until_relayed(&store).await;
     let catch_up = started.elapsed().as_secs_f64();
+    let (handed_over, publishing) = (first - started, first.elapsed());
     let (relayed_head, _) = head_and_relayed(&store).await;
     let relay_rate = relayed_head as f64 / catch_up;
     let relay_cpu = PerMessage::since(cpu, nats_cpu, &nats, relayed_head as usize);
@@ -440,6 +445,11 @@ async fn main() {
         messages.len(),
         messages.len() as f64 / pipelined,
         pipelined_cpu.columns()
+    );
+    println!(
+        "\nHand-over: the first message {:.0} ms after the lease was given up; then {:.0} events/s",
+        handed_over.as_secs_f64() * 1000.0,
+        relayed_head as f64 / publishing.as_secs_f64()
     );
     println!(
         "\nLag, commit to stream ({} events while {callers} callers sent triggers for {seconds} s): \
