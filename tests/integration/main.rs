@@ -31,6 +31,7 @@ mod privacy;
 mod production;
 mod protocol;
 mod proxy;
+mod queue_positions;
 mod raw_codec;
 mod relay;
 mod relay_claims;
