@@ -747,3 +747,22 @@ pub async fn bulk_assign_round_robin(app: &TestApp, ids: &[String]) {
     }
     assert_eq!(assigned as usize, ids.len());
 }
+
+/// Pages of the schema's tables and indexes read so far (from the cache or the disk), as the store's backend
+/// reports them once it flushed its counters (a store of one connection: the backend that ran what is
+/// measured). A scan of a campaign's rows reads hundreds of pages; a lookup by key a few.
+pub async fn pages_touched(store: &Store) -> i64 {
+    // The backend flushes its counters when it goes idle after this statement, before answering it.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT COALESCE(sum(COALESCE(heap_blks_read, 0) + COALESCE(heap_blks_hit, 0) \
+                             + COALESCE(idx_blks_read, 0) + COALESCE(idx_blks_hit, 0)), 0)::bigint \
+           FROM pg_statio_user_tables WHERE schemaname = current_schema()",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}

@@ -23,26 +23,6 @@ async fn one_connection_campaign() -> TestApp {
     app
 }
 
-/// Pages of the schema's tables and indexes read so far (from the cache or the disk), as the one backend
-/// reports them once it flushed its counters: a scan of the campaign's rows, or of its index entries
-/// (an index whose leading column is the campaign but whose next one is not the conversation), reads
-/// hundreds of pages per lookup; a lookup by the whole key a few.
-async fn pages_touched(app: &TestApp) -> i64 {
-    // The backend flushes its counters when it goes idle after this statement, before answering it.
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(app.store.pool())
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(COALESCE(heap_blks_read, 0) + COALESCE(heap_blks_hit, 0) \
-                             + COALESCE(idx_blks_read, 0) + COALESCE(idx_blks_hit, 0)), 0)::bigint \
-           FROM pg_statio_user_tables WHERE schemaname = current_schema()",
-    )
-    .fetch_one(app.store.pool())
-    .await
-    .unwrap()
-}
-
 fn ids(prefix: &str, range: std::ops::Range<i64>) -> Vec<String> {
     range.map(|n| format!("{prefix}-{n:06}")).collect()
 }
@@ -76,9 +56,9 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
     // campaign's 100,000 conversations (a scan of the campaign reads thousands of pages, and hundreds a
     // conversation when each lookup does).
     let batch = ids("imported", 1_000..1_020);
-    let before = pages_touched(&app).await;
+    let before = pages_touched(&app.store).await;
     bulk_assign_round_robin(&app, &batch).await;
-    let bulk_pages = pages_touched(&app).await - before;
+    let bulk_pages = pages_touched(&app.store).await - before;
     assert!(
         bulk_pages < 100 * batch.len() as i64,
         "a bulk batch of {} conversations touched {bulk_pages} pages",
@@ -86,12 +66,12 @@ async fn bulk_and_auto_assign_batches_stay_bounded_after_the_campaign_grows_with
     );
 
     // So does an auto-assign batch (about 90 pages for one trigger; 700 when a lookup scans the campaign).
-    let before = pages_touched(&app).await;
+    let before = pages_touched(&app.store).await;
     assert_eq!(
         app.auto_assign("imported-002000").await.outcome(),
         pb::AutoAssignOutcome::Assigned
     );
-    let auto_pages = pages_touched(&app).await - before;
+    let auto_pages = pages_touched(&app.store).await - before;
     assert!(
         auto_pages < 300,
         "an auto-assign batch of one trigger touched {auto_pages} pages"
@@ -139,7 +119,7 @@ async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_sm
         .unwrap();
     const BACKLOG: i64 = 5_000;
     overdue(&app, "backlog-", BACKLOG).await;
-    let before = pages_touched(&app).await;
+    let before = pages_touched(&app.store).await;
     time_replies(&app, pb::OnReplyOverdue::Unspecified).await;
     let mut pending = BACKLOG;
     for _ in 0..600 {
@@ -158,7 +138,7 @@ async fn a_backlog_of_silence_timers_costs_what_it_fires_with_statistics_of_a_sm
     assert_eq!(pending, 0, "every timer fired");
     // Firing (and draining what fired to o2) costs pages per timer; choosing the batch again for each row
     // it locks cost thousands per timer.
-    let pages = pages_touched(&app).await - before;
+    let pages = pages_touched(&app.store).await - before;
     assert!(
         pages < 300 * (BACKLOG + 10),
         "firing {} timers touched {pages} pages",
@@ -194,7 +174,7 @@ async fn lapsed_replies_are_reached_by_key_with_statistics_of_many_small_campaig
         .unwrap();
         const LAPSED: i64 = 5;
         overdue(&app, "lapsed-", LAPSED).await;
-        let before = pages_touched(&app).await;
+        let before = pages_touched(&app.store).await;
         time_replies(&app, lapse).await;
         // Counted from their events (a count of the conversations would read the campaign itself).
         let mut fired = 0;
@@ -215,7 +195,7 @@ async fn lapsed_replies_are_reached_by_key_with_statistics_of_many_small_campaig
         assert_eq!(fired, LAPSED, "every timer fired ({lapse:?})");
         // A few hundred pages for the five (about 270 flagged, 830 handed on); a lookup that reads the
         // campaign's 100,000 conversations (or their index entries) costs about a thousand pages each.
-        let pages = pages_touched(&app).await - before;
+        let pages = pages_touched(&app.store).await - before;
         assert!(
             pages < 300 * LAPSED,
             "firing {LAPSED} timers ({lapse:?}) touched {pages} pages"

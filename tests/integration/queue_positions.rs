@@ -81,22 +81,6 @@ async fn positions(store: &Store, ids: &[&str]) -> Vec<(String, i64)> {
     places
 }
 
-/// Pages of the schema's tables and indexes this backend read so far.
-async fn pages_touched(store: &Store) -> i64 {
-    sqlx::query("SELECT pg_stat_force_next_flush()")
-        .execute(store.pool())
-        .await
-        .unwrap();
-    sqlx::query_scalar(
-        "SELECT COALESCE(sum(COALESCE(heap_blks_read, 0) + COALESCE(heap_blks_hit, 0) \
-                             + COALESCE(idx_blks_read, 0) + COALESCE(idx_blks_hit, 0)), 0)::bigint \
-           FROM pg_statio_user_tables WHERE schemaname = current_schema()",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_position_counts_the_campaigns_queue_at_or_before_each_conversation() {
     let store = queue().await;

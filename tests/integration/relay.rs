@@ -121,6 +121,19 @@ async fn write(channels: &[Channel], tag: &str, rounds: usize) {
     }
 }
 
+/// `holder`, a replica that never renews, holds the campaign's lease for an hour: the relay leaves it alone.
+async fn held_for_an_hour(app: &TestApp, holder: &str) {
+    sqlx::query(
+        "INSERT INTO relay_positions (campaign_id, holder, lease_until) \
+         VALUES ($1, $2, now() + interval '1 hour')",
+    )
+    .bind(CAMPAIGN)
+    .bind(holder)
+    .execute(app.store.pool())
+    .await
+    .unwrap();
+}
+
 /// Waits until the relay has published the campaign's feed up to its head (every event numbered).
 async fn until_relayed(app: &TestApp) -> i64 {
     let mut last = (0, 0, 0);
@@ -310,14 +323,7 @@ async fn a_replica_shutting_down_hands_its_campaigns_over_at_once() {
     let app = TestApp::start_configured(&flags).await;
     seed(&app).await;
     // Another replica holds the campaign's lease, and relays nothing: it is shutting down.
-    sqlx::query(
-        "INSERT INTO relay_positions (campaign_id, holder, lease_until) \
-         VALUES ($1, 'leaving', now() + interval '1 hour')",
-    )
-    .bind(CAMPAIGN)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
+    held_for_an_hour(&app, "leaving").await;
     write(&[app.channel().await], "held", 1).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let relayed: i64 =
@@ -434,14 +440,7 @@ async fn bursts_another_publisher_writes_into_leave_the_campaign_exactly_the_fee
     let app = TestApp::start_configured(&flags).await;
     seed(&app).await;
     // A backlog: a holder that never renews keeps the campaign from the relay while writes pile up.
-    sqlx::query(
-        "INSERT INTO relay_positions (campaign_id, holder, lease_until) \
-         VALUES ($1, 'paused', now() + interval '1 hour')",
-    )
-    .bind(CAMPAIGN)
-    .execute(app.store.pool())
-    .await
-    .unwrap();
+    held_for_an_hour(&app, "paused").await;
     write(&[app.channel().await], "backlog", 60).await;
 
     let other = async_nats::connect(nats.url()).await.unwrap();
